@@ -1,0 +1,163 @@
+/*-------------------------------------------------------------------------
+ *
+ * hs_json.c
+ *	  JSON: the request bodies we send, and HubSpot's answers.
+ *
+ * Request bodies are written directly as text (escape_json) from validated
+ * contacts: building them is on the hot path and needs no tree.  HubSpot's
+ * answers are read with json-c, defensively: any field may be missing or of
+ * another type, the body may not be JSON at all, and text that came from
+ * the network is made safe for the server's encoding before it goes into a
+ * message.  (json-c's "json_object" type collides with a PostgreSQL function
+ * of that name, so this file includes no fmgr prototypes.)  json-c objects are released on every path, ERRORs included.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include <limits.h>
+
+#include <json.h>
+
+#include "mb/pg_wchar.h"
+
+#define HS_REMOTE_TEXT_MAX 2000
+
+/* {"inputs":[contact, ...]} for contacts[first .. first+count-1] */
+void
+hs_build_subscriber_body(StringInfo buf, List *contacts, int first, int count)
+{
+	appendStringInfoString(buf, "{\"inputs\":[");
+	for (int i = first; i < first + count; i++)
+	{
+		if (i > first)
+			appendStringInfoChar(buf, ',');
+		hs_append_contact_json(buf, (HsContact *) list_nth(contacts, i));
+	}
+	appendStringInfoString(buf, "]}");
+}
+
+/*
+ * Text that came from the network, made fit for a one-line message: valid
+ * in the server encoding (bytes that are not become '?'), runs of white
+ * space (newlines included) as one space, other control characters as '?',
+ * and at most HS_REMOTE_TEXT_MAX bytes.
+ */
+char *
+hs_sanitize_remote_text(const char *s, size_t len)
+{
+	char	   *out;
+	size_t		n = Min(len, HS_REMOTE_TEXT_MAX);
+	bool		cut = len > HS_REMOTE_TEXT_MAX;
+
+	out = palloc(n + 4);
+	{
+		size_t		o = 0;
+
+		for (size_t i = 0; i < n; i++)
+		{
+			unsigned char c = (unsigned char) s[i];
+
+			if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+			{
+				if (o > 0 && out[o - 1] != ' ')
+					out[o++] = ' ';
+			}
+			else if (c == '\0' || c < 0x20 || c == 0x7f)
+				out[o++] = '?';
+			else
+				out[o++] = (char) c;
+		}
+		while (o > 0 && out[o - 1] == ' ')
+			o--;
+		n = o;
+		out[n] = '\0';
+	}
+	if (!pg_verifymbstr(out, n, true))
+	{
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char) out[i] >= 0x80)
+				out[i] = '?';
+	}
+	else if (cut)
+	{
+		/* do not end in the middle of a multibyte character */
+		n = pg_mbcliplen(out, n, n);
+		out[n] = '\0';
+	}
+	if (cut)
+		strcat(out, "...");
+	return out;
+}
+
+static char *
+get_string_field(struct json_object *root, const char *name)
+{
+	struct json_object *v;
+	const char *s;
+
+	if (!json_object_object_get_ex(root, name, &v) || v == NULL)
+		return NULL;
+	if (json_object_is_type(v, json_type_string))
+	{
+		s = json_object_get_string(v);
+		return hs_sanitize_remote_text(s, json_object_get_string_len(v));
+	}
+	if (json_object_is_type(v, json_type_object) || json_object_is_type(v, json_type_array))
+	{
+		s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+		return hs_sanitize_remote_text(s, strlen(s));
+	}
+	if (json_object_is_type(v, json_type_null))
+		return NULL;
+	s = json_object_get_string(v);
+	return hs_sanitize_remote_text(s, strlen(s));
+}
+
+/*
+ * Read the fields of a HubSpot error answer.  Both shapes are understood:
+ * the standard one (category, subCategory, context...) and the rate-limit
+ * one (errorType, policyName).  Never throws on bad input.
+ */
+void
+hs_parse_error_body(const char *body, size_t len, HsErrorBody *out)
+{
+	struct json_tokener *volatile tok = NULL;
+	struct json_object *volatile root = NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (body == NULL || len == 0)
+		return;
+
+	PG_TRY();
+	{
+		tok = json_tokener_new();
+		if (tok == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory while reading HubSpot's answer")));
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+		root = json_tokener_parse_ex(tok, body, (int) Min(len, (size_t) INT_MAX));
+		if (json_tokener_get_error(tok) == json_tokener_success &&
+			root != NULL && json_object_is_type(root, json_type_object))
+		{
+			out->parsed = true;
+			out->status = get_string_field(root, "status");
+			out->message = get_string_field(root, "message");
+			out->correlation_id = get_string_field(root, "correlationId");
+			out->category = get_string_field(root, "category");
+			out->sub_category = get_string_field(root, "subCategory");
+			out->context = get_string_field(root, "context");
+			out->error_type = get_string_field(root, "errorType");
+			out->policy_name = get_string_field(root, "policyName");
+		}
+	}
+	PG_FINALLY();
+	{
+		if (root != NULL)
+			json_object_put(root);
+		if (tok != NULL)
+			json_tokener_free(tok);
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,524 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  libcurl: sending one request to HubSpot, interruptibly.
+ *
+ * Design:
+ *	- One easy handle and one multi handle per backend, created on first use
+ *	  and reused, so that consecutive requests share a kept-alive connection.
+ *	- The transfer is driven through the multi interface in slices of at most
+ *	  HS_POLL_SLICE_MS, with CHECK_FOR_INTERRUPTS() between slices: query
+ *	  cancel, statement_timeout and termination stop a request in flight
+ *	  promptly.  An ERROR never unwinds through libcurl's frames: it is thrown
+ *	  only between libcurl calls.
+ *	- libcurl's callbacks never palloc (an ERROR inside them would longjmp
+ *	  through libcurl): the answer is collected in malloc'd memory owned by
+ *	  this file, copied into palloc'd memory after the transfer, and freed
+ *	  at the end of the request, or at the start of the next one when an
+ *	  ERROR interrupted it.  A reset callback on the caller's memory context
+ *	  also detaches an interrupted transfer, closing its connection at once.
+ *	- TLS verification is always on; redirects are never followed (they
+ *	  would carry the token elsewhere); only http and https are spoken;
+ *	  CURLOPT_NOSIGNAL keeps libcurl away from the server's signal handlers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#define HS_POLL_SLICE_MS	100
+#define HS_MAX_ANSWER_BYTES	(8 * 1024 * 1024)
+#define HS_HEADER_VALUE_MAX	256
+
+/* The answer being received; malloc-owned, see the file header. */
+typedef struct HsReceive
+{
+	char	   *body;
+	size_t		len;
+	size_t		cap;
+	bool		too_large;
+	char		content_type[HS_HEADER_VALUE_MAX];
+	char		correlation_id[HS_HEADER_VALUE_MAX];
+	char		retry_after[HS_HEADER_VALUE_MAX];
+	int64		ratelimit_max;
+	int64		ratelimit_remaining;
+	int64		ratelimit_interval_ms;
+	int64		ratelimit_daily;
+	int64		ratelimit_daily_remaining;
+} HsReceive;
+
+static CURLM *hs_multi = NULL;
+static CURL *hs_easy = NULL;
+static bool hs_easy_attached = false;
+static struct curl_slist *hs_headers = NULL;
+static HsReceive hs_recv;
+static char hs_errbuf[CURL_ERROR_SIZE];
+static uint64 hs_transfer_seq = 0;
+
+/* registered on the caller's context for one transfer */
+typedef struct HsTransferGuard
+{
+	MemoryContextCallback cb;
+	uint64		seq;
+} HsTransferGuard;
+
+/* ---- URLs ---- */
+
+/*
+ * Percent-encode a path segment or query value: everything but RFC 3986's
+ * unreserved characters.
+ */
+char *
+hs_url_escape(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			(*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
+			*p == '_' || *p == '~')
+			appendStringInfoChar(&buf, (char) *p);
+		else
+		{
+			appendStringInfoChar(&buf, '%');
+			appendStringInfoChar(&buf, hex[*p >> 4]);
+			appendStringInfoChar(&buf, hex[*p & 0x0f]);
+		}
+	}
+	return buf.data;
+}
+
+static bool
+host_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	char		buf[64];
+	size_t		len = strlen(host);
+
+	if (pg_strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	/* libcurl gives IPv6 hosts in brackets */
+	if (len > 2 && len < sizeof(buf) && host[0] == '[' && host[len - 1] == ']')
+	{
+		memcpy(buf, host + 1, len - 2);
+		buf[len - 2] = '\0';
+		if (inet_pton(AF_INET6, buf, &a6) == 1)
+			return IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	return false;
+}
+
+/*
+ * Whether a base URL may receive the token: https anywhere, http only on a
+ * loopback host; no credentials, query or fragment.  Never throws (it runs
+ * in a GUC check hook); *reason is palloc'd.
+ */
+bool
+hs_url_is_acceptable(const char *url, char **reason)
+{
+	CURLU	   *u = curl_url();
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *part = NULL;
+	bool		ok = false;
+
+	*reason = NULL;
+	if (u == NULL)
+	{
+		*reason = pstrdup("Out of memory while parsing the URL.");
+		return false;
+	}
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+	{
+		*reason = pstrdup("The value is not a valid absolute URL.");
+		goto done;
+	}
+	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+	{
+		*reason = pstrdup("The URL has no scheme or no host.");
+		goto done;
+	}
+	if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK)
+	{
+		*reason = pstrdup("The URL must not contain a user name or password.");
+		goto done;
+	}
+	if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK)
+	{
+		*reason = pstrdup("The URL must not contain a query.");
+		goto done;
+	}
+	if (curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
+	{
+		*reason = pstrdup("The URL must not contain a fragment.");
+		goto done;
+	}
+	if (pg_strcasecmp(scheme, "https") == 0)
+		ok = true;
+	else if (pg_strcasecmp(scheme, "http") == 0)
+	{
+		if (host_is_loopback(host))
+			ok = true;
+		else
+			*reason = psprintf("http:// is accepted only for loopback hosts, not for \"%s\": the token would cross the network unencrypted.", host);
+	}
+	else
+		*reason = psprintf("The scheme \"%s\" is not supported.", scheme);
+
+done:
+	curl_free(part);
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+/* ---- libcurl callbacks: no palloc, no ereport ---- */
+
+static size_t
+receive_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	HsReceive  *r = (HsReceive *) userdata;
+	size_t		n = size * nmemb;
+
+	if (r->len + n > HS_MAX_ANSWER_BYTES)
+	{
+		r->too_large = true;
+		return 0;				/* aborts the transfer with CURLE_WRITE_ERROR */
+	}
+	if (r->len + n + 1 > r->cap)
+	{
+		size_t		newcap = Max(r->cap * 2, r->len + n + 1);
+		char	   *p;
+
+		newcap = Max(newcap, 4096);
+		p = realloc(r->body, newcap);
+		if (p == NULL)
+			return 0;
+		r->body = p;
+		r->cap = newcap;
+	}
+	memcpy(r->body + r->len, data, n);
+	r->len += n;
+	r->body[r->len] = '\0';
+	return n;
+}
+
+static void
+copy_header_value(char *dst, const char *src, size_t len)
+{
+	while (len > 0 && (*src == ' ' || *src == '\t'))
+		src++, len--;
+	while (len > 0 && (src[len - 1] == '\r' || src[len - 1] == '\n' ||
+					   src[len - 1] == ' ' || src[len - 1] == '\t'))
+		len--;
+	if (len >= HS_HEADER_VALUE_MAX)
+		len = HS_HEADER_VALUE_MAX - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+static int64
+header_int64(const char *src, size_t len)
+{
+	char		buf[32];
+	char	   *end;
+	long long	v;
+
+	copy_header_value(buf, src, Min(len, sizeof(buf) - 1));
+	errno = 0;
+	v = strtoll(buf, &end, 10);
+	if (errno != 0 || end == buf || *end != '\0' || v < 0)
+		return -1;
+	return (int64) v;
+}
+
+static void
+reset_receive_headers(HsReceive *r)
+{
+	r->content_type[0] = '\0';
+	r->correlation_id[0] = '\0';
+	r->retry_after[0] = '\0';
+	r->ratelimit_max = -1;
+	r->ratelimit_remaining = -1;
+	r->ratelimit_interval_ms = -1;
+	r->ratelimit_daily = -1;
+	r->ratelimit_daily_remaining = -1;
+}
+
+static size_t
+receive_header(char *data, size_t size, size_t nitems, void *userdata)
+{
+	HsReceive  *r = (HsReceive *) userdata;
+	size_t		n = size * nitems;
+	const char *colon;
+	size_t		namelen;
+	const char *value;
+	size_t		valuelen;
+
+	/* a new status line (after "100 Continue", say) starts a new header set */
+	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+	{
+		reset_receive_headers(r);
+		return n;
+	}
+	colon = memchr(data, ':', n);
+	if (colon == NULL)
+		return n;
+	namelen = colon - data;
+	value = colon + 1;
+	valuelen = n - namelen - 1;
+
+#define HEADER_IS(name) (namelen == strlen(name) && pg_strncasecmp(data, name, namelen) == 0)
+	if (HEADER_IS("content-type"))
+		copy_header_value(r->content_type, value, valuelen);
+	else if (HEADER_IS("x-hubspot-correlation-id"))
+		copy_header_value(r->correlation_id, value, valuelen);
+	else if (HEADER_IS("retry-after"))
+		copy_header_value(r->retry_after, value, valuelen);
+	else if (HEADER_IS("x-hubspot-ratelimit-max"))
+		r->ratelimit_max = header_int64(value, valuelen);
+	else if (HEADER_IS("x-hubspot-ratelimit-remaining"))
+		r->ratelimit_remaining = header_int64(value, valuelen);
+	else if (HEADER_IS("x-hubspot-ratelimit-interval-milliseconds"))
+		r->ratelimit_interval_ms = header_int64(value, valuelen);
+	else if (HEADER_IS("x-hubspot-ratelimit-daily"))
+		r->ratelimit_daily = header_int64(value, valuelen);
+	else if (HEADER_IS("x-hubspot-ratelimit-daily-remaining"))
+		r->ratelimit_daily_remaining = header_int64(value, valuelen);
+#undef HEADER_IS
+	return n;
+}
+
+/* ---- one request ---- */
+
+/*
+ * Release what a previous request left behind (normally nothing; after an
+ * ERROR in the middle of a transfer, its handle and buffers).  Safe to call
+ * at any time.
+ */
+static void
+release_transfer(void)
+{
+	if (hs_easy_attached)
+	{
+		curl_multi_remove_handle(hs_multi, hs_easy);
+		hs_easy_attached = false;
+	}
+	if (hs_headers)
+	{
+		curl_slist_free_all(hs_headers);
+		hs_headers = NULL;
+	}
+	free(hs_recv.body);
+	memset(&hs_recv, 0, sizeof(hs_recv));
+}
+
+static void
+release_transfer_callback(void *arg)
+{
+	HsTransferGuard *guard = (HsTransferGuard *) arg;
+
+	/* only the transfer this guard was made for; a later one is not ours */
+	if (guard->seq == hs_transfer_seq)
+		release_transfer();
+}
+
+static void
+ensure_handles(void)
+{
+	if (hs_multi == NULL)
+	{
+		hs_multi = curl_multi_init();
+		if (hs_multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl multi handle")));
+	}
+	if (hs_easy == NULL)
+	{
+		hs_easy = curl_easy_init();
+		if (hs_easy == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl handle")));
+	}
+}
+
+/* Append a header to hs_headers, throwing (after cleanup) when out of memory. */
+static void
+add_header(const char *line)
+{
+	struct curl_slist *l = curl_slist_append(hs_headers, line);
+
+	if (l == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while building an HTTP request")));
+	hs_headers = l;
+}
+
+#define SETOPT(opt, val) \
+	do { \
+		CURLcode _rc = curl_easy_setopt(hs_easy, (opt), (val)); \
+		if (_rc != CURLE_OK) \
+			ereport(ERROR, \
+					(errcode(ERRCODE_INTERNAL_ERROR), \
+					 errmsg("could not set libcurl option %s: %s", #opt, curl_easy_strerror(_rc)))); \
+	} while (0)
+
+/*
+ * POST a JSON body to url with the bearer token, and fill *result with the
+ * answer, or with the reason there was none.  HTTP error statuses are not
+ * errors here: the caller decides.  Throws only for interrupts and for
+ * failures of this backend (out of memory).
+ */
+void
+hs_http_post_json(const char *url, const char *token,
+				  const char *body, size_t body_len, HsHttpResult *result)
+{
+	HsTransferGuard *guard;
+	char	   *auth;
+	int			running = 1;
+	CURLMcode	mc;
+	CURLMsg    *msg;
+	int			msgs_left;
+	CURLcode	rc = CURLE_OK;
+	bool		done = false;
+
+	memset(result, 0, sizeof(*result));
+	release_transfer();
+	ensure_handles();
+
+	/* if an ERROR interrupts us, the caller's context reset detaches the transfer */
+	guard = palloc(sizeof(HsTransferGuard));
+	guard->seq = ++hs_transfer_seq;
+	guard->cb.func = release_transfer_callback;
+	guard->cb.arg = guard;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &guard->cb);
+
+	curl_easy_reset(hs_easy);
+	reset_receive_headers(&hs_recv);
+	hs_errbuf[0] = '\0';
+
+	auth = psprintf("Authorization: Bearer %s", token);
+	PG_TRY();
+	{
+		add_header(auth);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(auth, strlen(auth));
+		pfree(auth);
+	}
+	PG_END_TRY();
+	add_header("Content-Type: application/json");
+	add_header("Accept: application/json");
+	add_header("Expect:");
+
+	SETOPT(CURLOPT_URL, url);
+	SETOPT(CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	SETOPT(CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+	SETOPT(CURLOPT_TIMEOUT_MS, (long) hs_request_timeout_ms);
+	SETOPT(CURLOPT_ERRORBUFFER, hs_errbuf);
+	SETOPT(CURLOPT_USERAGENT, HS_USER_AGENT);
+	SETOPT(CURLOPT_HTTPHEADER, hs_headers);
+	SETOPT(CURLOPT_POST, 1L);
+	SETOPT(CURLOPT_POSTFIELDS, body);
+	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	SETOPT(CURLOPT_WRITEFUNCTION, receive_body);
+	SETOPT(CURLOPT_WRITEDATA, &hs_recv);
+	SETOPT(CURLOPT_HEADERFUNCTION, receive_header);
+	SETOPT(CURLOPT_HEADERDATA, &hs_recv);
+
+	mc = curl_multi_add_handle(hs_multi, hs_easy);
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not start an HTTP request: %s", curl_multi_strerror(mc))));
+	hs_easy_attached = true;
+
+	while (!done)
+	{
+		mc = curl_multi_perform(hs_multi, &running);
+		if (mc == CURLM_OK && running > 0)
+			mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_SLICE_MS, NULL);
+		if (mc != CURLM_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_HS_TRANSPORT),
+					 errmsg("HTTP request to HubSpot failed: %s", curl_multi_strerror(mc))));
+		while ((msg = curl_multi_info_read(hs_multi, &msgs_left)) != NULL)
+		{
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == hs_easy)
+			{
+				rc = msg->data.result;
+				done = true;
+			}
+		}
+		if (!done && running == 0)
+		{
+			/* cannot happen: libcurl finished without saying how */
+			rc = CURLE_RECV_ERROR;
+			done = true;
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	/* the answer, copied into palloc'd memory */
+	if (rc != CURLE_OK)
+	{
+		result->transport_ok = false;
+		result->timed_out = (rc == CURLE_OPERATION_TIMEDOUT);
+		if (hs_recv.too_large)
+			result->transport_error = psprintf("the answer was larger than %d bytes", HS_MAX_ANSWER_BYTES);
+		else if (result->timed_out)
+			result->transport_error = psprintf("no complete answer within hubspot_events.request_timeout_ms (%d ms): %s",
+											   hs_request_timeout_ms,
+											   hs_errbuf[0] ? hs_errbuf : curl_easy_strerror(rc));
+		else
+			result->transport_error = pstrdup(hs_errbuf[0] ? hs_errbuf : curl_easy_strerror(rc));
+	}
+	else
+	{
+		long		status = 0;
+
+		curl_easy_getinfo(hs_easy, CURLINFO_RESPONSE_CODE, &status);
+		result->transport_ok = true;
+		result->http_status = status;
+	}
+	result->body_len = hs_recv.len;
+	result->body = palloc(hs_recv.len + 1);
+	if (hs_recv.len > 0)
+		memcpy(result->body, hs_recv.body, hs_recv.len);
+	result->body[hs_recv.len] = '\0';
+	result->content_type = hs_recv.content_type[0] ? pstrdup(hs_recv.content_type) : NULL;
+	result->correlation_id = hs_recv.correlation_id[0] ? pstrdup(hs_recv.correlation_id) : NULL;
+	result->retry_after = hs_recv.retry_after[0] ? pstrdup(hs_recv.retry_after) : NULL;
+	result->ratelimit_max = hs_recv.ratelimit_max;
+	result->ratelimit_remaining = hs_recv.ratelimit_remaining;
+	result->ratelimit_interval_ms = hs_recv.ratelimit_interval_ms;
+	result->ratelimit_daily = hs_recv.ratelimit_daily;
+	result->ratelimit_daily_remaining = hs_recv.ratelimit_daily_remaining;
+
+	release_transfer();
+}

@@ -1,0 +1,138 @@
+/*-------------------------------------------------------------------------
+ *
+ * hubspot_events.h
+ *	  Declarations shared by the files of the hubspot_events extension.
+ *
+ * Each .c file owns one concern:
+ *	  init.c        loading the library and its settings (GUCs, check hooks)
+ *	  functions.c   the SQL-callable functions
+ *	  validate.c    input validation and normalisation (shared with the outbox)
+ *	  token.c       the access token, read from a file, never logged
+ *	  http.c        libcurl: one HubSpot request, interruptible
+ *	  hs_json.c     JSON: request bodies, HubSpot's answers
+ *	  answer.c      HubSpot's answers turned into results and ERRORs
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HUBSPOT_EVENTS_H
+#define HUBSPOT_EVENTS_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+
+#ifndef HUBSPOT_EVENTS_VERSION
+#error "HUBSPOT_EVENTS_VERSION must be defined by the Makefile"
+#endif
+
+#define HS_USER_AGENT "hubspot_events/" HUBSPOT_EVENTS_VERSION
+
+/*
+ * The extension's own SQLSTATE class "HS", for failures that are neither the
+ * database's nor the input's.  Never class 08: connection pools read 08 as a
+ * dead database connection.
+ */
+#define ERRCODE_HS_TRANSPORT		MAKE_SQLSTATE('H','S','0','0','1')
+#define ERRCODE_HS_TIMEOUT			MAKE_SQLSTATE('H','S','0','0','2')
+#define ERRCODE_HS_RATE_LIMITED		MAKE_SQLSTATE('H','S','0','0','3')
+#define ERRCODE_HS_SERVER_ERROR		MAKE_SQLSTATE('H','S','0','0','4')
+#define ERRCODE_HS_UNEXPECTED		MAKE_SQLSTATE('H','S','0','0','5')
+
+/* ---- init.c: settings ---- */
+extern char *hs_api_base_url;
+extern char *hs_access_token_file;
+extern int	hs_request_timeout_ms;
+extern int	hs_batch_size;
+
+/* bumped by a settings reload, so cached secrets are re-read */
+extern uint64 hs_settings_generation;
+
+/* ---- validate.c ---- */
+typedef enum HsSubscriberState
+{
+	HS_STATE_REGISTER,
+	HS_STATE_ATTEND,
+	HS_STATE_CANCEL
+} HsSubscriberState;
+
+/* One contact, validated and normalised, ready to be sent. */
+typedef struct HsContact
+{
+	int64		vid;
+	int64		interaction_ms;		/* epoch milliseconds */
+	/* property names and values, as text, in input order */
+	List	   *prop_names;
+	List	   *prop_values;
+} HsContact;
+
+extern const char *hs_state_name(HsSubscriberState state);
+extern bool hs_parse_state(const char *input, HsSubscriberState *state);
+extern HsSubscriberState hs_validate_state(const char *input);
+extern char *hs_check_external_id(const char *argname, const char *value);
+extern void hs_validate_external_id(const char *argname, const char *value);
+extern bool hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
+							 char **errmsg_out, char **errhint_out);
+extern List *hs_validate_contacts(Jsonb *contacts);
+extern void hs_append_contact_json(StringInfo buf, const HsContact *c);
+extern Jsonb *hs_contact_to_jsonb(const HsContact *contact);
+
+/* ---- token.c ---- */
+extern const char *hs_get_access_token(void);
+
+/* ---- http.c ---- */
+
+/* What came back from one HTTP exchange (or why none did). */
+typedef struct HsHttpResult
+{
+	bool		transport_ok;	/* false: no HTTP answer at all */
+	bool		timed_out;		/* transport failure was our timeout */
+	char	   *transport_error;	/* libcurl's reason, when !transport_ok */
+	long		http_status;
+	char	   *body;			/* palloc'd, NUL-terminated, may be "" */
+	size_t		body_len;
+	char	   *content_type;	/* may be NULL */
+	char	   *correlation_id; /* x-hubspot-correlation-id, may be NULL */
+	char	   *retry_after;	/* Retry-After, may be NULL */
+	int64		ratelimit_max;	/* -1 when the header was absent */
+	int64		ratelimit_remaining;
+	int64		ratelimit_interval_ms;
+	int64		ratelimit_daily;
+	int64		ratelimit_daily_remaining;
+} HsHttpResult;
+
+extern char *hs_url_escape(const char *s);
+extern void hs_http_post_json(const char *url, const char *token,
+							  const char *body, size_t body_len,
+							  HsHttpResult *result);
+extern bool hs_url_is_acceptable(const char *url, char **reason);
+
+/* ---- hs_json.c ---- */
+
+/* The fields of a HubSpot error answer that we act on; any may be NULL. */
+typedef struct HsErrorBody
+{
+	bool		parsed;			/* the body was a JSON object */
+	char	   *status;
+	char	   *message;
+	char	   *correlation_id;
+	char	   *category;
+	char	   *sub_category;
+	char	   *context;		/* JSON text of "context" */
+	char	   *error_type;		/* 429 shape: "RATE_LIMIT" */
+	char	   *policy_name;	/* 429 shape: "TEN_SECONDLY_ROLLING", "DAILY" */
+} HsErrorBody;
+
+extern void hs_build_subscriber_body(StringInfo buf, List *contacts,
+									 int first, int count);
+extern void hs_parse_error_body(const char *body, size_t len, HsErrorBody *out);
+extern Jsonb *hs_body_to_jsonb(const char *body, size_t len);
+extern char *hs_sanitize_remote_text(const char *s, size_t len);
+
+/* ---- answer.c ---- */
+extern int	hs_sqlstate_for_answer(long http_status, const HsErrorBody *err);
+extern void hs_report_http_failure(const HsHttpResult *res,
+								   const char *progress_detail) pg_attribute_noreturn();
+
+#endif							/* HUBSPOT_EVENTS_H */

@@ -1,0 +1,544 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate.c
+ *	  Input rules for subscriber states, external ids and contacts.
+ *
+ * One validator serves every way in (the direct function, the outbox's
+ * enqueue, triggers), so that what is accepted is exactly what HubSpot's
+ * spec accepts, and every rejection names what is wrong and where.
+ *
+ * The checks are written as non-throwing cores that return a message
+ * (hs_check_*), wrapped by throwing versions (hs_validate_*): a trigger can
+ * then record a bad row instead of failing the application's write.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "access/xact.h"
+
+#define HS_VALID_STATES_HINT \
+	"Valid states are \"register\", \"attend\" and \"cancel\" (also accepted: \"registered\", \"attended\", \"cancelled\", \"canceled\", in any letter case)."
+
+/* milliseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch) */
+#define HS_PG_EPOCH_MS	INT64CONST(946684800000)
+
+static const char *const state_names[] = {"register", "attend", "cancel"};
+
+const char *
+hs_state_name(HsSubscriberState state)
+{
+	return state_names[state];
+}
+
+/*
+ * Parse a subscriber state, case-insensitively, accepting the past-tense
+ * spellings HubSpot's read APIs use.  Returns false when it is none of them.
+ */
+bool
+hs_parse_state(const char *input, HsSubscriberState *state)
+{
+	static const struct
+	{
+		const char *name;
+		HsSubscriberState state;
+	}			names[] = {
+		{"register", HS_STATE_REGISTER},
+		{"registered", HS_STATE_REGISTER},
+		{"attend", HS_STATE_ATTEND},
+		{"attended", HS_STATE_ATTEND},
+		{"cancel", HS_STATE_CANCEL},
+		{"cancelled", HS_STATE_CANCEL},
+		{"canceled", HS_STATE_CANCEL},
+	};
+
+	for (int i = 0; i < lengthof(names); i++)
+	{
+		if (pg_strcasecmp(input, names[i].name) == 0)
+		{
+			*state = names[i].state;
+			return true;
+		}
+	}
+	return false;
+}
+
+HsSubscriberState
+hs_validate_state(const char *input)
+{
+	HsSubscriberState state;
+
+	if (!hs_parse_state(input, &state))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid subscriber_state \"%s\"", input),
+				 errhint(HS_VALID_STATES_HINT)));
+	return state;
+}
+
+/*
+ * External event and account ids: non-empty, no control characters.  They go
+ * into the URL percent-encoded, so any other character is safe.
+ */
+char *
+hs_check_external_id(const char *argname, const char *value)
+{
+	if (value[0] == '\0')
+		return psprintf("%s must not be empty", argname);
+	for (const char *p = value; *p; p++)
+	{
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+			return psprintf("%s must not contain control characters (found 0x%02x at byte %d)",
+							argname, (unsigned char) *p, (int) (p - value) + 1);
+	}
+	return NULL;
+}
+
+void
+hs_validate_external_id(const char *argname, const char *value)
+{
+	char	   *msg = hs_check_external_id(argname, value);
+
+	if (msg)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_internal("%s", msg)));
+}
+
+/* ---- contacts ---- */
+
+static const char *
+jsonb_type_name(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
+		case jbvArray:
+			return "an array";
+		case jbvObject:
+			return "an object";
+		default:
+			return "an unknown JSON value";
+	}
+}
+
+/* A JSON scalar as text, for messages (strings quoted, long ones cut). */
+static char *
+jsonb_scalar_for_message(const JsonbValue *v)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (v->type == jbvString)
+	{
+		int			len = Min(v->val.string.len, 64);
+		char	   *s = pnstrdup(v->val.string.val, len);
+
+		appendStringInfo(&buf, "\"%s%s\"", s, v->val.string.len > 64 ? "..." : "");
+	}
+	else if (v->type == jbvNumeric)
+		appendStringInfoString(&buf, DatumGetCString(DirectFunctionCall1(numeric_out,
+																		  NumericGetDatum(v->val.numeric))));
+	else if (v->type == jbvBool)
+		appendStringInfoString(&buf, v->val.boolean ? "true" : "false");
+	else
+		appendStringInfoString(&buf, jsonb_type_name(v));
+	return buf.data;
+}
+
+/*
+ * Parse an unsigned decimal integer of ASCII digits (optionally followed by
+ * ".000", as jsonb keeps the scale of 1.0) into *result.  False on anything
+ * else, on no digits, and on overflow of int64.
+ */
+static bool
+parse_uint64_digits(const char *s, int len, int64 *result)
+{
+	uint64		acc = 0;
+	int			i = 0;
+
+	if (len <= 0)
+		return false;
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+	{
+		acc = acc * 10 + (s[i] - '0');
+		if (acc > (uint64) PG_INT64_MAX)
+			return false;
+	}
+	if (i == 0)
+		return false;
+	if (i < len && s[i] == '.')
+	{
+		for (i++; i < len; i++)
+			if (s[i] != '0')
+				return false;
+	}
+	if (i != len)
+		return false;
+	*result = (int64) acc;
+	return true;
+}
+
+static bool
+numeric_to_uint64(Numeric num, int64 *result)
+{
+	char	   *s;
+
+	if (numeric_is_nan(num) || numeric_is_inf(num))
+		return false;
+	s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
+	return parse_uint64_digits(s, strlen(s), result);
+}
+
+/*
+ * A timestamp string read as PostgreSQL reads timestamptz input (no offset:
+ * the session's TimeZone), without throwing on bad input.  On failure,
+ * *reason may hold PostgreSQL's own explanation.
+ *
+ * DecodeDateTime reports most bad input by its return code, but raises a
+ * data exception for some (an unknown time zone name): those are caught and
+ * turned into a return value.  Parsing a date holds no locks, buffers or
+ * files, so catching its data exceptions without a subtransaction leaves
+ * nothing behind; any other error is re-thrown.
+ */
+static bool
+parse_timestamptz_ms(const char *str, int64 *ms, char **reason)
+{
+	fsec_t		fsec;
+	struct pg_tm tt,
+			   *tm = &tt;
+	int			tz;
+	int			dtype;
+	int			nf;
+	volatile int dterr = 0;
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	TimestampTz ts;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	*reason = NULL;
+	PG_TRY();
+	{
+		dterr = ParseDateTime(str, workbuf, sizeof(workbuf),
+							  field, ftype, MAXDATEFIELDS, &nf);
+		if (dterr == 0)
+			dterr = DecodeDateTime(field, ftype, nf, &dtype, tm, &fsec, &tz);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		*reason = edata->message;
+		return false;
+	}
+	PG_END_TRY();
+
+	if (dterr != 0 || dtype != DTK_DATE)
+		return false;
+	if (tm2timestamp(tm, fsec, &tz, &ts) != 0 || !IS_VALID_TIMESTAMP(ts))
+		return false;
+	/* floor division: microseconds since 2000 to milliseconds since 1970 */
+	*ms = (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
+	return true;
+}
+
+static int64
+transaction_start_ms(void)
+{
+	TimestampTz ts = GetCurrentTransactionStartTimestamp();
+
+	return (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
+}
+
+#define CONTACT_ERR(...) \
+	do { *errmsg_out = psprintf(__VA_ARGS__); return false; } while (0)
+
+/*
+ * Check one contact object (a jsonb container) and fill *out.  On a bad
+ * contact returns false with the reason in *errmsg_out and, where useful, a
+ * hint in *errhint_out.  "index" only names the contact in messages.
+ */
+bool
+hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
+				 char **errmsg_out, char **errhint_out)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	key;
+	JsonbValue	val;
+	bool		have_vid = false;
+	bool		have_at = false;
+
+	memset(out, 0, sizeof(*out));
+	*errhint_out = NULL;
+
+	it = JsonbIteratorInit(obj);
+	tok = JsonbIteratorNext(&it, &val, true);
+	Assert(tok == WJB_BEGIN_OBJECT);
+
+	while ((tok = JsonbIteratorNext(&it, &key, true)) != WJB_END_OBJECT)
+	{
+		char	   *k;
+
+		Assert(tok == WJB_KEY);
+		tok = JsonbIteratorNext(&it, &val, true);
+		Assert(tok == WJB_VALUE);
+		k = pnstrdup(key.val.string.val, key.val.string.len);
+
+		if (strcmp(k, "vid") == 0)
+		{
+			if (val.type == jbvNumeric)
+			{
+				if (!numeric_to_uint64(val.val.numeric, &out->vid) || out->vid == 0)
+					CONTACT_ERR("contacts[%d].vid must be a positive integer within 64 bits, not %s",
+								index, jsonb_scalar_for_message(&val));
+			}
+			else if (val.type == jbvString)
+			{
+				if (!parse_uint64_digits(val.val.string.val, val.val.string.len, &out->vid) ||
+					out->vid == 0 ||
+					memchr(val.val.string.val, '.', val.val.string.len) != NULL)
+					CONTACT_ERR("contacts[%d].vid must be a positive integer within 64 bits, not %s",
+								index, jsonb_scalar_for_message(&val));
+			}
+			else if (val.type == jbvNull)
+				CONTACT_ERR("contacts[%d].vid must not be null", index);
+			else
+				CONTACT_ERR("contacts[%d].vid must be a positive integer, not %s",
+							index, jsonb_type_name(&val));
+			have_vid = true;
+		}
+		else if (strcmp(k, "interactionDateTime") == 0)
+		{
+			if (val.type == jbvNumeric)
+			{
+				if (!numeric_to_uint64(val.val.numeric, &out->interaction_ms))
+					CONTACT_ERR("contacts[%d].interactionDateTime must be epoch milliseconds (a non-negative integer) or a timestamp string, not %s",
+								index, jsonb_scalar_for_message(&val));
+				have_at = true;
+			}
+			else if (val.type == jbvString)
+			{
+				char	   *s = pnstrdup(val.val.string.val, val.val.string.len);
+				char	   *reason;
+
+				if (!parse_timestamptz_ms(s, &out->interaction_ms, &reason) ||
+					out->interaction_ms < 0)
+				{
+					*errhint_out = pstrdup("Give an ISO 8601 timestamp such as \"2026-03-01T17:00:00Z\" (without an offset it is read in the session's TimeZone), or epoch milliseconds as a number.");
+					if (out->interaction_ms < 0)
+						reason = "before 1970";
+					CONTACT_ERR("contacts[%d].interactionDateTime is not a valid timestamp: %s%s%s",
+								index, jsonb_scalar_for_message(&val),
+								reason ? ": " : "", reason ? reason : "");
+				}
+				have_at = true;
+			}
+			else if (val.type == jbvNull)
+				 /* absent */ ;
+			else
+				CONTACT_ERR("contacts[%d].interactionDateTime must be epoch milliseconds or a timestamp string, not %s",
+							index, jsonb_type_name(&val));
+		}
+		else if (strcmp(k, "properties") == 0)
+		{
+			JsonbIterator *pit;
+			JsonbValue	pkey;
+			JsonbValue	pval;
+
+			if (val.type == jbvNull)
+				continue;
+			if (val.type != jbvBinary || !JsonContainerIsObject(val.val.binary.data))
+				CONTACT_ERR("contacts[%d].properties must be a JSON object, not %s",
+							index, jsonb_type_name(&val));
+
+			pit = JsonbIteratorInit(val.val.binary.data);
+			(void) JsonbIteratorNext(&pit, &pval, true);	/* BEGIN_OBJECT */
+			while ((tok = JsonbIteratorNext(&pit, &pkey, true)) != WJB_END_OBJECT)
+			{
+				char	   *pname;
+				char	   *ptext;
+
+				(void) JsonbIteratorNext(&pit, &pval, true);
+				pname = pnstrdup(pkey.val.string.val, pkey.val.string.len);
+				if (pname[0] == '\0')
+					CONTACT_ERR("contacts[%d].properties has an empty property name", index);
+				switch (pval.type)
+				{
+					case jbvNull:
+						continue;	/* a null drops the property */
+					case jbvString:
+						ptext = pnstrdup(pval.val.string.val, pval.val.string.len);
+						break;
+					case jbvNumeric:
+						ptext = DatumGetCString(DirectFunctionCall1(numeric_out,
+																	NumericGetDatum(pval.val.numeric)));
+						break;
+					case jbvBool:
+						ptext = pstrdup(pval.val.boolean ? "true" : "false");
+						break;
+					default:
+						*errhint_out = pstrdup("Property values are sent to HubSpot as strings: give a string, number, boolean or null (null leaves the property out).");
+						CONTACT_ERR("contacts[%d].properties.%s must be a string, number, boolean or null, not %s",
+									index, quote_identifier(pname), jsonb_type_name(&pval));
+				}
+				out->prop_names = lappend(out->prop_names, pname);
+				out->prop_values = lappend(out->prop_values, ptext);
+			}
+		}
+		else
+		{
+			*errhint_out = pstrdup("A contact has the keys \"vid\" (required), \"interactionDateTime\" and \"properties\"; key names are case-sensitive.");
+			CONTACT_ERR("contacts[%d] has an unknown key \"%s\"", index, k);
+		}
+	}
+
+	if (!have_vid)
+		CONTACT_ERR("contacts[%d] has no \"vid\"", index);
+	if (!have_at)
+		out->interaction_ms = transaction_start_ms();
+	return true;
+}
+
+typedef struct ContactsErrorContext
+{
+	int			index;
+} ContactsErrorContext;
+
+static void
+contacts_error_callback(void *arg)
+{
+	ContactsErrorContext *ctx = (ContactsErrorContext *) arg;
+
+	if (ctx->index >= 0)
+		errcontext("validating contacts[%d]", ctx->index);
+}
+
+/*
+ * Validate a contacts argument: an array of contact objects, or one object.
+ * Returns a List of HsContact *, never empty.  Throws 22023 on bad input.
+ */
+List *
+hs_validate_contacts(Jsonb *contacts)
+{
+	List	   *result = NIL;
+	ErrorContextCallback errcb;
+	ContactsErrorContext ctx = {-1};
+	int			n;
+
+	if (JB_ROOT_IS_SCALAR(contacts))
+	{
+		JsonbValue	v;
+
+		(void) JsonbExtractScalar(&contacts->root, &v);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("contacts must be a JSON array of contact objects, not %s",
+						jsonb_type_name(&v)),
+				 errhint("Pass for example '[{\"vid\": 123}]'.")));
+	}
+
+	/* errors raised below us (time zone lookups, say) name the contact too */
+	errcb.callback = contacts_error_callback;
+	errcb.arg = &ctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	if (JB_ROOT_IS_OBJECT(contacts))
+		n = 1;
+	else
+	{
+		n = JB_ROOT_COUNT(contacts);
+		if (n == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("contacts must not be an empty array")));
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		JsonbContainer *obj;
+		HsContact  *c = palloc(sizeof(HsContact));
+		char	   *msg;
+		char	   *hint;
+
+		ctx.index = i;
+		if (JB_ROOT_IS_OBJECT(contacts))
+			obj = &contacts->root;
+		else
+		{
+			JsonbValue *elem = getIthJsonbValueFromContainer(&contacts->root, i);
+
+			if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("contacts[%d] must be a JSON object, not %s",
+								i, jsonb_type_name(elem)),
+						 errhint("Each contact is an object such as {\"vid\": 123}.")));
+			obj = elem->val.binary.data;
+		}
+		if (!hs_check_contact(obj, i, c, &msg, &hint))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg_internal("%s", msg),
+					 hint ? errhint("%s", hint) : 0));
+		result = lappend(result, c);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	error_context_stack = errcb.previous;
+	return result;
+}
+
+/*
+ * The contact as it is sent: {"vid":..,"interactionDateTime":..,"properties":{..}}.
+ */
+void
+hs_append_contact_json(StringInfo buf, const HsContact *c)
+{
+	ListCell   *ln,
+			   *lv;
+
+	appendStringInfo(buf, "{\"vid\":" INT64_FORMAT ",\"interactionDateTime\":" INT64_FORMAT ",\"properties\":{",
+					 c->vid, c->interaction_ms);
+	forboth(ln, c->prop_names, lv, c->prop_values)
+	{
+		if (ln != list_head(c->prop_names))
+			appendStringInfoChar(buf, ',');
+		escape_json(buf, (char *) lfirst(ln));
+		appendStringInfoChar(buf, ':');
+		escape_json(buf, (char *) lfirst(lv));
+	}
+	appendStringInfoString(buf, "}}");
+}
+
+Jsonb *
+hs_contact_to_jsonb(const HsContact *contact)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	hs_append_contact_json(&buf, contact);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}

@@ -1,0 +1,1480 @@
+#!/usr/bin/env python3
+"""Mock of HubSpot's Marketing Events API (v3) for the hubspot_events tests.
+
+Standard library only (Python 3.11).  Run ``mock_hubspot.py --help`` for the
+command line and ``mock_hubspot.py --self-test`` for a quick check.
+
+What it does
+------------
+* Every request under ``/marketing/`` is matched against the OpenAPI spec
+  (``openapi/marketing-events-v3.openapi.json`` next to this file by default)
+  and checked: route, required query parameters, JSON body against the schema,
+  and the headers our client must send (Content-Type, Accept, User-Agent,
+  Authorization).  Violations answer 400 (401 for authentication, 404 for an
+  unknown route) in HubSpot's error shape.
+* Tests steer the answers with "knobs": per request through an
+  ``externalEventId`` of the form ``mock:key=value;key=value`` or globally
+  through ``POST /__mock/config``.  See KNOB_PARSERS below for the list.
+* Every /marketing/ request is recorded (JSON Lines file with --log, and
+  ``GET /__mock/requests``).  The bearer token is never written anywhere.
+"""
+
+import argparse
+import collections
+import datetime
+import hmac
+import http.server
+import ipaddress
+import json
+import math
+import os
+import random
+import select
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+MAX_BODY = 10 * 1024 * 1024
+MAX_CHUNK_LINE = 4096
+RATE_MAX = 190
+RATE_INTERVAL_MS = 10000
+DAILY_MAX = 250000
+HANG_MAX_S = 120.0
+POLL_STEP_S = 0.05
+INT_RANGES = {
+    "int64": (-(2 ** 63), 2 ** 63 - 1),
+    "int32": (-(2 ** 31), 2 ** 31 - 1),
+}
+USER_AGENT_PREFIX = "hubspot_events/"
+REQUIRED_SCOPE = "crm.objects.marketing_events.write"
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+AUTH_MESSAGE = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication "
+    "and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+EXPIRED_MESSAGE = "The OAuth token used to make this call expired 5 minute(s) ago."
+SCOPES_MESSAGE = (
+    "This app hasn't been granted all required scopes to make this call. "
+    "Read more about required scopes here: https://developers.hubspot.com/scopes."
+)
+POLICY_MESSAGES = {
+    "TEN_SECONDLY_ROLLING": "You have reached your ten_secondly_rolling limit.",
+    "SECONDLY": "You have reached your secondly limit.",
+    "DAILY": "You have reached your daily limit.",
+}
+PROXY_502_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+REASONS = {423: "Locked", 477: "Migration In Progress", 521: "Web Server Is Down",
+           523: "Origin Is Unreachable", 524: "A Timeout Occurred"}
+
+
+def log_err(msg):
+    """One short line to stderr; never raises."""
+    try:
+        sys.stderr.write("mock_hubspot: %s\n" % msg)
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def is_loopback_host(host):
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def new_correlation_id():
+    return str(uuid.uuid4())
+
+
+def iso_now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------
+# JSON parsing and schema validation
+# --------------------------------------------------------------------------
+
+class JSONProblem(ValueError):
+    pass
+
+
+def parse_json_strict(raw):
+    """Parse bytes as UTF-8 JSON; reject NaN/Infinity and duplicate keys.
+
+    Returns the value; raises JSONProblem with a readable message."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JSONProblem("body is not valid UTF-8 (%s)" % exc) from None
+    duplicates = []
+
+    def pairs_hook(pairs):
+        obj = {}
+        for key, value in pairs:
+            if key in obj:
+                duplicates.append(key)
+            obj[key] = value
+        return obj
+
+    def bad_constant(name):
+        raise JSONProblem("invalid JSON literal %s" % name)
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=bad_constant)
+    except JSONProblem:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise JSONProblem("body is not valid JSON: %s" % exc) from None
+    if duplicates:
+        raise JSONProblem("duplicate object key(s): %s" % ", ".join(sorted(set(duplicates))))
+    return value
+
+
+def json_type_name(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def type_matches(expected, value):
+    if isinstance(expected, list):
+        return any(type_matches(t, value) for t in expected)
+    if expected == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "number":
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, float):
+            return math.isfinite(value)
+        return isinstance(value, int)
+    if expected == "string":
+        return isinstance(value, str)
+    if expected == "boolean":
+        return isinstance(value, bool)
+    if expected == "object":
+        return isinstance(value, dict)
+    if expected == "array":
+        return isinstance(value, list)
+    if expected == "null":
+        return value is None
+    return True  # unknown type keyword: do not reject
+
+
+def json_equal(a, b):
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return a == b
+
+
+def join_where(where, key):
+    if isinstance(key, int):
+        return "%s[%d]" % (where, key)
+    return key if not where else "%s.%s" % (where, key)
+
+
+class Spec:
+    """The OpenAPI document, its routes and a small JSON-schema validator."""
+
+    def __init__(self, document):
+        self.doc = document
+        self.routes = []
+        for template, item in (document.get("paths") or {}).items():
+            item = self.resolve(item)
+            if not isinstance(item, dict):
+                continue
+            shared = item.get("parameters") or []
+            for method in HTTP_METHODS:
+                op = item.get(method)
+                if isinstance(op, dict):
+                    self.routes.append(self._route(method.upper(), template, shared, op))
+
+    @classmethod
+    def load(cls, path):
+        with open(path, "rb") as fh:
+            return cls(json.loads(fh.read().decode("utf-8")))
+
+    def _route(self, method, template, shared, op):
+        params = {}
+        for p in list(shared) + list(op.get("parameters") or []):
+            p = self.resolve(p)
+            if isinstance(p, dict) and "name" in p:
+                params[(p["name"], p.get("in"))] = p
+        segments = []
+        for seg in template.split("/"):
+            if len(seg) > 2 and seg.startswith("{") and seg.endswith("}"):
+                segments.append((True, seg[1:-1]))
+            else:
+                segments.append((False, seg))
+        body = op.get("requestBody")
+        return {
+            "method": method,
+            "template": template,
+            "segments": segments,
+            # rank: more literal segments first, then literals earlier in the path
+            "rank": (sum(1 for is_param, _ in segments if not is_param),
+                     tuple(0 if is_param else 1 for is_param, _ in segments)),
+            "operation_id": op.get("operationId"),
+            "params": list(params.values()),
+            "body": self.resolve(body) if body is not None else None,
+        }
+
+    def pointer(self, ref):
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise KeyError("unsupported $ref %r" % (ref,))
+        node = self.doc
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, list):
+                node = node[int(part)]
+            else:
+                node = node[part]
+        return node
+
+    def resolve(self, node):
+        seen = 0
+        while isinstance(node, dict) and "$ref" in node:
+            node = self.pointer(node["$ref"])
+            seen += 1
+            if seen > 32:
+                raise KeyError("$ref loop")
+        return node
+
+    def match(self, method, raw_path):
+        """Return (route, {name: raw segment}) or (None, None).
+
+        Matching uses the raw (still percent-encoded) path split on '/'."""
+        parts = raw_path.split("/")
+        best = None
+        best_params = None
+        for route in self.routes:
+            if route["method"] != method or len(route["segments"]) != len(parts):
+                continue
+            params = {}
+            for (is_param, text), part in zip(route["segments"], parts):
+                if is_param:
+                    if part == "":
+                        break
+                    params[text] = part
+                elif part != text:
+                    break
+            else:
+                if best is None or route["rank"] > best["rank"]:
+                    best, best_params = route, params
+        return best, best_params
+
+    def validate(self, schema, value, where, problems, depth=0):
+        """Append (where, message) for every violation of schema by value."""
+        if depth > 100:
+            problems.append((where, "nesting too deep"))
+            return
+        try:
+            schema = self.resolve(schema)
+        except (KeyError, IndexError, ValueError) as exc:
+            problems.append((where, "spec error: %s" % exc))
+            return
+        if not isinstance(schema, dict):
+            if schema is False:
+                problems.append((where, "no value allowed here"))
+            return
+        expected = schema.get("type")
+        if expected is not None and not type_matches(expected, value):
+            fmt = schema.get("format")
+            problems.append((where, "expected %s%s, got %s" % (
+                expected, " (%s)" % fmt if fmt else "", json_type_name(value))))
+            return
+        if "enum" in schema and isinstance(schema["enum"], list):
+            if not any(json_equal(value, e) for e in schema["enum"]):
+                problems.append((where, "value %s is not one of %s" % (
+                    json.dumps(value)[:80], json.dumps(schema["enum"]))))
+        fmt = schema.get("format")
+        if fmt in INT_RANGES and isinstance(value, int) and not isinstance(value, bool):
+            low, high = INT_RANGES[fmt]
+            if not low <= value <= high:
+                problems.append((where, "integer %d out of %s range" % (value, fmt)))
+        if isinstance(value, dict):
+            for name in schema.get("required") or []:
+                if name not in value:
+                    problems.append((join_where(where, name), "required property missing"))
+            props = schema.get("properties") or {}
+            extra = schema.get("additionalProperties", True)
+            for key, item in value.items():
+                if key in props:
+                    self.validate(props[key], item, join_where(where, key), problems, depth + 1)
+                elif extra is False:
+                    problems.append((join_where(where, key), "unexpected property"))
+                elif isinstance(extra, dict):
+                    self.validate(extra, item, join_where(where, key), problems, depth + 1)
+        if isinstance(value, list) and "items" in schema:
+            for index, item in enumerate(value):
+                self.validate(schema["items"], item, join_where(where, index), problems, depth + 1)
+
+
+# --------------------------------------------------------------------------
+# Knobs
+# --------------------------------------------------------------------------
+
+class KnobError(ValueError):
+    pass
+
+
+def _int_knob(low, high):
+    def parse(text):
+        text = text.strip()
+        if not text or not (text.isdigit() or (text[0] == "-" and text[1:].isdigit())):
+            raise KnobError("not an integer: %r" % text)
+        value = int(text)
+        if not low <= value <= high:
+            raise KnobError("%d outside %d..%d" % (value, low, high))
+        return value
+    return parse
+
+
+def _float_knob(low, high):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise KnobError("not a number: %r" % text) from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise KnobError("%r outside %s..%s" % (text, low, high))
+        return value
+    return parse
+
+
+def _choice_knob(*choices, upper=False):
+    def parse(text):
+        value = text.strip().upper() if upper else text.strip().lower()
+        if value not in choices:
+            raise KnobError("%r is not one of %s" % (text, "|".join(choices)))
+        return value
+    return parse
+
+
+def _bool_knob(text):
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise KnobError("not a boolean: %r" % text)
+
+
+def _text_knob(text):
+    return text
+
+
+def _header_knob(text):
+    if not text or any(c in text for c in "\r\n\0"):
+        raise KnobError("unusable header value %r" % text)
+    return text
+
+
+BODY_KINDS = ("empty", "json", "text", "html", "nocategory", "badjson")
+FAULT_KINDS = ("status", "close", "hang")  # extend here (and in apply_fault) for new fault kinds
+
+KNOB_PARSERS = {
+    "status": _int_knob(200, 599),
+    "category": _text_knob,
+    "subcategory": _text_knob,
+    "message": _text_knob,
+    "body": _choice_knob(*BODY_KINDS),
+    "delay_ms": _int_knob(0, 3600 * 1000),
+    "hang": _bool_knob,
+    "fail_after": _int_knob(0, 10 ** 9),
+    "correlation": _choice_knob("none", "bad"),
+    "retry_after": _header_knob,
+    "ratelimit_daily_remaining": _int_knob(0, 10 ** 9),
+    "ratelimit_remaining": _int_knob(0, 10 ** 9),
+    "close": _bool_knob,
+    "policy": _choice_knob(*POLICY_MESSAGES, upper=True),
+    "fault_rate": _float_knob(0.0, 1.0),
+    "fault_status": _int_knob(200, 599),
+    "fault_kind": _choice_knob(*FAULT_KINDS),
+    "tag": _text_knob,  # ignored; lets tests make event ids unique
+}
+
+
+def parse_knobs(pairs):
+    """pairs: iterable of (key, text).  Returns (knobs, problems)."""
+    knobs, problems = {}, []
+    for key, text in pairs:
+        parser = KNOB_PARSERS.get(key)
+        if parser is None:
+            problems.append("unknown knob %r" % key)
+            continue
+        try:
+            knobs[key] = parser(text)
+        except KnobError as exc:
+            problems.append("%s: %s" % (key, exc))
+    return knobs, problems
+
+
+def knob_pairs_from_event_id(event_id):
+    """'mock:a=1;b=2' -> [('a','1'), ('b','2')]; None if not a knob id."""
+    if not event_id.startswith("mock:"):
+        return None
+    pairs = []
+    for item in event_id[5:].split(";"):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        pairs.append((key.strip().lower(), value if sep else "1"))
+    return pairs
+
+
+def knob_pairs_from_json(obj):
+    """Config object -> pairs; raises KnobError for unusable values."""
+    if not isinstance(obj, dict):
+        raise KnobError("config must be a JSON object")
+    pairs = []
+    for key, value in obj.items():
+        if isinstance(value, bool):
+            text = "1" if value else "0"
+        elif isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, float):
+            text = repr(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise KnobError("%s: value must be a number, string or boolean" % key)
+        pairs.append((key, text))
+    return pairs
+
+
+# --------------------------------------------------------------------------
+# Shared state
+# --------------------------------------------------------------------------
+
+class State:
+    def __init__(self, spec, token_file=None, log_path=None, seed=None, verbose=False):
+        self.spec = spec
+        self.token_file = token_file
+        self.verbose = verbose
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.rng = random.Random(seed)
+        self.seq = 0
+        self.entries = []
+        self.event_counts = collections.Counter()
+        self.global_knobs = {}
+        self.rate_window = collections.deque()
+        self.log_file = None
+        if log_path:
+            existed = os.path.exists(log_path)
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if not existed:
+                os.fchmod(fd, 0o644)
+            self.log_file = os.fdopen(fd, "ab", buffering=0)
+
+    def expected_token(self):
+        """None when any token is accepted; raises OSError if unreadable."""
+        if not self.token_file:
+            return None
+        with open(self.token_file, "rb") as fh:
+            return fh.read().decode("utf-8", "replace").strip()
+
+    def rate_tick(self):
+        now = time.monotonic()
+        with self.lock:
+            window = self.rate_window
+            window.append(now)
+            while window and now - window[0] > RATE_INTERVAL_MS / 1000.0:
+                window.popleft()
+            return max(0, RATE_MAX - len(window))
+
+    def count_event(self, event_id):
+        with self.lock:
+            self.event_counts[event_id] += 1
+            return self.event_counts[event_id]
+
+    def roll(self):
+        with self.lock:
+            return self.rng.random()
+
+    def record(self, entry):
+        with self.lock:
+            self.seq += 1
+            entry["seq"] = self.seq
+            self.entries.append(entry)
+            if self.log_file is not None:
+                line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
+                try:
+                    self.log_file.write(line.encode("utf-8"))
+                except OSError as exc:
+                    log_err("cannot write log: %s" % exc)
+
+    def reset(self):
+        with self.lock:
+            self.entries = []
+            self.event_counts.clear()
+            self.global_knobs = {}
+            self.rate_window.clear()
+
+    def snapshot(self):
+        with self.lock:
+            return json.dumps(self.entries, default=str).encode("utf-8")
+
+
+# --------------------------------------------------------------------------
+# HTTP handling
+# --------------------------------------------------------------------------
+
+class BodyError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mock-hubspot/1.0"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    timeout = None
+
+    # ---- plumbing -------------------------------------------------------
+
+    def version_string(self):
+        return self.server_version
+
+    def log_message(self, fmt, *args):  # quiet unless --verbose
+        if self.server.state.verbose:
+            log_err("%s %s" % (self.address_string(), fmt % args))
+
+    def do_GET(self):
+        self.dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    @property
+    def state(self):
+        return self.server.state
+
+    def dispatch(self):
+        self.answered = False
+        try:
+            self.route_request()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+        except Exception as exc:
+            self.close_connection = True
+            log_err("internal error on %s %s: %s" % (self.command, self.path[:200], exc))
+            if self.state.verbose:
+                traceback.print_exc()
+            if not self.answered:
+                try:
+                    corr = new_correlation_id()
+                    self.send_json(500, {"status": "error", "message": "mock internal error",
+                                         "correlationId": corr, "category": "INTERNAL_ERROR"},
+                                   corr=corr, close=True)
+                except Exception:
+                    pass
+
+    def read_body(self):
+        """Read the request body (Content-Length or chunked), at most MAX_BODY bytes."""
+        te = self.headers.get_all("Transfer-Encoding") or []
+        lengths = self.headers.get_all("Content-Length") or []
+        if te:
+            codings = [c.strip().lower() for v in te for c in v.split(",") if c.strip()]
+            if codings != ["chunked"]:
+                self.close_connection = True
+                raise BodyError(501, "unsupported Transfer-Encoding %r" % ", ".join(te))
+            return self.read_chunked()
+        if not lengths:
+            return b""
+        values = {v.strip() for v in lengths}
+        if len(values) != 1 or not next(iter(values)).isdigit():
+            self.close_connection = True
+            raise BodyError(400, "invalid Content-Length %r" % ", ".join(lengths))
+        size = int(next(iter(values)))
+        if size > MAX_BODY:
+            self.close_connection = True
+            raise BodyError(413, "body of %d bytes exceeds %d" % (size, MAX_BODY))
+        data = self.rfile.read(size) if size else b""
+        if len(data) != size:
+            self.close_connection = True
+            raise BodyError(400, "body truncated: got %d of %d bytes" % (len(data), size))
+        return data
+
+    def read_chunked(self):
+        chunks, total = [], 0
+        while True:
+            line = self.rfile.readline(MAX_CHUNK_LINE + 1)
+            if not line or len(line) > MAX_CHUNK_LINE:
+                self.close_connection = True
+                raise BodyError(400, "malformed chunked body")
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                self.close_connection = True
+                raise BodyError(400, "malformed chunk size %r" % size_text[:40]) from None
+            if size == 0:
+                break
+            total += size
+            if total > MAX_BODY:
+                self.close_connection = True
+                raise BodyError(413, "chunked body exceeds %d bytes" % MAX_BODY)
+            data = self.rfile.read(size)
+            if len(data) != size or self.rfile.read(2) != b"\r\n":
+                self.close_connection = True
+                raise BodyError(400, "truncated chunk")
+            chunks.append(data)
+        while True:  # trailers
+            line = self.rfile.readline(MAX_CHUNK_LINE + 1)
+            if not line or len(line) > MAX_CHUNK_LINE:
+                self.close_connection = True
+                raise BodyError(400, "malformed chunked trailer")
+            if line in (b"\r\n", b"\n"):
+                break
+        return b"".join(chunks)
+
+    def send_raw(self, status, body=b"", content_type=None, corr=None, extra=(), close=False,
+                 ratelimit=None):
+        """Send one complete answer.  corr None -> no correlation header."""
+        self.answered = True
+        self.send_response(status, REASONS.get(status))
+        if corr is not None:
+            self.send_header("x-hubspot-correlation-id", corr)
+        if ratelimit is not None:
+            self.send_header("X-HubSpot-RateLimit-Max", str(RATE_MAX))
+            self.send_header("X-HubSpot-RateLimit-Remaining", str(ratelimit))
+            self.send_header("X-HubSpot-RateLimit-Interval-Milliseconds", str(RATE_INTERVAL_MS))
+        for name, value in extra:
+            self.send_header(name, value)
+        no_body = status in (204, 304)
+        if content_type and not no_body:
+            self.send_header("Content-Type", content_type)
+        if not no_body:  # RFC 9110: no Content-Length on 204/304
+            self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.close_connection = True
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":
+            self.send_header("Connection", "keep-alive")
+        self.end_headers()
+        if body and not no_body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_json(self, status, obj, **kw):
+        body = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+        self.send_raw(status, body, "application/json;charset=utf-8", **kw)
+
+    def client_gone(self):
+        """True if the peer closed (or reset) the connection."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def wait(self, seconds):
+        """Sleep in small steps; False if the client left (or the server stops)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if self.state.stop.is_set():
+                return False
+            try:
+                readable, _, _ = select.select([self.connection], [], [], min(POLL_STEP_S, left))
+            except (OSError, ValueError):
+                return False
+            if readable:
+                if self.client_gone():
+                    return False
+                time.sleep(min(POLL_STEP_S, max(0.0, deadline - time.monotonic())))
+
+    def reset_connection(self):
+        """Abort the TCP connection with an RST, without answering."""
+        self.answered = True
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            fd = self.connection.detach()
+            if fd >= 0:
+                os.close(fd)
+        except OSError as exc:
+            log_err("reset failed: %s" % exc)
+
+    # ---- routing --------------------------------------------------------
+
+    def route_request(self):
+        target = self.path
+        if not target.startswith("/"):
+            parts = urllib.parse.urlsplit(target)
+            target = parts.path + ("?" + parts.query if parts.query else "")
+        raw_path, _, raw_query = target.partition("?")
+        raw_path = raw_path.split("#", 1)[0]
+        if raw_path.startswith("/__mock/") or raw_path == "/__mock":
+            return self.control(raw_path)
+        if raw_path.startswith("/marketing/"):
+            return self.api(raw_path, raw_query)
+        try:
+            self.read_body()
+        except BodyError:
+            pass
+        log_err("unlogged request to unknown path %s %s" % (self.command, raw_path[:200]))
+        corr = new_correlation_id()
+        self.send_json(404, {"status": "error", "message": "Resource not found", "correlationId": corr,
+                             "category": "OBJECT_NOT_FOUND"}, corr=corr)
+
+    # ---- control API -----------------------------------------------------
+
+    def control(self, raw_path):
+        corr = new_correlation_id()
+        try:
+            body = self.read_body()
+        except BodyError as exc:
+            return self.send_json(exc.status, {"ok": False, "error": exc.message}, corr=corr, close=True)
+        if not is_loopback_host(self.client_address[0]):
+            return self.send_json(403, {"ok": False, "error": "control API is loopback only"}, corr=corr)
+        state = self.state
+        route = (self.command, raw_path.rstrip("/"))
+        if route == ("GET", "/__mock/health"):
+            return self.send_json(200, {"ok": True}, corr=corr)
+        if route == ("GET", "/__mock/requests"):
+            return self.send_raw(200, state.snapshot(), "application/json;charset=utf-8", corr=corr)
+        if route == ("POST", "/__mock/reset"):
+            state.reset()
+            return self.send_json(200, {"ok": True}, corr=corr)
+        if route == ("GET", "/__mock/config"):
+            with state.lock:
+                current = dict(state.global_knobs)
+            return self.send_json(200, {"ok": True, "config": current}, corr=corr)
+        if route == ("POST", "/__mock/config"):
+            try:
+                obj = parse_json_strict(body) if body.strip() else {}
+                knobs, problems = parse_knobs(knob_pairs_from_json(obj))
+            except (JSONProblem, KnobError) as exc:
+                return self.send_json(400, {"ok": False, "error": str(exc)}, corr=corr)
+            if problems:
+                return self.send_json(400, {"ok": False, "error": "; ".join(problems)}, corr=corr)
+            with state.lock:
+                state.global_knobs = knobs
+            return self.send_json(200, {"ok": True, "config": knobs}, corr=corr)
+        return self.send_json(404, {"ok": False, "error": "unknown control endpoint %s %s" % route}, corr=corr)
+
+    # ---- the API ----------------------------------------------------------
+
+    def check_headers(self, route, body, problems):
+        """Header checks other than Authorization; appends (kind, where, message)."""
+        ctypes = self.headers.get_all("Content-Type") or []
+        if route["body"] is not None or body:
+            if len(ctypes) != 1:
+                problems.append(("header", "Content-Type",
+                                 "missing" if not ctypes else "sent %d times" % len(ctypes)))
+            else:
+                fields = [f.strip() for f in ctypes[0].split(";")]
+                if fields[0].lower() != "application/json":
+                    problems.append(("header", "Content-Type", "must be application/json, got %r" % ctypes[0]))
+                for param in fields[1:]:
+                    name, _, value = param.partition("=")
+                    if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+                        problems.append(("header", "Content-Type", "charset must be utf-8, got %r" % value))
+        accept = self.headers.get_all("Accept") or []
+        acceptable = False
+        for item in ",".join(accept).split(","):
+            fields = [f.strip() for f in item.split(";")]
+            if fields[0].lower() != "application/json":
+                continue
+            q = 1.0
+            for param in fields[1:]:
+                name, _, value = param.partition("=")
+                if name.strip().lower() == "q":
+                    try:
+                        q = float(value)
+                    except ValueError:
+                        q = 0.0
+            if q > 0:
+                acceptable = True
+        if not acceptable:
+            problems.append(("header", "Accept", "must include application/json, got %r" % ", ".join(accept)))
+        agents = self.headers.get_all("User-Agent") or []
+        if len(agents) != 1 or not agents[0].startswith(USER_AGENT_PREFIX):
+            problems.append(("header", "User-Agent", "must start with %r, got %r" % (USER_AGENT_PREFIX, ", ".join(agents))))
+
+    def check_auth(self):
+        """Returns (problem or None, masked header value or None)."""
+        values = self.headers.get_all("Authorization") or []
+        if not values:
+            return "missing", None
+        if len(values) > 1:
+            return "sent %d times" % len(values), "<duplicate>"
+        value = values[0]
+        if not value.startswith("Bearer "):
+            return "must be 'Bearer <token>'", "<malformed>"
+        token = value[len("Bearer "):]
+        if not token or token != token.strip():
+            return "empty or padded token", "Bearer <wrong>"
+        try:
+            expected = self.state.expected_token()
+        except OSError as exc:
+            log_err("cannot read token file: %s" % exc)
+            return "token file unreadable", "Bearer <wrong>"
+        if expected is None:
+            return None, "Bearer <token>"
+        if not expected or not hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")):
+            return "token does not match", "Bearer <wrong>"
+        return None, "Bearer <token>"
+
+    def api(self, raw_path, raw_query):
+        state = self.state
+        received = time.time()
+        remaining = state.rate_tick()
+        corr = new_correlation_id()
+        entry = {
+            "seq": None, "time": received, "method": self.command, "raw_path": raw_path,
+            "raw_query": raw_query, "path": {}, "operation": None, "query": {}, "headers": {},
+            "body": None, "spec_errors": [], "status": None, "correlation_id": None,
+            "knobs": {}, "knob_source": None,
+        }
+        body_error = None
+        try:
+            body = self.read_body()
+        except BodyError as exc:
+            body, body_error = b"", exc
+
+        # headers, with the Authorization value masked
+        auth_problem, auth_masked = self.check_auth()
+        headers = {}
+        for name, value in self.headers.items():
+            name = name.lower()
+            if name == "authorization":
+                continue
+            headers[name] = value if name not in headers else headers[name] + ", " + value
+        if auth_masked is not None:
+            headers["authorization"] = auth_masked
+        entry["headers"] = headers
+
+        parsed, parse_problem = None, None
+        if body:
+            try:
+                parsed = parse_json_strict(body)
+                entry["body"] = parsed
+            except JSONProblem as exc:
+                parse_problem = str(exc)
+                entry["body_raw"] = body.decode("utf-8", "replace")
+
+        problems = []  # (kind, where, message)
+        try:
+            query = urllib.parse.parse_qs(raw_query, keep_blank_values=True, errors="strict")
+            entry["query"] = {k: v[0] for k, v in query.items()}
+        except (UnicodeDecodeError, ValueError) as exc:
+            query = {}
+            problems.append(("query", "(query string)", "not valid percent-encoded UTF-8: %s" % exc))
+
+        def answer_error(status, category, message, close=False, errors=None):
+            payload = {"status": "error", "message": message, "correlationId": corr, "category": category}
+            if errors:
+                payload["errors"] = errors
+            entry["status"], entry["correlation_id"] = status, corr
+            entry["spec_errors"] = ["%s %s: %s" % p for p in problems]
+            state.record(entry)
+            self.send_json(status, payload, corr=corr, close=close, ratelimit=remaining)
+
+        if body_error is not None:
+            problems.append(("body", "(body)", body_error.message))
+            return answer_error(body_error.status, "VALIDATION_ERROR",
+                                "Invalid request body: %s" % body_error.message, close=True)
+
+        route, raw_params = state.spec.match(self.command, raw_path)
+        if route is None:
+            problems.append(("route", raw_path, "no operation for %s in the spec" % self.command))
+            return answer_error(404, "OBJECT_NOT_FOUND",
+                                "Unable to route %s %s: no such resource" % (self.command, raw_path))
+        entry["operation"] = route["operation_id"]
+
+        params = {}
+        for name, raw in raw_params.items():
+            try:
+                params[name] = urllib.parse.unquote(raw, errors="strict")
+            except UnicodeDecodeError:
+                params[name] = urllib.parse.unquote(raw, errors="replace")
+                problems.append(("path", name, "not valid percent-encoded UTF-8: %r" % raw))
+        entry["path"] = params
+
+        for p in route["params"]:
+            name, where = p.get("name"), p.get("in")
+            schema = p.get("schema") or {}
+            if where == "query":
+                if name not in query:
+                    if p.get("required"):
+                        problems.append(("query", name, "required query parameter missing"))
+                    continue
+                value = query[name][0]
+                if p.get("required") and value == "":
+                    problems.append(("query", name, "required query parameter is empty"))
+                    continue
+                if len(query[name]) > 1:
+                    problems.append(("query", name, "given %d times" % len(query[name])))
+                ptype = state.spec.resolve(schema).get("type") if isinstance(schema, dict) else None
+                if ptype == "integer":
+                    try:
+                        value = int(value)
+                    except ValueError:
+                        problems.append(("query", name, "expected integer, got %r" % value))
+                        continue
+                if ptype in ("string", "integer"):
+                    sub = []
+                    state.spec.validate(schema, value, name, sub)
+                    problems.extend(("query", w, m) for w, m in sub)
+            elif where == "path" and name in params:
+                sub = []
+                state.spec.validate(schema, params[name], name, sub)
+                problems.extend(("path", w, m) for w, m in sub)
+
+        self.check_headers(route, body, problems)
+
+        rb = route["body"]
+        if rb is not None:
+            if not body:
+                if rb.get("required"):
+                    problems.append(("body", "(body)", "request body is required"))
+            elif parse_problem:
+                problems.append(("body", "(body)", parse_problem))
+            else:
+                content = rb.get("content") or {}
+                media = content.get("application/json") or next(iter(content.values()), None) or {}
+                if media.get("schema") is not None:
+                    sub = []
+                    state.spec.validate(media["schema"], parsed, "", sub)
+                    problems.extend(("body", w or "(body)", m) for w, m in sub)
+        elif parse_problem:
+            problems.append(("body", "(body)", parse_problem))
+
+        if auth_problem is not None:
+            problems.insert(0, ("header", "Authorization", auth_problem))
+            return answer_error(401, "INVALID_AUTHENTICATION", AUTH_MESSAGE)
+        if problems:
+            first = "%s: %s" % (problems[0][1], problems[0][2])
+            more = " (and %d more)" % (len(problems) - 1) if len(problems) > 1 else ""
+            return answer_error(400, "VALIDATION_ERROR", "Invalid input JSON: %s%s" % (first, more),
+                                errors=[{"message": m, "in": w} for _, w, m in problems])
+
+        self.answer_valid(route, params, parsed, entry, corr, remaining)
+
+    def answer_valid(self, route, params, parsed, entry, corr, remaining):
+        state = self.state
+        event_id = params.get("externalEventId")
+        knobs, source = {}, None
+        pairs = knob_pairs_from_event_id(event_id) if event_id is not None else None
+        if pairs is not None:
+            knobs, knob_problems = parse_knobs(pairs)
+            source = "request"
+            if knob_problems:
+                log_err("ignored knob(s) in %r: %s" % (event_id[:200], "; ".join(knob_problems)))
+                knobs["_invalid"] = knob_problems
+        else:
+            with state.lock:
+                knobs = dict(state.global_knobs)
+            source = "global" if knobs else None
+        applied = dict(knobs)
+
+        failing = True
+        if event_id is not None:
+            count = state.count_event(event_id)
+            if "fail_after" in knobs and count <= knobs["fail_after"]:
+                failing = False
+        status = knobs.get("status") if failing else None
+        close = failing and knobs.get("close", False)
+        hang = failing and knobs.get("hang", False)
+        body_kind = knobs.get("body") if failing else None
+        if failing and "fault_rate" in knobs:
+            hit = state.roll() < knobs["fault_rate"]
+            applied["fault_hit"] = hit
+            if hit:
+                kind = knobs.get("fault_kind", "status")
+                if kind == "status":
+                    status, close, hang = knobs.get("fault_status", 503), False, False
+                elif kind == "close":
+                    close = True
+                elif kind == "hang":
+                    hang = True
+        if not failing:
+            applied["fail_after_phase"] = "success"
+
+        entry["knobs"], entry["knob_source"] = applied, source
+        delay_s = knobs.get("delay_ms", 0) / 1000.0
+
+        if close or hang:
+            state.record(entry)  # status and correlation_id stay null
+            if delay_s and not self.wait(delay_s):
+                self.close_connection = True
+                self.answered = True
+                return
+            if close:
+                return self.reset_connection()
+            self.answered = True
+            self.close_connection = True
+            self.wait(HANG_MAX_S)
+            return
+
+        correlation = knobs.get("correlation")
+        if correlation == "bad":
+            corr = "not-a-uuid"
+        header_corr = None if correlation == "none" else corr
+
+        inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
+        inputs = inputs if isinstance(inputs, list) else []
+        status, payload, ctype = self.build_answer(route, params, status, body_kind, knobs, corr, inputs)
+
+        extra = []
+        if "retry_after" in knobs:
+            extra.append(("Retry-After", knobs["retry_after"]))
+        if "ratelimit_daily_remaining" in knobs:
+            extra.append(("X-HubSpot-RateLimit-Daily", str(DAILY_MAX)))
+            extra.append(("X-HubSpot-RateLimit-Daily-Remaining", str(knobs["ratelimit_daily_remaining"])))
+        if status == 429:
+            remaining = 0
+        if "ratelimit_remaining" in knobs:
+            remaining = knobs["ratelimit_remaining"]
+
+        entry["status"], entry["correlation_id"] = status, corr
+        state.record(entry)
+        if delay_s and not self.wait(delay_s):
+            self.answered = True
+            self.close_connection = True
+            return
+        self.send_raw(status, payload, ctype, corr=header_corr, extra=extra, ratelimit=remaining)
+
+    def build_answer(self, route, params, status, body_kind, knobs, corr, inputs):
+        """Returns (status, body bytes, content type or None)."""
+        template = route["template"]
+        default_status, default_body = 204, None
+        if "/attendance/" in template and template.endswith("/create"):
+            default_status = 200
+            default_body = self.batch_result([{"vid": i.get("vid")} for i in inputs if isinstance(i, dict)])
+        elif "/attendance/" in template and template.endswith("/email-create"):
+            default_status = 200
+            default_body = self.batch_result([{"email": i.get("email"), "vid": 1000 + n}
+                                              for n, i in enumerate(inputs) if isinstance(i, dict)])
+        if status is None:
+            status = default_status
+            if body_kind not in (None, "empty") and status == 204:
+                status = 200
+        elif status == 204 or status == 304:
+            body_kind = "empty"
+
+        if body_kind == "empty":
+            return status, b"", None
+        if body_kind == "text":
+            return status, b"Something went wrong, please try again later.\n", "text/plain;charset=utf-8"
+        if body_kind == "html":
+            return status, PROXY_502_HTML.encode("ascii"), "text/html"
+        if body_kind == "badjson":
+            return status, b'{"status":"err', "application/json;charset=utf-8"
+        if status < 400 and body_kind != "nocategory":
+            if body_kind == "json":
+                obj = {"status": "ok", "echo": len(inputs)}
+            elif default_body is not None and status == default_status:
+                obj = default_body
+            else:
+                return status, b"", None
+        else:
+            obj = self.error_object(status, knobs, corr, params, inputs)
+            if body_kind == "nocategory":
+                obj.pop("category", None)
+        return status, json.dumps(obj, separators=(",", ":")).encode("utf-8"), "application/json;charset=utf-8"
+
+    @staticmethod
+    def batch_result(results):
+        now = iso_now()
+        return {"status": "COMPLETE", "results": results, "numErrors": 0, "errors": [],
+                "requestedAt": now, "startedAt": now, "completedAt": now}
+
+    @staticmethod
+    def error_object(status, knobs, corr, params, inputs):
+        category = knobs.get("category")
+        message = knobs.get("message")
+        sub = knobs.get("subcategory")
+        if status == 429:
+            policy = knobs.get("policy", "TEN_SECONDLY_ROLLING")
+            obj = {"status": "error", "message": message or POLICY_MESSAGES[policy], "errorType": "RATE_LIMIT",
+                   "correlationId": corr, "policyName": policy}
+            if category:  # e.g. category=RATE_LIMITS for the proxy variant
+                obj["category"] = category
+            if sub:
+                obj["subCategory"] = sub
+            return obj
+        obj = {"status": "error", "message": None, "correlationId": corr, "category": None}
+        if status >= 500:
+            obj["message"], obj["category"] = "internal error", "INTERNAL_ERROR"
+        elif status == 400:
+            vid = next((i.get("vid") for i in inputs if isinstance(i, dict) and "vid" in i), None)
+            vid_text = str(vid) if vid is not None else "0"
+            obj["message"] = "Invalid input JSON: contact with vid %s does not exist" % vid_text
+            obj["category"] = "VALIDATION_ERROR"
+            obj["context"] = {"vid": [vid_text]}
+            obj["errors"] = [{"message": "Contact with vid %s does not exist" % vid_text, "in": "vid",
+                              "code": "INVALID_VID"}]
+        elif status == 401:
+            obj["category"] = "INVALID_AUTHENTICATION"
+            obj["message"] = EXPIRED_MESSAGE if category == "EXPIRED_AUTHENTICATION" else AUTH_MESSAGE
+        elif status == 403:
+            obj["message"], obj["category"] = SCOPES_MESSAGE, "MISSING_SCOPES"
+            obj["context"] = {"requiredGranularScopes": [REQUIRED_SCOPE]}
+            obj["errors"] = [{"message": "One or more of the following scopes are required.",
+                              "context": {"requiredGranularScopes": [REQUIRED_SCOPE]}}]
+            obj["links"] = {"scopes": "https://developers.hubspot.com/scopes"}
+        elif status == 404:
+            obj["message"] = "Marketing event %s not found" % params.get("externalEventId", "")
+            obj["category"] = "OBJECT_NOT_FOUND"
+        elif status == 409:
+            obj["message"], obj["category"] = "Conflict: the object was modified concurrently", "CONFLICT"
+        elif status == 423:
+            obj["message"] = "The resource is locked; retry in a few seconds."
+            obj["category"] = "LOCKED"
+        elif status == 477:
+            obj["message"], obj["category"] = "The account is being migrated; retry later.", "MIGRATION_IN_PROGRESS"
+        elif status >= 400:
+            obj["message"], obj["category"] = "error", "BAD_REQUEST"
+        else:
+            obj["message"], obj["category"] = "error", "ERROR"
+        if category:
+            obj["category"] = category
+        if message:
+            obj["message"] = message
+        if sub:
+            obj["subCategory"] = sub
+        return obj
+
+
+class MockServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def server_bind(self):
+        # skip HTTPServer.server_bind's getfqdn() (slow without DNS)
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = host, port
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        log_err("connection error from %s: %r" % (client_address, exc))
+
+
+def make_server(host, port, state):
+    bind_host = "127.0.0.1" if host.lower() == "localhost" else host
+    cls = MockServer
+    if ":" in bind_host:
+        cls = type("MockServer6", (MockServer,), {"address_family": socket.AF_INET6})
+    server = cls((bind_host, port), Handler)
+    server.state = state
+    return server
+
+
+def write_port_file(path, port):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".port.", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("%d\n" % port)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------
+# Self test
+# --------------------------------------------------------------------------
+
+def self_test(spec_path):
+    import http.client
+    tmpdir = tempfile.mkdtemp(prefix="mock_hubspot_selftest.")
+    token_file = os.path.join(tmpdir, "token")
+    token = "pat-na1-selftest-0123456789abcdef"
+    with open(token_file, "w") as fh:
+        fh.write(token + "\n")
+    log_path = os.path.join(tmpdir, "requests.jsonl")
+    state = State(Spec.load(spec_path), token_file=token_file, log_path=log_path, seed=1)
+    server = make_server("127.0.0.1", 0, state)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = "http://127.0.0.1:%d" % port
+    passed, failed = [0], [0]
+
+    def check(name, cond, detail=""):
+        if cond:
+            passed[0] += 1
+        else:
+            failed[0] += 1
+            print("FAIL %s %s" % (name, detail))
+
+    def call(method, path, body=None, headers=None, auth=token, timeout=10):
+        hdrs = {"Content-Type": "application/json", "Accept": "application/json",
+                "User-Agent": "hubspot_events/0.1 selftest"}
+        if auth is not None:
+            hdrs["Authorization"] = "Bearer " + auth
+        hdrs.update(headers or {})
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        req = urllib.request.Request(base + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, dict((k.lower(), v) for k, v in resp.headers.items()), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict((k.lower(), v) for k, v in err.headers.items()), err.read()
+
+    def last_entry():
+        entries = json.loads(call("GET", "/__mock/requests")[2])
+        return entries[-1] if entries else {}
+
+    def upsert_path(event_id, state_name="register", account="acct 1"):
+        return "/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s" % (
+            event_id, state_name, urllib.parse.quote(account, safe=""))
+
+    good = {"inputs": [{"vid": 123, "interactionDateTime": 1700000000000, "properties": {}}]}
+    try:
+        status, _, body = call("GET", "/__mock/health")
+        check("health", status == 200 and json.loads(body) == {"ok": True}, body)
+
+        status, hdrs, body = call("POST", upsert_path("evt-1"), good)
+        entry = last_entry()
+        check("valid upsert 204", status == 204 and body == b"", (status, body))
+        check("valid upsert spec_errors", entry.get("spec_errors") == [], entry.get("spec_errors"))
+        check("valid upsert log fields", entry.get("operation", "").endswith("upsertByContactId")
+              and entry.get("path") == {"externalEventId": "evt-1", "subscriberState": "register"}
+              and entry.get("query") == {"externalAccountId": "acct 1"}
+              and entry.get("headers", {}).get("authorization") == "Bearer <token>"
+              and entry.get("status") == 204 and entry.get("correlation_id") == hdrs.get("x-hubspot-correlation-id")
+              and hdrs.get("x-hubspot-ratelimit-max") == "190", entry)
+
+        bad = {"inputs": [{"vid": "123", "interactionDateTime": 1700000000000, "properties": {}}]}
+        status, hdrs, body = call("POST", upsert_path("evt-1"), bad)
+        obj, entry = json.loads(body), last_entry()
+        check("vid string 400", status == 400 and obj.get("category") == "VALIDATION_ERROR"
+              and obj.get("correlationId") == hdrs.get("x-hubspot-correlation-id"), obj)
+        check("vid string spec_errors", entry.get("spec_errors") and "vid" in entry["spec_errors"][0], entry)
+
+        status, _, body = call("POST", upsert_path("evt-1"), {"inputs": [{"vid": True, "interactionDateTime": 2 ** 63,
+                                                                           "properties": {"a": 1}}]})
+        check("bool/int64/properties rejected", status == 400 and len(last_entry()["spec_errors"]) == 3,
+              last_entry().get("spec_errors"))
+
+        status, _, body = call("POST", "/marketing/v3/marketing-events/events/evt-1/register/upsert", good)
+        check("missing query 400", status == 400 and any("externalAccountId" in e for e in last_entry()["spec_errors"]),
+              last_entry().get("spec_errors"))
+
+        status, _, body = call("POST", upsert_path("evt-1"), good, headers={"User-Agent": "curl/8"})
+        check("bad user agent 400", status == 400, status)
+
+        status, hdrs, body = call("POST", upsert_path("evt-1"), good, auth="wrong-token")
+        obj, entry = json.loads(body), last_entry()
+        check("wrong token 401", status == 401 and obj.get("category") == "INVALID_AUTHENTICATION"
+              and obj.get("message", "").startswith("Authentication credentials not found"), obj)
+        check("wrong token masked", entry["headers"].get("authorization") == "Bearer <wrong>", entry["headers"])
+
+        status, _, body = call("POST", upsert_path("evt-1"), good, auth=None)
+        check("missing auth 401", status == 401 and "authorization" not in last_entry()["headers"], status)
+
+        status, hdrs, body = call("POST", upsert_path("mock:status=429"), good)
+        obj = json.loads(body)
+        check("429 shape", status == 429 and obj.get("errorType") == "RATE_LIMIT"
+              and obj.get("policyName") == "TEN_SECONDLY_ROLLING"
+              and obj.get("message") == "You have reached your ten_secondly_rolling limit."
+              and obj.get("correlationId") == hdrs.get("x-hubspot-correlation-id")
+              and hdrs.get("x-hubspot-ratelimit-remaining") == "0", (obj, hdrs))
+
+        status, hdrs, body = call("POST", upsert_path(urllib.parse.quote("mock:status=404", safe="")), good)
+        obj = json.loads(body)
+        check("404 shape", status == 404 and obj.get("category") == "OBJECT_NOT_FOUND"
+              and obj.get("status") == "error" and obj.get("correlationId")
+              and obj.get("correlationId") == hdrs.get("x-hubspot-correlation-id")
+              and last_entry().get("correlation_id") == obj.get("correlationId"), (obj, hdrs))
+
+        status, _, _ = call("POST", upsert_path("a%2Fb"), good)
+        check("percent-decoded path", status == 204 and last_entry()["path"].get("externalEventId") == "a/b",
+              last_entry().get("path"))
+
+        status, hdrs, body = call("POST", upsert_path("mock:status=503;retry_after=3;correlation=none"), good)
+        obj = json.loads(body)
+        check("503 knobs", status == 503 and obj.get("category") == "INTERNAL_ERROR"
+              and "x-hubspot-correlation-id" not in hdrs and hdrs.get("retry-after") == "3", (obj, hdrs))
+
+        results = [call("POST", upsert_path("mock:fail_after=2;status=500;tag=x"), good)[0] for _ in range(3)]
+        check("fail_after", results == [204, 204, 500], results)
+
+        call("POST", "/__mock/config", {"fault_rate": 1, "fault_status": 502, "body": "html"}, auth=None)
+        status, hdrs, body = call("POST", upsert_path("evt-2"), good)
+        check("global fault", status == 502 and hdrs.get("content-type") == "text/html", (status, hdrs))
+        call("POST", "/__mock/config", {}, auth=None)
+
+        started = time.monotonic()
+        try:
+            call("POST", upsert_path("mock:hang=1"), good, timeout=0.5)
+            hung = False
+        except (TimeoutError, socket.timeout, urllib.error.URLError):
+            hung = True
+        check("hang", hung and time.monotonic() - started < 5, hung)
+
+        try:
+            call("POST", upsert_path("mock:close=1"), good)
+            reset = False
+        except (ConnectionError, urllib.error.URLError, http.client.HTTPException):
+            reset = True
+        check("close", reset and last_entry().get("status") is None, reset)
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        hdrs = {"Content-Type": "application/json", "Accept": "application/json",
+                "User-Agent": "hubspot_events/0.1", "Authorization": "Bearer " + token}
+        statuses = []
+        for _ in range(3):
+            conn.request("POST", upsert_path("keepalive"), json.dumps(good), hdrs)
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+        sock_reused = conn.sock is not None
+        conn.close()
+        check("keep-alive", statuses == [204, 204, 204] and sock_reused, statuses)
+
+        entries = json.loads(call("GET", "/__mock/requests")[2])
+        seqs = [e["seq"] for e in entries]
+        check("seq increasing", seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs)
+        call("POST", "/__mock/reset", {}, auth=None)
+        check("reset", json.loads(call("GET", "/__mock/requests")[2]) == [], "")
+
+        with open(log_path, "rb") as fh:
+            log_text = fh.read().decode()
+        lines = [json.loads(line) for line in log_text.splitlines()]
+        check("log file", len(lines) == len(entries) and token not in log_text, len(lines))
+    finally:
+        server.shutdown()
+        server.server_close()
+        state.stop.set()
+    print("%d passed, %d failed" % (passed[0], failed[0]))
+    return 0 if failed[0] == 0 else 1
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+
+def main(argv=None):
+    default_spec = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi",
+                                "marketing-events-v3.openapi.json")
+    ap = argparse.ArgumentParser(description="Mock HubSpot Marketing Events API for tests.")
+    ap.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
+    ap.add_argument("--port-file", help="write the bound port number here (atomically)")
+    ap.add_argument("--token-file", help="file with the expected bearer token (re-read per request)")
+    ap.add_argument("--spec", default=default_spec, help="OpenAPI JSON (default: %(default)s)")
+    ap.add_argument("--log", help="append one JSON object per /marketing/ request (JSON Lines)")
+    ap.add_argument("--seed", type=int, help="seed for fault-injection decisions")
+    ap.add_argument("--verbose", action="store_true", help="log every request line to stderr")
+    ap.add_argument("--self-test", action="store_true", help="run the built-in self test and exit")
+    args = ap.parse_args(argv)
+
+    if args.self_test:
+        return self_test(args.spec)
+
+    if not is_loopback_host(args.host):
+        print("mock_hubspot: refusing non-loopback host %r" % args.host, file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print("mock_hubspot: bad port %d" % args.port, file=sys.stderr)
+        return 2
+    try:
+        spec = Spec.load(args.spec)
+    except (OSError, ValueError) as exc:
+        print("mock_hubspot: cannot load spec %s: %s" % (args.spec, exc), file=sys.stderr)
+        return 2
+    try:
+        state = State(spec, token_file=args.token_file, log_path=args.log, seed=args.seed, verbose=args.verbose)
+    except OSError as exc:
+        print("mock_hubspot: cannot open log %s: %s" % (args.log, exc), file=sys.stderr)
+        return 2
+    try:
+        server = make_server(args.host, args.port, state)
+    except OSError as exc:
+        print("mock_hubspot: cannot bind %s:%d: %s" % (args.host, args.port, exc), file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    if args.port_file:
+        try:
+            write_port_file(args.port_file, port)
+        except OSError as exc:
+            print("mock_hubspot: cannot write port file: %s" % exc, file=sys.stderr)
+            server.shutdown()
+            return 2
+    log_err("listening on %s port %d" % (args.host, port))
+    while not stop.wait(0.5):
+        pass
+    state.stop.set()
+    server.shutdown()
+    server.server_close()
+    log_err("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

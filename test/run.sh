@@ -1,0 +1,57 @@
+#!/bin/bash
+# The whole test suite, from a fresh clone on a fresh Debian 12 machine:
+#   sudo bash test/run.sh
+# Installs missing packages, builds (warnings are errors) and installs the
+# extension, starts the mock HubSpot and a throwaway cluster as the
+# "postgres" OS user, runs every test, stops everything, and exits non-zero
+# on any failure.  HS_KEEP=1 keeps the work folder for inspection.
+source "$(dirname "$0")/lib.sh"
+
+hs_require_root
+hs_install_packages
+hs_build_install
+hs_make_workdir
+hs_write_token
+hs_start_mock
+hs_start_cluster
+
+passed=0
+failed=0
+
+# ---- pg_regress: the SQL surface and every error path ----
+hs_log "running the pg_regress tests"
+tests=$(cd "$HS_SRC/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+set +e
+as_pg env HS_MOCK_LOG="$HS_MOCK_LOG" HS_MOCK_URL="$HS_MOCK_URL" HS_MOCK_PORT="$HS_MOCK_PORT" \
+    HS_TOKEN_FILE="$HS_WORK/token" PGTZ=UTC \
+    "$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+    --inputdir="$HS_WORK" --outputdir="$HS_WORK/regress" --bindir="$HS_BINDIR" \
+    --host="$HS_PGHOST" --port="$HS_PGPORT" --user=postgres \
+    --dbname=contrib_regression $tests 2>&1 | tee "$HS_WORK/regress.out"
+set -e
+p=$(grep -cE '^\s*(test\s+)?\S+\s+\.\.\.\s+ok' "$HS_WORK/regress.out" || true)
+f=$(grep -cE '^\s*(test\s+)?\S+\s+\.\.\.\s+FAILED' "$HS_WORK/regress.out" || true)
+passed=$((passed + p)); failed=$((failed + f))
+if [ -s "$HS_WORK/regress/regression.diffs" ]; then
+    hs_log "differences:"; cat "$HS_WORK/regress/regression.diffs"
+fi
+expected=$(echo "$tests" | wc -w)
+if [ $((p + f)) -ne "$expected" ]; then
+    hs_log "pg_regress ran $((p + f)) of $expected tests"; failed=$((failed + expected - p - f))
+fi
+
+# ---- the token must never reach the server log ----
+if grep -qF "$HS_TOKEN" "$HS_WORK/postgresql.log"; then
+    hs_log "FAILED: the access token appears in the server log"; failed=$((failed + 1))
+else
+    passed=$((passed + 1))
+fi
+if grep -qE 'PANIC|server process .* was terminated by signal' "$HS_WORK/postgresql.log"; then
+    hs_log "FAILED: the server log shows a crash"; grep -E 'PANIC|terminated by signal' "$HS_WORK/postgresql.log" >&2
+    failed=$((failed + 1))
+else
+    passed=$((passed + 1))
+fi
+
+echo "hubspot_events tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
