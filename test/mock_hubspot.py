@@ -973,6 +973,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 state.spec.validate(schema, params[name], name, sub)
                 problems.extend(("path", w, m) for w, m in sub)
 
+        # FACTS.md: the documented values are lowercase register/attend/cancel;
+        # the read APIs' REGISTERED/ATTENDED/... must never be sent
+        if "subscriberState" in params and params["subscriberState"] not in ("register", "attend", "cancel"):
+            problems.append(("path", "subscriberState",
+                             "must be one of register, attend, cancel, got %r" % params["subscriberState"]))
+
         self.check_headers(route, body, problems)
 
         rb = route["body"]
