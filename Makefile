@@ -1,8 +1,13 @@
 # hubspot_events: PGXS build.
 #
 # The version lives in hubspot_events.control (default_version) and nowhere
-# else: the install script for that version and the C code's User-Agent are
-# derived from it here.
+# else; the C code's User-Agent is derived from it here.
+#
+# The install script is a chain: hubspot_events--0.1.0.sql (the first
+# release) and one upgrade script per later release.  CREATE EXTENSION runs
+# the chain up to default_version, so a fresh install and an upgraded one
+# are the same by construction.  A released script is never edited: a
+# schema change goes into a new upgrade script.
 
 EXTENSION   = hubspot_events
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
@@ -10,9 +15,7 @@ EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION)
 MODULE_big  = hubspot_events
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
 
-# The editable install script is hubspot_events.sql; the versioned copy is built.
-DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
-EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress tests in sql/ + expected/; they need the mock HubSpot and a
 # configured cluster, which test/run.sh provides (see README).
@@ -26,8 +29,5 @@ SHLIB_LINK  = -lcurl -ljson-c
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
-
-$(EXTENSION)--$(EXTVERSION).sql: $(EXTENSION).sql $(EXTENSION).control
-	cp $< $@
 
 src/%.o: $(EXTENSION).control

@@ -17,7 +17,7 @@ SELECT r->>'method' AS method, r->>'operation' AS operation, r->>'raw_path' AS r
 SELECT r->'headers'->>'authorization' AS authorization,
        r->'headers'->>'content-type' AS content_type,
        r->'headers'->>'accept' AS accept,
-       r->'headers'->>'user-agent' AS user_agent
+       r->'headers'->>'user-agent' = 'hubspot_events/' || (SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events') AS user_agent_names_version
   FROM mock_since(:mark) r;
 SELECT r->'body' AS body FROM mock_since(:mark) r;
 -- the answer's correlation_id is the one the mock sent

@@ -16,6 +16,8 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 
 PG_FUNCTION_INFO_V1(hubspot_upsert_subscriber);
 
@@ -130,4 +132,55 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	appendStringInfo(&out, ",\"responses\":[%s]}", responses.data);
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}
+
+PG_FUNCTION_INFO_V1(hubspot_enqueue_subscriber);
+
+/*
+ * hubspot_enqueue_subscriber(external_event_id text, subscriber_state text,
+ *							  external_account_id text, contacts jsonb) -> bigint[]
+ *
+ * The same arguments and validation as hubspot_upsert_subscriber; one outbox
+ * row per contact, in the caller's transaction.  Nothing is sent before the
+ * transaction commits; the worker is woken at commit.
+ */
+Datum
+hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
+{
+	static const char *const argnames[] = {
+		"external_event_id", "subscriber_state", "external_account_id", "contacts"
+	};
+	char	   *event_id;
+	char	   *account_id;
+	HsSubscriberState state;
+	List	   *contacts;
+	ListCell   *lc;
+	Datum	   *ids;
+	int			n = 0;
+
+	check_not_null(fcinfo, argnames, 4);
+	event_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	account_id = text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	hs_validate_external_id("external_event_id", event_id);
+	state = hs_validate_state(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	hs_validate_external_id("external_account_id", account_id);
+	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
+
+	ids = palloc(sizeof(Datum) * list_length(contacts));
+	foreach(lc, contacts)
+	{
+		HsContact  *c = (HsContact *) lfirst(lc);
+		HsOutboxRow row = {0};
+
+		row.external_event_id = event_id;
+		row.subscriber_state = hs_state_name(state);
+		row.external_account_id = account_id;
+		row.contact = hs_contact_to_jsonb(c);
+		row.contact_key = psprintf(INT64_FORMAT, c->vid);
+		row.source = "hubspot_enqueue_subscriber";
+		ids[n++] = Int64GetDatum(hs_outbox_insert(&row));
+	}
+
+	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }

@@ -11,6 +11,10 @@
  *	  http.c        libcurl: one HubSpot request, interruptible
  *	  hs_json.c     JSON: request bodies, HubSpot's answers
  *	  answer.c      HubSpot's answers turned into results and ERRORs
+ *	  outbox.c      the outbox's SQL: enqueue, claim, record outcomes
+ *	  shared.c      shared memory: the worker's state, wake-up at commit
+ *	  worker.c      the background worker that drains the outbox
+ *	  trigger.c     sync_attendance(), the trigger for attendance tables
  *
  *-------------------------------------------------------------------------
  */
@@ -46,8 +50,18 @@ extern char *hs_access_token_file;
 extern int	hs_request_timeout_ms;
 extern int	hs_batch_size;
 
+extern char *hs_database;
+extern int	hs_poll_interval_ms;
+extern int	hs_max_concurrency;
+extern int	hs_max_attempts;
+extern int	hs_retry_base_ms;
+extern int	hs_retry_max_ms;
+extern int	hs_sent_retention_s;
+
 /* bumped by a settings reload, so cached secrets are re-read */
 extern uint64 hs_settings_generation;
+
+#define HS_SCHEMA "hubspot_events"
 
 /* ---- validate.c ---- */
 typedef enum HsSubscriberState
@@ -77,6 +91,72 @@ extern bool hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 extern List *hs_validate_contacts(Jsonb *contacts);
 extern void hs_append_contact_json(StringInfo buf, const HsContact *c);
 extern Jsonb *hs_contact_to_jsonb(const HsContact *contact);
+
+/* ---- outbox.c ---- */
+
+/*
+ * One outbox row to write.  A row whose values failed validation has
+ * error_message set: it is written as 'failed' with error_category
+ * LOCAL_VALIDATION_ERROR, with the raw values as they came (any of the
+ * text fields may then be NULL).
+ */
+typedef struct HsOutboxRow
+{
+	const char *external_event_id;
+	const char *subscriber_state;	/* normalised, or raw when invalid */
+	const char *external_account_id;
+	Jsonb	   *contact;		/* as sent (hs_contact_to_jsonb), or raw values */
+	const char *contact_key;	/* the vid as text; may be NULL when invalid */
+	const char *source;			/* "hubspot_enqueue_subscriber" or "schema.table" */
+	const char *error_message;	/* NULL for a valid row */
+} HsOutboxRow;
+
+/*
+ * Write one row to the outbox in the current transaction, with the rights of
+ * the outbox's owner (the caller needs no privilege on the outbox), and wake
+ * the worker when the transaction commits.  Returns the new id.
+ */
+extern int64 hs_outbox_insert(const HsOutboxRow *row);
+
+/* ---- worker.c ---- */
+extern void hs_register_worker(void);
+extern PGDLLEXPORT void hubspot_events_worker_main(Datum arg);
+
+/* ---- shared.c ---- */
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "datatype/timestamp.h"
+
+#define HS_MAX_CATEGORIES 24
+
+typedef struct HsWorkerShared
+{
+	slock_t		mutex;
+	pid_t		worker_pid;		/* 0: not running */
+	Latch	   *worker_latch;
+	char		state[64];		/* "idle", "sending", "held", "paused", "standby"... */
+	char		held_reason[256];
+	TimestampTz started_at;
+	int64		requests;
+	int64		successes;
+	int64		errors;
+	TimestampTz last_success_at;
+	TimestampTz last_error_at;
+	char		last_error[256];
+	struct
+	{
+		char		category[48];
+		int64		count;
+	}			by_category[HS_MAX_CATEGORIES];
+} HsWorkerShared;
+
+extern HsWorkerShared *hs_shared;	/* NULL unless preloaded */
+
+extern void hs_shared_init(void);	/* from _PG_init, when preloaded */
+extern void hs_wake_at_commit(void);
+extern void hs_wake_now(void);
+extern void hs_shared_set_state(const char *state, const char *held_reason);
+extern void hs_shared_count_request(bool success, const char *category, const char *message);
 
 /* ---- token.c ---- */
 extern const char *hs_get_access_token(void);

@@ -17,6 +17,8 @@
 #include <curl/curl.h>
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -27,6 +29,13 @@ char	   *hs_api_base_url = NULL;
 char	   *hs_access_token_file = NULL;
 int			hs_request_timeout_ms = 30000;
 int			hs_batch_size = 100;
+char	   *hs_database = NULL;
+int			hs_poll_interval_ms = 1000;
+int			hs_max_concurrency = 4;
+int			hs_max_attempts = 10;
+int			hs_retry_base_ms = 1000;
+int			hs_retry_max_ms = 300000;
+int			hs_sent_retention_s = 7 * 24 * 3600;
 
 uint64		hs_settings_generation = 0;
 
@@ -60,6 +69,22 @@ check_access_token_file(char **newval, void **extra, GucSource source)
 			GUC_check_errdetail("The path contains a control character.");
 			return false;
 		}
+	}
+	return true;
+}
+
+static bool
+check_database_name(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("The database name must not be empty.");
+		return false;
+	}
+	if (strlen(*newval) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("The database name is longer than %d bytes.", NAMEDATALEN - 1);
+		return false;
 	}
 	return true;
 }
@@ -114,7 +139,77 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("hubspot_events.database",
+							   "Database whose outbox the background worker drains.",
+							   NULL,
+							   &hs_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   check_database_name, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.poll_interval_ms",
+							"Longest time the worker sleeps before looking for due retries.",
+							"The worker is woken at once when a transaction that enqueued commits; this is the fallback.",
+							&hs_poll_interval_ms,
+							1000, 10, 3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.max_concurrency",
+							"Largest number of requests the worker has in flight at once.",
+							NULL,
+							&hs_max_concurrency,
+							4, 1, 64,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.max_attempts",
+							"Attempts after which a row that keeps failing is marked failed.",
+							NULL,
+							&hs_max_attempts,
+							10, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.retry_base_ms",
+							"Wait before the first retry; it doubles with every attempt.",
+							NULL,
+							&hs_retry_base_ms,
+							1000, 1, 3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.retry_max_ms",
+							"Longest wait between two attempts.",
+							NULL,
+							&hs_retry_max_ms,
+							300000, 1, 86400000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.sent_retention",
+							"Age after which the worker deletes sent rows; 0 keeps them.",
+							NULL,
+							&hs_sent_retention_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("hubspot_events");
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		hs_shared_init();
+		if (!IsBinaryUpgrade)
+			hs_register_worker();
+	}
 
 	rc = curl_global_init(CURL_GLOBAL_ALL);
 	if (rc != CURLE_OK)

@@ -13,7 +13,7 @@ hs_build_install
 hs_make_workdir
 hs_write_token
 hs_start_mock
-hs_start_cluster
+hs_start_cluster "shared_preload_libraries = 'hubspot_events'"
 
 passed=0
 failed=0

@@ -1,6 +1,6 @@
 /*
- * hubspot_events: the install script.  This is the one editable copy; the
- * Makefile builds hubspot_events--<version>.sql from it.
+ * hubspot_events 0.1.0, frozen as released: never edit.  Newer versions are
+ * reached from here by the upgrade scripts beside this file.
  */
 \echo Use "CREATE EXTENSION hubspot_events" to load this file. \quit
 

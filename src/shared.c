@@ -1,0 +1,269 @@
+/*-------------------------------------------------------------------------
+ *
+ * shared.c
+ *	  Shared memory: the worker's latch, state and counters; waking the
+ *	  worker when a transaction that enqueued commits.
+ *
+ * Exists only when the library is in shared_preload_libraries.  Without
+ * it, every function here is a harmless no-op and worker_info() says the
+ * worker is not running: the direct functions and the enqueue still work.
+ *
+ * The wake-up is the pg_net idea done with PostgreSQL's own hooks: a
+ * transaction that wrote to the outbox sets a flag; a transaction callback
+ * sets the worker's latch at commit (never at abort), so the worker sleeps
+ * until there is work instead of polling.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+
+HsWorkerShared *hs_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_pending = false;
+static bool xact_callback_registered = false;
+
+static void
+hs_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(HsWorkerShared)));
+}
+
+static void
+hs_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	hs_shared = ShmemInitStruct("hubspot_events", sizeof(HsWorkerShared), &found);
+	if (!found)
+	{
+		memset(hs_shared, 0, sizeof(HsWorkerShared));
+		SpinLockInit(&hs_shared->mutex);
+		strlcpy(hs_shared->state, "not started", sizeof(hs_shared->state));
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+hs_shared_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = hs_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = hs_shmem_startup;
+}
+
+void
+hs_wake_now(void)
+{
+	Latch	   *latch = NULL;
+
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	if (hs_shared->worker_pid != 0)
+		latch = hs_shared->worker_latch;
+	SpinLockRelease(&hs_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending)
+				hs_wake_now();
+			wake_pending = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Wake the worker when the current transaction commits. */
+void
+hs_wake_at_commit(void)
+{
+	if (hs_shared == NULL)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_pending = true;
+}
+
+/* ---- the worker's reports ---- */
+
+void
+hs_shared_set_state(const char *state, const char *held_reason)
+{
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	strlcpy(hs_shared->state, state, sizeof(hs_shared->state));
+	strlcpy(hs_shared->held_reason, held_reason ? held_reason : "", sizeof(hs_shared->held_reason));
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+/*
+ * Count one answer (or transport failure).  category is HubSpot's (or
+ * "TRANSPORT", "TIMEOUT", "HTTP_<status>") for failures, NULL for success.
+ */
+void
+hs_shared_count_request(bool success, const char *category, const char *message)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->requests++;
+	if (success)
+	{
+		hs_shared->successes++;
+		hs_shared->last_success_at = now;
+	}
+	else
+	{
+		int			i;
+
+		hs_shared->errors++;
+		hs_shared->last_error_at = now;
+		strlcpy(hs_shared->last_error, message ? message : "", sizeof(hs_shared->last_error));
+		for (i = 0; i < HS_MAX_CATEGORIES; i++)
+		{
+			if (hs_shared->by_category[i].category[0] == '\0')
+			{
+				strlcpy(hs_shared->by_category[i].category, category ? category : "UNKNOWN",
+						sizeof(hs_shared->by_category[i].category));
+				hs_shared->by_category[i].count = 1;
+				break;
+			}
+			if (strcmp(hs_shared->by_category[i].category, category ? category : "UNKNOWN") == 0)
+			{
+				hs_shared->by_category[i].count++;
+				break;
+			}
+		}
+	}
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+/* ---- SQL-callable ---- */
+
+PG_FUNCTION_INFO_V1(hubspot_wake);
+PG_FUNCTION_INFO_V1(hubspot_worker_info);
+
+/* wake(): now, and again at commit (so that rows this transaction changes are seen) */
+Datum
+hubspot_wake(PG_FUNCTION_ARGS)
+{
+	hs_wake_now();
+	hs_wake_at_commit();
+	PG_RETURN_VOID();
+}
+
+Datum
+hubspot_worker_info(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[12];
+	bool		nulls[12];
+	HsWorkerShared snap;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(nulls, 0, sizeof(nulls));
+
+	if (hs_shared == NULL)
+	{
+		for (int i = 0; i < 12; i++)
+			nulls[i] = true;
+		values[1] = CStringGetTextDatum("not running (hubspot_events is not in shared_preload_libraries)");
+		nulls[1] = false;
+		values[2] = CStringGetTextDatum(hs_database ? hs_database : "");
+		nulls[2] = false;
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	}
+
+	SpinLockAcquire(&hs_shared->mutex);
+	memcpy(&snap, hs_shared, sizeof(snap));
+	SpinLockRelease(&hs_shared->mutex);
+
+	if (snap.worker_pid != 0)
+		values[0] = Int32GetDatum(snap.worker_pid);
+	else
+		nulls[0] = true;
+	values[1] = CStringGetTextDatum(snap.worker_pid != 0 ? snap.state : "not running");
+	values[2] = CStringGetTextDatum(hs_database ? hs_database : "");
+	if (snap.held_reason[0])
+		values[3] = CStringGetTextDatum(snap.held_reason);
+	else
+		nulls[3] = true;
+	if (snap.started_at != 0)
+		values[4] = TimestampTzGetDatum(snap.started_at);
+	else
+		nulls[4] = true;
+	values[5] = Int64GetDatum(snap.requests);
+	values[6] = Int64GetDatum(snap.successes);
+	values[7] = Int64GetDatum(snap.errors);
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		appendStringInfoChar(&buf, '{');
+		for (int i = 0; i < HS_MAX_CATEGORIES && snap.by_category[i].category[0]; i++)
+		{
+			if (i > 0)
+				appendStringInfoChar(&buf, ',');
+			escape_json(&buf, snap.by_category[i].category);
+			appendStringInfo(&buf, ":" INT64_FORMAT, snap.by_category[i].count);
+		}
+		appendStringInfoChar(&buf, '}');
+		values[8] = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	}
+	if (snap.last_success_at != 0)
+		values[9] = TimestampTzGetDatum(snap.last_success_at);
+	else
+		nulls[9] = true;
+	if (snap.last_error_at != 0)
+		values[10] = TimestampTzGetDatum(snap.last_error_at);
+	else
+		nulls[10] = true;
+	if (snap.last_error[0])
+		values[11] = CStringGetTextDatum(snap.last_error);
+	else
+		nulls[11] = true;
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
