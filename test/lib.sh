@@ -37,8 +37,11 @@ hs_install_packages() {
 
 hs_pg_config() { echo "${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"; }
 
-# Build warning-free (warnings are errors) and install.
+# Build warning-free (warnings are errors) and install.  Runs from several
+# checkouts on one machine take turns: the install is machine-wide.
 hs_build_install() {
+    exec 9>/tmp/hubspot_events.install.lock
+    flock 9
     local pgc; pgc="$(hs_pg_config)"
     hs_log "building and installing hubspot_events"
     make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror clean >/dev/null
