@@ -32,18 +32,6 @@ check_not_null(FunctionCallInfo fcinfo, const char *const *argnames, int nargs)
 					 errmsg("%s must not be null", argnames[i])));
 }
 
-/* The API base URL without trailing slashes. */
-static char *
-api_base(void)
-{
-	char	   *base = pstrdup(hs_api_base_url ? hs_api_base_url : "");
-	size_t		len = strlen(base);
-
-	while (len > 0 && base[len - 1] == '/')
-		base[--len] = '\0';
-	return base;
-}
-
 static void
 append_json_string_or_null(StringInfo buf, const char *s)
 {
@@ -91,7 +79,7 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 
 	token = hs_get_access_token();
 	url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
-				   api_base(), hs_url_escape(event_id), hs_state_name(state),
+				   hs_api_base(), hs_url_escape(event_id), hs_state_name(state),
 				   hs_url_escape(account_id));
 
 	ncontacts = list_length(contacts);

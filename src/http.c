@@ -4,19 +4,23 @@
  *	  libcurl: sending one request to HubSpot, interruptibly.
  *
  * Design:
- *	- One easy handle and one multi handle per backend, created on first use
- *	  and reused, so that consecutive requests share a kept-alive connection.
- *	- The transfer is driven through the multi interface in slices of at most
+ *	- One multi handle per backend and a pool of easy handles ("slots"),
+ *	  created on first use and reused, so that consecutive requests share
+ *	  kept-alive connections.  hs_http_post_many() runs several requests with
+ *	  at most max_concurrency in flight (the worker); hs_http_post_json() is
+ *	  the one-request case (the direct functions).
+ *	- Transfers are driven through the multi interface in slices of at most
  *	  HS_POLL_SLICE_MS, with CHECK_FOR_INTERRUPTS() between slices: query
  *	  cancel, statement_timeout and termination stop a request in flight
- *	  promptly.  An ERROR never unwinds through libcurl's frames: it is thrown
+ *	  promptly (the worker passes its own check, which watches SIGTERM and
+ *	  SIGHUP).  An ERROR never unwinds through libcurl's frames: it is thrown
  *	  only between libcurl calls.
  *	- libcurl's callbacks never palloc (an ERROR inside them would longjmp
  *	  through libcurl): the answer is collected in malloc'd memory owned by
  *	  this file, copied into palloc'd memory after the transfer, and freed
  *	  at the end of the request, or at the start of the next one when an
  *	  ERROR interrupted it.  A reset callback on the caller's memory context
- *	  also detaches an interrupted transfer, closing its connection at once.
+ *	  also detaches interrupted transfers, closing their connections at once.
  *	- TLS verification is always on; redirects are never followed (they
  *	  would carry the token elsewhere); only http and https are spoken;
  *	  CURLOPT_NOSIGNAL keeps libcurl away from the server's signal handlers.
@@ -52,15 +56,23 @@ typedef struct HsReceive
 	int64		ratelimit_daily_remaining;
 } HsReceive;
 
+/* One easy handle and what its current transfer owns. */
+typedef struct HsSlot
+{
+	CURL	   *easy;
+	bool		attached;		/* added to the multi handle */
+	struct curl_slist *headers;
+	HsReceive	recv;
+	char		errbuf[CURL_ERROR_SIZE];
+	HsHttpRequest *req;			/* the request it is serving */
+} HsSlot;
+
 static CURLM *hs_multi = NULL;
-static CURL *hs_easy = NULL;
-static bool hs_easy_attached = false;
-static struct curl_slist *hs_headers = NULL;
-static HsReceive hs_recv;
-static char hs_errbuf[CURL_ERROR_SIZE];
+static HsSlot *hs_slots = NULL;	/* malloc'd, hs_nslots long */
+static int	hs_nslots = 0;
 static uint64 hs_transfer_seq = 0;
 
-/* registered on the caller's context for one transfer */
+/* registered on the caller's context for one call of hs_http_post_many */
 typedef struct HsTransferGuard
 {
 	MemoryContextCallback cb;
@@ -94,6 +106,25 @@ hs_url_escape(const char *s)
 		}
 	}
 	return buf.data;
+}
+
+/* An HTTP date (Retry-After), as seconds since the epoch; -1 when unreadable. */
+time_t
+curl_getdate_wrapper(const char *value)
+{
+	return curl_getdate(value, NULL);
+}
+
+/* The API base URL without trailing slashes (palloc'd). */
+char *
+hs_api_base(void)
+{
+	char	   *base = pstrdup(hs_api_base_url ? hs_api_base_url : "");
+	size_t		len = strlen(base);
+
+	while (len > 0 && base[len - 1] == '/')
+		base[--len] = '\0';
+	return base;
 }
 
 static bool
@@ -302,28 +333,36 @@ receive_header(char *data, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
-/* ---- one request ---- */
+/* ---- requests ---- */
+
+/* Detach a slot's transfer and free what it owns.  Safe at any time. */
+static void
+release_slot(HsSlot *slot)
+{
+	if (slot->attached)
+	{
+		curl_multi_remove_handle(hs_multi, slot->easy);
+		slot->attached = false;
+	}
+	if (slot->headers)
+	{
+		curl_slist_free_all(slot->headers);
+		slot->headers = NULL;
+	}
+	free(slot->recv.body);
+	memset(&slot->recv, 0, sizeof(slot->recv));
+	slot->req = NULL;
+}
 
 /*
- * Release what a previous request left behind (normally nothing; after an
- * ERROR in the middle of a transfer, its handle and buffers).  Safe to call
- * at any time.
+ * Release what earlier requests left behind (normally nothing; after an
+ * ERROR in the middle of transfers, their handles and buffers).
  */
 static void
-release_transfer(void)
+release_all_slots(void)
 {
-	if (hs_easy_attached)
-	{
-		curl_multi_remove_handle(hs_multi, hs_easy);
-		hs_easy_attached = false;
-	}
-	if (hs_headers)
-	{
-		curl_slist_free_all(hs_headers);
-		hs_headers = NULL;
-	}
-	free(hs_recv.body);
-	memset(&hs_recv, 0, sizeof(hs_recv));
+	for (int i = 0; i < hs_nslots; i++)
+		release_slot(&hs_slots[i]);
 }
 
 static void
@@ -331,13 +370,13 @@ release_transfer_callback(void *arg)
 {
 	HsTransferGuard *guard = (HsTransferGuard *) arg;
 
-	/* only the transfer this guard was made for; a later one is not ours */
+	/* only the transfers this guard was made for; later ones are not ours */
 	if (guard->seq == hs_transfer_seq)
-		release_transfer();
+		release_all_slots();
 }
 
 static void
-ensure_handles(void)
+ensure_slots(int n)
 {
 	if (hs_multi == NULL)
 	{
@@ -347,76 +386,71 @@ ensure_handles(void)
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a libcurl multi handle")));
 	}
-	if (hs_easy == NULL)
+	if (n > hs_nslots)
 	{
-		hs_easy = curl_easy_init();
-		if (hs_easy == NULL)
+		HsSlot	   *p = realloc(hs_slots, sizeof(HsSlot) * n);
+
+		if (p == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("could not create a libcurl handle")));
+					 errmsg("out of memory for HTTP transfers")));
+		memset(p + hs_nslots, 0, sizeof(HsSlot) * (n - hs_nslots));
+		hs_slots = p;
+		hs_nslots = n;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		if (hs_slots[i].easy == NULL)
+		{
+			hs_slots[i].easy = curl_easy_init();
+			if (hs_slots[i].easy == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("could not create a libcurl handle")));
+		}
 	}
 }
 
-/* Append a header to hs_headers, throwing (after cleanup) when out of memory. */
+/* Append a header to the slot's list, throwing when out of memory. */
 static void
-add_header(const char *line)
+add_header(HsSlot *slot, const char *line)
 {
-	struct curl_slist *l = curl_slist_append(hs_headers, line);
+	struct curl_slist *l = curl_slist_append(slot->headers, line);
 
 	if (l == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while building an HTTP request")));
-	hs_headers = l;
+	slot->headers = l;
 }
 
 #define SETOPT(opt, val) \
 	do { \
-		CURLcode _rc = curl_easy_setopt(hs_easy, (opt), (val)); \
+		CURLcode _rc = curl_easy_setopt(easy, (opt), (val)); \
 		if (_rc != CURLE_OK) \
 			ereport(ERROR, \
 					(errcode(ERRCODE_INTERNAL_ERROR), \
 					 errmsg("could not set libcurl option %s: %s", #opt, curl_easy_strerror(_rc)))); \
 	} while (0)
 
-/*
- * POST a JSON body to url with the bearer token, and fill *result with the
- * answer, or with the reason there was none.  HTTP error statuses are not
- * errors here: the caller decides.  Throws only for interrupts and for
- * failures of this backend (out of memory).
- */
-void
-hs_http_post_json(const char *url, const char *token,
-				  const char *body, size_t body_len, HsHttpResult *result)
+/* Set a slot up for a request and add it to the multi handle. */
+static void
+start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 {
-	HsTransferGuard *guard;
+	CURL	   *easy = slot->easy;
 	char	   *auth;
-	int			running = 1;
 	CURLMcode	mc;
-	CURLMsg    *msg;
-	int			msgs_left;
-	CURLcode	rc = CURLE_OK;
-	bool		done = false;
 
-	memset(result, 0, sizeof(*result));
-	release_transfer();
-	ensure_handles();
-
-	/* if an ERROR interrupts us, the caller's context reset detaches the transfer */
-	guard = palloc(sizeof(HsTransferGuard));
-	guard->seq = ++hs_transfer_seq;
-	guard->cb.func = release_transfer_callback;
-	guard->cb.arg = guard;
-	MemoryContextRegisterResetCallback(CurrentMemoryContext, &guard->cb);
-
-	curl_easy_reset(hs_easy);
-	reset_receive_headers(&hs_recv);
-	hs_errbuf[0] = '\0';
+	curl_easy_reset(easy);
+	memset(&slot->recv, 0, sizeof(slot->recv));
+	reset_receive_headers(&slot->recv);
+	slot->errbuf[0] = '\0';
+	slot->req = req;
 
 	auth = psprintf("Authorization: Bearer %s", token);
 	PG_TRY();
 	{
-		add_header(auth);
+		add_header(slot, auth);
 	}
 	PG_FINALLY();
 	{
@@ -424,11 +458,12 @@ hs_http_post_json(const char *url, const char *token,
 		pfree(auth);
 	}
 	PG_END_TRY();
-	add_header("Content-Type: application/json");
-	add_header("Accept: application/json");
-	add_header("Expect:");
+	add_header(slot, "Content-Type: application/json");
+	add_header(slot, "Accept: application/json");
+	add_header(slot, "Expect:");
 
-	SETOPT(CURLOPT_URL, url);
+	SETOPT(CURLOPT_URL, req->url);
+	SETOPT(CURLOPT_PRIVATE, slot);
 	SETOPT(CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -440,85 +475,189 @@ hs_http_post_json(const char *url, const char *token,
 	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
 	SETOPT(CURLOPT_TIMEOUT_MS, (long) hs_request_timeout_ms);
-	SETOPT(CURLOPT_ERRORBUFFER, hs_errbuf);
+	SETOPT(CURLOPT_ERRORBUFFER, slot->errbuf);
 	SETOPT(CURLOPT_USERAGENT, HS_USER_AGENT);
-	SETOPT(CURLOPT_HTTPHEADER, hs_headers);
+	SETOPT(CURLOPT_HTTPHEADER, slot->headers);
 	SETOPT(CURLOPT_POST, 1L);
-	SETOPT(CURLOPT_POSTFIELDS, body);
-	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	SETOPT(CURLOPT_POSTFIELDS, req->body);
+	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
 	SETOPT(CURLOPT_WRITEFUNCTION, receive_body);
-	SETOPT(CURLOPT_WRITEDATA, &hs_recv);
+	SETOPT(CURLOPT_WRITEDATA, &slot->recv);
 	SETOPT(CURLOPT_HEADERFUNCTION, receive_header);
-	SETOPT(CURLOPT_HEADERDATA, &hs_recv);
+	SETOPT(CURLOPT_HEADERDATA, &slot->recv);
 
-	mc = curl_multi_add_handle(hs_multi, hs_easy);
+	mc = curl_multi_add_handle(hs_multi, easy);
 	if (mc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not start an HTTP request: %s", curl_multi_strerror(mc))));
-	hs_easy_attached = true;
+	slot->attached = true;
+}
 
-	while (!done)
-	{
-		mc = curl_multi_perform(hs_multi, &running);
-		if (mc == CURLM_OK && running > 0)
-			mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_SLICE_MS, NULL);
-		if (mc != CURLM_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_HS_TRANSPORT),
-					 errmsg("HTTP request to HubSpot failed: %s", curl_multi_strerror(mc))));
-		while ((msg = curl_multi_info_read(hs_multi, &msgs_left)) != NULL)
-		{
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == hs_easy)
-			{
-				rc = msg->data.result;
-				done = true;
-			}
-		}
-		if (!done && running == 0)
-		{
-			/* cannot happen: libcurl finished without saying how */
-			rc = CURLE_RECV_ERROR;
-			done = true;
-		}
-		CHECK_FOR_INTERRUPTS();
-	}
+/* Copy a finished slot's answer into its request's result (palloc'd). */
+static void
+finish_slot(HsSlot *slot, CURLcode rc)
+{
+	HsHttpResult *result = &slot->req->result;
+	HsReceive  *r = &slot->recv;
 
-	/* the answer, copied into palloc'd memory */
+	memset(result, 0, sizeof(*result));
 	if (rc != CURLE_OK)
 	{
 		result->transport_ok = false;
 		result->timed_out = (rc == CURLE_OPERATION_TIMEDOUT);
-		if (hs_recv.too_large)
+		if (r->too_large)
 			result->transport_error = psprintf("the answer was larger than %d bytes", HS_MAX_ANSWER_BYTES);
 		else if (result->timed_out)
 			result->transport_error = psprintf("no complete answer within hubspot_events.request_timeout_ms (%d ms): %s",
 											   hs_request_timeout_ms,
-											   hs_errbuf[0] ? hs_errbuf : curl_easy_strerror(rc));
+											   slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(rc));
 		else
-			result->transport_error = pstrdup(hs_errbuf[0] ? hs_errbuf : curl_easy_strerror(rc));
+			result->transport_error = pstrdup(slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(rc));
 	}
 	else
 	{
 		long		status = 0;
 
-		curl_easy_getinfo(hs_easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(slot->easy, CURLINFO_RESPONSE_CODE, &status);
 		result->transport_ok = true;
 		result->http_status = status;
 	}
-	result->body_len = hs_recv.len;
-	result->body = palloc(hs_recv.len + 1);
-	if (hs_recv.len > 0)
-		memcpy(result->body, hs_recv.body, hs_recv.len);
-	result->body[hs_recv.len] = '\0';
-	result->content_type = hs_recv.content_type[0] ? pstrdup(hs_recv.content_type) : NULL;
-	result->correlation_id = hs_recv.correlation_id[0] ? pstrdup(hs_recv.correlation_id) : NULL;
-	result->retry_after = hs_recv.retry_after[0] ? pstrdup(hs_recv.retry_after) : NULL;
-	result->ratelimit_max = hs_recv.ratelimit_max;
-	result->ratelimit_remaining = hs_recv.ratelimit_remaining;
-	result->ratelimit_interval_ms = hs_recv.ratelimit_interval_ms;
-	result->ratelimit_daily = hs_recv.ratelimit_daily;
-	result->ratelimit_daily_remaining = hs_recv.ratelimit_daily_remaining;
+	result->body_len = r->len;
+	result->body = palloc(r->len + 1);
+	if (r->len > 0)
+		memcpy(result->body, r->body, r->len);
+	result->body[r->len] = '\0';
+	result->content_type = r->content_type[0] ? pstrdup(r->content_type) : NULL;
+	result->correlation_id = r->correlation_id[0] ? pstrdup(r->correlation_id) : NULL;
+	result->retry_after = r->retry_after[0] ? pstrdup(r->retry_after) : NULL;
+	result->ratelimit_max = r->ratelimit_max;
+	result->ratelimit_remaining = r->ratelimit_remaining;
+	result->ratelimit_interval_ms = r->ratelimit_interval_ms;
+	result->ratelimit_daily = r->ratelimit_daily;
+	result->ratelimit_daily_remaining = r->ratelimit_daily_remaining;
+	slot->req->done = true;
+	release_slot(slot);
+}
 
-	release_transfer();
+/*
+ * POST each request's JSON body to its URL with the bearer token, with at
+ * most max_concurrency in flight, and fill each request's result with the
+ * answer or with the reason there was none.  HTTP error statuses are not
+ * errors here: the caller decides.
+ *
+ * stop_check, called between slices of at most HS_POLL_SLICE_MS, may throw
+ * (CHECK_FOR_INTERRUPTS) or return true to abandon the requests still in
+ * flight or not started: they are left with done = false, and the function
+ * returns false.  Otherwise it returns true with every request done.
+ */
+bool
+hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
+				  int max_concurrency, bool (*stop_check) (void))
+{
+	HsTransferGuard *guard;
+	int			next = 0;
+	int			active = 0;
+	int			nslots = Max(1, Min(max_concurrency, nreqs));
+
+	for (int i = 0; i < nreqs; i++)
+		reqs[i].done = false;
+	release_all_slots();
+	ensure_slots(nslots);
+
+	/* if an ERROR interrupts us, the caller's context reset detaches the transfers */
+	guard = palloc(sizeof(HsTransferGuard));
+	guard->seq = ++hs_transfer_seq;
+	guard->cb.func = release_transfer_callback;
+	guard->cb.arg = guard;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &guard->cb);
+
+	for (;;)
+	{
+		int			running = 0;
+		CURLMcode	mc;
+		CURLMsg    *msg;
+		int			msgs_left;
+
+		/* start requests while there are free slots */
+		for (int i = 0; i < nslots && next < nreqs; i++)
+		{
+			if (hs_slots[i].req == NULL)
+			{
+				start_slot(&hs_slots[i], &reqs[next++], token);
+				active++;
+			}
+		}
+		if (active == 0)
+			break;
+
+		mc = curl_multi_perform(hs_multi, &running);
+		if (mc != CURLM_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_HS_TRANSPORT),
+					 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
+		while ((msg = curl_multi_info_read(hs_multi, &msgs_left)) != NULL)
+		{
+			HsSlot	   *slot = NULL;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &slot);
+			if (slot == NULL || slot->req == NULL)
+				continue;
+			finish_slot(slot, msg->data.result);
+			active--;
+		}
+		if (active > 0 && running == 0)
+		{
+			/* cannot happen: libcurl finished transfers without saying how */
+			for (int i = 0; i < nslots; i++)
+				if (hs_slots[i].req != NULL)
+				{
+					finish_slot(&hs_slots[i], CURLE_RECV_ERROR);
+					active--;
+				}
+		}
+		if (active > 0 || next < nreqs)
+		{
+			if (active > 0)
+			{
+				mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_SLICE_MS, NULL);
+				if (mc != CURLM_OK)
+					ereport(ERROR,
+							(errcode(ERRCODE_HS_TRANSPORT),
+							 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
+			}
+			if (stop_check && stop_check())
+			{
+				release_all_slots();
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+static bool
+backend_stop_check(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	return false;
+}
+
+/*
+ * POST one JSON body to url with the bearer token (the direct functions).
+ * Query cancel and statement_timeout interrupt it.
+ */
+void
+hs_http_post_json(const char *url, const char *token,
+				  const char *body, size_t body_len, HsHttpResult *result)
+{
+	HsHttpRequest req = {0};
+
+	req.url = url;
+	req.body = body;
+	req.body_len = body_len;
+	(void) hs_http_post_many(&req, 1, token, 1, backend_stop_check);
+	*result = req.result;
 }

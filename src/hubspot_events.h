@@ -122,6 +122,61 @@ extern int64 hs_outbox_insert(const HsOutboxRow *row);
 extern void hs_register_worker(void);
 extern PGDLLEXPORT void hubspot_events_worker_main(Datum arg);
 
+/* The worker's side of the outbox. */
+typedef struct HsClaimedRow
+{
+	int64		id;
+	char	   *external_event_id;
+	char	   *subscriber_state;
+	char	   *external_account_id;
+	char	   *contact;		/* JSON text, as sent */
+	int			attempts;		/* this one included */
+} HsClaimedRow;
+
+/* The rows of one request: one (event, state, account), at most batch_size. */
+typedef struct HsBatch
+{
+	char	   *external_event_id;
+	char	   *subscriber_state;
+	char	   *external_account_id;
+	int			n;
+	int64	   *ids;
+	char	   *url;
+	char	   *body;
+	size_t		body_len;
+} HsBatch;
+
+typedef enum HsOutcomeKind
+{
+	HS_OUTCOME_SENT,			/* 2xx */
+	HS_OUTCOME_FAILED,			/* permanent: the rows fail */
+	HS_OUTCOME_RETRY,			/* transient: back to pending, later, until max_attempts */
+	HS_OUTCOME_RATE_LIMITED,	/* 429: back to pending after the window; no attempt used */
+	HS_OUTCOME_HOLD				/* a configuration fault: pending, attempt not counted */
+} HsOutcomeKind;
+
+typedef struct HsOutcome
+{
+	HsOutcomeKind kind;
+	int			http_status;	/* 0: no answer */
+	const char *correlation_id; /* as answered; stored only when a UUID */
+	const char *error_category;
+	const char *error_subcategory;
+	const char *error_message;
+	Jsonb	   *error_body;
+	int64		retry_after_ms; /* -1: none */
+} HsOutcome;
+
+extern bool hs_outbox_reset_sending_needed;
+extern bool hs_outbox_available(void);
+extern uint64 hs_outbox_reset_sending(void);
+extern uint64 hs_outbox_purge_retention(int seconds);
+extern bool hs_outbox_paused(void);
+extern List *hs_outbox_claim(int limit);
+extern int64 hs_outbox_next_due_ms(void);
+extern List *hs_outbox_group(List *rows, int batch_size);
+extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome);
+
 /* ---- shared.c ---- */
 #include "storage/latch.h"
 #include "storage/spin.h"
@@ -182,7 +237,22 @@ typedef struct HsHttpResult
 	int64		ratelimit_daily_remaining;
 } HsHttpResult;
 
+/* One request for hs_http_post_many. */
+typedef struct HsHttpRequest
+{
+	const char *url;
+	const char *body;
+	size_t		body_len;
+	void	   *arg;			/* the caller's */
+	bool		done;			/* result is filled */
+	HsHttpResult result;
+} HsHttpRequest;
+
 extern char *hs_url_escape(const char *s);
+extern time_t curl_getdate_wrapper(const char *value);
+extern char *hs_api_base(void);
+extern bool hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
+							  int max_concurrency, bool (*stop_check) (void));
 extern void hs_http_post_json(const char *url, const char *token,
 							  const char *body, size_t body_len,
 							  HsHttpResult *result);

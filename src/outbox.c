@@ -23,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "catalog/pg_class.h"
 #include "utils/lsyscache.h"
@@ -130,4 +131,408 @@ hs_outbox_insert(const HsOutboxRow *row)
 	if (row->error_message == NULL)
 		hs_wake_at_commit();
 	return id;
+}
+
+/* ---- the worker's statements ---- */
+
+static int
+claimed_row_cmp(const ListCell *a, const ListCell *b)
+{
+	const HsClaimedRow *ra = (const HsClaimedRow *) lfirst(a);
+	const HsClaimedRow *rb = (const HsClaimedRow *) lfirst(b);
+
+	return ra->id < rb->id ? -1 : ra->id > rb->id ? 1 : 0;
+}
+
+bool		hs_outbox_reset_sending_needed = false;
+
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep a plan");
+	return plan;
+}
+
+static void
+spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/* Whether this database has the outbox (the extension at 0.2.0 or later). */
+bool
+hs_outbox_available(void)
+{
+	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("outbox", nsp)) &&
+		OidIsValid(get_relname_relid("worker_control", nsp));
+}
+
+/* Rows left "sending" by a crash or a failover are pending again (that attempt counted). */
+uint64
+hs_outbox_reset_sending(void)
+{
+	static SPIPlanPtr plan = NULL;
+	uint64		n;
+
+	spi_connect();
+	if (plan == NULL)
+		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET status = 'pending'"
+						 " WHERE status = 'sending'", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not reset rows in flight");
+	n = SPI_processed;
+	SPI_finish();
+	return n;
+}
+
+/* Delete sent rows older than the retention, a bounded number per call. */
+uint64
+hs_outbox_purge_retention(int seconds)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	uint64		n;
+
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		plan = keep_plan("DELETE FROM " HS_SCHEMA ".outbox WHERE id IN"
+						 " (SELECT id FROM " HS_SCHEMA ".outbox"
+						 "   WHERE status = 'sent' AND sent_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
+						 "   LIMIT 10000)", 1, types);
+	}
+	values[0] = Int32GetDatum(seconds);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not purge sent rows");
+	n = SPI_processed;
+	SPI_finish();
+	return n;
+}
+
+bool
+hs_outbox_paused(void)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		paused = false;
+
+	spi_connect();
+	if (plan == NULL)
+		plan = keep_plan("SELECT paused FROM " HS_SCHEMA ".worker_control", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read worker_control");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		paused = !isnull && DatumGetBool(d);
+	}
+	SPI_finish();
+	return paused;
+}
+
+/*
+ * Claim up to limit due rows, oldest first: pending, next_attempt_at
+ * passed, and no older row of the same (event, account, contact) still
+ * pending or sending (so that one contact's changes reach HubSpot in commit
+ * order, and no request holds two rows of one contact).  They are marked
+ * sending, with the attempt counted.  Returns a List of HsClaimedRow,
+ * allocated in the caller's memory context.
+ */
+List *
+hs_outbox_claim(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		values[1];
+	List	   *rows = NIL;
+
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		plan = keep_plan("WITH due AS ("
+						 "  SELECT o.id FROM " HS_SCHEMA ".outbox o"
+						 "   WHERE o.status = 'pending' AND o.next_attempt_at <= pg_catalog.now()"
+						 "     AND NOT EXISTS (SELECT 1 FROM " HS_SCHEMA ".outbox p"
+						 "                      WHERE p.external_event_id = o.external_event_id"
+						 "                        AND p.external_account_id = o.external_account_id"
+						 "                        AND p.contact_key = o.contact_key"
+						 "                        AND p.id < o.id"
+						 "                        AND p.status IN ('pending', 'sending'))"
+						 "   ORDER BY o.next_attempt_at, o.id"
+						 "   LIMIT $1"
+						 "   FOR UPDATE OF o SKIP LOCKED)"
+						 " UPDATE " HS_SCHEMA ".outbox u"
+						 "    SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = pg_catalog.now()"
+						 "   FROM due WHERE u.id = due.id"
+						 " RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,"
+						 "           u.contact::text, u.attempts",
+						 1, types);
+	}
+	values[0] = Int32GetDatum(limit);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim outbox rows");
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		HsClaimedRow *r = palloc(sizeof(HsClaimedRow));
+		bool		isnull;
+
+		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		r->external_event_id = SPI_getvalue(tup, desc, 2);
+		r->subscriber_state = SPI_getvalue(tup, desc, 3);
+		r->external_account_id = SPI_getvalue(tup, desc, 4);
+		r->contact = SPI_getvalue(tup, desc, 5);
+		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		rows = lappend(rows, r);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+
+	/* the RETURNING order is not the claim order: oldest first */
+	list_sort(rows, claimed_row_cmp);
+	return rows;
+}
+
+/* Milliseconds until the next pending row is due; -1 when none is pending. */
+int64
+hs_outbox_next_due_ms(void)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		ms = -1;
+
+	spi_connect();
+	if (plan == NULL)
+		plan = keep_plan("SELECT (extract(epoch FROM min(next_attempt_at) - pg_catalog.clock_timestamp()) * 1000)::bigint"
+						 "  FROM " HS_SCHEMA ".outbox WHERE status = 'pending'", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the next due row");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			ms = Max(DatumGetInt64(d), 0);
+	}
+	SPI_finish();
+	return ms;
+}
+
+/*
+ * Coalesce claimed rows (oldest first) into requests: rows of one (event,
+ * state, account) together, at most batch_size per request, in claim order.
+ * Builds each request's URL and body.
+ */
+List *
+hs_outbox_group(List *rows, int batch_size)
+{
+	List	   *batches = NIL;
+	List	   *open = NIL;		/* batches that still have room */
+	ListCell   *lc;
+	char	   *base = hs_api_base();
+
+	foreach(lc, rows)
+	{
+		HsClaimedRow *r = (HsClaimedRow *) lfirst(lc);
+		HsBatch    *b = NULL;
+		ListCell   *lb;
+
+		foreach(lb, open)
+		{
+			HsBatch    *c = (HsBatch *) lfirst(lb);
+
+			if (strcmp(c->external_event_id, r->external_event_id) == 0 &&
+				strcmp(c->subscriber_state, r->subscriber_state) == 0 &&
+				strcmp(c->external_account_id, r->external_account_id) == 0)
+			{
+				b = c;
+				break;
+			}
+		}
+		if (b == NULL)
+		{
+			b = palloc0(sizeof(HsBatch));
+			b->external_event_id = r->external_event_id;
+			b->subscriber_state = r->subscriber_state;
+			b->external_account_id = r->external_account_id;
+			b->ids = palloc(sizeof(int64) * batch_size);
+			b->body = (char *) makeStringInfo();	/* filled below */
+			appendStringInfoString((StringInfo) b->body, "{\"inputs\":[");
+			batches = lappend(batches, b);
+			open = lappend(open, b);
+		}
+		if (b->n > 0)
+			appendStringInfoChar((StringInfo) b->body, ',');
+		appendStringInfoString((StringInfo) b->body, r->contact);
+		b->ids[b->n++] = r->id;
+		if (b->n >= batch_size)
+			open = list_delete_ptr(open, b);
+	}
+
+	foreach(lc, batches)
+	{
+		HsBatch    *b = (HsBatch *) lfirst(lc);
+		StringInfo	body = (StringInfo) b->body;
+
+		appendStringInfoString(body, "]}");
+		b->body = body->data;
+		b->body_len = body->len;
+		b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
+						  base, hs_url_escape(b->external_event_id), b->subscriber_state,
+						  hs_url_escape(b->external_account_id));
+	}
+	return batches;
+}
+
+/* A correlation id as HubSpot sends it, if it is a canonical UUID. */
+static bool
+is_canonical_uuid(const char *s)
+{
+	if (s == NULL || strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return false;
+		}
+		else if (!isxdigit((unsigned char) s[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Record a request's outcome on its rows (still "sending").
+ */
+void
+hs_outbox_record(HsBatch *batch, const HsOutcome *o)
+{
+	static SPIPlanPtr sent_plan = NULL;
+	static SPIPlanPtr error_plan = NULL;
+	static SPIPlanPtr hold_plan = NULL;
+	Datum	   *idd = palloc(sizeof(Datum) * batch->n);
+	ArrayType  *ids;
+	int			rc;
+
+	for (int i = 0; i < batch->n; i++)
+		idd[i] = Int64GetDatum(batch->ids[i]);
+	ids = construct_array(idd, batch->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+
+	spi_connect();
+	if (o->kind == HS_OUTCOME_HOLD)
+	{
+		Datum		values[1] = {PointerGetDatum(ids)};
+
+		if (hold_plan == NULL)
+		{
+			Oid			types[1] = {INT8ARRAYOID};
+
+			hold_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
+								  "   SET status = 'pending', attempts = greatest(attempts - 1, 0)"
+								  " WHERE id = ANY ($1) AND status = 'sending'", 1, types);
+		}
+		rc = SPI_execute_plan(hold_plan, values, NULL, false, 0);
+	}
+	else if (o->kind == HS_OUTCOME_SENT)
+	{
+		Datum		values[3];
+		char		nulls[3] = {' ', ' ', ' '};
+
+		if (sent_plan == NULL)
+		{
+			Oid			types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
+
+			sent_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
+								  "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = $2,"
+								  "       correlation_id = $3::uuid, error_category = NULL, error_subcategory = NULL,"
+								  "       error_message = NULL, error_body = NULL"
+								  " WHERE id = ANY ($1) AND status = 'sending'", 3, types);
+		}
+		values[0] = PointerGetDatum(ids);
+		values[1] = Int32GetDatum(o->http_status);
+		if (is_canonical_uuid(o->correlation_id))
+			values[2] = CStringGetTextDatum(o->correlation_id);
+		else
+			nulls[2] = 'n';
+		rc = SPI_execute_plan(sent_plan, values, nulls, false, 0);
+	}
+	else
+	{
+		/*
+		 * failed, retry, rate-limited.  A retry waits with exponential
+		 * backoff and full jitter (retry_base_ms doubling up to
+		 * retry_max_ms), at least Retry-After; after max_attempts the rows
+		 * fail.  A 429 waits for the window and uses no attempt.
+		 */
+		Datum		values[12];
+		char		nulls[12];
+		const char *kind = o->kind == HS_OUTCOME_FAILED ? "failed" :
+			o->kind == HS_OUTCOME_RETRY ? "retry" : "rate_limited";
+
+		memset(nulls, ' ', sizeof(nulls));
+		if (error_plan == NULL)
+		{
+			Oid			types[12] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
+			TEXTOID, JSONBOID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
+
+			error_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET"
+								   "  status = CASE WHEN $2 = 'failed' THEN 'failed'"
+								   "                WHEN $2 = 'retry' AND attempts >= $9 THEN 'failed'"
+								   "                ELSE 'pending' END,"
+								   "  attempts = CASE WHEN $2 = 'rate_limited' THEN greatest(attempts - 1, 0) ELSE attempts END,"
+								   "  next_attempt_at = CASE $2"
+								   "     WHEN 'retry' THEN pg_catalog.now() + pg_catalog.make_interval(secs =>"
+								   "          greatest($12, pg_catalog.random() * least($11, $10 * power(2::float8, least(attempts - 1, 40)))) / 1000.0)"
+								   "     WHEN 'rate_limited' THEN pg_catalog.now() + pg_catalog.make_interval(secs => greatest($12, 10000::float8) / 1000.0)"
+								   "     ELSE next_attempt_at END,"
+								   "  http_status = $3, correlation_id = $4::uuid,"
+								   "  error_category = $5, error_subcategory = $6, error_message = $7, error_body = $8"
+								   " WHERE id = ANY ($1) AND status = 'sending'", 12, types);
+		}
+		values[0] = PointerGetDatum(ids);
+		values[1] = CStringGetTextDatum(kind);
+		if (o->http_status > 0)
+			values[2] = Int32GetDatum(o->http_status);
+		else
+			nulls[2] = 'n';
+		if (is_canonical_uuid(o->correlation_id))
+			values[3] = CStringGetTextDatum(o->correlation_id);
+		else
+			nulls[3] = 'n';
+#define OPT_TEXT(i, s) do { if (s) values[i] = CStringGetTextDatum(s); else nulls[i] = 'n'; } while (0)
+		OPT_TEXT(4, o->error_category);
+		OPT_TEXT(5, o->error_subcategory);
+		OPT_TEXT(6, o->error_message);
+#undef OPT_TEXT
+		if (o->error_body)
+			values[7] = JsonbPGetDatum(o->error_body);
+		else
+			nulls[7] = 'n';
+		values[8] = Int32GetDatum(hs_max_attempts);
+		values[9] = Float8GetDatum((double) hs_retry_base_ms);
+		values[10] = Float8GetDatum((double) hs_retry_max_ms);
+		values[11] = Float8GetDatum((double) Max(o->retry_after_ms, 0));
+		rc = SPI_execute_plan(error_plan, values, nulls, false, 0);
+	}
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not record an outcome in the outbox");
+	SPI_finish();
 }

@@ -1,5 +1,535 @@
-/* placeholder, replaced below */
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background worker that drains the outbox to HubSpot.
+ *
+ * One worker, registered when the library is in shared_preload_libraries,
+ * serves the database named by hubspot_events.database.  Its loop:
+ *
+ *	1. sleep on its latch until a transaction that enqueued commits (see
+ *	   shared.c), or hubspot_events.poll_interval_ms passes, or the next
+ *	   retry is due;
+ *	2. in a short transaction, claim due rows (pending, next_attempt_at
+ *	   passed, no older open row of the same contact) with FOR UPDATE SKIP
+ *	   LOCKED and mark them sending (outbox.c);
+ *	3. outside any transaction, send them: rows of one (event, state,
+ *	   account) coalesced into requests of up to batch_size, several
+ *	   requests in flight at once (http.c);
+ *	4. in another short transaction, record each request's outcome on its
+ *	   rows.
+ *
+ * No transaction stays open across HTTP.  A configuration fault (the token
+ * rejected, scopes missing, no token file) is not a fault of the rows: the
+ * queue is held, rows stay pending with their attempts untouched, one line
+ * is logged, and sending resumes after a reload, a change of the token
+ * file, or a minute.  An unexpected ERROR is logged and the loop goes on
+ * after a pause: the worker never dies of one bad row or request.  On a hot
+ * standby it stays idle and resumes by itself after promotion.
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "hubspot_events.h"
+
+#include <sys/stat.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/bgworker.h"
-void hs_register_worker(void) {}
-void hubspot_events_worker_main(Datum arg) {}
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#define HS_HOLD_RETRY_MS	60000	/* a held queue is tried again after this */
+#define HS_ERROR_PAUSE_MS	1000	/* pause after an unexpected ERROR */
+#define HS_RETENTION_EVERY_MS 60000 /* how often sent rows are purged */
+
+/* Why the queue is held (a configuration fault), if it is. */
+static bool held = false;
+static TimestampTz held_since = 0;
+static uint64 held_generation = 0;
+static struct stat held_token_stat;
+static bool held_token_stat_ok = false;
+
+static TimestampTz last_retention = 0;
+static bool logged_standby = false;
+static bool logged_no_extension = false;
+
+void
+hs_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* from consistent state, so that it idles on a hot standby and resumes after promotion */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "hubspot_events", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "hubspot_events_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "hubspot_events worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "hubspot_events worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+worker_detach_shared(int code, Datum arg)
+{
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->worker_pid = 0;
+	hs_shared->worker_latch = NULL;
+	strlcpy(hs_shared->state, "stopped", sizeof(hs_shared->state));
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+static void
+worker_attach_shared(void)
+{
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->worker_pid = MyProcPid;
+	hs_shared->worker_latch = MyLatch;
+	hs_shared->started_at = GetCurrentTimestamp();
+	strlcpy(hs_shared->state, "starting", sizeof(hs_shared->state));
+	hs_shared->held_reason[0] = '\0';
+	SpinLockRelease(&hs_shared->mutex);
+	before_shmem_exit(worker_detach_shared, (Datum) 0);
+}
+
+static void
+process_reload(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/* Between slices of HTTP: honour SIGHUP at once, and stop on SIGTERM. */
+static bool
+worker_stop_check(void)
+{
+	process_reload();
+	return ShutdownRequestPending;
+}
+
+/* ---- holding the queue on configuration faults ---- */
+
+static bool
+token_file_stat(struct stat *st)
+{
+	return hs_access_token_file && hs_access_token_file[0] &&
+		stat(hs_access_token_file, st) == 0;
+}
+
+static void
+hold_queue(const char *reason)
+{
+	if (!held)
+		ereport(LOG,
+				(errmsg("hubspot_events worker: holding the queue: %s", reason),
+				 errdetail("Rows stay pending and their attempts are not counted."),
+				 errhint("Sending resumes after the configuration is reloaded, the token file changes, or one minute.")));
+	held = true;
+	held_since = GetCurrentTimestamp();
+	held_generation = hs_settings_generation;
+	held_token_stat_ok = token_file_stat(&held_token_stat);
+	hs_shared_set_state("held", reason);
+}
+
+/* Whether a held queue may be tried again; clears the hold when so. */
+static bool
+hold_released(void)
+{
+	struct stat st;
+	bool		stat_ok;
+	bool		release = false;
+
+	if (!held)
+		return true;
+	stat_ok = token_file_stat(&st);
+	if (hs_settings_generation != held_generation)
+		release = true;
+	else if (stat_ok != held_token_stat_ok)
+		release = true;
+	else if (stat_ok &&
+			 (st.st_ino != held_token_stat.st_ino || st.st_size != held_token_stat.st_size ||
+			  st.st_mtim.tv_sec != held_token_stat.st_mtim.tv_sec ||
+			  st.st_mtim.tv_nsec != held_token_stat.st_mtim.tv_nsec))
+		release = true;
+	else if (TimestampDifferenceExceeds(held_since, GetCurrentTimestamp(), HS_HOLD_RETRY_MS))
+		release = true;
+	if (release)
+	{
+		held = false;
+		ereport(LOG, (errmsg("hubspot_events worker: trying the held queue again")));
+	}
+	return release;
+}
+
+/* ---- one request's outcome ---- */
+
+/*
+ * How an answer is handled.  Retryable per HubSpot's guidance: no answer,
+ * 408, 423, 429, 477, and every 5xx but 501 and 505.
+ */
+static HsOutcomeKind
+classify(const HsHttpResult *res, const HsErrorBody *err)
+{
+	if (!res->transport_ok)
+		return HS_OUTCOME_RETRY;
+	if (res->http_status >= 200 && res->http_status <= 299)
+		return HS_OUTCOME_SENT;
+	if (res->http_status == 401)
+		return HS_OUTCOME_HOLD;
+	if (res->http_status == 403 && err->category && strcmp(err->category, "MISSING_SCOPES") == 0)
+		return HS_OUTCOME_HOLD;
+	if (res->http_status == 429)
+		return HS_OUTCOME_RATE_LIMITED;
+	if (res->http_status == 408 || res->http_status == 423 || res->http_status == 477)
+		return HS_OUTCOME_RETRY;
+	if (res->http_status >= 500 && res->http_status <= 599 &&
+		res->http_status != 501 && res->http_status != 505)
+		return HS_OUTCOME_RETRY;
+	return HS_OUTCOME_FAILED;
+}
+
+/* Retry-After in milliseconds (seconds or an HTTP date); -1 when absent or unreadable. */
+static int64
+retry_after_ms(const char *value)
+{
+	char	   *end;
+	long		secs;
+
+	if (value == NULL || value[0] == '\0')
+		return -1;
+	errno = 0;
+	secs = strtol(value, &end, 10);
+	if (errno == 0 && end != value && *end == '\0' && secs >= 0)
+		return (int64) Min(secs, 86400L) * 1000;
+	{
+		time_t		t = curl_getdate_wrapper(value);
+
+		if (t > 0)
+		{
+			int64		ms = ((int64) t - (int64) time(NULL)) * 1000;
+
+			return Max(ms, 0);
+		}
+	}
+	return -1;
+}
+
+/*
+ * Fill the outcome of one request from its answer, and report it to shared
+ * memory.  Returns the kind.
+ */
+static HsOutcomeKind
+build_outcome(HsHttpRequest *req, HsOutcome *out)
+{
+	HsHttpResult *res = &req->result;
+	HsErrorBody err;
+	HsOutcomeKind kind;
+
+	memset(out, 0, sizeof(*out));
+	hs_parse_error_body(res->body, res->body_len, &err);
+	kind = classify(res, &err);
+	out->kind = kind;
+	out->http_status = res->transport_ok ? (int) res->http_status : 0;
+	out->correlation_id = res->correlation_id ? res->correlation_id : err.correlation_id;
+	out->retry_after_ms = retry_after_ms(res->retry_after);
+
+	if (kind == HS_OUTCOME_SENT)
+	{
+		hs_shared_count_request(true, NULL, NULL);
+		return kind;
+	}
+
+	if (!res->transport_ok)
+	{
+		out->error_category = res->timed_out ? "TIMEOUT" : "TRANSPORT";
+		out->error_message = res->transport_error;
+	}
+	else
+	{
+		out->error_category = err.category ? err.category :
+			err.error_type ? err.error_type : psprintf("HTTP_%ld", res->http_status);
+		out->error_subcategory = err.sub_category;
+		if (err.message)
+			out->error_message = err.message;
+		else if (res->body_len > 0)
+			out->error_message = hs_sanitize_remote_text(res->body, Min(res->body_len, 200));
+		else
+			out->error_message = psprintf("HTTP %ld without a body", res->http_status);
+		out->error_body = hs_body_to_jsonb(res->body, res->body_len);
+		if (err.policy_name)
+			out->error_subcategory = err.policy_name;
+	}
+	hs_shared_count_request(false, out->error_category, out->error_message);
+	return kind;
+}
+
+/* ---- the loop ---- */
+
+/*
+ * One turn: claim, send, record.  Returns true when it did work (the loop
+ * then goes on at once); otherwise *wait_ms says how long to sleep.
+ */
+static bool
+worker_turn(MemoryContext turn_cxt, long *wait_ms)
+{
+	List	   *rows;
+	List	   *batches;
+	HsHttpRequest *reqs;
+	int			nreqs;
+	const char *token = NULL;
+	char	   *token_error = NULL;
+	ListCell   *lc;
+	int			i;
+	bool		paused;
+	int64		next_due_ms = -1;
+
+	*wait_ms = hs_poll_interval_ms;
+
+	if (RecoveryInProgress())
+	{
+		if (!logged_standby)
+			ereport(LOG,
+					(errmsg("hubspot_events worker: the server is a standby; the worker stays idle until promotion")));
+		logged_standby = true;
+		hs_shared_set_state("standby", NULL);
+		return false;
+	}
+	if (logged_standby)
+	{
+		ereport(LOG, (errmsg("hubspot_events worker: the server was promoted; resuming the outbox")));
+		logged_standby = false;
+		hs_outbox_reset_sending_needed = true;
+	}
+
+	if (held && !hold_released())
+		return false;
+
+	/* ---- claim (a short transaction) ---- */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: claiming due rows");
+
+	if (!hs_outbox_available())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (!logged_no_extension)
+			ereport(LOG,
+					(errmsg("hubspot_events worker: the extension hubspot_events (0.2.0 or later) is not installed in database \"%s\"; waiting for it",
+							hs_database)));
+		logged_no_extension = true;
+		hs_shared_set_state("waiting for CREATE EXTENSION", NULL);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return false;
+	}
+	logged_no_extension = false;
+
+	if (hs_outbox_reset_sending_needed)
+	{
+		uint64		n = hs_outbox_reset_sending();
+
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("hubspot_events worker: %llu rows left in flight by a crash or failover are pending again",
+							(unsigned long long) n)));
+		hs_outbox_reset_sending_needed = false;
+	}
+
+	if (hs_sent_retention_s > 0 &&
+		TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), HS_RETENTION_EVERY_MS))
+	{
+		hs_outbox_purge_retention(hs_sent_retention_s);
+		last_retention = GetCurrentTimestamp();
+	}
+
+	paused = hs_outbox_paused();
+	rows = NIL;
+	if (!paused)
+	{
+		MemoryContext old = MemoryContextSwitchTo(turn_cxt);
+
+		rows = hs_outbox_claim(hs_max_concurrency * hs_batch_size);
+		MemoryContextSwitchTo(old);
+	}
+	if (rows == NIL)
+		next_due_ms = hs_outbox_next_due_ms();
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (paused)
+	{
+		hs_shared_set_state("paused", NULL);
+		return false;
+	}
+	if (rows == NIL)
+	{
+		hs_shared_set_state("idle", NULL);
+		if (next_due_ms >= 0 && next_due_ms < *wait_ms)
+			*wait_ms = Max(next_due_ms, 1);
+		return false;
+	}
+
+	/* ---- send (no transaction) ---- */
+	hs_shared_set_state("sending", NULL);
+	batches = hs_outbox_group(rows, hs_batch_size);
+	nreqs = list_length(batches);
+	reqs = palloc0(sizeof(HsHttpRequest) * nreqs);
+
+	PG_TRY();
+	{
+		token = hs_get_access_token();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(turn_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		token_error = edata->message;
+	}
+	PG_END_TRY();
+
+	if (token_error == NULL)
+	{
+		i = 0;
+		foreach(lc, batches)
+		{
+			HsBatch    *b = (HsBatch *) lfirst(lc);
+
+			reqs[i].url = b->url;
+			reqs[i].body = b->body;
+			reqs[i].body_len = b->body_len;
+			reqs[i].arg = b;
+			i++;
+		}
+		pgstat_report_activity(STATE_RUNNING, "hubspot_events: sending");
+		if (!hs_http_post_many(reqs, nreqs, token, hs_max_concurrency, worker_stop_check))
+			return true;		/* SIGTERM: the rows stay "sending" and are pending again at the next start */
+	}
+
+	/* ---- record (a short transaction) ---- */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
+	if (token_error != NULL)
+	{
+		foreach(lc, batches)
+		{
+			HsOutcome	o = {0};
+
+			o.kind = HS_OUTCOME_HOLD;
+			hs_outbox_record((HsBatch *) lfirst(lc), &o);
+		}
+		hold_queue(token_error);
+	}
+	else
+	{
+		char	   *hold_reason = NULL;
+
+		for (i = 0; i < nreqs; i++)
+		{
+			HsOutcome	o;
+			HsOutcomeKind kind = build_outcome(&reqs[i], &o);
+
+			hs_outbox_record((HsBatch *) reqs[i].arg, &o);
+			if (kind == HS_OUTCOME_HOLD && hold_reason == NULL)
+				hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
+									   o.http_status, o.error_category ? o.error_category : "",
+									   o.error_message ? o.error_message : "");
+		}
+		if (hold_reason)
+			hold_queue(hold_reason);
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
+	if (!held)
+		hs_shared_set_state("idle", NULL);
+	return true;
+}
+
+void
+hubspot_events_worker_main(Datum arg)
+{
+	MemoryContext turn_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	worker_attach_shared();
+	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
+	pgstat_report_appname("hubspot_events worker");
+	ereport(LOG,
+			(errmsg("hubspot_events worker started for database \"%s\"", hs_database)));
+
+	turn_cxt = AllocSetContextCreate(TopMemoryContext, "hubspot_events worker turn",
+									 ALLOCSET_DEFAULT_SIZES);
+	hs_outbox_reset_sending_needed = true;
+
+	while (!ShutdownRequestPending)
+	{
+		long		wait_ms = hs_poll_interval_ms;
+		bool		did_work = false;
+
+		process_reload();
+		MemoryContextReset(turn_cxt);
+		MemoryContextSwitchTo(turn_cxt);
+
+		PG_TRY();
+		{
+			did_work = worker_turn(turn_cxt, &wait_ms);
+		}
+		PG_CATCH();
+		{
+			/* log it, clean up, pause, and go on: one bad turn never kills the worker */
+			HOLD_INTERRUPTS();
+			MemoryContextSwitchTo(TopMemoryContext);
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			FlushErrorState();
+			MemoryContextReset(turn_cxt);
+			RESUME_INTERRUPTS();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			hs_shared_set_state("recovering from an error", NULL);
+			did_work = false;
+			wait_ms = HS_ERROR_PAUSE_MS;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(TopMemoryContext);
+
+		if (did_work || ShutdownRequestPending)
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	ereport(LOG, (errmsg("hubspot_events worker shutting down")));
+	proc_exit(0);
+}
