@@ -21,6 +21,7 @@ failed=0
 # ---- pg_regress: the SQL surface and every error path ----
 hs_log "running the pg_regress tests"
 tests=$(cd "$HS_SRC/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+[ -n "${HS_REGRESS:-}" ] && tests="$HS_REGRESS"   # a subset, for development
 set +e
 as_pg env HS_MOCK_LOG="$HS_MOCK_LOG" HS_MOCK_URL="$HS_MOCK_URL" HS_MOCK_PORT="$HS_MOCK_PORT" \
     HS_TOKEN_FILE="$HS_WORK/token" PGTZ=UTC \
@@ -39,6 +40,28 @@ expected=$(echo "$tests" | wc -w)
 if [ $((p + f)) -ne "$expected" ]; then
     hs_log "pg_regress ran $((p + f)) of $expected tests"; failed=$((failed + expected - p - f))
 fi
+
+# ---- TAP: the worker's life (preloaded clusters of their own) ----
+hs_log "running the worker-level TAP tests"
+as_pg mkdir -p "$HS_WORK/tap"
+tap_tests="$HS_WORK/test/t/"
+[ -n "${HS_TAP:-}" ] && tap_tests=$(for t in $HS_TAP; do echo "$HS_WORK/test/t/$t"; done)
+set +e
+as_pg env HS_MOCK_URL="$HS_MOCK_URL" HS_TOKEN_FILE="$HS_WORK/token" \
+    PATH="$HS_BINDIR:$PATH" PG_REGRESS="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+    PERL5LIB="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/perl" TESTDIR="$HS_WORK/tap" \
+    prove -v --timer $tap_tests > "$HS_WORK/tap.out" 2>&1
+tap_rc=$?
+set -e
+cat "$HS_WORK/tap.out"
+p=$(grep -cE '^ok [0-9]+' "$HS_WORK/tap.out" || true)
+f=$(grep -cE '^not ok [0-9]+' "$HS_WORK/tap.out" || true)
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$tap_rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    hs_log "FAILED: prove exited $tap_rc"; failed=$((failed + 1))
+fi
+# the TAP clusters' logs, for the checks below
+cat "$HS_WORK"/tap/tmp_check/log/*.log >> "$HS_WORK/postgresql.log" 2>/dev/null || true
 
 # ---- the token must never reach the server log ----
 if grep -qF "$HS_TOKEN" "$HS_WORK/postgresql.log"; then

@@ -1,0 +1,94 @@
+# HsTest: what the worker-level TAP tests share.
+#
+# A cluster with hubspot_events preloaded, pointed at the mock HubSpot that
+# test/run.sh started (HS_MOCK_URL, HS_TOKEN_FILE), and helpers to steer the
+# mock and read what it received.
+package HsTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use HTTP::Tiny;
+use JSON::PP;
+use Time::HiRes qw(time usleep);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(hs_node mock_reset mock_config mock_requests mock_vids wait_until
+  decode_json encode_json);
+
+my $http = HTTP::Tiny->new(timeout => 30);
+my $json = JSON::PP->new->canonical;
+
+sub mock_url { $ENV{HS_MOCK_URL} or die "HS_MOCK_URL is not set: run through test/run.sh" }
+
+# A started cluster with the extension created in "postgres" (the database the worker serves).
+sub hs_node
+{
+	my ($name, %opt) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ $opt{init} || {} });
+	my $preload = exists $opt{preload} ? $opt{preload} : 1;
+	$node->append_conf('postgresql.conf', join("\n",
+		($preload ? "shared_preload_libraries = 'hubspot_events'" : ()),
+		"hubspot_events.api_base_url = '" . mock_url() . "'",
+		"hubspot_events.access_token_file = '$ENV{HS_TOKEN_FILE}'",
+		"hubspot_events.database = 'postgres'",
+		"log_statement = none",
+		@{ $opt{conf} || [] }) . "\n");
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION hubspot_events') unless $opt{no_extension};
+	return $node;
+}
+
+sub mock_reset
+{
+	my $r = $http->post(mock_url() . '/__mock/reset');
+	die "mock reset failed: $r->{status}" unless $r->{success};
+}
+
+sub mock_config
+{
+	my ($knobs) = @_;
+	my $r = $http->post(mock_url() . '/__mock/config',
+		{ content => $json->encode($knobs || {}), headers => { 'content-type' => 'application/json' } });
+	die "mock config failed: $r->{status} $r->{content}" unless $r->{success};
+}
+
+# Every request the mock received since the last reset, oldest first.
+sub mock_requests
+{
+	my $r = $http->get(mock_url() . '/__mock/requests');
+	die "mock requests failed: $r->{status}" unless $r->{success};
+	return $json->decode($r->{content});
+}
+
+# The vids of every input the mock received (optionally only for one event id).
+sub mock_vids
+{
+	my ($event) = @_;
+	my @vids;
+	for my $r (@{ mock_requests() })
+	{
+		next if defined $event && ($r->{path}{externalEventId} // '') ne $event;
+		push @vids, map { $_->{vid} } @{ $r->{body}{inputs} || [] };
+	}
+	return @vids;
+}
+
+# Poll a condition (a sub) until it is true or the timeout (seconds) passes.
+sub wait_until
+{
+	my ($cond, $timeout) = @_;
+	$timeout //= 30;
+	my $deadline = time + $timeout;
+	while (time < $deadline)
+	{
+		return 1 if $cond->();
+		usleep(20_000);
+	}
+	return $cond->();
+}
+
+1;
