@@ -30,10 +30,16 @@ sub hs_node
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(%{ $opt{init} || {} });
 	my $preload = exists $opt{preload} ? $opt{preload} : 1;
+	# a token file of the node's own, so that a test can rotate or break it
+	# without changing the token the mock expects
+	my $token_file = $node->basedir . '/token';
+	PostgreSQL::Test::Utils::append_to_file($token_file, PostgreSQL::Test::Utils::slurp_file($ENV{HS_TOKEN_FILE}));
+	chmod 0600, $token_file;
+	$node->{hs_token_file} = $token_file;
 	$node->append_conf('postgresql.conf', join("\n",
 		($preload ? "shared_preload_libraries = 'hubspot_events'" : ()),
 		"hubspot_events.api_base_url = '" . mock_url() . "'",
-		"hubspot_events.access_token_file = '$ENV{HS_TOKEN_FILE}'",
+		"hubspot_events.access_token_file = '$token_file'",
 		"hubspot_events.database = 'postgres'",
 		"log_statement = none",
 		@{ $opt{conf} || [] }) . "\n");

@@ -1,0 +1,126 @@
+# HubSpot's answers stored on the rows; retries; configuration faults hold
+# the queue; the worker survives unexpected errors.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use HsTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+mock_reset();
+my $node = hs_node('errors', conf => [
+	"hubspot_events.retry_base_ms = 50",
+	"hubspot_events.retry_max_ms = 200",
+	"hubspot_events.max_attempts = 3",
+	"hubspot_events.poll_interval_ms = 100"]);
+my $token_file = $node->{hs_token_file};
+
+sub q1 { $node->safe_psql('postgres', $_[0]) }
+sub enqueue { q1("SELECT hubspot_events.hubspot_enqueue_subscriber('$_[0]', 'register', 'acme', '$_[1]')") }
+sub row { q1("SELECT format('%s|%s|%s|%s|%s|%s', status, attempts, http_status, error_category, error_subcategory, error_message) FROM hubspot_events.outbox WHERE external_event_id = '$_[0]' ORDER BY id LIMIT 1") }
+
+# ---- a permanent error: failed, with HubSpot's category, subcategory, message, correlationId and body ----
+enqueue('mock:status=400;subcategory=MARKETING_EVENTS.INVALID_VID', '[{"vid": 1}, {"vid": 2}]');
+ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE status = 'failed'") eq '2' }), '400: both rows of the request failed');
+is(row('mock:status=400;subcategory=MARKETING_EVENTS.INVALID_VID'),
+	'failed|1|400|VALIDATION_ERROR|MARKETING_EVENTS.INVALID_VID|Invalid input JSON: contact with vid 1 does not exist',
+	'status, attempts, http_status, category, subcategory, message');
+my ($answered) = map { $_->{correlation_id} } grep { $_->{status} && $_->{status} == 400 } @{ mock_requests() };
+is(q1("SELECT string_agg(DISTINCT correlation_id::text, ',') FROM hubspot_events.outbox WHERE status = 'failed'"),
+	$answered, "each row stores the mock's correlationId");
+is(q1("SELECT error_body->>'category' || ' ' || (error_body->>'correlationId') FROM hubspot_events.outbox WHERE status = 'failed' LIMIT 1"),
+	"VALIDATION_ERROR $answered", "error_body holds HubSpot's whole answer");
+is(q1("SELECT count(*) FROM hubspot_events.failed_syncs WHERE error_category = 'VALIDATION_ERROR'"), '2', 'visible in failed_syncs');
+
+# 404 and a non-UUID correlation id: stored as NULL, the raw answer kept in error_body
+enqueue('mock:status=404;correlation=bad', '{"vid": 3}');
+ok(wait_until(sub { row('mock:status=404;correlation=bad') =~ /^failed/ }), '404 fails');
+is(q1("SELECT format('%s|%s|%s', error_category, correlation_id IS NULL, error_body->>'correlationId') FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=404;correlation=bad'"),
+	'OBJECT_NOT_FOUND|t|not-a-uuid', 'a correlation id that is not a UUID is NULL, the raw answer stays in error_body');
+
+# ---- a retryable error: pending again with a later next_attempt_at, failed after max_attempts ----
+enqueue('mock:status=503', '{"vid": 4}');
+ok(wait_until(sub { row('mock:status=503') =~ /^failed/ }, 30), '503 is retried, then failed after max_attempts');
+is(row('mock:status=503'), 'failed|3|503|INTERNAL_ERROR||internal error', 'three attempts, then failed');
+is(scalar(grep { ($_->{path}{externalEventId} // '') eq 'mock:status=503' } @{ mock_requests() }), 3, 'the mock saw exactly 3 attempts');
+
+enqueue('mock:fail_after=0;status=502', '{"vid": 5}');
+mock_config({});
+# transport failure: a connection reset
+enqueue('mock:close=1', '{"vid": 6}');
+ok(wait_until(sub { row('mock:close=1') =~ /^failed\|3\|\|TRANSPORT/ }, 30), 'connection resets are retried and recorded as TRANSPORT')
+  or diag(row('mock:close=1'));
+
+# a retry that then succeeds (with a slower backoff, so the test can watch)
+mock_reset();
+q1("ALTER SYSTEM SET hubspot_events.retry_base_ms = 3000; ALTER SYSTEM SET hubspot_events.retry_max_ms = 3000");
+$node->reload;
+mock_config({ fault_rate => 1, fault_status => 503 });
+enqueue('webinar-flaky', '{"vid": 7}');
+ok(wait_until(sub { row('webinar-flaky') =~ /^pending\|1\|503/ }), 'first attempt answered 503: pending');
+ok(q1("SELECT next_attempt_at > last_attempt_at FROM hubspot_events.outbox WHERE external_event_id = 'webinar-flaky'") eq 't',
+	'next_attempt_at is later than the last attempt');
+mock_config({});
+ok(wait_until(sub { row('webinar-flaky') =~ /^sent\|2\|204/ }), 'the retry succeeds: sent on attempt 2')
+  or diag(row('webinar-flaky'));
+is(q1("SELECT format('%s|%s|%s', error_category, error_message, error_body) FROM hubspot_events.outbox WHERE external_event_id = 'webinar-flaky'"),
+	'||', 'a successful retry clears the error columns');
+q1("ALTER SYSTEM RESET hubspot_events.retry_base_ms; ALTER SYSTEM RESET hubspot_events.retry_max_ms");
+$node->reload;
+
+# ---- 429 uses no attempt ----
+enqueue('mock:status=429;retry_after=1', '{"vid": 8}');
+ok(wait_until(sub { row('mock:status=429;retry_after=1') =~ /^pending\|0\|429\|RATE_LIMIT\|TEN_SECONDLY_ROLLING/ }),
+	'429: pending, attempts not counted, policy recorded') or diag(row('mock:status=429;retry_after=1'));
+q1("DELETE FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=429;retry_after=1'");
+
+# ---- configuration faults hold the queue ----
+# a token HubSpot rejects: 401
+mock_reset();
+my $good = slurp_file($token_file);
+append_to_file("$token_file.tmp", "pat-na1-revoked\n");
+rename("$token_file.tmp", $token_file) or die;
+my $log_offset = -s $node->logfile;
+enqueue('webinar-auth', '[{"vid": 9}, {"vid": 10}]');
+ok(wait_until(sub { q1("SELECT held_reason FROM hubspot_events.status") =~ /401 INVALID_AUTHENTICATION/ }),
+	'401: status shows the queue held and why');
+is(q1("SELECT string_agg(format('%s:%s', status, attempts), ',') FROM hubspot_events.outbox WHERE external_event_id = 'webinar-auth'"),
+	'pending:0,pending:0', 'rows stay pending, attempts untouched');
+is(q1("SELECT worker_state FROM hubspot_events.status"), 'held', 'worker_state is held');
+sleep 1;
+is(scalar(@{ mock_requests() }), 1, 'a held queue sends nothing more');
+ok($node->log_contains(qr/holding the queue: HubSpot answered HTTP 401 INVALID_AUTHENTICATION/, $log_offset), 'one clear log line');
+my $lines = () = slurp_file($node->logfile, $log_offset) =~ /holding the queue/g;
+is($lines, 1, 'logged once, not per row or per poll');
+# the token file changes: sending resumes by itself
+append_to_file("$token_file.tmp", $good);
+rename("$token_file.tmp", $token_file) or die;
+ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id = 'webinar-auth' AND status = 'sent'") eq '2' }),
+	'a new token file releases the queue and the rows are sent');
+is(q1("SELECT attempts FROM hubspot_events.outbox WHERE external_event_id = 'webinar-auth' LIMIT 1"), '1', 'sent on the first counted attempt');
+is(q1("SELECT coalesce(held_reason, '') FROM hubspot_events.status"), '', 'no longer held');
+
+# 403 MISSING_SCOPES holds too; a reload releases it
+enqueue('mock:status=403', '{"vid": 11}');
+ok(wait_until(sub { q1("SELECT held_reason FROM hubspot_events.status") =~ /MISSING_SCOPES/ }), '403 MISSING_SCOPES holds the queue');
+my $before = scalar @{ mock_requests() };
+$node->reload;
+ok(wait_until(sub { scalar @{ mock_requests() } > $before }), 'a reload releases the hold: the request is tried again');
+is(q1("SELECT format('%s:%s', status, attempts) FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=403'"),
+	'pending:0', 'still pending with no attempt counted');
+q1("DELETE FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=403'");
+$node->reload;
+
+# ---- the worker never dies of an unexpected ERROR ----
+my $pid = q1("SELECT worker_pid FROM hubspot_events.status");
+$log_offset = -s $node->logfile;
+q1("ALTER TABLE hubspot_events.worker_control RENAME COLUMN paused TO paused_x");
+ok($node->wait_for_log(qr/ERROR:.*paused/, $log_offset), 'an unexpected ERROR is logged');
+q1("ALTER TABLE hubspot_events.worker_control RENAME COLUMN paused_x TO paused");
+enqueue('webinar-after-error', '{"vid": 12}');
+ok(wait_until(sub { row('webinar-after-error') =~ /^sent/ }), 'the loop goes on after the error');
+is(q1("SELECT worker_pid FROM hubspot_events.status"), $pid, 'same worker process');
+
+$node->stop;
+done_testing();
