@@ -139,14 +139,20 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("hubspot_events.database",
-							   "Database whose outbox the background worker drains.",
-							   NULL,
-							   &hs_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   check_database_name, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while the postmaster
+	 * loads the library (shared_preload_libraries); it only matters to the
+	 * worker, which exists only then.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("hubspot_events.database",
+								   "Database whose outbox the background worker drains.",
+								   NULL,
+								   &hs_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   check_database_name, NULL, NULL);
 
 	DefineCustomIntVariable("hubspot_events.poll_interval_ms",
 							"Longest time the worker sleeps before looking for due retries.",

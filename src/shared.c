@@ -27,6 +27,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/timestamp.h"
 
@@ -211,8 +212,13 @@ hubspot_worker_info(PG_FUNCTION_ARGS)
 			nulls[i] = true;
 		values[1] = CStringGetTextDatum("not running (hubspot_events is not in shared_preload_libraries)");
 		nulls[1] = false;
-		values[2] = CStringGetTextDatum(hs_database ? hs_database : "");
-		nulls[2] = false;
+		{
+			/* not preloaded: the setting is at most a placeholder */
+			const char *db = GetConfigOption("hubspot_events.database", true, false);
+
+			values[2] = CStringGetTextDatum(db ? db : "postgres");
+			nulls[2] = false;
+		}
 		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 	}
 
