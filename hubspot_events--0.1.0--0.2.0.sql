@@ -105,7 +105,8 @@ CREATE FUNCTION @extschema@.worker_info(
     OUT pid integer, OUT state text, OUT database text, OUT held_reason text,
     OUT started_at timestamptz, OUT requests bigint, OUT successes bigint,
     OUT errors bigint, OUT errors_by_category jsonb,
-    OUT last_success_at timestamptz, OUT last_error_at timestamptz, OUT last_error text)
+    OUT last_success_at timestamptz, OUT last_error_at timestamptz, OUT last_error text,
+    OUT settings_loaded_at timestamptz)
 RETURNS record
 LANGUAGE c VOLATILE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'hubspot_worker_info';
@@ -125,7 +126,8 @@ SELECT w.pid AS worker_pid,
        (SELECT count(*) FROM @extschema@.outbox WHERE status = 'failed') AS failed,
        pg_catalog.now() - (SELECT min(created_at) FROM @extschema@.outbox WHERE status = 'pending') AS oldest_pending_age,
        w.requests, w.successes, w.errors, w.errors_by_category,
-       w.last_success_at, w.last_error_at, w.last_error, w.started_at
+       w.last_success_at, w.last_error_at, w.last_error, w.started_at,
+       w.settings_loaded_at AS worker_settings_loaded_at
   FROM @extschema@.worker_info() w, @extschema@.worker_control c;
 REVOKE ALL ON @extschema@.status FROM PUBLIC;
 COMMENT ON VIEW @extschema@.status IS 'The worker and the outbox at a glance';

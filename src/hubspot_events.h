@@ -192,6 +192,7 @@ typedef struct HsWorkerShared
 	char		state[64];		/* "idle", "sending", "held", "paused", "standby"... */
 	char		held_reason[256];
 	TimestampTz started_at;
+	TimestampTz settings_loaded_at; /* the worker's last reload */
 	int64		requests;
 	int64		successes;
 	int64		errors;
@@ -211,6 +212,7 @@ extern void hs_shared_init(void);	/* from _PG_init, when preloaded */
 extern void hs_wake_at_commit(void);
 extern void hs_wake_now(void);
 extern void hs_shared_set_state(const char *state, const char *held_reason);
+extern void hs_shared_settings_loaded(void);
 extern void hs_shared_count_request(bool success, const char *category, const char *message);
 
 /* ---- token.c ---- */

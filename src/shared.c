@@ -136,6 +136,16 @@ hs_shared_set_state(const char *state, const char *held_reason)
 	SpinLockRelease(&hs_shared->mutex);
 }
 
+void
+hs_shared_settings_loaded(void)
+{
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->settings_loaded_at = GetCurrentTimestamp();
+	SpinLockRelease(&hs_shared->mutex);
+}
+
 /*
  * Count one answer (or transport failure).  category is HubSpot's (or
  * "TRANSPORT", "TIMEOUT", "HTTP_<status>") for failures, NULL for success.
@@ -198,8 +208,8 @@ Datum
 hubspot_worker_info(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[12];
-	bool		nulls[12];
+	Datum		values[13];
+	bool		nulls[13];
 	HsWorkerShared snap;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -208,7 +218,7 @@ hubspot_worker_info(PG_FUNCTION_ARGS)
 
 	if (hs_shared == NULL)
 	{
-		for (int i = 0; i < 12; i++)
+		for (int i = 0; i < 13; i++)
 			nulls[i] = true;
 		values[1] = CStringGetTextDatum("not running (hubspot_events is not in shared_preload_libraries)");
 		nulls[1] = false;
@@ -270,6 +280,10 @@ hubspot_worker_info(PG_FUNCTION_ARGS)
 		values[11] = CStringGetTextDatum(snap.last_error);
 	else
 		nulls[11] = true;
+	if (snap.settings_loaded_at != 0)
+		values[12] = TimestampTzGetDatum(snap.settings_loaded_at);
+	else
+		nulls[12] = true;
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -115,6 +115,7 @@ process_reload(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		hs_shared_settings_loaded();
 	}
 }
 
@@ -483,6 +484,7 @@ hubspot_events_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 
 	worker_attach_shared();
+	hs_shared_settings_loaded();
 	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
 	pgstat_report_appname("hubspot_events worker");
 	ereport(LOG,
@@ -531,5 +533,6 @@ hubspot_events_worker_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 	}
 	ereport(LOG, (errmsg("hubspot_events worker shutting down")));
-	proc_exit(0);
+	/* exit code 1: the postmaster restarts it after bgw_restart_time, unless the server is stopping */
+	proc_exit(1);
 }
