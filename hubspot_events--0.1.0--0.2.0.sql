@@ -115,7 +115,9 @@ COMMENT ON FUNCTION @extschema@.worker_info() IS 'The background worker''s state
 
 CREATE VIEW @extschema@.status AS
 SELECT w.pid AS worker_pid,
-       CASE WHEN c.paused AND w.state = 'running' THEN 'paused' ELSE w.state END AS worker_state,
+       CASE WHEN w.pid IS NOT NULL AND w.database <> pg_catalog.current_database()
+            THEN 'not serving this database'
+            ELSE w.state END AS worker_state,
        w.database AS worker_database,
        c.paused,
        w.held_reason,

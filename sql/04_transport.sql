@@ -36,7 +36,7 @@ SELECT hubspot_upsert_subscriber('webinar-2026-03', 'register', 'acme', '{"vid":
 
 -- query cancel from another session (pg_cancel_backend) stops it too:
 -- a second session, through dblink, waits 1 s and cancels this one
-CREATE EXTENSION IF NOT EXISTS dblink;
+CREATE EXTENSION IF NOT EXISTS dblink SCHEMA public;
 SELECT dblink_connect('canceller', format('host=%s port=%s dbname=%s user=%s',
          split_part(current_setting('unix_socket_directories'), ',', 1),
          current_setting('port'), current_database(), current_user)) AS connected;

@@ -75,7 +75,7 @@ hs_start_mock() {
     setsid runuser -u "$HS_RUN_AS" -- env -C "$HS_WORK" /usr/bin/python3 "$HS_WORK/test/mock_hubspot.py" --host 127.0.0.1 --port 0 \
         --port-file "$HS_WORK/mock.port" --token-file "$HS_WORK/token" \
         --log "$HS_WORK/mock_requests.jsonl" --seed 42 \
-        > "$HS_WORK/mock.log" 2>&1 &
+        > "$HS_WORK/mock.log" 2>&1 9>&- &
     HS_MOCK_PID=$!
     for _ in $(seq 1 100); do
         [ -s "$HS_WORK/mock.port" ] && break
@@ -106,7 +106,8 @@ hs_start_cluster() {
         echo "hubspot_events.access_token_file = '$HS_WORK/token'"
         for line in "$@"; do echo "$line"; done
     } >> "$HS_PGDATA/postgresql.conf"
-    as_pg "$bindir/pg_ctl" -D "$HS_PGDATA" -l "$HS_WORK/postgresql.log" -w start >/dev/null
+    # (9>&-: the server must not inherit the install lock)
+    as_pg "$bindir/pg_ctl" -D "$HS_PGDATA" -l "$HS_WORK/postgresql.log" -w start >/dev/null 9>&-
     HS_CLUSTER_UP=1
     export PGHOST="$HS_PGHOST" PGPORT="$HS_PGPORT" PGUSER=postgres HS_BINDIR="$bindir"
 }

@@ -44,7 +44,7 @@ fi
 # ---- TAP: the worker's life (preloaded clusters of their own) ----
 hs_log "running the worker-level TAP tests"
 as_pg mkdir -p "$HS_WORK/tap"
-tap_tests="$HS_WORK/test/t/"
+tap_tests=$(ls "$HS_WORK"/test/t/*.pl)
 [ -n "${HS_TAP:-}" ] && tap_tests=$(for t in $HS_TAP; do echo "$HS_WORK/test/t/$t"; done)
 set +e
 as_pg env HS_MOCK_URL="$HS_MOCK_URL" HS_TOKEN_FILE="$HS_WORK/token" \
@@ -59,6 +59,9 @@ f=$(grep -cE '^not ok [0-9]+' "$HS_WORK/tap.out" || true)
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$tap_rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     hs_log "FAILED: prove exited $tap_rc"; failed=$((failed + 1))
+fi
+if [ $((p + f)) -eq 0 ]; then
+    hs_log "FAILED: no TAP test ran"; failed=$((failed + 1))
 fi
 # the TAP clusters' logs, for the checks below
 cat "$HS_WORK"/tap/tmp_check/log/*.log >> "$HS_WORK/postgresql.log" 2>/dev/null || true

@@ -1,0 +1,114 @@
+--
+-- 07_outbox: the outbox's shape, hubspot_enqueue_subscriber, and who may
+-- do what.  No worker serves this database (hubspot_events.database is
+-- "postgres" here), so enqueued rows stay pending: the worker's side is
+-- tested in test/t/.
+--
+SET search_path = hubspot_events, hs_test, public;
+
+-- the outbox's columns are public interface
+SELECT column_name, data_type, is_nullable, column_default
+  FROM information_schema.columns
+ WHERE table_schema = 'hubspot_events' AND table_name = 'outbox'
+ ORDER BY ordinal_position;
+SELECT relpersistence AS persistence FROM pg_class WHERE oid = 'hubspot_events.outbox'::regclass;
+SELECT indexrelid::regclass AS index, pg_get_indexdef(indexrelid) AS definition
+  FROM pg_index WHERE indrelid = 'hubspot_events.outbox'::regclass ORDER BY 1;
+-- pg_dump keeps the rows
+SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'hubspot_events' ORDER BY 1;
+SELECT column_name FROM information_schema.columns
+ WHERE table_schema = 'hubspot_events' AND table_name = 'failed_syncs' ORDER BY ordinal_position;
+
+-- ---- enqueue ----
+BEGIN;
+SELECT hubspot_enqueue_subscriber('webinar-q', 'Attended', 'acme',
+  '[{"vid": 1, "interactionDateTime": 1767225600000, "properties": {"n": 1.50}}, {"vid": "2", "interactionDateTime": "2026-01-01T00:00:00Z"}]')
+  AS ids \gset
+SELECT :'ids'::bigint[] = (SELECT array_agg(id ORDER BY id) FROM outbox WHERE external_event_id = 'webinar-q') AS returns_the_new_ids,
+       array_length(:'ids'::bigint[], 1) AS n;
+SELECT external_event_id, subscriber_state, external_account_id, contact, contact_key, status, attempts,
+       next_attempt_at <= now() AS due, last_attempt_at, sent_at, http_status, error_category, correlation_id,
+       source, created_at = now() AS created_in_this_transaction
+  FROM outbox WHERE external_event_id = 'webinar-q' ORDER BY id;
+-- interactionDateTime defaults to the enqueuing transaction's start
+SELECT hubspot_enqueue_subscriber('webinar-q', 'cancel', 'acme', '{"vid": 3}') AS ids \gset
+SELECT (contact->>'interactionDateTime')::bigint = floor(extract(epoch FROM now()) * 1000)::bigint AS at_transaction_start
+  FROM outbox WHERE id = ANY (:'ids'::bigint[]);
+ROLLBACK;
+-- rolled back: no rows
+SELECT count(*) AS rows_after_rollback FROM outbox WHERE external_event_id = 'webinar-q';
+
+-- the same validation as hubspot_upsert_subscriber; bad input writes nothing
+SELECT count(*) AS rows_before FROM outbox \gset
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber(NULL, 'register', 'acme', '{"vid": 1}')$$);
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'maybe', 'acme', '{"vid": 1}')$$);
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', '', '{"vid": 1}')$$);
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '[{"vid": 1}, {"vid": "abc"}]')$$);
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '[]')$$);
+SELECT count(*) - :rows_before AS rows_written FROM outbox;
+
+-- ---- privileges ----
+SELECT has_table_privilege('public', 'hubspot_events.outbox', 'SELECT') AS public_select,
+       has_table_privilege('public', 'hubspot_events.outbox', 'INSERT') AS public_insert,
+       has_table_privilege('public', 'hubspot_events.failed_syncs', 'SELECT') AS public_failed_syncs,
+       has_table_privilege('public', 'hubspot_events.status', 'SELECT') AS public_status;
+SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+  FROM pg_proc p
+  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+                  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events')
+ ORDER BY 1::text;
+
+CREATE ROLE hs_enqueuer;
+GRANT USAGE ON SCHEMA hubspot_events TO hs_enqueuer;
+GRANT USAGE ON SCHEMA hs_test TO hs_enqueuer;
+GRANT EXECUTE ON FUNCTION hs_test.try(text) TO hs_enqueuer;
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) TO hs_enqueuer;
+SET ROLE hs_enqueuer;
+-- enqueues without any privilege on the outbox
+SELECT array_length(hubspot_events.hubspot_enqueue_subscriber('webinar-role', 'register', 'acme', '{"vid": 5}'), 1) AS enqueued;
+-- but cannot read, change or delete the outbox, nor manage syncs
+SELECT * FROM try($$SELECT count(*) FROM hubspot_events.outbox$$);
+SELECT * FROM try($$UPDATE hubspot_events.outbox SET status = 'sent'$$);
+SELECT * FROM try($$DELETE FROM hubspot_events.outbox$$);
+SELECT * FROM try($$INSERT INTO hubspot_events.outbox (external_event_id) VALUES ('x')$$);
+SELECT * FROM try($$SELECT * FROM hubspot_events.failed_syncs$$);
+SELECT * FROM try($$SELECT * FROM hubspot_events.status$$);
+SELECT * FROM try($$SELECT hubspot_events.retry_failed()$$);
+SELECT * FROM try($$SELECT hubspot_events.purge_sent()$$);
+SELECT * FROM try($$SELECT hubspot_events.purge_failed('1 day')$$);
+SELECT * FROM try($$SELECT hubspot_events.pause()$$);
+SELECT * FROM try($$SELECT hubspot_events.resume()$$);
+SELECT * FROM try($$SELECT hubspot_events.hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 1}')$$);
+RESET ROLE;
+SELECT external_event_id, contact - 'interactionDateTime' AS contact, source, status FROM hubspot_events.outbox WHERE external_event_id = 'webinar-role';
+REVOKE ALL ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) FROM hs_enqueuer;
+REVOKE ALL ON FUNCTION hs_test.try(text) FROM hs_enqueuer;
+REVOKE ALL ON SCHEMA hubspot_events, hs_test FROM hs_enqueuer;
+DROP ROLE hs_enqueuer;
+
+-- ---- managing, without a worker ----
+-- a failed row to replay, and a superseded one
+INSERT INTO outbox (external_event_id, subscriber_state, external_account_id, contact, contact_key, status, attempts, http_status, error_category, error_message, last_attempt_at, source)
+VALUES ('webinar-m', 'register', 'acme', '{"vid": 7, "interactionDateTime": 0, "properties": {}}', '7', 'failed', 10, 503, 'INTERNAL_ERROR', 'internal error', now(), 'test'),
+       ('webinar-m', 'register', 'acme', '{"vid": 8, "interactionDateTime": 0, "properties": {}}', '8', 'failed', 1, 400, 'VALIDATION_ERROR', 'bad', now(), 'test'),
+       ('webinar-m', 'cancel', 'acme', '{"vid": 8, "interactionDateTime": 0, "properties": {}}', '8', 'sent', 1, 204, NULL, NULL, now(), 'test');
+SELECT external_event_id, subscriber_state, contact->'vid' AS vid, attempts, http_status, error_category, error_message
+  FROM failed_syncs WHERE external_event_id = 'webinar-m' ORDER BY id;
+SELECT retry_failed() AS retried;
+SELECT subscriber_state, contact_key, status, attempts, http_status, error_category
+  FROM outbox WHERE external_event_id = 'webinar-m' ORDER BY id;
+SELECT retry_failed(include_superseded => true) AS retried_superseded;
+SELECT retry_failed(ARRAY[-1]::bigint[]) AS retried_unknown_id;
+SELECT count(*) AS pending FROM outbox WHERE external_event_id = 'webinar-m' AND status = 'pending';
+-- pause/resume are recorded in worker_control, and the status view reads it
+SELECT pause();
+SELECT paused, paused_at IS NOT NULL AS since FROM worker_control;
+SELECT paused, worker_state FROM status;
+SELECT resume();
+SELECT paused, paused_at FROM worker_control;
+-- flush gives up after its timeout when no worker drains this database
+SELECT flush('100 ms') AS drained;
+DELETE FROM outbox WHERE external_event_id IN ('webinar-m', 'webinar-role');
+-- the status view's columns
+SELECT column_name FROM information_schema.columns
+ WHERE table_schema = 'hubspot_events' AND table_name = 'status' ORDER BY ordinal_position;

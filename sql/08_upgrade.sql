@@ -1,0 +1,36 @@
+--
+-- 08_upgrade: install the oldest version and update step by step; the
+-- result has the same objects as a fresh install.
+--
+CREATE DATABASE hs_upgrade;
+\c hs_upgrade
+CREATE EXTENSION hubspot_events VERSION '0.1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+ALTER EXTENSION hubspot_events UPDATE TO '0.2.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+CREATE TEMP TABLE upgraded AS
+SELECT pg_describe_object(classid, objid, 0) AS member
+  FROM pg_depend
+ WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events');
+SELECT count(*) > 0 AS has_members FROM upgraded;
+\c contrib_regression
+SELECT dblink_connect('upgraded', format('host=%s port=%s dbname=hs_upgrade user=%s',
+         split_part(current_setting('unix_socket_directories'), ',', 1), current_setting('port'), current_user)) AS connected;
+-- objects only in the fresh install, or only in the upgraded one: none
+WITH fresh AS (
+  SELECT pg_describe_object(classid, objid, 0) AS member
+    FROM pg_depend
+   WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+     AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events')),
+upgraded AS (
+  SELECT member FROM dblink('upgraded', $$
+    SELECT pg_describe_object(classid, objid, 0)
+      FROM pg_depend
+     WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+       AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events')$$) AS t(member text))
+SELECT 'only fresh' AS side, member FROM (SELECT member FROM fresh EXCEPT SELECT member FROM upgraded) a
+UNION ALL
+SELECT 'only upgraded', member FROM (SELECT member FROM upgraded EXCEPT SELECT member FROM fresh) b;
+SELECT dblink_disconnect('upgraded') AS disconnected;
+DROP DATABASE hs_upgrade;
