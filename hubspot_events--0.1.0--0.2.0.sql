@@ -94,6 +94,44 @@ COMMENT ON FUNCTION @extschema@.sync_attendance() IS
 
 -- ---- the worker ----
 
+-- The worker's claim, in SQL so that it can be read and tested (see
+-- test/specs/claim.spec): due rows, oldest first, never a row while an
+-- older row of the same (event, account, contact) is still pending or
+-- sending (one contact's changes go out in commit order, one at a time),
+-- FOR UPDATE SKIP LOCKED so that concurrent claimers never take the same
+-- row.  The rows are marked sending with the attempt counted.  Internal:
+-- only the worker calls it (rows it claims are sent by nobody else).
+CREATE FUNCTION @extschema@.claim_due(max_rows integer)
+RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
+               external_account_id text, contact text, attempts integer)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH due AS (
+        SELECT o.id
+          FROM @extschema@.outbox o
+         WHERE o.status = 'pending'
+           AND o.next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
+                            WHERE p.external_event_id = o.external_event_id
+                              AND p.external_account_id = o.external_account_id
+                              AND p.contact_key = o.contact_key
+                              AND p.id < o.id
+                              AND p.status IN ('pending', 'sending'))
+         ORDER BY o.next_attempt_at, o.id
+         LIMIT max_rows
+           FOR UPDATE OF o SKIP LOCKED)
+    UPDATE @extschema@.outbox u
+       SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
+      FROM due
+     WHERE u.id = due.id
+    RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
+              u.contact::text, u.attempts
+$$;
+REVOKE ALL ON FUNCTION @extschema@.claim_due(integer) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.claim_due(integer) IS
+'Internal, for the worker: claim up to max_rows due rows and mark them sending';
+
 CREATE FUNCTION @extschema@.wake()
 RETURNS void
 LANGUAGE c VOLATILE PARALLEL UNSAFE

@@ -167,7 +167,6 @@ typedef struct HsOutcome
 	int64		retry_after_ms; /* -1: none */
 } HsOutcome;
 
-extern bool hs_outbox_reset_sending_needed;
 extern bool hs_outbox_available(void);
 extern uint64 hs_outbox_reset_sending(void);
 extern uint64 hs_outbox_purge_retention(int seconds);

@@ -144,7 +144,6 @@ claimed_row_cmp(const ListCell *a, const ListCell *b)
 	return ra->id < rb->id ? -1 : ra->id > rb->id ? 1 : 0;
 }
 
-bool		hs_outbox_reset_sending_needed = false;
 
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *types)
@@ -262,27 +261,13 @@ hs_outbox_claim(int limit)
 	{
 		Oid			types[1] = {INT4OID};
 
-		plan = keep_plan("WITH due AS ("
-						 "  SELECT o.id FROM " HS_SCHEMA ".outbox o"
-						 "   WHERE o.status = 'pending' AND o.next_attempt_at <= pg_catalog.now()"
-						 "     AND NOT EXISTS (SELECT 1 FROM " HS_SCHEMA ".outbox p"
-						 "                      WHERE p.external_event_id = o.external_event_id"
-						 "                        AND p.external_account_id = o.external_account_id"
-						 "                        AND p.contact_key = o.contact_key"
-						 "                        AND p.id < o.id"
-						 "                        AND p.status IN ('pending', 'sending'))"
-						 "   ORDER BY o.next_attempt_at, o.id"
-						 "   LIMIT $1"
-						 "   FOR UPDATE OF o SKIP LOCKED)"
-						 " UPDATE " HS_SCHEMA ".outbox u"
-						 "    SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = pg_catalog.now()"
-						 "   FROM due WHERE u.id = due.id"
-						 " RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,"
-						 "           u.contact::text, u.attempts",
+		/* the claim itself is SQL in the extension: claim_due() */
+		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts"
+						 "  FROM " HS_SCHEMA ".claim_due($1)",
 						 1, types);
 	}
 	values[0] = Int32GetDatum(limit);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim outbox rows");
 
 	for (uint64 i = 0; i < SPI_processed; i++)

@@ -318,7 +318,6 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	{
 		ereport(LOG, (errmsg("hubspot_events worker: the server was promoted; resuming the outbox")));
 		logged_standby = false;
-		hs_outbox_reset_sending_needed = true;
 	}
 
 	if (held && !hold_released())
@@ -345,15 +344,19 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	}
 	logged_no_extension = false;
 
-	if (hs_outbox_reset_sending_needed)
+	/*
+	 * Nothing is in flight between turns (one worker per cluster, one turn
+	 * at a time), so any row still "sending" was left by a crash, a
+	 * failover, a SIGTERM or an outcome that could not be recorded: it is
+	 * pending again, with that attempt counted.
+	 */
 	{
 		uint64		n = hs_outbox_reset_sending();
 
 		if (n > 0)
 			ereport(LOG,
-					(errmsg("hubspot_events worker: %llu rows left in flight by a crash or failover are pending again",
+					(errmsg("hubspot_events worker: %llu rows left in flight by a crash, a failover or an interrupted turn are pending again",
 							(unsigned long long) n)));
-		hs_outbox_reset_sending_needed = false;
 	}
 
 	if (hs_sent_retention_s > 0 &&
@@ -492,7 +495,6 @@ hubspot_events_worker_main(Datum arg)
 
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "hubspot_events worker turn",
 									 ALLOCSET_DEFAULT_SIZES);
-	hs_outbox_reset_sending_needed = true;
 
 	while (!ShutdownRequestPending)
 	{

@@ -41,6 +41,23 @@ if [ $((p + f)) -ne "$expected" ]; then
     hs_log "pg_regress ran $((p + f)) of $expected tests"; failed=$((failed + expected - p - f))
 fi
 
+# ---- isolation: concurrent claims ----
+hs_log "running the isolation tests"
+isotests=$(cd "$HS_SRC/test/specs" && ls *.spec | sed 's/\.spec$//' | sort)
+set +e
+as_pg "$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress" \
+    --inputdir="$HS_WORK/test" --outputdir="$HS_WORK/isolation" --bindir="$HS_BINDIR" \
+    --host="$HS_PGHOST" --port="$HS_PGPORT" --user=postgres \
+    --dbname=isolation_regression $isotests 2>&1 | tee "$HS_WORK/isolation.out"
+set -e
+p=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+ok' "$HS_WORK/isolation.out" || true)
+f=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+FAILED' "$HS_WORK/isolation.out" || true)
+passed=$((passed + p)); failed=$((failed + f))
+[ -s "$HS_WORK/isolation/regression.diffs" ] && cat "$HS_WORK/isolation/regression.diffs"
+if [ $((p + f)) -ne "$(echo "$isotests" | wc -w)" ]; then
+    hs_log "isolation ran $((p + f)) of $(echo "$isotests" | wc -w) specs"; failed=$((failed + 1))
+fi
+
 # ---- TAP: the worker's life (preloaded clusters of their own) ----
 hs_log "running the worker-level TAP tests"
 as_pg mkdir -p "$HS_WORK/tap"
