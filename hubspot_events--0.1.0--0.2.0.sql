@@ -90,6 +90,52 @@ REVOKE ALL ON FUNCTION @extschema@.sync_attendance() FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.sync_attendance() IS
 'Trigger: enqueue every committed change of an attendance table. Arguments: ''event_id=<col>'', ''state=<col>'', ''vid=<col>'', ''account_id=<col>'' (or key:=<constant>), optional ''at=<col>'', ''properties=<col>'', ''on_delete=cancel'', ''on_invalid=error''';
 
+-- One batch of a backfill: the rows after after_ctid (from the start when
+-- NULL), in ctid order, read with a TID range scan (no SQL is built from the
+-- table's name).  Needs SELECT on the table.
+CREATE FUNCTION @extschema@.backfill_batch(
+    tbl regclass,
+    trigger_name name,
+    after_ctid tid,
+    batch_rows integer,
+    OUT last_ctid tid,
+    OUT enqueued bigint,
+    OUT scanned bigint)
+RETURNS record
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_backfill_batch';
+REVOKE ALL ON FUNCTION @extschema@.backfill_batch(regclass, name, tid, integer) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.backfill_batch(regclass, name, tid, integer) IS
+'Enqueue up to batch_rows rows of tbl after after_ctid as its sync_attendance trigger trigger_name would for an INSERT; returns the last ctid read (NULL when none), the outbox rows written and the rows read';
+
+-- The loop, with a COMMIT after every batch.  No SET clause: a procedure
+-- with one cannot commit; every name below is schema-qualified instead.
+CREATE PROCEDURE @extschema@.backfill(
+    tbl regclass,
+    trigger_name name,
+    batch_rows integer DEFAULT 10000,
+    INOUT enqueued bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    from_ctid tid;
+    b record;
+BEGIN
+    enqueued := 0;
+    LOOP
+        SELECT * INTO STRICT b
+          FROM @extschema@.backfill_batch(tbl, trigger_name, from_ctid, batch_rows);
+        enqueued := enqueued + b.enqueued;
+        COMMIT;
+        EXIT WHEN b.scanned < batch_rows;
+        from_ctid := b.last_ctid;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON PROCEDURE @extschema@.backfill(regclass, name, integer, bigint) FROM PUBLIC;
+COMMENT ON PROCEDURE @extschema@.backfill(regclass, name, integer, bigint) IS
+'Enqueue every existing row of tbl as its sync_attendance trigger trigger_name would for an INSERT, committing every batch_rows rows; returns the number of outbox rows written. CALL it outside a transaction block';
+
 -- ---- end of triggers ----
 
 -- ---- the worker ----

@@ -1,21 +1,1163 @@
 /*-------------------------------------------------------------------------
  *
  * trigger.c
- *	  sync_attendance(): the trigger for attendance tables.  (In progress.)
+ *	  sync_attendance(), the trigger for attendance tables, and
+ *	  backfill_batch(), which enqueues a table's existing rows as the trigger
+ *	  would for an INSERT.
+ *
+ * An application keeps attendance in its own table; an AFTER ROW trigger
+ * turns each change of a row into an outbox row, in the application's own
+ * transaction:
+ *
+ *	  CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON my_attendance
+ *	  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+ *		  'event_id=<col>', 'state=<col>', 'vid=<col>', 'account_id=<col>',
+ *		  'at=<col>', 'properties=<col>', 'on_delete=cancel');
+ *
+ * Design decisions:
+ *
+ * - The trigger's arguments are parsed once per trigger and cached in a
+ *	 backend-local hash keyed by the trigger's OID.  An entry is marked stale
+ *	 when the table's relcache entry is invalidated (ALTER TABLE, CREATE OR
+ *	 REPLACE TRIGGER, DROP COLUMN..., from any session) and is compared with
+ *	 the trigger's current arguments on every fire, so a change is never
+ *	 missed; a stale entry is parsed again on the next fire.  A configuration
+ *	 that does not parse is never cached: a misconfigured trigger raises its
+ *	 ERROR on every fire.  A replaced configuration is not freed at once but
+ *	 moved under TopTransactionContext, so that a caller still holding it
+ *	 (backfill_batch, or a fire that reached this code again through an
+ *	 output function) keeps a valid pointer until the transaction ends.
+ *
+ * - Values are read from the trigger's tuples with heap_getattr and turned
+ *	 into text with the column type's output function, as the invoking role;
+ *	 no SQL is run to read them, and column names are looked up in the tuple
+ *	 descriptor, never spliced into SQL.  Timestamps are converted the way
+ *	 PostgreSQL casts them (a timestamp or date in the session's TimeZone).
+ *
+ * - The values are assembled into a contact object and checked by the very
+ *	 validator the SQL functions use (validate.c), so that a trigger accepts
+ *	 exactly what hubspot_enqueue_subscriber accepts, with the same messages.
+ *
+ * - A row whose values are invalid must not fail the application's write:
+ *	 it is recorded in the outbox as 'failed' (LOCAL_VALIDATION_ERROR) with
+ *	 its raw values, where failed_syncs shows it.  'on_invalid=error' makes
+ *	 such a row an ERROR instead.
+ *
+ * - The outbox is written by hs_outbox_insert() with the outbox owner's
+ *	 rights; the role writing to the attendance table needs no privilege on
+ *	 the outbox.  Nothing here is SECURITY DEFINER.
+ *
+ * - A fire first builds every outbox row it will write (reading the cached
+ *	 configuration), then writes them; the configuration is not touched once
+ *	 SPI runs.
+ *
+ * - backfill_batch() reads the table with a TID range scan starting after
+ *	 the last ctid of the previous batch, so backfill() (plpgsql, committing
+ *	 between batches) reads a table once however many batches it takes, and
+ *	 no SQL is ever built from the table's name.  Each row goes through the
+ *	 same code as a fired INSERT.
  *
  *-------------------------------------------------------------------------
  */
 #include "hubspot_events.h"
 
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/jsonapi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/itemptr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datum.h"
+#include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(hubspot_sync_attendance);
+PG_FUNCTION_INFO_V1(hubspot_backfill_batch);
 
+/* milliseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch) */
+#define HS_PG_EPOCH_MS \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000)
+
+#define VALID_KEYS_HINT \
+	"The keys are event_id, state, vid and account_id (required), and at, properties, on_delete and on_invalid (optional)."
+
+#define VALID_STATES_HINT \
+	"Valid states are \"register\", \"attend\" and \"cancel\" (also accepted: \"registered\", \"attended\", \"cancelled\", \"canceled\", in any letter case)."
+
+/* ---- the configuration of one trigger ---- */
+
+/* The keys that name a value: a column (key=col) or a constant (key:=text). */
+typedef enum ValueKey
+{
+	VK_EVENT_ID,
+	VK_STATE,
+	VK_VID,
+	VK_ACCOUNT_ID,
+	VK_AT,
+	VK_PROPERTIES,
+	NUM_VALUE_KEYS
+} ValueKey;
+
+static const char *const value_key_names[NUM_VALUE_KEYS] = {
+	"event_id", "state", "vid", "account_id", "at", "properties"
+};
+static const bool value_key_required[NUM_VALUE_KEYS] = {
+	true, true, true, true, false, false
+};
+
+/* How a mapped column's value is read. */
+typedef enum ValueForm
+{
+	VF_TEXT,					/* any type, as its text output */
+	VF_INT,						/* int2, int4, int8 */
+	VF_NUMERIC,					/* numeric */
+	VF_TIMESTAMPTZ,
+	VF_TIMESTAMP,				/* read in the session's TimeZone */
+	VF_DATE,					/* likewise, at midnight */
+	VF_JSONB,
+	VF_JSON
+} ValueForm;
+
+typedef struct MappedValue
+{
+	bool		given;			/* the trigger has an argument for this key */
+	const char *arg;			/* that argument, for messages */
+	bool		is_const;		/* key:=constant */
+	char	   *const_text;		/* the constant */
+	Jsonb	   *const_jsonb;	/* the constant, for properties */
+	AttrNumber	attnum;			/* key=column: the column */
+	ValueForm	form;
+	bool		typbyval;
+	int16		typlen;
+	FmgrInfo	output;			/* the column type's output function */
+} MappedValue;
+
+typedef struct SyncConfig
+{
+	Oid			tgoid;
+	Oid			relid;
+	char	   *tgname;
+	int			nargs;			/* the arguments parsed, to detect a change */
+	char	  **args;
+	MappedValue v[NUM_VALUE_KEYS];
+	bool		on_delete_cancel;
+	bool		on_invalid_error;
+} SyncConfig;
+
+/* An entry of the configuration cache. */
+typedef struct ConfigEntry
+{
+	Oid			tgoid;			/* hash key */
+	Oid			relid;
+	bool		valid;
+	MemoryContext cxt;			/* holds cfg */
+	SyncConfig *cfg;
+} ConfigEntry;
+
+static HTAB *config_cache = NULL;
+static MemoryContext config_cache_cxt = NULL;
+static uint64 config_inval_count = 0;
+
+/* ---- error reporting helpers ---- */
+
+static void argument_syntax_error(const char *arg, const char *tgname,
+								  const char *table, const char *detail) pg_attribute_noreturn();
+static void argument_value_error(const char *arg, const char *tgname,
+								 const char *table, const char *detail) pg_attribute_noreturn();
+
+/* The table as source and messages name it: schema.table, quoted as needed. */
+static char *
+table_display_name(Relation rel)
+{
+	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									  RelationGetRelationName(rel));
+}
+
+/* An argument that is not key=column or key:=constant (22023). */
+static void
+argument_syntax_error(const char *arg, const char *tgname, const char *table,
+					  const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid argument \"%s\" of trigger \"%s\" on table %s",
+					arg, tgname, table),
+			 errdetail_internal("%s", detail),
+			 errhint("Each argument is key=column or key:=constant, such as 'vid=contact_vid' or 'account_id:=acme'.")));
+}
+
+/* An argument whose form is right but whose value is not (22023). */
+static void
+argument_value_error(const char *arg, const char *tgname, const char *table,
+					 const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid argument \"%s\" of trigger \"%s\" on table %s",
+					arg, tgname, table),
+			 errdetail_internal("%s", detail)));
+}
+
+/*
+ * A sync_attendance trigger must be AFTER ... FOR EACH ROW: a BEFORE trigger
+ * would enqueue rows that a later trigger or a constraint may still change or
+ * reject, and a statement trigger has no row.  Checked on every fire.
+ */
+static void
+check_trigger_type(Relation rel, const Trigger *trigger)
+{
+	int16		t = trigger->tgtype;
+	const char *timing;
+
+	if (TRIGGER_FOR_ROW(t) && TRIGGER_FOR_AFTER(t))
+		return;
+
+	timing = TRIGGER_FOR_BEFORE(t) ? "BEFORE" :
+		TRIGGER_FOR_INSTEAD(t) ? "INSTEAD OF" : "AFTER";
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+			 errmsg("sync_attendance trigger \"%s\" on table %s must be AFTER ... FOR EACH ROW",
+					trigger->tgname, table_display_name(rel)),
+			 errdetail("It is defined %s ... FOR EACH %s.",
+					   timing, TRIGGER_FOR_ROW(t) ? "ROW" : "STATEMENT"),
+			 errhint("Create it with CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(...).")));
+}
+
+/* ---- parsing the arguments ---- */
+
+/* A user column of the table by its exact name, or InvalidAttrNumber. */
+static AttrNumber
+find_column(TupleDesc desc, const char *name)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+/*
+ * Check a constant with the validator, at parse time: a constant that can
+ * never be valid is a misconfigured trigger, not a bad row.  Returns the
+ * validator's message, or NULL.
+ */
+static char *
+check_constant(ValueKey key, const char *text, Jsonb **jsonb_out)
+{
+	HsSubscriberState state;
+	StringInfoData buf;
+	HsContact	contact;
+	char	   *msg;
+	char	   *hint;
+
+	switch (key)
+	{
+		case VK_EVENT_ID:
+			return hs_check_external_id("external_event_id", text);
+		case VK_ACCOUNT_ID:
+			return hs_check_external_id("external_account_id", text);
+		case VK_STATE:
+			if (!hs_parse_state(text, &state))
+				return psprintf("invalid subscriber_state \"%s\"", text);
+			return NULL;
+		default:
+			break;
+	}
+
+	/* vid, at, properties: check them as part of a contact */
+	initStringInfo(&buf);
+	if (key == VK_VID)
+	{
+		appendStringInfoString(&buf, "{\"vid\":");
+		escape_json(&buf, text);
+	}
+	else if (key == VK_AT)
+	{
+		appendStringInfoString(&buf, "{\"vid\":1,\"interactionDateTime\":");
+		escape_json(&buf, text);
+	}
+	else
+	{
+		JsonLexContext *lex;
+
+		lex = makeJsonLexContextCstringLen(unconstify(char *, text), strlen(text),
+										   GetDatabaseEncoding(), true);
+		if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+			return pstrdup("properties is not valid JSON");
+		*jsonb_out = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		appendStringInfo(&buf, "{\"vid\":1,\"properties\":%s", text);
+	}
+	appendStringInfoChar(&buf, '}');
+
+	if (!hs_check_contact(&DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+															  CStringGetDatum(buf.data)))->root,
+						  0, &contact, &msg, &hint))
+		return msg;
+	return NULL;
+}
+
+/* The column types each key accepts; throws on any other. */
+static ValueForm
+column_form(ValueKey key, Form_pg_attribute att, const char *arg,
+			const char *tgname, const char *table)
+{
+	Oid			base = getBaseType(att->atttypid);
+	char		category;
+	bool		preferred;
+	const char *needs;
+
+	get_type_category_preferred(base, &category, &preferred);
+
+	switch (key)
+	{
+		case VK_VID:
+			if (base == INT2OID || base == INT4OID || base == INT8OID)
+				return VF_INT;
+			if (base == NUMERICOID)
+				return VF_NUMERIC;
+			if (category == TYPCATEGORY_STRING)
+				return VF_TEXT;
+			needs = "The key vid takes an integer, numeric or text column.";
+			break;
+		case VK_AT:
+			if (base == TIMESTAMPTZOID)
+				return VF_TIMESTAMPTZ;
+			if (base == TIMESTAMPOID)
+				return VF_TIMESTAMP;
+			if (base == DATEOID)
+				return VF_DATE;
+			if (base == INT2OID || base == INT4OID || base == INT8OID)
+				return VF_INT;
+			if (category == TYPCATEGORY_STRING)
+				return VF_TEXT;
+			needs = "The key at takes a timestamptz, timestamp, date, integer (epoch milliseconds) or text column.";
+			break;
+		case VK_PROPERTIES:
+			if (base == JSONBOID)
+				return VF_JSONB;
+			if (base == JSONOID)
+				return VF_JSON;
+			needs = "The key properties takes a jsonb or json column.";
+			break;
+		default:
+			return VF_TEXT;		/* any type, as its text */
+	}
+
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("column \"%s\" of argument \"%s\" of trigger \"%s\" on table %s has type %s",
+					NameStr(att->attname), arg, tgname, table,
+					format_type_be(att->atttypid)),
+			 errdetail_internal("%s", needs)));
+	pg_unreachable();
+}
+
+/*
+ * Parse and check a trigger's arguments against its table, allocating the
+ * result in cxt.  Throws (naming the table and the argument) on any
+ * misconfiguration: bad syntax (22023), an unknown or repeated key or a
+ * missing required one (42P17), a column that does not exist (42703) or has
+ * a type the key cannot take (42804), an invalid constant or option (22023).
+ */
+static SyncConfig *
+parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *table = table_display_name(rel);
+	SyncConfig *cfg = palloc0(sizeof(SyncConfig));
+	bool		seen_on_delete = false;
+	bool		seen_on_invalid = false;
+
+	cfg->tgoid = trigger->tgoid;
+	cfg->relid = RelationGetRelid(rel);
+	cfg->tgname = pstrdup(trigger->tgname);
+	cfg->nargs = trigger->tgnargs;
+	cfg->args = palloc0(sizeof(char *) * Max(1, trigger->tgnargs));
+	for (int i = 0; i < trigger->tgnargs; i++)
+		cfg->args[i] = pstrdup(trigger->tgargs[i]);
+
+	for (int i = 0; i < cfg->nargs; i++)
+	{
+		const char *arg = cfg->args[i];
+		const char *eq = strchr(arg, '=');
+		bool		is_const;
+		char	   *key;
+		const char *value;
+		int			k;
+
+		if (eq == NULL)
+			argument_syntax_error(arg, cfg->tgname, table, "It has no \"=\".");
+		is_const = (eq > arg && eq[-1] == ':');
+		key = pnstrdup(arg, (eq - arg) - (is_const ? 1 : 0));
+		value = eq + 1;
+		if (key[0] == '\0')
+			argument_syntax_error(arg, cfg->tgname, table, "It has no key before \"=\".");
+
+		for (k = 0; k < NUM_VALUE_KEYS; k++)
+			if (strcmp(key, value_key_names[k]) == 0)
+				break;
+
+		if (k < NUM_VALUE_KEYS)
+		{
+			MappedValue *mv = &cfg->v[k];
+
+			if (mv->given)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+						 errmsg("key \"%s\" is given twice in the arguments of trigger \"%s\" on table %s",
+								key, cfg->tgname, table),
+						 errdetail("The second time is the argument \"%s\".", arg)));
+			mv->given = true;
+			mv->arg = arg;
+			if (is_const)
+			{
+				char	   *msg;
+
+				mv->is_const = true;
+				mv->const_text = pstrdup(value);
+				msg = check_constant(k, value, &mv->const_jsonb);
+				if (msg)
+					argument_value_error(arg, cfg->tgname, table,
+										 psprintf("The constant is not valid: %s.", msg));
+			}
+			else
+			{
+				Form_pg_attribute att;
+				Oid			outfunc;
+				bool		isvarlena;
+
+				if (value[0] == '\0')
+					argument_syntax_error(arg, cfg->tgname, table,
+										  "It names no column after \"=\".");
+				mv->attnum = find_column(desc, value);
+				if (mv->attnum == InvalidAttrNumber)
+					ereport(ERROR,
+							(errcode(ERRCODE_UNDEFINED_COLUMN),
+							 errmsg("column \"%s\" of argument \"%s\" of trigger \"%s\" does not exist in table %s",
+									value, arg, cfg->tgname, table),
+							 errhint("Column names are case-sensitive and written without quotes, as in 'event_id=Event Id'.")));
+				att = TupleDescAttr(desc, mv->attnum - 1);
+				mv->form = column_form(k, att, arg, cfg->tgname, table);
+				mv->typbyval = att->attbyval;
+				mv->typlen = att->attlen;
+				getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
+				fmgr_info_cxt(outfunc, &mv->output, cxt);
+			}
+		}
+		else if (strcmp(key, "on_delete") == 0 || strcmp(key, "on_invalid") == 0)
+		{
+			bool		is_delete = (strcmp(key, "on_delete") == 0);
+			bool	   *seen = is_delete ? &seen_on_delete : &seen_on_invalid;
+
+			if (*seen)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+						 errmsg("key \"%s\" is given twice in the arguments of trigger \"%s\" on table %s",
+								key, cfg->tgname, table),
+						 errdetail("The second time is the argument \"%s\".", arg)));
+			*seen = true;
+			if (is_const)
+				argument_value_error(arg, cfg->tgname, table,
+									 is_delete ? "on_delete takes a word after \"=\", as in 'on_delete=cancel'." :
+									 "on_invalid takes a word after \"=\", as in 'on_invalid=error'.");
+			if (is_delete && strcmp(value, "cancel") == 0)
+				cfg->on_delete_cancel = true;
+			else if (is_delete && strcmp(value, "ignore") == 0)
+				cfg->on_delete_cancel = false;
+			else if (!is_delete && strcmp(value, "error") == 0)
+				cfg->on_invalid_error = true;
+			else if (!is_delete && strcmp(value, "record") == 0)
+				cfg->on_invalid_error = false;
+			else
+				argument_value_error(arg, cfg->tgname, table,
+									 is_delete ?
+									 "on_delete is \"cancel\" (a DELETE enqueues a cancel) or \"ignore\" (the default)." :
+									 "on_invalid is \"record\" (the default: an invalid row is recorded as a failed sync) or \"error\".");
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("unknown key \"%s\" in argument \"%s\" of trigger \"%s\" on table %s",
+							key, arg, cfg->tgname, table),
+					 errhint(VALID_KEYS_HINT)));
+	}
+
+	for (int k = 0; k < NUM_VALUE_KEYS; k++)
+		if (value_key_required[k] && !cfg->v[k].given)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+					 errmsg("trigger \"%s\" on table %s has no argument for \"%s\"",
+							cfg->tgname, table, value_key_names[k]),
+					 errhint("Add '%s=<column>' to read it from a column, or '%s:=<value>' to give a constant.",
+							 value_key_names[k], value_key_names[k])));
+
+	MemoryContextSwitchTo(oldcxt);
+	return cfg;
+}
+
+/* ---- the configuration cache ---- */
+
+static void
+config_relcache_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	ConfigEntry *entry;
+
+	config_inval_count++;
+	if (config_cache == NULL)
+		return;
+	hash_seq_init(&status, config_cache);
+	while ((entry = (ConfigEntry *) hash_seq_search(&status)) != NULL)
+		if (relid == InvalidOid || entry->relid == relid)
+			entry->valid = false;
+}
+
+static bool
+same_arguments(const SyncConfig *cfg, const Trigger *trigger)
+{
+	if (cfg->nargs != trigger->tgnargs)
+		return false;
+	for (int i = 0; i < cfg->nargs; i++)
+		if (strcmp(cfg->args[i], trigger->tgargs[i]) != 0)
+			return false;
+	return true;
+}
+
+/*
+ * The checked configuration of a sync_attendance trigger on rel.  Throws on
+ * a misconfigured trigger, on every call.  The result stays valid at least
+ * until the end of the current transaction.
+ */
+static SyncConfig *
+get_config(Relation rel, const Trigger *trigger)
+{
+	ConfigEntry *entry;
+	MemoryContext cxt;
+	SyncConfig *cfg;
+	uint64		inval_before;
+	bool		found;
+
+	check_trigger_type(rel, trigger);
+
+	if (config_cache == NULL)
+	{
+		static bool callback_registered = false;
+		HASHCTL		ctl;
+
+		if (!callback_registered)
+		{
+			CacheRegisterRelcacheCallback(config_relcache_callback, (Datum) 0);
+			callback_registered = true;
+		}
+		config_cache_cxt = AllocSetContextCreate(CacheMemoryContext,
+												 "hubspot_events sync_attendance configs",
+												 ALLOCSET_SMALL_SIZES);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(ConfigEntry);
+		ctl.hcxt = config_cache_cxt;
+		config_cache = hash_create("hubspot_events sync_attendance triggers", 16, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+
+	entry = (ConfigEntry *) hash_search(config_cache, &trigger->tgoid, HASH_FIND, NULL);
+	if (entry != NULL && entry->valid && entry->cfg != NULL &&
+		entry->relid == RelationGetRelid(rel) &&
+		same_arguments(entry->cfg, trigger))
+		return entry->cfg;
+
+	/*
+	 * Parse in a context that is a child of the caller's until it succeeds,
+	 * so that an ERROR frees it; then move it into the cache.
+	 */
+	inval_before = config_inval_count;
+	cxt = AllocSetContextCreate(CurrentMemoryContext,
+								"hubspot_events sync_attendance config",
+								ALLOCSET_SMALL_SIZES);
+	cfg = parse_config(rel, trigger, cxt);
+	MemoryContextSetParent(cxt, config_cache_cxt);
+
+	entry = (ConfigEntry *) hash_search(config_cache, &trigger->tgoid, HASH_ENTER, &found);
+	if (found && entry->cxt != NULL)
+		MemoryContextSetParent(entry->cxt, TopTransactionContext);	/* retired */
+	entry->relid = RelationGetRelid(rel);
+	entry->cxt = cxt;
+	entry->cfg = cfg;
+	/* an invalidation that arrived while parsing makes the next fire parse again */
+	entry->valid = (config_inval_count == inval_before);
+	return cfg;
+}
+
+/* ---- reading a row ---- */
+
+/* The value of a key in a row; false when it is NULL. */
+static bool
+get_value(const MappedValue *mv, HeapTuple tuple, TupleDesc desc, Datum *value)
+{
+	bool		isnull;
+
+	if (mv->is_const)
+	{
+		*value = (Datum) 0;
+		return true;
+	}
+	*value = heap_getattr(tuple, mv->attnum, desc, &isnull);
+	return !isnull;
+}
+
+/* A non-NULL value as text: the constant, or the type's output. */
+static char *
+value_text(MappedValue *mv, Datum value)
+{
+	if (mv->is_const)
+		return mv->const_text;
+	return OutputFunctionCall(&mv->output, value);
+}
+
+/* A non-NULL properties value as jsonb (json is converted). */
+static Jsonb *
+value_jsonb(MappedValue *mv, Datum value)
+{
+	if (mv->is_const)
+		return mv->const_jsonb;
+	if (mv->form == VF_JSONB)
+		return DatumGetJsonbP(value);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											  CStringGetDatum(TextDatumGetCString(value))));
+}
+
+static int64
+timestamptz_to_ms(TimestampTz ts)
+{
+	/* floor division: microseconds since 2000 to milliseconds since 1970 */
+	return (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
+}
+
+static void
+push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &v);
+}
+
+static void
+push_string(JsonbParseState **ps, const char *s)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, s);
+	v.val.string.len = strlen(s);
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_numeric(JsonbParseState **ps, Numeric num)
+{
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = num;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_null(JsonbParseState **ps)
+{
+	JsonbValue	v;
+
+	v.type = jbvNull;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_jsonb(JsonbParseState **ps, Jsonb *jb)
+{
+	JsonbValue	v;
+
+	if (JB_ROOT_IS_SCALAR(jb))
+	{
+		(void) JsonbExtractScalar(&jb->root, &v);
+		pushJsonbValue(ps, WJB_VALUE, &v);
+		return;
+	}
+	v.type = jbvBinary;
+	v.val.binary.data = &jb->root;
+	v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/*
+ * Push the interactionDateTime of a non-NULL "at" value as the validator
+ * takes it: epoch milliseconds for a timestamp that PostgreSQL converts to
+ * one from 1970 on, else its text, so that the validator reports it (before
+ * 1970, infinity) with its usual message.
+ */
+static void
+push_at(JsonbParseState **ps, MappedValue *mv, Datum value)
+{
+	TimestampTz ts;
+	int			overflow = 0;
+
+	if (mv->is_const || mv->form == VF_TEXT)
+	{
+		push_string(ps, value_text(mv, value));
+		return;
+	}
+	switch (mv->form)
+	{
+		case VF_INT:
+			push_numeric(ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																 CStringGetDatum(value_text(mv, value)),
+																 ObjectIdGetDatum(InvalidOid),
+																 Int32GetDatum(-1))));
+			return;
+		case VF_TIMESTAMPTZ:
+			ts = DatumGetTimestampTz(value);
+			break;
+		case VF_TIMESTAMP:
+			/* as timestamp::timestamptz: in the session's TimeZone */
+			ts = timestamp2timestamptz_opt_overflow(DatumGetTimestamp(value), &overflow);
+			break;
+		case VF_DATE:
+			ts = date2timestamptz_opt_overflow(DatumGetDateADT(value), &overflow);
+			break;
+		default:
+			elog(ERROR, "unexpected form %d of an \"at\" column", (int) mv->form);
+	}
+	if (overflow == 0 && !TIMESTAMP_NOT_FINITE(ts) && timestamptz_to_ms(ts) >= 0)
+		push_numeric(ps, int64_to_numeric(timestamptz_to_ms(ts)));
+	else
+		push_string(ps, value_text(mv, value));
+}
+
+/*
+ * Turn one image of a row (the new row of an INSERT or UPDATE, the old row of
+ * a DELETE) into an outbox row.  With cancel, the state is "cancel" and the
+ * interaction time the transaction's start, whatever the row says.
+ *
+ * Returns false when there is nothing to sync (a NULL state or vid).  An
+ * invalid row is returned with error_message set and its raw values, or,
+ * with on_invalid=error, is an ERROR (22023).
+ */
+static bool
+row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
+			  const char *table, HsOutboxRow *row)
+{
+	MappedValue *v = cfg->v;
+	Datum		d_state,
+				d_vid,
+				d_event,
+				d_account,
+				d_at = (Datum) 0,
+				d_props = (Datum) 0;
+	bool		have_at = false,
+				have_props = false;
+	char	   *state_text;
+	char	   *vid_text;
+	char	   *event = NULL;
+	char	   *account = NULL;
+	Jsonb	   *props = NULL;
+	JsonbParseState *ps = NULL;
+	JsonbValue *obj;
+	Jsonb	   *input;
+	HsSubscriberState state;
+	HsContact	contact;
+	char	   *msg = NULL;
+	char	   *hint = NULL;
+
+	/* nothing to sync yet */
+	if (!get_value(&v[VK_STATE], tuple, desc, &d_state) ||
+		!get_value(&v[VK_VID], tuple, desc, &d_vid))
+		return false;
+
+	state_text = cancel ? "cancel" : value_text(&v[VK_STATE], d_state);
+	vid_text = value_text(&v[VK_VID], d_vid);
+	if (get_value(&v[VK_EVENT_ID], tuple, desc, &d_event))
+		event = value_text(&v[VK_EVENT_ID], d_event);
+	if (get_value(&v[VK_ACCOUNT_ID], tuple, desc, &d_account))
+		account = value_text(&v[VK_ACCOUNT_ID], d_account);
+	if (v[VK_AT].given && !cancel)
+		have_at = get_value(&v[VK_AT], tuple, desc, &d_at);
+	if (v[VK_PROPERTIES].given)
+	{
+		have_props = get_value(&v[VK_PROPERTIES], tuple, desc, &d_props);
+		if (have_props)
+			props = value_jsonb(&v[VK_PROPERTIES], d_props);
+	}
+
+	/* the contact, as the validator takes it */
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "vid");
+	if (!v[VK_VID].is_const && (v[VK_VID].form == VF_INT || v[VK_VID].form == VF_NUMERIC))
+		push_numeric(&ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
+															  CStringGetDatum(vid_text),
+															  ObjectIdGetDatum(InvalidOid),
+															  Int32GetDatum(-1))));
+	else
+		push_string(&ps, vid_text);
+	if (have_at)
+	{
+		push_key(&ps, "interactionDateTime");
+		push_at(&ps, &v[VK_AT], d_at);
+	}
+	if (have_props)
+	{
+		push_key(&ps, "properties");
+		push_jsonb(&ps, props);
+	}
+	obj = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	input = JsonbValueToJsonb(obj);
+
+	/* the same checks, in the same order, as hubspot_enqueue_subscriber */
+	if (event == NULL)
+		msg = pstrdup("external_event_id must not be null");
+	else
+		msg = hs_check_external_id("external_event_id", event);
+	if (msg == NULL && !hs_parse_state(state_text, &state))
+	{
+		msg = psprintf("invalid subscriber_state \"%s\"", state_text);
+		hint = VALID_STATES_HINT;
+	}
+	if (msg == NULL)
+	{
+		if (account == NULL)
+			msg = pstrdup("external_account_id must not be null");
+		else
+			msg = hs_check_external_id("external_account_id", account);
+	}
+	if (msg == NULL && !hs_check_contact(&input->root, 0, &contact, &msg, &hint))
+		Assert(msg != NULL);
+
+	memset(row, 0, sizeof(*row));
+	row->source = table;
+	if (msg == NULL)
+	{
+		row->external_event_id = event;
+		row->subscriber_state = hs_state_name(state);
+		row->external_account_id = account;
+		row->contact = hs_contact_to_jsonb(&contact);
+		row->contact_key = psprintf(INT64_FORMAT, contact.vid);
+		return true;
+	}
+
+	if (cfg->on_invalid_error)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot sync a row of table %s to HubSpot: %s", table, msg),
+				 errdetail("Trigger \"%s\" has on_invalid=error; without it, the write goes on and the row is recorded in hubspot_events.failed_syncs.",
+						   cfg->tgname),
+				 hint ? errhint("%s", hint) : 0));
+
+	/* the raw values, as text, for failed_syncs */
+	ps = NULL;
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "vid");
+	push_string(&ps, vid_text);
+	if (v[VK_AT].given && !cancel)
+	{
+		push_key(&ps, "interactionDateTime");
+		if (have_at)
+			push_string(&ps, value_text(&v[VK_AT], d_at));
+		else
+			push_null(&ps);
+	}
+	if (v[VK_PROPERTIES].given)
+	{
+		push_key(&ps, "properties");
+		if (have_props)
+			push_jsonb(&ps, props);
+		else
+			push_null(&ps);
+	}
+	obj = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	row->external_event_id = event;
+	row->subscriber_state = state_text;
+	row->external_account_id = account;
+	row->contact = JsonbValueToJsonb(obj);
+	row->contact_key = vid_text;
+	row->error_message = msg;
+	return true;
+}
+
+/* Whether an UPDATE changed the column a key maps (constants never change). */
+static bool
+value_changed(const MappedValue *mv, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
+{
+	Datum		d1,
+				d2;
+	bool		n1,
+				n2;
+
+	if (!mv->given || mv->is_const)
+		return false;
+	d1 = heap_getattr(oldtup, mv->attnum, desc, &n1);
+	d2 = heap_getattr(newtup, mv->attnum, desc, &n2);
+	if (n1 || n2)
+		return n1 != n2;
+	return !datum_image_eq(d1, d2, mv->typbyval, mv->typlen);
+}
+
+/*
+ * sync_attendance() RETURNS trigger
+ *
+ * INSERT: the new row's state.  DELETE: a cancel, with on_delete=cancel.
+ * UPDATE: nothing unless a mapped column changed; a change of the event or
+ * the contact (event_id, vid, account_id) is a DELETE of the old row and an
+ * INSERT of the new one; any other change, the new row's state.
+ */
 Datum
 hubspot_sync_attendance(PG_FUNCTION_ARGS)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("sync_attendance is not available in this build yet")));
-	PG_RETURN_NULL();
+	TriggerData *td;
+	Relation	rel;
+	TupleDesc	desc;
+	SyncConfig *cfg;
+	char	   *table;
+	HsOutboxRow rows[2];
+	int			nrows = 0;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("sync_attendance() was not called by the trigger manager")));
+	td = (TriggerData *) fcinfo->context;
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+
+	cfg = get_config(rel, td->tg_trigger);
+	table = table_display_name(rel);
+
+	/* build every row first; the configuration is not used once SPI runs */
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+	{
+		if (row_to_outbox(cfg, desc, td->tg_trigtuple, false, table, &rows[nrows]))
+			nrows++;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+	{
+		if (cfg->on_delete_cancel &&
+			row_to_outbox(cfg, desc, td->tg_trigtuple, true, table, &rows[nrows]))
+			nrows++;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		HeapTuple	oldtup = td->tg_trigtuple;
+		HeapTuple	newtup = td->tg_newtuple;
+		bool		identity_changed;
+
+		identity_changed = value_changed(&cfg->v[VK_EVENT_ID], oldtup, newtup, desc) ||
+			value_changed(&cfg->v[VK_VID], oldtup, newtup, desc) ||
+			value_changed(&cfg->v[VK_ACCOUNT_ID], oldtup, newtup, desc);
+
+		if (identity_changed && cfg->on_delete_cancel &&
+			row_to_outbox(cfg, desc, oldtup, true, table, &rows[nrows]))
+			nrows++;
+		if ((identity_changed ||
+			 value_changed(&cfg->v[VK_STATE], oldtup, newtup, desc) ||
+			 value_changed(&cfg->v[VK_AT], oldtup, newtup, desc) ||
+			 value_changed(&cfg->v[VK_PROPERTIES], oldtup, newtup, desc)) &&
+			row_to_outbox(cfg, desc, newtup, false, table, &rows[nrows]))
+			nrows++;
+	}
+
+	for (int i = 0; i < nrows; i++)
+		(void) hs_outbox_insert(&rows[i]);
+
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * backfill_batch(tbl regclass, trigger_name name, after_ctid tid,
+ *				  batch_rows int, OUT last_ctid tid, OUT enqueued bigint,
+ *				  OUT scanned bigint)
+ *
+ * Enqueue up to batch_rows rows of tbl, those after after_ctid (from the
+ * start when NULL) in ctid order, as the sync_attendance trigger named
+ * trigger_name would for an INSERT.  Returns the ctid of the last row read
+ * (NULL when none was), the number of outbox rows written, and the number
+ * of rows read: fewer than batch_rows means the table is done.
+ *
+ * The caller needs SELECT on the table.  A TID range scan starts where the
+ * previous batch ended, so a table is read once however many batches it
+ * takes.  backfill() calls this in a loop and commits between batches.
+ */
+Datum
+hubspot_backfill_batch(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char	   *tgname;
+	int32		batch_rows;
+	AclResult	aclresult;
+	Relation	rel;
+	Trigger    *trigger = NULL;
+	FmgrInfo	finfo;
+	SyncConfig *cfg;
+	char	   *table;
+	TupleDesc	desc;
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	ItemPointerData mintid;
+	ItemPointerData maxtid;
+	ItemPointerData last;
+	MemoryContext rowcxt;
+	int64		enqueued = 0;
+	int64		scanned = 0;
+	TupleDesc	resultdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("tbl must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("trigger_name must not be null")));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("batch_rows must not be null")));
+	relid = PG_GETARG_OID(0);
+	tgname = NameStr(*PG_GETARG_NAME(1));
+	batch_rows = PG_GETARG_INT32(3);
+	if (batch_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_rows must be at least 1, not %d", batch_rows)));
+
+	if (get_func_result_type(fcinfo->flinfo->fn_oid, NULL, &resultdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "backfill_batch must return a record type");
+	resultdesc = BlessTupleDesc(resultdesc);
+
+	/* check the privilege before taking any lock */
+	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
+
+	rel = table_open(relid, AccessShareLock);
+	table = table_display_name(rel);
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot backfill partitioned table %s", table),
+				 errhint("Backfill each partition: a trigger on a partitioned table is cloned to its partitions under the same name.")));
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot backfill %s: it is not a table", table)));
+
+	if (rel->trigdesc != NULL)
+	{
+		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
+			if (strcmp(rel->trigdesc->triggers[i].tgname, tgname) == 0)
+				trigger = &rel->trigdesc->triggers[i];
+	}
+	if (trigger == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("trigger \"%s\" for table %s does not exist", tgname, table)));
+	fmgr_info(trigger->tgfoid, &finfo);
+	if (finfo.fn_addr != hubspot_sync_attendance)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger \"%s\" on table %s does not execute hubspot_events.sync_attendance()",
+						tgname, table),
+				 errdetail("It executes %s.", format_procedure_qualified(trigger->tgfoid))));
+	cfg = get_config(rel, trigger);
+	desc = RelationGetDescr(rel);
+
+	/* the rows after after_ctid, to the end of the table */
+	if (PG_ARGISNULL(2))
+		ItemPointerSet(&mintid, 0, FirstOffsetNumber);
+	else
+	{
+		ItemPointerCopy((ItemPointer) PG_GETARG_POINTER(2), &mintid);
+		ItemPointerInc(&mintid);
+	}
+	ItemPointerSet(&maxtid, MaxBlockNumber, MaxOffsetNumber);
+	ItemPointerSetInvalid(&last);
+
+	snapshot = RegisterSnapshot(GetActiveSnapshot());
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan_tidrange(rel, snapshot, &mintid, &maxtid);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events backfill row",
+								   ALLOCSET_DEFAULT_SIZES);
+
+	while (scanned < batch_rows &&
+		   table_scan_getnextslot_tidrange(scan, ForwardScanDirection, slot))
+	{
+		MemoryContext oldcxt;
+		HeapTuple	tuple;
+		bool		should_free;
+		HsOutboxRow row;
+
+		CHECK_FOR_INTERRUPTS();
+		scanned++;
+		ItemPointerCopy(&slot->tts_tid, &last);
+
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		if (row_to_outbox(cfg, desc, tuple, false, table, &row))
+		{
+			(void) hs_outbox_insert(&row);
+			enqueued++;
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(rowcxt);
+	}
+
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	MemoryContextDelete(rowcxt);
+	table_close(rel, NoLock);
+
+	if (ItemPointerIsValid(&last))
+	{
+		ItemPointer result = palloc(sizeof(ItemPointerData));
+
+		ItemPointerCopy(&last, result);
+		values[0] = PointerGetDatum(result);
+	}
+	else
+	{
+		values[0] = (Datum) 0;
+		nulls[0] = true;
+	}
+	values[1] = Int64GetDatum(enqueued);
+	values[2] = Int64GetDatum(scanned);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resultdesc, values, nulls)));
 }

@@ -1,0 +1,359 @@
+--
+-- 06_trigger: sync_attendance(), the trigger for attendance tables, and
+-- backfill().  No worker drains this database (hubspot_events.database is
+-- "postgres"), so outbox rows stay pending: the tests read the outbox.
+--
+SET search_path = public, hubspot_events, hs_test;
+SET TimeZone = 'UTC';
+\pset null '(null)'
+SELECT coalesce(max(id), 0) AS start FROM hubspot_events.outbox \gset
+
+-- the newest outbox id so far
+CREATE FUNCTION hs_test.outbox_mark() RETURNS bigint
+LANGUAGE sql AS $$ SELECT coalesce(max(id), 0) FROM hubspot_events.outbox $$;
+
+-- the outbox rows written after a mark, oldest first; an interaction time
+-- equal to the start of the transaction that wrote the row (the default)
+-- is shown as such
+CREATE FUNCTION hs_test.outbox_since(mark bigint)
+RETURNS TABLE (event text, state text, account text, contact jsonb, key text, status text, source text)
+LANGUAGE sql AS $$
+  SELECT external_event_id, subscriber_state, external_account_id,
+         CASE WHEN contact->'interactionDateTime' = to_jsonb(floor(extract(epoch FROM created_at) * 1000)::bigint)
+              THEN jsonb_set(contact, '{interactionDateTime}', '"<transaction start>"')
+              ELSE contact END,
+         contact_key, status, source
+    FROM hubspot_events.outbox WHERE id > mark ORDER BY id
+$$;
+
+-- ---- INSERT, UPDATE, DELETE ----
+CREATE TABLE att (
+  id int PRIMARY KEY,
+  event text,
+  status text,
+  contact_vid bigint,
+  account text,
+  attended_at timestamptz,
+  props jsonb,
+  note text);
+CREATE TRIGGER att_sync AFTER INSERT OR UPDATE OR DELETE ON att
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=status', 'vid=contact_vid', 'account_id=account',
+    'at=attended_at', 'properties=props', 'on_delete=cancel');
+
+-- one outbox row per row, in order; states normalised; properties as strings
+SELECT outbox_mark() AS m \gset
+INSERT INTO att VALUES
+  (1, 'trg-webinar', 'register', 101, 'acme', '2026-03-01 17:00:00+00',
+   '{"source": "zoom", "seats": 2, "vip": true, "gone": null}', 'a'),
+  (2, 'trg-webinar', 'REGISTERED', 102, 'acme', NULL, NULL, 'b');
+SELECT * FROM outbox_since(:m);
+
+-- an UPDATE of columns that are not mapped, or that changes nothing, enqueues nothing
+SELECT outbox_mark() AS m \gset
+UPDATE att SET note = 'changed' WHERE id = 1;
+UPDATE att SET status = status, contact_vid = contact_vid, props = props;
+SELECT count(*) AS enqueued FROM outbox_since(:m);
+
+-- a changed state, time or properties: the new row
+UPDATE att SET status = 'attend', attended_at = '2026-03-01 18:00:00+00' WHERE id = 1;
+UPDATE att SET props = '{"source": "teams"}' WHERE id = 2;
+SELECT * FROM outbox_since(:m);
+
+-- a changed event, contact or account: a cancel for the old, then the new
+SELECT outbox_mark() AS m \gset
+UPDATE att SET event = 'trg-webinar-2' WHERE id = 1;
+UPDATE att SET contact_vid = 202 WHERE id = 2;
+UPDATE att SET account = 'acme-eu' WHERE id = 2;
+SELECT * FROM outbox_since(:m);
+
+-- a DELETE: a cancel (on_delete=cancel)
+SELECT outbox_mark() AS m \gset
+DELETE FROM att WHERE id = 1;
+SELECT * FROM outbox_since(:m);
+
+-- a NULL state or vid: nothing to sync yet, for any operation
+SELECT outbox_mark() AS m \gset
+INSERT INTO att (id, event, status, contact_vid, account) VALUES
+  (3, 'trg-webinar', NULL, 103, 'acme'),
+  (4, 'trg-webinar', 'register', NULL, 'acme');
+UPDATE att SET note = 'x', props = '{"a": 1}' WHERE id IN (3, 4);
+DELETE FROM att WHERE id = 3;
+SELECT count(*) AS enqueued FROM outbox_since(:m);
+-- once the vid is set, the row is synced (there was no old contact to cancel)
+UPDATE att SET contact_vid = 104 WHERE id = 4;
+-- a state set back to NULL enqueues nothing
+UPDATE att SET status = NULL WHERE id = 4;
+SELECT * FROM outbox_since(:m);
+
+-- a rolled-back write enqueues nothing
+SELECT outbox_mark() AS m \gset
+BEGIN;
+INSERT INTO att VALUES (5, 'trg-webinar', 'register', 105, 'acme');
+SELECT count(*) AS enqueued_in_transaction FROM outbox_since(:m);
+ROLLBACK;
+SELECT count(*) AS enqueued FROM outbox_since(:m);
+
+-- ---- constants; deletes ignored without on_delete=cancel ----
+CREATE TABLE att_const (event text, vid text, note text);
+CREATE TRIGGER att_const_sync AFTER INSERT OR UPDATE OR DELETE ON att_const
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'vid=vid', 'state:=attend', 'account_id:=acme');
+SELECT outbox_mark() AS m \gset
+INSERT INTO att_const VALUES ('trg-class', '00301', 'x');
+UPDATE att_const SET note = 'y';
+-- a changed contact without on_delete=cancel: only the new one
+UPDATE att_const SET vid = '302';
+DELETE FROM att_const;
+SELECT * FROM outbox_since(:m);
+-- on_delete=ignore says the same explicitly
+CREATE OR REPLACE TRIGGER att_const_sync AFTER INSERT OR UPDATE OR DELETE ON att_const
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'vid=vid', 'state:=register', 'account_id:=acme', 'on_delete=ignore');
+SELECT outbox_mark() AS m \gset
+INSERT INTO att_const VALUES ('trg-class', '303', 'x');
+DELETE FROM att_const;
+SELECT * FROM outbox_since(:m);
+
+-- ---- invalid values: recorded as failed, the write goes on ----
+CREATE TABLE att_raw (event text, state text, vid text, account text, at text, props json);
+CREATE TRIGGER att_raw_sync AFTER INSERT OR UPDATE OR DELETE ON att_raw
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'at=at', 'properties=props');
+SELECT outbox_mark() AS m \gset
+INSERT INTO att_raw VALUES
+  ('trg-raw', 'maybe', '401', 'acme', NULL, NULL),
+  ('trg-raw', 'attend', 'abc', 'acme', '2026-03-01 10:00', '{"a": "b"}'),
+  (NULL, 'attend', '403', 'acme', NULL, NULL),
+  ('trg-raw', 'attend', '404', NULL, NULL, NULL),
+  ('trg-raw', 'attend', '405', 'acme', 'yesterday-ish', NULL),
+  ('trg-raw', 'attend', '406', 'acme', NULL, '[1, 2]'),
+  ('', 'attend', '407', 'acme', NULL, NULL),
+  ('trg-raw', 'attend', '408', 'acme', '2026-03-01 10:00', '{"n": 12.50, "ok": false, "skip": null}');
+SELECT count(*) AS rows_written FROM att_raw;
+SELECT external_event_id, subscriber_state, external_account_id, contact, contact_key,
+       status, error_category, error_message, last_attempt_at IS NOT NULL AS has_last_attempt
+  FROM hubspot_events.outbox WHERE id > :m ORDER BY id;
+-- failed_syncs shows them
+SELECT external_event_id, subscriber_state, error_category, error_message, source
+  FROM hubspot_events.failed_syncs WHERE id > :m ORDER BY id;
+
+-- on_invalid=error: an invalid row is an ERROR naming the table and the problem
+CREATE TABLE att_strict (event text, state text, vid text, account text);
+CREATE TRIGGER att_strict_sync AFTER INSERT ON att_strict
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'on_invalid=error');
+SELECT outbox_mark() AS m \gset
+SELECT * FROM try($$INSERT INTO att_strict VALUES ('trg-strict', 'maybe', '1', 'acme')$$);
+SELECT * FROM try($$INSERT INTO att_strict VALUES ('trg-strict', 'attend', 'abc', 'acme')$$);
+SELECT * FROM try($$INSERT INTO att_strict VALUES (NULL, 'attend', '1', 'acme')$$);
+SELECT * FROM try($$INSERT INTO att_strict VALUES ('trg-strict', 'attend', '1', NULL)$$);
+SELECT count(*) AS rows_written FROM att_strict;
+INSERT INTO att_strict VALUES ('trg-strict', 'attend', '1', 'acme');
+SELECT * FROM outbox_since(:m);
+
+-- ---- misconfigured triggers: an ERROR naming the table and the argument ----
+CREATE TABLE att_cfg (event text, state text, vid bigint, account text, note text, flag boolean);
+-- create a trigger with these arguments, fire it, drop it
+CREATE FUNCTION hs_test.try_config(args text,
+  how text DEFAULT 'AFTER INSERT OR UPDATE OR DELETE ON att_cfg FOR EACH ROW')
+RETURNS TABLE (code text, message text, detail text, hint text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE format('CREATE TRIGGER cfg_test %s EXECUTE FUNCTION hubspot_events.sync_attendance(%s)', how, args);
+  RETURN QUERY SELECT * FROM hs_test.try($q$INSERT INTO att_cfg VALUES ('trg-cfg', 'register', 1, 'acme', 'x', true)$q$);
+  EXECUTE 'DROP TRIGGER cfg_test ON att_cfg';
+END $$;
+SELECT outbox_mark() AS m \gset
+-- unknown key
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'colour=note'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'Vid=vid'$$);
+-- missing column (names are case-sensitive)
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=contact_vid', 'account_id=account'$$);
+SELECT * FROM try_config($$'event_id=Event', 'state=state', 'vid=vid', 'account_id=account'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=ctid', 'account_id=account'$$);
+-- missing required key
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid'$$);
+SELECT * FROM try_config('');
+-- bad syntax
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid', 'account_id=account'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', '=vid', 'account_id=account'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=', 'account_id=account'$$);
+-- a key twice
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'state:=attend'$$);
+-- bad options
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'on_delete=maybe'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'on_delete:=cancel'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'on_invalid=warn'$$);
+-- constants that can never be valid
+SELECT * FROM try_config($$'event_id=event', 'state:=atend', 'vid=vid', 'account_id=account'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id:='$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid:=abc', 'account_id=account'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'properties:={"a":'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'properties:=[1]'$$);
+-- a column of a type the key cannot take
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=flag', 'account_id=account'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'properties=note'$$);
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'at=flag'$$);
+-- not AFTER ... FOR EACH ROW
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account'$$,
+                         'BEFORE INSERT ON att_cfg FOR EACH ROW');
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account'$$,
+                         'AFTER INSERT ON att_cfg FOR EACH STATEMENT');
+-- a good configuration, for comparison
+SELECT * FROM try_config($$'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'properties:={"k": 1}'$$);
+-- the check runs on every fire, and sees the table as it is now
+CREATE TRIGGER cfg_sync AFTER INSERT ON att_cfg
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+INSERT INTO att_cfg VALUES ('trg-cfg', 'attend', 2, 'acme');
+ALTER TABLE att_cfg RENAME COLUMN vid TO contact_vid;
+SELECT * FROM try($$INSERT INTO att_cfg VALUES ('trg-cfg', 'attend', 3, 'acme')$$);
+SELECT * FROM try($$INSERT INTO att_cfg VALUES ('trg-cfg', 'attend', 3, 'acme')$$);
+-- fixed in place (the same trigger, new arguments)
+CREATE OR REPLACE TRIGGER cfg_sync AFTER INSERT ON att_cfg
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=contact_vid', 'account_id:=acme-2');
+INSERT INTO att_cfg VALUES ('trg-cfg', 'attend', 4, 'acme');
+SELECT * FROM outbox_since(:m);
+
+-- ---- the "at" column: each type, read as PostgreSQL casts it ----
+CREATE TABLE att_at (n int, ts timestamp, tstz timestamptz, d date, ms bigint, t text);
+CREATE TRIGGER at_1_timestamp AFTER INSERT ON att_at FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id:=trg-at-timestamp', 'state:=attend', 'vid=n', 'account_id:=acme', 'at=ts');
+CREATE TRIGGER at_2_timestamptz AFTER INSERT ON att_at FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id:=trg-at-timestamptz', 'state:=attend', 'vid=n', 'account_id:=acme', 'at=tstz');
+CREATE TRIGGER at_3_date AFTER INSERT ON att_at FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id:=trg-at-date', 'state:=attend', 'vid=n', 'account_id:=acme', 'at=d');
+CREATE TRIGGER at_4_bigint AFTER INSERT ON att_at FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id:=trg-at-bigint', 'state:=attend', 'vid=n', 'account_id:=acme', 'at=ms');
+CREATE TRIGGER at_5_text AFTER INSERT ON att_at FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id:=trg-at-text', 'state:=attend', 'vid=n', 'account_id:=acme', 'at=t');
+SELECT outbox_mark() AS m \gset
+-- timestamp, date and text are read in the session's TimeZone
+SET TimeZone = 'America/New_York';
+INSERT INTO att_at VALUES (1, '2026-03-01 12:00', '2026-03-01 12:00+00', '2026-03-01', 1772366400000, '2026-03-01 12:00');
+SET TimeZone = 'Asia/Tokyo';
+INSERT INTO att_at VALUES (2, '2026-03-01 12:00', '2026-03-01 12:00+00', '2026-03-01', 1772366400000, '2026-03-01 12:00');
+SET TimeZone = 'UTC';
+SELECT event, (contact->>'vid')::int AS vid, contact->'interactionDateTime' AS epoch_ms,
+       to_timestamp((contact->>'interactionDateTime')::bigint / 1000.0) AS utc
+  FROM outbox_since(:m);
+-- out of range: before 1970, infinity, a negative epoch; NULL is the transaction start
+SELECT outbox_mark() AS m \gset
+INSERT INTO att_at VALUES (3, 'infinity', '1969-12-31 23:59:59+00', '1960-01-01', -1, NULL);
+SELECT o.external_event_id, o.status, o.contact, o.error_message
+  FROM hubspot_events.outbox o WHERE id > :m AND status = 'failed' ORDER BY id;
+SELECT * FROM outbox_since(:m) WHERE status = 'pending';
+
+-- ---- names that need quoting; values that look like SQL ----
+CREATE TABLE "Attendance Table" ("Event Id" text, "State" text, "Contact VID" bigint, account text);
+CREATE TRIGGER "Sync It" AFTER INSERT OR UPDATE OR DELETE ON "Attendance Table"
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=Event Id', 'state=State', 'vid=Contact VID', 'account_id=account', 'on_delete=cancel');
+CREATE TABLE x (y int);
+SELECT outbox_mark() AS m \gset
+INSERT INTO "Attendance Table" VALUES ($$'); DROP TABLE x; --$$, 'register', 501, $$acme"); DROP TABLE x; --$$);
+SELECT * FROM outbox_since(:m);
+SELECT to_regclass('x') IS NOT NULL AS x_still_exists;
+
+-- ---- privileges ----
+-- a role that may only write to the table enqueues through the trigger,
+-- and still cannot read or write the outbox
+CREATE ROLE hs_trg_writer;
+GRANT INSERT ON att TO hs_trg_writer;
+GRANT USAGE ON SCHEMA hubspot_events TO hs_trg_writer;
+SELECT outbox_mark() AS m \gset
+SET ROLE hs_trg_writer;
+INSERT INTO att VALUES (10, 'trg-role', 'attend', 110, 'acme');
+SELECT count(*) FROM hubspot_events.outbox;
+SELECT count(*) FROM hubspot_events.failed_syncs;
+INSERT INTO hubspot_events.outbox (external_event_id) VALUES ('x');
+RESET ROLE;
+SELECT * FROM outbox_since(:m);
+
+-- a table owner who is not a superuser needs USAGE on the schema and
+-- EXECUTE on sync_attendance() to create the trigger
+CREATE ROLE hs_trg_owner;
+GRANT CREATE ON SCHEMA public TO hs_trg_owner;
+SET ROLE hs_trg_owner;
+CREATE TABLE owned_att (event text, state text, vid bigint, account text);
+CREATE TRIGGER owned_sync AFTER INSERT ON owned_att FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+RESET ROLE;
+GRANT USAGE ON SCHEMA hubspot_events TO hs_trg_owner;
+SET ROLE hs_trg_owner;
+CREATE TRIGGER owned_sync AFTER INSERT ON owned_att FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION hubspot_events.sync_attendance() TO hs_trg_owner;
+SELECT outbox_mark() AS m \gset
+SET ROLE hs_trg_owner;
+CREATE TRIGGER owned_sync AFTER INSERT ON owned_att FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+INSERT INTO owned_att VALUES ('trg-owned', 'register', 120, 'acme');
+RESET ROLE;
+SELECT * FROM outbox_since(:m);
+
+-- ---- backfill: rows that were there before the trigger ----
+CREATE TABLE bf (id int, event text, state text, vid bigint, account text);
+INSERT INTO bf
+SELECT g, 'trg-backfill', CASE g WHEN 4 THEN NULL WHEN 6 THEN 'maybe' ELSE 'register' END, 600 + g, 'acme'
+  FROM generate_series(1, 7) g;
+CREATE TRIGGER bf_sync AFTER INSERT OR UPDATE OR DELETE ON bf
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+CREATE FUNCTION hs_test.not_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER bf_other AFTER INSERT ON bf FOR EACH ROW EXECUTE FUNCTION hs_test.not_sync();
+-- what backfill does, batch by hand (rolled back): ctid order, each batch
+-- starting after the last row of the one before
+BEGIN;
+SELECT * FROM backfill_batch('bf', 'bf_sync', NULL, 3);
+SELECT * FROM backfill_batch('bf', 'bf_sync', '(0,3)', 3);
+SELECT * FROM backfill_batch('bf', 'bf_sync', '(0,6)', 3);
+SELECT * FROM backfill_batch('bf', 'bf_sync', '(0,7)', 3);
+ROLLBACK;
+-- wrong arguments
+SELECT * FROM try($$SELECT backfill_batch('bf', 'no_such_trigger', NULL, 3)$$);
+SELECT * FROM try($$SELECT backfill_batch('bf', 'bf_other', NULL, 3)$$);
+SELECT * FROM try($$SELECT backfill_batch('bf', 'bf_sync', NULL, 0)$$);
+SELECT * FROM try($$SELECT backfill_batch('bf', NULL, NULL, 3)$$);
+SELECT * FROM try($$SELECT backfill_batch('bf', 'bf_sync', NULL, NULL)$$);
+CREATE TABLE bf_parted (event text, state text, vid bigint, account text) PARTITION BY LIST (account);
+CREATE TABLE bf_parted_acme PARTITION OF bf_parted FOR VALUES IN ('acme');
+CREATE TRIGGER bf_parted_sync AFTER INSERT ON bf_parted
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+SELECT * FROM try($$SELECT backfill_batch('bf_parted', 'bf_parted_sync', NULL, 3)$$);
+-- SELECT on the table is required
+GRANT EXECUTE ON FUNCTION backfill_batch(regclass, name, tid, integer) TO hs_trg_writer;
+SET ROLE hs_trg_writer;
+SELECT * FROM hubspot_events.backfill_batch('public.att', 'att_sync', NULL, 3);
+RESET ROLE;
+\set VERBOSITY terse
+CALL backfill('bf', 'no_such_trigger');
+-- it commits between batches: not inside a transaction block
+BEGIN;
+CALL backfill('bf', 'bf_sync', 3);
+ROLLBACK;
+\set VERBOSITY default
+-- the whole table, 3 rows per transaction
+SELECT outbox_mark() AS m \gset
+CALL backfill('bf', 'bf_sync', 3);
+SELECT * FROM outbox_since(:m);
+SELECT error_message FROM hubspot_events.outbox WHERE id > :m AND status = 'failed';
+SELECT count(DISTINCT xmin::text) AS transactions FROM hubspot_events.outbox WHERE id > :m;
+-- a quoted name, and the default batch size
+SELECT outbox_mark() AS m \gset
+CALL backfill('"Attendance Table"', 'Sync It');
+SELECT event, key, source FROM outbox_since(:m);
+-- an empty partition, through the trigger cloned from its parent
+CALL backfill('bf_parted_acme', 'bf_parted_sync', 1);
+
+-- ---- clean up ----
+DELETE FROM hubspot_events.outbox WHERE id > :start;
+DROP TABLE att, att_const, att_raw, att_strict, att_cfg, att_at, "Attendance Table", x, bf, bf_parted;
+DROP FUNCTION hs_test.outbox_mark(), hs_test.outbox_since(bigint), hs_test.try_config(text, text), hs_test.not_sync();
+DROP OWNED BY hs_trg_owner, hs_trg_writer;
+DROP ROLE hs_trg_owner, hs_trg_writer;
+RESET TimeZone;
