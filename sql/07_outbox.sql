@@ -56,7 +56,7 @@ SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 
   FROM pg_proc p
   JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
                   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events')
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 
 CREATE ROLE hs_enqueuer;
 GRANT USAGE ON SCHEMA hubspot_events TO hs_enqueuer;
