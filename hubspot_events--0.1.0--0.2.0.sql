@@ -51,14 +51,15 @@ COMMENT ON COLUMN @extschema@.outbox.status IS 'pending, sending, sent or failed
 COMMENT ON COLUMN @extschema@.outbox.correlation_id IS 'HubSpot''s correlation id of the last answer (NULL when it was not a UUID; the raw answer is in error_body)';
 COMMENT ON COLUMN @extschema@.outbox.source IS 'What enqueued the row: hubspot_enqueue_subscriber, or schema.table for a trigger';
 
--- The worker's persistent switches (one row).  Survives restarts.
+-- The worker's persistent switches: at most one row, written by pause() and
+-- resume(); no row means not paused.  Survives restarts and pg_dump (the
+-- install script writes no row, so a restored dump never collides with one).
 CREATE TABLE @extschema@.worker_control (
     singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     paused      boolean NOT NULL DEFAULT false,
     paused_at   timestamptz
 );
-INSERT INTO @extschema@.worker_control DEFAULT VALUES;
-COMMENT ON TABLE @extschema@.worker_control IS 'Whether sending is paused (hubspot_events.pause/resume); one row';
+COMMENT ON TABLE @extschema@.worker_control IS 'Whether sending is paused (hubspot_events.pause/resume); at most one row';
 
 -- pg_dump keeps the outbox's rows, its id sequence, and the pause switch
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox', '');
@@ -203,7 +204,7 @@ SELECT w.pid AS worker_pid,
             THEN 'not serving this database'
             ELSE w.state END AS worker_state,
        w.database AS worker_database,
-       c.paused,
+       coalesce(c.paused, false) AS paused,
        w.held_reason,
        (SELECT count(*) FROM @extschema@.outbox WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM @extschema@.outbox WHERE status = 'pending' AND next_attempt_at <= pg_catalog.now()) AS due,
@@ -214,7 +215,8 @@ SELECT w.pid AS worker_pid,
        w.requests, w.successes, w.errors, w.errors_by_category,
        w.last_success_at, w.last_error_at, w.last_error, w.started_at,
        w.settings_loaded_at AS worker_settings_loaded_at
-  FROM @extschema@.worker_info() w, @extschema@.worker_control c;
+  FROM @extschema@.worker_info() w
+  LEFT JOIN @extschema@.worker_control c ON true;
 REVOKE ALL ON @extschema@.status FROM PUBLIC;
 COMMENT ON VIEW @extschema@.status IS 'The worker and the outbox at a glance';
 
@@ -292,7 +294,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE @extschema@.worker_control SET paused = true, paused_at = coalesce(paused_at, now());
+    INSERT INTO @extschema@.worker_control (paused, paused_at) VALUES (true, now())
+    ON CONFLICT (singleton) DO UPDATE
+       SET paused = true, paused_at = coalesce(worker_control.paused_at, excluded.paused_at);
     PERFORM @extschema@.wake();
 END
 $$;

@@ -87,6 +87,23 @@ is_deeply([ sort { $a <=> $b } map { scalar @{ $_->{body}{inputs} } } @{ mock_re
 	'the reloaded batch_size applies (requests go out concurrently, in any order)')
   or diag(explain([ map { scalar @{ $_->{body}{inputs} } } @{ mock_requests() } ]));
 
+# ---- pg_dump keeps the outbox's rows (pg_extension_config_dump) ----
+mock_config({ fault_rate => 1, fault_status => 400 });
+enqueue('webinar-dump', 'register', '[{"vid": 8}, {"vid": 9}]');
+flush();
+mock_config({});
+my $rows_before = q1("SELECT string_agg(format('%s|%s|%s|%s', id, status, contact_key, error_category), ',' ORDER BY id) FROM hubspot_events.outbox");
+my $dump = $node->basedir . '/dump.sql';
+$node->command_ok([ 'pg_dump', '-d', $node->connstr('postgres'), '-f', $dump ], 'pg_dump');
+q1("CREATE DATABASE restored");
+$node->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('restored'), '-f', $dump ], 'restore');
+is($node->safe_psql('restored', "SELECT string_agg(format('%s|%s|%s|%s', id, status, contact_key, error_category), ',' ORDER BY id) FROM hubspot_events.outbox"),
+	$rows_before, 'the restored outbox has the same rows');
+my $max_id = $node->safe_psql('restored', "SELECT max(id) FROM hubspot_events.outbox");
+cmp_ok($node->safe_psql('restored', "SELECT (hubspot_events.hubspot_enqueue_subscriber('webinar-dump', 'attend', 'acme', '{\"vid\": 8}'))[1]"),
+	'>', $max_id, 'and new ids continue after the restored ones');
+is($node->safe_psql('restored', "SELECT paused FROM hubspot_events.status"), 'f', 'worker_control restored');
+
 # ---- another database: a clear warning ----
 q1("CREATE DATABASE other");
 my ($ret, $out, $err) = $node->psql('other', 'CREATE EXTENSION hubspot_events');
