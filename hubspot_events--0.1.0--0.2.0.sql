@@ -191,7 +191,9 @@ CREATE FUNCTION @extschema@.worker_info(
     OUT started_at timestamptz, OUT requests bigint, OUT successes bigint,
     OUT errors bigint, OUT errors_by_category jsonb,
     OUT last_success_at timestamptz, OUT last_error_at timestamptz, OUT last_error text,
-    OUT settings_loaded_at timestamptz)
+    OUT settings_loaded_at timestamptz, OUT rate_limited_until timestamptz,
+    OUT rate_limit_reason text, OUT daily_remaining bigint,
+    OUT today_requests bigint, OUT today_errors bigint)
 RETURNS record
 LANGUAGE c VOLATILE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'hubspot_worker_info';
@@ -214,7 +216,11 @@ SELECT w.pid AS worker_pid,
        pg_catalog.now() - (SELECT min(created_at) FROM @extschema@.outbox WHERE status = 'pending') AS oldest_pending_age,
        w.requests, w.successes, w.errors, w.errors_by_category,
        w.last_success_at, w.last_error_at, w.last_error, w.started_at,
-       w.settings_loaded_at AS worker_settings_loaded_at
+       w.settings_loaded_at AS worker_settings_loaded_at,
+       w.rate_limited_until, w.rate_limit_reason,
+       w.daily_remaining AS daily_quota_remaining,
+       w.today_requests,
+       round(w.today_errors::numeric / nullif(w.today_requests, 0), 4) AS error_share_today
   FROM @extschema@.worker_info() w
   LEFT JOIN @extschema@.worker_control c ON true;
 REVOKE ALL ON @extschema@.status FROM PUBLIC;

@@ -48,6 +48,17 @@ SELECT * FROM try($$SET hubspot_events.request_timeout_ms = '2s'$$);
 SHOW hubspot_events.request_timeout_ms;
 RESET hubspot_events.batch_size;
 RESET hubspot_events.request_timeout_ms;
+-- daily_reset_time (a postgresql.conf setting: checked by ALTER SYSTEM):
+-- a time of day and a known IANA zone
+ALTER SYSTEM SET hubspot_events.daily_reset_time = '23:59 America/New_York';
+ALTER SYSTEM SET hubspot_events.daily_reset_time = '07:30 Europe/Berlin';
+ALTER SYSTEM SET hubspot_events.daily_reset_time = '24:00 UTC';
+ALTER SYSTEM SET hubspot_events.daily_reset_time = '7:30 UTC';
+ALTER SYSTEM SET hubspot_events.daily_reset_time = '00:00';
+ALTER SYSTEM SET hubspot_events.daily_reset_time = '00:00 Mars/Olympus';
+ALTER SYSTEM RESET hubspot_events.daily_reset_time;
+-- worker settings are not for sessions
+SELECT * FROM try($$SET hubspot_events.rate_limit = 10$$);
 -- the prefix is reserved: a misspelt setting is an error, not a new placeholder
 SELECT * FROM try($$SET hubspot_events.batchsize = 10$$);
 

@@ -546,22 +546,34 @@ finish_slot(HsSlot *slot, CURLcode rc)
  * answer or with the reason there was none.  HTTP error statuses are not
  * errors here: the caller decides.
  *
- * stop_check, called between slices of at most HS_POLL_SLICE_MS, may throw
- * (CHECK_FOR_INTERRUPTS) or return true to abandon the requests still in
- * flight or not started: they are left with done = false, and the function
- * returns false.  Otherwise it returns true with every request done.
+ * The hooks (any may be NULL):
+ *	- stop_check, called between slices of at most HS_POLL_SLICE_MS, may
+ *	  throw (CHECK_FOR_INTERRUPTS) or return true to abandon the requests in
+ *	  flight or not started;
+ *	- wait_ms says how long the next request must wait (pacing): short waits
+ *	  are waited out here, a wait longer than HS_MAX_INLINE_WAIT_MS leaves
+ *	  the requests not yet started unsent;
+ *	- on_start and on_done are told of each request started and answered.
+ *
+ * Returns false when stop_check stopped it.  Requests left unsent have
+ * started = false; requests answered have done = true.
  */
+#define HS_MAX_INLINE_WAIT_MS 2000
+
 bool
 hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
-				  int max_concurrency, bool (*stop_check) (void))
+				  int max_concurrency, const HsSendHooks *hooks)
 {
 	HsTransferGuard *guard;
 	int			next = 0;
 	int			active = 0;
 	int			nslots = Max(1, Min(max_concurrency, nreqs));
+	static const HsSendHooks no_hooks = {0};
 
+	if (hooks == NULL)
+		hooks = &no_hooks;
 	for (int i = 0; i < nreqs; i++)
-		reqs[i].done = false;
+		reqs[i].done = reqs[i].started = false;
 	release_all_slots();
 	ensure_slots(nslots);
 
@@ -578,18 +590,37 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 		CURLMcode	mc;
 		CURLMsg    *msg;
 		int			msgs_left;
+		int64		wait = 0;
 
-		/* start requests while there are free slots */
+		/* start requests while there are free slots and pacing allows */
 		for (int i = 0; i < nslots && next < nreqs; i++)
 		{
-			if (hs_slots[i].req == NULL)
-			{
-				start_slot(&hs_slots[i], &reqs[next++], token);
-				active++;
-			}
+			if (hs_slots[i].req != NULL)
+				continue;
+			if (hooks->wait_ms && (wait = hooks->wait_ms()) > 0)
+				break;
+			reqs[next].started = true;
+			if (hooks->on_start)
+				hooks->on_start();
+			start_slot(&hs_slots[i], &reqs[next++], token);
+			active++;
 		}
 		if (active == 0)
-			break;
+		{
+			if (next >= nreqs || wait > HS_MAX_INLINE_WAIT_MS)
+				break;			/* done, or the rest must wait too long: unsent */
+			/* nothing in flight: wait for pacing, in slices */
+			if (hooks->sleep_ms)
+				hooks->sleep_ms(Min(wait, HS_POLL_SLICE_MS));
+			else
+				pg_usleep(Min(wait, HS_POLL_SLICE_MS) * 1000L);
+			if (hooks->stop_check && hooks->stop_check())
+			{
+				release_all_slots();
+				return false;
+			}
+			continue;
+		}
 
 		mc = curl_multi_perform(hs_multi, &running);
 		if (mc != CURLM_OK)
@@ -599,14 +630,18 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 		while ((msg = curl_multi_info_read(hs_multi, &msgs_left)) != NULL)
 		{
 			HsSlot	   *slot = NULL;
+			HsHttpRequest *req;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &slot);
 			if (slot == NULL || slot->req == NULL)
 				continue;
+			req = slot->req;
 			finish_slot(slot, msg->data.result);
 			active--;
+			if (hooks->on_done)
+				hooks->on_done(req);
 		}
 		if (active > 0 && running == 0)
 		{
@@ -614,25 +649,26 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 			for (int i = 0; i < nslots; i++)
 				if (hs_slots[i].req != NULL)
 				{
+					HsHttpRequest *req = hs_slots[i].req;
+
 					finish_slot(&hs_slots[i], CURLE_RECV_ERROR);
 					active--;
+					if (hooks->on_done)
+						hooks->on_done(req);
 				}
 		}
-		if (active > 0 || next < nreqs)
+		if (active > 0)
 		{
-			if (active > 0)
-			{
-				mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_SLICE_MS, NULL);
-				if (mc != CURLM_OK)
-					ereport(ERROR,
-							(errcode(ERRCODE_HS_TRANSPORT),
-							 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
-			}
-			if (stop_check && stop_check())
-			{
-				release_all_slots();
-				return false;
-			}
+			mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_SLICE_MS, NULL);
+			if (mc != CURLM_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_HS_TRANSPORT),
+						 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
+		}
+		if (hooks->stop_check && hooks->stop_check())
+		{
+			release_all_slots();
+			return false;
 		}
 	}
 	return true;
@@ -658,6 +694,11 @@ hs_http_post_json(const char *url, const char *token,
 	req.url = url;
 	req.body = body;
 	req.body_len = body_len;
-	(void) hs_http_post_many(&req, 1, token, 1, backend_stop_check);
+	{
+		HsSendHooks hooks = {0};
+
+		hooks.stop_check = backend_stop_check;
+		(void) hs_http_post_many(&req, 1, token, 1, &hooks);
+	}
 	*result = req.result;
 }

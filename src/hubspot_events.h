@@ -23,8 +23,11 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
 #include "utils/jsonb.h"
 
 #ifndef HUBSPOT_EVENTS_VERSION
@@ -57,6 +60,9 @@ extern int	hs_max_attempts;
 extern int	hs_retry_base_ms;
 extern int	hs_retry_max_ms;
 extern int	hs_sent_retention_s;
+extern int	hs_rate_limit;
+extern int	hs_rate_limit_interval_ms;
+extern char *hs_daily_reset_time;
 
 /* bumped by a settings reload, so cached secrets are re-read */
 extern uint64 hs_settings_generation;
@@ -141,9 +147,11 @@ typedef struct HsBatch
 	char	   *external_account_id;
 	int			n;
 	int64	   *ids;
+	char	  **contacts;		/* each contact's JSON text */
 	char	   *url;
 	char	   *body;
 	size_t		body_len;
+	struct HsBatch *sibling;	/* the other half, when this is half of a split */
 } HsBatch;
 
 typedef enum HsOutcomeKind
@@ -174,12 +182,10 @@ extern bool hs_outbox_paused(void);
 extern List *hs_outbox_claim(int limit);
 extern int64 hs_outbox_next_due_ms(void);
 extern List *hs_outbox_group(List *rows, int batch_size);
+extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome);
 
 /* ---- shared.c ---- */
-#include "storage/latch.h"
-#include "storage/spin.h"
-#include "datatype/timestamp.h"
 
 #define HS_MAX_CATEGORIES 24
 
@@ -198,6 +204,13 @@ typedef struct HsWorkerShared
 	TimestampTz last_success_at;
 	TimestampTz last_error_at;
 	char		last_error[256];
+	TimestampTz paused_until;	/* rate limited until (0: not) */
+	char		pause_reason[256];
+	int64		daily_limit;	/* from X-HubSpot-RateLimit-Daily; -1 unknown */
+	int64		daily_remaining;	/* X-HubSpot-RateLimit-Daily-Remaining; -1 unknown */
+	int			today;			/* the day the counters below are for (days since 2000, UTC) */
+	int64		today_requests;
+	int64		today_errors;
 	struct
 	{
 		char		category[48];
@@ -212,6 +225,8 @@ extern void hs_wake_at_commit(void);
 extern void hs_wake_now(void);
 extern void hs_shared_set_state(const char *state, const char *held_reason);
 extern void hs_shared_settings_loaded(void);
+extern void hs_shared_set_daily(int64 limit, int64 remaining);
+extern void hs_shared_set_pause(TimestampTz until, const char *reason);
 extern void hs_shared_count_request(bool success, const char *category, const char *message);
 
 /* ---- token.c ---- */
@@ -245,6 +260,7 @@ typedef struct HsHttpRequest
 	const char *body;
 	size_t		body_len;
 	void	   *arg;			/* the caller's */
+	bool		started;		/* it was sent */
 	bool		done;			/* result is filled */
 	HsHttpResult result;
 } HsHttpRequest;
@@ -252,8 +268,18 @@ typedef struct HsHttpRequest
 extern char *hs_url_escape(const char *s);
 extern time_t curl_getdate_wrapper(const char *value);
 extern char *hs_api_base(void);
+/* What hs_http_post_many asks of its caller; any may be NULL. */
+typedef struct HsSendHooks
+{
+	bool		(*stop_check) (void);	/* true: abandon */
+	int64		(*wait_ms) (void);	/* pacing: wait before the next start */
+	void		(*sleep_ms) (int64 ms); /* how to wait (default pg_usleep) */
+	void		(*on_start) (void);
+	void		(*on_done) (HsHttpRequest *req);
+} HsSendHooks;
+
 extern bool hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
-							  int max_concurrency, bool (*stop_check) (void));
+							  int max_concurrency, const HsSendHooks *hooks);
 extern void hs_http_post_json(const char *url, const char *token,
 							  const char *body, size_t body_len,
 							  HsHttpResult *result);
@@ -280,6 +306,15 @@ extern void hs_build_subscriber_body(StringInfo buf, List *contacts,
 extern void hs_parse_error_body(const char *body, size_t len, HsErrorBody *out);
 extern Jsonb *hs_body_to_jsonb(const char *body, size_t len);
 extern char *hs_sanitize_remote_text(const char *s, size_t len);
+
+/* ---- pacing.c ---- */
+extern int64 hs_pacing_wait_ms(void);
+extern void hs_pacing_note_start(void);
+extern char *hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err,
+								   int64 retry_after_ms);
+extern TimestampTz hs_pacing_paused_until(void);
+extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
+									  char *zone, size_t zonelen);
 
 /* ---- answer.c ---- */
 extern int	hs_sqlstate_for_answer(long http_status, const HsErrorBody *err);

@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "utils/guc.h"
+#include "pgtime.h"
 
 PG_MODULE_MAGIC;
 
@@ -36,6 +37,9 @@ int			hs_max_attempts = 10;
 int			hs_retry_base_ms = 1000;
 int			hs_retry_max_ms = 300000;
 int			hs_sent_retention_s = 7 * 24 * 3600;
+int			hs_rate_limit = 100;
+int			hs_rate_limit_interval_ms = 10000;
+char	   *hs_daily_reset_time = NULL;
 
 uint64		hs_settings_generation = 0;
 
@@ -84,6 +88,26 @@ check_database_name(char **newval, void **extra, GucSource source)
 	if (strlen(*newval) >= NAMEDATALEN)
 	{
 		GUC_check_errdetail("The database name is longer than %d bytes.", NAMEDATALEN - 1);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_daily_reset_time(char **newval, void **extra, GucSource source)
+{
+	int			hh,
+				mm;
+	char		zone[256];
+
+	if (!hs_parse_daily_reset_time(*newval, &hh, &mm, zone, sizeof(zone)))
+	{
+		GUC_check_errdetail("The value must be a time of day and an IANA time zone, such as \"00:00 America/New_York\".");
+		return false;
+	}
+	if (pg_tzset(zone) == NULL)
+	{
+		GUC_check_errdetail("The time zone \"%s\" is not known.", zone);
 		return false;
 	}
 	return true;
@@ -207,6 +231,34 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.rate_limit",
+							"Largest number of requests the worker starts per rate_limit_interval_ms.",
+							"HubSpot allows 100 (Free/Starter) to 250 requests per 10 s per app; "
+							"a lower X-HubSpot-RateLimit-Max from HubSpot takes precedence.",
+							&hs_rate_limit,
+							100, 1, 4096,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.rate_limit_interval_ms",
+							"The rolling window of hubspot_events.rate_limit.",
+							NULL,
+							&hs_rate_limit_interval_ms,
+							10000, 100, 3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hubspot_events.daily_reset_time",
+							   "When HubSpot's daily limit resets: a time of day and an IANA time zone.",
+							   "HubSpot resets the daily limit at midnight in the account's time zone.",
+							   &hs_daily_reset_time,
+							   "00:00 UTC",
+							   PGC_SIGHUP,
+							   0,
+							   check_daily_reset_time, NULL, NULL);
 
 	MarkGUCPrefixReserved("hubspot_events");
 

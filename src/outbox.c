@@ -319,6 +319,41 @@ hs_outbox_next_due_ms(void)
 	return ms;
 }
 
+/* Build a batch's URL and body from its rows. */
+static void
+batch_finish(HsBatch *b, const char *base)
+{
+	StringInfoData body;
+
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"inputs\":[");
+	for (int i = 0; i < b->n; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&body, ',');
+		appendStringInfoString(&body, b->contacts[i]);
+	}
+	appendStringInfoString(&body, "]}");
+	b->body = body.data;
+	b->body_len = body.len;
+	b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
+					  base, hs_url_escape(b->external_event_id), b->subscriber_state,
+					  hs_url_escape(b->external_account_id));
+}
+
+static HsBatch *
+batch_new(const char *event, const char *state, const char *account, int capacity)
+{
+	HsBatch    *b = palloc0(sizeof(HsBatch));
+
+	b->external_event_id = pstrdup(event);
+	b->subscriber_state = pstrdup(state);
+	b->external_account_id = pstrdup(account);
+	b->ids = palloc(sizeof(int64) * capacity);
+	b->contacts = palloc(sizeof(char *) * capacity);
+	return b;
+}
+
 /*
  * Coalesce claimed rows (oldest first) into requests: rows of one (event,
  * state, account) together, at most batch_size per request, in claim order.
@@ -352,37 +387,47 @@ hs_outbox_group(List *rows, int batch_size)
 		}
 		if (b == NULL)
 		{
-			b = palloc0(sizeof(HsBatch));
-			b->external_event_id = r->external_event_id;
-			b->subscriber_state = r->subscriber_state;
-			b->external_account_id = r->external_account_id;
-			b->ids = palloc(sizeof(int64) * batch_size);
-			b->body = (char *) makeStringInfo();	/* filled below */
-			appendStringInfoString((StringInfo) b->body, "{\"inputs\":[");
+			b = batch_new(r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
 			batches = lappend(batches, b);
 			open = lappend(open, b);
 		}
-		if (b->n > 0)
-			appendStringInfoChar((StringInfo) b->body, ',');
-		appendStringInfoString((StringInfo) b->body, r->contact);
+		b->contacts[b->n] = r->contact;
 		b->ids[b->n++] = r->id;
 		if (b->n >= batch_size)
 			open = list_delete_ptr(open, b);
 	}
 
 	foreach(lc, batches)
-	{
-		HsBatch    *b = (HsBatch *) lfirst(lc);
-		StringInfo	body = (StringInfo) b->body;
-
-		appendStringInfoString(body, "]}");
-		b->body = body->data;
-		b->body_len = body->len;
-		b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
-						  base, hs_url_escape(b->external_event_id), b->subscriber_state,
-						  hs_url_escape(b->external_account_id));
-	}
+		batch_finish((HsBatch *) lfirst(lc), base);
 	return batches;
+}
+
+/*
+ * Split a batch of two or more rows into halves (for isolating a contact
+ * HubSpot rejects); each half knows the other.
+ */
+void
+hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second)
+{
+	int			n1 = b->n / 2;
+	int			n2 = b->n - n1;
+	HsBatch    *h1 = batch_new(b->external_event_id, b->subscriber_state, b->external_account_id, n1);
+	HsBatch    *h2 = batch_new(b->external_event_id, b->subscriber_state, b->external_account_id, n2);
+	char	   *base = hs_api_base();
+
+	Assert(b->n >= 2);
+	memcpy(h1->ids, b->ids, sizeof(int64) * n1);
+	memcpy(h1->contacts, b->contacts, sizeof(char *) * n1);
+	h1->n = n1;
+	memcpy(h2->ids, b->ids + n1, sizeof(int64) * n2);
+	memcpy(h2->contacts, b->contacts + n1, sizeof(char *) * n2);
+	h2->n = n2;
+	batch_finish(h1, base);
+	batch_finish(h2, base);
+	h1->sibling = h2;
+	h2->sibling = h1;
+	*first = h1;
+	*second = h2;
 }
 
 /* A correlation id as HubSpot sends it, if it is a canonical UUID. */
@@ -465,7 +510,8 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 		 * failed, retry, rate-limited.  A retry waits with exponential
 		 * backoff and full jitter (retry_base_ms doubling up to
 		 * retry_max_ms), at least Retry-After; after max_attempts the rows
-		 * fail.  A 429 waits for the window and uses no attempt.
+		 * fail.  A 429 waits for the pacing's pause (the window, Retry-After,
+		 * or the daily reset) and uses no attempt.
 		 */
 		Datum		values[12];
 		char		nulls[12];
@@ -486,7 +532,7 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 								   "  next_attempt_at = CASE $2"
 								   "     WHEN 'retry' THEN pg_catalog.now() + pg_catalog.make_interval(secs =>"
 								   "          greatest($12, pg_catalog.random() * least($11, $10 * power(2::float8, least(attempts - 1, 40)))) / 1000.0)"
-								   "     WHEN 'rate_limited' THEN pg_catalog.now() + pg_catalog.make_interval(secs => greatest($12, 10000::float8) / 1000.0)"
+								   "     WHEN 'rate_limited' THEN pg_catalog.now() + pg_catalog.make_interval(secs => $12 / 1000.0)"
 								   "     ELSE next_attempt_at END,"
 								   "  http_status = $3, correlation_id = $4::uuid,"
 								   "  error_category = $5, error_subcategory = $6, error_message = $7, error_body = $8"

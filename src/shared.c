@@ -61,6 +61,8 @@ hs_shmem_startup(void)
 		memset(hs_shared, 0, sizeof(HsWorkerShared));
 		SpinLockInit(&hs_shared->mutex);
 		strlcpy(hs_shared->state, "not started", sizeof(hs_shared->state));
+		hs_shared->daily_limit = -1;
+		hs_shared->daily_remaining = -1;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -136,6 +138,36 @@ hs_shared_set_state(const char *state, const char *held_reason)
 	SpinLockRelease(&hs_shared->mutex);
 }
 
+/* The day (UTC) of a timestamp, for the daily counters. */
+static int
+day_of(TimestampTz t)
+{
+	return (int) (t / USECS_PER_DAY);
+}
+
+void
+hs_shared_set_daily(int64 limit, int64 remaining)
+{
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	if (limit >= 0)
+		hs_shared->daily_limit = limit;
+	hs_shared->daily_remaining = remaining;
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+void
+hs_shared_set_pause(TimestampTz until, const char *reason)
+{
+	if (hs_shared == NULL)
+		return;
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->paused_until = until;
+	strlcpy(hs_shared->pause_reason, reason ? reason : "", sizeof(hs_shared->pause_reason));
+	SpinLockRelease(&hs_shared->mutex);
+}
+
 void
 hs_shared_settings_loaded(void)
 {
@@ -159,6 +191,15 @@ hs_shared_count_request(bool success, const char *category, const char *message)
 		return;
 	SpinLockAcquire(&hs_shared->mutex);
 	hs_shared->requests++;
+	if (hs_shared->today != day_of(now))
+	{
+		hs_shared->today = day_of(now);
+		hs_shared->today_requests = 0;
+		hs_shared->today_errors = 0;
+	}
+	hs_shared->today_requests++;
+	if (!success)
+		hs_shared->today_errors++;
 	if (success)
 	{
 		hs_shared->successes++;
@@ -208,8 +249,8 @@ Datum
 hubspot_worker_info(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13];
+	Datum		values[18];
+	bool		nulls[18];
 	HsWorkerShared snap;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -218,7 +259,7 @@ hubspot_worker_info(PG_FUNCTION_ARGS)
 
 	if (hs_shared == NULL)
 	{
-		for (int i = 0; i < 13; i++)
+		for (int i = 0; i < 18; i++)
 			nulls[i] = true;
 		values[1] = CStringGetTextDatum("not running (hubspot_events is not in shared_preload_libraries)");
 		nulls[1] = false;
@@ -284,6 +325,27 @@ hubspot_worker_info(PG_FUNCTION_ARGS)
 		values[12] = TimestampTzGetDatum(snap.settings_loaded_at);
 	else
 		nulls[12] = true;
+	if (snap.paused_until > GetCurrentTimestamp())
+	{
+		values[13] = TimestampTzGetDatum(snap.paused_until);
+		values[14] = CStringGetTextDatum(snap.pause_reason);
+	}
+	else
+		nulls[13] = nulls[14] = true;
+	if (snap.daily_remaining >= 0)
+		values[15] = Int64GetDatum(snap.daily_remaining);
+	else
+		nulls[15] = true;
+	if (snap.today == day_of(GetCurrentTimestamp()))
+	{
+		values[16] = Int64GetDatum(snap.today_requests);
+		values[17] = Int64GetDatum(snap.today_errors);
+	}
+	else
+	{
+		values[16] = Int64GetDatum(0);
+		values[17] = Int64GetDatum(0);
+	}
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

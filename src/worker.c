@@ -258,6 +258,12 @@ build_outcome(HsHttpRequest *req, HsOutcome *out)
 		hs_shared_count_request(true, NULL, NULL);
 		return kind;
 	}
+	/* HubSpot's guidance: after 423 Locked, wait at least 2 s */
+	if (res->transport_ok && res->http_status == 423)
+		out->retry_after_ms = Max(out->retry_after_ms, 2000);
+	/* after a 429, at least until the pacing's pause ends */
+	if (kind == HS_OUTCOME_RATE_LIMITED)
+		out->retry_after_ms = Max(out->retry_after_ms, hs_pacing_wait_ms());
 
 	if (!res->transport_ok)
 	{
@@ -283,6 +289,149 @@ build_outcome(HsHttpRequest *req, HsOutcome *out)
 	return kind;
 }
 
+/* ---- sending in waves ---- */
+
+/* A request's final outcome, to record. */
+typedef struct HsTurnResult
+{
+	HsBatch    *batch;
+	HsOutcome	outcome;
+} HsTurnResult;
+
+static void
+worker_sleep_ms(int64 ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 (long) ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/* Pacing learns from every answer as it arrives, so a 429 stops the next starts at once. */
+static void
+worker_on_done(HsHttpRequest *req)
+{
+	HsErrorBody err;
+	char	   *pause;
+
+	hs_parse_error_body(req->result.body, req->result.body_len, &err);
+	pause = hs_pacing_note_answer(&req->result, &err, retry_after_ms(req->result.retry_after));
+	if (pause)
+	{
+		ereport(LOG, (errmsg("hubspot_events worker: %s", pause)));
+		hs_shared_set_pause(hs_pacing_paused_until(), pause);
+	}
+}
+
+/* HubSpot rejected the request's content (one bad contact rejects them all). */
+static bool
+is_validation_rejection(const HsHttpRequest *req)
+{
+	HsErrorBody err;
+
+	if (!req->result.transport_ok || req->result.http_status != 400)
+		return false;
+	hs_parse_error_body(req->result.body, req->result.body_len, &err);
+	return err.category == NULL || strcmp(err.category, "VALIDATION_ERROR") == 0;
+}
+
+/*
+ * Send the batches, paced, and isolate the contacts HubSpot rejects: a
+ * request of several contacts answered 400 VALIDATION_ERROR is split in
+ * halves and both are resent in the next wave, recursively, so that only
+ * the contacts that fail alone end failed and every good contact is sent;
+ * that costs at most two requests per halving, logarithmic in the batch
+ * size per bad contact.  When both halves of a split fail, the fault is
+ * the request's (a bad event id, say): splitting stops and the rows fail
+ * together.  Requests the pacing could not start (a long 429 pause) are
+ * put back as rate-limited, with no attempt used.
+ *
+ * Fills *results with the outcome of every row; returns false when SIGTERM
+ * stopped it.
+ */
+static bool
+send_in_waves(List *batches, const char *token, List **results, char **hold_reason)
+{
+	HsSendHooks hooks = {0};
+	List	   *wave = batches;
+
+	hooks.stop_check = worker_stop_check;
+	hooks.wait_ms = hs_pacing_wait_ms;
+	hooks.sleep_ms = worker_sleep_ms;
+	hooks.on_start = hs_pacing_note_start;
+	hooks.on_done = worker_on_done;
+
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: sending");
+	while (wave != NIL)
+	{
+		int			n = list_length(wave);
+		HsHttpRequest *reqs = palloc0(sizeof(HsHttpRequest) * n);
+		List	   *next = NIL;
+		int			i = 0;
+		ListCell   *lc;
+
+		foreach(lc, wave)
+		{
+			HsBatch    *b = (HsBatch *) lfirst(lc);
+
+			reqs[i].url = b->url;
+			reqs[i].body = b->body;
+			reqs[i].body_len = b->body_len;
+			reqs[i].arg = b;
+			i++;
+		}
+		if (!hs_http_post_many(reqs, n, token, hs_max_concurrency, &hooks))
+			return false;
+
+		for (i = 0; i < n; i++)
+		{
+			HsBatch    *b = (HsBatch *) reqs[i].arg;
+			HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
+
+			tr->batch = b;
+			if (!reqs[i].started)
+			{
+				/* the pacing held it back: pending again, no attempt used */
+				tr->outcome.kind = HS_OUTCOME_RATE_LIMITED;
+				tr->outcome.retry_after_ms = Max(hs_pacing_wait_ms(), 0);
+				*results = lappend(*results, tr);
+				continue;
+			}
+			if (b->n > 1 && is_validation_rejection(&reqs[i]))
+			{
+				bool		sibling_rejected = false;
+
+				if (b->sibling)
+				{
+					for (int j = 0; j < n; j++)
+						if (reqs[j].arg == b->sibling)
+							sibling_rejected = reqs[j].started && is_validation_rejection(&reqs[j]);
+				}
+				if (!sibling_rejected)
+				{
+					HsBatch    *h1,
+							   *h2;
+
+					hs_batch_split(b, &h1, &h2);
+					next = lappend(next, h1);
+					next = lappend(next, h2);
+					/* counted, but no row records this answer: the halves' will */
+					(void) build_outcome(&reqs[i], &tr->outcome);
+					continue;
+				}
+			}
+			(void) build_outcome(&reqs[i], &tr->outcome);
+			if (tr->outcome.kind == HS_OUTCOME_HOLD && *hold_reason == NULL)
+				*hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
+										tr->outcome.http_status,
+										tr->outcome.error_category ? tr->outcome.error_category : "",
+										tr->outcome.error_message ? tr->outcome.error_message : "");
+			*results = lappend(*results, tr);
+		}
+		wave = next;
+	}
+	return true;
+}
+
 /* ---- the loop ---- */
 
 /*
@@ -294,13 +443,13 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 {
 	List	   *rows;
 	List	   *batches;
-	HsHttpRequest *reqs;
-	int			nreqs;
+	List	   *results = NIL;
 	const char *token = NULL;
 	char	   *token_error = NULL;
+	char	   *hold_reason = NULL;
 	ListCell   *lc;
-	int			i;
 	bool		paused;
+	TimestampTz rate_paused;
 	int64		next_due_ms = -1;
 
 	*wait_ms = hs_poll_interval_ms;
@@ -322,6 +471,18 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 
 	if (held && !hold_released())
 		return false;
+
+	/* a 429 paused the sender: wait for the window (or the daily reset) */
+	rate_paused = hs_pacing_paused_until();
+	if (rate_paused != 0)
+	{
+		long		ms = (long) ((rate_paused - GetCurrentTimestamp()) / 1000);
+
+		hs_shared_set_state("rate limited", NULL);
+		*wait_ms = Max(Min(ms, (long) hs_poll_interval_ms), 1);
+		return false;
+	}
+	hs_shared_set_pause(0, NULL);
 
 	/* ---- claim (a short transaction) ---- */
 	SetCurrentStatementStartTimestamp();
@@ -395,11 +556,9 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 		return false;
 	}
 
-	/* ---- send (no transaction) ---- */
+	/* ---- send (no transaction), in waves ---- */
 	hs_shared_set_state("sending", NULL);
 	batches = hs_outbox_group(rows, hs_batch_size);
-	nreqs = list_length(batches);
-	reqs = palloc0(sizeof(HsHttpRequest) * nreqs);
 
 	PG_TRY();
 	{
@@ -416,60 +575,37 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	}
 	PG_END_TRY();
 
-	if (token_error == NULL)
+	if (token_error != NULL)
 	{
-		i = 0;
 		foreach(lc, batches)
 		{
 			HsBatch    *b = (HsBatch *) lfirst(lc);
+			HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
 
-			reqs[i].url = b->url;
-			reqs[i].body = b->body;
-			reqs[i].body_len = b->body_len;
-			reqs[i].arg = b;
-			i++;
+			tr->batch = b;
+			tr->outcome.kind = HS_OUTCOME_HOLD;
+			results = lappend(results, tr);
 		}
-		pgstat_report_activity(STATE_RUNNING, "hubspot_events: sending");
-		if (!hs_http_post_many(reqs, nreqs, token, hs_max_concurrency, worker_stop_check))
-			return true;		/* SIGTERM: the rows stay "sending" and are pending again at the next start */
+		hold_reason = token_error;
 	}
+	else if (!send_in_waves(batches, token, &results, &hold_reason))
+		return true;			/* SIGTERM: the rows stay "sending", pending again at the next turn */
 
 	/* ---- record (a short transaction) ---- */
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
-	if (token_error != NULL)
+	foreach(lc, results)
 	{
-		foreach(lc, batches)
-		{
-			HsOutcome	o = {0};
+		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
 
-			o.kind = HS_OUTCOME_HOLD;
-			hs_outbox_record((HsBatch *) lfirst(lc), &o);
-		}
-		hold_queue(token_error);
-	}
-	else
-	{
-		char	   *hold_reason = NULL;
-
-		for (i = 0; i < nreqs; i++)
-		{
-			HsOutcome	o;
-			HsOutcomeKind kind = build_outcome(&reqs[i], &o);
-
-			hs_outbox_record((HsBatch *) reqs[i].arg, &o);
-			if (kind == HS_OUTCOME_HOLD && hold_reason == NULL)
-				hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
-									   o.http_status, o.error_category ? o.error_category : "",
-									   o.error_message ? o.error_message : "");
-		}
-		if (hold_reason)
-			hold_queue(hold_reason);
+		hs_outbox_record(tr->batch, &tr->outcome);
 	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	if (hold_reason)
+		hold_queue(hold_reason);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
 	if (!held)

@@ -17,6 +17,70 @@ What it does
   through ``POST /__mock/config``.  See KNOB_PARSERS below for the list.
 * Every /marketing/ request is recorded (JSON Lines file with --log, and
   ``GET /__mock/requests``).  The bearer token is never written anywhere.
+
+Knobs
+-----
+Per request (``mock:...`` event id) or global (``POST /__mock/config``, which
+replaces the whole global set; a ``mock:`` request ignores the global set
+except for the server-wide knobs marked [server] below):
+
+  status=N category= subcategory= message=   answer status N with that error body
+  body=empty|json|text|html|nocategory|badjson   body kind of the answer
+  delay_ms=N          answer N ms late
+  hang=1 / close=1    never answer / reset the connection (RST)
+  fail_after=N        the first N requests to this event id succeed
+  correlation=none|bad   no x-hubspot-correlation-id / a malformed one
+  retry_after=V       send Retry-After: V
+  ratelimit_remaining=N, ratelimit_daily_remaining=N   header overrides
+  policy=TEN_SECONDLY_ROLLING|SECONDLY|DAILY   429 body policyName
+  fault_rate=P        with probability P (seeded RNG) the request is faulty;
+                      what that means: fault_mix if given, else fault_kind
+  fault_kind=status|close|hang   (fault_status=N for "status", default 503)
+  fault_mix=K,K,...   kinds picked uniformly (seeded RNG) per faulty request:
+                      500, 502 (HTML body), 503, 504 (HubSpot's 5xx error body),
+                      423 (Locked), 429 (TEN_SECONDLY_ROLLING with
+                      Retry-After: 1), reset (RST, no answer), slow (the
+                      normal answer, slow_ms late)
+  slow_ms=N           delay of the "slow" fault (default 5000)
+  bad_vids=V,V,...    [server, and per request: the union applies] a request
+                      whose inputs hold one of these vids is answered 400
+                      VALIDATION_ERROR naming the first of them
+  bad_event=1         400 VALIDATION_ERROR "Marketing event ... is invalid"
+  tag=...             ignored (makes event ids unique)
+
+Global only (/__mock/config), server-wide: they apply to every /marketing/
+request that passed validation, ``mock:`` ones included:
+
+  rate_limit=N        at most N counted requests in any rolling window of
+                      rate_window_ms; the next answer is 429
+                      TEN_SECONDLY_ROLLING.  Every answer then carries
+                      X-HubSpot-RateLimit-Max: N / -Remaining / -Interval-Milliseconds.
+                      Without it the headers say 190 per 10000 ms (not enforced).
+  rate_window_ms=W    the window (default 10000); also the window of
+                      max_*_in_window in /__mock/stats
+  daily_limit=N       after N counted requests since the last reset, 429 with
+                      policyName DAILY; X-HubSpot-RateLimit-Daily(-Remaining)
+                      on every answer
+  storm_ms=N          for N ms from the config post, every validated request
+                      is answered 429 TEN_SECONDLY_ROLLING, Remaining: 0 and
+                      Retry-After: <seconds left, rounded up>
+  seed=N              reseed the fault RNG when the config is posted
+
+"Counted" requests are the validated ones that did not get a 429 (as HubSpot
+counts accepted calls); a connection reset or a slow answer still counts.
+Order of decisions for a validated request: storm, daily limit, rate limit,
+bad_event/bad_vids, then the knobs above (fail_after, faults, status...).
+
+Log entry fields added for these: ``fault_kind`` (the injected fault: a
+fault_mix kind, or status/close/hang for fault_kind), ``limited``
+(rate|daily|storm) and ``rejected`` (bad_vid|bad_event); null otherwise.
+
+Control API (loopback only)
+---------------------------
+GET /__mock/health, GET /__mock/requests, GET|POST /__mock/config,
+POST /__mock/reset (entries, per-event counters, global knobs, rate window,
+daily counter, storm and stats), GET /__mock/stats[?window_ms=W] (counts since
+the last reset, see State.stats).
 """
 
 import argparse
@@ -412,8 +476,37 @@ def _header_knob(text):
     return text
 
 
+def _int_list_knob(text):
+    """'5, 17,99' -> [5, 17, 99]"""
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not (item.isdigit() or (item[0] == "-" and item[1:].isdigit())):
+            raise KnobError("not an integer: %r" % item)
+        values.append(int(item))
+    return values
+
+
+def _kind_list_knob(*choices):
+    def parse(text):
+        kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+        if not kinds:
+            raise KnobError("empty list")
+        for kind in kinds:
+            if kind not in choices:
+                raise KnobError("%r is not one of %s" % (kind, "|".join(choices)))
+        return kinds
+    return parse
+
+
 BODY_KINDS = ("empty", "json", "text", "html", "nocategory", "badjson")
 FAULT_KINDS = ("status", "close", "hang")  # extend here (and in apply_fault) for new fault kinds
+FAULT_MIX_KINDS = ("500", "502", "503", "504", "reset", "slow", "429", "423")
+SLOW_MS_DEFAULT = 5000
+# server-wide knobs: only through /__mock/config, applied to every request
+GLOBAL_ONLY_KNOBS = ("rate_limit", "rate_window_ms", "daily_limit", "storm_ms", "seed")
 
 KNOB_PARSERS = {
     "status": _int_knob(200, 599),
@@ -433,17 +526,29 @@ KNOB_PARSERS = {
     "fault_rate": _float_knob(0.0, 1.0),
     "fault_status": _int_knob(200, 599),
     "fault_kind": _choice_knob(*FAULT_KINDS),
+    "fault_mix": _kind_list_knob(*FAULT_MIX_KINDS),
+    "slow_ms": _int_knob(0, 3600 * 1000),
+    "bad_vids": _int_list_knob,
+    "bad_event": _bool_knob,
+    "rate_limit": _int_knob(0, 10 ** 9),
+    "rate_window_ms": _int_knob(1, 24 * 3600 * 1000),
+    "daily_limit": _int_knob(0, 10 ** 12),
+    "storm_ms": _int_knob(0, 3600 * 1000),
+    "seed": _int_knob(-(2 ** 63), 2 ** 63 - 1),
     "tag": _text_knob,  # ignored; lets tests make event ids unique
 }
 
 
-def parse_knobs(pairs):
+def parse_knobs(pairs, per_request=False):
     """pairs: iterable of (key, text).  Returns (knobs, problems)."""
     knobs, problems = {}, []
     for key, text in pairs:
         parser = KNOB_PARSERS.get(key)
         if parser is None:
             problems.append("unknown knob %r" % key)
+            continue
+        if per_request and key in GLOBAL_ONLY_KNOBS:
+            problems.append("%s: only settable through /__mock/config" % key)
             continue
         try:
             knobs[key] = parser(text)
@@ -479,8 +584,11 @@ def knob_pairs_from_json(obj):
             text = repr(value)
         elif isinstance(value, str):
             text = value
+        elif isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool)
+                                             for v in value):
+            text = ",".join(str(v) for v in value)  # e.g. "bad_vids": [5, 17]
         else:
-            raise KnobError("%s: value must be a number, string or boolean" % key)
+            raise KnobError("%s: value must be a number, string, boolean or list" % key)
         pairs.append((key, text))
     return pairs
 
@@ -488,6 +596,32 @@ def knob_pairs_from_json(obj):
 # --------------------------------------------------------------------------
 # Shared state
 # --------------------------------------------------------------------------
+
+class Quota:
+    """Rate-limit header values for one answer, and the limiter's verdict."""
+
+    def __init__(self):
+        self.max = RATE_MAX
+        self.remaining = RATE_MAX
+        self.interval_ms = RATE_INTERVAL_MS
+        self.daily = None  # daily headers are sent only when set
+        self.daily_remaining = None
+        self.verdict = None  # None (admitted) | "rate" | "daily" | "storm"
+        self.retry_after = None  # seconds, for a storm
+        self.admitted_at = None  # time.monotonic() of the admission
+        self.counted = False  # holds a place in the window and the daily count
+
+
+def max_in_window(times, window_s):
+    """The largest number of times t_j with t - window_s < t_j <= t, over all t in times."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
 
 class State:
     def __init__(self, spec, token_file=None, log_path=None, seed=None, verbose=False):
@@ -501,7 +635,12 @@ class State:
         self.entries = []
         self.event_counts = collections.Counter()
         self.global_knobs = {}
-        self.rate_window = collections.deque()
+        self.rate_window = collections.deque()  # every /marketing/ request (informational headers)
+        # the limiter: admission times of counted requests within rate_window_ms
+        self.limit_window = collections.deque()
+        self.daily_used = 0
+        self.storm_until = None  # time.monotonic() deadline of a 429 storm
+        self.reset_stats()
         self.log_file = None
         if log_path:
             existed = os.path.exists(log_path)
@@ -526,6 +665,147 @@ class State:
                 window.popleft()
             return max(0, RATE_MAX - len(window))
 
+    # ---- limits (rate_limit, daily_limit, storm_ms) ----------------------
+
+    def _window_s(self):
+        return self.global_knobs.get("rate_window_ms", RATE_INTERVAL_MS) / 1000.0
+
+    def _prune(self, now):
+        window, span = self.limit_window, self._window_s()
+        while window and now - window[0] >= span:
+            window.popleft()
+
+    def _quota(self, legacy_remaining, now):
+        """Header values for the current window (caller holds the lock)."""
+        knobs = self.global_knobs
+        quota = Quota()
+        if "rate_limit" in knobs:
+            self._prune(now)
+            quota.max, quota.interval_ms = knobs["rate_limit"], knobs.get("rate_window_ms", RATE_INTERVAL_MS)
+            quota.remaining = max(0, quota.max - len(self.limit_window))
+        else:
+            quota.max, quota.remaining = RATE_MAX, legacy_remaining
+        if "daily_limit" in knobs:
+            quota.daily = knobs["daily_limit"]
+            quota.daily_remaining = max(0, quota.daily - self.daily_used)
+        return quota
+
+    def quota_view(self, legacy_remaining):
+        """Headers for a request that is not admitted (it failed validation)."""
+        with self.lock:
+            return self._quota(legacy_remaining, time.monotonic())
+
+    def admit(self, legacy_remaining):
+        """The limiter's decision for a validated request; returns a Quota
+        whose verdict is None (counted: answer it) or rate|daily|storm (429)."""
+        with self.lock:
+            now = time.monotonic()  # taken under the lock: the window stays sorted
+            self.stats_validated.append(now)
+            quota = self._quota(legacy_remaining, now)
+            quota.admitted_at = now
+            if self.storm_until is not None and now < self.storm_until:
+                quota.verdict, quota.remaining = "storm", 0
+                quota.retry_after = max(1, math.ceil(self.storm_until - now))
+            elif quota.daily is not None and quota.daily_remaining <= 0:
+                quota.verdict = "daily"
+            elif "rate_limit" in self.global_knobs and quota.remaining <= 0:
+                quota.verdict = "rate"
+            else:
+                self._prune(now)
+                self.limit_window.append(now)
+                self.daily_used += 1
+                quota.counted = True
+                if "rate_limit" in self.global_knobs:
+                    quota.remaining = max(0, quota.max - len(self.limit_window))
+                if quota.daily is not None:
+                    quota.daily_remaining = max(0, quota.daily - self.daily_used)
+            return quota
+
+    def release(self, quota):
+        """Uncount an admitted request that was answered 429 after all."""
+        with self.lock:
+            if not quota.counted:
+                return
+            quota.counted = False
+            try:
+                self.limit_window.remove(quota.admitted_at)
+            except ValueError:
+                pass  # already out of the window
+            self.daily_used = max(0, self.daily_used - 1)
+            if quota.daily is not None:
+                quota.daily_remaining = max(0, quota.daily - self.daily_used)
+
+    def configure(self, knobs):
+        """Install a new global knob set (POST /__mock/config)."""
+        with self.lock:
+            self.global_knobs = knobs
+            storm_ms = knobs.get("storm_ms", 0)
+            self.storm_until = time.monotonic() + storm_ms / 1000.0 if storm_ms else None
+            if "seed" in knobs:
+                self.rng.seed(knobs["seed"])
+
+    def global_bad_vids(self):
+        with self.lock:
+            return list(self.global_knobs.get("bad_vids", ()))
+
+    # ---- stats ------------------------------------------------------------
+
+    def reset_stats(self):
+        self.stats_since = iso_now()
+        self.stats_counts = collections.Counter()
+        self.stats_by_status = collections.Counter()
+        self.stats_by_fault = collections.Counter()
+        self.stats_by_limit = collections.Counter()
+        self.stats_by_rejection = collections.Counter()
+        self.stats_validated = []  # admission times (monotonic) of validated requests
+        self.stats_accepted = []  # admission times of the ones answered 2xx
+
+    def _count(self, entry, quota):
+        status = entry.get("status")
+        self.stats_counts["requests"] += 1
+        self.stats_by_status["none" if status is None else str(status)] += 1
+        if entry.get("fault_kind"):
+            self.stats_by_fault[entry["fault_kind"]] += 1
+        if entry.get("limited"):
+            self.stats_by_limit[entry["limited"]] += 1
+        if entry.get("rejected"):
+            self.stats_by_rejection[entry["rejected"]] += 1
+        if status == 429:
+            self.stats_counts["responses_429"] += 1
+        if status is not None and 200 <= status < 300:
+            self.stats_counts["accepted"] += 1
+            if quota is not None and quota.admitted_at is not None:
+                self.stats_accepted.append(quota.admitted_at)
+
+    def stats(self, window_ms=None):
+        """GET /__mock/stats: counts since the last reset."""
+        with self.lock:
+            if window_ms is None:
+                window_ms = self.global_knobs.get("rate_window_ms", RATE_INTERVAL_MS)
+            now = time.monotonic()
+            self._prune(now)
+            storm_left = max(0.0, self.storm_until - now) if self.storm_until is not None else 0.0
+            return {
+                "ok": True,
+                "since": self.stats_since,
+                "requests": self.stats_counts["requests"],
+                "by_status": dict(self.stats_by_status),
+                "by_fault_kind": dict(self.stats_by_fault),
+                "by_limit": dict(self.stats_by_limit),
+                "by_rejection": dict(self.stats_by_rejection),
+                "responses_429": self.stats_counts["responses_429"],
+                "accepted": self.stats_counts["accepted"],
+                "validated": len(self.stats_validated),
+                "window_ms": window_ms,
+                "max_accepted_in_window": max_in_window(self.stats_accepted, window_ms / 1000.0),
+                "max_validated_in_window": max_in_window(self.stats_validated, window_ms / 1000.0),
+                "rate_limit": self.global_knobs.get("rate_limit"),
+                "window_used": len(self.limit_window),
+                "daily_limit": self.global_knobs.get("daily_limit"),
+                "daily_used": self.daily_used,
+                "storm_left_ms": int(math.ceil(storm_left * 1000)),
+            }
+
     def count_event(self, event_id):
         with self.lock:
             self.event_counts[event_id] += 1
@@ -535,11 +815,20 @@ class State:
         with self.lock:
             return self.rng.random()
 
-    def record(self, entry):
+    def roll_fault(self, rate, mix):
+        """(hit, kind): kind is a fault_mix pick (None without a mix).
+        Without a mix this draws exactly what roll() did."""
+        with self.lock:
+            hit = self.rng.random() < rate
+            kind = self.rng.choice(mix) if hit and mix else None
+            return hit, kind
+
+    def record(self, entry, quota=None):
         with self.lock:
             self.seq += 1
             entry["seq"] = self.seq
             self.entries.append(entry)
+            self._count(entry, quota)
             if self.log_file is not None:
                 line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
                 try:
@@ -553,6 +842,10 @@ class State:
             self.event_counts.clear()
             self.global_knobs = {}
             self.rate_window.clear()
+            self.limit_window.clear()
+            self.daily_used = 0
+            self.storm_until = None
+            self.reset_stats()
 
     def snapshot(self):
         with self.lock:
@@ -681,7 +974,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status, REASONS.get(status))
         if corr is not None:
             self.send_header("x-hubspot-correlation-id", corr)
-        if ratelimit is not None:
+        if isinstance(ratelimit, Quota):
+            self.send_header("X-HubSpot-RateLimit-Max", str(ratelimit.max))
+            self.send_header("X-HubSpot-RateLimit-Remaining", str(ratelimit.remaining))
+            self.send_header("X-HubSpot-RateLimit-Interval-Milliseconds", str(ratelimit.interval_ms))
+            if ratelimit.daily is not None:
+                self.send_header("X-HubSpot-RateLimit-Daily", str(ratelimit.daily))
+                self.send_header("X-HubSpot-RateLimit-Daily-Remaining", str(ratelimit.daily_remaining))
+        elif ratelimit is not None:  # just the remaining count, default max and window
             self.send_header("X-HubSpot-RateLimit-Max", str(RATE_MAX))
             self.send_header("X-HubSpot-RateLimit-Remaining", str(ratelimit))
             self.send_header("X-HubSpot-RateLimit-Interval-Milliseconds", str(RATE_INTERVAL_MS))
@@ -756,7 +1056,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         raw_path, _, raw_query = target.partition("?")
         raw_path = raw_path.split("#", 1)[0]
         if raw_path.startswith("/__mock/") or raw_path == "/__mock":
-            return self.control(raw_path)
+            return self.control(raw_path, raw_query)
         if raw_path.startswith("/marketing/"):
             return self.api(raw_path, raw_query)
         try:
@@ -770,7 +1070,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ---- control API -----------------------------------------------------
 
-    def control(self, raw_path):
+    def control(self, raw_path, raw_query=""):
         corr = new_correlation_id()
         try:
             body = self.read_body()
@@ -787,6 +1087,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if route == ("POST", "/__mock/reset"):
             state.reset()
             return self.send_json(200, {"ok": True}, corr=corr)
+        if route == ("GET", "/__mock/stats"):
+            query = urllib.parse.parse_qs(raw_query)
+            window_ms = None
+            if "window_ms" in query:
+                try:
+                    window_ms = _int_knob(1, 24 * 3600 * 1000)(query["window_ms"][0])
+                except KnobError as exc:
+                    return self.send_json(400, {"ok": False, "error": "window_ms: %s" % exc}, corr=corr)
+            return self.send_json(200, state.stats(window_ms), corr=corr)
         if route == ("GET", "/__mock/config"):
             with state.lock:
                 current = dict(state.global_knobs)
@@ -799,8 +1108,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.send_json(400, {"ok": False, "error": str(exc)}, corr=corr)
             if problems:
                 return self.send_json(400, {"ok": False, "error": "; ".join(problems)}, corr=corr)
-            with state.lock:
-                state.global_knobs = knobs
+            state.configure(knobs)
             return self.send_json(200, {"ok": True, "config": knobs}, corr=corr)
         return self.send_json(404, {"ok": False, "error": "unknown control endpoint %s %s" % route}, corr=corr)
 
@@ -876,7 +1184,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "seq": None, "time": received, "method": self.command, "raw_path": raw_path,
             "raw_query": raw_query, "path": {}, "operation": None, "query": {}, "headers": {},
             "body": None, "spec_errors": [], "status": None, "correlation_id": None,
-            "knobs": {}, "knob_source": None,
+            "knobs": {}, "knob_source": None, "fault_kind": None, "limited": None, "rejected": None,
         }
         body_error = None
         try:
@@ -920,7 +1228,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             entry["status"], entry["correlation_id"] = status, corr
             entry["spec_errors"] = ["%s %s: %s" % p for p in problems]
             state.record(entry)
-            self.send_json(status, payload, corr=corr, close=close, ratelimit=remaining)
+            self.send_json(status, payload, corr=corr, close=close, ratelimit=state.quota_view(remaining))
 
         if body_error is not None:
             problems.append(("body", "(body)", body_error.message))
@@ -1007,15 +1315,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return answer_error(400, "VALIDATION_ERROR", "Invalid input JSON: %s%s" % (first, more),
                                 errors=[{"message": m, "in": w} for _, w, m in problems])
 
-        self.answer_valid(route, params, parsed, entry, corr, remaining)
+        self.answer_valid(route, params, parsed, entry, corr, state.admit(remaining))
 
-    def answer_valid(self, route, params, parsed, entry, corr, remaining):
+    def answer_valid(self, route, params, parsed, entry, corr, quota):
         state = self.state
         event_id = params.get("externalEventId")
         knobs, source = {}, None
         pairs = knob_pairs_from_event_id(event_id) if event_id is not None else None
         if pairs is not None:
-            knobs, knob_problems = parse_knobs(pairs)
+            knobs, knob_problems = parse_knobs(pairs, per_request=True)
             source = "request"
             if knob_problems:
                 log_err("ignored knob(s) in %r: %s" % (event_id[:200], "; ".join(knob_problems)))
@@ -1025,6 +1333,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 knobs = dict(state.global_knobs)
             source = "global" if knobs else None
         applied = dict(knobs)
+        entry["knobs"], entry["knob_source"] = applied, source
+        inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
+        inputs = inputs if isinstance(inputs, list) else []
+
+        if quota.verdict is not None:  # storm, daily or rate limit
+            return self.answer_limited(entry, corr, quota)
+        rejection = self.find_bad_input(knobs, event_id, inputs)
+        if rejection is not None:
+            return self.answer_rejected(entry, corr, quota, *rejection)
 
         failing = True
         if event_id is not None:
@@ -1035,11 +1352,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         close = failing and knobs.get("close", False)
         hang = failing and knobs.get("hang", False)
         body_kind = knobs.get("body") if failing else None
+        answer_knobs = knobs  # what shapes an error body
+        retry_after = knobs.get("retry_after")
+        delay_s = knobs.get("delay_ms", 0) / 1000.0
         if failing and "fault_rate" in knobs:
-            hit = state.roll() < knobs["fault_rate"]
+            hit, mix_kind = state.roll_fault(knobs["fault_rate"], knobs.get("fault_mix"))
             applied["fault_hit"] = hit
-            if hit:
+            if hit and mix_kind is not None:
+                entry["fault_kind"] = mix_kind
+                close, hang = mix_kind == "reset", False
+                if mix_kind == "slow":  # the normal answer, late
+                    delay_s += knobs.get("slow_ms", SLOW_MS_DEFAULT) / 1000.0
+                elif mix_kind != "reset":  # a status with HubSpot's canonical body
+                    status, answer_knobs = int(mix_kind), {}
+                    body_kind = "html" if status == 502 else None
+                    if status == 429:
+                        retry_after = "1"
+            elif hit:
                 kind = knobs.get("fault_kind", "status")
+                entry["fault_kind"] = kind
                 if kind == "status":
                     status, close, hang = knobs.get("fault_status", 503), False, False
                 elif kind == "close":
@@ -1049,11 +1380,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not failing:
             applied["fail_after_phase"] = "success"
 
-        entry["knobs"], entry["knob_source"] = applied, source
-        delay_s = knobs.get("delay_ms", 0) / 1000.0
-
         if close or hang:
-            state.record(entry)  # status and correlation_id stay null
+            state.record(entry, quota)  # status and correlation_id stay null
             if delay_s and not self.wait(delay_s):
                 self.close_connection = True
                 self.answered = True
@@ -1070,28 +1398,72 @@ class Handler(http.server.BaseHTTPRequestHandler):
             corr = "not-a-uuid"
         header_corr = None if correlation == "none" else corr
 
-        inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
-        inputs = inputs if isinstance(inputs, list) else []
-        status, payload, ctype = self.build_answer(route, params, status, body_kind, knobs, corr, inputs)
+        status, payload, ctype = self.build_answer(route, params, status, body_kind, answer_knobs, corr, inputs)
 
         extra = []
-        if "retry_after" in knobs:
-            extra.append(("Retry-After", knobs["retry_after"]))
+        if retry_after is not None:
+            extra.append(("Retry-After", retry_after))
         if "ratelimit_daily_remaining" in knobs:
-            extra.append(("X-HubSpot-RateLimit-Daily", str(DAILY_MAX)))
-            extra.append(("X-HubSpot-RateLimit-Daily-Remaining", str(knobs["ratelimit_daily_remaining"])))
+            if quota.daily is None:
+                quota.daily = DAILY_MAX
+            quota.daily_remaining = knobs["ratelimit_daily_remaining"]
         if status == 429:
-            remaining = 0
+            state.release(quota)  # HubSpot does not count rate-limited calls
+            quota.remaining = 0
         if "ratelimit_remaining" in knobs:
-            remaining = knobs["ratelimit_remaining"]
+            quota.remaining = knobs["ratelimit_remaining"]
 
         entry["status"], entry["correlation_id"] = status, corr
-        state.record(entry)
+        state.record(entry, quota)
         if delay_s and not self.wait(delay_s):
             self.answered = True
             self.close_connection = True
             return
-        self.send_raw(status, payload, ctype, corr=header_corr, extra=extra, ratelimit=remaining)
+        self.send_raw(status, payload, ctype, corr=header_corr, extra=extra, ratelimit=quota)
+
+    def answer_limited(self, entry, corr, quota):
+        """429 from the limiter (rate_limit, daily_limit, storm_ms)."""
+        policy = "DAILY" if quota.verdict == "daily" else "TEN_SECONDLY_ROLLING"
+        payload = {"status": "error", "message": POLICY_MESSAGES[policy], "errorType": "RATE_LIMIT",
+                   "correlationId": corr, "policyName": policy}
+        extra = []
+        if quota.retry_after is not None:
+            extra.append(("Retry-After", str(quota.retry_after)))
+        entry["limited"] = quota.verdict
+        entry["status"], entry["correlation_id"] = 429, corr
+        self.state.record(entry, quota)
+        self.send_json(429, payload, corr=corr, extra=extra, ratelimit=quota)
+
+    def find_bad_input(self, knobs, event_id, inputs):
+        """(kind, message, context, errors) for a request HubSpot would reject
+        as a whole (bad_event, bad_vids), else None."""
+        if knobs.get("bad_event"):
+            message = "Marketing event %s is invalid" % event_id
+            return ("bad_event", message, {"externalEventId": [str(event_id)]},
+                    [{"message": message, "in": "externalEventId", "code": "INVALID_EVENT"}])
+        bad = set(self.state.global_bad_vids()) | set(knobs.get("bad_vids", ()))
+        if not bad:
+            return None
+        found = []
+        for item in inputs:
+            vid = item.get("vid") if isinstance(item, dict) else None
+            if isinstance(vid, int) and not isinstance(vid, bool) and vid in bad and vid not in found:
+                found.append(vid)
+        if not found:
+            return None
+        return ("bad_vid", "Invalid input JSON: contact with vid %d does not exist" % found[0],
+                {"vid": [str(found[0])]},
+                [{"message": "Contact with vid %d does not exist" % vid, "in": "vid", "code": "INVALID_VID",
+                  "context": {"vid": [str(vid)]}} for vid in found])
+
+    def answer_rejected(self, entry, corr, quota, kind, message, context, errors):
+        """400 VALIDATION_ERROR for bad_event / bad_vids: the request's own fault."""
+        payload = {"status": "error", "message": message, "correlationId": corr,
+                   "category": "VALIDATION_ERROR", "context": context, "errors": errors}
+        entry["rejected"] = kind
+        entry["status"], entry["correlation_id"] = 400, corr
+        self.state.record(entry, quota)
+        self.send_json(400, payload, corr=corr, ratelimit=quota)
 
     def build_answer(self, route, params, status, body_kind, knobs, corr, inputs):
         """Returns (status, body bytes, content type or None)."""
@@ -1402,6 +1774,186 @@ def self_test(spec_path):
             log_text = fh.read().decode()
         lines = [json.loads(line) for line in log_text.splitlines()]
         check("log file", len(lines) == len(entries) and token not in log_text, len(lines))
+
+        # ---- rate limit, daily limit, bad input, fault mix, storm, stats ----
+        def config(obj):
+            status, _, body = call("POST", "/__mock/config", obj, auth=None)
+            return status, json.loads(body)
+
+        def stats(query=""):
+            return json.loads(call("GET", "/__mock/stats" + query, auth=None)[2])
+
+        def hs_headers(hdrs):
+            return tuple(hdrs.get("x-hubspot-ratelimit-" + k) for k in ("max", "remaining", "interval-milliseconds"))
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        check("per-request rate_limit refused", call("POST", upsert_path("mock:rate_limit=1"), good)[0] == 204
+              and any("rate_limit" in p for p in last_entry()["knobs"].get("_invalid", [])), last_entry()["knobs"])
+        check("config rejects bad fault_mix", config({"fault_mix": "503,boom"})[0] == 400)
+        check("new entry fields", all(k in last_entry() for k in ("fault_kind", "limited", "rejected")), last_entry())
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"rate_limit": 3, "rate_window_ms": 1000})
+        window_start = time.monotonic()
+        answers = [call("POST", upsert_path("rl-%d" % n), good) for n in range(4)]
+        in_window = time.monotonic() - window_start < 0.9
+        check("rate_limit: 3 pass, 4th is 429", [a[0] for a in answers] == [204, 204, 204, 429] or not in_window,
+              [a[0] for a in answers])
+        check("rate_limit: headers on successes", not in_window or [hs_headers(a[1]) for a in answers[:3]]
+              == [("3", "2", "1000"), ("3", "1", "1000"), ("3", "0", "1000")], [hs_headers(a[1]) for a in answers])
+        status, hdrs, body = answers[3]
+        obj = json.loads(body)
+        check("rate_limit: 429 body and headers", not in_window or hs_headers(hdrs) == ("3", "0", "1000")
+              and obj.get("policyName") == "TEN_SECONDLY_ROLLING" and obj.get("errorType") == "RATE_LIMIT"
+              and obj.get("message") == POLICY_MESSAGES["TEN_SECONDLY_ROLLING"]
+              and obj.get("correlationId") == hdrs.get("x-hubspot-correlation-id")
+              and last_entry().get("limited") == "rate", (obj, hdrs))
+        status, hdrs, _ = call("POST", "/marketing/v3/marketing-events/events/x/register/upsert", good)
+        check("rate_limit: headers on an invalid request", status == 400 and hs_headers(hdrs) == ("3", "0", "1000"),
+              (status, hdrs))
+        time.sleep(max(0.0, window_start + 1.05 - time.monotonic()))
+        check("rate_limit: window rolls", call("POST", upsert_path("rl-late"), good)[0] == 204, "")
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"rate_limit": 3, "rate_window_ms": 2000})
+        check("rate_limit: a 429 answer is not counted", call("POST", upsert_path("mock:status=429"), good)[0] == 429
+              and [call("POST", upsert_path("c-%d" % n), good)[0] for n in range(3)] == [204] * 3, "")
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"rate_limit": 3, "rate_window_ms": 2000})
+        results = []
+        workers = [threading.Thread(target=lambda n=n: results.append(call("POST", upsert_path("par-%d" % n), good)[0]))
+                   for n in range(10)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        st = stats()
+        check("rate_limit: concurrent requests", sorted(results) == [204] * 3 + [429] * 7, results)
+        check("stats after concurrency", st["requests"] == 10 and st["accepted"] == 3 and st["responses_429"] == 7
+              and st["by_status"] == {"204": 3, "429": 7} and st["by_limit"] == {"rate": 7}
+              and st["max_accepted_in_window"] == 3 and st["max_validated_in_window"] == 10
+              and st["window_ms"] == 2000 and st["window_used"] == 3, st)
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"daily_limit": 2})
+        answers = [call("POST", upsert_path("d-%d" % n), good) for n in range(3)]
+        obj = json.loads(answers[2][2])
+        check("daily_limit", [a[0] for a in answers] == [204, 204, 429]
+              and [(a[1].get("x-hubspot-ratelimit-daily"), a[1].get("x-hubspot-ratelimit-daily-remaining"))
+                   for a in answers] == [("2", "1"), ("2", "0"), ("2", "0")]
+              and obj.get("policyName") == "DAILY" and obj.get("message") == "You have reached your daily limit."
+              and hs_headers(answers[0][1]) == ("190", hs_headers(answers[0][1])[1], "10000"), answers)
+        check("daily_limit: a 429 answer is not counted", call("POST", "/__mock/reset", {}, auth=None)[0] == 200
+              and config({"daily_limit": 2})[0] == 200
+              and call("POST", upsert_path("mock:status=429"), good)[1].get("x-hubspot-ratelimit-daily-remaining") == "2"
+              and [call("POST", upsert_path("d2-%d" % n), good)[0] for n in range(3)] == [204, 204, 429], "")
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"daily_limit": 2})
+        check("reset clears the daily count", call("POST", upsert_path("d-x"), good)[1]
+              .get("x-hubspot-ratelimit-daily-remaining") == "1", "")
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"bad_vids": "5,17,99"})
+        three = {"inputs": [dict(good["inputs"][0], vid=v) for v in (1, 17, 5)]}
+        status, hdrs, body = call("POST", upsert_path("bv"), three)
+        obj = json.loads(body)
+        check("bad_vids: 400 naming the first bad vid", status == 400 and obj.get("category") == "VALIDATION_ERROR"
+              and "17" in obj.get("message", "") and obj.get("context") == {"vid": ["17"]}
+              and obj.get("correlationId") == hdrs.get("x-hubspot-correlation-id")
+              and [e["context"]["vid"] for e in obj.get("errors", [])] == [["17"], ["5"]]
+              and last_entry().get("rejected") == "bad_vid", obj)
+        corr1 = obj.get("correlationId")
+        obj2 = json.loads(call("POST", upsert_path("bv"), three)[2])
+        check("bad_vids: fresh correlation id", obj2.get("correlationId") not in (None, corr1), obj2)
+        check("bad_vids: good vids pass", call("POST", upsert_path("bv"), good)[0] == 204, "")
+        check("bad_vids: global list applies to mock: ids",
+              call("POST", upsert_path("mock:tag=1"), three)[0] == 400, "")
+        config({})
+        status, _, body = call("POST", upsert_path("mock:bad_vids=123"), good)
+        check("bad_vids per request", status == 400 and json.loads(body).get("context") == {"vid": ["123"]}, body)
+        status, _, body = call("POST", upsert_path("mock:bad_event=1"), good)
+        obj = json.loads(body)
+        check("bad_event", status == 400 and obj.get("category") == "VALIDATION_ERROR"
+              and obj.get("message") == "Marketing event mock:bad_event=1 is invalid"
+              and last_entry().get("rejected") == "bad_event", obj)
+
+        # fault_mix: the same seed gives the same sequence, which follows random.Random(seed)
+        mix = ["500", "502", "503", "504", "423", "429"]
+        rng, expected = random.Random(7), []
+        for _ in range(16):
+            expected.append(int(rng.choice(mix)) if rng.random() < 0.5 else 204)
+        runs = []
+        for _ in range(2):
+            config({"seed": 7, "fault_rate": 0.5, "fault_mix": ",".join(mix)})
+            runs.append([call("POST", upsert_path("mix"), good)[0] for _ in range(16)])
+        check("fault_mix: seeded and deterministic", runs[0] == runs[1] == expected, (runs, expected))
+
+        def one_fault(kind, timeout=10, **more):
+            config(dict({"fault_rate": 1, "fault_mix": kind}, **more))
+            try:
+                answer = call("POST", upsert_path("fk"), good, timeout=timeout)
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+                answer = exc
+            return answer, last_entry()
+
+        (status, hdrs, body), entry = one_fault("503")
+        check("fault 503", status == 503 and json.loads(body).get("category") == "INTERNAL_ERROR"
+              and entry.get("fault_kind") == "503" and entry["knobs"].get("fault_hit") is True, (status, entry))
+        (status, hdrs, body), entry = one_fault("502")
+        check("fault 502 html", status == 502 and hdrs.get("content-type") == "text/html" and b"502" in body, status)
+        (status, hdrs, body), entry = one_fault("423")
+        check("fault 423", status == 423 and json.loads(body).get("category") == "LOCKED", status)
+        (status, hdrs, body), entry = one_fault("429")
+        obj = json.loads(body)
+        check("fault 429", status == 429 and hdrs.get("retry-after") == "1"
+              and obj.get("policyName") == "TEN_SECONDLY_ROLLING" and hdrs.get("x-hubspot-ratelimit-remaining") == "0",
+              (status, hdrs, obj))
+        answer, entry = one_fault("reset")
+        check("fault reset", isinstance(answer, Exception) and entry.get("fault_kind") == "reset"
+              and entry.get("status") is None, (answer, entry))
+        started = time.monotonic()
+        answer, entry = one_fault("slow", timeout=0.3, slow_ms=800)
+        check("fault slow: client times out", isinstance(answer, Exception) and entry.get("fault_kind") == "slow"
+              and time.monotonic() - started < 2, answer)
+        started = time.monotonic()
+        answer, entry = one_fault("slow", slow_ms=300)
+        check("fault slow: late answer", not isinstance(answer, Exception) and answer[0] == 204
+              and time.monotonic() - started >= 0.3, answer)
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"fault_rate": 1, "fault_mix": "503,423", "seed": 3})
+        for _ in range(6):
+            call("POST", upsert_path("st"), good)
+        st = stats()
+        check("stats by fault kind", sum(st["by_fault_kind"].values()) == 6 and st["accepted"] == 0
+              and set(st["by_fault_kind"]) <= {"503", "423"}
+              and st["by_status"] == {k: v for k, v in st["by_fault_kind"].items()}, st)
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        storm_start = time.monotonic()
+        config({"storm_ms": 1500, "rate_limit": 50})
+        status, hdrs, body = call("POST", upsert_path("mock:tag=storm"), good)
+        obj = json.loads(body)
+        check("storm: 429 with Retry-After", status == 429 and hdrs.get("retry-after") in ("1", "2")
+              and hs_headers(hdrs) == ("50", "0", "10000") and obj.get("policyName") == "TEN_SECONDLY_ROLLING"
+              and last_entry().get("limited") == "storm", (status, hdrs, obj))
+        time.sleep(max(0.0, storm_start + 1.55 - time.monotonic()))
+        check("storm: over", call("POST", upsert_path("storm-after"), good)[0] == 204, "")
+        st = stats()
+        check("stats: storm and counts", st["requests"] == 2 and st["by_limit"] == {"storm": 1}
+              and st["responses_429"] == 1 and st["accepted"] == 1, st)
+        config({"storm_ms": 60000})
+        check("storm: reset ends it", call("POST", upsert_path("s1"), good)[0] == 429
+              and call("POST", "/__mock/reset", {}, auth=None)[0] == 200
+              and call("POST", upsert_path("s2"), good)[0] == 204, "")
+        call("POST", "/__mock/reset", {}, auth=None)
+        st = stats()
+        check("reset clears stats", st["requests"] == 0 and st["by_status"] == {} and st["accepted"] == 0
+              and st["max_accepted_in_window"] == 0 and st["daily_used"] == 0 and st["storm_left_ms"] == 0, st)
+        check("stats window_ms query", stats("?window_ms=500")["window_ms"] == 500
+              and call("GET", "/__mock/stats?window_ms=x", auth=None)[0] == 400, "")
+        check("max_in_window", max_in_window([0.0, 0.5, 0.99, 1.0, 1.5, 1.6], 1.0) == 4
+              and max_in_window([], 1.0) == 0, "")
     finally:
         server.shutdown()
         server.server_close()

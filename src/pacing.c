@@ -1,0 +1,257 @@
+/*-------------------------------------------------------------------------
+ *
+ * pacing.c
+ *	  The worker's client-side rate limiter: HubSpot's limits used to the
+ *	  full without being exceeded.
+ *
+ * HubSpot allows a number of requests per rolling window per app (100 to
+ * 250 per 10 s) and a number per day, and answers 429 beyond them.  The
+ * worker keeps the start times of its recent requests and starts a new one
+ * only while fewer than the limit started within the window, so that in
+ * steady state it never provokes a 429:
+ *
+ *	- the limit and window are hubspot_events.rate_limit and
+ *	  rate_limit_interval_ms, lowered to X-HubSpot-RateLimit-Max and
+ *	  -Interval-Milliseconds when HubSpot sends them (the app's real tier);
+ *	- X-HubSpot-RateLimit-Remaining tells how much of the window others
+ *	  (other backends, other programs with the same app) used: the limiter
+ *	  counts that usage as its own;
+ *	- a 429 for the rolling window (TEN_SECONDLY_ROLLING, SECONDLY, or a
+ *	  proxy's RATE_LIMITS) pauses the whole sender for the window, or for
+ *	  Retry-After when longer; a 429 for the DAILY limit pauses it until
+ *	  hubspot_events.daily_reset_time (HubSpot resets at midnight in the
+ *	  account's time zone).
+ *
+ * All of this is the worker's own state; the pause and the daily figures
+ * are also published in shared memory for hubspot_events.status.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include "pgtime.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
+
+/* the window is stretched by this much, for clock and network skew */
+#define HS_WINDOW_MARGIN_MS 50
+#define HS_MAX_TRACKED 4096
+
+static int64 starts[HS_MAX_TRACKED];	/* ms, a ring */
+static int	nstarts = 0;
+static int	first = 0;
+
+static int	header_limit = 0;	/* 0: HubSpot did not say */
+static int	header_interval_ms = 0;
+static int64 paused_until_ms = 0;
+
+static int64
+now_ms(void)
+{
+	return GetCurrentTimestamp() / 1000;
+}
+
+static int
+effective_limit(void)
+{
+	int			limit = hs_rate_limit;
+
+	if (header_limit > 0 && header_limit < limit)
+		limit = header_limit;
+	return Min(Max(limit, 1), HS_MAX_TRACKED);
+}
+
+static int
+effective_interval_ms(void)
+{
+	return header_interval_ms > 0 ? header_interval_ms : hs_rate_limit_interval_ms;
+}
+
+static void
+forget_old(int64 now)
+{
+	int64		horizon = now - effective_interval_ms() - HS_WINDOW_MARGIN_MS;
+
+	while (nstarts > 0 && starts[first] <= horizon)
+	{
+		first = (first + 1) % HS_MAX_TRACKED;
+		nstarts--;
+	}
+}
+
+static void
+record_start(int64 t)
+{
+	if (nstarts == HS_MAX_TRACKED)
+	{
+		first = (first + 1) % HS_MAX_TRACKED;
+		nstarts--;
+	}
+	starts[(first + nstarts) % HS_MAX_TRACKED] = t;
+	nstarts++;
+}
+
+/*
+ * How long to wait before the next request may start: 0 when it may start
+ * now.
+ */
+int64
+hs_pacing_wait_ms(void)
+{
+	int64		now = now_ms();
+	int64		wait = 0;
+	int			limit = effective_limit();
+
+	if (paused_until_ms > now)
+		wait = paused_until_ms - now;
+	forget_old(now);
+	if (nstarts >= limit)
+	{
+		/* the (nstarts - limit + 1)-th oldest start must leave the window */
+		int			idx = (first + (nstarts - limit)) % HS_MAX_TRACKED;
+		int64		free_at = starts[idx] + effective_interval_ms() + HS_WINDOW_MARGIN_MS;
+
+		wait = Max(wait, free_at - now);
+	}
+	return Max(wait, 0);
+}
+
+/* A request starts now. */
+void
+hs_pacing_note_start(void)
+{
+	record_start(now_ms());
+}
+
+/* The time the sender is paused until (a 429), 0 when it is not. */
+TimestampTz
+hs_pacing_paused_until(void)
+{
+	return paused_until_ms > now_ms() ? paused_until_ms * 1000 : 0;
+}
+
+/*
+ * The next time of day hubspot_events.daily_reset_time ("HH:MM Zone")
+ * comes, after now.
+ */
+static TimestampTz
+next_daily_reset(void)
+{
+	int			hh = 0,
+				mm = 0;
+	char		zone[256];
+	pg_tz	   *tz;
+	TimestampTz now = GetCurrentTimestamp();
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+	TimestampTz reset;
+
+	if (!hs_parse_daily_reset_time(hs_daily_reset_time, &hh, &mm, zone, sizeof(zone)) ||
+		(tz = pg_tzset(zone)) == NULL)
+		return now + USECS_PER_DAY; /* cannot happen: checked by the GUC's hook */
+
+	for (int day = 0; day < 3; day++)
+	{
+		if (timestamp2tm(now + day * USECS_PER_DAY, &tzoff, &tm, &fsec, NULL, tz) != 0)
+			break;
+		tm.tm_hour = hh;
+		tm.tm_min = mm;
+		tm.tm_sec = 0;
+		tzoff = DetermineTimeZoneOffset(&tm, tz);
+		if (tm2timestamp(&tm, 0, &tzoff, &reset) != 0)
+			break;
+		if (reset > now)
+			return reset;
+	}
+	return now + USECS_PER_DAY;
+}
+
+/*
+ * Learn from one answer: the app's real limit and window, what others used
+ * of it, and 429s.  Returns a description of a pause it started (palloc'd),
+ * or NULL.
+ */
+char *
+hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err, int64 retry_after_ms)
+{
+	int64		now = now_ms();
+
+	if (!res->transport_ok)
+		return NULL;
+
+	if (res->ratelimit_max > 0)
+		header_limit = (int) Min(res->ratelimit_max, (int64) HS_MAX_TRACKED);
+	if (res->ratelimit_interval_ms > 0)
+		header_interval_ms = (int) Min(res->ratelimit_interval_ms, (int64) 3600000);
+	if (res->ratelimit_max > 0 && res->ratelimit_remaining >= 0)
+	{
+		/* usage HubSpot counted in the window that we did not: count it as ours */
+		int64		used = res->ratelimit_max - res->ratelimit_remaining;
+
+		forget_old(now);
+		while (nstarts < used && nstarts < HS_MAX_TRACKED)
+			record_start(now);
+	}
+	if (res->ratelimit_daily_remaining >= 0)
+		hs_shared_set_daily(res->ratelimit_daily, res->ratelimit_daily_remaining);
+
+	if (res->http_status == 429)
+	{
+		const char *policy = err->policy_name ? err->policy_name : "";
+
+		if (pg_strcasecmp(policy, "DAILY") == 0)
+		{
+			TimestampTz reset = next_daily_reset();
+
+			paused_until_ms = reset / 1000;
+			return psprintf("HubSpot's daily limit is reached; sending resumes at %s (hubspot_events.daily_reset_time = '%s')",
+							timestamptz_to_str(reset), hs_daily_reset_time);
+		}
+		else
+		{
+			int64		pause = Max((int64) effective_interval_ms(), retry_after_ms);
+
+			paused_until_ms = Max(paused_until_ms, now + pause);
+			return psprintf("HubSpot's %s rate limit was reached; sending pauses for %lld ms",
+							policy[0] ? policy : "rate", (long long) pause);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Parse "HH:MM Zone" (hubspot_events.daily_reset_time).  False when it is
+ * not of that form; the zone is not checked here.
+ */
+bool
+hs_parse_daily_reset_time(const char *value, int *hh, int *mm, char *zone, size_t zonelen)
+{
+	const char *p = value;
+	const char *z;
+
+	if (value == NULL)
+		return false;
+	while (*p == ' ')
+		p++;
+	if (!(p[0] >= '0' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9' && p[2] == ':' &&
+		  p[3] >= '0' && p[3] <= '9' && p[4] >= '0' && p[4] <= '9'))
+		return false;
+	*hh = (p[0] - '0') * 10 + (p[1] - '0');
+	*mm = (p[3] - '0') * 10 + (p[4] - '0');
+	if (*hh > 23 || *mm > 59)
+		return false;
+	p += 5;
+	if (*p != ' ')
+		return false;
+	while (*p == ' ')
+		p++;
+	z = p;
+	if (*z == '\0' || strlen(z) >= zonelen)
+		return false;
+	strlcpy(zone, z, zonelen);
+	/* no trailing spaces in a zone name */
+	for (char *q = zone + strlen(zone); q > zone && q[-1] == ' '; q--)
+		q[-1] = '\0';
+	return zone[0] != '\0';
+}
