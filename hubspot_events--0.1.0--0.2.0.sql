@@ -35,8 +35,13 @@ CREATE TABLE @extschema@.outbox (
 
 -- the worker's claim: only due rows are in this index, so sent rows never slow it down
 CREATE INDEX outbox_due ON @extschema@.outbox (next_attempt_at, id) WHERE status = 'pending';
--- per-contact order (an older open row blocks a newer one) and supersession
-CREATE INDEX outbox_contact ON @extschema@.outbox (external_event_id, external_account_id, contact_key, id);
+-- per-contact order (an older open row blocks a newer one) and supersession.
+-- On a 64-bit hash of the contact's identity, not the texts themselves: ids
+-- of any length fit (a btree entry holds at most 2704 bytes); queries add the
+-- equality of the texts.  hashtextextended is stable across versions (hash
+-- partitioning relies on it).
+CREATE INDEX outbox_contact ON @extschema@.outbox
+    (pg_catalog.hashtextextended(external_event_id || ' ' || external_account_id || ' ' || contact_key, 0), id);
 -- rows a crash left in flight
 CREATE INDEX outbox_sending ON @extschema@.outbox (id) WHERE status = 'sending';
 -- failed-sync queries and purges
@@ -160,7 +165,9 @@ AS $$
          WHERE o.status = 'pending'
            AND o.next_attempt_at <= now()
            AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
-                            WHERE p.external_event_id = o.external_event_id
+                            WHERE hashtextextended(p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key, 0)
+                                = hashtextextended(o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key, 0)
+                              AND p.external_event_id = o.external_event_id
                               AND p.external_account_id = o.external_account_id
                               AND p.contact_key = o.contact_key
                               AND p.id < o.id
@@ -255,7 +262,9 @@ BEGIN
            AND o.error_category IS DISTINCT FROM 'LOCAL_VALIDATION_ERROR'
            AND (include_superseded OR NOT EXISTS (
                  SELECT 1 FROM @extschema@.outbox s
-                  WHERE s.external_event_id = o.external_event_id
+                  WHERE hashtextextended(s.external_event_id || ' ' || s.external_account_id || ' ' || s.contact_key, 0)
+                      = hashtextextended(o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key, 0)
+                    AND s.external_event_id = o.external_event_id
                     AND s.external_account_id = o.external_account_id
                     AND s.contact_key = o.contact_key
                     AND s.id > o.id

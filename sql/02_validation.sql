@@ -78,3 +78,10 @@ SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme',
 
 -- none of the above reached the mock
 SELECT count(*) AS requests_sent FROM mock_since(:mark);
+
+-- "." and ".." would be dot segments of the URL path: refused
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('..', 'register', 'acme', '{"vid": 1}')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', '.', '{"vid": 1}')$$);
+-- a long value in a message is cut at a character boundary (the message stays valid UTF-8)
+SELECT code, convert_to(message, 'UTF8') IS NOT NULL AS valid_text, right(message, 8) AS tail
+  FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', ('{"vid": "x' || repeat('é', 40) || '"}')::jsonb)$$);

@@ -357,3 +357,16 @@ DROP FUNCTION hs_test.outbox_mark(), hs_test.outbox_since(bigint), hs_test.try_c
 DROP OWNED BY hs_trg_owner, hs_trg_writer;
 DROP ROLE hs_trg_owner, hs_trg_writer;
 RESET TimeZone;
+
+-- a json properties value that jsonb cannot hold never fails the write:
+-- the row is recorded as a failed sync
+CREATE TABLE hs_json_props (ev text, st text, vid bigint, props json);
+CREATE TRIGGER hs_json_props_sync AFTER INSERT ON hs_json_props FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_attendance('event_id=ev', 'state=st', 'vid=vid', 'account_id:=acme', 'properties=props');
+INSERT INTO hs_json_props VALUES ('webinar-json', 'register', 1, '{"a": "\u0000"}'),
+                                 ('webinar-json', 'register', 2, '{"a": 1e999999}'),
+                                 ('webinar-json', 'register', 3, '{"a": "fine"}');
+SELECT contact_key, status, error_category, error_message, contact->'properties' AS properties
+  FROM hubspot_events.outbox WHERE external_event_id = 'webinar-json' ORDER BY id;
+DELETE FROM hubspot_events.outbox WHERE external_event_id = 'webinar-json';
+DROP TABLE hs_json_props;

@@ -112,3 +112,7 @@ DELETE FROM outbox WHERE external_event_id IN ('webinar-m', 'webinar-role');
 -- the status view's columns
 SELECT column_name FROM information_schema.columns
  WHERE table_schema = 'hubspot_events' AND table_name = 'status' ORDER BY ordinal_position;
+-- ids of any length fit the outbox's indexes
+SELECT array_length(hubspot_enqueue_subscriber((SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g),
+                                               'register', 'acme', '{"vid": 1}'), 1) AS long_event_id_enqueued;
+DELETE FROM outbox WHERE length(external_event_id) > 1000;

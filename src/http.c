@@ -471,6 +471,8 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	SETOPT(CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	/* send the path as built: never squash dot segments */
+	SETOPT(CURLOPT_PATH_AS_IS, 1L);
 	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);

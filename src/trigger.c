@@ -638,16 +638,45 @@ value_text(MappedValue *mv, Datum value)
 	return OutputFunctionCall(&mv->output, value);
 }
 
-/* A non-NULL properties value as jsonb (json is converted). */
+/*
+ * A non-NULL properties value as jsonb (json is converted).  A json value
+ * that jsonb cannot hold (\u0000, a lone surrogate, a number beyond
+ * numeric's range) returns NULL with the reason in *error: the row is then
+ * recorded as invalid instead of failing the application's write.  Those
+ * are data exceptions of jsonb_in, which holds no locks, buffers or files
+ * while parsing: catching them without a subtransaction leaves nothing
+ * behind; any other error is re-thrown.
+ */
 static Jsonb *
-value_jsonb(MappedValue *mv, Datum value)
+value_jsonb(MappedValue *mv, Datum value, char **error)
 {
+	MemoryContext oldcxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+
+	*error = NULL;
 	if (mv->is_const)
 		return mv->const_jsonb;
 	if (mv->form == VF_JSONB)
 		return DatumGetJsonbP(value);
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											  CStringGetDatum(TextDatumGetCString(value))));
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+													CStringGetDatum(TextDatumGetCString(value))));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		*error = psprintf("contacts[0].properties cannot be read as jsonb: %s", edata->message);
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
 }
 
 static int64
@@ -793,6 +822,7 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 	HsContact	contact;
 	char	   *msg = NULL;
 	char	   *hint = NULL;
+	char	   *props_error = NULL;
 
 	/* nothing to sync yet */
 	if (!get_value(&v[VK_STATE], tuple, desc, &d_state) ||
@@ -811,7 +841,11 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 	{
 		have_props = get_value(&v[VK_PROPERTIES], tuple, desc, &d_props);
 		if (have_props)
-			props = value_jsonb(&v[VK_PROPERTIES], d_props);
+		{
+			props = value_jsonb(&v[VK_PROPERTIES], d_props, &props_error);
+			if (props == NULL)
+				have_props = false; /* recorded as invalid below */
+		}
 	}
 
 	/* the contact, as the validator takes it */
@@ -854,6 +888,8 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 		else
 			msg = hs_check_external_id("external_account_id", account);
 	}
+	if (msg == NULL && props_error != NULL)
+		msg = props_error;
 	if (msg == NULL && !hs_check_contact(&input->root, 0, &contact, &msg, &hint))
 		Assert(msg != NULL);
 
@@ -895,6 +931,13 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 		push_key(&ps, "properties");
 		if (have_props)
 			push_jsonb(&ps, props);
+		else if (props_error != NULL)
+		{
+			/* the json text as it came, as far as text can hold it */
+			char	   *raw = TextDatumGetCString(d_props);
+
+			push_string(&ps, hs_sanitize_remote_text(raw, strlen(raw)));
+		}
 		else
 			push_null(&ps);
 	}

@@ -15,6 +15,7 @@
  */
 #include "hubspot_events.h"
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -91,6 +92,9 @@ hs_check_external_id(const char *argname, const char *value)
 {
 	if (value[0] == '\0')
 		return psprintf("%s must not be empty", argname);
+	/* a path segment of "." or ".." would move the request to another path */
+	if (strcmp(value, ".") == 0 || strcmp(value, "..") == 0)
+		return psprintf("%s must not be \"%s\"", argname, value);
 	for (const char *p = value; *p; p++)
 	{
 		if ((unsigned char) *p < 0x20 || *p == 0x7f)
@@ -146,7 +150,9 @@ jsonb_scalar_for_message(const JsonbValue *v)
 	initStringInfo(&buf);
 	if (v->type == jbvString)
 	{
-		int			len = Min(v->val.string.len, 64);
+		/* at most 64 bytes, never in the middle of a character */
+		int			len = v->val.string.len <= 64 ? v->val.string.len :
+			pg_mbcliplen(v->val.string.val, v->val.string.len, 64);
 		char	   *s = pnstrdup(v->val.string.val, len);
 
 		appendStringInfo(&buf, "\"%s%s\"", s, v->val.string.len > 64 ? "..." : "");

@@ -58,6 +58,22 @@ if [ $((p + f)) -ne "$(echo "$isotests" | wc -w)" ]; then
     hs_log "isolation ran $((p + f)) of $(echo "$isotests" | wc -w) specs"; failed=$((failed + 1))
 fi
 
+# ---- fuzz: thousands of random and malformed inputs through the SQL surface ----
+hs_log "running the fuzz test"
+set +e
+as_pg env PGHOST="$HS_PGHOST" PGPORT="$HS_PGPORT" PGUSER=postgres HS_MOCK_URL="$HS_MOCK_URL" \
+    /usr/bin/python3 "$HS_WORK/test/fuzz.py" --quiet > "$HS_WORK/fuzz.out" 2>&1
+fuzz_rc=$?
+set -e
+cat "$HS_WORK/fuzz.out"
+line=$(tail -1 "$HS_WORK/fuzz.out")
+if [[ "$line" =~ ^fuzz:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+    [ "$fuzz_rc" -ne 0 ] && [ "${BASH_REMATCH[2]}" -eq 0 ] && failed=$((failed + 1))
+else
+    hs_log "FAILED: the fuzz test did not finish (exit $fuzz_rc)"; failed=$((failed + 1))
+fi
+
 # ---- TAP: the worker's life (preloaded clusters of their own) ----
 hs_log "running the worker-level TAP tests"
 as_pg mkdir -p "$HS_WORK/tap"
