@@ -90,6 +90,7 @@ typedef struct HsContact
 extern const char *hs_state_name(HsSubscriberState state);
 extern bool hs_parse_state(const char *input, HsSubscriberState *state);
 extern HsSubscriberState hs_validate_state(const char *input);
+extern char *hs_take_data_exception(MemoryContext cxt);
 extern char *hs_check_external_id(const char *argname, const char *value);
 extern void hs_validate_external_id(const char *argname, const char *value);
 extern bool hs_check_contact(JsonbContainer *obj, int index, HsContact *out,

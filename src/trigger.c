@@ -665,14 +665,8 @@ value_jsonb(MappedValue *mv, Datum value, char **error)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		*error = psprintf("contacts[0].properties cannot be read as jsonb: %s", edata->message);
+		*error = psprintf("contacts[0].properties cannot be read as jsonb: %s",
+						  hs_take_data_exception(oldcxt));
 		result = NULL;
 	}
 	PG_END_TRY();

@@ -212,6 +212,24 @@ numeric_to_uint64(Numeric num, int64 *result)
 }
 
 /*
+ * For a PG_CATCH around input parsing that holds no locks, buffers or files:
+ * a data exception (SQLSTATE class 22) is flushed and its message returned
+ * (allocated in cxt); any other error is re-thrown.
+ */
+char *
+hs_take_data_exception(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+		PG_RE_THROW();
+	FlushErrorState();
+	return edata->message;
+}
+
+/*
  * A timestamp string read as PostgreSQL reads timestamptz input (no offset:
  * the session's TimeZone), without throwing on bad input.  On failure,
  * *reason may hold PostgreSQL's own explanation.
@@ -248,14 +266,7 @@ parse_timestamptz_ms(const char *str, int64 *ms, char **reason)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		*reason = edata->message;
+		*reason = hs_take_data_exception(oldcxt);
 		return false;
 	}
 	PG_END_TRY();
