@@ -132,3 +132,42 @@ hs_cleanup() {
     fi
     exit "$rc"
 }
+
+# ---- the AddressSanitizer pass ----
+# Debian's postgres binary cannot load an ASan build (preloading libasan
+# deadlocks it in bindtextdomain at startup), so the ASan pass runs the suite
+# against PostgreSQL 15 built from Debian's own source package with
+# -fsanitize=address, installed in HS_ASAN_PREFIX (built once, then reused).
+HS_ASAN_PREFIX=/opt/hubspot_events-pg15-asan
+
+hs_build_asan_pg() {
+    [ -x "$HS_ASAN_PREFIX/bin/postgres" ] && [ -f "$HS_ASAN_PREFIX/.complete" ] && return 0
+    hs_log "building PostgreSQL 15 from Debian's source package under AddressSanitizer (once; a few minutes)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq bison flex bzip2 perl make gcc >/dev/null
+    local src; src="$(mktemp -d /tmp/hs-pg-src.XXXXXX)"
+    local list=/etc/apt/sources.list.d/hubspot-events-deb-src.sources
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > "$list"
+    apt-get update -qq >/dev/null 2>&1 || true
+    ( cd "$src" && apt-get source -qq --download-only postgresql-15 >/dev/null 2>&1 ) || true
+    rm -f "$list"
+    apt-get update -qq >/dev/null 2>&1 || true
+    local tarball; tarball="$(ls "$src"/postgresql-15_*.orig.tar.* 2>/dev/null | head -1)"
+    [ -n "$tarball" ] || hs_die "could not download Debian's postgresql-15 source package"
+    tar -C "$src" -xf "$tarball"
+    local dir; dir="$(ls -d "$src"/postgresql-15*/ | head -1)"
+    (
+        cd "$dir"
+        ./configure --prefix="$HS_ASAN_PREFIX" --enable-tap-tests --enable-debug \
+            --without-readline --without-icu --without-zlib \
+            CFLAGS="-O1 -g -fsanitize=address -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address" >/dev/null
+        export ASAN_OPTIONS=detect_leaks=0
+        make -s -j"$(( $(nproc) + 1 ))" >/dev/null 2>&1
+        make -s install >/dev/null
+        for d in contrib/dblink src/test/regress src/test/isolation src/test/perl; do
+            make -s -C "$d" install >/dev/null 2>&1
+        done
+    ) || hs_die "the AddressSanitizer build of PostgreSQL failed"
+    touch "$HS_ASAN_PREFIX/.complete"
+    rm -rf "$src"
+}

@@ -4,11 +4,48 @@
 # Installs missing packages, builds (warnings are errors) and installs the
 # extension, starts the mock HubSpot and a throwaway cluster as the
 # "postgres" OS user, runs every test, stops everything, and exits non-zero
-# on any failure.  HS_KEEP=1 keeps the work folder for inspection.
+# on any failure.  It does so twice: against Debian's PostgreSQL, then under
+# AddressSanitizer (HS_ASAN=0 skips that pass).  HS_KEEP=1 keeps the work folder for inspection.
 source "$(dirname "$0")/lib.sh"
 
 hs_require_root
 hs_install_packages
+
+# Two passes: the suite against Debian's PostgreSQL, then once more against
+# PostgreSQL built under AddressSanitizer with the extension built the same
+# way, where any ASan report fails the run.  HS_ASAN=0 skips the second.
+if [ -z "${HS_PASS:-}" ]; then
+    total_p=0; total_f=0
+    summary() { sed -n 's/^hubspot_events tests: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$1" | tail -1; }
+    out1="$(mktemp)"
+    set +e; HS_PASS=debian bash "$0" 2>&1 | tee "$out1"; set -e
+    read -r p f <<< "$(summary "$out1")"
+    total_p=$((total_p + ${p:-0})); total_f=$((total_f + ${f:-1}))
+    if [ "${HS_ASAN:-1}" != 0 ]; then
+        hs_build_asan_pg
+        reports="$(mktemp -d /tmp/hs-asan-reports.XXXXXX)"; chmod 777 "$reports"
+        out2="$(mktemp)"
+        set +e
+        HS_PASS=asan PG_CONFIG="$HS_ASAN_PREFIX/bin/pg_config" \
+            ASAN_OPTIONS="detect_leaks=0:log_path=$reports/report:abort_on_error=0" \
+            bash "$0" 2>&1 | tee "$out2"
+        set -e
+        read -r p f <<< "$(summary "$out2")"
+        total_p=$((total_p + ${p:-0})); total_f=$((total_f + ${f:-1}))
+        if grep -ls "ERROR: AddressSanitizer" "$reports"/* >/dev/null 2>&1; then
+            hs_log "FAILED: AddressSanitizer reports:"; cat "$reports"/* >&2; total_f=$((total_f + 1))
+        else
+            hs_log "AddressSanitizer: no report"; total_p=$((total_p + 1))
+        fi
+        rm -rf "$reports" "$out2"
+    fi
+    rm -f "$out1"
+    echo "hubspot_events, all passes: $total_p passed, $total_f failed"
+    [ "$total_f" -eq 0 ]
+    exit
+fi
+
+hs_log "pass: $HS_PASS (pg_config: $(hs_pg_config))"
 hs_build_install
 hs_make_workdir
 hs_write_token
