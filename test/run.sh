@@ -55,6 +55,22 @@ hs_start_cluster "shared_preload_libraries = 'hubspot_events'"
 passed=0
 failed=0
 
+# Count a pg_regress-style run (pg_regress, pg_isolation_regress): its "ok"
+# and "FAILED" lines, its diffs shown, and tests that did not run at all
+# counted as failed.
+count_regress() {
+    local out="$1" diffs="$2" expected="$3" what="$4" p f
+    p=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+ok' "$out" || true)
+    f=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+FAILED' "$out" || true)
+    passed=$((passed + p)); failed=$((failed + f))
+    if [ -s "$diffs" ]; then
+        hs_log "differences:"; cat "$diffs"
+    fi
+    if [ $((p + f)) -ne "$expected" ]; then
+        hs_log "$what ran $((p + f)) of $expected tests"; failed=$((failed + expected - p - f))
+    fi
+}
+
 # ---- pg_regress: the SQL surface and every error path ----
 hs_log "running the pg_regress tests"
 tests=$(cd "$HS_SRC/sql" && ls *.sql | sed 's/\.sql$//' | sort)
@@ -67,16 +83,7 @@ as_pg env HS_MOCK_LOG="$HS_MOCK_LOG" HS_MOCK_URL="$HS_MOCK_URL" HS_MOCK_PORT="$H
     --host="$HS_PGHOST" --port="$HS_PGPORT" --user=postgres \
     --dbname=contrib_regression $tests 2>&1 | tee "$HS_WORK/regress.out"
 set -e
-p=$(grep -cE '^\s*(test\s+)?\S+\s+\.\.\.\s+ok' "$HS_WORK/regress.out" || true)
-f=$(grep -cE '^\s*(test\s+)?\S+\s+\.\.\.\s+FAILED' "$HS_WORK/regress.out" || true)
-passed=$((passed + p)); failed=$((failed + f))
-if [ -s "$HS_WORK/regress/regression.diffs" ]; then
-    hs_log "differences:"; cat "$HS_WORK/regress/regression.diffs"
-fi
-expected=$(echo "$tests" | wc -w)
-if [ $((p + f)) -ne "$expected" ]; then
-    hs_log "pg_regress ran $((p + f)) of $expected tests"; failed=$((failed + expected - p - f))
-fi
+count_regress "$HS_WORK/regress.out" "$HS_WORK/regress/regression.diffs" "$(echo "$tests" | wc -w)" pg_regress
 
 # ---- isolation: concurrent claims ----
 hs_log "running the isolation tests"
@@ -87,13 +94,7 @@ as_pg "$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_reg
     --host="$HS_PGHOST" --port="$HS_PGPORT" --user=postgres \
     --dbname=isolation_regression $isotests 2>&1 | tee "$HS_WORK/isolation.out"
 set -e
-p=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+ok' "$HS_WORK/isolation.out" || true)
-f=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+FAILED' "$HS_WORK/isolation.out" || true)
-passed=$((passed + p)); failed=$((failed + f))
-[ -s "$HS_WORK/isolation/regression.diffs" ] && cat "$HS_WORK/isolation/regression.diffs"
-if [ $((p + f)) -ne "$(echo "$isotests" | wc -w)" ]; then
-    hs_log "isolation ran $((p + f)) of $(echo "$isotests" | wc -w) specs"; failed=$((failed + 1))
-fi
+count_regress "$HS_WORK/isolation.out" "$HS_WORK/isolation/regression.diffs" "$(echo "$isotests" | wc -w)" isolation
 
 # ---- fuzz: thousands of random and malformed inputs through the SQL surface ----
 hs_log "running the fuzz test"
