@@ -30,6 +30,7 @@
 #include "hubspot_events.h"
 
 #include "pgtime.h"
+#include "utils/memutils.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 
@@ -44,6 +45,15 @@ static int	first = 0;
 static int	header_limit = 0;	/* 0: HubSpot did not say */
 static int	header_interval_ms = 0;
 static int64 paused_until_ms = 0;
+
+/*
+ * The daily quota left, as HubSpot last said, within the current daily
+ * period (it only goes down until daily_reset_time).  Answers to concurrent
+ * requests complete in any order, so the smallest figure of the period wins.
+ */
+static int64 daily_remaining = -1;
+static TimestampTz daily_period_end = 0;
+static char *daily_period_setting = NULL;
 
 static int64
 now_ms(void)
@@ -168,6 +178,30 @@ next_daily_reset(void)
 }
 
 /*
+ * One answer's X-HubSpot-RateLimit-Daily-Remaining: the lowest figure of the
+ * daily period is the true one (an earlier request's answer may be processed
+ * after a later one's); a new period, or a new daily_reset_time, starts over.
+ */
+static void
+note_daily_remaining(int64 limit, int64 remaining)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (now >= daily_period_end || daily_period_setting == NULL ||
+		strcmp(daily_period_setting, hs_daily_reset_time) != 0)
+	{
+		daily_period_end = next_daily_reset();
+		if (daily_period_setting)
+			pfree(daily_period_setting);
+		daily_period_setting = MemoryContextStrdup(TopMemoryContext, hs_daily_reset_time);
+		daily_remaining = -1;
+	}
+	if (daily_remaining < 0 || remaining < daily_remaining)
+		daily_remaining = remaining;
+	hs_shared_set_daily(limit, daily_remaining);
+}
+
+/*
  * Learn from one answer: the app's real limit and window, what others used
  * of it, and 429s.  Returns a description of a pause it started (palloc'd),
  * or NULL.
@@ -194,7 +228,7 @@ hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err, int64 ret
 			record_start(now);
 	}
 	if (res->ratelimit_daily_remaining >= 0)
-		hs_shared_set_daily(res->ratelimit_daily, res->ratelimit_daily_remaining);
+		note_daily_remaining(res->ratelimit_daily, res->ratelimit_daily_remaining);
 
 	if (res->http_status == 429)
 	{
