@@ -18,6 +18,7 @@
 #include "utils/json.h"
 #include "catalog/pg_type.h"
 #include "utils/array.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(hubspot_upsert_subscriber);
 
@@ -171,4 +172,182 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 	}
 
 	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* ---- the marketing events themselves ---- */
+
+/*
+ * Send one event request now (POST url with body, which may be empty) and
+ * return HubSpot's answer as for hubspot_upsert_subscriber, without the
+ * contact counts.
+ */
+static Datum
+send_event_request(const char *url, const char *body)
+{
+	const char *token = hs_get_access_token();
+	HsHttpResult res = {0};
+	Jsonb	   *answer;
+	StringInfoData out;
+
+	hs_http_post_json(url, token, body, body ? strlen(body) : 0, &res);
+	if (!res.transport_ok || res.http_status < 200 || res.http_status > 299)
+		hs_report_http_failure(&res, NULL);
+
+	answer = hs_body_to_jsonb(res.body, res.body_len);
+	initStringInfo(&out);
+	appendStringInfo(&out, "{\"http_status\":%ld,\"requests\":1,\"correlation_id\":", res.http_status);
+	append_json_string_or_null(&out, res.correlation_id);
+	appendStringInfoString(&out, ",\"body\":");
+	if (answer)
+		appendStringInfoString(&out, JsonbToCString(NULL, &answer->root, VARSIZE(answer)));
+	else
+		appendStringInfoString(&out, "null");
+	appendStringInfoChar(&out, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+}
+
+/* The event's own URL: .../events/{externalEventId}/{action}?externalAccountId=... */
+static char *
+event_action_url(const char *event_id, const char *account_id, const char *action)
+{
+	return psprintf("%s/marketing/v3/marketing-events/events/%s/%s?externalAccountId=%s",
+					hs_api_base(), hs_url_escape(event_id), action, hs_url_escape(account_id));
+}
+
+/* The event and account ids of an event function, validated. */
+static void
+event_ids(FunctionCallInfo fcinfo, const char *const *argnames, int nargs,
+		  char **event_id, char **account_id)
+{
+	check_not_null(fcinfo, argnames, nargs);
+	*event_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	*account_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	hs_validate_external_id("external_event_id", *event_id);
+	hs_validate_external_id("external_account_id", *account_id);
+}
+
+static int64
+enqueue_event_row(const char *kind, const char *event_id, const char *account_id,
+				  Jsonb *event, const char *source)
+{
+	HsOutboxRow row = {0};
+
+	row.kind = kind;
+	row.external_event_id = event_id;
+	row.external_account_id = account_id;
+	row.event = event;
+	row.contact_key = "";
+	row.source = source;
+	return hs_outbox_insert(&row);
+}
+
+PG_FUNCTION_INFO_V1(hubspot_upsert_event);
+
+/* hubspot_upsert_event(external_event_id text, external_account_id text, event jsonb) -> jsonb */
+Datum
+hubspot_upsert_event(PG_FUNCTION_ARGS)
+{
+	static const char *const argnames[] = {"external_event_id", "external_account_id", "event"};
+	char	   *event_id;
+	char	   *account_id;
+	Jsonb	   *event;
+	StringInfoData body;
+
+	event_ids(fcinfo, argnames, 3, &event_id, &account_id);
+	event = hs_validate_event(PG_GETARG_JSONB_P(2), event_id, account_id);
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"inputs\":[");
+	appendStringInfoString(&body, JsonbToCString(NULL, &event->root, VARSIZE(event)));
+	appendStringInfoString(&body, "]}");
+	PG_RETURN_DATUM(send_event_request(psprintf("%s/marketing/v3/marketing-events/events/upsert",
+												hs_api_base()),
+									   body.data));
+}
+
+PG_FUNCTION_INFO_V1(hubspot_enqueue_event);
+
+/* hubspot_enqueue_event(external_event_id text, external_account_id text, event jsonb) -> bigint */
+Datum
+hubspot_enqueue_event(PG_FUNCTION_ARGS)
+{
+	static const char *const argnames[] = {"external_event_id", "external_account_id", "event"};
+	char	   *event_id;
+	char	   *account_id;
+	Jsonb	   *event;
+
+	event_ids(fcinfo, argnames, 3, &event_id, &account_id);
+	event = hs_validate_event(PG_GETARG_JSONB_P(2), event_id, account_id);
+	PG_RETURN_INT64(enqueue_event_row("event_upsert", event_id, account_id, event,
+									  "hubspot_enqueue_event"));
+}
+
+PG_FUNCTION_INFO_V1(hubspot_cancel_event);
+
+/* hubspot_cancel_event(external_event_id text, external_account_id text) -> jsonb */
+Datum
+hubspot_cancel_event(PG_FUNCTION_ARGS)
+{
+	static const char *const argnames[] = {"external_event_id", "external_account_id"};
+	char	   *event_id;
+	char	   *account_id;
+
+	event_ids(fcinfo, argnames, 2, &event_id, &account_id);
+	PG_RETURN_DATUM(send_event_request(event_action_url(event_id, account_id, "cancel"), NULL));
+}
+
+PG_FUNCTION_INFO_V1(hubspot_enqueue_cancel_event);
+
+/* hubspot_enqueue_cancel_event(external_event_id text, external_account_id text) -> bigint */
+Datum
+hubspot_enqueue_cancel_event(PG_FUNCTION_ARGS)
+{
+	static const char *const argnames[] = {"external_event_id", "external_account_id"};
+	char	   *event_id;
+	char	   *account_id;
+
+	event_ids(fcinfo, argnames, 2, &event_id, &account_id);
+	PG_RETURN_INT64(enqueue_event_row("event_cancel", event_id, account_id, NULL,
+									  "hubspot_enqueue_cancel_event"));
+}
+
+PG_FUNCTION_INFO_V1(hubspot_complete_event);
+
+/*
+ * hubspot_complete_event(external_event_id text, external_account_id text,
+ *						  start_date_time timestamptz, end_date_time timestamptz) -> jsonb
+ */
+Datum
+hubspot_complete_event(PG_FUNCTION_ARGS)
+{
+	static const char *const argnames[] = {"external_event_id", "external_account_id",
+	"start_date_time", "end_date_time"};
+	char	   *event_id;
+	char	   *account_id;
+	Jsonb	   *body;
+
+	event_ids(fcinfo, argnames, 4, &event_id, &account_id);
+	body = hs_event_complete_body(PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TIMESTAMPTZ(3));
+	PG_RETURN_DATUM(send_event_request(event_action_url(event_id, account_id, "complete"),
+									   JsonbToCString(NULL, &body->root, VARSIZE(body))));
+}
+
+PG_FUNCTION_INFO_V1(hubspot_enqueue_complete_event);
+
+/*
+ * hubspot_enqueue_complete_event(external_event_id text, external_account_id text,
+ *								  start_date_time timestamptz, end_date_time timestamptz) -> bigint
+ */
+Datum
+hubspot_enqueue_complete_event(PG_FUNCTION_ARGS)
+{
+	static const char *const argnames[] = {"external_event_id", "external_account_id",
+	"start_date_time", "end_date_time"};
+	char	   *event_id;
+	char	   *account_id;
+	Jsonb	   *body;
+
+	event_ids(fcinfo, argnames, 4, &event_id, &account_id);
+	body = hs_event_complete_body(PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TIMESTAMPTZ(3));
+	PG_RETURN_INT64(enqueue_event_row("event_complete", event_id, account_id, body,
+									  "hubspot_enqueue_complete_event"));
 }

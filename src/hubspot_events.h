@@ -7,6 +7,7 @@
  *	  init.c        loading the library and its settings (GUCs, check hooks)
  *	  functions.c   the SQL-callable functions
  *	  validate.c    input validation and normalisation (shared with the outbox)
+ *	  validate_event.c  the same for marketing events (upsert, complete)
  *	  token.c       the access token, read from a file, never logged
  *	  http.c        libcurl: one HubSpot request, interruptible
  *	  hs_json.c     JSON: request bodies, HubSpot's answers
@@ -15,6 +16,7 @@
  *	  shared.c      shared memory: the worker's state, wake-up at commit
  *	  worker.c      the background worker that drains the outbox
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
+ *	  trigger_event.c  sync_event(), the trigger for events tables
  *
  *-------------------------------------------------------------------------
  */
@@ -28,6 +30,8 @@
 #include "nodes/pg_list.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
+#include "access/attnum.h"
+#include "access/tupdesc.h"
 #include "utils/jsonb.h"
 
 #ifndef HUBSPOT_EVENTS_VERSION
@@ -69,6 +73,9 @@ extern uint64 hs_settings_generation;
 
 #define HS_SCHEMA "hubspot_events"
 
+/* milliseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch) */
+#define HS_PG_EPOCH_MS	INT64CONST(946684800000)
+
 /* ---- validate.c ---- */
 typedef enum HsSubscriberState
 {
@@ -98,6 +105,16 @@ extern bool hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 extern List *hs_validate_contacts(Jsonb *contacts);
 extern void hs_append_contact_json(StringInfo buf, const HsContact *c);
 extern Jsonb *hs_contact_to_jsonb(const HsContact *contact);
+extern bool hs_parse_timestamptz_ms(const char *str, int64 *ms, char **reason);
+extern const char *hs_jsonb_type_name(const JsonbValue *v);
+extern char *hs_jsonb_scalar_for_message(const JsonbValue *v);
+
+/* ---- validate_event.c ---- */
+extern bool hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,
+						   StringInfo out, char **errmsg_out, char **errhint_out);
+extern Jsonb *hs_validate_event(Jsonb *event, const char *event_id, const char *account_id);
+extern Jsonb *hs_event_complete_body(TimestampTz start, TimestampTz end);
+extern void hs_append_iso_ms(StringInfo buf, int64 epoch_ms);
 
 /* ---- outbox.c ---- */
 
@@ -109,6 +126,7 @@ extern Jsonb *hs_contact_to_jsonb(const HsContact *contact);
  */
 typedef struct HsOutboxRow
 {
+	const char *kind;			/* NULL: "subscriber"; or "event_upsert", "event_cancel", "event_complete" */
 	const char *external_event_id;
 	const char *subscriber_state;	/* normalised, or raw when invalid */
 	const char *external_account_id;
@@ -116,6 +134,7 @@ typedef struct HsOutboxRow
 	const char *contact_key;	/* the vid as text; may be NULL when invalid */
 	const char *source;			/* "hubspot_enqueue_subscriber" or "schema.table" */
 	const char *error_message;	/* NULL for a valid row */
+	Jsonb	   *event;			/* event rows: the body as sent (upsert, complete) */
 } HsOutboxRow;
 
 /*
@@ -125,30 +144,57 @@ typedef struct HsOutboxRow
  */
 extern int64 hs_outbox_insert(const HsOutboxRow *row);
 
+/* ---- trigger.c: helpers shared with trigger_event.c ---- */
+struct RelationData;
+struct Trigger;
+extern char *hs_table_display_name(struct RelationData *rel);
+extern AttrNumber hs_find_column(TupleDesc desc, const char *name);
+extern void hs_check_trigger_type(struct RelationData *rel, const struct Trigger *trigger,
+								  const char *fname);
+extern void hs_trigger_syntax_error(const char *arg, const char *tgname,
+									const char *table, const char *detail) pg_attribute_noreturn();
+extern void hs_trigger_value_error(const char *arg, const char *tgname,
+								   const char *table, const char *detail) pg_attribute_noreturn();
+
 /* ---- worker.c ---- */
 extern void hs_register_worker(void);
 extern PGDLLEXPORT void hubspot_events_worker_main(Datum arg);
+
+/* What a row asks of HubSpot (outbox.kind). */
+typedef enum HsRowKind
+{
+	HS_KIND_SUBSCRIBER,			/* a contact's state: .../{state}/upsert */
+	HS_KIND_EVENT_UPSERT,		/* the event itself: .../events/upsert */
+	HS_KIND_EVENT_CANCEL,		/* .../events/{id}/cancel */
+	HS_KIND_EVENT_COMPLETE		/* .../events/{id}/complete */
+} HsRowKind;
 
 /* The worker's side of the outbox. */
 typedef struct HsClaimedRow
 {
 	int64		id;
+	HsRowKind	kind;
 	char	   *external_event_id;
 	char	   *subscriber_state;
 	char	   *external_account_id;
-	char	   *contact;		/* JSON text, as sent */
+	char	   *contact;		/* JSON text as sent: the contact, or the event's body ("" for none) */
 	int			attempts;		/* this one included */
 } HsClaimedRow;
 
-/* The rows of one request: one (event, state, account), at most batch_size. */
+/*
+ * The rows of one request: subscriber rows of one (event, state, account),
+ * or event upserts (any events), at most batch_size; or one cancel or
+ * complete call.
+ */
 typedef struct HsBatch
 {
+	HsRowKind	kind;
 	char	   *external_event_id;
 	char	   *subscriber_state;
 	char	   *external_account_id;
 	int			n;
 	int64	   *ids;
-	char	  **contacts;		/* each contact's JSON text */
+	char	  **contacts;		/* each row's JSON text (a contact, or an event's body) */
 	char	   *url;
 	char	   *body;
 	size_t		body_len;

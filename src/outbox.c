@@ -59,8 +59,8 @@ hs_outbox_insert(const HsOutboxRow *row)
 	Oid			owner = outbox_owner();
 	Oid			save_userid;
 	int			save_sec_context;
-	Datum		values[7];
-	char		nulls[7];
+	Datum		values[9];
+	char		nulls[9];
 	int			rc;
 	bool		isnull;
 	int64		id;
@@ -87,7 +87,18 @@ hs_outbox_insert(const HsOutboxRow *row)
 	TEXT_ARG(4, row->contact_key);
 	TEXT_ARG(5, row->source);
 	TEXT_ARG(6, row->error_message);
+	TEXT_ARG(7, row->kind ? row->kind : "subscriber");
 #undef TEXT_ARG
+	if (row->event)
+	{
+		values[8] = JsonbPGetDatum(row->event);
+		nulls[8] = ' ';
+	}
+	else
+	{
+		values[8] = (Datum) 0;
+		nulls[8] = 'n';
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -99,20 +110,21 @@ hs_outbox_insert(const HsOutboxRow *row)
 
 	if (insert_plan == NULL)
 	{
-		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID};
+		Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, JSONBOID};
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("INSERT INTO " HS_SCHEMA ".outbox"
 						   " (external_event_id, subscriber_state, external_account_id,"
 						   "  contact, contact_key, source,"
-						   "  status, error_category, error_message, last_attempt_at)"
+						   "  status, error_category, error_message, last_attempt_at, kind, event)"
 						   " VALUES ($1, $2, $3, $4, $5, $6,"
 						   "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END,"
 						   "  CASE WHEN $7 IS NULL THEN NULL ELSE 'LOCAL_VALIDATION_ERROR' END,"
 						   "  $7,"
-						   "  CASE WHEN $7 IS NULL THEN NULL ELSE pg_catalog.now() END)"
+						   "  CASE WHEN $7 IS NULL THEN NULL ELSE pg_catalog.now() END, $8, $9)"
 						   " RETURNING id",
-						   7, types);
+						   9, types);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the outbox insert: %s", SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(plan) != 0)
@@ -240,6 +252,21 @@ hs_outbox_paused(void)
 	return paused;
 }
 
+static HsRowKind
+row_kind(const char *kind)
+{
+	if (kind == NULL || strcmp(kind, "subscriber") == 0)
+		return HS_KIND_SUBSCRIBER;
+	if (strcmp(kind, "event_upsert") == 0)
+		return HS_KIND_EVENT_UPSERT;
+	if (strcmp(kind, "event_cancel") == 0)
+		return HS_KIND_EVENT_CANCEL;
+	if (strcmp(kind, "event_complete") == 0)
+		return HS_KIND_EVENT_COMPLETE;
+	elog(ERROR, "unknown outbox row kind \"%s\"", kind);
+	return HS_KIND_SUBSCRIBER;	/* keep the compiler quiet */
+}
+
 /*
  * Claim up to limit due rows, oldest first: pending, next_attempt_at
  * passed, and no older row of the same (event, account, contact) still
@@ -262,7 +289,8 @@ hs_outbox_claim(int limit)
 		Oid			types[1] = {INT4OID};
 
 		/* the claim itself is SQL in the extension: claim_due() */
-		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts"
+		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
+						 "       kind, event"
 						 "  FROM " HS_SCHEMA ".claim_due($1)",
 						 1, types);
 	}
@@ -284,6 +312,16 @@ hs_outbox_claim(int limit)
 		r->external_account_id = SPI_getvalue(tup, desc, 4);
 		r->contact = SPI_getvalue(tup, desc, 5);
 		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		r->kind = row_kind(SPI_getvalue(tup, desc, 7));
+		if (r->kind != HS_KIND_SUBSCRIBER)
+		{
+			/* event rows: the body to send is the event column ("" for a cancel) */
+			r->contact = SPI_getvalue(tup, desc, 8);
+			if (r->contact == NULL)
+				r->contact = pstrdup("");
+			if (r->subscriber_state == NULL)
+				r->subscriber_state = pstrdup("");
+		}
 		rows = lappend(rows, r);
 		MemoryContextSwitchTo(old);
 	}
@@ -336,16 +374,36 @@ batch_finish(HsBatch *b, const char *base)
 	appendStringInfoString(&body, "]}");
 	b->body = body.data;
 	b->body_len = body.len;
-	b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
-					  base, hs_url_escape(b->external_event_id), b->subscriber_state,
-					  hs_url_escape(b->external_account_id));
+	switch (b->kind)
+	{
+		case HS_KIND_SUBSCRIBER:
+			b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
+							  base, hs_url_escape(b->external_event_id), b->subscriber_state,
+							  hs_url_escape(b->external_account_id));
+			break;
+		case HS_KIND_EVENT_UPSERT:
+			b->url = psprintf("%s/marketing/v3/marketing-events/events/upsert", base);
+			break;
+		case HS_KIND_EVENT_CANCEL:
+		case HS_KIND_EVENT_COMPLETE:
+			/* one row, whose own body is sent (none for a cancel) */
+			Assert(b->n == 1);
+			b->body = b->contacts[0];
+			b->body_len = strlen(b->body);
+			b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s?externalAccountId=%s",
+							  base, hs_url_escape(b->external_event_id),
+							  b->kind == HS_KIND_EVENT_CANCEL ? "cancel" : "complete",
+							  hs_url_escape(b->external_account_id));
+			break;
+	}
 }
 
 static HsBatch *
-batch_new(const char *event, const char *state, const char *account, int capacity)
+batch_new(HsRowKind kind, const char *event, const char *state, const char *account, int capacity)
 {
 	HsBatch    *b = palloc0(sizeof(HsBatch));
 
+	b->kind = kind;
 	b->external_event_id = pstrdup(event);
 	b->subscriber_state = pstrdup(state);
 	b->external_account_id = pstrdup(account);
@@ -355,8 +413,9 @@ batch_new(const char *event, const char *state, const char *account, int capacit
 }
 
 /*
- * Coalesce claimed rows (oldest first) into requests: rows of one (event,
- * state, account) together, at most batch_size per request, in claim order.
+ * Coalesce claimed rows (oldest first) into requests: subscriber rows of one
+ * (event, state, account) together, event upserts together, at most
+ * batch_size per request, in claim order; each cancel or complete alone.
  * Builds each request's URL and body.
  */
 List *
@@ -377,9 +436,13 @@ hs_outbox_group(List *rows, int batch_size)
 		{
 			HsBatch    *c = (HsBatch *) lfirst(lb);
 
-			if (strcmp(c->external_event_id, r->external_event_id) == 0 &&
-				strcmp(c->subscriber_state, r->subscriber_state) == 0 &&
-				strcmp(c->external_account_id, r->external_account_id) == 0)
+			if (c->kind != r->kind)
+				continue;
+			/* event upserts of any events go together */
+			if (r->kind == HS_KIND_EVENT_UPSERT ||
+				(strcmp(c->external_event_id, r->external_event_id) == 0 &&
+				 strcmp(c->subscriber_state, r->subscriber_state) == 0 &&
+				 strcmp(c->external_account_id, r->external_account_id) == 0))
 			{
 				b = c;
 				break;
@@ -387,13 +450,15 @@ hs_outbox_group(List *rows, int batch_size)
 		}
 		if (b == NULL)
 		{
-			b = batch_new(r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
+			b = batch_new(r->kind, r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
 			batches = lappend(batches, b);
 			open = lappend(open, b);
 		}
 		b->contacts[b->n] = r->contact;
 		b->ids[b->n++] = r->id;
-		if (b->n >= batch_size)
+		/* a cancel or complete is a call of its own */
+		if (b->n >= batch_size ||
+			r->kind == HS_KIND_EVENT_CANCEL || r->kind == HS_KIND_EVENT_COMPLETE)
 			open = list_delete_ptr(open, b);
 	}
 
@@ -411,8 +476,8 @@ hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second)
 {
 	int			n1 = b->n / 2;
 	int			n2 = b->n - n1;
-	HsBatch    *h1 = batch_new(b->external_event_id, b->subscriber_state, b->external_account_id, n1);
-	HsBatch    *h2 = batch_new(b->external_event_id, b->subscriber_state, b->external_account_id, n2);
+	HsBatch    *h1 = batch_new(b->kind, b->external_event_id, b->subscriber_state, b->external_account_id, n1);
+	HsBatch    *h2 = batch_new(b->kind, b->external_event_id, b->subscriber_state, b->external_account_id, n2);
 	char	   *base = hs_api_base();
 
 	Assert(b->n >= 2);

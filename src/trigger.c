@@ -95,10 +95,6 @@
 PG_FUNCTION_INFO_V1(hubspot_sync_attendance);
 PG_FUNCTION_INFO_V1(hubspot_backfill_batch);
 
-/* milliseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch) */
-#define HS_PG_EPOCH_MS \
-	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000)
-
 #define VALID_KEYS_HINT \
 	"The keys are event_id, state, vid and account_id (required), and at, properties, on_delete and on_invalid (optional)."
 
@@ -181,13 +177,13 @@ static uint64 config_inval_count = 0;
 
 /* ---- error reporting helpers ---- */
 
-static void argument_syntax_error(const char *arg, const char *tgname,
-								  const char *table, const char *detail) pg_attribute_noreturn();
-static void argument_value_error(const char *arg, const char *tgname,
-								 const char *table, const char *detail) pg_attribute_noreturn();
+#define argument_syntax_error hs_trigger_syntax_error
+#define argument_value_error hs_trigger_value_error
+#define table_display_name hs_table_display_name
+#define find_column hs_find_column
 
 /* The table as source and messages name it: schema.table, quoted as needed. */
-static char *
+char *
 table_display_name(Relation rel)
 {
 	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
@@ -195,7 +191,7 @@ table_display_name(Relation rel)
 }
 
 /* An argument that is not key=column or key:=constant (22023). */
-static void
+void
 argument_syntax_error(const char *arg, const char *tgname, const char *table,
 					  const char *detail)
 {
@@ -208,7 +204,7 @@ argument_syntax_error(const char *arg, const char *tgname, const char *table,
 }
 
 /* An argument whose form is right but whose value is not (22023). */
-static void
+void
 argument_value_error(const char *arg, const char *tgname, const char *table,
 					 const char *detail)
 {
@@ -224,8 +220,8 @@ argument_value_error(const char *arg, const char *tgname, const char *table,
  * would enqueue rows that a later trigger or a constraint may still change or
  * reject, and a statement trigger has no row.  Checked on every fire.
  */
-static void
-check_trigger_type(Relation rel, const Trigger *trigger)
+void
+hs_check_trigger_type(Relation rel, const Trigger *trigger, const char *fname)
 {
 	int16		t = trigger->tgtype;
 	const char *timing;
@@ -237,17 +233,17 @@ check_trigger_type(Relation rel, const Trigger *trigger)
 		TRIGGER_FOR_INSTEAD(t) ? "INSTEAD OF" : "AFTER";
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-			 errmsg("sync_attendance trigger \"%s\" on table %s must be AFTER ... FOR EACH ROW",
-					trigger->tgname, table_display_name(rel)),
+			 errmsg("%s trigger \"%s\" on table %s must be AFTER ... FOR EACH ROW",
+					fname, trigger->tgname, table_display_name(rel)),
 			 errdetail("It is defined %s ... FOR EACH %s.",
 					   timing, TRIGGER_FOR_ROW(t) ? "ROW" : "STATEMENT"),
-			 errhint("Create it with CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(...).")));
+			 errhint("Create it with CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION hubspot_events.%s(...).", fname)));
 }
 
 /* ---- parsing the arguments ---- */
 
 /* A user column of the table by its exact name, or InvalidAttrNumber. */
-static AttrNumber
+AttrNumber
 find_column(TupleDesc desc, const char *name)
 {
 	for (int i = 0; i < desc->natts; i++)
@@ -562,7 +558,7 @@ get_config(Relation rel, const Trigger *trigger)
 	uint64		inval_before;
 	bool		found;
 
-	check_trigger_type(rel, trigger);
+	hs_check_trigger_type(rel, trigger, "sync_attendance");
 
 	if (config_cache == NULL)
 	{

@@ -27,8 +27,6 @@
 #define HS_VALID_STATES_HINT \
 	"Valid states are \"register\", \"attend\" and \"cancel\" (also accepted: \"registered\", \"attended\", \"cancelled\", \"canceled\", in any letter case)."
 
-/* milliseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch) */
-#define HS_PG_EPOCH_MS	INT64CONST(946684800000)
 
 static const char *const state_names[] = {"register", "attend", "cancel"};
 
@@ -117,8 +115,8 @@ hs_validate_external_id(const char *argname, const char *value)
 
 /* ---- contacts ---- */
 
-static const char *
-jsonb_type_name(const JsonbValue *v)
+const char *
+hs_jsonb_type_name(const JsonbValue *v)
 {
 	switch (v->type)
 	{
@@ -142,8 +140,8 @@ jsonb_type_name(const JsonbValue *v)
 }
 
 /* A JSON scalar as text, for messages (strings quoted, long ones cut). */
-static char *
-jsonb_scalar_for_message(const JsonbValue *v)
+char *
+hs_jsonb_scalar_for_message(const JsonbValue *v)
 {
 	StringInfoData buf;
 
@@ -163,7 +161,7 @@ jsonb_scalar_for_message(const JsonbValue *v)
 	else if (v->type == jbvBool)
 		appendStringInfoString(&buf, v->val.boolean ? "true" : "false");
 	else
-		appendStringInfoString(&buf, jsonb_type_name(v));
+		appendStringInfoString(&buf, hs_jsonb_type_name(v));
 	return buf.data;
 }
 
@@ -240,8 +238,8 @@ hs_take_data_exception(MemoryContext cxt)
  * files, so catching its data exceptions without a subtransaction leaves
  * nothing behind; any other error is re-thrown.
  */
-static bool
-parse_timestamptz_ms(const char *str, int64 *ms, char **reason)
+bool
+hs_parse_timestamptz_ms(const char *str, int64 *ms, char **reason)
 {
 	fsec_t		fsec;
 	struct pg_tm tt,
@@ -329,7 +327,7 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 			{
 				if (!numeric_to_uint64(val.val.numeric, &out->vid) || out->vid == 0)
 					CONTACT_ERR("contacts[%d].vid must be a positive integer within 64 bits, not %s",
-								index, jsonb_scalar_for_message(&val));
+								index, hs_jsonb_scalar_for_message(&val));
 			}
 			else if (val.type == jbvString)
 			{
@@ -337,13 +335,13 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 					out->vid == 0 ||
 					memchr(val.val.string.val, '.', val.val.string.len) != NULL)
 					CONTACT_ERR("contacts[%d].vid must be a positive integer within 64 bits, not %s",
-								index, jsonb_scalar_for_message(&val));
+								index, hs_jsonb_scalar_for_message(&val));
 			}
 			else if (val.type == jbvNull)
 				CONTACT_ERR("contacts[%d].vid must not be null", index);
 			else
 				CONTACT_ERR("contacts[%d].vid must be a positive integer, not %s",
-							index, jsonb_type_name(&val));
+							index, hs_jsonb_type_name(&val));
 			have_vid = true;
 		}
 		else if (strcmp(k, "interactionDateTime") == 0)
@@ -352,7 +350,7 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 			{
 				if (!numeric_to_uint64(val.val.numeric, &out->interaction_ms))
 					CONTACT_ERR("contacts[%d].interactionDateTime must be epoch milliseconds (a non-negative integer) or a timestamp string, not %s",
-								index, jsonb_scalar_for_message(&val));
+								index, hs_jsonb_scalar_for_message(&val));
 				have_at = true;
 			}
 			else if (val.type == jbvString)
@@ -360,14 +358,14 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 				char	   *s = pnstrdup(val.val.string.val, val.val.string.len);
 				char	   *reason;
 
-				if (!parse_timestamptz_ms(s, &out->interaction_ms, &reason) ||
+				if (!hs_parse_timestamptz_ms(s, &out->interaction_ms, &reason) ||
 					out->interaction_ms < 0)
 				{
 					*errhint_out = pstrdup("Give an ISO 8601 timestamp such as \"2026-03-01T17:00:00Z\" (without an offset it is read in the session's TimeZone), or epoch milliseconds as a number.");
 					if (out->interaction_ms < 0)
 						reason = "before 1970";
 					CONTACT_ERR("contacts[%d].interactionDateTime is not a valid timestamp: %s%s%s",
-								index, jsonb_scalar_for_message(&val),
+								index, hs_jsonb_scalar_for_message(&val),
 								reason ? ": " : "", reason ? reason : "");
 				}
 				have_at = true;
@@ -376,7 +374,7 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 				 /* absent */ ;
 			else
 				CONTACT_ERR("contacts[%d].interactionDateTime must be epoch milliseconds or a timestamp string, not %s",
-							index, jsonb_type_name(&val));
+							index, hs_jsonb_type_name(&val));
 		}
 		else if (strcmp(k, "properties") == 0)
 		{
@@ -388,7 +386,7 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 				continue;
 			if (val.type != jbvBinary || !JsonContainerIsObject(val.val.binary.data))
 				CONTACT_ERR("contacts[%d].properties must be a JSON object, not %s",
-							index, jsonb_type_name(&val));
+							index, hs_jsonb_type_name(&val));
 
 			pit = JsonbIteratorInit(val.val.binary.data);
 			(void) JsonbIteratorNext(&pit, &pval, true);	/* BEGIN_OBJECT */
@@ -418,7 +416,7 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 					default:
 						*errhint_out = pstrdup("Property values are sent to HubSpot as strings: give a string, number, boolean or null (null leaves the property out).");
 						CONTACT_ERR("contacts[%d].properties.%s must be a string, number, boolean or null, not %s",
-									index, quote_identifier(pname), jsonb_type_name(&pval));
+									index, quote_identifier(pname), hs_jsonb_type_name(&pval));
 				}
 				out->prop_names = lappend(out->prop_names, pname);
 				out->prop_values = lappend(out->prop_values, ptext);
@@ -472,7 +470,7 @@ hs_validate_contacts(Jsonb *contacts)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("contacts must be a JSON array of contact objects, not %s",
-						jsonb_type_name(&v)),
+						hs_jsonb_type_name(&v)),
 				 errhint("Pass for example '[{\"vid\": 123}]'.")));
 	}
 
@@ -511,7 +509,7 @@ hs_validate_contacts(Jsonb *contacts)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("contacts[%d] must be a JSON object, not %s",
-								i, jsonb_type_name(elem)),
+								i, hs_jsonb_type_name(elem)),
 						 errhint("Each contact is an object such as {\"vid\": 123}.")));
 			obj = elem->val.binary.data;
 		}

@@ -1,0 +1,144 @@
+--
+-- 10_events: the marketing events themselves: upsert, cancel and complete,
+-- now and through the outbox; the sync_event trigger; and the order in which
+-- the worker's claim takes an event and its subscriber states.
+--
+SET search_path = hubspot_events, hs_test, public;
+SET TimeZone = 'UTC';
+
+-- ---- hubspot_upsert_event: what HubSpot receives ----
+SELECT mock_mark() AS mark \gset
+SELECT r->'http_status' AS http_status, r->'requests' AS requests
+  FROM hubspot_upsert_event('webinar-ev1', 'acme',
+        '{"eventName": "Spring webinar", "eventOrganizer": "Acme", "eventType": "WEBINAR",
+          "eventDescription": "Forty minutes on outboxes", "eventUrl": "https://acme.example/spring",
+          "startDateTime": "2026-03-01 17:00:00+01", "endDateTime": 1772387400000,
+          "eventCancelled": false,
+          "customProperties": {"room": "A", "seats": 40, "dropped": null}}') r;
+SELECT r->>'method' AS method, r->>'operation' AS operation, r->>'raw_path' AS raw_path,
+       r->'spec_errors' AS spec_errors, r->>'status' AS status
+  FROM mock_since(:mark) r;
+-- the body: the spec's MarketingEventCreateRequestParams, times in UTC ISO 8601
+SELECT jsonb_pretty((r->'body'->'inputs'->0) - 'customProperties') AS event
+  FROM mock_since(:mark) r;
+-- custom properties: name and value, and the fields the spec's PropertyValue requires
+SELECT p->>'name' AS name, p->>'value' AS value, p->>'source' AS source,
+       p->>'dataSensitivity' AS sensitivity, p->'maskedSubstrings' AS masked,
+       (SELECT count(*) FROM jsonb_object_keys(p)) AS nfields
+  FROM mock_since(:mark) r, jsonb_array_elements(r->'body'->'inputs'->0->'customProperties') p;
+
+-- an array of {name, value} works too; no properties send []
+SELECT mock_mark() AS mark \gset
+SELECT hubspot_upsert_event('webinar-ev2', 'acme',
+        '{"eventName": "B", "eventOrganizer": "Acme", "customProperties": [{"name": "room", "value": "B"}]}')->'http_status' AS http_status;
+SELECT hubspot_upsert_event('webinar-ev3', 'acme', '{"eventName": "C", "eventOrganizer": "Acme"}')->'http_status' AS http_status;
+SELECT r->'body'->'inputs'->0->'customProperties'->0->>'value' AS first_value,
+       jsonb_array_length(r->'body'->'inputs'->0->'customProperties') AS nprops, r->'spec_errors' AS spec_errors
+  FROM mock_since(:mark) r ORDER BY (r->>'seq')::int;
+
+-- ---- cancel and complete ----
+SELECT mock_mark() AS mark \gset
+SELECT hubspot_cancel_event('webinar-ev1', 'acme')->'http_status' AS cancel_status;
+SELECT hubspot_complete_event('webinar-ev2', 'acme', '2026-03-01 17:00+00', '2026-03-01 18:00+00')->'http_status' AS complete_status;
+SELECT r->>'operation' AS operation, r->>'raw_path' AS raw_path, r->'query' AS query,
+       r->'body' AS body, r->'spec_errors' AS spec_errors
+  FROM mock_since(:mark) r ORDER BY (r->>'seq')::int;
+
+-- ---- bad input: a clear ERROR, nothing sent ----
+SELECT mock_mark() AS mark \gset
+SELECT t.* FROM (VALUES
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventOrganizer": "Acme"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "", "eventOrganizer": "Acme"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "eventname": "x"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": 5, "eventOrganizer": "Acme"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "startDateTime": "yesterday-ish"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "startDateTime": "2026-03-02", "endDateTime": "2026-03-01"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "eventUrl": "javascript:alert(1)"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "eventCancelled": "yes"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "customProperties": {"room": [1]}}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "customProperties": [{"name": "room"}]}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "externalEventId": "other"}')$$),
+  ($$SELECT hubspot_upsert_event('e', 'acme', '[]')$$),
+  ($$SELECT hubspot_upsert_event('', 'acme', '{"eventName": "A", "eventOrganizer": "Acme"}')$$),
+  ($$SELECT hubspot_upsert_event('e', NULL, '{"eventName": "A", "eventOrganizer": "Acme"}')$$),
+  ($$SELECT hubspot_complete_event('e', 'acme', '2026-03-02', '2026-03-01')$$),
+  ($$SELECT hubspot_complete_event('e', 'acme', '-infinity', '2026-03-01')$$),
+  ($$SELECT hubspot_cancel_event('e', NULL)$$)
+) AS q(sql), LATERAL try(q.sql) t;
+SELECT count(*) AS requests_sent FROM mock_since(:mark);
+
+-- ---- HubSpot's error answer for an event call ----
+SELECT code, message FROM try($$SELECT hubspot_cancel_event('mock:status=404', 'acme')$$);
+
+-- ---- through the outbox ----
+DELETE FROM outbox;
+BEGIN;
+SELECT hubspot_enqueue_event('webinar-ev4', 'acme', '{"eventName": "D", "eventOrganizer": "Acme"}') > 0 AS enqueued;
+SELECT array_length(hubspot_enqueue_subscriber('webinar-ev4', 'register', 'acme', '[{"vid": 1}, {"vid": 2}]'), 1) AS subscribers;
+SELECT hubspot_enqueue_subscriber('webinar-other', 'register', 'acme', '{"vid": 3}') IS NOT NULL AS other_event;
+SELECT hubspot_enqueue_complete_event('webinar-ev4', 'acme', '2026-03-01 17:00+00', '2026-03-01 18:00+00') > 0 AS complete_enqueued;
+SELECT hubspot_enqueue_cancel_event('webinar-ev4', 'acme') > 0 AS cancel_enqueued;
+COMMIT;
+SELECT kind, external_event_id, subscriber_state, contact_key, contact IS NULL AS no_contact,
+       event - 'customProperties' AS event, source, status
+  FROM outbox ORDER BY id;
+-- the claim: the event's upsert first; its subscriber states wait for it,
+-- another event's do not; the complete and the cancel wait their turn
+SELECT kind, external_event_id, contact::jsonb->'vid' AS vid FROM claim_due(100) ORDER BY id;
+SELECT count(*) AS claimed_again FROM claim_due(100);
+-- once the upsert is sent, the subscribers and the complete are due
+UPDATE outbox SET status = 'sent', sent_at = now() WHERE kind = 'event_upsert';
+SELECT kind, external_event_id, contact::jsonb->'vid' AS vid, event IS NOT NULL AS has_body FROM claim_due(100) ORDER BY id;
+UPDATE outbox SET status = 'sent', sent_at = now() WHERE status = 'sending';
+SELECT kind FROM claim_due(100);
+DELETE FROM outbox;
+
+-- a rolled-back event sends nothing
+BEGIN;
+SELECT hubspot_enqueue_event('webinar-ev5', 'acme', '{"eventName": "E", "eventOrganizer": "Acme"}') > 0 AS enqueued;
+ROLLBACK;
+SELECT count(*) AS rows_after_rollback FROM outbox;
+
+-- ---- the sync_event trigger ----
+CREATE TABLE public.webinars (
+  id text PRIMARY KEY, title text, host text, starts timestamptz, ends timestamp,
+  done boolean, link text, props jsonb, kind text);
+CREATE TRIGGER webinars_sync AFTER INSERT OR UPDATE OR DELETE ON public.webinars
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_event(
+    'event_id=id', 'account_id:=acme', 'name=title', 'organizer=host', 'start=starts', 'end=ends',
+    'completed=done', 'url=link', 'properties=props', 'type:=WEBINAR', 'on_delete=cancel');
+INSERT INTO public.webinars VALUES
+  ('w1', 'Spring', 'Acme', '2026-03-01 17:00+00', '2026-03-01 18:00', false, NULL, '{"room": "A"}', 'x'),
+  ('w2', 'Bad', 'Acme', '2026-03-01 17:00+00', NULL, NULL, 'ftp://nope', NULL, 'x'),
+  ('w3', NULL, 'Acme', NULL, NULL, NULL, NULL, NULL, 'x');
+UPDATE public.webinars SET kind = 'y';                 -- no mapped column changed: nothing
+UPDATE public.webinars SET title = 'Spring 2' WHERE id = 'w1';
+UPDATE public.webinars SET id = 'w1b' WHERE id = 'w1'; -- a new event: cancel the old, upsert the new
+DELETE FROM public.webinars WHERE id = 'w1b';
+SELECT id > 0 AS has_id, kind, external_event_id, external_account_id, status, error_category, error_message,
+       event->>'eventName' AS name, event->>'eventType' AS type, event->>'startDateTime' AS start,
+       event->>'endDateTime' AS "end", event->'eventCompleted' AS completed,
+       event->'customProperties'->0->>'value' AS room, source
+  FROM outbox ORDER BY id;
+DELETE FROM outbox;
+
+-- misconfigured triggers: a clear ERROR naming the table and the argument
+CREATE TABLE public.webinars_bad (id text, title text);
+CREATE TRIGGER t1 AFTER INSERT ON public.webinars_bad FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title');
+SELECT code, message, hint FROM try($$INSERT INTO public.webinars_bad VALUES ('a', 'b')$$);
+DROP TRIGGER t1 ON public.webinars_bad;
+CREATE TRIGGER t2 AFTER INSERT ON public.webinars_bad FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title', 'organizer=nosuch');
+SELECT code, message FROM try($$INSERT INTO public.webinars_bad VALUES ('a', 'b')$$);
+DROP TRIGGER t2 ON public.webinars_bad;
+CREATE TRIGGER t3 AFTER INSERT ON public.webinars_bad FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title', 'organizer:=Acme', 'colour=title');
+SELECT code, message FROM try($$INSERT INTO public.webinars_bad VALUES ('a', 'b')$$);
+DROP TRIGGER t3 ON public.webinars_bad;
+CREATE TRIGGER t4 AFTER INSERT ON public.webinars_bad FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title', 'organizer:=Acme', 'on_invalid=error');
+SELECT code, message FROM try($$INSERT INTO public.webinars_bad VALUES ('a', '')$$);
+SELECT count(*) AS outbox_rows FROM outbox;
+DROP TABLE public.webinars, public.webinars_bad;

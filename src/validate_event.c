@@ -1,0 +1,450 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate_event.c
+ *	  Input rules for marketing events: the object given to
+ *	  hubspot_upsert_event / hubspot_enqueue_event / sync_event, turned into
+ *	  the spec's MarketingEventCreateRequestParams, and the body of the
+ *	  event's complete call.
+ *
+ * The input object takes the spec's own field names:
+ *	  eventName, eventOrganizer (required, non-empty strings),
+ *	  eventType, eventDescription, eventUrl (strings; the URL http(s)://),
+ *	  startDateTime, endDateTime (ISO 8601 timestamps, or epoch
+ *	  milliseconds; sent as UTC ISO 8601 with milliseconds; the end not
+ *	  before the start), eventCancelled, eventCompleted (booleans),
+ *	  customProperties ({"name": "value", ...}, or the spec's array of
+ *	  {"name", "value"} objects),
+ *	  externalEventId, externalAccountId (optional: when given they must
+ *	  equal the function's arguments).
+ * A null value leaves the field out.  Unknown keys are refused (names are
+ * case-sensitive), as for contacts.
+ *
+ * The spec's PropertyValue requires twenty fields, most of them HubSpot's
+ * own bookkeeping; each custom property is sent with its name and value and
+ * neutral values for the others (source "API", sourceId "hubspot_events",
+ * the timestamps of the transaction that gave it), so that every request
+ * validates against the spec.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include "access/xact.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#define HS_EVENT_KEYS_HINT \
+	"An event has the keys \"eventName\" and \"eventOrganizer\" (required), \"eventType\", \"eventDescription\", \"eventUrl\", \"startDateTime\", \"endDateTime\", \"eventCancelled\", \"eventCompleted\" and \"customProperties\"; key names are case-sensitive."
+
+#define EVENT_ERR(...) \
+	do { *errmsg_out = psprintf(__VA_ARGS__); return false; } while (0)
+
+/* Epoch milliseconds as the spec's date-time: UTC, ISO 8601, milliseconds. */
+void
+hs_append_iso_ms(StringInfo buf, int64 epoch_ms)
+{
+	TimestampTz ts = (epoch_ms - HS_PG_EPOCH_MS) * 1000;
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (fsec / 1000));
+}
+
+static int64
+timestamptz_to_ms(TimestampTz ts)
+{
+	return (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
+}
+
+/* One custom property, as the spec's PropertyValue. */
+static void
+append_property_value(StringInfo buf, const char *name, const char *value, int64 now_ms)
+{
+	appendStringInfoString(buf, "{\"name\":");
+	escape_json(buf, name);
+	appendStringInfoString(buf, ",\"value\":");
+	escape_json(buf, value);
+	appendStringInfo(buf,
+					 ",\"dataSensitivity\":\"none\",\"isEncrypted\":false,\"isLargeValue\":false,"
+					 "\"maskedSubstrings\":{\"substrings\":[]},"
+					 "\"persistenceTimestamp\":" INT64_FORMAT ",\"requestId\":\"\","
+					 "\"selectedByUser\":false,\"selectedByUserTimestamp\":0,"
+					 "\"source\":\"API\",\"sourceId\":\"hubspot_events\",\"sourceLabel\":\"hubspot_events\","
+					 "\"sourceMetadata\":\"\",\"sourceUpstreamDeployable\":\"\",\"sourceVid\":[],"
+					 "\"timestamp\":" INT64_FORMAT ",\"unit\":\"\",\"updatedByUserId\":0,"
+					 "\"useTimestampAsPersistenceTimestamp\":true}",
+					 now_ms, now_ms);
+}
+
+/* A property value as text: strings as they are, numbers and booleans spelled out. */
+static bool
+scalar_text(const JsonbValue *v, char **out)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			*out = pnstrdup(v->val.string.val, v->val.string.len);
+			return true;
+		case jbvNumeric:
+			*out = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+			return true;
+		case jbvBool:
+			*out = pstrdup(v->val.boolean ? "true" : "false");
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* A non-empty string field; NULL when the value is null (left out). */
+static bool
+string_field(const JsonbValue *val, const char *key, bool nonempty, char **out, char **errmsg_out)
+{
+	*out = NULL;
+	if (val->type == jbvNull)
+		return true;
+	if (val->type != jbvString)
+		EVENT_ERR("event.%s must be a string, not %s", key, hs_jsonb_type_name(val));
+	if (nonempty && val->val.string.len == 0)
+		EVENT_ERR("event.%s must not be empty", key);
+	if (memchr(val->val.string.val, '\0', val->val.string.len) != NULL)
+		EVENT_ERR("event.%s must not contain a NUL character", key);
+	*out = pnstrdup(val->val.string.val, val->val.string.len);
+	return true;
+}
+
+/* A date-time field: ISO 8601 text or epoch milliseconds. */
+static bool
+time_field(const JsonbValue *val, const char *key, bool *have, int64 *ms,
+		   char **errmsg_out, char **errhint_out)
+{
+	*have = false;
+	if (val->type == jbvNull)
+		return true;
+	if (val->type == jbvString)
+	{
+		char	   *s = pnstrdup(val->val.string.val, val->val.string.len);
+		char	   *reason;
+
+		if (!hs_parse_timestamptz_ms(s, ms, &reason) || *ms < 0)
+		{
+			*errhint_out = pstrdup("Give an ISO 8601 timestamp such as \"2026-03-01T17:00:00Z\" (without an offset it is read in the session's TimeZone), or epoch milliseconds as a number.");
+			EVENT_ERR("event.%s is not a valid timestamp: %s%s%s", key,
+					  hs_jsonb_scalar_for_message(val),
+					  reason ? ": " : "", reason ? reason : "");
+		}
+	}
+	else if (val->type == jbvNumeric)
+	{
+		char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(val->val.numeric)));
+		char	   *end;
+
+		errno = 0;
+		*ms = strtoll(s, &end, 10);
+		if (errno != 0 || *end != '\0' || *ms < 0 || *ms > INT64CONST(253402300799999))
+			EVENT_ERR("event.%s must be epoch milliseconds (a non-negative integer before year 10000) or a timestamp string, not %s",
+					  key, hs_jsonb_scalar_for_message(val));
+	}
+	else
+		EVENT_ERR("event.%s must be a timestamp string or epoch milliseconds, not %s",
+				  key, hs_jsonb_type_name(val));
+	if (*ms > INT64CONST(253402300799999))
+		EVENT_ERR("event.%s is after the year 9999", key);
+	*have = true;
+	return true;
+}
+
+static bool
+bool_field(const JsonbValue *val, const char *key, int *out, char **errmsg_out)
+{
+	*out = -1;
+	if (val->type == jbvNull)
+		return true;
+	if (val->type != jbvBool)
+		EVENT_ERR("event.%s must be a boolean, not %s", key, hs_jsonb_type_name(val));
+	*out = val->val.boolean ? 1 : 0;
+	return true;
+}
+
+/* customProperties: an object of name -> value, or an array of {name, value}. */
+static bool
+custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms,
+				  char **errmsg_out, char **errhint_out)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				v;
+	int			n = 0;
+
+	if (val->type == jbvNull)
+		return true;
+	if (val->type != jbvBinary)
+		EVENT_ERR("event.customProperties must be an object of names and values, not %s",
+				  hs_jsonb_type_name(val));
+	*errhint_out = pstrdup("Give custom properties as {\"name\": \"value\", ...} or as [{\"name\": \"...\", \"value\": \"...\"}, ...]; values are sent as strings.");
+
+	it = JsonbIteratorInit(val->val.binary.data);
+	if (JsonContainerIsObject(val->val.binary.data))
+	{
+		(void) JsonbIteratorNext(&it, &v, true);	/* BEGIN_OBJECT */
+		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_END_OBJECT)
+		{
+			char	   *name = pnstrdup(k.val.string.val, k.val.string.len);
+			char	   *text;
+
+			(void) JsonbIteratorNext(&it, &v, true);
+			if (name[0] == '\0')
+				EVENT_ERR("event.customProperties has an empty property name");
+			if (v.type == jbvNull)
+				continue;		/* a null leaves the property out */
+			if (!scalar_text(&v, &text))
+				EVENT_ERR("event.customProperties.%s must be a string, number, boolean or null, not %s",
+						  quote_identifier(name), hs_jsonb_type_name(&v));
+			if (n++ > 0)
+				appendStringInfoChar(props, ',');
+			append_property_value(props, name, text, now_ms);
+		}
+	}
+	else
+	{
+		int			count = JsonContainerSize(val->val.binary.data);
+
+		for (int i = 0; i < count; i++)
+		{
+			JsonbValue *elem = getIthJsonbValueFromContainer(val->val.binary.data, i);
+			JsonbValue *name;
+			JsonbValue *value;
+			char	   *text;
+			char	   *namestr;
+
+			if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+				EVENT_ERR("event.customProperties[%d] must be an object with \"name\" and \"value\", not %s",
+						  i, hs_jsonb_type_name(elem));
+			if (JsonContainerSize(elem->val.binary.data) != 2)
+				EVENT_ERR("event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
+			name = getKeyJsonValueFromContainer(elem->val.binary.data, "name", 4, NULL);
+			value = getKeyJsonValueFromContainer(elem->val.binary.data, "value", 5, NULL);
+			if (name == NULL || value == NULL)
+				EVENT_ERR("event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
+			if (name->type != jbvString || name->val.string.len == 0)
+				EVENT_ERR("event.customProperties[%d].name must be a non-empty string", i);
+			namestr = pnstrdup(name->val.string.val, name->val.string.len);
+			if (value->type == jbvNull)
+				continue;
+			if (!scalar_text(value, &text))
+				EVENT_ERR("event.customProperties[%d].value must be a string, number, boolean or null, not %s",
+						  i, hs_jsonb_type_name(value));
+			if (n++ > 0)
+				appendStringInfoChar(props, ',');
+			append_property_value(props, namestr, text, now_ms);
+		}
+	}
+	*errhint_out = NULL;
+	return true;
+}
+
+/*
+ * Check one event object and write the MarketingEventCreateRequestParams
+ * to send into *out.  On bad input returns false with the reason in
+ * *errmsg_out and maybe a hint in *errhint_out.
+ */
+bool
+hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,
+			   StringInfo out, char **errmsg_out, char **errhint_out)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	key;
+	JsonbValue	val;
+	char	   *name = NULL,
+			   *organizer = NULL,
+			   *type = NULL,
+			   *description = NULL,
+			   *url = NULL;
+	bool		have_start = false,
+				have_end = false;
+	int64		start_ms = 0,
+				end_ms = 0;
+	int			cancelled = -1,
+				completed = -1;
+	StringInfoData props;
+	int64		now_ms = timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
+	char	   *msg;
+
+	*errhint_out = NULL;
+	initStringInfo(&props);
+	if (!JsonContainerIsObject(obj))
+		EVENT_ERR("event must be a JSON object");
+
+	it = JsonbIteratorInit(obj);
+	(void) JsonbIteratorNext(&it, &val, true);	/* BEGIN_OBJECT */
+	while ((tok = JsonbIteratorNext(&it, &key, true)) != WJB_END_OBJECT)
+	{
+		char	   *k = pnstrdup(key.val.string.val, key.val.string.len);
+		bool		ok;
+
+		(void) JsonbIteratorNext(&it, &val, true);
+		if (strcmp(k, "eventName") == 0)
+			ok = string_field(&val, k, true, &name, errmsg_out);
+		else if (strcmp(k, "eventOrganizer") == 0)
+			ok = string_field(&val, k, true, &organizer, errmsg_out);
+		else if (strcmp(k, "eventType") == 0)
+			ok = string_field(&val, k, false, &type, errmsg_out);
+		else if (strcmp(k, "eventDescription") == 0)
+			ok = string_field(&val, k, false, &description, errmsg_out);
+		else if (strcmp(k, "eventUrl") == 0)
+		{
+			ok = string_field(&val, k, false, &url, errmsg_out);
+			if (ok && url && url[0] &&
+				pg_strncasecmp(url, "https://", 8) != 0 && pg_strncasecmp(url, "http://", 7) != 0)
+			{
+				*errhint_out = pstrdup("Give an absolute URL such as \"https://example.com/webinar\".");
+				EVENT_ERR("event.eventUrl must be an http:// or https:// URL, not %s",
+						  hs_jsonb_scalar_for_message(&val));
+			}
+		}
+		else if (strcmp(k, "startDateTime") == 0)
+			ok = time_field(&val, k, &have_start, &start_ms, errmsg_out, errhint_out);
+		else if (strcmp(k, "endDateTime") == 0)
+			ok = time_field(&val, k, &have_end, &end_ms, errmsg_out, errhint_out);
+		else if (strcmp(k, "eventCancelled") == 0)
+			ok = bool_field(&val, k, &cancelled, errmsg_out);
+		else if (strcmp(k, "eventCompleted") == 0)
+			ok = bool_field(&val, k, &completed, errmsg_out);
+		else if (strcmp(k, "customProperties") == 0)
+			ok = custom_properties(&val, &props, now_ms, errmsg_out, errhint_out);
+		else if (strcmp(k, "externalEventId") == 0 || strcmp(k, "externalAccountId") == 0)
+		{
+			const char *expected = k[8] == 'E' ? event_id : account_id;
+			char	   *given;
+
+			ok = string_field(&val, k, false, &given, errmsg_out);
+			if (ok && given && expected && strcmp(given, expected) != 0)
+			{
+				*errhint_out = pstrdup("Leave it out: the id comes from the function's argument (or the trigger's mapping).");
+				EVENT_ERR("event.%s %s differs from the %s argument", k,
+						  hs_jsonb_scalar_for_message(&val),
+						  k[8] == 'E' ? "external_event_id" : "external_account_id");
+			}
+		}
+		else
+		{
+			*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
+			EVENT_ERR("event has an unknown key \"%s\"", k);
+		}
+		if (!ok)
+			return false;
+	}
+
+	if (name == NULL)
+	{
+		*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
+		EVENT_ERR("event has no \"eventName\"");
+	}
+	if (organizer == NULL)
+	{
+		*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
+		EVENT_ERR("event has no \"eventOrganizer\"");
+	}
+	if (have_start && have_end && end_ms < start_ms)
+		EVENT_ERR("event.endDateTime is before event.startDateTime");
+	if ((msg = hs_check_external_id("external_event_id", event_id)) != NULL ||
+		(msg = hs_check_external_id("external_account_id", account_id)) != NULL)
+	{
+		*errmsg_out = msg;
+		return false;
+	}
+
+	appendStringInfoString(out, "{\"externalEventId\":");
+	escape_json(out, event_id);
+	appendStringInfoString(out, ",\"externalAccountId\":");
+	escape_json(out, account_id);
+	appendStringInfoString(out, ",\"eventName\":");
+	escape_json(out, name);
+	appendStringInfoString(out, ",\"eventOrganizer\":");
+	escape_json(out, organizer);
+#define OPT_STRING(field, v) \
+	do { if (v) { appendStringInfoString(out, ",\"" field "\":"); escape_json(out, v); } } while (0)
+	OPT_STRING("eventType", type);
+	OPT_STRING("eventDescription", description);
+	OPT_STRING("eventUrl", url);
+#undef OPT_STRING
+	if (have_start)
+	{
+		appendStringInfoString(out, ",\"startDateTime\":\"");
+		hs_append_iso_ms(out, start_ms);
+		appendStringInfoChar(out, '"');
+	}
+	if (have_end)
+	{
+		appendStringInfoString(out, ",\"endDateTime\":\"");
+		hs_append_iso_ms(out, end_ms);
+		appendStringInfoChar(out, '"');
+	}
+	if (cancelled >= 0)
+		appendStringInfo(out, ",\"eventCancelled\":%s", cancelled ? "true" : "false");
+	if (completed >= 0)
+		appendStringInfo(out, ",\"eventCompleted\":%s", completed ? "true" : "false");
+	appendStringInfo(out, ",\"customProperties\":[%s]}", props.data);
+	return true;
+}
+
+/* Throwing version: the event as it is sent, as jsonb. */
+Jsonb *
+hs_validate_event(Jsonb *event, const char *event_id, const char *account_id)
+{
+	StringInfoData buf;
+	char	   *msg;
+	char	   *hint;
+
+	if (!JB_ROOT_IS_OBJECT(event) || JB_ROOT_IS_SCALAR(event))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event must be a JSON object"),
+				 errhint("Pass for example '{\"eventName\": \"Spring webinar\", \"eventOrganizer\": \"Acme\"}'.")));
+	initStringInfo(&buf);
+	if (!hs_check_event(&event->root, event_id, account_id, &buf, &msg, &hint))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_internal("%s", msg),
+				 hint ? errhint("%s", hint) : 0));
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/* The complete call's body: {"startDateTime", "endDateTime"}. */
+Jsonb *
+hs_event_complete_body(TimestampTz start, TimestampTz end)
+{
+	StringInfoData buf;
+
+	if (TIMESTAMP_NOT_FINITE(start) || TIMESTAMP_NOT_FINITE(end))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_date_time and end_date_time must be finite timestamps")));
+	if (end < start)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("end_date_time is before start_date_time")));
+	if (start < 0 - ((TimestampTz) HS_PG_EPOCH_MS * 1000))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_date_time must not be before 1970")));
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"startDateTime\":\"");
+	hs_append_iso_ms(&buf, timestamptz_to_ms(start));
+	appendStringInfoString(&buf, "\",\"endDateTime\":\"");
+	hs_append_iso_ms(&buf, timestamptz_to_ms(end));
+	appendStringInfoString(&buf, "\"}");
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
