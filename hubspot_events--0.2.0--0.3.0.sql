@@ -25,12 +25,12 @@ COMMENT ON COLUMN @extschema@.outbox.event IS
 -- The claim, as before, and one more rule: a subscriber row waits while an
 -- older upsert of its event (same event and account) is pending or sending,
 -- so that a new event and its first registrations can be committed in one
--- transaction.  The result gains the row's kind and event.
+-- transaction.  The result gains the row's kind, event and contact_key.
 DROP FUNCTION @extschema@.claim_due(integer);
 CREATE FUNCTION @extschema@.claim_due(max_rows integer)
 RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
                external_account_id text, contact text, attempts integer,
-               kind text, event text)
+               kind text, event text, contact_key text)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -65,7 +65,7 @@ AS $$
       FROM due
      WHERE u.id = due.id
     RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
-              u.contact::text, u.attempts, u.kind, u.event::text
+              u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
 $$;
 REVOKE ALL ON FUNCTION @extschema@.claim_due(integer) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.claim_due(integer) IS

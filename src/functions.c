@@ -43,6 +43,31 @@ append_json_string_or_null(StringInfo buf, const char *s)
 }
 
 /*
+ * The attendance endpoints answer 200 with per-contact errors (numErrors):
+ * raise the first, with how many there were and how far the call got.
+ */
+static void
+report_batch_errors(const HsHttpResult *res, int first, int count, int ncontacts)
+{
+	int			nerrors;
+	List	   *errors = hs_parse_batch_errors(res->body, res->body_len, &nerrors);
+	HsHttpResult shown = *res;
+
+	if (nerrors <= 0)
+		return;
+	if (errors != NIL)
+	{
+		shown.body = ((HsItemError *) linitial(errors))->json;
+		shown.body_len = strlen(shown.body);
+	}
+	hs_report_http_failure(&shown,
+						   psprintf("HubSpot reported %d error%s (numErrors) for the %d contact%s of this request; the first is shown. "
+									"The request's other contacts may have been recorded, and %d of %d contacts were recorded before this request.",
+									nerrors, nerrors == 1 ? "" : "s", count, count == 1 ? "" : "s",
+									first, ncontacts));
+}
+
+/*
  * hubspot_upsert_subscriber(external_event_id text, subscriber_state text,
  *							 external_account_id text, contacts jsonb) -> jsonb
  */
@@ -58,9 +83,11 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	HsSubscriberState state;
 	List	   *contacts;
 	const char *token;
-	char	   *url;
+	char	   *base;
+	bool		attendance;
 	int			ncontacts;
 	int			batch;
+	int			count;
 	int			nrequests = 0;
 	StringInfoData body;
 	StringInfoData responses;
@@ -79,17 +106,24 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
 
 	token = hs_get_access_token();
-	url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
-				   hs_api_base(), hs_url_escape(event_id), hs_state_name(state),
-				   hs_url_escape(account_id));
+	base = hs_api_base();
+	attendance = (hs_endpoint == HS_ENDPOINT_ATTENDANCE);
 
 	ncontacts = list_length(contacts);
 	batch = hs_batch_size;
 	initStringInfo(&body);
 	initStringInfo(&responses);
-	for (int first = 0; first < ncontacts; first += batch)
+	for (int first = 0; first < ncontacts; first += count)
 	{
-		int			count = Min(batch, ncontacts - first);
+		/* consecutive contacts of one kind (vid or email), at most batch_size */
+		bool		by_email = ((HsContact *) list_nth(contacts, first))->email != NULL;
+		char	   *url;
+
+		count = 1;
+		while (first + count < ncontacts && count < batch &&
+			   (((HsContact *) list_nth(contacts, first + count))->email != NULL) == by_email)
+			count++;
+		url = hs_subscriber_url(base, event_id, hs_state_name(state), account_id, by_email, attendance);
 
 		resetStringInfo(&body);
 		hs_build_subscriber_body(&body, contacts, first, count);
@@ -101,6 +135,8 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 								   ncontacts > count ?
 								   psprintf("%d of %d contacts were recorded before this error.",
 											first, ncontacts) : NULL);
+		if (attendance)
+			report_batch_errors(&res, first, count, ncontacts);
 
 		last_body = hs_body_to_jsonb(res.body, res.body_len);
 		appendStringInfo(&responses, "%s{\"http_status\":%ld,\"contacts\":%d,\"correlation_id\":",
@@ -166,7 +202,7 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 		row.subscriber_state = hs_state_name(state);
 		row.external_account_id = account_id;
 		row.contact = hs_contact_to_jsonb(c);
-		row.contact_key = psprintf(INT64_FORMAT, c->vid);
+		row.contact_key = hs_contact_key(c);
 		row.source = "hubspot_enqueue_subscriber";
 		ids[n++] = Int64GetDatum(hs_outbox_insert(&row));
 	}

@@ -161,3 +161,130 @@ hs_parse_error_body(const char *body, size_t len, HsErrorBody *out)
 	}
 	PG_END_TRY();
 }
+
+/* Collect the strings of a context object ({"key": ["value", ...]}) in lower case. */
+static List *
+context_names(struct json_object *ctx, List *names)
+{
+	struct json_object_iterator it;
+	struct json_object_iterator end;
+
+	if (ctx == NULL || !json_object_is_type(ctx, json_type_object))
+		return names;
+	it = json_object_iter_begin(ctx);
+	end = json_object_iter_end(ctx);
+	while (!json_object_iter_equal(&it, &end))
+	{
+		struct json_object *v = json_object_iter_peek_value(&it);
+
+		if (v && json_object_is_type(v, json_type_array))
+		{
+			size_t		n = json_object_array_length(v);
+
+			for (size_t i = 0; i < n; i++)
+			{
+				struct json_object *e = json_object_array_get_idx(v, i);
+
+				if (e && (json_object_is_type(e, json_type_string) || json_object_is_type(e, json_type_int)))
+				{
+					char	   *s = pstrdup(json_object_get_string(e));
+
+					for (char *p = s; *p; p++)
+						*p = pg_ascii_tolower((unsigned char) *p);
+					names = lappend(names, s);
+				}
+			}
+		}
+		json_object_iter_next(&it);
+	}
+	return names;
+}
+
+/*
+ * The per-contact errors of a 2xx answer of the attendance endpoints:
+ * {"numErrors": N, "errors": [{"category", "message", "context": {"vid":
+ * ["123"]}, ...}, ...]}.  Returns a List of HsItemError (each error's JSON
+ * text and the contact identities its context names, in lower case), empty
+ * when there are none; *num_errors is numErrors (or the list's length when
+ * absent).  Never throws on bad input: an answer that is not such an
+ * object has no errors.
+ */
+List *
+hs_parse_batch_errors(const char *body, size_t len, int *num_errors)
+{
+	struct json_tokener *volatile tok = NULL;
+	struct json_object *volatile root = NULL;
+	List	   *volatile result = NIL;
+
+	*num_errors = 0;
+	if (body == NULL || len == 0)
+		return NIL;
+
+	PG_TRY();
+	{
+		struct json_object *errors;
+		struct json_object *num;
+
+		tok = json_tokener_new();
+		if (tok == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory while reading HubSpot's answer")));
+		json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+		root = json_tokener_parse_ex(tok, body, (int) Min(len, (size_t) INT_MAX));
+		if (json_tokener_get_error(tok) == json_tokener_success &&
+			root != NULL && json_object_is_type(root, json_type_object))
+		{
+			if (json_object_object_get_ex(root, "errors", &errors) && errors &&
+				json_object_is_type(errors, json_type_array))
+			{
+				size_t		n = json_object_array_length(errors);
+
+				for (size_t i = 0; i < n; i++)
+				{
+					struct json_object *e = json_object_array_get_idx(errors, i);
+					struct json_object *ctx;
+					struct json_object *inner;
+					HsItemError *ie;
+					const char *text;
+
+					if (e == NULL || !json_object_is_type(e, json_type_object))
+						continue;
+					ie = palloc0(sizeof(HsItemError));
+					text = json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+					ie->json = pstrdup(text);
+					if (json_object_object_get_ex(e, "context", &ctx))
+						ie->names = context_names(ctx, ie->names);
+					/* the detailed errors may name the contact instead */
+					if (json_object_object_get_ex(e, "errors", &inner) && inner &&
+						json_object_is_type(inner, json_type_array))
+					{
+						for (size_t j = 0; j < json_object_array_length(inner); j++)
+						{
+							struct json_object *d = json_object_array_get_idx(inner, j);
+
+							if (d && json_object_is_type(d, json_type_object) &&
+								json_object_object_get_ex(d, "context", &ctx))
+								ie->names = context_names(ctx, ie->names);
+						}
+					}
+					result = lappend(result, ie);
+				}
+			}
+			if (json_object_object_get_ex(root, "numErrors", &num) && num &&
+				json_object_is_type(num, json_type_int))
+				*num_errors = (int) Min(Max(json_object_get_int64(num), 0), INT_MAX);
+			if (*num_errors < list_length(result))
+				*num_errors = list_length(result);
+		}
+	}
+	PG_FINALLY();
+	{
+		if (root != NULL)
+			json_object_put(root);
+		if (tok != NULL)
+			json_tokener_free(tok);
+	}
+	PG_END_TRY();
+	return result;
+}

@@ -127,6 +127,23 @@ hs_api_base(void)
 	return base;
 }
 
+/*
+ * Where a subscriber state is recorded: .../events/{id}/{state}/upsert or
+ * email-upsert, or with hubspot_events.endpoint = attendance,
+ * .../attendance/{id}/{state}/create or email-create.  Path segments and the
+ * query value are percent-encoded.
+ */
+char *
+hs_subscriber_url(const char *base, const char *event_id, const char *state,
+				  const char *account_id, bool by_email, bool attendance)
+{
+	return psprintf("%s/marketing/v3/marketing-events/%s/%s/%s/%s?externalAccountId=%s",
+					base, attendance ? "attendance" : "events", hs_url_escape(event_id), state,
+					attendance ? (by_email ? "email-create" : "create") :
+					(by_email ? "email-upsert" : "upsert"),
+					hs_url_escape(account_id));
+}
+
 static bool
 host_is_loopback(const char *host)
 {

@@ -56,6 +56,11 @@ extern char *hs_api_base_url;
 extern char *hs_access_token_file;
 extern int	hs_request_timeout_ms;
 extern int	hs_batch_size;
+extern int	hs_endpoint;
+
+/* hubspot_events.endpoint */
+#define HS_ENDPOINT_UPSERT		0
+#define HS_ENDPOINT_ATTENDANCE	1
 
 extern char *hs_database;
 extern int	hs_poll_interval_ms;
@@ -87,11 +92,16 @@ typedef enum HsSubscriberState
 /* One contact, validated and normalised, ready to be sent. */
 typedef struct HsContact
 {
-	int64		vid;
+	int64		vid;			/* 0 when given by email */
+	char	   *email;			/* NULL when given by vid */
 	int64		interaction_ms;		/* epoch milliseconds */
 	/* property names and values, as text, in input order */
 	List	   *prop_names;
 	List	   *prop_values;
+	/* contactProperties (email contacts only) */
+	bool		has_cprops;
+	List	   *cprop_names;
+	List	   *cprop_values;
 } HsContact;
 
 extern const char *hs_state_name(HsSubscriberState state);
@@ -105,6 +115,7 @@ extern bool hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 extern List *hs_validate_contacts(Jsonb *contacts);
 extern void hs_append_contact_json(StringInfo buf, const HsContact *c);
 extern Jsonb *hs_contact_to_jsonb(const HsContact *contact);
+extern char *hs_contact_key(const HsContact *c);
 extern bool hs_parse_timestamptz_ms(const char *str, int64 *ms, char **reason);
 extern const char *hs_jsonb_type_name(const JsonbValue *v);
 extern char *hs_jsonb_scalar_for_message(const JsonbValue *v);
@@ -177,6 +188,7 @@ typedef struct HsClaimedRow
 	char	   *external_event_id;
 	char	   *subscriber_state;
 	char	   *external_account_id;
+	char	   *contact_key;	/* the vid as text, or the email in lower case; "" for event rows */
 	char	   *contact;		/* JSON text as sent: the contact, or the event's body ("" for none) */
 	int			attempts;		/* this one included */
 } HsClaimedRow;
@@ -189,11 +201,14 @@ typedef struct HsClaimedRow
 typedef struct HsBatch
 {
 	HsRowKind	kind;
+	bool		by_email;		/* subscriber rows given by email (never mixed with vids) */
+	bool		attendance;		/* sent to the attendance endpoints (hubspot_events.endpoint) */
 	char	   *external_event_id;
 	char	   *subscriber_state;
 	char	   *external_account_id;
 	int			n;
 	int64	   *ids;
+	char	  **keys;			/* each row's contact_key */
 	char	  **contacts;		/* each row's JSON text (a contact, or an event's body) */
 	char	   *url;
 	char	   *body;
@@ -230,6 +245,7 @@ extern List *hs_outbox_claim(int limit);
 extern int64 hs_outbox_next_due_ms(void);
 extern List *hs_outbox_group(List *rows, int batch_size);
 extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);
+extern HsBatch *hs_batch_pick(const HsBatch *b, const int *idx, int n);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome);
 
 /* ---- shared.c ---- */
@@ -315,6 +331,8 @@ typedef struct HsHttpRequest
 extern char *hs_url_escape(const char *s);
 extern time_t curl_getdate_wrapper(const char *value);
 extern char *hs_api_base(void);
+extern char *hs_subscriber_url(const char *base, const char *event_id, const char *state,
+							   const char *account_id, bool by_email, bool attendance);
 /* What hs_http_post_many asks of its caller; any may be NULL. */
 typedef struct HsSendHooks
 {
@@ -351,6 +369,15 @@ typedef struct HsErrorBody
 extern void hs_build_subscriber_body(StringInfo buf, List *contacts,
 									 int first, int count);
 extern void hs_parse_error_body(const char *body, size_t len, HsErrorBody *out);
+
+/* One per-contact error of an attendance answer (numErrors/errors). */
+typedef struct HsItemError
+{
+	char	   *json;			/* the error object, as HubSpot sent it */
+	List	   *names;			/* what its context names (vids, emails), lower case */
+} HsItemError;
+
+extern List *hs_parse_batch_errors(const char *body, size_t len, int *num_errors);
 extern Jsonb *hs_body_to_jsonb(const char *body, size_t len);
 extern char *hs_sanitize_remote_text(const char *s, size_t len);
 

@@ -30,6 +30,13 @@ char	   *hs_api_base_url = NULL;
 char	   *hs_access_token_file = NULL;
 int			hs_request_timeout_ms = 30000;
 int			hs_batch_size = 100;
+int			hs_endpoint = HS_ENDPOINT_UPSERT;
+
+static const struct config_enum_entry endpoint_options[] = {
+	{"upsert", HS_ENDPOINT_UPSERT, false},
+	{"attendance", HS_ENDPOINT_ATTENDANCE, false},
+	{NULL, 0, false}
+};
 char	   *hs_database = NULL;
 int			hs_poll_interval_ms = 1000;
 int			hs_max_concurrency = 4;
@@ -162,6 +169,16 @@ _PG_init(void)
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("hubspot_events.endpoint",
+							 "Which HubSpot endpoints record subscriber states.",
+							 "upsert: .../events/{id}/{state}/upsert and email-upsert (the default); "
+							 "attendance: .../attendance/{id}/{state}/create and email-create, their announced successors.",
+							 &hs_endpoint,
+							 HS_ENDPOINT_UPSERT, endpoint_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	/*
 	 * A PGC_POSTMASTER setting can only be defined while the postmaster

@@ -290,7 +290,7 @@ hs_outbox_claim(int limit)
 
 		/* the claim itself is SQL in the extension: claim_due() */
 		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
-						 "       kind, event"
+						 "       kind, event, contact_key"
 						 "  FROM " HS_SCHEMA ".claim_due($1)",
 						 1, types);
 	}
@@ -313,6 +313,9 @@ hs_outbox_claim(int limit)
 		r->contact = SPI_getvalue(tup, desc, 5);
 		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 		r->kind = row_kind(SPI_getvalue(tup, desc, 7));
+		r->contact_key = SPI_getvalue(tup, desc, 9);
+		if (r->contact_key == NULL)
+			r->contact_key = pstrdup("");
 		if (r->kind != HS_KIND_SUBSCRIBER)
 		{
 			/* event rows: the body to send is the event column ("" for a cancel) */
@@ -377,9 +380,8 @@ batch_finish(HsBatch *b, const char *base)
 	switch (b->kind)
 	{
 		case HS_KIND_SUBSCRIBER:
-			b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s",
-							  base, hs_url_escape(b->external_event_id), b->subscriber_state,
-							  hs_url_escape(b->external_account_id));
+			b->url = hs_subscriber_url(base, b->external_event_id, b->subscriber_state,
+									   b->external_account_id, b->by_email, b->attendance);
 			break;
 		case HS_KIND_EVENT_UPSERT:
 			b->url = psprintf("%s/marketing/v3/marketing-events/events/upsert", base);
@@ -399,11 +401,14 @@ batch_finish(HsBatch *b, const char *base)
 }
 
 static HsBatch *
-batch_new(HsRowKind kind, const char *event, const char *state, const char *account, int capacity)
+batch_new(HsRowKind kind, bool by_email, const char *event, const char *state, const char *account, int capacity)
 {
 	HsBatch    *b = palloc0(sizeof(HsBatch));
 
 	b->kind = kind;
+	b->by_email = by_email;
+	b->attendance = (hs_endpoint == HS_ENDPOINT_ATTENDANCE);
+	b->keys = palloc(sizeof(char *) * capacity);
 	b->external_event_id = pstrdup(event);
 	b->subscriber_state = pstrdup(state);
 	b->external_account_id = pstrdup(account);
@@ -431,12 +436,14 @@ hs_outbox_group(List *rows, int batch_size)
 		HsClaimedRow *r = (HsClaimedRow *) lfirst(lc);
 		HsBatch    *b = NULL;
 		ListCell   *lb;
+		/* a contact given by email has an email as its key; a vid never holds '@' */
+		bool		by_email = r->kind == HS_KIND_SUBSCRIBER && strchr(r->contact_key, '@') != NULL;
 
 		foreach(lb, open)
 		{
 			HsBatch    *c = (HsBatch *) lfirst(lb);
 
-			if (c->kind != r->kind)
+			if (c->kind != r->kind || c->by_email != by_email)
 				continue;
 			/* event upserts of any events go together */
 			if (r->kind == HS_KIND_EVENT_UPSERT ||
@@ -450,11 +457,12 @@ hs_outbox_group(List *rows, int batch_size)
 		}
 		if (b == NULL)
 		{
-			b = batch_new(r->kind, r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
+			b = batch_new(r->kind, by_email, r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
 			batches = lappend(batches, b);
 			open = lappend(open, b);
 		}
 		b->contacts[b->n] = r->contact;
+		b->keys[b->n] = r->contact_key;
 		b->ids[b->n++] = r->id;
 		/* a cancel or complete is a call of its own */
 		if (b->n >= batch_size ||
@@ -467,6 +475,55 @@ hs_outbox_group(List *rows, int batch_size)
 	return batches;
 }
 
+/* The rows first .. first + n - 1 of a batch, as a batch of its own (no URL or body yet). */
+static HsBatch *
+batch_subset(const HsBatch *b, int first, int n)
+{
+	HsBatch    *s = batch_new(b->kind, b->by_email, b->external_event_id, b->subscriber_state,
+							  b->external_account_id, Max(n, 1));
+
+	s->attendance = b->attendance;
+	memcpy(s->ids, b->ids + first, sizeof(int64) * n);
+	memcpy(s->keys, b->keys + first, sizeof(char *) * n);
+	memcpy(s->contacts, b->contacts + first, sizeof(char *) * n);
+	s->n = n;
+	return s;
+}
+
+/* The base URL a batch was built with (its URL up to "/marketing/"). */
+static char *
+base_of(const HsBatch *b)
+{
+	const char *m = strstr(b->url, "/marketing/");
+
+	return m ? pnstrdup(b->url, m - b->url) : hs_api_base();
+}
+
+/*
+ * Some rows of a batch (by index) as a batch of their own, for recording
+ * per-contact outcomes (the attendance endpoints' errors).  Its URL and body
+ * are the parent's: nothing is sent again.
+ */
+HsBatch *
+hs_batch_pick(const HsBatch *b, const int *idx, int n)
+{
+	HsBatch    *s = batch_new(b->kind, b->by_email, b->external_event_id, b->subscriber_state,
+							  b->external_account_id, Max(n, 1));
+
+	s->attendance = b->attendance;
+	for (int i = 0; i < n; i++)
+	{
+		s->ids[i] = b->ids[idx[i]];
+		s->keys[i] = b->keys[idx[i]];
+		s->contacts[i] = b->contacts[idx[i]];
+	}
+	s->n = n;
+	s->url = b->url;
+	s->body = b->body;
+	s->body_len = b->body_len;
+	return s;
+}
+
 /*
  * Split a batch of two or more rows into halves (for isolating a contact
  * HubSpot rejects); each half knows the other.
@@ -476,19 +533,12 @@ hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second)
 {
 	int			n1 = b->n / 2;
 	int			n2 = b->n - n1;
-	HsBatch    *h1 = batch_new(b->kind, b->external_event_id, b->subscriber_state, b->external_account_id, n1);
-	HsBatch    *h2 = batch_new(b->kind, b->external_event_id, b->subscriber_state, b->external_account_id, n2);
-	char	   *base = hs_api_base();
+	HsBatch    *h1 = batch_subset(b, 0, n1);
+	HsBatch    *h2 = batch_subset(b, n1, n2);
 
 	Assert(b->n >= 2);
-	memcpy(h1->ids, b->ids, sizeof(int64) * n1);
-	memcpy(h1->contacts, b->contacts, sizeof(char *) * n1);
-	h1->n = n1;
-	memcpy(h2->ids, b->ids + n1, sizeof(int64) * n2);
-	memcpy(h2->contacts, b->contacts + n1, sizeof(char *) * n2);
-	h2->n = n2;
-	batch_finish(h1, base);
-	batch_finish(h2, base);
+	batch_finish(h1, base_of(b));
+	batch_finish(h2, base_of(b));
 	h1->sibling = h2;
 	h2->sibling = h1;
 	*first = h1;

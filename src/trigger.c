@@ -96,7 +96,7 @@ PG_FUNCTION_INFO_V1(hubspot_sync_attendance);
 PG_FUNCTION_INFO_V1(hubspot_backfill_batch);
 
 #define VALID_KEYS_HINT \
-	"The keys are event_id, state, vid and account_id (required), and at, properties, on_delete and on_invalid (optional)."
+	"The keys are event_id, state, vid or email (one of them), and account_id (required), and at, properties, on_delete and on_invalid (optional)."
 
 #define VALID_STATES_HINT \
 	"Valid states are \"register\", \"attend\" and \"cancel\" (also accepted: \"registered\", \"attended\", \"cancelled\", \"canceled\", in any letter case)."
@@ -112,14 +112,16 @@ typedef enum ValueKey
 	VK_ACCOUNT_ID,
 	VK_AT,
 	VK_PROPERTIES,
+	VK_EMAIL,
 	NUM_VALUE_KEYS
 } ValueKey;
 
 static const char *const value_key_names[NUM_VALUE_KEYS] = {
-	"event_id", "state", "vid", "account_id", "at", "properties"
+	"event_id", "state", "vid", "account_id", "at", "properties", "email"
 };
+/* vid or email: exactly one of them, checked apart */
 static const bool value_key_required[NUM_VALUE_KEYS] = {
-	true, true, true, true, false, false
+	true, true, false, true, false, false, false
 };
 
 /* How a mapped column's value is read. */
@@ -284,11 +286,16 @@ check_constant(ValueKey key, const char *text, Jsonb **jsonb_out)
 			break;
 	}
 
-	/* vid, at, properties: check them as part of a contact */
+	/* vid, email, at, properties: check them as part of a contact */
 	initStringInfo(&buf);
 	if (key == VK_VID)
 	{
 		appendStringInfoString(&buf, "{\"vid\":");
+		escape_json(&buf, text);
+	}
+	else if (key == VK_EMAIL)
+	{
+		appendStringInfoString(&buf, "{\"email\":");
 		escape_json(&buf, text);
 	}
 	else if (key == VK_AT)
@@ -351,6 +358,11 @@ column_form(ValueKey key, Form_pg_attribute att, const char *arg,
 			if (category == TYPCATEGORY_STRING)
 				return VF_TEXT;
 			needs = "The key at takes a timestamptz, timestamp, date, integer (epoch milliseconds) or text column.";
+			break;
+		case VK_EMAIL:
+			if (category == TYPCATEGORY_STRING)
+				return VF_TEXT;
+			needs = "The key email takes a text column.";
 			break;
 		case VK_PROPERTIES:
 			if (base == JSONBOID)
@@ -511,6 +523,15 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 							cfg->tgname, table, value_key_names[k]),
 					 errhint("Add '%s=<column>' to read it from a column, or '%s:=<value>' to give a constant.",
 							 value_key_names[k], value_key_names[k])));
+	if (cfg->v[VK_VID].given == cfg->v[VK_EMAIL].given)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 cfg->v[VK_VID].given ?
+				 errmsg("trigger \"%s\" on table %s has arguments for both \"vid\" and \"email\"",
+						cfg->tgname, table) :
+				 errmsg("trigger \"%s\" on table %s has no argument for \"vid\" or \"email\"",
+						cfg->tgname, table),
+				 errhint("Identify contacts by 'vid=<column>' (HubSpot contact ids) or by 'email=<column>', one of them.")));
 
 	MemoryContextSwitchTo(oldcxt);
 	return cfg;
@@ -813,14 +834,16 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 	char	   *msg = NULL;
 	char	   *hint = NULL;
 	char	   *props_error = NULL;
+	ValueKey	id_key = v[VK_EMAIL].given ? VK_EMAIL : VK_VID;
+	const char *id_name = id_key == VK_EMAIL ? "email" : "vid";
 
 	/* nothing to sync yet */
 	if (!get_value(&v[VK_STATE], tuple, desc, &d_state) ||
-		!get_value(&v[VK_VID], tuple, desc, &d_vid))
+		!get_value(&v[id_key], tuple, desc, &d_vid))
 		return false;
 
 	state_text = cancel ? "cancel" : value_text(&v[VK_STATE], d_state);
-	vid_text = value_text(&v[VK_VID], d_vid);
+	vid_text = value_text(&v[id_key], d_vid);
 	if (get_value(&v[VK_EVENT_ID], tuple, desc, &d_event))
 		event = value_text(&v[VK_EVENT_ID], d_event);
 	if (get_value(&v[VK_ACCOUNT_ID], tuple, desc, &d_account))
@@ -840,8 +863,9 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 
 	/* the contact, as the validator takes it */
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, "vid");
-	if (!v[VK_VID].is_const && (v[VK_VID].form == VF_INT || v[VK_VID].form == VF_NUMERIC))
+	push_key(&ps, id_name);
+	if (id_key == VK_VID && !v[VK_VID].is_const &&
+		(v[VK_VID].form == VF_INT || v[VK_VID].form == VF_NUMERIC))
 		push_numeric(&ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
 															  CStringGetDatum(vid_text),
 															  ObjectIdGetDatum(InvalidOid),
@@ -891,7 +915,7 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 		row->subscriber_state = hs_state_name(state);
 		row->external_account_id = account;
 		row->contact = hs_contact_to_jsonb(&contact);
-		row->contact_key = psprintf(INT64_FORMAT, contact.vid);
+		row->contact_key = hs_contact_key(&contact);
 		return true;
 	}
 
@@ -906,7 +930,7 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 	/* the raw values, as text, for failed_syncs */
 	ps = NULL;
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, "vid");
+	push_key(&ps, id_name);
 	push_string(&ps, vid_text);
 	if (v[VK_AT].given && !cancel)
 	{
@@ -1010,6 +1034,7 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 
 		identity_changed = value_changed(&cfg->v[VK_EVENT_ID], oldtup, newtup, desc) ||
 			value_changed(&cfg->v[VK_VID], oldtup, newtup, desc) ||
+			value_changed(&cfg->v[VK_EMAIL], oldtup, newtup, desc) ||
 			value_changed(&cfg->v[VK_ACCOUNT_ID], oldtup, newtup, desc);
 
 		if (identity_changed && cfg->on_delete_cancel &&

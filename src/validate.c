@@ -23,6 +23,8 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "access/xact.h"
+#include "catalog/pg_collation.h"
+#include "utils/formatting.h"
 
 #define HS_VALID_STATES_HINT \
 	"Valid states are \"register\", \"attend\" and \"cancel\" (also accepted: \"registered\", \"attended\", \"cancelled\", \"canceled\", in any letter case)."
@@ -290,6 +292,124 @@ transaction_start_ms(void)
 	do { *errmsg_out = psprintf(__VA_ARGS__); return false; } while (0)
 
 /*
+ * A plausible single email address: one '@' with something on each side, a
+ * dot-free-or-not domain, no white space or control characters, and at most
+ * 254 bytes (RFC 5321's limit for a path).  HubSpot decides the rest.
+ */
+static bool
+plausible_email(const char *s, int len)
+{
+	const char *at = NULL;
+
+	if (len == 0 || len > 254)
+		return false;
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c <= 0x20 || c == 0x7f || c == '<' || c == '>' || c == ',' || c == ';')
+			return false;
+		if (c == '@')
+		{
+			if (at != NULL)
+				return false;
+			at = s + i;
+		}
+	}
+	return at != NULL && at > s && at < s + len - 1;
+}
+
+/*
+ * Check a properties object (properties or contactProperties) and append its
+ * names and values as text.  For attendance, properties.joinedAt and
+ * properties.leftAt are timestamps (a timestamp string or epoch
+ * milliseconds): they are sent as UTC ISO 8601 with milliseconds.
+ */
+static bool
+check_properties(JsonbValue *val, int index, const char *what, bool times,
+				 List **names, List **values, char **errmsg_out, char **errhint_out)
+{
+	JsonbIterator *pit;
+	JsonbIteratorToken tok;
+	JsonbValue	pkey;
+	JsonbValue	pval;
+	int64		joined = -1,
+				left = -1;
+
+	if (val->type != jbvBinary || !JsonContainerIsObject(val->val.binary.data))
+		CONTACT_ERR("contacts[%d].%s must be a JSON object, not %s",
+					index, what, hs_jsonb_type_name(val));
+
+	pit = JsonbIteratorInit(val->val.binary.data);
+	(void) JsonbIteratorNext(&pit, &pval, true);	/* BEGIN_OBJECT */
+	while ((tok = JsonbIteratorNext(&pit, &pkey, true)) != WJB_END_OBJECT)
+	{
+		char	   *pname;
+		char	   *ptext;
+
+		(void) JsonbIteratorNext(&pit, &pval, true);
+		pname = pnstrdup(pkey.val.string.val, pkey.val.string.len);
+		if (pname[0] == '\0')
+			CONTACT_ERR("contacts[%d].%s has an empty property name", index, what);
+		if (times && (strcmp(pname, "joinedAt") == 0 || strcmp(pname, "leftAt") == 0) &&
+			pval.type != jbvNull)
+		{
+			int64		ms = -1;
+			char	   *reason = NULL;
+			StringInfoData iso;
+			bool		ok;
+
+			if (pval.type == jbvNumeric)
+				ok = numeric_to_uint64(pval.val.numeric, &ms) && ms <= INT64CONST(253402300799999);
+			else if (pval.type == jbvString)
+				ok = hs_parse_timestamptz_ms(pnstrdup(pval.val.string.val, pval.val.string.len), &ms, &reason) &&
+					ms >= 0 && ms <= INT64CONST(253402300799999);
+			else
+				ok = false;
+			if (!ok)
+			{
+				*errhint_out = pstrdup("joinedAt and leftAt are timestamps: an ISO 8601 string such as \"2026-03-01T17:05:00Z\" or epoch milliseconds; they are sent as UTC ISO 8601.");
+				CONTACT_ERR("contacts[%d].properties.%s is not a valid timestamp: %s%s%s",
+							index, pname, hs_jsonb_scalar_for_message(&pval),
+							reason ? ": " : "", reason ? reason : "");
+			}
+			initStringInfo(&iso);
+			hs_append_iso_ms(&iso, ms);
+			ptext = iso.data;
+			if (pname[0] == 'j')
+				joined = ms;
+			else
+				left = ms;
+		}
+		else
+			switch (pval.type)
+			{
+				case jbvNull:
+					continue;	/* a null drops the property */
+				case jbvString:
+					ptext = pnstrdup(pval.val.string.val, pval.val.string.len);
+					break;
+				case jbvNumeric:
+					ptext = DatumGetCString(DirectFunctionCall1(numeric_out,
+																NumericGetDatum(pval.val.numeric)));
+					break;
+				case jbvBool:
+					ptext = pstrdup(pval.val.boolean ? "true" : "false");
+					break;
+				default:
+					*errhint_out = pstrdup("Property values are sent to HubSpot as strings: give a string, number, boolean or null (null leaves the property out).");
+					CONTACT_ERR("contacts[%d].%s.%s must be a string, number, boolean or null, not %s",
+								index, what, quote_identifier(pname), hs_jsonb_type_name(&pval));
+			}
+		*names = lappend(*names, pname);
+		*values = lappend(*values, ptext);
+	}
+	if (joined >= 0 && left >= 0 && left < joined)
+		CONTACT_ERR("contacts[%d].properties.leftAt is before properties.joinedAt", index);
+	return true;
+}
+
+/*
  * Check one contact object (a jsonb container) and fill *out.  On a bad
  * contact returns false with the reason in *errmsg_out and, where useful, a
  * hint in *errhint_out.  "index" only names the contact in messages.
@@ -376,61 +496,56 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 				CONTACT_ERR("contacts[%d].interactionDateTime must be epoch milliseconds or a timestamp string, not %s",
 							index, hs_jsonb_type_name(&val));
 		}
-		else if (strcmp(k, "properties") == 0)
+		else if (strcmp(k, "properties") == 0 || strcmp(k, "contactProperties") == 0)
 		{
-			JsonbIterator *pit;
-			JsonbValue	pkey;
-			JsonbValue	pval;
+			bool		contact_props = (k[0] == 'c');
 
 			if (val.type == jbvNull)
 				continue;
-			if (val.type != jbvBinary || !JsonContainerIsObject(val.val.binary.data))
-				CONTACT_ERR("contacts[%d].properties must be a JSON object, not %s",
-							index, hs_jsonb_type_name(&val));
-
-			pit = JsonbIteratorInit(val.val.binary.data);
-			(void) JsonbIteratorNext(&pit, &pval, true);	/* BEGIN_OBJECT */
-			while ((tok = JsonbIteratorNext(&pit, &pkey, true)) != WJB_END_OBJECT)
+			if (!check_properties(&val, index, k, !contact_props,
+								  contact_props ? &out->cprop_names : &out->prop_names,
+								  contact_props ? &out->cprop_values : &out->prop_values,
+								  errmsg_out, errhint_out))
+				return false;
+			if (contact_props)
+				out->has_cprops = true;
+		}
+		else if (strcmp(k, "email") == 0)
+		{
+			if (val.type == jbvNull)
+				CONTACT_ERR("contacts[%d].email must not be null", index);
+			if (val.type != jbvString)
+				CONTACT_ERR("contacts[%d].email must be a string, not %s", index, hs_jsonb_type_name(&val));
+			out->email = pnstrdup(val.val.string.val, val.val.string.len);
+			if (!plausible_email(out->email, val.val.string.len))
 			{
-				char	   *pname;
-				char	   *ptext;
-
-				(void) JsonbIteratorNext(&pit, &pval, true);
-				pname = pnstrdup(pkey.val.string.val, pkey.val.string.len);
-				if (pname[0] == '\0')
-					CONTACT_ERR("contacts[%d].properties has an empty property name", index);
-				switch (pval.type)
-				{
-					case jbvNull:
-						continue;	/* a null drops the property */
-					case jbvString:
-						ptext = pnstrdup(pval.val.string.val, pval.val.string.len);
-						break;
-					case jbvNumeric:
-						ptext = DatumGetCString(DirectFunctionCall1(numeric_out,
-																	NumericGetDatum(pval.val.numeric)));
-						break;
-					case jbvBool:
-						ptext = pstrdup(pval.val.boolean ? "true" : "false");
-						break;
-					default:
-						*errhint_out = pstrdup("Property values are sent to HubSpot as strings: give a string, number, boolean or null (null leaves the property out).");
-						CONTACT_ERR("contacts[%d].properties.%s must be a string, number, boolean or null, not %s",
-									index, quote_identifier(pname), hs_jsonb_type_name(&pval));
-				}
-				out->prop_names = lappend(out->prop_names, pname);
-				out->prop_values = lappend(out->prop_values, ptext);
+				*errhint_out = pstrdup("Give one address such as \"ada@example.com\", without spaces or a display name.");
+				CONTACT_ERR("contacts[%d].email is not an email address: %s",
+							index, hs_jsonb_scalar_for_message(&val));
 			}
 		}
 		else
 		{
-			*errhint_out = pstrdup("A contact has the keys \"vid\" (required), \"interactionDateTime\" and \"properties\"; key names are case-sensitive.");
+			*errhint_out = pstrdup("A contact has the key \"vid\" or \"email\" (one of them), and \"interactionDateTime\", \"properties\" and, with \"email\", \"contactProperties\"; key names are case-sensitive.");
 			CONTACT_ERR("contacts[%d] has an unknown key \"%s\"", index, k);
 		}
 	}
 
-	if (!have_vid)
-		CONTACT_ERR("contacts[%d] has no \"vid\"", index);
+	if (have_vid && out->email != NULL)
+	{
+		*errhint_out = pstrdup("A contact is identified by its vid or by its email, not both: they are sent to different endpoints.");
+		CONTACT_ERR("contacts[%d] has both \"vid\" and \"email\"", index);
+	}
+	if (!have_vid && out->email == NULL)
+	{
+		*errhint_out = pstrdup("Identify the contact by \"vid\" (its HubSpot id) or by \"email\".");
+		CONTACT_ERR("contacts[%d] has no \"vid\" and no \"email\"", index);
+	}
+	if (out->has_cprops && out->email == NULL)
+	{
+		*errhint_out = pstrdup("contactProperties are used by the email endpoints, to create a contact that does not exist yet; a contact given by vid exists already.");
+		CONTACT_ERR("contacts[%d].contactProperties is only for contacts given by \"email\"", index);
+	}
 	if (!have_at)
 		out->interaction_ms = transaction_start_ms();
 	return true;
@@ -526,26 +641,61 @@ hs_validate_contacts(Jsonb *contacts)
 	return result;
 }
 
-/*
- * The contact as it is sent: {"vid":..,"interactionDateTime":..,"properties":{..}}.
- */
-void
-hs_append_contact_json(StringInfo buf, const HsContact *c)
+static void
+append_properties(StringInfo buf, List *names, List *values)
 {
 	ListCell   *ln,
 			   *lv;
 
-	appendStringInfo(buf, "{\"vid\":" INT64_FORMAT ",\"interactionDateTime\":" INT64_FORMAT ",\"properties\":{",
-					 c->vid, c->interaction_ms);
-	forboth(ln, c->prop_names, lv, c->prop_values)
+	appendStringInfoChar(buf, '{');
+	forboth(ln, names, lv, values)
 	{
-		if (ln != list_head(c->prop_names))
+		if (ln != list_head(names))
 			appendStringInfoChar(buf, ',');
 		escape_json(buf, (char *) lfirst(ln));
 		appendStringInfoChar(buf, ':');
 		escape_json(buf, (char *) lfirst(lv));
 	}
-	appendStringInfoString(buf, "}}");
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * The contact as it is sent: {"vid":..,"interactionDateTime":..,"properties":{..}},
+ * or for a contact given by email {"email":..,"interactionDateTime":..,
+ * "properties":{..},"contactProperties":{..}} (the spec requires all four).
+ */
+void
+hs_append_contact_json(StringInfo buf, const HsContact *c)
+{
+	if (c->email)
+	{
+		appendStringInfoString(buf, "{\"email\":");
+		escape_json(buf, c->email);
+		appendStringInfo(buf, ",\"interactionDateTime\":" INT64_FORMAT ",\"properties\":", c->interaction_ms);
+		append_properties(buf, c->prop_names, c->prop_values);
+		appendStringInfoString(buf, ",\"contactProperties\":");
+		append_properties(buf, c->cprop_names, c->cprop_values);
+	}
+	else
+	{
+		appendStringInfo(buf, "{\"vid\":" INT64_FORMAT ",\"interactionDateTime\":" INT64_FORMAT ",\"properties\":",
+						 c->vid, c->interaction_ms);
+		append_properties(buf, c->prop_names, c->prop_values);
+	}
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * A contact's identity within its event, for per-contact ordering: the vid
+ * as text, or the email in lower case (HubSpot matches emails without
+ * regard to case; a vid never holds '@').
+ */
+char *
+hs_contact_key(const HsContact *c)
+{
+	if (c->email)
+		return str_tolower(c->email, strlen(c->email), DEFAULT_COLLATION_OID);
+	return psprintf(INT64_FORMAT, c->vid);
 }
 
 Jsonb *

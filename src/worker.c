@@ -322,6 +322,91 @@ worker_on_done(HsHttpRequest *req)
 	}
 }
 
+/*
+ * The attendance endpoints answer 200 and list per-contact errors
+ * (numErrors, errors[]): an error whose context names a contact of the
+ * request lands on that contact's row; one that names none fails every row
+ * of the request; the other rows are sent.  Appends the rows' outcomes to
+ * *results and returns true when the answer had errors; false (nothing
+ * appended) when it had none.
+ */
+static bool
+split_attendance_errors(HsHttpRequest *req, HsBatch *b, const HsOutcome *sent, List **results)
+{
+	int			nerrors;
+	List	   *errors = hs_parse_batch_errors(req->result.body, req->result.body_len, &nerrors);
+	HsItemError **own = palloc0(sizeof(HsItemError *) * b->n);
+	HsItemError *general = NULL;
+	int		   *idx = palloc(sizeof(int) * b->n);
+	int			nsent = 0;
+	ListCell   *lc;
+
+	if (nerrors <= 0)
+		return false;
+
+	foreach(lc, errors)
+	{
+		HsItemError *e = (HsItemError *) lfirst(lc);
+		bool		named = false;
+
+		for (int j = 0; j < b->n; j++)
+		{
+			ListCell   *ln;
+
+			foreach(ln, e->names)
+				if (strcmp((char *) lfirst(ln), b->keys[j]) == 0)
+				{
+					named = true;
+					if (own[j] == NULL)
+						own[j] = e;
+				}
+		}
+		if (!named && general == NULL)
+			general = e;
+	}
+	if (general == NULL && errors == NIL)
+	{
+		/* numErrors without the errors themselves: they name no contact */
+		general = palloc0(sizeof(HsItemError));
+		general->json = psprintf("{\"status\":\"error\",\"category\":\"BATCH_ERROR\",\"message\":\"HubSpot reported %d error%s without details\"}",
+								 nerrors, nerrors == 1 ? "" : "s");
+	}
+
+	for (int j = 0; j < b->n; j++)
+	{
+		HsItemError *e = own[j] ? own[j] : general;
+		HsTurnResult *tr;
+		HsErrorBody err;
+
+		if (e == NULL)
+		{
+			idx[nsent++] = j;
+			continue;
+		}
+		tr = palloc0(sizeof(HsTurnResult));
+		tr->batch = hs_batch_pick(b, &j, 1);
+		hs_parse_error_body(e->json, strlen(e->json), &err);
+		tr->outcome.kind = HS_OUTCOME_FAILED;
+		tr->outcome.http_status = sent->http_status;
+		tr->outcome.correlation_id = err.correlation_id ? err.correlation_id : sent->correlation_id;
+		tr->outcome.error_category = err.category ? err.category : "BATCH_ERROR";
+		tr->outcome.error_subcategory = err.sub_category;
+		tr->outcome.error_message = err.message ? err.message : "HubSpot reported an error for this contact";
+		tr->outcome.error_body = hs_body_to_jsonb(e->json, strlen(e->json));
+		tr->outcome.retry_after_ms = -1;
+		*results = lappend(*results, tr);
+	}
+	if (nsent > 0)
+	{
+		HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
+
+		tr->batch = hs_batch_pick(b, idx, nsent);
+		tr->outcome = *sent;
+		*results = lappend(*results, tr);
+	}
+	return true;
+}
+
 /* HubSpot rejected the request's content (one bad contact rejects them all). */
 static bool
 is_validation_rejection(const HsHttpRequest *req)
@@ -420,6 +505,10 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 				}
 			}
 			(void) build_outcome(&reqs[i], &tr->outcome);
+			if (tr->outcome.kind == HS_OUTCOME_SENT && b->attendance &&
+				b->kind == HS_KIND_SUBSCRIBER &&
+				split_attendance_errors(&reqs[i], b, &tr->outcome, results))
+				continue;
 			if (tr->outcome.kind == HS_OUTCOME_HOLD && *hold_reason == NULL)
 				*hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
 										tr->outcome.http_status,

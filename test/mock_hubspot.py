@@ -46,6 +46,15 @@ except for the server-wide knobs marked [server] below):
                       whose inputs hold one of these vids is answered 400
                       VALIDATION_ERROR naming the first of them
   bad_event=1         400 VALIDATION_ERROR "Marketing event ... is invalid"
+  bad_emails=E,E,...  [server, and per request] like bad_vids, for contacts
+                      given by email.  On the attendance endpoints
+                      (.../attendance/.../create and email-create) bad vids
+                      and emails do not reject the request: it is answered
+                      200 with one error per bad contact in "errors"
+                      (category OBJECT_NOT_FOUND, context {"vid": ["5"]} or
+                      {"email": ["a@x.com"]}) and "numErrors"
+  batch_error=1       attendance endpoints: 200 with one error that names no
+                      contact (numErrors 1)
   tag=...             ignored (makes event ids unique)
 
 Global only (/__mock/config), server-wide: they apply to every /marketing/
@@ -489,6 +498,11 @@ def _int_list_knob(text):
     return values
 
 
+def _str_list_knob(text):
+    """'a@x.com, b@y.org' -> ['a@x.com', 'b@y.org'] (lower case)"""
+    return [item.strip().lower() for item in text.split(",") if item.strip()]
+
+
 def _kind_list_knob(*choices):
     def parse(text):
         kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
@@ -529,6 +543,8 @@ KNOB_PARSERS = {
     "fault_mix": _kind_list_knob(*FAULT_MIX_KINDS),
     "slow_ms": _int_knob(0, 3600 * 1000),
     "bad_vids": _int_list_knob,
+    "bad_emails": _str_list_knob,
+    "batch_error": _bool_knob,
     "bad_event": _bool_knob,
     "rate_limit": _int_knob(0, 10 ** 9),
     "rate_window_ms": _int_knob(1, 24 * 3600 * 1000),
@@ -747,6 +763,10 @@ class State:
     def global_bad_vids(self):
         with self.lock:
             return list(self.global_knobs.get("bad_vids", ()))
+
+    def global_bad_emails(self):
+        with self.lock:
+            return list(self.global_knobs.get("bad_emails", ()))
 
     # ---- stats ------------------------------------------------------------
 
@@ -1339,7 +1359,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         if quota.verdict is not None:  # storm, daily or rate limit
             return self.answer_limited(entry, corr, quota)
-        rejection = self.find_bad_input(knobs, event_id, inputs)
+        rejection = self.find_bad_input(knobs, event_id, inputs,
+                                        attendance="/attendance/" in (route or {}).get("template", ""))
         if rejection is not None:
             return self.answer_rejected(entry, corr, quota, *rejection)
 
@@ -1434,13 +1455,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.state.record(entry, quota)
         self.send_json(429, payload, corr=corr, extra=extra, ratelimit=quota)
 
-    def find_bad_input(self, knobs, event_id, inputs):
+    def find_bad_input(self, knobs, event_id, inputs, attendance=False):
         """(kind, message, context, errors) for a request HubSpot would reject
-        as a whole (bad_event, bad_vids), else None."""
+        as a whole (bad_event, bad_vids, bad_emails), else None.  On the
+        attendance endpoints bad contacts are per-contact errors of a 200
+        answer instead (see attendance_errors)."""
         if knobs.get("bad_event"):
             message = "Marketing event %s is invalid" % event_id
             return ("bad_event", message, {"externalEventId": [str(event_id)]},
                     [{"message": message, "in": "externalEventId", "code": "INVALID_EVENT"}])
+        if attendance:
+            return None
+        bad_emails = set(self.state.global_bad_emails()) | set(knobs.get("bad_emails", ()))
+        for item in inputs:
+            email = item.get("email") if isinstance(item, dict) else None
+            if isinstance(email, str) and email.lower() in bad_emails:
+                return ("bad_email", "Invalid input JSON: contact with email %s is invalid" % email,
+                        {"email": [email]},
+                        [{"message": "Contact with email %s is invalid" % email, "in": "email",
+                          "code": "INVALID_EMAIL", "context": {"email": [email]}}])
         bad = set(self.state.global_bad_vids()) | set(knobs.get("bad_vids", ()))
         if not bad:
             return None
@@ -1471,11 +1504,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         default_status, default_body = 204, None
         if "/attendance/" in template and template.endswith("/create"):
             default_status = 200
-            default_body = self.batch_result([{"vid": i.get("vid")} for i in inputs if isinstance(i, dict)])
+            good, errors = self.attendance_errors(knobs, inputs)
+            default_body = self.batch_result([{"vid": i.get("vid")} for i in good], errors)
         elif "/attendance/" in template and template.endswith("/email-create"):
             default_status = 200
+            good, errors = self.attendance_errors(knobs, inputs)
             default_body = self.batch_result([{"email": i.get("email"), "vid": 1000 + n}
-                                              for n, i in enumerate(inputs) if isinstance(i, dict)])
+                                              for n, i in enumerate(good)], errors)
         if status is None:
             status = default_status
             if body_kind not in (None, "empty") and status == 204:
@@ -1505,10 +1540,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return status, json.dumps(obj, separators=(",", ":")).encode("utf-8"), "application/json;charset=utf-8"
 
     @staticmethod
-    def batch_result(results):
+    def batch_result(results, errors=()):
         now = iso_now()
-        return {"status": "COMPLETE", "results": results, "numErrors": 0, "errors": [],
+        return {"status": "COMPLETE", "results": results, "numErrors": len(errors), "errors": list(errors),
                 "requestedAt": now, "startedAt": now, "completedAt": now}
+
+    def attendance_errors(self, knobs, inputs):
+        """The per-contact errors of an attendance answer: (good inputs, errors)."""
+        bad_vids = set(self.state.global_bad_vids()) | set(knobs.get("bad_vids", ()))
+        bad_emails = set(self.state.global_bad_emails()) | set(knobs.get("bad_emails", ()))
+        good, errors = [], []
+        for item in inputs:
+            if not isinstance(item, dict):
+                continue
+            vid, email = item.get("vid"), item.get("email")
+            if isinstance(vid, int) and not isinstance(vid, bool) and vid in bad_vids:
+                errors.append({"status": "error", "category": "OBJECT_NOT_FOUND",
+                               "message": "Contact with vid %d does not exist" % vid,
+                               "context": {"vid": [str(vid)]}, "errors": []})
+            elif isinstance(email, str) and email.lower() in bad_emails:
+                errors.append({"status": "error", "category": "VALIDATION_ERROR",
+                               "message": "Contact with email %s is invalid" % email,
+                               "context": {"email": [email]}, "errors": []})
+            else:
+                good.append(item)
+        if knobs.get("batch_error"):
+            errors.append({"status": "error", "category": "INTERNAL_ERROR",
+                           "message": "Attendance could not be recorded for this request", "context": {},
+                           "errors": []})
+        return good, errors
 
     @staticmethod
     def error_object(status, knobs, corr, params, inputs):
