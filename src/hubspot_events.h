@@ -158,10 +158,22 @@ extern int64 hs_outbox_insert(const HsOutboxRow *row);
 /* ---- trigger.c: helpers shared with trigger_event.c ---- */
 struct RelationData;
 struct Trigger;
+struct HeapTupleData;
+typedef struct HeapTupleData HeapTupleData;
 extern char *hs_table_display_name(struct RelationData *rel);
 extern AttrNumber hs_find_column(TupleDesc desc, const char *name);
 extern void hs_check_trigger_type(struct RelationData *rel, const struct Trigger *trigger,
 								  const char *fname);
+extern char *hs_trigger_split_argument(const char *arg, const char *tgname, const char *table,
+									   const char **value, bool *is_const);
+extern void hs_trigger_key_twice(const char *key, const char *arg, const char *tgname,
+								 const char *table) pg_attribute_noreturn();
+extern AttrNumber hs_trigger_column(TupleDesc desc, const char *value, const char *arg,
+									const char *tgname, const char *table);
+extern void hs_trigger_key_missing(const char *key, const char *tgname,
+								   const char *table) pg_attribute_noreturn();
+extern bool hs_column_changed(AttrNumber attnum, bool typbyval, int16 typlen,
+							  HeapTupleData *oldtup, HeapTupleData *newtup, TupleDesc desc);
 extern void hs_trigger_syntax_error(const char *arg, const char *tgname,
 									const char *table, const char *detail) pg_attribute_noreturn();
 extern void hs_trigger_value_error(const char *arg, const char *tgname,

@@ -259,6 +259,69 @@ find_column(TupleDesc desc, const char *name)
 }
 
 /*
+ * Split one trigger argument, key=<column> or key:=<constant>, into its key
+ * and value; throws (22023) on bad syntax.  Shared with sync_event.
+ */
+char *
+hs_trigger_split_argument(const char *arg, const char *tgname, const char *table,
+						  const char **value, bool *is_const)
+{
+	const char *eq = strchr(arg, '=');
+	char	   *key;
+
+	if (eq == NULL)
+		argument_syntax_error(arg, tgname, table, "It has no \"=\".");
+	*is_const = (eq > arg && eq[-1] == ':');
+	key = pnstrdup(arg, (eq - arg) - (*is_const ? 1 : 0));
+	*value = eq + 1;
+	if (key[0] == '\0')
+		argument_syntax_error(arg, tgname, table, "It has no key before \"=\".");
+	return key;
+}
+
+/* A key given twice (42P17). */
+void
+hs_trigger_key_twice(const char *key, const char *arg, const char *tgname, const char *table)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+			 errmsg("key \"%s\" is given twice in the arguments of trigger \"%s\" on table %s",
+					key, tgname, table),
+			 errdetail("The second time is the argument \"%s\".", arg)));
+}
+
+/* The column an argument names (key=<column>); throws when it has none or it does not exist. */
+AttrNumber
+hs_trigger_column(TupleDesc desc, const char *value, const char *arg,
+				  const char *tgname, const char *table)
+{
+	AttrNumber	attnum;
+
+	if (value[0] == '\0')
+		argument_syntax_error(arg, tgname, table, "It names no column after \"=\".");
+	attnum = find_column(desc, value);
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of argument \"%s\" of trigger \"%s\" does not exist in table %s",
+						value, arg, tgname, table),
+				 errhint("Column names are case-sensitive and written without quotes, as in 'event_id=Event Id'.")));
+	return attnum;
+}
+
+/* A required key with no argument (42P17). */
+void
+hs_trigger_key_missing(const char *key, const char *tgname, const char *table)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+			 errmsg("trigger \"%s\" on table %s has no argument for \"%s\"",
+					tgname, table, key),
+			 errhint("Add '%s=<column>' to read it from a column, or '%s:=<value>' to give a constant.",
+					 key, key)));
+}
+
+/*
  * Check a constant with the validator, at parse time: a constant that can
  * never be valid is a misconfigured trigger, not a bad row.  Returns the
  * validator's message, or NULL.
@@ -412,19 +475,10 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 	for (int i = 0; i < cfg->nargs; i++)
 	{
 		const char *arg = cfg->args[i];
-		const char *eq = strchr(arg, '=');
 		bool		is_const;
-		char	   *key;
 		const char *value;
+		char	   *key = hs_trigger_split_argument(arg, cfg->tgname, table, &value, &is_const);
 		int			k;
-
-		if (eq == NULL)
-			argument_syntax_error(arg, cfg->tgname, table, "It has no \"=\".");
-		is_const = (eq > arg && eq[-1] == ':');
-		key = pnstrdup(arg, (eq - arg) - (is_const ? 1 : 0));
-		value = eq + 1;
-		if (key[0] == '\0')
-			argument_syntax_error(arg, cfg->tgname, table, "It has no key before \"=\".");
 
 		for (k = 0; k < NUM_VALUE_KEYS; k++)
 			if (strcmp(key, value_key_names[k]) == 0)
@@ -435,11 +489,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 			MappedValue *mv = &cfg->v[k];
 
 			if (mv->given)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-						 errmsg("key \"%s\" is given twice in the arguments of trigger \"%s\" on table %s",
-								key, cfg->tgname, table),
-						 errdetail("The second time is the argument \"%s\".", arg)));
+				hs_trigger_key_twice(key, arg, cfg->tgname, table);
 			mv->given = true;
 			mv->arg = arg;
 			if (is_const)
@@ -459,16 +509,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 				Oid			outfunc;
 				bool		isvarlena;
 
-				if (value[0] == '\0')
-					argument_syntax_error(arg, cfg->tgname, table,
-										  "It names no column after \"=\".");
-				mv->attnum = find_column(desc, value);
-				if (mv->attnum == InvalidAttrNumber)
-					ereport(ERROR,
-							(errcode(ERRCODE_UNDEFINED_COLUMN),
-							 errmsg("column \"%s\" of argument \"%s\" of trigger \"%s\" does not exist in table %s",
-									value, arg, cfg->tgname, table),
-							 errhint("Column names are case-sensitive and written without quotes, as in 'event_id=Event Id'.")));
+				mv->attnum = hs_trigger_column(desc, value, arg, cfg->tgname, table);
 				att = TupleDescAttr(desc, mv->attnum - 1);
 				mv->form = column_form(k, att, arg, cfg->tgname, table);
 				mv->typbyval = att->attbyval;
@@ -483,11 +524,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 			bool	   *seen = is_delete ? &seen_on_delete : &seen_on_invalid;
 
 			if (*seen)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-						 errmsg("key \"%s\" is given twice in the arguments of trigger \"%s\" on table %s",
-								key, cfg->tgname, table),
-						 errdetail("The second time is the argument \"%s\".", arg)));
+				hs_trigger_key_twice(key, arg, cfg->tgname, table);
 			*seen = true;
 			if (is_const)
 				argument_value_error(arg, cfg->tgname, table,
@@ -517,12 +554,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 
 	for (int k = 0; k < NUM_VALUE_KEYS; k++)
 		if (value_key_required[k] && !cfg->v[k].given)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-					 errmsg("trigger \"%s\" on table %s has no argument for \"%s\"",
-							cfg->tgname, table, value_key_names[k]),
-					 errhint("Add '%s=<column>' to read it from a column, or '%s:=<value>' to give a constant.",
-							 value_key_names[k], value_key_names[k])));
+			hs_trigger_key_missing(value_key_names[k], cfg->tgname, table);
 	if (cfg->v[VK_VID].given == cfg->v[VK_EMAIL].given)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
@@ -970,18 +1002,26 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 static bool
 value_changed(const MappedValue *mv, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
 {
+	if (!mv->given || mv->is_const)
+		return false;
+	return hs_column_changed(mv->attnum, mv->typbyval, mv->typlen, oldtup, newtup, desc);
+}
+
+/* Whether an UPDATE changed a column (NULL to value or back counts; compared as stored). */
+bool
+hs_column_changed(AttrNumber attnum, bool typbyval, int16 typlen,
+				  HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
+{
 	Datum		d1,
 				d2;
 	bool		n1,
 				n2;
 
-	if (!mv->given || mv->is_const)
-		return false;
-	d1 = heap_getattr(oldtup, mv->attnum, desc, &n1);
-	d2 = heap_getattr(newtup, mv->attnum, desc, &n2);
+	d1 = heap_getattr(oldtup, attnum, desc, &n1);
+	d2 = heap_getattr(newtup, attnum, desc, &n2);
 	if (n1 || n2)
 		return n1 != n2;
-	return !datum_image_eq(d1, d2, mv->typbyval, mv->typlen);
+	return !datum_image_eq(d1, d2, typbyval, typlen);
 }
 
 /*

@@ -103,19 +103,10 @@ parse_event_config(Relation rel, const Trigger *trigger, EventConfig *cfg)
 	for (int i = 0; i < trigger->tgnargs; i++)
 	{
 		const char *arg = trigger->tgargs[i];
-		const char *eq = strchr(arg, '=');
 		bool		is_const;
-		char	   *key;
 		const char *value;
+		char	   *key = hs_trigger_split_argument(arg, trigger->tgname, table, &value, &is_const);
 		int			k;
-
-		if (eq == NULL)
-			hs_trigger_syntax_error(arg, trigger->tgname, table, "It has no \"=\".");
-		is_const = (eq > arg && eq[-1] == ':');
-		key = pnstrdup(arg, (eq - arg) - (is_const ? 1 : 0));
-		value = eq + 1;
-		if (key[0] == '\0')
-			hs_trigger_syntax_error(arg, trigger->tgname, table, "It has no key before \"=\".");
 
 		for (k = 0; k < NUM_EVENT_KEYS; k++)
 			if (strcmp(key, key_names[k]) == 0)
@@ -125,11 +116,7 @@ parse_event_config(Relation rel, const Trigger *trigger, EventConfig *cfg)
 			EventMapping *m = &cfg->m[k];
 
 			if (m->given)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-						 errmsg("key \"%s\" is given twice in the arguments of trigger \"%s\" on table %s",
-								key, trigger->tgname, table),
-						 errdetail("The second time is the argument \"%s\".", arg)));
+				hs_trigger_key_twice(key, arg, trigger->tgname, table);
 			m->given = true;
 			m->arg = arg;
 			if (is_const)
@@ -138,15 +125,7 @@ parse_event_config(Relation rel, const Trigger *trigger, EventConfig *cfg)
 				m->const_text = value;
 				continue;
 			}
-			if (value[0] == '\0')
-				hs_trigger_syntax_error(arg, trigger->tgname, table, "It names no column after \"=\".");
-			m->attnum = hs_find_column(desc, value);
-			if (m->attnum == InvalidAttrNumber)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("column \"%s\" of argument \"%s\" of trigger \"%s\" does not exist in table %s",
-								value, arg, trigger->tgname, table),
-						 errhint("Column names are case-sensitive and written without quotes, as in 'name=Event Name'.")));
+			m->attnum = hs_trigger_column(desc, value, arg, trigger->tgname, table);
 			{
 				Form_pg_attribute att = TupleDescAttr(desc, m->attnum - 1);
 
@@ -183,12 +162,7 @@ parse_event_config(Relation rel, const Trigger *trigger, EventConfig *cfg)
 	}
 	for (int k = EK_EVENT_ID; k <= EK_ORGANIZER; k++)
 		if (!cfg->m[k].given)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-					 errmsg("trigger \"%s\" on table %s has no argument for \"%s\"",
-							trigger->tgname, table, key_names[k]),
-					 errhint("Add '%s=<column>' to read it from a column, or '%s:=<value>' to give a constant.",
-							 key_names[k], key_names[k])));
+			hs_trigger_key_missing(key_names[k], trigger->tgname, table);
 }
 
 /* A mapped value as text; NULL when the column is NULL. */
@@ -343,18 +317,9 @@ row_to_event(const EventConfig *cfg, const Trigger *trigger, TupleDesc desc, Hea
 static bool
 mapping_changed(const EventMapping *m, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
 {
-	Datum		d1,
-				d2;
-	bool		n1,
-				n2;
-
 	if (!m->given || m->is_const)
 		return false;
-	d1 = heap_getattr(oldtup, m->attnum, desc, &n1);
-	d2 = heap_getattr(newtup, m->attnum, desc, &n2);
-	if (n1 || n2)
-		return n1 != n2;
-	return !datum_image_eq(d1, d2, m->typbyval, m->typlen);
+	return hs_column_changed(m->attnum, m->typbyval, m->typlen, oldtup, newtup, desc);
 }
 
 /*
