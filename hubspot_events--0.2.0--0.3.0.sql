@@ -17,6 +17,16 @@ ALTER TABLE @extschema@.outbox
     ADD COLUMN kind text NOT NULL DEFAULT 'subscriber'
         CHECK (kind IN ('subscriber', 'event_upsert', 'event_cancel', 'event_complete')),
     ADD COLUMN event jsonb;
+-- The worker's claim walks the due rows' partial index; the old versions of
+-- rows it has claimed stay in it until vacuum.  Vacuum the outbox after every
+-- 10,000 changed rows rather than after a share of the table.
+ALTER TABLE @extschema@.outbox SET (autovacuum_vacuum_scale_factor = 0,
+                                    autovacuum_vacuum_threshold = 10000,
+                                    autovacuum_vacuum_insert_scale_factor = 0,
+                                    autovacuum_vacuum_insert_threshold = 10000,
+                                    autovacuum_analyze_scale_factor = 0,
+                                    autovacuum_analyze_threshold = 10000);
+
 COMMENT ON COLUMN @extschema@.outbox.kind IS
 'subscriber (a contact''s state), or event_upsert, event_cancel, event_complete (the marketing event itself)';
 COMMENT ON COLUMN @extschema@.outbox.event IS
@@ -60,10 +70,11 @@ AS $$
          ORDER BY o.next_attempt_at, o.id
          LIMIT max_rows
            FOR UPDATE OF o SKIP LOCKED)
+    -- by primary key, whatever the planner guesses of max_rows (a join back
+    -- to the outbox would be planned as a hash join over the whole table)
     UPDATE @extschema@.outbox u
        SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
-      FROM due
-     WHERE u.id = due.id
+     WHERE u.id = ANY (ARRAY(SELECT due.id FROM due))
     RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
               u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
 $$;

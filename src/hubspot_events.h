@@ -154,6 +154,7 @@ typedef struct HsOutboxRow
  * the worker when the transaction commits.  Returns the new id.
  */
 extern int64 hs_outbox_insert(const HsOutboxRow *row);
+extern Oid	hs_outbox_relid(void);
 
 /* ---- trigger.c: helpers shared with trigger_event.c ---- */
 struct RelationData;
@@ -259,6 +260,7 @@ extern List *hs_outbox_group(List *rows, int batch_size);
 extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);
 extern HsBatch *hs_batch_pick(const HsBatch *b, const int *idx, int n);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome);
+extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);
 
 /* ---- shared.c ---- */
 

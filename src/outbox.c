@@ -31,20 +31,29 @@
 
 static SPIPlanPtr insert_plan = NULL;
 
-/* The outbox's OID and owner; throws when the extension is not installed. */
-static Oid
-outbox_owner(void)
+/* The outbox's OID; throws when the extension is not installed. */
+Oid
+hs_outbox_relid(void)
 {
 	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
 	Oid			rel = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
-	HeapTuple	tup;
-	Oid			owner;
 
 	if (!OidIsValid(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("the hubspot_events outbox does not exist in this database"),
 				 errhint("Run CREATE EXTENSION hubspot_events, or ALTER EXTENSION hubspot_events UPDATE.")));
+	return rel;
+}
+
+/* The outbox's owner; throws when the extension is not installed. */
+static Oid
+outbox_owner(void)
+{
+	Oid			rel = hs_outbox_relid();
+	HeapTuple	tup;
+	Oid			owner;
+
 	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for relation %u", rel);
@@ -56,7 +65,7 @@ outbox_owner(void)
 int64
 hs_outbox_insert(const HsOutboxRow *row)
 {
-	Oid			owner = outbox_owner();
+	Oid			owner;
 	Oid			save_userid;
 	int			save_sec_context;
 	Datum		values[9];
@@ -64,6 +73,8 @@ hs_outbox_insert(const HsOutboxRow *row)
 	int			rc;
 	bool		isnull;
 	int64		id;
+
+	owner = outbox_owner();
 
 #define TEXT_ARG(i, s) \
 	do { \
@@ -562,6 +573,68 @@ is_canonical_uuid(const char *s)
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Record the rows of many successful requests at once (still "sending"):
+ * one UPDATE for a whole turn, each row with its own request's status and
+ * correlation id.  batches and outcomes are parallel arrays of n.
+ */
+void
+hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	int			nrows = 0;
+	int			k = 0;
+	Datum	   *ids;
+	Datum	   *statuses;
+	Datum	   *cids;
+	bool	   *cid_nulls;
+	int			dims[1];
+	int			lbs[1] = {1};
+	Datum		values[3];
+
+	for (int i = 0; i < n; i++)
+		nrows += batches[i]->n;
+	if (nrows == 0)
+		return;
+	ids = palloc(sizeof(Datum) * nrows);
+	statuses = palloc(sizeof(Datum) * nrows);
+	cids = palloc(sizeof(Datum) * nrows);
+	cid_nulls = palloc(sizeof(bool) * nrows);
+	for (int i = 0; i < n; i++)
+	{
+		bool		valid = is_canonical_uuid(outcomes[i]->correlation_id);
+		Datum		cid = valid ? CStringGetTextDatum(outcomes[i]->correlation_id) : (Datum) 0;
+
+		for (int j = 0; j < batches[i]->n; j++, k++)
+		{
+			ids[k] = Int64GetDatum(batches[i]->ids[j]);
+			statuses[k] = Int32GetDatum(outcomes[i]->http_status);
+			cids[k] = cid;
+			cid_nulls[k] = !valid;
+		}
+	}
+	dims[0] = nrows;
+	values[0] = PointerGetDatum(construct_array(ids, nrows, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(statuses, nrows, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_md_array(cids, cid_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+
+		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
+						 "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = r.http_status,"
+						 "       correlation_id = r.cid::uuid, error_category = NULL, error_subcategory = NULL,"
+						 "       error_message = NULL, error_body = NULL"
+						 "  FROM pg_catalog.unnest($1, $2, $3) AS r(id, http_status, cid)"
+						 " WHERE o.id = r.id AND o.status = 'sending'", 3, types);
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record sent rows in the outbox");
+	SPI_finish();
 }
 
 /*

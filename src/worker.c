@@ -296,7 +296,29 @@ typedef struct HsTurnResult
 {
 	HsBatch    *batch;
 	HsOutcome	outcome;
+	bool		unstarted;		/* the pacing held it back: not sent at all */
 } HsTurnResult;
+
+/* The rows of several results as one batch, for recording one outcome on them all. */
+static HsBatch *
+hs_batch_merge(List *results)
+{
+	HsBatch    *m = palloc0(sizeof(HsBatch));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, results)
+		n += ((HsTurnResult *) lfirst(lc))->batch->n;
+	m->ids = palloc(sizeof(int64) * Max(n, 1));
+	foreach(lc, results)
+	{
+		HsBatch    *b = ((HsTurnResult *) lfirst(lc))->batch;
+
+		memcpy(m->ids + m->n, b->ids, sizeof(int64) * b->n);
+		m->n += b->n;
+	}
+	return m;
+}
 
 static void
 worker_sleep_ms(int64 ms)
@@ -478,6 +500,7 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 				/* the pacing held it back: pending again, no attempt used */
 				tr->outcome.kind = HS_OUTCOME_RATE_LIMITED;
 				tr->outcome.retry_after_ms = Max(hs_pacing_wait_ms(), 0);
+				tr->unstarted = true;
 				*results = lappend(*results, tr);
 				continue;
 			}
@@ -522,6 +545,23 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 }
 
 /* ---- the loop ---- */
+
+/*
+ * How many rows a turn claims: two waves of full requests, and at least
+ * HS_MIN_CLAIM rows, so that the turn's fixed cost (two transactions, a few
+ * statements) is spread over many rows even with small batches.  Requests
+ * that the pacing cannot start go back to pending with no attempt used.
+ */
+#define HS_MIN_CLAIM 500
+#define HS_MAX_CLAIM 5000
+
+static int
+claim_size(void)
+{
+	int64		n = (int64) 2 * hs_max_concurrency * hs_batch_size;
+
+	return (int) Min(Max(n, HS_MIN_CLAIM), HS_MAX_CLAIM);
+}
 
 /*
  * One turn: claim, send, record.  Returns true when it did work (the loop
@@ -583,6 +623,7 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	{
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		MemoryContextSwitchTo(turn_cxt);
 		if (!logged_no_extension)
 			ereport(LOG,
 					(errmsg("hubspot_events worker: the extension hubspot_events (0.2.0 or later) is not installed in database \"%s\"; waiting for it",
@@ -622,7 +663,7 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	{
 		MemoryContext old = MemoryContextSwitchTo(turn_cxt);
 
-		rows = hs_outbox_claim(hs_max_concurrency * hs_batch_size);
+		rows = hs_outbox_claim(claim_size());
 		MemoryContextSwitchTo(old);
 	}
 	if (rows == NIL)
@@ -630,6 +671,8 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* the commit leaves TopMemoryContext current: the turn's allocations belong to the turn */
+	MemoryContextSwitchTo(turn_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (paused)
@@ -685,14 +728,40 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
-	foreach(lc, results)
 	{
-		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+		/* every success of the turn in one statement; the rest one per request */
+		int			n = list_length(results);
+		HsBatch   **sent = palloc(sizeof(HsBatch *) * Max(n, 1));
+		const HsOutcome **sent_outcomes = palloc(sizeof(HsOutcome *) * Max(n, 1));
+		int			nsent = 0;
+		List	   *unsent = NIL;
 
-		hs_outbox_record(tr->batch, &tr->outcome);
+		foreach(lc, results)
+		{
+			HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+
+			if (tr->outcome.kind == HS_OUTCOME_SENT)
+			{
+				sent[nsent] = tr->batch;
+				sent_outcomes[nsent++] = &tr->outcome;
+			}
+			else if (tr->unstarted)
+				unsent = lappend(unsent, tr);
+			else
+				hs_outbox_record(tr->batch, &tr->outcome);
+		}
+		hs_outbox_record_sent(sent, sent_outcomes, nsent);
+		/* the requests the pacing held back share one outcome: one statement */
+		if (unsent != NIL)
+		{
+			HsTurnResult *first = (HsTurnResult *) linitial(unsent);
+
+			hs_outbox_record(hs_batch_merge(unsent), &first->outcome);
+		}
 	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(turn_cxt);
 	if (hold_reason)
 		hold_queue(hold_reason);
 	pgstat_report_activity(STATE_IDLE, NULL);
