@@ -629,7 +629,8 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 						 "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = r.http_status,"
 						 "       correlation_id = r.cid::uuid, error_category = NULL, error_subcategory = NULL,"
 						 "       error_message = NULL, error_body = NULL"
-						 "  FROM pg_catalog.unnest($1, $2, $3) AS r(id, http_status, cid)"
+						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
+						 "       AS r(id, http_status, cid)"
 						 " WHERE o.id = r.id AND o.status = 'sending'", 3, types);
 	}
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
