@@ -13,6 +13,7 @@
  *	  hs_json.c     JSON: request bodies, HubSpot's answers
  *	  answer.c      HubSpot's answers turned into results and ERRORs
  *	  outbox.c      the outbox's SQL: enqueue, claim, record outcomes
+ *	  enqueue.c     writing outbox rows by a direct heap and index insert
  *	  shared.c      shared memory: the worker's state, wake-up at commit
  *	  worker.c      the background worker that drains the outbox
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
@@ -154,6 +155,8 @@ typedef struct HsOutboxRow
  * the worker when the transaction commits.  Returns the new id.
  */
 extern int64 hs_outbox_insert(const HsOutboxRow *row);
+/* enqueue.c: the same, by a direct heap and index insert; false when it cannot be used */
+extern bool hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id);
 extern Oid	hs_outbox_relid(void);
 
 /* ---- trigger.c: helpers shared with trigger_event.c ---- */

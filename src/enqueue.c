@@ -1,0 +1,287 @@
+/*-------------------------------------------------------------------------
+ *
+ * enqueue.c
+ *	  Writing outbox rows fast: a direct heap and index insert, for the
+ *	  triggers and the enqueue functions.
+ *
+ * An INSERT through SPI (or PL/pgSQL) pays an executor start and end per
+ * row: building the projection, opening the six indexes, parsing the CHECK
+ * constraints again, closing it all.  For a trigger that writes one outbox
+ * row per application row, that was most of its cost.  Here the outbox is
+ * opened once per transaction, with its indexes (ExecOpenIndices), and each
+ * row is formed in C, inserted with table_tuple_insert() and indexed with
+ * ExecInsertIndexTuples(), which evaluates the expression and partial
+ * indexes as the executor does.
+ *
+ * What the SQL INSERT would do, and how it is kept:
+ *	- the identity: nextval of the column's own sequence;
+ *	- the defaults (now(), 'pending', 0, 'subscriber'): set here, the same
+ *	  values;
+ *	- NOT NULL and CHECK constraints: the values are the C code's own
+ *	  constants and validated input, never NULL where NOT NULL;
+ *	- privileges: rows are written with the outbox owner's rights (as the
+ *	  SPI path does under SetUserIdAndSecContext), and no user code runs:
+ *	  the direct path is taken only when the outbox has no triggers and no
+ *	  row-level security, which the extension never creates; otherwise
+ *	  outbox.c's SPI INSERT is used.
+ *
+ * The relation and its indexes are opened under the top transaction's
+ * resource owner (so that a subtransaction's end neither closes them nor
+ * reports a leak) and closed at pre-commit; on abort the resource owner
+ * releases them.  A relcache invalidation of the outbox (ALTER TABLE, a new
+ * index) makes the next row open it afresh.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/namespace.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+
+typedef enum OutboxColumn
+{
+	OC_ID,
+	OC_CREATED_AT,
+	OC_EVENT_ID,
+	OC_STATE,
+	OC_ACCOUNT_ID,
+	OC_CONTACT,
+	OC_CONTACT_KEY,
+	OC_STATUS,
+	OC_ATTEMPTS,
+	OC_NEXT_ATTEMPT_AT,
+	OC_LAST_ATTEMPT_AT,
+	OC_ERROR_CATEGORY,
+	OC_ERROR_MESSAGE,
+	OC_SOURCE,
+	OC_KIND,
+	OC_EVENT,
+	NUM_OUTBOX_COLUMNS
+} OutboxColumn;
+
+static const char *const column_names[NUM_OUTBOX_COLUMNS] = {
+	"id", "created_at", "external_event_id", "subscriber_state", "external_account_id",
+	"contact", "contact_key", "status", "attempts", "next_attempt_at", "last_attempt_at",
+	"error_category", "error_message", "source", "kind", "event"
+};
+
+typedef struct OutboxWriter
+{
+	bool		open;
+	bool		stale;			/* the outbox's relcache entry was invalidated */
+	LocalTransactionId lxid;	/* the transaction it was opened in */
+	Oid			relid;
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	Oid			seqoid;
+	AttrNumber	attnum[NUM_OUTBOX_COLUMNS];
+} OutboxWriter;
+
+static OutboxWriter writer;
+static bool callbacks_registered = false;
+
+/* Close the writer; resources are the top transaction's. */
+static void
+writer_close(void)
+{
+	ResourceOwner save = CurrentResourceOwner;
+
+	if (!writer.open)
+		return;
+	writer.open = false;
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	PG_TRY();
+	{
+		ExecDropSingleTupleTableSlot(writer.slot);
+		ExecCloseIndices(writer.rri);
+		table_close(writer.rel, NoLock);
+		FreeExecutorState(writer.estate);
+	}
+	PG_FINALLY();
+	{
+		CurrentResourceOwner = save;
+	}
+	PG_END_TRY();
+}
+
+static void
+writer_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			writer_close();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			/* the resource owner releases the relation; the memory goes with the transaction */
+			writer.open = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+writer_relcache_callback(Datum arg, Oid relid)
+{
+	if (writer.open && (relid == InvalidOid || relid == writer.relid))
+		writer.stale = true;
+}
+
+/*
+ * Open the outbox for direct inserts in this transaction.  False when the
+ * direct path must not be used (triggers or row-level security on the
+ * outbox): the caller then inserts through SPI.
+ */
+static bool
+writer_open(Oid relid)
+{
+	ResourceOwner save = CurrentResourceOwner;
+	MemoryContext oldcxt;
+	Relation	rel;
+	TupleDesc	desc;
+	bool		usable;
+
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(writer_xact_callback, NULL);
+		CacheRegisterRelcacheCallback(writer_relcache_callback, (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	PG_TRY();
+	{
+		rel = table_open(relid, RowExclusiveLock);
+		usable = rel->rd_rel->relkind == RELKIND_RELATION &&
+			rel->trigdesc == NULL && !rel->rd_rel->relrowsecurity;
+		if (!usable)
+			table_close(rel, NoLock);
+		else
+		{
+			memset(&writer, 0, sizeof(writer));
+			writer.rel = rel;
+			writer.relid = relid;
+			desc = RelationGetDescr(rel);
+			for (int c = 0; c < NUM_OUTBOX_COLUMNS; c++)
+			{
+				writer.attnum[c] = InvalidAttrNumber;
+				for (int i = 0; i < desc->natts; i++)
+				{
+					Form_pg_attribute att = TupleDescAttr(desc, i);
+
+					if (!att->attisdropped && strcmp(NameStr(att->attname), column_names[c]) == 0)
+						writer.attnum[c] = att->attnum;
+				}
+				if (writer.attnum[c] == InvalidAttrNumber)
+					elog(ERROR, "the hubspot_events outbox has no column \"%s\"", column_names[c]);
+			}
+			writer.seqoid = getIdentitySequence(relid, writer.attnum[OC_ID], false);
+			writer.estate = CreateExecutorState();
+			MemoryContextSwitchTo(writer.estate->es_query_cxt);
+			writer.rri = makeNode(ResultRelInfo);
+			InitResultRelInfo(writer.rri, rel, 1, NULL, 0);
+			ExecOpenIndices(writer.rri, false);
+			writer.slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+			writer.lxid = MyProc->lxid;
+			writer.open = true;
+		}
+	}
+	PG_FINALLY();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = save;
+	}
+	PG_END_TRY();
+	return usable;
+}
+
+/*
+ * Insert one outbox row directly.  Returns false (nothing written) when the
+ * direct path cannot be used; *id is the new row's id.
+ */
+bool
+hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
+{
+	TupleDesc	desc;
+	Datum	   *values;
+	bool	   *nulls;
+	HeapTuple	tuple;
+	MemoryContext oldcxt;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	if (writer.open && writer.lxid != MyProc->lxid)
+		writer.open = false;	/* left by an ended transaction: its resources are gone */
+	if (writer.open && writer.stale)
+		writer_close();
+	if (!writer.open && !writer_open(hs_outbox_relid()))
+		return false;
+
+	desc = RelationGetDescr(writer.rel);
+	oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(writer.estate));
+	values = palloc0(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	memset(nulls, true, sizeof(bool) * desc->natts);
+
+#define SET(col, datum) \
+	do { values[writer.attnum[col] - 1] = (datum); nulls[writer.attnum[col] - 1] = false; } while (0)
+#define SET_TEXT(col, s) \
+	do { if ((s) != NULL) SET(col, CStringGetTextDatum(s)); } while (0)
+
+	*id = nextval_internal(writer.seqoid, false);
+	SET(OC_ID, Int64GetDatum(*id));
+	SET(OC_CREATED_AT, TimestampTzGetDatum(now));
+	SET_TEXT(OC_EVENT_ID, row->external_event_id);
+	SET_TEXT(OC_STATE, row->subscriber_state);
+	SET_TEXT(OC_ACCOUNT_ID, row->external_account_id);
+	if (row->contact)
+		SET(OC_CONTACT, JsonbPGetDatum(row->contact));
+	SET_TEXT(OC_CONTACT_KEY, row->contact_key);
+	SET(OC_ATTEMPTS, Int32GetDatum(0));
+	SET(OC_NEXT_ATTEMPT_AT, TimestampTzGetDatum(now));
+	SET_TEXT(OC_SOURCE, row->source);
+	SET_TEXT(OC_KIND, row->kind ? row->kind : "subscriber");
+	if (row->event)
+		SET(OC_EVENT, JsonbPGetDatum(row->event));
+	if (row->error_message == NULL)
+		SET_TEXT(OC_STATUS, "pending");
+	else
+	{
+		/* a row that failed local validation: recorded, never sent */
+		SET_TEXT(OC_STATUS, "failed");
+		SET_TEXT(OC_ERROR_CATEGORY, "LOCAL_VALIDATION_ERROR");
+		SET_TEXT(OC_ERROR_MESSAGE, row->error_message);
+		SET(OC_LAST_ATTEMPT_AT, TimestampTzGetDatum(now));
+	}
+#undef SET_TEXT
+#undef SET
+
+	tuple = heap_form_tuple(desc, values, nulls);
+	ExecStoreHeapTuple(tuple, writer.slot, false);
+	table_tuple_insert(writer.rel, writer.slot, GetCurrentCommandId(true), 0, NULL);
+	(void) ExecInsertIndexTuples(writer.rri, writer.slot, writer.estate, false, false, NULL, NIL);
+	ExecClearTuple(writer.slot);
+	MemoryContextSwitchTo(oldcxt);
+	ResetPerTupleExprContext(writer.estate);
+	return true;
+}
