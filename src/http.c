@@ -21,7 +21,9 @@
  *	  at the end of the request, or at the start of the next one when an
  *	  ERROR interrupted it.  A reset callback on the caller's memory context
  *	  also detaches interrupted transfers, closing their connections at once.
- *	- TLS verification is always on; redirects are never followed (they
+ *	- TLS verification is always on (hs_http_set_tls: the peer's certificate
+ *	  and host name, against hubspot_events.ca_file or the system's CA
+ *	  bundle; no setting turns it off); redirects are never followed (they
  *	  would carry the token elsewhere); only http and https are spoken;
  *	  CURLOPT_NOSIGNAL keeps libcurl away from the server's signal handlers.
  *
@@ -433,6 +435,24 @@ add_header(HsSlot *slot, const char *line)
 					 errmsg("could not set libcurl option %s: %s", #opt, curl_easy_strerror(_rc)))); \
 	} while (0)
 
+/*
+ * Verification of the peer's certificate and host name, always; the CA
+ * bundle is hubspot_events.ca_file, or libcurl's default (the system's) when
+ * that is empty.  No setting and no code path turns verification off.
+ * TLS 1.2 at least, as HubSpot requires.
+ */
+void
+hs_http_set_tls(void *handle)
+{
+	CURL	   *easy = (CURL *) handle;
+
+	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+	SETOPT(CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+	if (hs_ca_file != NULL && hs_ca_file[0] != '\0')
+		SETOPT(CURLOPT_CAINFO, hs_ca_file);
+}
+
 /* Set a slot up for a request and add it to the multi handle. */
 static void
 start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
@@ -473,8 +493,7 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 	/* send the path as built: never squash dot segments */
 	SETOPT(CURLOPT_PATH_AS_IS, 1L);
-	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
-	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+	hs_http_set_tls(easy);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
 	SETOPT(CURLOPT_TIMEOUT_MS, (long) hs_request_timeout_ms);
 	SETOPT(CURLOPT_ERRORBUFFER, slot->errbuf);
