@@ -46,6 +46,9 @@ except for the server-wide knobs marked [server] below):
                       whose inputs hold one of these vids is answered 400
                       VALIDATION_ERROR naming the first of them
   bad_event=1         400 VALIDATION_ERROR "Marketing event ... is invalid"
+  echo_auth=1         400 VALIDATION_ERROR whose message, context and errors
+                      repeat the request's Authorization header (a hostile
+                      server); the request log keeps it masked
   tag=...             ignored (makes event ids unique)
 
 Global only (/__mock/config), server-wide: they apply to every /marketing/
@@ -538,6 +541,7 @@ KNOB_PARSERS = {
     "slow_ms": _int_knob(0, 3600 * 1000),
     "bad_vids": _int_list_knob,
     "bad_event": _bool_knob,
+    "echo_auth": _bool_knob,
     "rate_limit": _int_knob(0, 10 ** 9),
     "rate_window_ms": _int_knob(1, 24 * 3600 * 1000),
     "daily_limit": _int_knob(0, 10 ** 12),
@@ -1447,6 +1451,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def find_bad_input(self, knobs, event_id, inputs):
         """(kind, message, context, errors) for a request HubSpot would reject
         as a whole (bad_event, bad_vids), else None."""
+        if knobs.get("echo_auth"):
+            # a hostile or broken server (or proxy) that repeats the request's
+            # Authorization header in its answer: the client must not keep it
+            echoed = self.headers.get("Authorization", "")
+            message = "Invalid request headers: Authorization: %s" % echoed
+            return ("echo_auth", message, {"authorization": [echoed]},
+                    [{"message": message, "in": "header", "code": "ECHO"}])
         if knobs.get("bad_event"):
             message = "Marketing event %s is invalid" % event_id
             return ("bad_event", message, {"externalEventId": [str(event_id)]},

@@ -579,6 +579,21 @@ for my $round (1 .. 3)
 		'204', "rotation $round: the direct function too");
 	reload_and_wait("rotation $round: reload");
 }
+# a server (or a proxy) that repeats the token in its answer: the token is
+# removed from the answer before it is stored, raised or logged
+q1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('mock:echo_auth=1', 'register', 'acme', '{"vid": 951}')});
+ok(wait_until(sub { q1("SELECT status FROM hubspot_events.outbox WHERE contact_key = '951'") eq 'failed' }),
+	'an answer that repeats the token: the row failed (400)');
+is(q1(q{SELECT format('%s|%s|%s', error_message, error_body->>'message', error_body->'context'->'authorization'->>0)
+	FROM hubspot_events.outbox WHERE contact_key = '951'}),
+	'Invalid request headers: Authorization: Bearer [token removed]|Invalid request headers: Authorization: Bearer [token removed]|Bearer [token removed]',
+	'the stored message and body hold "[token removed]" instead of the token');
+($rc, $out, $err) = as_role('sender', q{SELECT hubspot_events.hubspot_upsert_subscriber('mock:echo_auth=1', 'register', 'acme', '{"vid": 952}')});
+like($err, qr/ERROR:  hubspot answered HTTP 400 VALIDATION_ERROR: Invalid request headers: Authorization: Bearer \[token removed\]/,
+	'direct: the ERROR quotes the answer without the token');
+my @echoed = grep { ($_->{path}{externalEventId} // '') eq 'mock:echo_auth=1' } @{ mock_seen() };
+is(scalar @echoed, 2, 'the mock did answer both with the token in them');
+
 # a token HubSpot refuses (401), then one that is back
 write_atomically($token_file, new_token() . "\n");
 q1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-rot', 'register', 'acme', '{"vid": 939}')});
