@@ -160,6 +160,8 @@ my $mock = IPC::Run::start(
 	  '--port-file', "$dir/mock.port", '--token-file', $mock_token_file, '--log', $mock_log,
 	  '--tls-cert', "$dir/server.pem", '--tls-key', "$dir/server.key" ],
 	'<', \undef, '>', "$dir/mock.out", '2>', "$dir/mock.err");
+# a test that dies must not leave the mock running
+END { eval { $mock->kill_kill } if $mock; }
 wait_until(sub { -s "$dir/mock.port" }, 20) or die "the HTTPS mock did not start: " . slurp_file("$dir/mock.err");
 chomp(my $port = slurp_file("$dir/mock.port"));
 
@@ -625,4 +627,5 @@ cmp_ok(scalar(@{ mock_seen() }), '>', 10, 'while the mock did receive requests w
 $node->stop;
 $mock->signal('TERM');
 $mock->finish;
+undef $mock;
 done_testing();
