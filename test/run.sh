@@ -145,6 +145,14 @@ if grep -qF "$HS_TOKEN" "$HS_WORK/postgresql.log" || grep -qE 'pat-sec-[0-9a-f]{
 else
     passed=$((passed + 1))
 fi
+# nor in what the TAP tests logged (their queries and results) or the mock's logs
+token_hits=$(grep -lsF "$HS_TOKEN" "$HS_WORK"/tap/tmp_check/log/regress_log_* "$HS_WORK/mock.log" "$HS_MOCK_LOG" || true)
+token_hits+=$(grep -lsE 'pat-sec-[0-9a-f]{32}' "$HS_WORK"/tap/tmp_check/log/regress_log_* "$HS_WORK/mock.log" "$HS_MOCK_LOG" || true)
+if [ -n "$token_hits" ]; then
+    hs_log "FAILED: an access token appears in $token_hits"; failed=$((failed + 1))
+else
+    passed=$((passed + 1))
+fi
 if grep -qE 'PANIC|server process .* was terminated by signal' "$HS_WORK/postgresql.log"; then
     hs_log "FAILED: the server log shows a crash"; grep -E 'PANIC|terminated by signal' "$HS_WORK/postgresql.log" >&2
     failed=$((failed + 1))
