@@ -148,3 +148,22 @@ COMMENT ON FUNCTION @extschema@.sync_event() IS
 'Trigger for an events table: queues each committed change of a marketing event (upsert; cancel on delete with on_delete=cancel)';
 
 -- ---- end of marketing events ----
+
+-- ---------------------------------------------------------------------------
+-- Security: operators need only EXECUTE
+-- ---------------------------------------------------------------------------
+
+-- In 0.2.0 these ran with the caller's rights, so an operator granted
+-- EXECUTE (as the README said) still failed on the outbox, and only a role
+-- with UPDATE or DELETE on the whole outbox could use them; that is more
+-- than they need.  They now run with the rights of the extension's owner;
+-- their search_path is already pinned (pg_catalog, pg_temp), and every name
+-- they use is schema-qualified.  EXECUTE stays revoked from PUBLIC: a role
+-- must be granted each one.  claim_due stays the caller's (only the worker
+-- calls it).
+ALTER FUNCTION @extschema@.retry_failed(bigint[], boolean) SECURITY DEFINER;
+ALTER FUNCTION @extschema@.purge_sent(interval) SECURITY DEFINER;
+ALTER FUNCTION @extschema@.purge_failed(interval) SECURITY DEFINER;
+ALTER FUNCTION @extschema@.pause() SECURITY DEFINER;
+ALTER FUNCTION @extschema@.resume() SECURITY DEFINER;
+ALTER FUNCTION @extschema@.flush(interval) SECURITY DEFINER;

@@ -134,3 +134,14 @@ REVOKE ALL ON FUNCTION hubspot_events.hubspot_upsert_subscriber(text, text, text
 REVOKE ALL ON FUNCTION hs_test.try(text) FROM hs_app;
 REVOKE ALL ON SCHEMA hubspot_events, hs_test FROM hs_app;
 DROP ROLE hs_app;
+
+-- ---- ca_file: a postgresql.conf setting, checked by ALTER SYSTEM: empty
+-- (the system's CA bundle) or a readable file holding a PEM certificate;
+-- its content is never repeated ----
+ALTER SYSTEM SET hubspot_events.ca_file = '/nonexistent/ca.pem';
+ALTER SYSTEM SET hubspot_events.ca_file = '/';
+ALTER SYSTEM SET hubspot_events.ca_file = '/etc/passwd';
+ALTER SYSTEM SET hubspot_events.ca_file = '';
+ALTER SYSTEM RESET hubspot_events.ca_file;
+-- not for sessions, not even a superuser's
+SET hubspot_events.ca_file = '';

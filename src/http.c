@@ -21,7 +21,9 @@
  *	  at the end of the request, or at the start of the next one when an
  *	  ERROR interrupted it.  A reset callback on the caller's memory context
  *	  also detaches interrupted transfers, closing their connections at once.
- *	- TLS verification is always on; redirects are never followed (they
+ *	- TLS verification is always on (hs_http_set_tls: the peer's certificate
+ *	  and host name, against hubspot_events.ca_file or the system's CA
+ *	  bundle; no setting turns it off); redirects are never followed (they
  *	  would carry the token elsewhere); only http and https are spoken;
  *	  CURLOPT_NOSIGNAL keeps libcurl away from the server's signal handlers.
  *
@@ -450,6 +452,24 @@ add_header(HsSlot *slot, const char *line)
 					 errmsg("could not set libcurl option %s: %s", #opt, curl_easy_strerror(_rc)))); \
 	} while (0)
 
+/*
+ * Verification of the peer's certificate and host name, always; the CA
+ * bundle is hubspot_events.ca_file, or libcurl's default (the system's) when
+ * that is empty.  No setting and no code path turns verification off.
+ * TLS 1.2 at least, as HubSpot requires.
+ */
+void
+hs_http_set_tls(void *handle)
+{
+	CURL	   *easy = (CURL *) handle;
+
+	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+	SETOPT(CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+	if (hs_ca_file != NULL && hs_ca_file[0] != '\0')
+		SETOPT(CURLOPT_CAINFO, hs_ca_file);
+}
+
 /* Set a slot up for a request and add it to the multi handle. */
 static void
 start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
@@ -490,8 +510,7 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 	/* send the path as built: never squash dot segments */
 	SETOPT(CURLOPT_PATH_AS_IS, 1L);
-	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
-	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+	hs_http_set_tls(easy);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
 	SETOPT(CURLOPT_TIMEOUT_MS, (long) hs_request_timeout_ms);
 	SETOPT(CURLOPT_ERRORBUFFER, slot->errbuf);
@@ -513,7 +532,69 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	slot->attached = true;
 }
 
-/* Copy a finished slot's answer into its request's result (palloc'd). */
+/* the token of the hs_http_post_many call in progress (for finish_slot) */
+static const char *hs_current_token = NULL;
+
+#define HS_SECRET_REMOVED "[token removed]"
+
+/*
+ * A palloc'd, NUL-terminated copy of len bytes of data in which every
+ * occurrence of secret is replaced by HS_SECRET_REMOVED; *outlen gets the
+ * copy's length.  An answer that repeats the token (a broken proxy's error
+ * page, a hostile server echoing the request) must not carry it into an
+ * outbox row, an ERROR or a log line.
+ */
+static char *
+copy_without_secret(const char *data, size_t len, const char *secret, size_t *outlen)
+{
+	size_t		slen = secret ? strlen(secret) : 0;
+	const char *p = data;
+	const char *end = data + len;
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	while (p < end)
+	{
+		const char *hit = NULL;
+
+		if (slen > 0)
+		{
+			for (const char *q = p; (size_t) (end - q) >= slen; q++)
+			{
+				q = memchr(q, secret[0], (end - q) - slen + 1);
+				if (q == NULL)
+					break;
+				if (memcmp(q, secret, slen) == 0)
+				{
+					hit = q;
+					break;
+				}
+			}
+		}
+		if (hit == NULL)
+		{
+			appendBinaryStringInfo(&buf, p, end - p);
+			break;
+		}
+		appendBinaryStringInfo(&buf, p, hit - p);
+		appendStringInfoString(&buf, HS_SECRET_REMOVED);
+		p = hit + slen;
+	}
+	if (outlen)
+		*outlen = buf.len;
+	return buf.data;
+}
+
+static char *
+header_without_secret(const char *value)
+{
+	return value[0] ? copy_without_secret(value, strlen(value), hs_current_token, NULL) : NULL;
+}
+
+/*
+ * Copy a finished slot's answer into its request's result (palloc'd),
+ * without the token should the answer repeat it.
+ */
 static void
 finish_slot(HsSlot *slot, CURLcode rc)
 {
@@ -542,14 +623,11 @@ finish_slot(HsSlot *slot, CURLcode rc)
 		result->transport_ok = true;
 		result->http_status = status;
 	}
-	result->body_len = r->len;
-	result->body = palloc(r->len + 1);
-	if (r->len > 0)
-		memcpy(result->body, r->body, r->len);
-	result->body[r->len] = '\0';
-	result->content_type = r->content_type[0] ? pstrdup(r->content_type) : NULL;
-	result->correlation_id = r->correlation_id[0] ? pstrdup(r->correlation_id) : NULL;
-	result->retry_after = r->retry_after[0] ? pstrdup(r->retry_after) : NULL;
+	result->body = copy_without_secret(r->body ? r->body : "", r->len, hs_current_token,
+									   &result->body_len);
+	result->content_type = header_without_secret(r->content_type);
+	result->correlation_id = header_without_secret(r->correlation_id);
+	result->retry_after = header_without_secret(r->retry_after);
 	result->ratelimit_max = r->ratelimit_max;
 	result->ratelimit_remaining = r->ratelimit_remaining;
 	result->ratelimit_interval_ms = r->ratelimit_interval_ms;
@@ -595,6 +673,7 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 		reqs[i].done = reqs[i].started = false;
 	release_all_slots();
 	ensure_slots(nslots);
+	hs_current_token = token;
 
 	/* if an ERROR interrupts us, the caller's context reset detaches the transfers */
 	guard = palloc(sizeof(HsTransferGuard));

@@ -73,6 +73,7 @@ extern int	hs_sent_retention_s;
 extern int	hs_rate_limit;
 extern int	hs_rate_limit_interval_ms;
 extern char *hs_daily_reset_time;
+extern char *hs_ca_file;
 
 /* bumped by a settings reload, so cached secrets are re-read */
 extern uint64 hs_settings_generation;
@@ -366,6 +367,12 @@ extern void hs_http_post_json(const char *url, const char *token,
 							  const char *body, size_t body_len,
 							  HsHttpResult *result);
 extern bool hs_url_is_acceptable(const char *url, char **reason);
+/*
+ * TLS for an easy handle that carries a secret (API requests, and the OAuth
+ * token request): peer and host verification on, with hubspot_events.ca_file
+ * when set.  Throws when libcurl refuses an option.
+ */
+extern void hs_http_set_tls(void *easy);
 
 /* ---- hs_json.c ---- */
 

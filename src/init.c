@@ -14,6 +14,7 @@
  */
 #include "hubspot_events.h"
 
+#include <sys/stat.h>
 #include <curl/curl.h>
 
 #include "fmgr.h"
@@ -47,6 +48,7 @@ int			hs_sent_retention_s = 7 * 24 * 3600;
 int			hs_rate_limit = 100;
 int			hs_rate_limit_interval_ms = 10000;
 char	   *hs_daily_reset_time = NULL;
+char	   *hs_ca_file = NULL;
 
 uint64		hs_settings_generation = 0;
 
@@ -115,6 +117,72 @@ check_daily_reset_time(char **newval, void **extra, GucSource source)
 	if (pg_tzset(zone) == NULL)
 	{
 		GUC_check_errdetail("The time zone \"%s\" is not known.", zone);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * ca_file: empty (the system's CA bundle), or a readable regular file that
+ * holds at least one PEM certificate.  The check reads the file but never
+ * repeats any of its content: a superuser who names the token file by
+ * mistake gets "no PEM certificate", not the token.
+ */
+static bool
+check_ca_file(char **newval, void **extra, GucSource source)
+{
+	struct stat st;
+	FILE	   *f;
+	char		buf[4096];
+	size_t		n;
+	bool		found = false;
+	size_t		keep = 0;
+	static const char marker[] = "-----BEGIN CERTIFICATE-----";
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;			/* empty: the system's CA bundle */
+	for (const char *p = *newval; *p; p++)
+	{
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+		{
+			GUC_check_errdetail("The path contains a control character.");
+			return false;
+		}
+	}
+	if (stat(*newval, &st) != 0)
+	{
+		GUC_check_errdetail("The file \"%s\" cannot be used: %m.", *newval);
+		return false;
+	}
+	if (!S_ISREG(st.st_mode))
+	{
+		GUC_check_errdetail("\"%s\" is not a regular file.", *newval);
+		return false;
+	}
+	f = fopen(*newval, "r");
+	if (f == NULL)
+	{
+		GUC_check_errdetail("The file \"%s\" cannot be read: %m.", *newval);
+		GUC_check_errhint("The file must be readable by the operating-system user the server runs as.");
+		return false;
+	}
+	/* look for the PEM marker, also across two reads */
+	while (!found && (n = fread(buf + keep, 1, sizeof(buf) - 1 - keep, f)) > 0)
+	{
+		size_t		len = keep + n;
+
+		buf[len] = '\0';
+		/* a NUL byte in the data only ends this search early: no harm */
+		found = strstr(buf, marker) != NULL;
+		keep = Min(len, sizeof(marker) - 2);
+		memmove(buf, buf + len - keep, keep);
+	}
+	explicit_bzero(buf, sizeof(buf));
+	fclose(f);
+	if (!found)
+	{
+		GUC_check_errdetail("The file \"%s\" holds no PEM certificate (\"%s\").", *newval, marker);
+		GUC_check_errhint("Name a file of PEM-encoded CA certificates, or leave the setting empty to use the system's CA bundle.");
 		return false;
 	}
 	return true;
@@ -276,6 +344,21 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_daily_reset_time, NULL, NULL);
+
+	/*
+	 * The CA bundle HubSpot's certificate is verified with.  There is no
+	 * setting that turns verification off: only which CAs are trusted can
+	 * change, and only in postgresql.conf.
+	 */
+	DefineCustomStringVariable("hubspot_events.ca_file",
+							   "File of PEM CA certificates that HubSpot's TLS certificate is verified with.",
+							   "Empty: the system's CA bundle. Certificate and host name "
+							   "verification cannot be turned off.",
+							   &hs_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_ca_file, assign_bump_generation, NULL);
 
 	MarkGUCPrefixReserved("hubspot_events");
 

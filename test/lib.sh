@@ -10,7 +10,7 @@ set -euo pipefail
 
 HS_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HS_PACKAGES=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
-             python3 python3-psycopg2 make gcc pkg-config libipc-run-perl)
+             python3 python3-psycopg2 make gcc pkg-config libipc-run-perl openssl)
 HS_RUN_AS=postgres
 
 hs_log() { printf '== %s\n' "$*" >&2; }

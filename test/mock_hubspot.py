@@ -55,6 +55,9 @@ except for the server-wide knobs marked [server] below):
                       {"email": ["a@x.com"]}) and "numErrors"
   batch_error=1       attendance endpoints: 200 with one error that names no
                       contact (numErrors 1)
+  echo_auth=1         400 VALIDATION_ERROR whose message, context and errors
+                      repeat the request's Authorization header (a hostile
+                      server); the request log keeps it masked
   tag=...             ignored (makes event ids unique)
 
 Global only (/__mock/config), server-wide: they apply to every /marketing/
@@ -90,6 +93,13 @@ GET /__mock/health, GET /__mock/requests, GET|POST /__mock/config,
 POST /__mock/reset (entries, per-event counters, global knobs, rate window,
 daily counter, storm and stats), GET /__mock/stats[?window_ms=W] (counts since
 the last reset, see State.stats).
+
+HTTPS
+-----
+``--tls-cert FILE --tls-key FILE`` serve HTTPS (TLS 1.2 or later) instead of
+HTTP, the control API included.  A client that refuses the certificate
+leaves no request: the mock logs "TLS handshake with ... failed" on stderr
+and counts it (``tls_handshake_failures`` in /__mock/stats).
 """
 
 import argparse
@@ -106,6 +116,7 @@ import select
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import tempfile
@@ -546,6 +557,7 @@ KNOB_PARSERS = {
     "bad_emails": _str_list_knob,
     "batch_error": _bool_knob,
     "bad_event": _bool_knob,
+    "echo_auth": _bool_knob,
     "rate_limit": _int_knob(0, 10 ** 9),
     "rate_window_ms": _int_knob(1, 24 * 3600 * 1000),
     "daily_limit": _int_knob(0, 10 ** 12),
@@ -656,6 +668,7 @@ class State:
         self.limit_window = collections.deque()
         self.daily_used = 0
         self.storm_until = None  # time.monotonic() deadline of a 429 storm
+        self.tls_handshake_failures = 0  # with --tls-cert: handshakes that failed
         self.reset_stats()
         self.log_file = None
         if log_path:
@@ -824,6 +837,7 @@ class State:
                 "daily_limit": self.global_knobs.get("daily_limit"),
                 "daily_used": self.daily_used,
                 "storm_left_ms": int(math.ceil(storm_left * 1000)),
+                "tls_handshake_failures": self.tls_handshake_failures,
             }
 
     def count_event(self, event_id):
@@ -1460,6 +1474,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         as a whole (bad_event, bad_vids, bad_emails), else None.  On the
         attendance endpoints bad contacts are per-contact errors of a 200
         answer instead (see attendance_errors)."""
+        if knobs.get("echo_auth"):
+            # a hostile or broken server (or proxy) that repeats the request's
+            # Authorization header in its answer: the client must not keep it
+            echoed = self.headers.get("Authorization", "")
+            message = "Invalid request headers: Authorization: %s" % echoed
+            return ("echo_auth", message, {"authorization": [echoed]},
+                    [{"message": message, "in": "header", "code": "ECHO"}])
         if knobs.get("bad_event"):
             message = "Marketing event %s is invalid" % event_id
             return ("bad_event", message, {"externalEventId": [str(event_id)]},
@@ -1631,6 +1652,23 @@ class MockServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    ssl_context = None  # set by --tls-cert: HTTPS instead of HTTP
+
+    def finish_request(self, request, client_address):
+        # TLS: the handshake runs in the connection's own thread, so that a
+        # client that refuses the certificate (or stalls) holds up nobody.
+        # A refused handshake is logged and counted, and no request is seen.
+        if self.ssl_context is not None:
+            try:
+                request.settimeout(10)
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (ssl.SSLError, OSError) as exc:
+                with self.state.lock:
+                    self.state.tls_handshake_failures += 1
+                log_err("TLS handshake with %s failed: %s" % (client_address[0], exc))
+                return
+        super().finish_request(request, client_address)
 
     def server_bind(self):
         # skip HTTPServer.server_bind's getfqdn() (slow without DNS)
@@ -1643,13 +1681,22 @@ class MockServer(http.server.ThreadingHTTPServer):
         log_err("connection error from %s: %r" % (client_address, exc))
 
 
-def make_server(host, port, state):
+def make_tls_context(cert_file, key_file):
+    """A server context for --tls-cert/--tls-key (TLS 1.2 at least)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+def make_server(host, port, state, tls_context=None):
     bind_host = "127.0.0.1" if host.lower() == "localhost" else host
     cls = MockServer
     if ":" in bind_host:
         cls = type("MockServer6", (MockServer,), {"address_family": socket.AF_INET6})
     server = cls((bind_host, port), Handler)
     server.state = state
+    server.ssl_context = tls_context
     return server
 
 
@@ -2039,6 +2086,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, help="seed for fault-injection decisions")
     ap.add_argument("--verbose", action="store_true", help="log every request line to stderr")
     ap.add_argument("--self-test", action="store_true", help="run the built-in self test and exit")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain) instead of HTTP")
+    ap.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     args = ap.parse_args(argv)
 
     if args.self_test:
@@ -2060,8 +2109,18 @@ def main(argv=None):
     except OSError as exc:
         print("mock_hubspot: cannot open log %s: %s" % (args.log, exc), file=sys.stderr)
         return 2
+    tls_context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("mock_hubspot: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        try:
+            tls_context = make_tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print("mock_hubspot: cannot load the TLS certificate or key: %s" % exc, file=sys.stderr)
+            return 2
     try:
-        server = make_server(args.host, args.port, state)
+        server = make_server(args.host, args.port, state, tls_context)
     except OSError as exc:
         print("mock_hubspot: cannot bind %s:%d: %s" % (args.host, args.port, exc), file=sys.stderr)
         return 2
@@ -2084,7 +2143,7 @@ def main(argv=None):
             print("mock_hubspot: cannot write port file: %s" % exc, file=sys.stderr)
             server.shutdown()
             return 2
-    log_err("listening on %s port %d" % (args.host, port))
+    log_err("listening on %s port %d%s" % (args.host, port, " (HTTPS)" if tls_context else ""))
     while not stop.wait(0.5):
         pass
     state.stop.set()

@@ -138,8 +138,18 @@ fi
 cat "$HS_WORK"/tap/tmp_check/log/*.log >> "$HS_WORK/postgresql.log" 2>/dev/null || true
 
 # ---- the token must never reach the server log ----
-if grep -qF "$HS_TOKEN" "$HS_WORK/postgresql.log"; then
-    hs_log "FAILED: the access token appears in the server log"; failed=$((failed + 1))
+# (the suite's token, and the tokens the TAP tests make and rotate, which all
+# look like pat-sec-<32 hex>)
+if grep -qF "$HS_TOKEN" "$HS_WORK/postgresql.log" || grep -qE 'pat-sec-[0-9a-f]{32}' "$HS_WORK/postgresql.log"; then
+    hs_log "FAILED: an access token appears in the server log"; failed=$((failed + 1))
+else
+    passed=$((passed + 1))
+fi
+# nor in what the TAP tests logged (their queries and results) or the mock's logs
+token_hits=$(grep -lsF "$HS_TOKEN" "$HS_WORK"/tap/tmp_check/log/regress_log_* "$HS_WORK/mock.log" "$HS_MOCK_LOG" || true)
+token_hits+=$(grep -lsE 'pat-sec-[0-9a-f]{32}' "$HS_WORK"/tap/tmp_check/log/regress_log_* "$HS_WORK/mock.log" "$HS_MOCK_LOG" || true)
+if [ -n "$token_hits" ]; then
+    hs_log "FAILED: an access token appears in $token_hits"; failed=$((failed + 1))
 else
     passed=$((passed + 1))
 fi
