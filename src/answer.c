@@ -188,3 +188,18 @@ hs_body_to_jsonb(const char *body, size_t len)
 	v.val.string.len = strlen(copy);
 	return JsonbValueToJsonb(&v);
 }
+
+/*
+ * Whether HubSpot answered 401 EXPIRED_AUTHENTICATION: with OAuth, the
+ * token is refreshed once and the request sent again.
+ */
+bool
+hs_answer_is_expired_token(const HsHttpResult *res)
+{
+	HsErrorBody err;
+
+	if (!res->transport_ok || res->http_status != 401)
+		return false;
+	hs_parse_error_body(res->body, res->body_len, &err);
+	return err.category != NULL && strcmp(err.category, "EXPIRED_AUTHENTICATION") == 0;
+}
