@@ -119,6 +119,7 @@ tap_tests=$(ls "$HS_WORK"/test/t/*.pl)
 [ -n "${HS_TAP:-}" ] && tap_tests=$(for t in $HS_TAP; do echo "$HS_WORK/test/t/$t"; done)
 set +e
 as_pg env HS_MOCK_URL="$HS_MOCK_URL" HS_TOKEN_FILE="$HS_WORK/token" \
+    HS_OAUTH_SECRET="$HS_OAUTH_SECRET" HS_OAUTH_REFRESH="$HS_OAUTH_REFRESH" \
     PATH="$HS_BINDIR:$PATH" PG_REGRESS="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
     PERL5LIB="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/perl" TESTDIR="$HS_WORK/tap" \
     prove -v --timer $tap_tests > "$HS_WORK/tap.out" 2>&1
@@ -140,6 +141,13 @@ cat "$HS_WORK"/tap/tmp_check/log/*.log >> "$HS_WORK/postgresql.log" 2>/dev/null 
 # ---- the token must never reach the server log ----
 if grep -qF "$HS_TOKEN" "$HS_WORK/postgresql.log"; then
     hs_log "FAILED: the access token appears in the server log"; failed=$((failed + 1))
+else
+    passed=$((passed + 1))
+fi
+# nor the OAuth client secret, the refresh token, or any token the mock issued
+# (access tokens "oat-mock-...", rotated refresh tokens "rt-mock-...")
+if grep -qF -e "$HS_OAUTH_SECRET" -e "$HS_OAUTH_REFRESH" -e "oat-mock-" -e "rt-mock-" "$HS_WORK/postgresql.log"; then
+    hs_log "FAILED: an OAuth secret or token appears in the server log"; failed=$((failed + 1))
 else
     passed=$((passed + 1))
 fi
