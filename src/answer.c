@@ -146,6 +146,13 @@ hs_report_http_failure(const HsHttpResult *res, const char *progress_detail)
 	if (progress_detail)
 		appendStringInfo(&detail, "%s%s", detail.len ? "\n" : "", progress_detail);
 
+	/* with OAuth, the token was refreshed once already: the file is not the cure */
+	if (cc && strcmp(cc->category, "EXPIRED_AUTHENTICATION") == 0 && hs_oauth_enabled())
+		ereport(ERROR,
+				(errcode(cc->sqlstate),
+				 errmsg_internal("%s", msg.data),
+				 detail.len ? errdetail_internal("%s", detail.data) : 0,
+				 errhint("HubSpot called the access token expired again after it was refreshed; check the app's installation and the clocks.")));
 	ereport(ERROR,
 			(errcode(hs_sqlstate_for_answer(res->http_status, &err)),
 			 errmsg_internal("%s", msg.data),
