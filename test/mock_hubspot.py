@@ -2157,6 +2157,64 @@ def self_test(spec_path):
               and call("GET", "/__mock/stats?window_ms=x", auth=None)[0] == 400, "")
         check("max_in_window", max_in_window([0.0, 0.5, 0.99, 1.0, 1.5, 1.6], 1.0) == 4
               and max_in_window([], 1.0) == 0, "")
+
+        # ---- OAuth: the token endpoint and the tokens it issues ----
+        def grant(path="/oauth/v1/token", **fields):
+            form = dict({"grant_type": "refresh_token", "client_id": "cid", "client_secret": "s3cret",
+                         "refresh_token": "rt-1"}, **fields)
+            form = {k: v for k, v in form.items() if v is not None}
+            status, _, body = call("POST", path, urllib.parse.urlencode(form).encode(),
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"}, auth=None)
+            return status, json.loads(body)
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1",
+                "oauth_expires_in": 1})
+        status, obj = grant()
+        check("oauth: a refresh grant", status == 200 and obj.get("access_token", "").startswith("oat-mock-")
+              and obj.get("expires_in") == 1 and obj.get("refresh_token") == "rt-1", obj)
+        issued = obj.get("access_token")
+        check("oauth: the issued token is accepted", call("POST", upsert_path("oa-1"), good, auth=issued)[0] == 204
+              and last_entry()["headers"].get("authorization") == "Bearer <oauth>", last_entry())
+        check("oauth: the 2026-03 path", grant("/oauth/2026-03/token")[0] == 200, "")
+        status, obj = grant(refresh_token="rt-wrong")
+        check("oauth: BAD_REFRESH_TOKEN", status == 400 and obj.get("status") == "BAD_REFRESH_TOKEN"
+              and "correlationId" in obj, obj)
+        check("oauth: BAD_CLIENT_ID", grant(client_id="x")[1].get("status") == "BAD_CLIENT_ID", "")
+        check("oauth: BAD_CLIENT_SECRET", grant(client_secret="x")[1].get("status") == "BAD_CLIENT_SECRET", "")
+        check("oauth: BAD_GRANT_TYPE", grant(grant_type="password")[1].get("status") == "BAD_GRANT_TYPE", "")
+        status, _, _ = call("POST", "/oauth/v1/token", b'{"grant_type":"refresh_token"}', auth=None)
+        check("oauth: JSON is not form-encoded", status == 400, status)
+        time.sleep(1.1)
+        status, _, body = call("POST", upsert_path("oa-2"), good, auth=issued)
+        check("oauth: an expired token gets 401 EXPIRED_AUTHENTICATION", status == 401
+              and json.loads(body).get("category") == "EXPIRED_AUTHENTICATION", body)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1",
+                "oauth_rotate": True})
+        status, obj = grant()
+        check("oauth: rotation issues a new refresh token", status == 200
+              and obj.get("refresh_token", "").startswith("rt-mock-"), obj)
+        check("oauth: then the old one is refused", grant()[0] == 400
+              and grant(refresh_token=obj.get("refresh_token"))[0] == 200, "")
+        status, obj = grant()
+        issued = grant(refresh_token=None)  # no refresh token at all
+        check("oauth: a missing refresh token is refused", issued[0] == 400, issued)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1",
+                "oauth_fail": "invalid_grant"})
+        status, obj = grant()
+        check("oauth: invalid_grant in OAuth 2.0's shape", status == 400 and obj.get("error") == "invalid_grant", obj)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1"})
+        status, obj = grant()
+        check("oauth: without rotation the configured refresh token is accepted again", status == 200, obj)
+        call("POST", upsert_path("oa-3"), good, auth=obj["access_token"])
+        call("POST", "/__mock/oauth/expire", {}, auth=None)
+        check("oauth: /__mock/oauth/expire", call("POST", upsert_path("oa-4"), good, auth=obj["access_token"])[0] == 401, "")
+        st = stats()
+        logged = json.loads(call("GET", "/__mock/oauth/requests", auth=None)[2])
+        check("oauth: stats", st["token_requests"] == len(logged) and st["tokens_issued"] == 5
+              and st["expired_401"] == 2 and st["oauth_authorized"] == 2, st)
+        check("oauth: the secrets are never recorded", "s3cret" not in json.dumps(logged)
+              and "rt-1" not in json.dumps(logged), logged)
     finally:
         server.shutdown()
         server.server_close()
