@@ -11,7 +11,7 @@ use HsTest;
 use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(usleep time);
 
 my $secret = $ENV{HS_OAUTH_SECRET} or die "HS_OAUTH_SECRET is not set: run through test/run.sh";
 my $refresh = $ENV{HS_OAUTH_REFRESH} or die "HS_OAUTH_REFRESH is not set: run through test/run.sh";
@@ -165,6 +165,48 @@ ok($node->log_contains(qr/holding the queue: the OAuth token endpoint rejected t
 mock_config(oauth_knobs());
 $node->reload;
 ok(wait_until(sub { sent_count('webinar-held') eq '2' }), 'worker: a reload releases the hold once the endpoint grants again');
+
+# ---- concurrent callers share a failed refresh too: one token request, one ERROR for all ----
+mock_config(oauth_knobs(oauth_fail => 'bad_refresh_token', oauth_delay_ms => 700));
+mock_oauth_expire();
+$s0 = mock_stats();
+@calls = ();
+for my $i (1 .. 4)
+{
+	my %c = (out => '', err => '');
+	$c{h} = IPC::Run::start(
+		[ 'psql', '-XAtq', '-v', 'VERBOSITY=verbose', '-d', $node->connstr('postgres'), '-c',
+		  "SELECT hubspot_events.hubspot_upsert_subscriber('webinar-shared-failure-$i', 'register', 'acme', '{\"vid\": $i}')" ],
+		'>', \$c{out}, '2>', \$c{err});
+	push @calls, \%c;
+}
+$_->{h}->finish for @calls;
+is(scalar(grep { $_->{err} =~ /ERROR:  HS006: the OAuth token endpoint rejected the refresh: HTTP 400 BAD_REFRESH_TOKEN/ } @calls), 4,
+	'four concurrent backends: all raise the rejected refresh')
+  or diag(join("\n", map { $_->{err} } @calls));
+$s1 = mock_stats();
+is(delta($s0, $s1, 'token_requests'), 1, 'one token request: the waiting backends took the refresher\'s outcome');
+
+# ---- a refresher cancelled or terminated mid-request leaves nobody waiting for it ----
+mock_config(oauth_knobs(oauth_delay_ms => 3000));
+($rc, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '500ms';\nSELECT hubspot_events.hubspot_upsert_subscriber('webinar-cancelled', 'register', 'acme', '{\"vid\": 1}')");
+like($err, qr/canceling statement due to statement timeout/, 'statement_timeout cancels a slow refresh');
+my %t = (out => '', err => '');
+$t{h} = IPC::Run::start(
+	[ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c',
+	  "SELECT hubspot_events.hubspot_upsert_subscriber('webinar-terminated', 'register', 'acme', '{\"vid\": 1}')" ],
+	'>', \$t{out}, '2>', \$t{err});
+my $victim = "SELECT pid FROM pg_stat_activity WHERE query LIKE '%webinar-terminated%' AND pid <> pg_backend_pid()";
+ok(wait_until(sub { q1($victim) ne '' }), 'a backend is refreshing');
+usleep(500_000);
+q1("SELECT pg_terminate_backend(($victim))");
+$t{h}->finish;
+like($t{err}, qr/terminating connection due to administrator command/, 'and is terminated mid-refresh');
+mock_config(oauth_knobs());
+my $t0 = time;
+is(direct('webinar-after-cancel'), '204', 'the next call refreshes');
+cmp_ok(time - $t0, '<', 5, 'at once: neither the cancelled nor the terminated refresher left a claim behind');
 
 # ---- settings that cannot work ----
 q1("ALTER SYSTEM SET hubspot_events.oauth_client_secret_file = ''");
