@@ -98,7 +98,8 @@ get 401 EXPIRED_AUTHENTICATION.  ``POST /__mock/oauth/expire`` expires every
 issued token now (HubSpot revoking early).  Issued tokens and a rotated
 refresh token survive /__mock/reset.  ``GET /__mock/oauth/requests`` lists
 the token requests (path, content type, grant type, client id, whether the
-secret and refresh token matched, status), never the secrets; /__mock/stats
+secret and refresh token matched, status, and previous_token_left_ms: how
+much lifetime the token issued before still had), never the secrets; /__mock/stats
 counts token_requests, tokens_issued, token_failures, expired_401 and
 oauth_authorized (/marketing/ requests authorized by an issued token).
 
@@ -680,6 +681,7 @@ class State:
         self.storm_until = None  # time.monotonic() deadline of a 429 storm
         self.issued = {}  # access token -> time.monotonic() expiry (survives reset)
         self.current_refresh = None  # a rotated refresh token (survives reset); None: the configured one
+        self.last_expiry = None  # time.monotonic() expiry of the token issued last
         self.oauth_log = []
         self.reset_stats()
         self.log_file = None
@@ -916,6 +918,8 @@ class State:
             now = time.monotonic()
             for token in self.issued:
                 self.issued[token] = min(self.issued[token], now)
+            if self.last_expiry is not None:
+                self.last_expiry = min(self.last_expiry, now)
             return len(self.issued)
 
     def oauth_grant(self, client_id, client_secret, refresh_token):
@@ -951,7 +955,11 @@ class State:
                 return problem[0], problem[1], info
             expires_in = knobs.get("oauth_expires_in", 1800)
             token = "oat-mock-" + os.urandom(24).hex()
-            self.issued[token] = time.monotonic() + expires_in
+            now = time.monotonic()
+            # how early the client refreshed: the lifetime the last token still had
+            if self.last_expiry is not None:
+                info["previous_token_left_ms"] = int(round((self.last_expiry - now) * 1000))
+            self.issued[token] = self.last_expiry = now + expires_in
             new_refresh = refresh_token
             if knobs.get("oauth_rotate"):
                 new_refresh = "rt-mock-" + os.urandom(16).hex()

@@ -104,25 +104,52 @@ is(q1("SELECT string_agg(attempts::text, ',') FROM hubspot_events.outbox WHERE e
 	'1,1', 'worker: one attempt counted');
 is(q1("SELECT coalesce(held_reason, '') FROM hubspot_events.status"), '', 'worker: the queue was not held');
 
-# ---- refreshed ahead of expiry: 4 s tokens, calls every 0.4 s, no 401 ----
+# ---- refreshed ahead of expiry: 6 s tokens (a 0.6 s margin), a call every ~0.1 s, no 401 ----
+# (about 10 calls a second: under the mock's 190 per 10 s, so the worker's pacing never waits)
 # (rotating refresh tokens: every refresh must use the newest)
-mock_config(oauth_knobs(oauth_expires_in => 4, oauth_rotate => 1));
+mock_config(oauth_knobs(oauth_expires_in => 6, oauth_rotate => 1));
 mock_oauth_expire();
-is(direct('webinar-ahead-0'), '204', 'a first 4-second token');
+is(direct('webinar-ahead-0'), '204', 'a first 6-second token');
 $s0 = mock_stats();
-my @answers;
-for my $i (1 .. 30)
+my $oauth_seen = scalar @{ mock_oauth_requests() };
+# one session calls the direct function for 14 s; the worker sends meanwhile
+my %loop = (out => '', err => '');
+$loop{h} = IPC::Run::start(
+	[ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c', q{
+DO $$
+DECLARE
+  n int := 0;
+  ok int := 0;
+  stop timestamptz := clock_timestamp() + interval '14 s';
+BEGIN
+  WHILE clock_timestamp() < stop LOOP
+    n := n + 1;
+    IF hubspot_events.hubspot_upsert_subscriber('webinar-ahead-' || n, 'register', 'acme',
+                                                jsonb_build_object('vid', n))->>'http_status' = '204' THEN
+      ok := ok + 1;
+    END IF;
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+  RAISE NOTICE 'calls: %, succeeded: %', n, ok;
+END $$} ],
+	'>', \$loop{out}, '2>', \$loop{err});
+for my $i (1 .. 10)
 {
-	push @answers, direct("webinar-ahead-$i", $i);
-	enqueue("webinar-ahead-worker", "{\"vid\": $i}") if $i % 5 == 0;
-	usleep(400_000);
+	enqueue("webinar-ahead-worker", "{\"vid\": $i}");
+	sleep 1;
 }
-ok(wait_until(sub { sent_count('webinar-ahead-worker') eq '6' }), 'the worker sent its rows meanwhile');
+ok(wait_until(sub { sent_count('webinar-ahead-worker') eq '10' }), 'the worker sent its rows meanwhile');
+$loop{h}->finish;
+my ($ncalls, $nok) = $loop{err} =~ /calls: (\d+), succeeded: (\d+)/;
+ok(defined $ncalls && $ncalls > 40 && $nok == $ncalls, 'every direct call succeeded (' . ($ncalls // 'none') . ' calls)')
+  or diag($loop{err});
 $s1 = mock_stats();
-is(scalar(grep { $_ eq '204' } @answers), 30, 'every direct call succeeded');
 is(delta($s0, $s1, 'expired_401'), 0, 'no 401 at the mock: tokens were refreshed before they expired');
-my $refreshes = delta($s0, $s1, 'token_requests');
-ok($refreshes >= 2 && $refreshes <= 5, "refreshed ahead of expiry over ~13 s of 4-second tokens: $refreshes refreshes");
+my @ahead = @{ mock_oauth_requests() }[ $oauth_seen .. $#{ mock_oauth_requests() } ];
+ok(@ahead >= 2 && @ahead <= 3, 'refreshed over ~14 s of 6-second tokens: ' . scalar(@ahead) . ' refreshes');
+my @left = map { $_->{previous_token_left_ms} // -1 } @ahead;
+is(scalar(grep { $_ >= 300 && $_ <= 700 } @left), scalar(@left),
+	'each refresh came when about a tenth of the lifetime was left (' . join(', ', map { "${_} ms" } @left) . ' of 6000 ms)');
 is(delta($s0, $s1, 'token_failures'), 0, 'each refresh used the newest refresh token HubSpot returned');
 
 # ---- the 2026-03 token path: one setting away ----
