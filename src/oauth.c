@@ -171,7 +171,8 @@ wipe_tokens(HsOAuthState *s)
 static void
 oauth_exit_callback(int code, Datum arg)
 {
-	if (oauth_shared == NULL)
+	/* an int read is atomic: most processes leave without touching the lock */
+	if (oauth_shared == NULL || oauth_shared->s.refreshing_pid != MyProcPid)
 		return;
 	LWLockReleaseAll();
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
