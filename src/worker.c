@@ -354,7 +354,7 @@ is_validation_rejection(const HsHttpRequest *req)
  * stopped it.
  */
 static bool
-send_in_waves(List *batches, const char *token, List **results)
+send_in_waves(List *batches, const char *token, List **results, char **hold_reason)
 {
 	HsSendHooks hooks = {0};
 	List	   *wave = batches;
@@ -425,6 +425,11 @@ send_in_waves(List *batches, const char *token, List **results)
 				}
 			}
 			(void) build_outcome(&reqs[i], &tr->outcome);
+			if (tr->outcome.kind == HS_OUTCOME_HOLD && *hold_reason == NULL)
+				*hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
+										tr->outcome.http_status,
+										tr->outcome.error_category ? tr->outcome.error_category : "",
+										tr->outcome.error_message ? tr->outcome.error_message : "");
 			*results = lappend(*results, tr);
 		}
 		wave = next;
@@ -484,6 +489,25 @@ is_expired_outcome(const HsOutcome *o)
 {
 	return o->kind == HS_OUTCOME_HOLD && o->http_status == 401 &&
 		o->error_category && strcmp(o->error_category, "EXPIRED_AUTHENTICATION") == 0;
+}
+
+/* Why the first held result holds the queue (as send_in_waves says it), or NULL. */
+static char *
+first_hold_reason(List *results)
+{
+	ListCell   *lc;
+
+	foreach(lc, results)
+	{
+		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+
+		if (tr->outcome.kind == HS_OUTCOME_HOLD)
+			return psprintf("HubSpot answered HTTP %d %s: %s",
+							tr->outcome.http_status,
+							tr->outcome.error_category ? tr->outcome.error_category : "",
+							tr->outcome.error_message ? tr->outcome.error_message : "");
+	}
+	return NULL;
 }
 
 /* ---- the loop ---- */
@@ -631,7 +655,7 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 		hold_all(batches, &results);
 		hold_reason = token_error;
 	}
-	else if (!send_in_waves(batches, token, &results))
+	else if (!send_in_waves(batches, token, &results, &hold_reason))
 		return true;			/* SIGTERM: the rows stay "sending", pending again at the next turn */
 	else if (hs_oauth_enabled())
 	{
@@ -654,6 +678,7 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 		if (expired != NIL)
 		{
 			results = kept;
+			hold_reason = first_hold_reason(kept);
 			hs_oauth_token_expired(token);
 			token = fetch_token(turn_cxt, &token_error);
 			if (token_error != NULL)
@@ -661,24 +686,8 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 				hold_all(expired, &results);
 				hold_reason = token_error;
 			}
-			else if (!send_in_waves(expired, token, &results))
+			else if (!send_in_waves(expired, token, &results, &hold_reason))
 				return true;
-		}
-	}
-	if (hold_reason == NULL)
-	{
-		foreach(lc, results)
-		{
-			HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
-
-			if (tr->outcome.kind == HS_OUTCOME_HOLD)
-			{
-				hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
-									   tr->outcome.http_status,
-									   tr->outcome.error_category ? tr->outcome.error_category : "",
-									   tr->outcome.error_message ? tr->outcome.error_message : "");
-				break;
-			}
 		}
 	}
 

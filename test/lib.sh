@@ -38,16 +38,11 @@ hs_install_packages() {
 hs_pg_config() { echo "${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"; }
 
 # Build warning-free (warnings are errors) and install.  Runs from several
-# checkouts on one machine take turns: the install is machine-wide.
+# checkouts on one machine take turns: the install is machine-wide, per
+# PostgreSQL installation (one lock per pg_config).
 hs_build_install() {
     local pgc; pgc="$(hs_pg_config)"
-    # one lock per PostgreSQL installation: runs against private installs
-    # (PG_CONFIG=...) need not wait for runs against Debian's
-    local lock=/tmp/hubspot_events.install.lock
-    if [ "$pgc" != /usr/lib/postgresql/15/bin/pg_config ]; then
-        lock="/tmp/hubspot_events.install.$(printf '%s' "$pgc" | md5sum | cut -c1-12).lock"
-    fi
-    exec 9>"$lock"
+    exec 9>"/tmp/hubspot_events.install.$(printf '%s' "$pgc" | md5sum | cut -c1-12).lock"
     flock 9
     hs_log "building and installing hubspot_events"
     make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror clean >/dev/null
