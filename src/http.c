@@ -551,9 +551,8 @@ finish_slot(HsSlot *slot, CURLcode rc)
 /*
  * POST each request's body (JSON unless the request names another
  * Content-Type header line) to its URL with the bearer token (none when
- * token is NULL), with at
- * most max_concurrency in flight, and fill each request's result with the
- * answer or with the reason there was none.  HTTP error statuses are not
+ * token is NULL), with at most max_concurrency in flight, and fill each
+ * request's result with the answer or with the reason there was none.  HTTP error statuses are not
  * errors here: the caller decides.
  *
  * The hooks (any may be NULL):

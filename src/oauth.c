@@ -442,8 +442,15 @@ request_token(const char *refresh_token, HsTokenAnswer *ans)
 										  hs_oauth_refresh_token_file, &st, CurrentMemoryContext);
 		esc_secret = hs_url_escape(secret);
 		esc_refresh = hs_url_escape(refresh);
-		body = psprintf("grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s",
-						hs_url_escape(hs_oauth_client_id), esc_secret, esc_refresh);
+		{
+			/* allocated once at its size: no unwiped first attempt is left behind */
+			static const char fmt[] = "grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s";
+			char	   *esc_id = hs_url_escape(hs_oauth_client_id);
+			size_t		size = sizeof(fmt) + strlen(esc_id) + strlen(esc_secret) + strlen(esc_refresh);
+
+			body = palloc(size);
+			snprintf(body, size, fmt, esc_id, esc_secret, esc_refresh);
+		}
 		res.body = NULL;
 		finished = hs_http_post_form(hs_oauth_token_url, body, strlen(body), oauth_stop_check, &res);
 
