@@ -531,14 +531,15 @@ own_failure(int sqlerrcode)
 
 /*
  * Refresh (this process is marked as the refresher), store the outcome and
- * wake the waiters.  Returns the new token (returned_token).
+ * wake the waiters.  Returns the new token (returned_token).  refresh_copy
+ * (the refresh token to use, "": the file's) and ans are the caller's,
+ * allocated before it marked itself: the mark is cleared on every path.
  */
 static const char *
-refresh(uint64 key, char *refresh_copy)
+refresh(uint64 key, char *refresh_copy, HsTokenAnswer *ans)
 {
 	HsOAuthState *s = state();
 	MemoryContext cxt = CurrentMemoryContext;
-	HsTokenAnswer *ans = palloc0(sizeof(HsTokenAnswer));
 	TimestampTz sent_at = GetCurrentTimestamp();
 	int64		lifetime_ms;
 	int64		margin_ms;
@@ -552,6 +553,7 @@ refresh(uint64 key, char *refresh_copy)
 		ErrorData  *edata;
 
 		explicit_bzero(refresh_copy, HS_SECRET_MAX + 1);
+		explicit_bzero(ans, sizeof(HsTokenAnswer));
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		state_lock(LW_EXCLUSIVE);
@@ -632,7 +634,9 @@ hs_oauth_access_token(void)
 {
 	HsOAuthState *s = state();
 	uint64		key = settings_key();
-	char	   *refresh_copy = NULL;
+	/* allocated before the lock: nothing may throw while it is held or marked */
+	char	   *refresh_copy = palloc0(HS_SECRET_MAX + 1);
+	HsTokenAnswer *ans = palloc0(sizeof(HsTokenAnswer));
 
 	if (oauth_shared && !exit_callback_registered)
 	{
@@ -676,14 +680,12 @@ hs_oauth_access_token(void)
 			/* this process refreshes */
 			s->refreshing_pid = MyProcPid;
 			s->refreshing_since = now;
-			if (refresh_copy == NULL)
-				refresh_copy = MemoryContextAllocZero(CurrentMemoryContext, HS_SECRET_MAX + 1);
 			strlcpy(refresh_copy, s->refresh_token, HS_SECRET_MAX + 1);
 		}
 		state_unlock();
 
 		if (!wait)
-			return refresh(key, refresh_copy);
+			return refresh(key, refresh_copy, ans);
 
 		wait_for_refresh(seen_attempts);
 
