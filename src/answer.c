@@ -146,6 +146,13 @@ hs_report_http_failure(const HsHttpResult *res, const char *progress_detail)
 	if (progress_detail)
 		appendStringInfo(&detail, "%s%s", detail.len ? "\n" : "", progress_detail);
 
+	/* with OAuth, the token was refreshed once already: the file is not the cure */
+	if (cc && strcmp(cc->category, "EXPIRED_AUTHENTICATION") == 0 && hs_oauth_enabled())
+		ereport(ERROR,
+				(errcode(cc->sqlstate),
+				 errmsg_internal("%s", msg.data),
+				 detail.len ? errdetail_internal("%s", detail.data) : 0,
+				 errhint("HubSpot called the access token expired again after it was refreshed; check the app's installation and the clocks.")));
 	ereport(ERROR,
 			(errcode(hs_sqlstate_for_answer(res->http_status, &err)),
 			 errmsg_internal("%s", msg.data),
@@ -187,4 +194,19 @@ hs_body_to_jsonb(const char *body, size_t len)
 	v.val.string.val = copy;
 	v.val.string.len = strlen(copy);
 	return JsonbValueToJsonb(&v);
+}
+
+/*
+ * Whether HubSpot answered 401 EXPIRED_AUTHENTICATION: with OAuth, the
+ * token is refreshed once and the request sent again.
+ */
+bool
+hs_answer_is_expired_token(const HsHttpResult *res)
+{
+	HsErrorBody err;
+
+	if (!res->transport_ok || res->http_status != 401)
+		return false;
+	hs_parse_error_body(res->body, res->body_len, &err);
+	return err.category != NULL && strcmp(err.category, "EXPIRED_AUTHENTICATION") == 0;
 }

@@ -94,6 +94,7 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	HsHttpResult res = {0};
 	Jsonb	   *last_body = NULL;
 	StringInfoData out;
+	bool		refreshed = false;
 
 	check_not_null(fcinfo, argnames, 4);
 	event_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -128,6 +129,14 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 		resetStringInfo(&body);
 		hs_build_subscriber_body(&body, contacts, first, count);
 		hs_http_post_json(url, token, body.data, body.len, &res);
+		if (!refreshed && hs_oauth_enabled() && hs_answer_is_expired_token(&res))
+		{
+			/* the OAuth token expired early: refresh once and send again */
+			hs_oauth_token_expired(token);
+			token = hs_get_access_token();
+			refreshed = true;
+			hs_http_post_json(url, token, body.data, body.len, &res);
+		}
 		nrequests++;
 
 		if (!res.transport_ok || res.http_status < 200 || res.http_status > 299)

@@ -368,6 +368,9 @@ release_slot(HsSlot *slot)
 		curl_slist_free_all(slot->headers);
 		slot->headers = NULL;
 	}
+	/* an answer may hold a secret (the token endpoint's): wipe it */
+	if (slot->recv.body)
+		explicit_bzero(slot->recv.body, slot->recv.cap);
 	free(slot->recv.body);
 	memset(&slot->recv, 0, sizeof(slot->recv));
 	slot->req = NULL;
@@ -484,18 +487,21 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	slot->errbuf[0] = '\0';
 	slot->req = req;
 
-	auth = psprintf("Authorization: Bearer %s", token);
-	PG_TRY();
+	if (token != NULL)
 	{
-		add_header(slot, auth);
+		auth = psprintf("Authorization: Bearer %s", token);
+		PG_TRY();
+		{
+			add_header(slot, auth);
+		}
+		PG_FINALLY();
+		{
+			explicit_bzero(auth, strlen(auth));
+			pfree(auth);
+		}
+		PG_END_TRY();
 	}
-	PG_FINALLY();
-	{
-		explicit_bzero(auth, strlen(auth));
-		pfree(auth);
-	}
-	PG_END_TRY();
-	add_header(slot, "Content-Type: application/json");
+	add_header(slot, req->content_type ? req->content_type : "Content-Type: application/json");
 	add_header(slot, "Accept: application/json");
 	add_header(slot, "Expect:");
 
@@ -638,9 +644,10 @@ finish_slot(HsSlot *slot, CURLcode rc)
 }
 
 /*
- * POST each request's JSON body to its URL with the bearer token, with at
- * most max_concurrency in flight, and fill each request's result with the
- * answer or with the reason there was none.  HTTP error statuses are not
+ * POST each request's body (JSON unless the request names another
+ * Content-Type header line) to its URL with the bearer token (none when
+ * token is NULL), with at most max_concurrency in flight, and fill each
+ * request's result with the answer or with the reason there was none.  HTTP error statuses are not
  * errors here: the caller decides.
  *
  * The hooks (any may be NULL):
@@ -799,4 +806,27 @@ hs_http_post_json(const char *url, const char *token,
 		(void) hs_http_post_many(&req, 1, token, 1, &hooks);
 	}
 	*result = req.result;
+}
+
+/*
+ * POST a form-encoded body to url without a bearer token (the OAuth token
+ * endpoint).  stop_check as for hs_http_post_many (NULL: CHECK_FOR_INTERRUPTS
+ * only).  Returns false when stop_check abandoned the request.
+ */
+bool
+hs_http_post_form(const char *url, const char *body, size_t body_len,
+				  bool (*stop_check) (void), HsHttpResult *result)
+{
+	HsHttpRequest req = {0};
+	HsSendHooks hooks = {0};
+	bool		finished;
+
+	req.url = url;
+	req.body = body;
+	req.body_len = body_len;
+	req.content_type = "Content-Type: application/x-www-form-urlencoded";
+	hooks.stop_check = stop_check ? stop_check : backend_stop_check;
+	finished = hs_http_post_many(&req, 1, NULL, 1, &hooks);
+	*result = req.result;
+	return finished && req.done;
 }

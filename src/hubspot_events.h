@@ -9,6 +9,7 @@
  *	  validate.c    input validation and normalisation (shared with the outbox)
  *	  validate_event.c  the same for marketing events (upsert, complete)
  *	  token.c       the access token, read from a file, never logged
+ *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared
  *	  http.c        libcurl: one HubSpot request, interruptible
  *	  hs_json.c     JSON: request bodies, HubSpot's answers
  *	  answer.c      HubSpot's answers turned into results and ERRORs
@@ -25,6 +26,8 @@
 #define HUBSPOT_EVENTS_H
 
 #include "postgres.h"
+
+#include <sys/stat.h>
 
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
@@ -51,6 +54,10 @@
 #define ERRCODE_HS_RATE_LIMITED		MAKE_SQLSTATE('H','S','0','0','3')
 #define ERRCODE_HS_SERVER_ERROR		MAKE_SQLSTATE('H','S','0','0','4')
 #define ERRCODE_HS_UNEXPECTED		MAKE_SQLSTATE('H','S','0','0','5')
+/* the OAuth token endpoint rejected the refresh (4xx: bad client, bad refresh token) */
+#define ERRCODE_HS_TOKEN_REJECTED	MAKE_SQLSTATE('H','S','0','0','6')
+/* the OAuth token endpoint failed otherwise (unreachable, 5xx, 429, an unusable answer) */
+#define ERRCODE_HS_TOKEN_ENDPOINT	MAKE_SQLSTATE('H','S','0','0','7')
 
 /* ---- init.c: settings ---- */
 extern char *hs_api_base_url;
@@ -74,6 +81,13 @@ extern int	hs_rate_limit;
 extern int	hs_rate_limit_interval_ms;
 extern char *hs_daily_reset_time;
 extern char *hs_ca_file;
+extern char *hs_oauth_client_id;
+extern char *hs_oauth_client_secret_file;
+extern char *hs_oauth_refresh_token_file;
+extern char *hs_oauth_token_url;
+
+#define HS_OAUTH_CLIENT_ID_MAX	256
+#define HS_OAUTH_URL_MAX		1024
 
 /* bumped by a settings reload, so cached secrets are re-read */
 extern uint64 hs_settings_generation;
@@ -312,6 +326,20 @@ extern void hs_shared_count_request(bool success, const char *category, const ch
 
 /* ---- token.c ---- */
 extern const char *hs_get_access_token(void);
+extern char *hs_read_secret_file(const char *setting, const char *what, const char *what_a,
+								 const char *path, struct stat *st, MemoryContext cxt);
+
+/* ---- oauth.c ---- */
+extern Size hs_oauth_shmem_size(void);
+extern void hs_oauth_shmem_request(void);
+extern void hs_oauth_shmem_startup(void);
+extern void hs_oauth_set_stop_check(bool (*stop_check) (void));
+extern bool hs_oauth_enabled(void);
+extern char *hs_oauth_settings_problem(void);
+extern void hs_oauth_check_settings(void);
+extern const char *hs_oauth_access_token(void);
+extern void hs_oauth_token_expired(const char *token);
+extern int64 hs_oauth_refresh_count(void);
 
 /* ---- http.c ---- */
 
@@ -340,6 +368,7 @@ typedef struct HsHttpRequest
 	const char *url;
 	const char *body;
 	size_t		body_len;
+	const char *content_type;	/* a "Content-Type: ..." header line; NULL: JSON */
 	void	   *arg;			/* the caller's */
 	bool		started;		/* it was sent */
 	bool		done;			/* result is filled */
@@ -366,6 +395,8 @@ extern bool hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 extern void hs_http_post_json(const char *url, const char *token,
 							  const char *body, size_t body_len,
 							  HsHttpResult *result);
+extern bool hs_http_post_form(const char *url, const char *body, size_t body_len,
+							  bool (*stop_check) (void), HsHttpResult *result);
 extern bool hs_url_is_acceptable(const char *url, char **reason);
 /*
  * TLS for an easy handle that carries a secret (API requests, and the OAuth
@@ -416,6 +447,7 @@ extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 
 /* ---- answer.c ---- */
 extern int	hs_sqlstate_for_answer(long http_status, const HsErrorBody *err);
+extern bool hs_answer_is_expired_token(const HsHttpResult *res);
 extern void hs_report_http_failure(const HsHttpResult *res,
 								   const char *progress_detail) pg_attribute_noreturn();
 

@@ -49,6 +49,10 @@ int			hs_rate_limit = 100;
 int			hs_rate_limit_interval_ms = 10000;
 char	   *hs_daily_reset_time = NULL;
 char	   *hs_ca_file = NULL;
+char	   *hs_oauth_client_id = NULL;
+char	   *hs_oauth_client_secret_file = NULL;
+char	   *hs_oauth_refresh_token_file = NULL;
+char	   *hs_oauth_token_url = NULL;
 
 uint64		hs_settings_generation = 0;
 
@@ -183,6 +187,49 @@ check_ca_file(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("The file \"%s\" holds no PEM certificate (\"%s\").", *newval, marker);
 		GUC_check_errhint("Name a file of PEM-encoded CA certificates, or leave the setting empty to use the system's CA bundle.");
+		return false;
+	}
+	return true;
+}
+
+/* An OAuth client id: visible ASCII, as it goes into a form field. */
+static bool
+check_oauth_client_id(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;			/* empty: OAuth is not used */
+	if (strlen(*newval) > HS_OAUTH_CLIENT_ID_MAX)
+	{
+		GUC_check_errdetail("The client id is longer than %d bytes.", HS_OAUTH_CLIENT_ID_MAX);
+		return false;
+	}
+	for (const char *p = *newval; *p; p++)
+	{
+		if ((unsigned char) *p < 0x21 || (unsigned char) *p > 0x7e)
+		{
+			GUC_check_errdetail("The client id contains a character that is not visible ASCII.");
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool
+check_oauth_token_url(char **newval, void **extra, GucSource source)
+{
+	char	   *reason = NULL;
+
+	if (*newval == NULL)
+		return true;			/* only the boot value can be NULL */
+	if (strlen(*newval) > HS_OAUTH_URL_MAX)
+	{
+		GUC_check_errdetail("The URL is longer than %d bytes.", HS_OAUTH_URL_MAX);
+		return false;
+	}
+	if (!hs_url_is_acceptable(*newval, &reason))
+	{
+		GUC_check_errdetail("%s", reason);
+		GUC_check_errhint("Use an https:// URL such as https://api.hubapi.com/oauth/v1/token; http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost).");
 		return false;
 	}
 	return true;
@@ -359,6 +406,48 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_ca_file, assign_bump_generation, NULL);
+
+	/*
+	 * OAuth refresh (see oauth.c).  The secrets are files, never values; the
+	 * settings are read from postgresql.conf only, and the file names are
+	 * hidden like access_token_file's.
+	 */
+	DefineCustomStringVariable("hubspot_events.oauth_client_id",
+							   "Client id of the HubSpot app whose OAuth tokens are refreshed.",
+							   "When set, OAuth refresh is used and hubspot_events.access_token_file is ignored.",
+							   &hs_oauth_client_id,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_oauth_client_id, assign_bump_generation, NULL);
+
+	DefineCustomStringVariable("hubspot_events.oauth_client_secret_file",
+							   "Path of the file holding the HubSpot app's client secret.",
+							   "Surrounding whitespace is ignored. A relative path is relative to the data directory.",
+							   &hs_oauth_client_secret_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_access_token_file, assign_bump_generation, NULL);
+
+	DefineCustomStringVariable("hubspot_events.oauth_refresh_token_file",
+							   "Path of the file holding the OAuth refresh token.",
+							   "Read at the first refresh and when the file changes; a newer refresh token "
+							   "from HubSpot is kept in memory only.",
+							   &hs_oauth_refresh_token_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_access_token_file, assign_bump_generation, NULL);
+
+	DefineCustomStringVariable("hubspot_events.oauth_token_url",
+							   "URL of HubSpot's OAuth token endpoint.",
+							   "https is required except for loopback hosts.",
+							   &hs_oauth_token_url,
+							   "https://api.hubapi.com/oauth/v1/token",
+							   PGC_SIGHUP,
+							   0,
+							   check_oauth_token_url, assign_bump_generation, NULL);
 
 	MarkGUCPrefixReserved("hubspot_events");
 

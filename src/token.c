@@ -58,10 +58,16 @@ forget_token(void)
 }
 
 /*
- * Read and check the token file.  Throws naming the setting and the path.
+ * Read and check a file holding a secret (the access token, the OAuth
+ * client secret or refresh token): its contents without surrounding white
+ * space, visible ASCII only, allocated in cxt.  setting is the setting that
+ * names the file ("access_token_file"), what the secret ("access token"),
+ * what_a the same with its article ("an access token").  Throws naming the
+ * setting and the path, never the contents.
  */
-static char *
-read_token_file(const char *path, struct stat *st)
+char *
+hs_read_secret_file(const char *setting, const char *what, const char *what_a,
+					const char *path, struct stat *st, MemoryContext cxt)
 {
 	int			fd;
 	char		buf[HS_TOKEN_MAX_LEN + 2];
@@ -74,7 +80,7 @@ read_token_file(const char *path, struct stat *st)
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open the file named by hubspot_events.access_token_file \"%s\": %m", path),
+				 errmsg("could not open the file named by hubspot_events.%s \"%s\": %m", setting, path),
 				 errhint("The file must be readable by the operating-system user the server runs as.")));
 	if (fstat(fd, st) != 0)
 	{
@@ -84,7 +90,7 @@ read_token_file(const char *path, struct stat *st)
 		errno = save_errno;
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not stat the file named by hubspot_events.access_token_file \"%s\": %m", path)));
+				 errmsg("could not stat the file named by hubspot_events.%s \"%s\": %m", setting, path)));
 	}
 	for (;;)
 	{
@@ -101,7 +107,7 @@ read_token_file(const char *path, struct stat *st)
 			errno = save_errno;
 			ereport(ERROR,
 					(errcode_for_file_access(),
-					 errmsg("could not read the file named by hubspot_events.access_token_file \"%s\": %m", path)));
+					 errmsg("could not read the file named by hubspot_events.%s \"%s\": %m", setting, path)));
 		}
 		if (n == 0)
 			break;
@@ -117,8 +123,8 @@ read_token_file(const char *path, struct stat *st)
 		explicit_bzero(buf, sizeof(buf));
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("the file named by hubspot_events.access_token_file \"%s\" is too large to hold an access token", path),
-				 errdetail("An access token is at most %d bytes.", HS_TOKEN_MAX_LEN)));
+				 errmsg("the file named by hubspot_events.%s \"%s\" is too large to hold %s", setting, path, what_a),
+				 errdetail("The file may hold at most %d bytes.", HS_TOKEN_MAX_LEN)));
 	}
 
 	start = buf;
@@ -132,8 +138,8 @@ read_token_file(const char *path, struct stat *st)
 	if (start == end)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("the file named by hubspot_events.access_token_file \"%s\" is empty", path),
-				 errhint("Write the HubSpot access token into the file.")));
+				 errmsg("the file named by hubspot_events.%s \"%s\" is empty", setting, path),
+				 errhint("Write the HubSpot %s into the file.", what)));
 
 	/* a token goes into an HTTP header: only visible ASCII, or a header could be forged */
 	for (char *p = start; p < end; p++)
@@ -143,26 +149,35 @@ read_token_file(const char *path, struct stat *st)
 			explicit_bzero(buf, sizeof(buf));
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("the file named by hubspot_events.access_token_file \"%s\" does not hold a valid access token", path),
-					 errdetail("The token contains a character that is not visible ASCII at position %d.",
-							   (int) (p - start) + 1)));
+					 errmsg("the file named by hubspot_events.%s \"%s\" does not hold a valid %s", setting, path, what),
+					 errdetail("The %s contains a character that is not visible ASCII at position %d.",
+							   what, (int) (p - start) + 1)));
 		}
 	}
 
-	result = MemoryContextStrdup(TopMemoryContext, start);
+	result = MemoryContextStrdup(cxt, start);
 	explicit_bzero(buf, sizeof(buf));
 	return result;
 }
 
 /*
- * The access token to send.  Throws when none is configured or the file
- * cannot be used.
+ * The access token to send: OAuth's when hubspot_events.oauth_client_id is
+ * set (see oauth.c), else the token file's.  Throws when none is
+ * configured, the OAuth settings are incomplete, or a file cannot be used.
  */
 const char *
 hs_get_access_token(void)
 {
 	const char *path = hs_access_token_file;
 	struct stat st;
+
+	/* OAuth, when configured, takes precedence over the static token file */
+	hs_oauth_check_settings();
+	if (hs_oauth_enabled())
+	{
+		forget_token();
+		return hs_oauth_access_token();
+	}
 
 	if (path == NULL || path[0] == '\0')
 	{
@@ -182,7 +197,9 @@ hs_get_access_token(void)
 
 	forget_token();
 	{
-		char	   *token = read_token_file(path, &st);
+		char	   *token = hs_read_secret_file("access_token_file", "access token",
+												"an access token", path, &st,
+												TopMemoryContext);
 
 		cached_token = token;
 		cached_path = MemoryContextStrdup(TopMemoryContext, path);

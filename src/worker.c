@@ -59,6 +59,7 @@ static TimestampTz held_since = 0;
 static uint64 held_generation = 0;
 static struct stat held_token_stat;
 static bool held_token_stat_ok = false;
+static char held_reason_logged[256];
 
 static TimestampTz last_retention = 0;
 static bool logged_standby = false;
@@ -129,22 +130,26 @@ worker_stop_check(void)
 
 /* ---- holding the queue on configuration faults ---- */
 
+/* The file whose change releases a hold: the refresh token's with OAuth, else the token's. */
 static bool
 token_file_stat(struct stat *st)
 {
-	return hs_access_token_file && hs_access_token_file[0] &&
-		stat(hs_access_token_file, st) == 0;
+	const char *path = hs_oauth_enabled() ? hs_oauth_refresh_token_file : hs_access_token_file;
+
+	return path && path[0] && stat(path, st) == 0;
 }
 
+/* Hold the queue; one log line, unless it is already held for the same reason. */
 static void
 hold_queue(const char *reason)
 {
-	if (!held)
+	if (!held || strncmp(held_reason_logged, reason, sizeof(held_reason_logged) - 1) != 0)
 		ereport(LOG,
 				(errmsg("hubspot_events worker: holding the queue: %s", reason),
 				 errdetail("Rows stay pending and their attempts are not counted."),
 				 errhint("Sending resumes after the configuration is reloaded, the token file changes, or one minute.")));
 	held = true;
+	strlcpy(held_reason_logged, reason, sizeof(held_reason_logged));
 	held_since = GetCurrentTimestamp();
 	held_generation = hs_settings_generation;
 	held_token_stat_ok = token_file_stat(&held_token_stat);
@@ -544,6 +549,79 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 	return true;
 }
 
+/* ---- the token ---- */
+
+/*
+ * The token to send, or NULL with *error set (the reason to hold the
+ * queue): no token file, an unreadable one, incomplete OAuth settings, or
+ * a failed refresh.
+ */
+static const char *
+fetch_token(MemoryContext turn_cxt, char **error)
+{
+	const char *volatile token = NULL;
+
+	*error = NULL;
+	PG_TRY();
+	{
+		token = hs_get_access_token();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(turn_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*error = edata->message;
+		token = NULL;
+	}
+	PG_END_TRY();
+	return token;
+}
+
+/* Every batch held: rows pending again, no attempt used. */
+static void
+hold_all(List *batches, List **results)
+{
+	ListCell   *lc;
+
+	foreach(lc, batches)
+	{
+		HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
+
+		tr->batch = (HsBatch *) lfirst(lc);
+		tr->outcome.kind = HS_OUTCOME_HOLD;
+		*results = lappend(*results, tr);
+	}
+}
+
+static bool
+is_expired_outcome(const HsOutcome *o)
+{
+	return o->kind == HS_OUTCOME_HOLD && o->http_status == 401 &&
+		o->error_category && strcmp(o->error_category, "EXPIRED_AUTHENTICATION") == 0;
+}
+
+/* Why the first held result holds the queue (as send_in_waves says it), or NULL. */
+static char *
+first_hold_reason(List *results)
+{
+	ListCell   *lc;
+
+	foreach(lc, results)
+	{
+		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+
+		if (tr->outcome.kind == HS_OUTCOME_HOLD)
+			return psprintf("HubSpot answered HTTP %d %s: %s",
+							tr->outcome.http_status,
+							tr->outcome.error_category ? tr->outcome.error_category : "",
+							tr->outcome.error_message ? tr->outcome.error_message : "");
+	}
+	return NULL;
+}
+
 /* ---- the loop ---- */
 
 /*
@@ -596,6 +674,17 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	{
 		ereport(LOG, (errmsg("hubspot_events worker: the server was promoted; resuming the outbox")));
 		logged_standby = false;
+	}
+
+	/* OAuth settings that cannot work hold the queue until a reload fixes them */
+	{
+		char	   *problem = hs_oauth_settings_problem();
+
+		if (problem)
+		{
+			hold_queue(psprintf("the OAuth settings cannot work: %s", problem));
+			return false;
+		}
 	}
 
 	if (held && !hold_released())
@@ -692,36 +781,47 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	hs_shared_set_state("sending", NULL);
 	batches = hs_outbox_group(rows, hs_batch_size);
 
-	PG_TRY();
-	{
-		token = hs_get_access_token();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(turn_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		token_error = edata->message;
-	}
-	PG_END_TRY();
-
+	token = fetch_token(turn_cxt, &token_error);
 	if (token_error != NULL)
 	{
-		foreach(lc, batches)
-		{
-			HsBatch    *b = (HsBatch *) lfirst(lc);
-			HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
-
-			tr->batch = b;
-			tr->outcome.kind = HS_OUTCOME_HOLD;
-			results = lappend(results, tr);
-		}
+		hold_all(batches, &results);
 		hold_reason = token_error;
 	}
 	else if (!send_in_waves(batches, token, &results, &hold_reason))
 		return true;			/* SIGTERM: the rows stay "sending", pending again at the next turn */
+	else if (hs_oauth_enabled())
+	{
+		/*
+		 * An OAuth token HubSpot calls expired (revoked early, or it expired
+		 * during a long turn): refresh once, and send those requests again.
+		 */
+		List	   *expired = NIL;
+		List	   *kept = NIL;
+
+		foreach(lc, results)
+		{
+			HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+
+			if (is_expired_outcome(&tr->outcome))
+				expired = lappend(expired, tr->batch);
+			else
+				kept = lappend(kept, tr);
+		}
+		if (expired != NIL)
+		{
+			results = kept;
+			hold_reason = first_hold_reason(kept);
+			hs_oauth_token_expired(token);
+			token = fetch_token(turn_cxt, &token_error);
+			if (token_error != NULL)
+			{
+				hold_all(expired, &results);
+				hold_reason = token_error;
+			}
+			else if (!send_in_waves(expired, token, &results, &hold_reason))
+				return true;
+		}
+	}
 
 	/* ---- record (a short transaction) ---- */
 	SetCurrentStatementStartTimestamp();
@@ -782,6 +882,8 @@ hubspot_events_worker_main(Datum arg)
 
 	worker_attach_shared();
 	hs_shared_settings_loaded();
+	/* a token refresh in flight honours SIGHUP and SIGTERM too */
+	hs_oauth_set_stop_check(worker_stop_check);
 	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
 	pgstat_report_appname("hubspot_events worker");
 	ereport(LOG,

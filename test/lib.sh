@@ -68,7 +68,10 @@ hs_write_token() {
     printf '%s\n' "$HS_TOKEN" > "$HS_WORK/token"
     chown "$HS_RUN_AS:" "$HS_WORK/token"
     chmod 600 "$HS_WORK/token"
-    export HS_TOKEN
+    # the OAuth test client's secret and refresh token (test/t/008_oauth.pl), random too
+    HS_OAUTH_SECRET="cs-test-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+    HS_OAUTH_REFRESH="rt-test-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+    export HS_TOKEN HS_OAUTH_SECRET HS_OAUTH_REFRESH
 }
 
 hs_start_mock() {

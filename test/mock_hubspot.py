@@ -87,6 +87,34 @@ Log entry fields added for these: ``fault_kind`` (the injected fault: a
 fault_mix kind, or status/close/hang for fault_kind), ``limited``
 (rate|daily|storm) and ``rejected`` (bad_vid|bad_event); null otherwise.
 
+OAuth (global only, /__mock/config; the token endpoint is
+``POST /oauth/v1/token`` and ``POST /oauth/2026-03/token``, form-encoded
+``grant_type=refresh_token&client_id=..&client_secret=..&refresh_token=..``):
+
+  oauth_client_id=, oauth_client_secret=, oauth_refresh_token=
+                      what the endpoint expects (without a client id
+                      configured every request is answered 400 BAD_CLIENT_ID)
+  oauth_expires_in=N  expires_in of the tokens it issues (default 1800 s)
+  oauth_rotate=1      every refresh issues a new refresh token and only the
+                      newest is accepted from then on (a config without
+                      oauth_rotate accepts the configured one again)
+  oauth_fail=bad_refresh_token|invalid_grant|500   answer every token
+                      request with that failure (HubSpot's shape
+                      {"status":"BAD_REFRESH_TOKEN",...}, OAuth 2.0's
+                      {"error":"invalid_grant",...}, or a 500)
+  oauth_delay_ms=N    answer token requests N ms late
+
+Access tokens it issues ("oat-mock-...") are accepted by the /marketing/
+routes, besides the --token-file token, until they expire; after that they
+get 401 EXPIRED_AUTHENTICATION.  ``POST /__mock/oauth/expire`` expires every
+issued token now (HubSpot revoking early).  Issued tokens and a rotated
+refresh token survive /__mock/reset.  ``GET /__mock/oauth/requests`` lists
+the token requests (path, content type, grant type, client id, whether the
+secret and refresh token matched, status, and previous_token_left_ms: how
+much lifetime the token issued before still had), never the secrets; /__mock/stats
+counts token_requests, tokens_issued, token_failures, expired_401 and
+oauth_authorized (/marketing/ requests authorized by an issued token).
+
 Control API (loopback only)
 ---------------------------
 GET /__mock/health, GET /__mock/requests, GET|POST /__mock/config,
@@ -531,7 +559,11 @@ FAULT_KINDS = ("status", "close", "hang")  # extend here (and in apply_fault) fo
 FAULT_MIX_KINDS = ("500", "502", "503", "504", "reset", "slow", "429", "423")
 SLOW_MS_DEFAULT = 5000
 # server-wide knobs: only through /__mock/config, applied to every request
-GLOBAL_ONLY_KNOBS = ("rate_limit", "rate_window_ms", "daily_limit", "storm_ms", "seed")
+GLOBAL_ONLY_KNOBS = ("rate_limit", "rate_window_ms", "daily_limit", "storm_ms", "seed",
+                     "oauth_client_id", "oauth_client_secret", "oauth_refresh_token",
+                     "oauth_expires_in", "oauth_rotate", "oauth_fail", "oauth_delay_ms")
+OAUTH_PATHS = ("/oauth/v1/token", "/oauth/2026-03/token")
+OAUTH_FAILS = ("bad_refresh_token", "invalid_grant", "500")
 
 KNOB_PARSERS = {
     "status": _int_knob(200, 599),
@@ -564,6 +596,13 @@ KNOB_PARSERS = {
     "storm_ms": _int_knob(0, 3600 * 1000),
     "seed": _int_knob(-(2 ** 63), 2 ** 63 - 1),
     "tag": _text_knob,  # ignored; lets tests make event ids unique
+    "oauth_client_id": _text_knob,
+    "oauth_client_secret": _text_knob,
+    "oauth_refresh_token": _text_knob,
+    "oauth_expires_in": _int_knob(1, 366 * 86400),
+    "oauth_rotate": _bool_knob,
+    "oauth_fail": _choice_knob(*OAUTH_FAILS),
+    "oauth_delay_ms": _int_knob(0, 3600 * 1000),
 }
 
 
@@ -669,6 +708,10 @@ class State:
         self.daily_used = 0
         self.storm_until = None  # time.monotonic() deadline of a 429 storm
         self.tls_handshake_failures = 0  # with --tls-cert: handshakes that failed
+        self.issued = {}  # access token -> time.monotonic() expiry (survives reset)
+        self.current_refresh = None  # a rotated refresh token (survives reset); None: the configured one
+        self.last_expiry = None  # time.monotonic() expiry of the token issued last
+        self.oauth_log = []
         self.reset_stats()
         self.log_file = None
         if log_path:
@@ -768,6 +811,8 @@ class State:
         """Install a new global knob set (POST /__mock/config)."""
         with self.lock:
             self.global_knobs = knobs
+            if not knobs.get("oauth_rotate"):
+                self.current_refresh = None  # the configured refresh token is accepted again
             storm_ms = knobs.get("storm_ms", 0)
             self.storm_until = time.monotonic() + storm_ms / 1000.0 if storm_ms else None
             if "seed" in knobs:
@@ -790,6 +835,7 @@ class State:
         self.stats_by_fault = collections.Counter()
         self.stats_by_limit = collections.Counter()
         self.stats_by_rejection = collections.Counter()
+        self.stats_oauth = collections.Counter()
         self.stats_validated = []  # admission times (monotonic) of validated requests
         self.stats_accepted = []  # admission times of the ones answered 2xx
 
@@ -838,6 +884,11 @@ class State:
                 "daily_used": self.daily_used,
                 "storm_left_ms": int(math.ceil(storm_left * 1000)),
                 "tls_handshake_failures": self.tls_handshake_failures,
+                "token_requests": self.stats_oauth["token_requests"],
+                "tokens_issued": self.stats_oauth["tokens_issued"],
+                "token_failures": self.stats_oauth["token_failures"],
+                "expired_401": self.stats_oauth["expired_401"],
+                "oauth_authorized": self.stats_oauth["oauth_authorized"],
             }
 
     def count_event(self, event_id):
@@ -879,7 +930,87 @@ class State:
             self.limit_window.clear()
             self.daily_used = 0
             self.storm_until = None
+            self.oauth_log = []
             self.reset_stats()
+
+    # ---- OAuth ---------------------------------------------------------------
+
+    def oauth_check_token(self, token):
+        """None (not an issued token), "ok" or "expired"."""
+        with self.lock:
+            expiry = self.issued.get(token)
+            if expiry is None:
+                return None
+            if time.monotonic() < expiry:
+                self.stats_oauth["oauth_authorized"] += 1
+                return "ok"
+            self.stats_oauth["expired_401"] += 1
+            return "expired"
+
+    def oauth_expire_all(self):
+        with self.lock:
+            now = time.monotonic()
+            for token in self.issued:
+                self.issued[token] = min(self.issued[token], now)
+            if self.last_expiry is not None:
+                self.last_expiry = min(self.last_expiry, now)
+            return len(self.issued)
+
+    def oauth_grant(self, client_id, client_secret, refresh_token):
+        """The token endpoint's decision: (status, answer object, record fields)."""
+        with self.lock:
+            knobs = self.global_knobs
+            self.stats_oauth["token_requests"] += 1
+            want_id = knobs.get("oauth_client_id")
+            want_refresh = self.current_refresh or knobs.get("oauth_refresh_token")
+            info = {
+                "client_id": client_id,
+                "client_id_ok": want_id is not None and client_id == want_id,
+                "client_secret_ok": knobs.get("oauth_client_secret") is not None and client_secret is not None
+                and hmac.compare_digest(client_secret.encode(), knobs["oauth_client_secret"].encode()),
+                "refresh_token_ok": want_refresh is not None and refresh_token is not None
+                and hmac.compare_digest(refresh_token.encode(), want_refresh.encode()),
+            }
+            fail = knobs.get("oauth_fail")
+            problem = None
+            if fail == "500":
+                problem = (500, {"status": "error", "message": "internal error"})
+            elif fail == "invalid_grant":
+                problem = (400, {"error": "invalid_grant", "error_description": "refresh token is invalid"})
+            elif fail == "bad_refresh_token" or (info["client_id_ok"] and info["client_secret_ok"]
+                                                 and not info["refresh_token_ok"]):
+                problem = (400, {"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"})
+            elif not info["client_id_ok"]:
+                problem = (400, {"status": "BAD_CLIENT_ID", "message": "missing or unknown client id"})
+            elif not info["client_secret_ok"]:
+                problem = (400, {"status": "BAD_CLIENT_SECRET", "message": "missing or invalid client secret"})
+            if problem is not None:
+                self.stats_oauth["token_failures"] += 1
+                return problem[0], problem[1], info
+            expires_in = knobs.get("oauth_expires_in", 1800)
+            token = "oat-mock-" + os.urandom(24).hex()
+            now = time.monotonic()
+            # how early the client refreshed: the lifetime the last token still had
+            if self.last_expiry is not None:
+                info["previous_token_left_ms"] = int(round((self.last_expiry - now) * 1000))
+            self.issued[token] = self.last_expiry = now + expires_in
+            new_refresh = refresh_token
+            if knobs.get("oauth_rotate"):
+                new_refresh = "rt-mock-" + os.urandom(16).hex()
+                self.current_refresh = new_refresh
+                info["rotated"] = True
+            self.stats_oauth["tokens_issued"] += 1
+            return 200, {"token_type": "bearer", "refresh_token": new_refresh, "access_token": token,
+                         "expires_in": expires_in, "token_use": "access_token"}, info
+
+    def oauth_record(self, entry):
+        with self.lock:
+            entry["seq"] = len(self.oauth_log) + 1
+            self.oauth_log.append(entry)
+
+    def oauth_delay_s(self):
+        with self.lock:
+            return self.global_knobs.get("oauth_delay_ms", 0) / 1000.0
 
     def snapshot(self):
         with self.lock:
@@ -1093,6 +1224,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.control(raw_path, raw_query)
         if raw_path.startswith("/marketing/"):
             return self.api(raw_path, raw_query)
+        if raw_path in OAUTH_PATHS:
+            return self.oauth_token(raw_path, raw_query)
         try:
             self.read_body()
         except BodyError:
@@ -1130,6 +1263,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except KnobError as exc:
                     return self.send_json(400, {"ok": False, "error": "window_ms: %s" % exc}, corr=corr)
             return self.send_json(200, state.stats(window_ms), corr=corr)
+        if route == ("POST", "/__mock/oauth/expire"):
+            return self.send_json(200, {"ok": True, "expired": state.oauth_expire_all()}, corr=corr)
+        if route == ("GET", "/__mock/oauth/requests"):
+            with state.lock:
+                entries = list(state.oauth_log)
+            return self.send_json(200, entries, corr=corr)
         if route == ("GET", "/__mock/config"):
             with state.lock:
                 current = dict(state.global_knobs)
@@ -1203,11 +1342,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError as exc:
             log_err("cannot read token file: %s" % exc)
             return "token file unreadable", "Bearer <wrong>"
+        if expected is not None and expected and hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")):
+            return None, "Bearer <token>"
+        issued = self.state.oauth_check_token(token)
+        if issued == "ok":
+            return None, "Bearer <oauth>"
+        if issued == "expired":
+            return "expired", "Bearer <oauth-expired>"
         if expected is None:
             return None, "Bearer <token>"
-        if not expected or not hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")):
-            return "token does not match", "Bearer <wrong>"
-        return None, "Bearer <token>"
+        return "token does not match", "Bearer <wrong>"
 
     def api(self, raw_path, raw_query):
         state = self.state
@@ -1340,6 +1484,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif parse_problem:
             problems.append(("body", "(body)", parse_problem))
 
+        if auth_problem == "expired":
+            problems.insert(0, ("header", "Authorization", "the OAuth token expired"))
+            return answer_error(401, "EXPIRED_AUTHENTICATION", EXPIRED_MESSAGE)
         if auth_problem is not None:
             problems.insert(0, ("header", "Authorization", auth_problem))
             return answer_error(401, "INVALID_AUTHENTICATION", AUTH_MESSAGE)
@@ -1350,6 +1497,70 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                 errors=[{"message": m, "in": w} for _, w, m in problems])
 
         self.answer_valid(route, params, parsed, entry, corr, state.admit(remaining))
+
+    def oauth_token(self, raw_path, raw_query):
+        """POST /oauth/v1/token and /oauth/2026-03/token: the refresh grant.
+        Records what it checked, never the secrets."""
+        state = self.state
+        corr = new_correlation_id()
+        entry = {"time": time.time(), "method": self.command, "path": raw_path, "query": raw_query,
+                 "content_type": self.headers.get("Content-Type"), "accept": self.headers.get("Accept"),
+                 "authorization": "present" if self.headers.get("Authorization") else None,
+                 "grant_type": None, "problems": [], "status": None}
+
+        def answer(status, obj):
+            entry["status"] = status
+            state.oauth_record(entry)
+            delay = state.oauth_delay_s()
+            if delay and not self.wait(delay):
+                self.answered = True
+                self.close_connection = True
+                return
+            self.send_json(status, obj, corr=corr)
+
+        try:
+            body = self.read_body()
+        except BodyError as exc:
+            entry["problems"].append(exc.message)
+            return answer(exc.status, {"status": "BAD_REQUEST", "message": exc.message, "correlationId": corr})
+        if self.command != "POST":
+            entry["problems"].append("method %s" % self.command)
+            return answer(405, {"status": "error", "message": "method not allowed", "correlationId": corr})
+        ctype = (entry["content_type"] or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            entry["problems"].append("content type %r" % entry["content_type"])
+        if raw_query:
+            entry["problems"].append("parameters in the query string")
+        try:
+            form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
+                                         errors="strict")
+        except (UnicodeDecodeError, ValueError) as exc:
+            form = {}
+            entry["problems"].append("body is not form-encoded: %s" % exc)
+        for name, values in form.items():
+            if len(values) > 1:
+                entry["problems"].append("%s given %d times" % (name, len(values)))
+        unknown = sorted(set(form) - {"grant_type", "client_id", "client_secret", "refresh_token"})
+        if unknown:
+            entry["problems"].append("unexpected parameters %s" % ", ".join(unknown))
+        value = lambda name: form.get(name, [None])[0]
+        entry["grant_type"] = value("grant_type")
+        if entry["problems"]:
+            with state.lock:
+                state.stats_oauth["token_requests"] += 1
+                state.stats_oauth["token_failures"] += 1
+            return answer(400, {"status": "BAD_REQUEST", "message": "; ".join(entry["problems"]), "correlationId": corr})
+        if entry["grant_type"] != "refresh_token":
+            with state.lock:
+                state.stats_oauth["token_requests"] += 1
+                state.stats_oauth["token_failures"] += 1
+            return answer(400, {"status": "BAD_GRANT_TYPE", "message": "missing or unknown grant type",
+                                "correlationId": corr})
+        status, obj, info = state.oauth_grant(value("client_id"), value("client_secret"), value("refresh_token"))
+        entry.update(info)
+        if status != 200 and "error" not in obj:
+            obj["correlationId"] = corr
+        return answer(status, obj)
 
     def answer_valid(self, route, params, parsed, entry, corr, quota):
         state = self.state
@@ -2061,6 +2272,64 @@ def self_test(spec_path):
               and call("GET", "/__mock/stats?window_ms=x", auth=None)[0] == 400, "")
         check("max_in_window", max_in_window([0.0, 0.5, 0.99, 1.0, 1.5, 1.6], 1.0) == 4
               and max_in_window([], 1.0) == 0, "")
+
+        # ---- OAuth: the token endpoint and the tokens it issues ----
+        def grant(path="/oauth/v1/token", **fields):
+            form = dict({"grant_type": "refresh_token", "client_id": "cid", "client_secret": "s3cret",
+                         "refresh_token": "rt-1"}, **fields)
+            form = {k: v for k, v in form.items() if v is not None}
+            status, _, body = call("POST", path, urllib.parse.urlencode(form).encode(),
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"}, auth=None)
+            return status, json.loads(body)
+
+        call("POST", "/__mock/reset", {}, auth=None)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1",
+                "oauth_expires_in": 1})
+        status, obj = grant()
+        check("oauth: a refresh grant", status == 200 and obj.get("access_token", "").startswith("oat-mock-")
+              and obj.get("expires_in") == 1 and obj.get("refresh_token") == "rt-1", obj)
+        issued = obj.get("access_token")
+        check("oauth: the issued token is accepted", call("POST", upsert_path("oa-1"), good, auth=issued)[0] == 204
+              and last_entry()["headers"].get("authorization") == "Bearer <oauth>", last_entry())
+        check("oauth: the 2026-03 path", grant("/oauth/2026-03/token")[0] == 200, "")
+        status, obj = grant(refresh_token="rt-wrong")
+        check("oauth: BAD_REFRESH_TOKEN", status == 400 and obj.get("status") == "BAD_REFRESH_TOKEN"
+              and "correlationId" in obj, obj)
+        check("oauth: BAD_CLIENT_ID", grant(client_id="x")[1].get("status") == "BAD_CLIENT_ID", "")
+        check("oauth: BAD_CLIENT_SECRET", grant(client_secret="x")[1].get("status") == "BAD_CLIENT_SECRET", "")
+        check("oauth: BAD_GRANT_TYPE", grant(grant_type="password")[1].get("status") == "BAD_GRANT_TYPE", "")
+        status, _, _ = call("POST", "/oauth/v1/token", b'{"grant_type":"refresh_token"}', auth=None)
+        check("oauth: JSON is not form-encoded", status == 400, status)
+        time.sleep(1.1)
+        status, _, body = call("POST", upsert_path("oa-2"), good, auth=issued)
+        check("oauth: an expired token gets 401 EXPIRED_AUTHENTICATION", status == 401
+              and json.loads(body).get("category") == "EXPIRED_AUTHENTICATION", body)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1",
+                "oauth_rotate": True})
+        status, obj = grant()
+        check("oauth: rotation issues a new refresh token", status == 200
+              and obj.get("refresh_token", "").startswith("rt-mock-"), obj)
+        check("oauth: then the old one is refused", grant()[0] == 400
+              and grant(refresh_token=obj.get("refresh_token"))[0] == 200, "")
+        status, obj = grant()
+        issued = grant(refresh_token=None)  # no refresh token at all
+        check("oauth: a missing refresh token is refused", issued[0] == 400, issued)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1",
+                "oauth_fail": "invalid_grant"})
+        status, obj = grant()
+        check("oauth: invalid_grant in OAuth 2.0's shape", status == 400 and obj.get("error") == "invalid_grant", obj)
+        config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1"})
+        status, obj = grant()
+        check("oauth: without rotation the configured refresh token is accepted again", status == 200, obj)
+        call("POST", upsert_path("oa-3"), good, auth=obj["access_token"])
+        call("POST", "/__mock/oauth/expire", {}, auth=None)
+        check("oauth: /__mock/oauth/expire", call("POST", upsert_path("oa-4"), good, auth=obj["access_token"])[0] == 401, "")
+        st = stats()
+        logged = json.loads(call("GET", "/__mock/oauth/requests", auth=None)[2])
+        check("oauth: stats", st["token_requests"] == len(logged) and st["tokens_issued"] == 5
+              and st["expired_401"] == 2 and st["oauth_authorized"] == 2, st)
+        check("oauth: the secrets are never recorded", "s3cret" not in json.dumps(logged)
+              and "rt-1" not in json.dumps(logged), logged)
     finally:
         server.shutdown()
         server.server_close()

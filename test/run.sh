@@ -119,6 +119,7 @@ tap_tests=$(ls "$HS_WORK"/test/t/*.pl)
 [ -n "${HS_TAP:-}" ] && tap_tests=$(for t in $HS_TAP; do echo "$HS_WORK/test/t/$t"; done)
 set +e
 as_pg env HS_MOCK_URL="$HS_MOCK_URL" HS_TOKEN_FILE="$HS_WORK/token" \
+    HS_OAUTH_SECRET="$HS_OAUTH_SECRET" HS_OAUTH_REFRESH="$HS_OAUTH_REFRESH" \
     PATH="$HS_BINDIR:$PATH" PG_REGRESS="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
     PERL5LIB="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/perl" TESTDIR="$HS_WORK/tap" \
     prove -v --timer $tap_tests > "$HS_WORK/tap.out" 2>&1
@@ -150,6 +151,13 @@ token_hits=$(grep -lsF "$HS_TOKEN" "$HS_WORK"/tap/tmp_check/log/regress_log_* "$
 token_hits+=$(grep -lsE 'pat-sec-[0-9a-f]{32}' "$HS_WORK"/tap/tmp_check/log/regress_log_* "$HS_WORK/mock.log" "$HS_MOCK_LOG" || true)
 if [ -n "$token_hits" ]; then
     hs_log "FAILED: an access token appears in $token_hits"; failed=$((failed + 1))
+else
+    passed=$((passed + 1))
+fi
+# nor the OAuth client secret, the refresh token, or any token the mock issued
+# (access tokens "oat-mock-...", rotated refresh tokens "rt-mock-...")
+if grep -qF -e "$HS_OAUTH_SECRET" -e "$HS_OAUTH_REFRESH" -e "oat-mock-" -e "rt-mock-" "$HS_WORK/postgresql.log"; then
+    hs_log "FAILED: an OAuth secret or token appears in the server log"; failed=$((failed + 1))
 else
     passed=$((passed + 1))
 fi

@@ -42,6 +42,11 @@ my %settings = (
 	'hubspot_events.rate_limit' => 'plain',
 	'hubspot_events.rate_limit_interval_ms' => 'plain',
 	'hubspot_events.daily_reset_time' => 'plain',
+	'hubspot_events.endpoint' => 'plain',
+	'hubspot_events.oauth_client_id' => 'plain',
+	'hubspot_events.oauth_client_secret_file' => 'secret_file',
+	'hubspot_events.oauth_refresh_token_file' => 'secret_file',
+	'hubspot_events.oauth_token_url' => 'routing',
 );
 
 # Every function of the extension: its signature, who may call it, and a
@@ -58,6 +63,19 @@ my @functions = (
 	[ 'hubspot_events.hubspot_enqueue_subscriber(text,text,text,jsonb)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-sec', 'register', 'acme', '{"vid": 1}')} ],
 	[ 'hubspot_events.sync_attendance()', 'trigger', q{SELECT hubspot_events.sync_attendance()} ],
+	[ 'hubspot_events.hubspot_upsert_event(text,text,jsonb)', 'direct',
+		q{SELECT hubspot_events.hubspot_upsert_event('webinar-sec', 'acme', '{"eventName": "S", "eventOrganizer": "Acme"}')} ],
+	[ 'hubspot_events.hubspot_cancel_event(text,text)', 'direct',
+		q{SELECT hubspot_events.hubspot_cancel_event('webinar-sec', 'acme')} ],
+	[ 'hubspot_events.hubspot_complete_event(text,text,timestamp with time zone,timestamp with time zone)', 'direct',
+		q{SELECT hubspot_events.hubspot_complete_event('webinar-sec', 'acme', now(), now())} ],
+	[ 'hubspot_events.hubspot_enqueue_event(text,text,jsonb)', 'enqueue',
+		q{SELECT hubspot_events.hubspot_enqueue_event('webinar-sec', 'acme', '{"eventName": "S", "eventOrganizer": "Acme"}')} ],
+	[ 'hubspot_events.hubspot_enqueue_cancel_event(text,text)', 'enqueue',
+		q{SELECT hubspot_events.hubspot_enqueue_cancel_event('webinar-sec', 'acme')} ],
+	[ 'hubspot_events.hubspot_enqueue_complete_event(text,text,timestamp with time zone,timestamp with time zone)', 'enqueue',
+		q{SELECT hubspot_events.hubspot_enqueue_complete_event('webinar-sec', 'acme', now(), now())} ],
+	[ 'hubspot_events.sync_event()', 'trigger', q{SELECT hubspot_events.sync_event()} ],
 	[ 'hubspot_events.retry_failed(bigint[],boolean)', 'operator', q{SELECT hubspot_events.retry_failed()} ],
 	[ 'hubspot_events.wake()', 'operator', q{SELECT hubspot_events.wake()} ],
 	[ 'hubspot_events.flush(interval)', 'operator', q{SELECT hubspot_events.flush('1 s')} ],
@@ -87,6 +105,10 @@ my $app_grants = q{
 GRANT USAGE ON SCHEMA hubspot_events TO app;
 GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) TO app;
 GRANT EXECUTE ON FUNCTION hubspot_events.sync_attendance() TO app;
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_event(text, text, jsonb),
+                          hubspot_events.hubspot_enqueue_cancel_event(text, text),
+                          hubspot_events.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz),
+                          hubspot_events.sync_event() TO app;
 };
 my $ops_grants = q{
 GRANT USAGE ON SCHEMA hubspot_events TO ops;

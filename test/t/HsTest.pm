@@ -16,7 +16,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(hs_node mock_reset mock_config mock_requests mock_vids wait_until
-  decode_json encode_json);
+  mock_stats mock_oauth_expire mock_oauth_requests decode_json encode_json);
 
 my $http = HTTP::Tiny->new(timeout => 30);
 my $json = JSON::PP->new->canonical;
@@ -60,6 +60,29 @@ sub mock_config
 	my $r = $http->post(mock_url() . '/__mock/config',
 		{ content => $json->encode($knobs || {}), headers => { 'content-type' => 'application/json' } });
 	die "mock config failed: $r->{status} $r->{content}" unless $r->{success};
+}
+
+# The mock's counters since the last reset (GET /__mock/stats).
+sub mock_stats
+{
+	my $r = $http->get(mock_url() . '/__mock/stats');
+	die "mock stats failed: $r->{status}" unless $r->{success};
+	return $json->decode($r->{content});
+}
+
+# Expire every OAuth access token the mock issued (HubSpot revoking early).
+sub mock_oauth_expire
+{
+	my $r = $http->post(mock_url() . '/__mock/oauth/expire');
+	die "mock oauth expire failed: $r->{status}" unless $r->{success};
+}
+
+# The token requests the mock received since the last reset (never the secrets).
+sub mock_oauth_requests
+{
+	my $r = $http->get(mock_url() . '/__mock/oauth/requests');
+	die "mock oauth requests failed: $r->{status}" unless $r->{success};
+	return $json->decode($r->{content});
 }
 
 # Every request the mock received since the last reset, oldest first.

@@ -1,0 +1,749 @@
+/*-------------------------------------------------------------------------
+ *
+ * oauth.c
+ *	  OAuth refresh: access tokens obtained from HubSpot's token endpoint
+ *	  with the app's client id, client secret and a refresh token.
+ *
+ * OAuth is used when hubspot_events.oauth_client_id is set; the static
+ * hubspot_events.access_token_file is then ignored.  The client secret and
+ * the refresh token are read from the files named by
+ * hubspot_events.oauth_client_secret_file and oauth_refresh_token_file
+ * (never from setting values, which PostgreSQL logs and shows).
+ *
+ * Refresh policy: a token is refreshed when less than a tenth of its
+ * lifetime (expires_in, counted from when the request was sent) or five
+ * minutes remain, whichever is less; and once when HubSpot answers 401
+ * EXPIRED_AUTHENTICATION (the callers invalidate the token they sent, then
+ * ask again).
+ *
+ * With the library preloaded, one token lives in shared memory and is
+ * shared by the worker and every backend.  An LWLock guards the state, but
+ * is never held across HTTP: one process marks itself as the refresher,
+ * sends the request with the lock released, and the others either use the
+ * still-valid token or wait on a condition variable (interruptibly) for the
+ * refresher's outcome; a refresher that vanished is taken over after the
+ * request timeout.  Without preload, each backend keeps its own state.
+ *
+ * HubSpot may answer with a new refresh token: the newest is kept in memory
+ * (shared or the backend's) and used from then on; it cannot be written
+ * back to the file.  Any change of the settings, or of either file, drops
+ * the state and starts again from the file.  Secrets are wiped
+ * (explicit_bzero) from every buffer that held them, and never reach a log
+ * line, an error message or a table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include <sys/stat.h>
+#include <json.h>
+
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "pgstat.h"
+
+#define HS_SECRET_MAX			2048	/* longest access or refresh token kept */
+#define HS_REFRESH_MARGIN_MAX_MS (5 * 60 * 1000)	/* refresh 5 minutes ahead at most */
+#define HS_REFRESH_GRACE_MS		5000	/* a refresher silent this long past the timeout is gone */
+#define HS_FAIL_TEXT_MAX		512
+
+typedef struct HsOAuthState
+{
+	uint64		key;			/* hash of the settings and files the state is for */
+	bool		have_token;
+	char		access_token[HS_SECRET_MAX + 1];
+	char		refresh_token[HS_SECRET_MAX + 1];	/* newest from HubSpot; "": the file's */
+	TimestampTz refresh_at;		/* refresh from then on */
+	TimestampTz expires_at;		/* unusable from then on */
+	int			refreshing_pid; /* 0: nobody is refreshing */
+	TimestampTz refreshing_since;
+	uint64		attempts;		/* refresh attempts finished */
+	int64		refreshes;		/* successful ones */
+	/* the last finished attempt's failure, for those who waited for it */
+	bool		failed;
+	int			fail_code;
+	char		fail_message[HS_FAIL_TEXT_MAX];
+	char		fail_detail[HS_FAIL_TEXT_MAX];
+	char		fail_hint[HS_FAIL_TEXT_MAX];
+} HsOAuthState;
+
+typedef struct HsOAuthShared
+{
+	LWLock	   *lock;
+	ConditionVariable cv;
+	HsOAuthState s;
+} HsOAuthShared;
+
+static HsOAuthShared *oauth_shared = NULL;	/* NULL unless preloaded */
+static HsOAuthState local_state;	/* without preload */
+static char returned_token[HS_SECRET_MAX + 1];	/* what the caller was given */
+static bool exit_callback_registered = false;
+static bool (*oauth_stop_check) (void) = NULL;
+
+/* What a token answer held (fixed buffers: filled while json-c objects are live). */
+typedef struct HsTokenAnswer
+{
+	char		access_token[HS_SECRET_MAX + 1];
+	char		refresh_token[HS_SECRET_MAX + 1];
+	int64		expires_in;
+	const char *problem;		/* why a 2xx answer is not usable; NULL: it is */
+} HsTokenAnswer;
+
+/* ---- shared memory ---- */
+
+Size
+hs_oauth_shmem_size(void)
+{
+	return MAXALIGN(sizeof(HsOAuthShared));
+}
+
+void
+hs_oauth_shmem_request(void)
+{
+	RequestAddinShmemSpace(hs_oauth_shmem_size());
+	RequestNamedLWLockTranche("hubspot_events_oauth", 1);
+}
+
+/* From the shmem startup hook, with AddinShmemInitLock held. */
+void
+hs_oauth_shmem_startup(void)
+{
+	bool		found;
+
+	oauth_shared = ShmemInitStruct("hubspot_events oauth", sizeof(HsOAuthShared), &found);
+	if (!found)
+	{
+		memset(oauth_shared, 0, sizeof(HsOAuthShared));
+		oauth_shared->lock = &(GetNamedLWLockTranche("hubspot_events_oauth"))->lock;
+		ConditionVariableInit(&oauth_shared->cv);
+	}
+}
+
+void
+hs_oauth_set_stop_check(bool (*stop_check) (void))
+{
+	oauth_stop_check = stop_check;
+}
+
+static HsOAuthState *
+state(void)
+{
+	return oauth_shared ? &oauth_shared->s : &local_state;
+}
+
+static void
+state_lock(LWLockMode mode)
+{
+	if (oauth_shared)
+		LWLockAcquire(oauth_shared->lock, mode);
+}
+
+static void
+state_unlock(void)
+{
+	if (oauth_shared)
+		LWLockRelease(oauth_shared->lock);
+}
+
+static void
+wake_waiters(void)
+{
+	if (oauth_shared)
+		ConditionVariableBroadcast(&oauth_shared->cv);
+}
+
+static void
+wipe_tokens(HsOAuthState *s)
+{
+	explicit_bzero(s->access_token, sizeof(s->access_token));
+	explicit_bzero(s->refresh_token, sizeof(s->refresh_token));
+	s->have_token = false;
+	s->refresh_at = s->expires_at = 0;
+}
+
+/* A process that dies while refreshing (FATAL, termination) lets the others go on. */
+static void
+oauth_exit_callback(int code, Datum arg)
+{
+	/* an int read is atomic: most processes leave without touching the lock */
+	if (oauth_shared == NULL || oauth_shared->s.refreshing_pid != MyProcPid)
+		return;
+	LWLockReleaseAll();
+	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
+	if (oauth_shared->s.refreshing_pid == MyProcPid)
+		oauth_shared->s.refreshing_pid = 0;
+	LWLockRelease(oauth_shared->lock);
+	ConditionVariableBroadcast(&oauth_shared->cv);
+}
+
+/* ---- settings ---- */
+
+bool
+hs_oauth_enabled(void)
+{
+	return hs_oauth_client_id != NULL && hs_oauth_client_id[0] != '\0';
+}
+
+static bool
+is_set(const char *v)
+{
+	return v != NULL && v[0] != '\0';
+}
+
+/*
+ * Why the OAuth settings cannot work, or NULL when they can (or OAuth is
+ * not configured at all).  Looks at the settings only, never at the files;
+ * never throws but for out-of-memory.  The reason is palloc'd.
+ */
+char *
+hs_oauth_settings_problem(void)
+{
+	if (hs_oauth_enabled())
+	{
+		if (!is_set(hs_oauth_client_secret_file))
+			return pstrdup("hubspot_events.oauth_client_id is set but hubspot_events.oauth_client_secret_file is not");
+		if (!is_set(hs_oauth_refresh_token_file))
+			return pstrdup("hubspot_events.oauth_client_id is set but hubspot_events.oauth_refresh_token_file is not");
+		return NULL;
+	}
+	if (is_set(hs_oauth_client_secret_file))
+		return pstrdup("hubspot_events.oauth_client_secret_file is set but hubspot_events.oauth_client_id is not");
+	if (is_set(hs_oauth_refresh_token_file))
+		return pstrdup("hubspot_events.oauth_refresh_token_file is set but hubspot_events.oauth_client_id is not");
+	return NULL;
+}
+
+/* Throw the settings problem, if any (SQLSTATE 55000). */
+void
+hs_oauth_check_settings(void)
+{
+	char	   *problem = hs_oauth_settings_problem();
+
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the OAuth settings cannot work: %s", problem),
+				 errhint("Set hubspot_events.oauth_client_id, hubspot_events.oauth_client_secret_file and hubspot_events.oauth_refresh_token_file together, or none of them to use hubspot_events.access_token_file, then reload the configuration.")));
+}
+
+static void
+append_file_signature(StringInfo buf, const char *path)
+{
+	struct stat st;
+
+	appendStringInfo(buf, "%s\n", path);
+	if (stat(path, &st) == 0)
+		appendStringInfo(buf, "%llu:%llu:%lld:%lld.%ld:%lld.%ld\n",
+						 (unsigned long long) st.st_dev, (unsigned long long) st.st_ino,
+						 (long long) st.st_size,
+						 (long long) st.st_mtim.tv_sec, (long) st.st_mtim.tv_nsec,
+						 (long long) st.st_ctim.tv_sec, (long) st.st_ctim.tv_nsec);
+	else
+		appendStringInfoString(buf, "-\n");
+}
+
+/*
+ * What the state is for: the settings and the identity and times of both
+ * files, hashed.  A rewritten refresh token file starts again from it.
+ */
+static uint64
+settings_key(void)
+{
+	StringInfoData buf;
+	uint64		key;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s\n%s\n", hs_oauth_client_id, hs_oauth_token_url);
+	append_file_signature(&buf, hs_oauth_client_secret_file);
+	append_file_signature(&buf, hs_oauth_refresh_token_file);
+	key = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0x48534f41);
+	pfree(buf.data);
+	return key == 0 ? 1 : key;	/* 0 is "no state yet" */
+}
+
+/* ---- the token request ---- */
+
+/* Copy a JSON string that may be a token: visible ASCII, not too long. */
+static bool
+copy_token_field(struct json_object *root, const char *name, char *dst, bool *present)
+{
+	struct json_object *v;
+	const char *s;
+	int			len;
+
+	*present = false;
+	if (!json_object_object_get_ex(root, name, &v) || v == NULL ||
+		json_object_is_type(v, json_type_null))
+		return true;
+	*present = true;
+	if (!json_object_is_type(v, json_type_string))
+		return false;
+	s = json_object_get_string(v);
+	len = json_object_get_string_len(v);
+	if (len < 1 || len > HS_SECRET_MAX)
+		return false;
+	for (int i = 0; i < len; i++)
+		if ((unsigned char) s[i] < 0x21 || (unsigned char) s[i] > 0x7e)
+			return false;
+	memcpy(dst, s, len);
+	dst[len] = '\0';
+	/* json-c frees its copy without wiping it */
+	explicit_bzero((char *) s, len);
+	return true;
+}
+
+/*
+ * Read a 2xx token answer into *ans; ans->problem says why it is not
+ * usable.  Never throws: no ereport happens while json-c objects are live.
+ */
+static void
+parse_token_answer(const char *body, size_t len, HsTokenAnswer *ans)
+{
+	struct json_tokener *tok;
+	struct json_object *root = NULL;
+	bool		present;
+
+	memset(ans, 0, sizeof(*ans));
+	tok = json_tokener_new();
+	if (tok == NULL)
+	{
+		ans->problem = "out of memory while reading it";
+		return;
+	}
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	root = json_tokener_parse_ex(tok, body, (int) Min(len, (size_t) INT_MAX));
+	if (json_tokener_get_error(tok) != json_tokener_success || root == NULL ||
+		!json_object_is_type(root, json_type_object))
+		ans->problem = "it is not a JSON object";
+	else if (!copy_token_field(root, "access_token", ans->access_token, &present) || !present)
+		ans->problem = "it has no access_token of at most 2048 visible ASCII characters";
+	else if (!copy_token_field(root, "refresh_token", ans->refresh_token, &present))
+		ans->problem = "its refresh_token is not a string of at most 2048 visible ASCII characters";
+	else
+	{
+		struct json_object *v;
+
+		if (!json_object_object_get_ex(root, "expires_in", &v) || v == NULL ||
+			!json_object_is_type(v, json_type_int) ||
+			json_object_get_int64(v) <= 0 || json_object_get_int64(v) > 366 * 86400)
+			ans->problem = "it has no expires_in of a positive number of seconds";
+		else
+			ans->expires_in = json_object_get_int64(v);
+	}
+	if (ans->problem)
+		explicit_bzero(ans, offsetof(HsTokenAnswer, problem));
+	if (root)
+		json_object_put(root);
+	json_tokener_free(tok);
+}
+
+/* Replace every occurrence of secret in text (in place) with asterisks. */
+static void
+redact(char *text, const char *secret)
+{
+	size_t		n;
+	char	   *p;
+
+	if (text == NULL || secret == NULL || (n = strlen(secret)) < 4)
+		return;
+	while ((p = strstr(text, secret)) != NULL)
+		memset(p, '*', n);
+}
+
+/* Fields of a token endpoint's error answer, HubSpot's shape or OAuth 2.0's. */
+static void
+parse_token_error(const HsHttpResult *res, char **status, char **message,
+				  char **correlation_id)
+{
+	HsErrorBody err;
+	struct json_tokener *tok;
+	struct json_object *root;
+
+	hs_parse_error_body(res->body, res->body_len, &err);
+	*status = err.status ? err.status : err.category;
+	*message = err.message;
+	*correlation_id = res->correlation_id ? res->correlation_id : err.correlation_id;
+	if (*status && *message)
+		return;
+	/* OAuth 2.0's {"error": "invalid_grant", "error_description": "..."} */
+	tok = json_tokener_new();
+	if (tok == NULL)
+		return;
+	root = json_tokener_parse_ex(tok, res->body, (int) Min(res->body_len, (size_t) INT_MAX));
+	if (json_tokener_get_error(tok) == json_tokener_success && root != NULL &&
+		json_object_is_type(root, json_type_object))
+	{
+		struct json_object *v;
+		const char *e = NULL;
+		const char *d = NULL;
+
+		if (json_object_object_get_ex(root, "error", &v) && json_object_is_type(v, json_type_string))
+			e = json_object_get_string(v);
+		if (json_object_object_get_ex(root, "error_description", &v) && json_object_is_type(v, json_type_string))
+			d = json_object_get_string(v);
+		/* copied with malloc'd memory still live: only non-throwing copies */
+		if (*status == NULL && e != NULL)
+			*status = strdup(e);
+		if (*message == NULL && d != NULL)
+			*message = strdup(d);
+	}
+	if (root)
+		json_object_put(root);
+	json_tokener_free(tok);
+	/* move the malloc'd copies into palloc'd, sanitised ones */
+	if (*status && *status != err.status && *status != err.category)
+	{
+		char	   *m = *status;
+
+		*status = hs_sanitize_remote_text(m, strlen(m));
+		free(m);
+	}
+	if (*message && *message != err.message)
+	{
+		char	   *m = *message;
+
+		*message = hs_sanitize_remote_text(m, strlen(m));
+		free(m);
+	}
+}
+
+/*
+ * Ask the token endpoint for an access token with the refresh token given
+ * (or the file's when it is empty).  Fills *ans; throws HS006 when the
+ * endpoint rejects the refresh, HS007 when it fails otherwise, and the
+ * files' errors when they cannot be read.
+ */
+static void
+request_token(const char *refresh_token, HsTokenAnswer *ans)
+{
+	struct stat st;
+	char	   *volatile secret = NULL;
+	char	   *volatile refresh = NULL;
+	char	   *volatile body = NULL;
+	char	   *volatile esc_secret = NULL;
+	char	   *volatile esc_refresh = NULL;
+	HsHttpResult res = {0};
+	bool		finished = false;
+
+	secret = hs_read_secret_file("oauth_client_secret_file", "client secret", "a client secret",
+								 hs_oauth_client_secret_file, &st, CurrentMemoryContext);
+	PG_TRY();
+	{
+		if (refresh_token[0] != '\0')
+			refresh = pstrdup(refresh_token);
+		else
+			refresh = hs_read_secret_file("oauth_refresh_token_file", "refresh token", "a refresh token",
+										  hs_oauth_refresh_token_file, &st, CurrentMemoryContext);
+		esc_secret = hs_url_escape(secret);
+		esc_refresh = hs_url_escape(refresh);
+		{
+			/* allocated once at its size: no unwiped first attempt is left behind */
+			static const char fmt[] = "grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s";
+			char	   *esc_id = hs_url_escape(hs_oauth_client_id);
+			size_t		size = sizeof(fmt) + strlen(esc_id) + strlen(esc_secret) + strlen(esc_refresh);
+
+			body = palloc(size);
+			snprintf(body, size, fmt, esc_id, esc_secret, esc_refresh);
+		}
+		res.body = NULL;
+		finished = hs_http_post_form(hs_oauth_token_url, body, strlen(body), oauth_stop_check, &res);
+
+		if (!finished)
+			ereport(ERROR,
+					(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
+					 errmsg("the OAuth token refresh was interrupted")));
+		if (!res.transport_ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
+					 errmsg("could not reach the OAuth token endpoint: %s", res.transport_error),
+					 errhint("Check hubspot_events.oauth_token_url and the network path to it.")));
+		if (res.http_status >= 200 && res.http_status <= 299)
+		{
+			parse_token_answer(res.body, res.body_len, ans);
+			if (ans->problem)
+				ereport(ERROR,
+						(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
+						 errmsg("the OAuth token endpoint answered HTTP %ld with an unusable answer: %s",
+								res.http_status, ans->problem),
+						 res.correlation_id ? errdetail("correlationId: %s.", res.correlation_id) : 0));
+		}
+		else
+		{
+			char	   *status = NULL;
+			char	   *message = NULL;
+			char	   *correlation_id = NULL;
+			bool		rejected;
+
+			parse_token_error(&res, &status, &message, &correlation_id);
+			if (message == NULL && res.body_len > 0)
+				message = hs_sanitize_remote_text(res.body, Min(res.body_len, 200));
+			/* an endpoint that echoes what it was sent must not put it in our log */
+			redact(message, secret);
+			redact(message, refresh);
+			redact(status, secret);
+			redact(status, refresh);
+			rejected = res.http_status >= 400 && res.http_status <= 499 &&
+				res.http_status != 408 && res.http_status != 429;
+			ereport(ERROR,
+					(errcode(rejected ? ERRCODE_HS_TOKEN_REJECTED : ERRCODE_HS_TOKEN_ENDPOINT),
+					 errmsg("the OAuth token endpoint %s the refresh: HTTP %ld%s%s%s%s",
+							rejected ? "rejected" : "failed",
+							res.http_status,
+							status ? " " : "", status ? status : "",
+							message ? ": " : "", message ? message : ""),
+					 correlation_id ? errdetail("correlationId: %s.", correlation_id) : 0,
+					 rejected ?
+					 errhint("Check hubspot_events.oauth_client_id and the files named by hubspot_events.oauth_client_secret_file and hubspot_events.oauth_refresh_token_file; a refresh token stops working when the app is uninstalled.") :
+					 errhint("HubSpot's token endpoint may be unavailable; the refresh is tried again on the next call.")));
+		}
+	}
+	PG_FINALLY();
+	{
+		if (secret)
+			explicit_bzero(secret, strlen(secret));
+		if (refresh)
+			explicit_bzero(refresh, strlen(refresh));
+		if (esc_secret)
+			explicit_bzero(esc_secret, strlen(esc_secret));
+		if (esc_refresh)
+			explicit_bzero(esc_refresh, strlen(esc_refresh));
+		if (body)
+			explicit_bzero(body, strlen(body));
+		if (res.body)
+			explicit_bzero(res.body, res.body_len);
+	}
+	PG_END_TRY();
+}
+
+/* ---- the token ---- */
+
+static bool
+own_failure(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_HS_TOKEN_REJECTED || sqlerrcode == ERRCODE_HS_TOKEN_ENDPOINT;
+}
+
+/*
+ * Refresh (this process is marked as the refresher), store the outcome and
+ * wake the waiters.  Returns the new token (returned_token).  refresh_copy
+ * (the refresh token to use, "": the file's) and ans are the caller's,
+ * allocated before it marked itself: the mark is cleared on every path.
+ */
+static const char *
+refresh(uint64 key, char *refresh_copy, HsTokenAnswer *ans)
+{
+	HsOAuthState *s = state();
+	MemoryContext cxt = CurrentMemoryContext;
+	TimestampTz sent_at = GetCurrentTimestamp();
+	int64		lifetime_ms;
+	int64		margin_ms;
+
+	PG_TRY();
+	{
+		request_token(refresh_copy, ans);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		explicit_bzero(refresh_copy, HS_SECRET_MAX + 1);
+		explicit_bzero(ans, sizeof(HsTokenAnswer));
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		state_lock(LW_EXCLUSIVE);
+		if (s->refreshing_pid == MyProcPid)
+			s->refreshing_pid = 0;
+		s->attempts++;
+		s->failed = own_failure(edata->sqlerrcode);
+		s->fail_code = edata->sqlerrcode;
+		strlcpy(s->fail_message, edata->message ? edata->message : "", HS_FAIL_TEXT_MAX);
+		strlcpy(s->fail_detail, edata->detail ? edata->detail : "", HS_FAIL_TEXT_MAX);
+		strlcpy(s->fail_hint, edata->hint ? edata->hint : "", HS_FAIL_TEXT_MAX);
+		state_unlock();
+		wake_waiters();
+		FreeErrorData(edata);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	explicit_bzero(refresh_copy, HS_SECRET_MAX + 1);
+
+	lifetime_ms = ans->expires_in * 1000;
+	margin_ms = Min(lifetime_ms / 10, HS_REFRESH_MARGIN_MAX_MS);
+
+	state_lock(LW_EXCLUSIVE);
+	if (s->key == key)
+	{
+		explicit_bzero(s->access_token, sizeof(s->access_token));
+		strlcpy(s->access_token, ans->access_token, sizeof(s->access_token));
+		if (ans->refresh_token[0] != '\0')
+		{
+			explicit_bzero(s->refresh_token, sizeof(s->refresh_token));
+			strlcpy(s->refresh_token, ans->refresh_token, sizeof(s->refresh_token));
+		}
+		s->have_token = true;
+		s->expires_at = TimestampTzPlusMilliseconds(sent_at, lifetime_ms);
+		s->refresh_at = TimestampTzPlusMilliseconds(sent_at, lifetime_ms - margin_ms);
+	}
+	if (s->refreshing_pid == MyProcPid)
+		s->refreshing_pid = 0;
+	s->attempts++;
+	s->refreshes++;
+	s->failed = false;
+	explicit_bzero(returned_token, sizeof(returned_token));
+	strlcpy(returned_token, ans->access_token, sizeof(returned_token));
+	state_unlock();
+	wake_waiters();
+	explicit_bzero(ans, sizeof(HsTokenAnswer));
+	pfree(ans);
+	return returned_token;
+}
+
+/* Wait (interruptibly, at most a second) until the refresh in progress ends. */
+static void
+wait_for_refresh(uint64 seen_attempts)
+{
+	ConditionVariablePrepareToSleep(&oauth_shared->cv);
+	for (;;)
+	{
+		bool		done;
+
+		LWLockAcquire(oauth_shared->lock, LW_SHARED);
+		done = oauth_shared->s.attempts != seen_attempts || oauth_shared->s.refreshing_pid == 0;
+		LWLockRelease(oauth_shared->lock);
+		if (done)
+			break;
+		if (ConditionVariableTimedSleep(&oauth_shared->cv, 1000, PG_WAIT_EXTENSION))
+			break;				/* the caller looks again (a vanished refresher is taken over) */
+	}
+	ConditionVariableCancelSleep();
+}
+
+/*
+ * The OAuth access token to send (OAuth must be enabled and its settings
+ * complete: hs_get_access_token checks).  The result is valid until the next
+ * call.  Throws the token endpoint's failure (HS006, HS007) or the files'.
+ */
+const char *
+hs_oauth_access_token(void)
+{
+	HsOAuthState *s = state();
+	uint64		key = settings_key();
+	/* allocated before the lock: nothing may throw while it is held or marked */
+	char	   *refresh_copy = palloc0(HS_SECRET_MAX + 1);
+	HsTokenAnswer *ans = palloc0(sizeof(HsTokenAnswer));
+
+	if (oauth_shared && !exit_callback_registered)
+	{
+		before_shmem_exit(oauth_exit_callback, (Datum) 0);
+		exit_callback_registered = true;
+	}
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		bool		wait = false;
+		uint64		seen_attempts = 0;
+
+		state_lock(LW_EXCLUSIVE);
+		if (s->key != key)
+		{
+			/* other settings or files: start again from the files */
+			wipe_tokens(s);
+			s->key = key;
+			s->failed = false;
+		}
+		if (s->have_token &&
+			(now < s->refresh_at || (now < s->expires_at && s->refreshing_pid != 0 &&
+									 s->refreshing_pid != MyProcPid)))
+		{
+			/* valid, and not due (or someone else is refreshing it) */
+			explicit_bzero(returned_token, sizeof(returned_token));
+			strlcpy(returned_token, s->access_token, sizeof(returned_token));
+			state_unlock();
+			return returned_token;
+		}
+		if (s->refreshing_pid != 0 && s->refreshing_pid != MyProcPid &&
+			!TimestampDifferenceExceeds(s->refreshing_since, now,
+										hs_request_timeout_ms + HS_REFRESH_GRACE_MS))
+		{
+			wait = true;
+			seen_attempts = s->attempts;
+		}
+		else
+		{
+			/* this process refreshes */
+			s->refreshing_pid = MyProcPid;
+			s->refreshing_since = now;
+			strlcpy(refresh_copy, s->refresh_token, HS_SECRET_MAX + 1);
+		}
+		state_unlock();
+
+		if (!wait)
+			return refresh(key, refresh_copy, ans);
+
+		wait_for_refresh(seen_attempts);
+
+		/* the refresh waited for failed at the token endpoint: its error is ours */
+		state_lock(LW_SHARED);
+		if (s->attempts != seen_attempts && s->failed && s->key == key && !s->have_token)
+		{
+			int			code = s->fail_code;
+			char		message[HS_FAIL_TEXT_MAX];
+			char		detail[HS_FAIL_TEXT_MAX];
+			char		hint[HS_FAIL_TEXT_MAX];
+
+			/* copied without palloc: nothing may throw while the lock is held */
+			strlcpy(message, s->fail_message, sizeof(message));
+			strlcpy(detail, s->fail_detail, sizeof(detail));
+			strlcpy(hint, s->fail_hint, sizeof(hint));
+			state_unlock();
+			ereport(ERROR,
+					(errcode(code),
+					 errmsg_internal("%s", message),
+					 detail[0] ? errdetail_internal("%s", detail) : 0,
+					 hint[0] ? errhint("%s", hint) : 0));
+		}
+		state_unlock();
+	}
+}
+
+/*
+ * HubSpot answered 401 EXPIRED_AUTHENTICATION to token: forget it (unless
+ * another process has already replaced it), so that the next
+ * hs_oauth_access_token() refreshes once.
+ */
+void
+hs_oauth_token_expired(const char *token)
+{
+	HsOAuthState *s = state();
+
+	if (token == NULL)
+		return;
+	state_lock(LW_EXCLUSIVE);
+	if (s->have_token && strcmp(s->access_token, token) == 0)
+	{
+		explicit_bzero(s->access_token, sizeof(s->access_token));
+		s->have_token = false;
+		s->refresh_at = s->expires_at = 0;
+	}
+	state_unlock();
+}
+
+/* Successful refreshes so far (shared, or this backend's). */
+int64
+hs_oauth_refresh_count(void)
+{
+	HsOAuthState *s = state();
+	int64		n;
+
+	state_lock(LW_SHARED);
+	n = s->refreshes;
+	state_unlock();
+	return n;
+}
