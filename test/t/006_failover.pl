@@ -24,16 +24,16 @@ is($standby->safe_psql('postgres', "SELECT worker_state FROM hubspot_events.stat
 # enqueue on the primary; stop it in the middle of the drain
 mock_config({ delay_ms => 300 });
 $primary->safe_psql('postgres', q{SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-failover', 'register', 'acme',
-	(SELECT jsonb_agg(jsonb_build_object('vid', v)) FROM generate_series(1, 500) v))});
+	(SELECT jsonb_agg(jsonb_build_object('vid', v)) FROM generate_series(1, 2000) v))});
 ok(wait_until(sub { $primary->safe_psql('postgres', "SELECT count(*) FROM hubspot_events.outbox WHERE status = 'sent'") >= 50 }),
 	'the primary is draining');
 $primary->wait_for_catchup($standby);
 $primary->stop('immediate');
 my $sent_by_primary = scalar(mock_vids('webinar-failover'));
-cmp_ok($sent_by_primary, '<', 500, "the primary stopped mid-drain ($sent_by_primary of 500 sent)");
+cmp_ok($sent_by_primary, '<', 2000, "the primary stopped mid-drain ($sent_by_primary of 2000 sent)");
 
 is($standby->safe_psql('postgres', "SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id = 'webinar-failover'"),
-	'500', 'the outbox reached the standby');
+	'2000', 'the outbox reached the standby');
 my $log_before = slurp_file($standby->logfile);
 my ($wpid) = $log_before =~ /\[(\d+)\] LOG:  hubspot_events worker started/;
 ok($wpid, "the standby's worker pid is in the log");
@@ -44,10 +44,10 @@ unlike($log_before, qr/(ERROR|FATAL).*hubspot_events|cannot execute .* in a read
 mock_config({});
 $standby->promote;
 ok($standby->wait_for_log(qr/the server was promoted; resuming the outbox/), 'the worker resumes after promotion');
-ok(wait_until(sub { $standby->safe_psql('postgres', "SELECT count(*) FROM hubspot_events.outbox WHERE status = 'sent' AND external_event_id = 'webinar-failover'") eq '500' }, 60),
+ok(wait_until(sub { $standby->safe_psql('postgres', "SELECT count(*) FROM hubspot_events.outbox WHERE status = 'sent' AND external_event_id = 'webinar-failover'") eq '2000' }, 60),
 	'every row ends sent on the promoted standby');
 my %seen = map { $_ => 1 } mock_vids('webinar-failover');
-is(scalar(grep { !$seen{$_} } 1 .. 500), 0, 'every contact reached the mock; none lost');
+is(scalar(grep { !$seen{$_} } 1 .. 2000), 0, 'every contact reached the mock; none lost');
 
 $standby->stop;
 done_testing();
