@@ -885,6 +885,8 @@ hubspot_events_worker_main(Datum arg)
 	/* a token refresh in flight honours SIGHUP and SIGTERM too */
 	hs_oauth_set_stop_check(worker_stop_check);
 	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
+	/* the worker's statements are small and many: compiling them never pays */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("hubspot_events worker");
 	ereport(LOG,
 			(errmsg("hubspot_events worker started for database \"%s\"", hs_database)));
