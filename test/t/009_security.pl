@@ -67,13 +67,13 @@ my @functions = (
 		q{SELECT hubspot_events.hubspot_upsert_event('webinar-sec', 'acme', '{"eventName": "S", "eventOrganizer": "Acme"}')} ],
 	[ 'hubspot_events.hubspot_cancel_event(text,text)', 'direct',
 		q{SELECT hubspot_events.hubspot_cancel_event('webinar-sec', 'acme')} ],
-	[ 'hubspot_events.hubspot_complete_event(text,text,timestamp with time zone,timestamp with time zone)', 'direct',
+	[ 'hubspot_events.hubspot_complete_event(text,text,timestamptz,timestamptz)', 'direct',
 		q{SELECT hubspot_events.hubspot_complete_event('webinar-sec', 'acme', now(), now())} ],
 	[ 'hubspot_events.hubspot_enqueue_event(text,text,jsonb)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_event('webinar-sec', 'acme', '{"eventName": "S", "eventOrganizer": "Acme"}')} ],
 	[ 'hubspot_events.hubspot_enqueue_cancel_event(text,text)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_cancel_event('webinar-sec', 'acme')} ],
-	[ 'hubspot_events.hubspot_enqueue_complete_event(text,text,timestamp with time zone,timestamp with time zone)', 'enqueue',
+	[ 'hubspot_events.hubspot_enqueue_complete_event(text,text,timestamptz,timestamptz)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_complete_event('webinar-sec', 'acme', now(), now())} ],
 	[ 'hubspot_events.sync_event()', 'trigger', q{SELECT hubspot_events.sync_event()} ],
 	[ 'hubspot_events.retry_failed(bigint[],boolean)', 'operator', q{SELECT hubspot_events.retry_failed()} ],
@@ -238,7 +238,7 @@ sub reload_and_wait
 is_deeply([ split /\n/, q1("SELECT name FROM pg_settings WHERE name LIKE 'hubspot\\_events.%' ORDER BY name") ],
 	[ sort keys %settings ], 'every hubspot_events setting is in the list at the top of this test');
 is_deeply([ split /\n/, q1(q{
-	SELECT replace(p.oid::regprocedure::text, ' ', '') FROM pg_proc p
+	SELECT replace(replace(p.oid::regprocedure::text, 'timestamp with time zone', 'timestamptz'), ' ', '') FROM pg_proc p
 	  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
 	 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events') ORDER BY 1}) ],
 	[ sort map { $_->[0] } @functions ], 'every function of the extension is in the list at the top of this test');
