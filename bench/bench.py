@@ -23,6 +23,11 @@ import psycopg2
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "1,2,3,4,5").split(",") if x.strip()}
 DRAIN_CAP_S = float(os.environ.get("BENCH_DRAIN_CAP_S", "150"))
+# BENCH_PROFILE=1: also record CPU profiles (perf, software cpu-clock event,
+# DWARF call graphs) of the backend running scenario 1's single-row loop
+# (sync_attendance and hand-written) and of the worker draining at
+# batch_size 100; the reports go to the results folder.
+PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -32,6 +37,10 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 # 190 per 10 s headers.
 NO_LIMIT = {"rate_limit": 1000000, "rate_window_ms": 1000}
 WORKER_NO_LIMIT = {"rate_limit": 4096, "rate_limit_interval_ms": 100}
+
+
+def n_target(r):
+    return r.get("target_contacts", r["contacts"])
 
 
 def scaled(n, minimum=1000):
@@ -175,6 +184,94 @@ class Bench:
     def sent_count(self):
         return self.q1("SELECT count(*) FROM hubspot_events.outbox WHERE status = 'sent'")
 
+    # ---- profiling (BENCH_PROFILE=1) ---------------------------------------
+
+    def perf_start(self, pid, name):
+        if not PROFILE:
+            return None
+        data = os.path.join(self.args.out, name + ".perf.data")
+        p = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "997", "--call-graph", "dwarf,8192",
+                              "-p", str(pid), "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        return (p, data, name)
+
+    def perf_stop(self, h):
+        if h is None:
+            return
+        p, data, name = h
+        p.send_signal(2)
+        p.wait(timeout=120)
+        for kind, extra in (("flat", ["--no-children", "--sort", "dso,sym"]), ("tree", ["--children", "--sort", "sym"])):
+            with open(os.path.join(self.args.out, "%s.%s.txt" % (name, kind)), "w") as fh:
+                subprocess.run(["perf", "report", "-i", data, "--stdio", "--percent-limit", "0.7"] + extra
+                               + (["-g", "none"] if kind == "flat" else ["-g", "caller,0.5,callee,function,percent", "--max-stack", "40"]),
+                               stdout=fh, stderr=subprocess.DEVNULL)
+        log("   profile written: %s.{flat,tree}.txt" % name)
+
+    CLAIM_BODY = """
+        WITH due AS (
+            SELECT o.id
+              FROM hubspot_events.outbox o
+             WHERE o.status = 'pending'
+               AND o.next_attempt_at <= now()
+               AND NOT EXISTS (SELECT 1 FROM hubspot_events.outbox p
+                                WHERE hashtextextended(p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key, 0)
+                                    = hashtextextended(o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key, 0)
+                                  AND p.external_event_id = o.external_event_id
+                                  AND p.external_account_id = o.external_account_id
+                                  AND p.contact_key = o.contact_key
+                                  AND p.id < o.id
+                                  AND p.status IN ('pending', 'sending'))
+             ORDER BY o.next_attempt_at, o.id
+             LIMIT {limit}
+               FOR UPDATE OF o SKIP LOCKED)
+        UPDATE hubspot_events.outbox u
+           SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
+          FROM due
+         WHERE u.id = due.id
+        RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id, u.contact::text, u.attempts"""
+
+    def claim_explain(self, label, limit=400):
+        """The claim's plan as the worker runs it (auto_explain of claim_due's
+        statement), and the same statement planned with the limit as a
+        constant; each timed in a rolled-back transaction."""
+        if not PROFILE:
+            return
+        logpath = os.path.join(os.path.dirname(self.args.out), "postgresql.log")
+        size0 = os.path.getsize(logpath)
+        out = []
+        with self.conn.cursor() as cur:
+            cur.execute("LOAD 'auto_explain'")
+            cur.execute("SET auto_explain.log_min_duration = 0")
+            cur.execute("SET auto_explain.log_nested_statements = on")
+            cur.execute("SET auto_explain.log_analyze = on")
+            cur.execute("SET auto_explain.log_buffers = on")
+            cur.execute("BEGIN")
+            t = time.perf_counter()
+            cur.execute("SELECT count(*) FROM hubspot_events.claim_due(%s)", (limit,))
+            t_fn = time.perf_counter() - t
+            cur.execute("ROLLBACK")
+            cur.execute("SET auto_explain.log_min_duration = -1")
+            cur.execute("BEGIN")
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + self.CLAIM_BODY.format(limit=int(limit)))
+            plan_const = "\n".join(r[0] for r in cur.fetchall())
+            cur.execute("ROLLBACK")
+            cur.execute("BEGIN")
+            t = time.perf_counter()
+            cur.execute(self.CLAIM_BODY.format(limit=int(limit)))
+            t_const = time.perf_counter() - t
+            cur.execute("ROLLBACK")
+        time.sleep(0.5)
+        with open(logpath, "rb") as fh:
+            fh.seek(size0)
+            logged = fh.read().decode("utf-8", "replace")
+        with open(os.path.join(self.args.out, "claim-plan-%s.txt" % label), "w") as fh:
+            fh.write("claim_due(%d) as the worker calls it: %.1f ms; server log (auto_explain):\n%s\n\n"
+                     "the same statement with LIMIT %d as a constant: %.1f ms; EXPLAIN ANALYZE:\n%s\n"
+                     % (limit, t_fn * 1000, logged, limit, t_const * 1000, plan_const))
+        log("   claim with %s: claim_due(%d) %.1f ms, constant-limit statement %.1f ms (plans in claim-plan-%s.txt)"
+            % (label, limit, t_fn * 1000, t_const * 1000, label))
+
     # ---- 1. write overhead -------------------------------------------------
 
     def s1_write_overhead(self):
@@ -243,6 +340,13 @@ class Bench:
                     el = time.perf_counter() - start
                     times.setdefault((mode, v), []).append(el)
                     log("   %-6s %-4s run %d: %.3f s" % (mode, v, rep + 1, el))
+        if PROFILE:
+            for v in ("sync", "hand"):
+                self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, hubspot_events.outbox")
+                self.q("CHECKPOINT")
+                h = self.perf_start(self.conn.get_backend_pid(), "profile-write-single-" + v)
+                self.q(loop_sql.format(t="att_" + v, n=n))
+                self.perf_stop(h)
         check = self.q1("SELECT count(*) FROM hubspot_events.outbox")
         self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, hubspot_events.outbox")
         res = {"rows": n, "reps": reps, "contact_sync": ours, "contact_hand": hand, "last_outbox_rows": check}
@@ -313,8 +417,30 @@ class Bench:
             self.enqueue("drain-b%d" % bs, n)
             self.q("VACUUM ANALYZE hubspot_events.outbox")
             self.q("CHECKPOINT")
+            if bs == 100:
+                self.claim_explain("%d-pending" % n)
+            h = self.perf_start(self.worker_pid(), "profile-worker-batch%d" % bs) if bs == 100 else None
             res["by_batch"][bs] = self.drain("batch_size %d" % bs)
+            self.perf_stop(h)
         self.results["scenarios"]["2"] = res
+        if PROFILE:
+            self.memory_contexts("after-drains")
+
+    def memory_contexts(self, label):
+        """The worker's memory contexts (pg_log_backend_memory_contexts) and its RSS."""
+        logpath = os.path.join(os.path.dirname(self.args.out), "postgresql.log")
+        size0 = os.path.getsize(logpath)
+        pid = self.worker_pid()
+        rss = self.rss_kb(pid)
+        self.q("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+        self.q("SELECT hubspot_events.wake()")
+        time.sleep(1.5)
+        with open(logpath, "rb") as fh:
+            fh.seek(size0)
+            logged = fh.read().decode("utf-8", "replace")
+        with open(os.path.join(self.args.out, "worker-memory-%s.txt" % label), "w") as fh:
+            fh.write("worker pid %d: VmRSS %d kB, RssAnon %d kB\n%s" % (pid, rss[0], rss[1], logged))
+        log("   worker memory contexts written: worker-memory-%s.txt (RssAnon %d kB)" % (label, rss[1]))
 
     # ---- 3. commit-to-request latency ------------------------------------
 
@@ -462,12 +588,17 @@ class Bench:
                          jsonb_build_object('vid', i, 'interactionDateTime', 1767225600000, 'properties', '{}'::jsonb),
                          i::text, 'bench' FROM generate_series(1, %s) i""", (n_pending,))
         # (the same contacts as sent rows: each pending row's per-contact check meets its contact's history)
+        # first as the drain left the table (only autovacuum has run), as the worker meets it
+        asis_ms, got0 = self.claim_timing()
+        self.claim_explain("%d-sent-as-left" % sent)
         self.q("VACUUM ANALYZE hubspot_events.outbox")
         with_ms, got1 = self.claim_timing()
+        self.claim_explain("%d-sent-vacuumed" % sent)
         size_with = self.q1("SELECT pg_total_relation_size('hubspot_events.outbox')")
         self.q("DELETE FROM hubspot_events.outbox WHERE status = 'sent'")
         self.q("VACUUM ANALYZE hubspot_events.outbox")
         without_ms, got2 = self.claim_timing()
+        self.claim_explain("no-sent")
         plan = self.q("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) SELECT count(*) FROM hubspot_events.claim_due(400)")
         first_s = state["rss_first"]
         res = dict(out, vmrss_start_kb=rss_start[0], anon_start_kb=rss_start[1],
@@ -475,14 +606,16 @@ class Bench:
                    anon_after_first_kb=first_s[1][1] if first_s else None,
                    rss_first_at=first_s[0] if first_s else None,
                    vmrss_end_kb=rss_end[0], anon_end_kb=rss_end[1], sent_rows_during_claim=sent, pending_rows_during_claim=n_pending,
+                   claim_ms_as_left=asis_ms, claim_ratio_as_left=asis_ms / without_ms,
                    claim_ms_with_sent=with_ms, claim_ms_without_sent=without_ms,
-                   claim_ratio=with_ms / without_ms, claimed=(got1, got2), outbox_bytes_with_sent=size_with)
+                   claim_ratio=with_ms / without_ms, claimed=(got0, got1, got2), outbox_bytes_with_sent=size_with)
+        res["target_contacts"] = n
         res["vmrss_growth_kb"] = (rss_end[0] - res["vmrss_after_first_kb"]) if first_s else None
         res["anon_growth_kb"] = (rss_end[1] - res["anon_after_first_kb"]) if first_s else None
         log("   worker VmRSS %s kB (RssAnon %s kB) after %s contacts, %s kB (%s kB) at the end; "
-            "claim_due(400): %.2f ms with %d sent rows, %.2f ms without (x%.2f)"
+            "claim_due(400): %.2f ms with %d sent rows as the drain left them, %.2f ms after VACUUM, %.2f ms without (x%.2f, x%.2f)"
             % (res["vmrss_after_first_kb"], res["anon_after_first_kb"], res["rss_first_at"], rss_end[0], rss_end[1],
-               with_ms, sent, without_ms, res["claim_ratio"]))
+               asis_ms, sent, with_ms, without_ms, res["claim_ratio_as_left"], res["claim_ratio"]))
         self.results["scenarios"]["5"] = res
         self.q("TRUNCATE hubspot_events.outbox")
         self.resume()
@@ -526,8 +659,13 @@ class Bench:
             g = r["vmrss_growth_kb"]
             row("5 stability", "worker VmRSS growth (includes shared buffers touched)",
                 "%+.1f MB" % (g / 1024) if g is not None else "n/a", "", None)
-            row("5 stability", "claim_due(400) with %d sent rows / none" % r["sent_rows_during_claim"],
+            row("5 stability", "claim_due(400) with %d sent rows as the drain left them / none" % r["sent_rows_during_claim"],
+                "%.2fx" % r["claim_ratio_as_left"], "<= 1.2x", r["claim_ratio_as_left"] <= 1.2)
+            row("5 stability", "the same after VACUUM / none",
                 "%.2fx" % r["claim_ratio"], "<= 1.2x", r["claim_ratio"] <= 1.2)
+            if r["capped"]:
+                row("5 stability", "contacts sent of %d (drain stopped at %.0f s)" % (n_target(r), r["seconds"]),
+                    "%d" % r["contacts"], "all", False)
         return rows
 
     def machine(self):

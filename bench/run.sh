@@ -38,9 +38,28 @@ bench_start_mock() {
     export HS_MOCK_PORT HS_MOCK_URL HS_MOCK_LOG="$HS_WORK/mock_requests.jsonl" HS_MOCK_PID
 }
 
+# test/lib.sh's hs_build_install, with one difference: installs take turns
+# under the machine-wide lock only for the server they share; a private
+# server (PG_CONFIG elsewhere) gets a lock of its own, so that a benchmark on
+# it never waits for test runs against Debian's (which hold their lock for
+# their whole run).  The lock is held until the end, like test/run.sh does.
+bench_build_install() {
+    local pgc lock; pgc="$(hs_pg_config)"
+    lock=/tmp/hubspot_events.install.lock
+    if [ "$(readlink -f "$pgc")" != /usr/lib/postgresql/15/bin/pg_config ]; then
+        lock="/tmp/hubspot_events.install.$(readlink -f "$pgc" | md5sum | cut -c1-12).lock"
+    fi
+    exec 9>"$lock"
+    flock 9
+    hs_log "building and installing hubspot_events ($pgc)"
+    make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror clean >/dev/null
+    make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror >/dev/null
+    make -C "$HS_SRC" -s PG_CONFIG="$pgc" install >/dev/null
+}
+
 hs_require_root
 hs_install_packages
-hs_build_install
+bench_build_install
 hs_make_workdir
 cp -r "$HS_SRC/bench" "$HS_WORK/"
 chown -R "$HS_RUN_AS:" "$HS_WORK/bench"
