@@ -702,7 +702,7 @@ class Bench:
         return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
                 "kernel": platform.release(), "pg": ver,
                 "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                "loadavg_at_end": open("/proc/loadavg").read().split()[:3]}
+                "loadavg_at_end": open("/proc/loadavg").read().split()[:3], "pg_config": self.args.pg_config}
 
 
 def main():
