@@ -12,7 +12,12 @@
 #                        documented figures come from BENCH_SCALE=1)
 #   BENCH_ONLY=1,3       run only these scenarios
 #   BENCH_DOCS=0         do not write docs/ (print the table only)
-#   BENCH_DRAIN_CAP_S=N  stop a drain after N s and rate what was sent (default 150)
+#   BENCH_DRAIN_CAP_S=N  stop a drain after N s and rate what was sent (default 150;
+#                        the 1,000,000-contact drain of scenario 5: at least 900)
+#   BENCH_WRITE_REPS=N   runs per variant in scenario 1 (default 5; the median counts)
+#   BENCH_PROFILE=1      also record perf profiles of the trigger's backend and of the
+#                        worker, the claim's plans (auto_explain) and the worker's memory
+#                        contexts, into the results folder (use with HS_KEEP=1)
 #   HS_KEEP=1            keep the work folder (server log, mock log, raw results)
 #
 # Not part of test/run.sh or CI: figures depend on the machine.
