@@ -58,6 +58,9 @@ class Bench:
         self.conn.autocommit = True
         self.results = {"scale": SCALE, "scenarios": {}}
         self.mock_pid = self.find_mock_pid()
+        # The worker started with the cluster, before the database "bench" existed, and
+        # exited; the postmaster restarts it a few seconds later.  No scenario starts before.
+        self.worker_pid(timeout_s=60)
 
     # ---- plumbing --------------------------------------------------------
 
@@ -121,8 +124,8 @@ class Bench:
                 vals[k] = int(v.split()[0])
         return vals.get("VmRSS"), vals.get("RssAnon")
 
-    def worker_pid(self):
-        for _ in range(100):
+    def worker_pid(self, timeout_s=10):
+        for _ in range(int(timeout_s * 10)):
             pid = self.q1("SELECT pid FROM pg_stat_activity WHERE backend_type = 'hubspot_events worker'")
             if pid:
                 return pid
