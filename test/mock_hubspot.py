@@ -128,6 +128,11 @@ HTTPS
 HTTP, the control API included.  A client that refuses the certificate
 leaves no request: the mock logs "TLS handshake with ... failed" on stderr
 and counts it (``tls_handshake_failures`` in /__mock/stats).
+
+Log entries: ``time`` is the wall clock (time.time(), seconds since the epoch)
+when the request line was read, before its body; benchmarks compare it with
+a client's clock on the same machine.  ``--lean`` (benchmarks) keeps no
+entries in memory and skips the JSON-schema check of bodies.
 """
 
 import argparse
@@ -691,8 +696,9 @@ def max_in_window(times, window_s):
 
 
 class State:
-    def __init__(self, spec, token_file=None, log_path=None, seed=None, verbose=False):
+    def __init__(self, spec, token_file=None, log_path=None, seed=None, verbose=False, lean=False):
         self.spec = spec
+        self.lean = lean  # --lean: no entries kept in memory, no body schema check
         self.token_file = token_file
         self.verbose = verbose
         self.lock = threading.Lock()
@@ -912,7 +918,8 @@ class State:
         with self.lock:
             self.seq += 1
             entry["seq"] = self.seq
-            self.entries.append(entry)
+            if not self.lean:
+                self.entries.append(entry)
             self._count(entry, quota)
             if self.log_file is not None:
                 line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
@@ -1477,7 +1484,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 content = rb.get("content") or {}
                 media = content.get("application/json") or next(iter(content.values()), None) or {}
-                if media.get("schema") is not None:
+                if media.get("schema") is not None and not state.lean:
                     sub = []
                     state.spec.validate(media["schema"], parsed, "", sub)
                     problems.extend(("body", w or "(body)", m) for w, m in sub)
@@ -2354,6 +2361,11 @@ def main(argv=None):
     ap.add_argument("--log", help="append one JSON object per /marketing/ request (JSON Lines)")
     ap.add_argument("--seed", type=int, help="seed for fault-injection decisions")
     ap.add_argument("--verbose", action="store_true", help="log every request line to stderr")
+    ap.add_argument("--lean", action="store_true",
+                    help="for benchmarks: keep no entries in memory (GET /__mock/requests answers []; "
+                         "the --log file and /__mock/stats still have everything) and skip the "
+                         "JSON-schema check of request bodies (routes, query, headers and the token "
+                         "are still checked)")
     ap.add_argument("--self-test", action="store_true", help="run the built-in self test and exit")
     ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain) instead of HTTP")
     ap.add_argument("--tls-key", help="the PEM private key of --tls-cert")
@@ -2374,7 +2386,8 @@ def main(argv=None):
         print("mock_hubspot: cannot load spec %s: %s" % (args.spec, exc), file=sys.stderr)
         return 2
     try:
-        state = State(spec, token_file=args.token_file, log_path=args.log, seed=args.seed, verbose=args.verbose)
+        state = State(spec, token_file=args.token_file, log_path=args.log, seed=args.seed, verbose=args.verbose,
+                      lean=args.lean)
     except OSError as exc:
         print("mock_hubspot: cannot open log %s: %s" % (args.log, exc), file=sys.stderr)
         return 2
