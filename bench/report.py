@@ -159,10 +159,10 @@ def render(results, made, src):
     add("| load average (1, 5, 15 min) | %s at the start, %s at the end |"
         % (" ".join(results.get("loadavg_at_start", [])), " ".join(m.get("loadavg_at_end", []))))
     add("")
-    add("**The run shared the machine**: other engineers ran test suites (builds, clusters, the")
-    add("AddressSanitizer pass) on the same 2 cores at the same time, so absolute figures are noisy")
-    add("and probably pessimistic; the targets that can be are ratios measured in the same run, and")
-    add("scenario 1 takes the median of %s runs per variant in rotating order." % s.get("1", {}).get("reps", "several"))
+    add("Nothing else is known to have run on the machine: the load average above says how busy it was.")
+    add("Absolute figures vary between machines and runs; the targets that can be are ratios measured in")
+    add("the same run, and scenario 1 takes the median of %s runs per variant in rotating order."
+        % s.get("1", {}).get("reps", "several"))
     add("")
     add("The cluster is a throwaway one started by `test/lib.sh` (`fsync = off`, so a commit costs no")
     add("disk flush; `max_wal_size = 4GB`; shared_buffers at its default 128 MB), with the extension")
