@@ -142,3 +142,21 @@ CREATE TRIGGER t4 AFTER INSERT ON public.webinars_bad FOR EACH ROW
 SELECT code, message FROM try($$INSERT INTO public.webinars_bad VALUES ('a', '')$$);
 SELECT count(*) AS outbox_rows FROM outbox;
 DROP TABLE public.webinars, public.webinars_bad;
+
+-- a constant crafted to add fields to the event is one JSON value or nothing
+CREATE TABLE public.webinars_inj (id text, title text);
+CREATE TRIGGER t_inj AFTER INSERT ON public.webinars_inj FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title', 'organizer:=Acme',
+    'properties:={"room": "A"}, "eventName": "evil", "x": {"y": 1}');
+SELECT code, message FROM try($$INSERT INTO public.webinars_inj VALUES ('w-inj', 'Good')$$);
+DROP TRIGGER t_inj ON public.webinars_inj;
+CREATE TRIGGER t_inj AFTER INSERT ON public.webinars_inj FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title', 'organizer:=Acme''s "team"',
+    'properties:={"room": "A\"}, \"eventName\": \"evil"}');
+INSERT INTO public.webinars_inj VALUES ('w-inj', 'Good'' OR 1=1; --');
+SELECT event->>'eventName' AS name, event->>'eventOrganizer' AS organizer,
+       event->'customProperties'->0->>'name' AS prop, event->'customProperties'->0->>'value' AS value,
+       jsonb_array_length(event->'customProperties') AS nprops
+  FROM outbox WHERE external_event_id = 'w-inj';
+DELETE FROM outbox;
+DROP TABLE public.webinars_inj;

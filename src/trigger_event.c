@@ -123,6 +123,17 @@ parse_event_config(Relation rel, const Trigger *trigger, EventConfig *cfg)
 			{
 				m->is_const = true;
 				m->const_text = value;
+				if (k == EK_PROPERTIES)
+				{
+					/*
+					 * The constant goes into the event object as JSON: keep
+					 * it as one canonical JSON value, so that text such as
+					 * '{"a": "1"}, "eventName": "x"' cannot add fields.
+					 */
+					Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(value)));
+
+					m->const_text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+				}
 				continue;
 			}
 			m->attnum = hs_trigger_column(desc, value, arg, trigger->tgname, table);

@@ -15,6 +15,9 @@ use Time::HiRes qw(usleep time);
 
 my $secret = $ENV{HS_OAUTH_SECRET} or die "HS_OAUTH_SECRET is not set: run through test/run.sh";
 my $refresh = $ENV{HS_OAUTH_REFRESH} or die "HS_OAUTH_REFRESH is not set: run through test/run.sh";
+# the servers this test starts must not inherit them: at DEBUG3 and below
+# the postmaster logs its environment (the product reads secrets from files)
+delete @ENV{qw(HS_OAUTH_SECRET HS_OAUTH_REFRESH)};
 my $client = 'hs-test-client-0001';
 my $mock = $ENV{HS_MOCK_URL};
 
@@ -39,7 +42,8 @@ my @oauth_conf = (
 mock_reset();
 # a slow token endpoint, so that concurrent callers overlap the refresh
 mock_config(oauth_knobs(oauth_delay_ms => 500));
-my $node = hs_node('oauth', conf => [@oauth_conf, "hubspot_events.poll_interval_ms = 100"]);
+# debug5: no log line at any level may hold a token or secret, refreshes included (the suite greps the logs)
+my $node = hs_node('oauth', conf => [@oauth_conf, "hubspot_events.poll_interval_ms = 100", "log_min_messages = debug5"]);
 
 sub q1 { $node->safe_psql('postgres', $_[0]) }
 sub direct { q1("SELECT hubspot_events.hubspot_upsert_subscriber('$_[0]', 'register', 'acme', '{\"vid\": " . ($_[1] // 1) . "}')->>'http_status'") }
