@@ -160,3 +160,15 @@ SELECT event->>'eventName' AS name, event->>'eventOrganizer' AS organizer,
   FROM outbox WHERE external_event_id = 'w-inj';
 DELETE FROM outbox;
 DROP TABLE public.webinars_inj;
+
+-- the outbox written directly can still be truncated or altered later in
+-- the same transaction, and written again after that
+BEGIN;
+SELECT hubspot_enqueue_event('webinar-ddl', 'acme', '{"eventName": "T", "eventOrganizer": "Acme"}') > 0 AS enqueued;
+TRUNCATE outbox;
+SELECT hubspot_enqueue_event('webinar-ddl', 'acme', '{"eventName": "T", "eventOrganizer": "Acme"}') > 0 AS enqueued_again;
+ALTER TABLE outbox ADD COLUMN scratch int;
+SELECT array_length(hubspot_enqueue_subscriber('webinar-ddl', 'register', 'acme', '{"vid": 9}'), 1) AS enqueued_after_alter;
+SELECT kind, external_event_id, status, scratch FROM outbox ORDER BY id;
+ROLLBACK;
+SELECT count(*) AS rows_after_rollback FROM outbox WHERE external_event_id = 'webinar-ddl';

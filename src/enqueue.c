@@ -27,8 +27,9 @@
  *
  * The relation and its indexes are opened under the top transaction's
  * resource owner (so that a subtransaction's end neither closes them nor
- * reports a leak) and closed at pre-commit; on abort the resource owner
- * releases them.  A relcache invalidation of the outbox (ALTER TABLE, a new
+ * reports a leak) and closed at pre-commit, or before any utility statement
+ * (a TRUNCATE or ALTER of the outbox in the same transaction must not find
+ * it in use); on abort the resource owner releases them.  A relcache invalidation of the outbox (ALTER TABLE, a new
  * index) makes the next row open it afresh.
  *
  *-------------------------------------------------------------------------
@@ -45,6 +46,7 @@
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -95,6 +97,34 @@ typedef struct OutboxWriter
 
 static OutboxWriter writer;
 static bool callbacks_registered = false;
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+static void writer_close(void);
+
+/*
+ * Before any utility statement, close the writer: TRUNCATE, ALTER TABLE or
+ * DROP of the outbox later in the same transaction must not find it in use
+ * by this session.  The next row opens it again.
+ */
+static void
+writer_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					   ProcessUtilityContext context, ParamListInfo params,
+					   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (writer.open)
+	{
+		if (writer.lxid == MyProc->lxid)
+			writer_close();
+		else
+			writer.open = false;
+	}
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
 
 /* Close the writer; resources are the top transaction's. */
 static void
@@ -165,6 +195,8 @@ writer_open(Oid relid)
 	{
 		RegisterXactCallback(writer_xact_callback, NULL);
 		CacheRegisterRelcacheCallback(writer_relcache_callback, (Datum) 0);
+		prev_process_utility = ProcessUtility_hook;
+		ProcessUtility_hook = writer_process_utility;
 		callbacks_registered = true;
 	}
 
