@@ -172,3 +172,23 @@ SELECT array_length(hubspot_enqueue_subscriber('webinar-ddl', 'register', 'acme'
 SELECT kind, external_event_id, status, scratch FROM outbox ORDER BY id;
 ROLLBACK;
 SELECT count(*) AS rows_after_rollback FROM outbox WHERE external_event_id = 'webinar-ddl';
+
+-- subtransactions: rows written directly in a rolled-back savepoint or
+-- exception block are gone; the rows before and after stay
+DELETE FROM outbox;
+BEGIN;
+SELECT array_length(hubspot_enqueue_subscriber('webinar-sp', 'register', 'acme', '{"vid": 1}'), 1) AS a;
+SAVEPOINT s;
+SELECT array_length(hubspot_enqueue_subscriber('webinar-sp', 'register', 'acme', '{"vid": 2}'), 1) AS b;
+ROLLBACK TO SAVEPOINT s;
+SELECT array_length(hubspot_enqueue_subscriber('webinar-sp', 'register', 'acme', '{"vid": 3}'), 1) AS c;
+DO $$
+BEGIN
+  PERFORM hubspot_events.hubspot_enqueue_subscriber('webinar-sp', 'register', 'acme', '{"vid": 4}');
+  RAISE EXCEPTION 'undo vid 4';
+EXCEPTION WHEN raise_exception THEN
+  PERFORM hubspot_events.hubspot_enqueue_subscriber('webinar-sp', 'register', 'acme', '{"vid": 5}');
+END $$;
+COMMIT;
+SELECT string_agg(contact_key, ',' ORDER BY id) AS committed FROM outbox WHERE external_event_id = 'webinar-sp';
+DELETE FROM outbox;
