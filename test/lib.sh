@@ -76,11 +76,12 @@ hs_write_token() {
     # to the TAP tests that need them)
 }
 
+# Extra arguments go to the mock (the benchmarks pass --lean).
 hs_start_mock() {
-    hs_log "starting the mock HubSpot"
+    hs_log "starting the mock HubSpot${*:+ ($*)}"
     setsid runuser -u "$HS_RUN_AS" -- env -C "$HS_WORK" /usr/bin/python3 "$HS_WORK/test/mock_hubspot.py" --host 127.0.0.1 --port 0 \
         --port-file "$HS_WORK/mock.port" --token-file "$HS_WORK/token" \
-        --log "$HS_WORK/mock_requests.jsonl" --seed 42 \
+        --log "$HS_WORK/mock_requests.jsonl" --seed 42 "$@" \
         > "$HS_WORK/mock.log" 2>&1 9>&- &
     HS_MOCK_PID=$!
     for _ in $(seq 1 100); do
@@ -91,7 +92,7 @@ hs_start_mock() {
     [ -s "$HS_WORK/mock.port" ] || hs_die "the mock HubSpot did not report its port"
     HS_MOCK_PORT="$(cat "$HS_WORK/mock.port")"
     HS_MOCK_URL="http://127.0.0.1:$HS_MOCK_PORT"
-    export HS_MOCK_PORT HS_MOCK_URL HS_MOCK_LOG="$HS_WORK/mock_requests.jsonl"
+    export HS_MOCK_PORT HS_MOCK_URL HS_MOCK_LOG="$HS_WORK/mock_requests.jsonl" HS_MOCK_PID
 }
 
 # Start a throwaway cluster; extra postgresql.conf lines come as arguments.
