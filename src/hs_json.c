@@ -115,6 +115,38 @@ get_string_field(struct json_object *root, const char *name)
 }
 
 /*
+ * Parse a body that should be one JSON object (strict).  Returns the object,
+ * which the caller releases with json_object_put, or NULL when the body is
+ * empty or not an object.  Holds nothing when it throws (only on out of
+ * memory, before parsing).
+ */
+static struct json_object *
+parse_json_object(const char *body, size_t len)
+{
+	struct json_tokener *tok;
+	struct json_object *root;
+
+	if (body == NULL || len == 0)
+		return NULL;
+	tok = json_tokener_new();
+	if (tok == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while reading HubSpot's answer")));
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	root = json_tokener_parse_ex(tok, body, (int) Min(len, (size_t) INT_MAX));
+	if (json_tokener_get_error(tok) != json_tokener_success ||
+		(root != NULL && !json_object_is_type(root, json_type_object)))
+	{
+		if (root != NULL)
+			json_object_put(root);
+		root = NULL;
+	}
+	json_tokener_free(tok);
+	return root;
+}
+
+/*
  * Read the fields of a HubSpot error answer.  Both shapes are understood:
  * the standard one (category, subCategory, context...) and the rate-limit
  * one (errorType, policyName).  Never throws on bad input.
@@ -122,42 +154,28 @@ get_string_field(struct json_object *root, const char *name)
 void
 hs_parse_error_body(const char *body, size_t len, HsErrorBody *out)
 {
-	struct json_tokener *volatile tok = NULL;
-	struct json_object *volatile root = NULL;
+	struct json_object *volatile root;
 
 	memset(out, 0, sizeof(*out));
-	if (body == NULL || len == 0)
+	root = parse_json_object(body, len);
+	if (root == NULL)
 		return;
 
 	PG_TRY();
 	{
-		tok = json_tokener_new();
-		if (tok == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory while reading HubSpot's answer")));
-		json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-		root = json_tokener_parse_ex(tok, body, (int) Min(len, (size_t) INT_MAX));
-		if (json_tokener_get_error(tok) == json_tokener_success &&
-			root != NULL && json_object_is_type(root, json_type_object))
-		{
-			out->parsed = true;
-			out->status = get_string_field(root, "status");
-			out->message = get_string_field(root, "message");
-			out->correlation_id = get_string_field(root, "correlationId");
-			out->category = get_string_field(root, "category");
-			out->sub_category = get_string_field(root, "subCategory");
-			out->context = get_string_field(root, "context");
-			out->error_type = get_string_field(root, "errorType");
-			out->policy_name = get_string_field(root, "policyName");
-		}
+		out->parsed = true;
+		out->status = get_string_field(root, "status");
+		out->message = get_string_field(root, "message");
+		out->correlation_id = get_string_field(root, "correlationId");
+		out->category = get_string_field(root, "category");
+		out->sub_category = get_string_field(root, "subCategory");
+		out->context = get_string_field(root, "context");
+		out->error_type = get_string_field(root, "errorType");
+		out->policy_name = get_string_field(root, "policyName");
 	}
 	PG_FINALLY();
 	{
-		if (root != NULL)
-			json_object_put(root);
-		if (tok != NULL)
-			json_tokener_free(tok);
+		json_object_put(root);
 	}
 	PG_END_TRY();
 }
@@ -212,12 +230,12 @@ context_names(struct json_object *ctx, List *names)
 List *
 hs_parse_batch_errors(const char *body, size_t len, int *num_errors)
 {
-	struct json_tokener *volatile tok = NULL;
-	struct json_object *volatile root = NULL;
+	struct json_object *volatile root;
 	List	   *volatile result = NIL;
 
 	*num_errors = 0;
-	if (body == NULL || len == 0)
+	root = parse_json_object(body, len);
+	if (root == NULL)
 		return NIL;
 
 	PG_TRY();
@@ -225,65 +243,51 @@ hs_parse_batch_errors(const char *body, size_t len, int *num_errors)
 		struct json_object *errors;
 		struct json_object *num;
 
-		tok = json_tokener_new();
-		if (tok == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory while reading HubSpot's answer")));
-		json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-		root = json_tokener_parse_ex(tok, body, (int) Min(len, (size_t) INT_MAX));
-		if (json_tokener_get_error(tok) == json_tokener_success &&
-			root != NULL && json_object_is_type(root, json_type_object))
+		if (json_object_object_get_ex(root, "errors", &errors) && errors &&
+			json_object_is_type(errors, json_type_array))
 		{
-			if (json_object_object_get_ex(root, "errors", &errors) && errors &&
-				json_object_is_type(errors, json_type_array))
+			size_t		n = json_object_array_length(errors);
+
+			for (size_t i = 0; i < n; i++)
 			{
-				size_t		n = json_object_array_length(errors);
+				struct json_object *e = json_object_array_get_idx(errors, i);
+				struct json_object *ctx;
+				struct json_object *inner;
+				HsItemError *ie;
+				const char *text;
 
-				for (size_t i = 0; i < n; i++)
+				if (e == NULL || !json_object_is_type(e, json_type_object))
+					continue;
+				ie = palloc0(sizeof(HsItemError));
+				text = json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+				ie->json = pstrdup(text);
+				if (json_object_object_get_ex(e, "context", &ctx))
+					ie->names = context_names(ctx, ie->names);
+				/* the detailed errors may name the contact instead */
+				if (json_object_object_get_ex(e, "errors", &inner) && inner &&
+					json_object_is_type(inner, json_type_array))
 				{
-					struct json_object *e = json_object_array_get_idx(errors, i);
-					struct json_object *ctx;
-					struct json_object *inner;
-					HsItemError *ie;
-					const char *text;
-
-					if (e == NULL || !json_object_is_type(e, json_type_object))
-						continue;
-					ie = palloc0(sizeof(HsItemError));
-					text = json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-					ie->json = pstrdup(text);
-					if (json_object_object_get_ex(e, "context", &ctx))
-						ie->names = context_names(ctx, ie->names);
-					/* the detailed errors may name the contact instead */
-					if (json_object_object_get_ex(e, "errors", &inner) && inner &&
-						json_object_is_type(inner, json_type_array))
+					for (size_t j = 0; j < json_object_array_length(inner); j++)
 					{
-						for (size_t j = 0; j < json_object_array_length(inner); j++)
-						{
-							struct json_object *d = json_object_array_get_idx(inner, j);
+						struct json_object *d = json_object_array_get_idx(inner, j);
 
-							if (d && json_object_is_type(d, json_type_object) &&
-								json_object_object_get_ex(d, "context", &ctx))
-								ie->names = context_names(ctx, ie->names);
-						}
+						if (d && json_object_is_type(d, json_type_object) &&
+							json_object_object_get_ex(d, "context", &ctx))
+							ie->names = context_names(ctx, ie->names);
 					}
-					result = lappend(result, ie);
 				}
+				result = lappend(result, ie);
 			}
-			if (json_object_object_get_ex(root, "numErrors", &num) && num &&
-				json_object_is_type(num, json_type_int))
-				*num_errors = (int) Min(Max(json_object_get_int64(num), 0), INT_MAX);
-			if (*num_errors < list_length(result))
-				*num_errors = list_length(result);
 		}
+		if (json_object_object_get_ex(root, "numErrors", &num) && num &&
+			json_object_is_type(num, json_type_int))
+			*num_errors = (int) Min(Max(json_object_get_int64(num), 0), INT_MAX);
+		if (*num_errors < list_length(result))
+			*num_errors = list_length(result);
 	}
 	PG_FINALLY();
 	{
-		if (root != NULL)
-			json_object_put(root);
-		if (tok != NULL)
-			json_tokener_free(tok);
+		json_object_put(root);
 	}
 	PG_END_TRY();
 	return result;

@@ -133,6 +133,7 @@ extern void hs_append_contact_json(StringInfo buf, const HsContact *c);
 extern Jsonb *hs_contact_to_jsonb(const HsContact *contact);
 extern char *hs_contact_key(const HsContact *c);
 extern bool hs_parse_timestamptz_ms(const char *str, int64 *ms, char **reason);
+extern int64 hs_timestamptz_to_ms(TimestampTz ts);
 extern const char *hs_jsonb_type_name(const JsonbValue *v);
 extern char *hs_jsonb_scalar_for_message(const JsonbValue *v);
 

@@ -553,10 +553,11 @@ hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second)
 	int			n2 = b->n - n1;
 	HsBatch    *h1 = batch_subset(b, 0, n1);
 	HsBatch    *h2 = batch_subset(b, n1, n2);
+	char	   *base = base_of(b);
 
 	Assert(b->n >= 2);
-	batch_finish(h1, base_of(b));
-	batch_finish(h2, base_of(b));
+	batch_finish(h1, base);
+	batch_finish(h2, base);
 	h1->sibling = h2;
 	h2->sibling = h1;
 	*first = h1;

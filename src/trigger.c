@@ -722,13 +722,6 @@ value_jsonb(MappedValue *mv, Datum value, char **error)
 	return result;
 }
 
-static int64
-timestamptz_to_ms(TimestampTz ts)
-{
-	/* floor division: microseconds since 2000 to milliseconds since 1970 */
-	return (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
-}
-
 static void
 push_key(JsonbParseState **ps, const char *key)
 {
@@ -825,8 +818,8 @@ push_at(JsonbParseState **ps, MappedValue *mv, Datum value)
 		default:
 			elog(ERROR, "unexpected form %d of an \"at\" column", (int) mv->form);
 	}
-	if (overflow == 0 && !TIMESTAMP_NOT_FINITE(ts) && timestamptz_to_ms(ts) >= 0)
-		push_numeric(ps, int64_to_numeric(timestamptz_to_ms(ts)));
+	if (overflow == 0 && !TIMESTAMP_NOT_FINITE(ts) && hs_timestamptz_to_ms(ts) >= 0)
+		push_numeric(ps, int64_to_numeric(hs_timestamptz_to_ms(ts)));
 	else
 		push_string(ps, value_text(mv, value));
 }

@@ -221,9 +221,9 @@ append_field(StringInfo buf, EventKey k, const EventMapping *m, HeapTuple tuple,
 			ts = timestamp2timestamptz_opt_overflow(DatumGetTimestamp(d), &overflow);
 		else
 			ts = date2timestamptz_opt_overflow(DatumGetDateADT(d), &overflow);
-		if (overflow == 0 && !TIMESTAMP_NOT_FINITE(ts) && ts >= -HS_PG_EPOCH_MS * 1000)
+		if (overflow == 0 && !TIMESTAMP_NOT_FINITE(ts) && hs_timestamptz_to_ms(ts) >= 0)
 		{
-			appendStringInfo(buf, INT64_FORMAT, ts / 1000 + HS_PG_EPOCH_MS);
+			appendStringInfo(buf, INT64_FORMAT, hs_timestamptz_to_ms(ts));
 			return;
 		}
 	}

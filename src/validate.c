@@ -275,16 +275,14 @@ hs_parse_timestamptz_ms(const char *str, int64 *ms, char **reason)
 		return false;
 	if (tm2timestamp(tm, fsec, &tz, &ts) != 0 || !IS_VALID_TIMESTAMP(ts))
 		return false;
-	/* floor division: microseconds since 2000 to milliseconds since 1970 */
-	*ms = (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
+	*ms = hs_timestamptz_to_ms(ts);
 	return true;
 }
 
-static int64
-transaction_start_ms(void)
+/* A timestamptz as epoch milliseconds (floor division: microseconds since 2000 to ms since 1970). */
+int64
+hs_timestamptz_to_ms(TimestampTz ts)
 {
-	TimestampTz ts = GetCurrentTransactionStartTimestamp();
-
 	return (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
 }
 
@@ -547,7 +545,7 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 		CONTACT_ERR("contacts[%d].contactProperties is only for contacts given by \"email\"", index);
 	}
 	if (!have_at)
-		out->interaction_ms = transaction_start_ms();
+		out->interaction_ms = hs_timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
 	return true;
 }
 

@@ -60,12 +60,6 @@ hs_append_iso_ms(StringInfo buf, int64 epoch_ms)
 					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (fsec / 1000));
 }
 
-static int64
-timestamptz_to_ms(TimestampTz ts)
-{
-	return (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
-}
-
 /* One custom property, as the spec's PropertyValue. */
 static void
 append_property_value(StringInfo buf, const char *name, const char *value, int64 now_ms)
@@ -279,7 +273,7 @@ hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id
 	int			cancelled = -1,
 				completed = -1;
 	StringInfoData props;
-	int64		now_ms = timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
+	int64		now_ms = hs_timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
 	char	   *msg;
 
 	*errhint_out = NULL;
@@ -442,9 +436,9 @@ hs_event_complete_body(TimestampTz start, TimestampTz end)
 				 errmsg("start_date_time must not be before 1970")));
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"startDateTime\":\"");
-	hs_append_iso_ms(&buf, timestamptz_to_ms(start));
+	hs_append_iso_ms(&buf, hs_timestamptz_to_ms(start));
 	appendStringInfoString(&buf, "\",\"endDateTime\":\"");
-	hs_append_iso_ms(&buf, timestamptz_to_ms(end));
+	hs_append_iso_ms(&buf, hs_timestamptz_to_ms(end));
 	appendStringInfoString(&buf, "\"}");
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
