@@ -22,6 +22,8 @@ import psycopg2
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "1,2,3,4,5").split(",") if x.strip()}
+# BENCH_BATCHES=100: only these batch sizes in scenario 2 (development)
+BATCHES = [int(x) for x in os.environ.get("BENCH_BATCHES", "1,10,100").split(",") if x.strip()]
 DRAIN_CAP_S = float(os.environ.get("BENCH_DRAIN_CAP_S", "150"))
 # BENCH_PROFILE=1: also record CPU profiles (perf, software cpu-clock event,
 # DWARF call graphs) of the backend running scenario 1's single-row loop
@@ -434,7 +436,7 @@ class Bench:
         n = scaled(100000)
         log("2. drain throughput: %d contacts over 10 events, mock answering in 2 ms" % n)
         res = {"contacts": n, "by_batch": {}}
-        for bs in (1, 10, 100):
+        for bs in BATCHES:
             self.clear_outbox()
             self.settings(batch_size=bs, **WORKER_NO_LIMIT)
             self.mock_reset(dict(NO_LIMIT, delay_ms=2))
@@ -449,6 +451,25 @@ class Bench:
         self.results["scenarios"]["2"] = res
         if PROFILE:
             self.memory_contexts("after-drains")
+
+    def ab_drains(self, variants, reps):
+        """Development: batch-100 drains alternating between variants (SQL run before each drain),
+        so that two versions of a setting or function are compared under the same load."""
+        n = scaled(100000)
+        per = {v: [] for v in variants}
+        for r in range(reps):
+            for v in variants:
+                self.clear_outbox()
+                self.settings(batch_size=100, **WORKER_NO_LIMIT)
+                self.mock_reset(dict(NO_LIMIT, delay_ms=2))
+                self.q(v)
+                self.enqueue("ab-%d" % r, n)
+                self.q("VACUUM ANALYZE hubspot_events.outbox")
+                self.q("CHECKPOINT")
+                per[v].append(self.drain("%s (run %d)" % (v, r + 1))["worker_cpu_s_per_10k"])
+        for v in variants:
+            log("A/B %s: worker CPU s per 10,000: median %.3f of %s" % (v, statistics.median(per[v]),
+                                                                        " ".join("%.3f" % x for x in per[v])))
 
     def memory_contexts(self, label):
         """The worker's memory contexts (pg_log_backend_memory_contexts) and its RSS."""
@@ -716,6 +737,9 @@ def main():
     b = Bench(args)
     b.results["started"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     b.results["loadavg_at_start"] = open("/proc/loadavg").read().split()[:3]
+    if os.environ.get("BENCH_AB"):
+        b.ab_drains(os.environ["BENCH_AB"].split("|"), int(os.environ.get("BENCH_AB_REPS", "3")))
+        return
     steps = {1: b.s1_write_overhead, 2: b.s2_drain, 3: b.s3_latency, 4: b.s4_paced, 5: b.s5_stability}
     for k in sorted(ONLY):
         t = time.time()

@@ -11,6 +11,10 @@
 #   BENCH_SCALE=0.1      shorter runs for development (row counts scaled; the
 #                        documented figures come from BENCH_SCALE=1)
 #   BENCH_ONLY=1,3       run only these scenarios
+#   BENCH_BATCHES=100    only these batch sizes in scenario 2 (default 1,10,100)
+#   BENCH_AB="sql A|sql B"  development: alternate batch-100 drains after running
+#                        SQL A or B (BENCH_AB_REPS=3 each); prints the medians of
+#                        the worker CPU per 10,000 contacts, no table
 #   BENCH_DOCS=0         do not write docs/ (print the table only)
 #   BENCH_DRAIN_CAP_S=N  stop a drain after N s and rate what was sent (default 150;
 #                        the 1,000,000-contact drain of scenario 5: at least 900)

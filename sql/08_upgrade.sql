@@ -10,6 +10,8 @@ ALTER EXTENSION hubspot_events UPDATE TO '0.2.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 ALTER EXTENSION hubspot_events UPDATE TO '0.3.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+ALTER EXTENSION hubspot_events UPDATE TO '0.4.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, 0) AS member
   FROM pg_depend

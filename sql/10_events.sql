@@ -94,6 +94,21 @@ UPDATE outbox SET status = 'sent', sent_at = now() WHERE status = 'sending';
 SELECT kind FROM claim_due(100);
 DELETE FROM outbox;
 
+-- rows in flight: a contact's newer row waits while its older row is
+-- sending; identities are compared exactly (these two join to the same text
+-- 'x y acme 1'), and a row with a missing part is not held by them
+INSERT INTO outbox (external_event_id, subscriber_state, external_account_id, contact, contact_key, status, source) VALUES
+  ('x y', 'register', 'acme', '{"vid": 1}', '1', 'sending', 'test'),
+  (NULL, 'register', NULL, NULL, NULL, 'sending', 'test'),
+  ('x y', 'attend', 'acme', '{"vid": 1}', '1', 'pending', 'test'),
+  ('x', 'attend', 'y acme', '{"vid": 1}', '1', 'pending', 'test'),
+  ('z', 'attend', 'acme', NULL, NULL, 'pending', 'test');
+SELECT external_event_id, external_account_id, subscriber_state FROM claim_due(100) ORDER BY id;
+-- once the older row is sent, the newer one is due
+UPDATE outbox SET status = 'sent', sent_at = now() WHERE status = 'sending';
+SELECT external_event_id, external_account_id, subscriber_state FROM claim_due(100) ORDER BY id;
+DELETE FROM outbox;
+
 -- a rolled-back event sends nothing
 BEGIN;
 SELECT hubspot_enqueue_event('webinar-ev5', 'acme', '{"eventName": "E", "eventOrganizer": "Acme"}') > 0 AS enqueued;
