@@ -77,6 +77,7 @@ extern int	hs_max_attempts;
 extern int	hs_retry_base_ms;
 extern int	hs_retry_max_ms;
 extern int	hs_sent_retention_s;
+extern int	hs_vacuum_after;
 extern int	hs_rate_limit;
 extern int	hs_rate_limit_interval_ms;
 extern char *hs_daily_reset_time;
@@ -272,6 +273,7 @@ typedef struct HsOutcome
 extern bool hs_outbox_available(void);
 extern uint64 hs_outbox_reset_sending(void);
 extern uint64 hs_outbox_purge_retention(int seconds);
+extern void hs_outbox_vacuum(MemoryContext cxt);
 extern bool hs_outbox_paused(void);
 extern List *hs_outbox_claim(int limit);
 extern int64 hs_outbox_next_due_ms(void);

@@ -45,6 +45,7 @@ int			hs_max_attempts = 10;
 int			hs_retry_base_ms = 1000;
 int			hs_retry_max_ms = 300000;
 int			hs_sent_retention_s = 7 * 24 * 3600;
+int			hs_vacuum_after = 10000;
 int			hs_rate_limit = 100;
 int			hs_rate_limit_interval_ms = 10000;
 char	   *hs_daily_reset_time = NULL;
@@ -362,6 +363,15 @@ _PG_init(void)
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.vacuum_after",
+							"Rows the worker settles before it vacuums the outbox, once no row is due; 0 leaves it to autovacuum.",
+							"Until the outbox is vacuumed, every claim steps over the old versions of the rows claimed before it.",
+							&hs_vacuum_after,
+							10000, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("hubspot_events.rate_limit",

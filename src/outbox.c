@@ -21,12 +21,16 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/vacuum.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "catalog/pg_class.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 static SPIPlanPtr insert_plan = NULL;
@@ -220,6 +224,46 @@ hs_outbox_reset_sending(void)
 	n = SPI_processed;
 	SPI_finish();
 	return n;
+}
+
+/*
+ * VACUUM the outbox, as a plain VACUUM (SKIP_LOCKED) would: outside any
+ * transaction block, with its own transactions.  Called by the worker when
+ * the queue has run dry after a backlog: the old versions of the rows it
+ * claimed sit in the due rows' index ahead of every new row until vacuum
+ * removes them, and every claim steps over them.  Autovacuum would get there
+ * within autovacuum_naptime; this removes them at once, while nothing is
+ * due.  SKIP_LOCKED: if autovacuum is already at it, that is enough.
+ * cxt holds vacuum's cross-transaction memory (vacuum() takes it from
+ * PortalContext, which a background worker does not have).
+ */
+void
+hs_outbox_vacuum(MemoryContext cxt)
+{
+	MemoryContext old_cxt = MemoryContextSwitchTo(cxt);
+	VacuumStmt *stmt = makeNode(VacuumStmt);
+	ParseState *pstate = make_parsestate(NULL);
+	MemoryContext old_portal = PortalContext;
+
+	/* the statement outlives the transactions VACUUM starts and commits */
+	stmt->is_vacuumcmd = true;
+	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
+	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(HS_SCHEMA, "outbox", -1), InvalidOid, NIL));
+	MemoryContextSwitchTo(old_cxt);
+
+	StartTransactionCommand();
+	PortalContext = cxt;
+	PG_TRY();
+	{
+		/* top level: VACUUM commits this transaction and starts its own */
+		ExecVacuum(pstate, stmt, true);
+	}
+	PG_FINALLY();
+	{
+		PortalContext = old_portal;
+	}
+	PG_END_TRY();
+	CommitTransactionCommand();
 }
 
 /* Delete sent rows older than the retention, a bounded number per call. */

@@ -62,6 +62,8 @@ static bool held_token_stat_ok = false;
 static char held_reason_logged[256];
 
 static TimestampTz last_retention = 0;
+/* rows claimed since the worker last vacuumed the outbox */
+static uint64 claimed_since_vacuum = 0;
 static bool logged_standby = false;
 static bool logged_no_extension = false;
 
@@ -771,11 +773,28 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	}
 	if (rows == NIL)
 	{
+		/*
+		 * Nothing is due: if a backlog has gone through since the last
+		 * vacuum, vacuum now, before the old versions of its rows slow the
+		 * next claims (hs_outbox_vacuum).
+		 */
+		if (hs_vacuum_after > 0 && claimed_since_vacuum >= (uint64) hs_vacuum_after)
+		{
+			hs_shared_set_state("vacuuming the outbox", NULL);
+			pgstat_report_activity(STATE_RUNNING, "hubspot_events: vacuuming the outbox");
+			claimed_since_vacuum = 0;
+			hs_outbox_vacuum(AllocSetContextCreate(turn_cxt, "hubspot_events vacuum", ALLOCSET_DEFAULT_SIZES));
+			MemoryContextSwitchTo(turn_cxt);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			pgstat_report_stat(false);
+		}
 		hs_shared_set_state("idle", NULL);
 		if (next_due_ms >= 0 && next_due_ms < *wait_ms)
 			*wait_ms = Max(next_due_ms, 1);
 		return false;
 	}
+
+	claimed_since_vacuum += list_length(rows);
 
 	/* ---- send (no transaction), in waves ---- */
 	hs_shared_set_state("sending", NULL);

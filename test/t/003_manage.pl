@@ -87,6 +87,38 @@ is_deeply([ sort { $a <=> $b } map { scalar @{ $_->{body}{inputs} } } @{ mock_re
 	'the reloaded batch_size applies (requests go out concurrently, in any order)')
   or diag(explain([ map { scalar @{ $_->{body}{inputs} } } @{ mock_requests() } ]));
 
+# ---- the worker vacuums the outbox once a backlog has gone through (vacuum_after) ----
+mock_reset();
+sub vacuum_count { q1("SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'hubspot_events.outbox'::regclass") }
+sub set_vacuum_after
+{
+	$node->append_conf('postgresql.conf', "hubspot_events.vacuum_after = $_[0]");
+	$node->reload;
+	select(undef, undef, undef, 0.5);
+}
+sub vids { "(SELECT jsonb_agg(jsonb_build_object('vid', v)) FROM generate_series($_[0], $_[1]) v)" }
+set_vacuum_after(0);
+my $v0 = vacuum_count();
+q1("SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-vac', 'register', 'acme', " . vids(1, 30) . ")");
+flush();
+select(undef, undef, undef, 0.5);
+is(vacuum_count(), $v0, 'vacuum_after = 0: the worker leaves the outbox to autovacuum');
+set_vacuum_after(20);
+ok(wait_until(sub { vacuum_count() > $v0 }), 'vacuum_after = 20: with more rows than that gone through and none due, the worker vacuums the outbox');
+ok(wait_until(sub { q1("SELECT worker_state FROM hubspot_events.status") eq 'idle' }), 'and is idle again');
+my $v1 = vacuum_count();
+q1("SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-vac', 'attend', 'acme', " . vids(1, 10) . ")");
+flush();
+select(undef, undef, undef, 0.5);
+is(vacuum_count(), $v1, 'ten rows since: no vacuum');
+q1("SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-vac', 'attend', 'acme', " . vids(11, 25) . ")");
+flush();
+ok(wait_until(sub { vacuum_count() > $v1 }), 'twenty-five rows since: it vacuums again');
+my @vac_vids = mock_vids('webinar-vac');
+is(scalar @vac_vids, 55, 'every row reached HubSpot');
+unlike(slurp_file($node->logfile), qr/skipping vacuum|ERROR:.*vacuum/i, 'no vacuum error or skip in the server log');
+set_vacuum_after(10000);
+
 # ---- pg_dump keeps the outbox's rows (pg_extension_config_dump) ----
 mock_config({ fault_rate => 1, fault_status => 400 });
 enqueue('webinar-dump', 'register', '[{"vid": 8}, {"vid": 9}]');
