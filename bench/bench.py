@@ -201,7 +201,8 @@ class Bench:
         pg_stat_user_tables.last_vacuum, after `since`) and is no longer vacuuming.
         Returns the seconds waited, or None when it did not (vacuum_after 0, fewer rows,
         or autovacuum held the table: the worker's VACUUM skips a locked table)."""
-        if int(self.q1("SELECT current_setting('hubspot_events.vacuum_after')")) == 0:
+        # (missing before 0.4.0: such a worker never vacuums)
+        if int(self.q1("SELECT coalesce(current_setting('hubspot_events.vacuum_after', true), '0')")) == 0:
             return None
         t = time.time()
         while time.time() - t < timeout_s:

@@ -39,6 +39,7 @@ my %settings = (
 	'hubspot_events.retry_base_ms' => 'plain',
 	'hubspot_events.retry_max_ms' => 'plain',
 	'hubspot_events.sent_retention' => 'plain',
+	'hubspot_events.vacuum_after' => 'plain',
 	'hubspot_events.rate_limit' => 'plain',
 	'hubspot_events.rate_limit_interval_ms' => 'plain',
 	'hubspot_events.daily_reset_time' => 'plain',
