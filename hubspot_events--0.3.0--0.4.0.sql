@@ -44,7 +44,7 @@ SET jit = off
 SET enable_bitmapscan = off
 AS $$
     WITH due AS (
-        SELECT o.id
+        SELECT o.ctid AS tid
           FROM @extschema@.outbox o
          WHERE o.status = 'pending'
            AND o.next_attempt_at <= now()
@@ -75,11 +75,15 @@ AS $$
          ORDER BY o.next_attempt_at, o.id
          LIMIT max_rows
            FOR UPDATE OF o SKIP LOCKED)
-    -- by primary key, whatever the planner guesses of max_rows (a join back
-    -- to the outbox would be planned as a hash join over the whole table)
+    -- By the row versions the claim has just locked (a TID scan): no
+    -- primary-key lookup per row, and no join back to the outbox, which the
+    -- planner, guessing max_rows, would plan as a hash join over the whole
+    -- table.  Locked by this statement, they cannot have moved; the status
+    -- test only guards the rule.
     UPDATE @extschema@.outbox u
        SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
-     WHERE u.id = ANY (ARRAY(SELECT due.id FROM due))
+     WHERE u.ctid = ANY (ARRAY(SELECT due.tid FROM due))
+       AND u.status = 'pending'
     RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
               u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
 $$;
