@@ -403,6 +403,7 @@ class Bench:
         pid = self.worker_pid()
         stats0 = self.mock("/__mock/stats")
         cpu0 = self.cpu_s(pid)
+        rss0 = self.rss_kb(pid)[0]
         mcpu0 = self.cpu_s(self.mock_pid) if self.mock_pid else None
         t0 = time.time()
         self.resume()
@@ -421,6 +422,7 @@ class Bench:
         # (hubspot_events.vacuum_after): that is part of its work for these contacts
         vacuum_wait = None if capped else self.wait_worker_vacuum(t0)
         cpu1 = self.cpu_s(pid)
+        rss1 = self.rss_kb(pid)[0]
         mcpu1 = self.cpu_s(self.mock_pid) if self.mock_pid else None
         stats1 = self.mock("/__mock/stats")
         if capped:
@@ -431,6 +433,8 @@ class Bench:
         out = {
             "contacts": sent, "seconds": el, "capped": capped, "requests": reqs,
             "worker_vacuumed": vacuum_wait is not None, "vacuum_wait_s": vacuum_wait,
+            # shared buffers the worker touches for the first time cost it a page fault each
+            "worker_vmrss_growth_kb": rss1 - rss0,
             "accepted": stats1["accepted"] - stats0["accepted"],
             "contacts_per_s": sent / el, "requests_per_s": reqs / el,
             "worker_cpu_s": cpu1 - cpu0,
@@ -439,9 +443,9 @@ class Bench:
             "mock_cpu_share": (mcpu1 - mcpu0) / el if mcpu0 is not None else None,
             "mock_cpu_ms_per_request": (mcpu1 - mcpu0) / reqs * 1000 if mcpu0 is not None and reqs else None,
         }
-        log("   %s: %d contacts in %.2f s%s: %.0f contacts/s, %.0f requests/s, worker %.3f CPU s per 10,000, mock %.0f%% of a core"
+        log("   %s: %d contacts in %.2f s%s: %.0f contacts/s, %.0f requests/s, worker %.3f CPU s per 10,000 (VmRSS %+.1f MB), mock %.0f%% of a core"
             % (label, sent, el, " (capped)" if capped else "", out["contacts_per_s"], out["requests_per_s"],
-               out["worker_cpu_s_per_10k"] or 0, 100 * (out["mock_cpu_share"] or 0)))
+               out["worker_cpu_s_per_10k"] or 0, (rss1 - rss0) / 1024, 100 * (out["mock_cpu_share"] or 0)))
         return out
 
     def s2_drain(self):

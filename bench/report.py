@@ -241,9 +241,12 @@ def render(results, made, src):
             if len(x.get("runs", [])) > 1:
                 add("`batch_size` %s is drained %d times (the worker's CPU time varies between drains on a shared" % (bs, len(x["runs"])))
                 add("machine); its row holds the median of each figure. The runs: %s."
-                    % "; ".join("%.0f contacts/s, %.3f CPU s / 10,000%s" % (y["contacts_per_s"], y["worker_cpu_s_per_10k"],
-                                                                             "" if y.get("worker_vacuumed") else " (no vacuum by the worker seen)")
+                    % "; ".join("%.0f contacts/s, %.3f CPU s / 10,000, worker VmRSS %+.1f MB%s"
+                                % (y["contacts_per_s"], y["worker_cpu_s_per_10k"], y.get("worker_vmrss_growth_kb", 0) / 1024,
+                                   "" if y.get("worker_vacuumed") else " (no vacuum by the worker seen)")
                                 for y in x["runs"]))
+                add("The first of them usually costs the most: the worker then touches shared buffers it has not")
+                add("touched before (its VmRSS grows), a page fault each, which a long-running worker pays once.")
                 add("")
         add("| batch_size | contacts | seconds | contacts/s | requests/s | worker CPU s / 10,000 contacts | worker CPU (share of a core) | mock CPU (share of a core) | mock CPU ms / request |")
         add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
