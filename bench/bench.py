@@ -25,8 +25,8 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "1,2,3,4,5").split(",") if x.strip()}
 # BENCH_BATCHES=100: only these batch sizes in scenario 2 (development)
 BATCHES = [int(x) for x in os.environ.get("BENCH_BATCHES", "1,10,100").split(",") if x.strip()]
-# BENCH_DRAIN_REPS=N: drains at batch_size 100 in scenario 2, the median counts (default 3)
-DRAIN_REPS = max(1, int(os.environ.get("BENCH_DRAIN_REPS", "3")))
+# BENCH_DRAIN_REPS=N: drains at batch_size 100 in scenario 2, the median counts (default 5)
+DRAIN_REPS = max(1, int(os.environ.get("BENCH_DRAIN_REPS", "5")))
 DRAIN_CAP_S = float(os.environ.get("BENCH_DRAIN_CAP_S", "150"))
 # BENCH_PROFILE=1: also record CPU profiles (perf, software cpu-clock event,
 # DWARF call graphs) of the backend running scenario 1's single-row loop

@@ -245,8 +245,10 @@ def render(results, made, src):
                                 % (y["contacts_per_s"], y["worker_cpu_s_per_10k"], y.get("worker_vmrss_growth_kb", 0) / 1024,
                                    "" if y.get("worker_vacuumed") else " (no vacuum by the worker seen)")
                                 for y in x["runs"]))
-                add("The first of them usually costs the most: the worker then touches shared buffers it has not")
-                add("touched before (its VmRSS grows), a page fault each, which a long-running worker pays once.")
+                add("A drain during which the worker's VmRSS grows costs it more: it touches shared buffers it had not")
+                add("touched before, a page fault each, which a long-running worker pays once. Other spreads between")
+                add("runs come from the machine (a shared virtual machine, where each system call and page fault")
+                add("goes through the hypervisor).")
                 add("")
         add("| batch_size | contacts | seconds | contacts/s | requests/s | worker CPU s / 10,000 contacts | worker CPU (share of a core) | mock CPU (share of a core) | mock CPU ms / request |")
         add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -12,7 +12,7 @@
 #                        documented figures come from BENCH_SCALE=1)
 #   BENCH_ONLY=1,3       run only these scenarios
 #   BENCH_BATCHES=100    only these batch sizes in scenario 2 (default 1,10,100)
-#   BENCH_DRAIN_REPS=N   drains at batch_size 100 in scenario 2 (default 3; the median counts)
+#   BENCH_DRAIN_REPS=N   drains at batch_size 100 in scenario 2 (default 5; the median counts)
 #   BENCH_AB="sql A|sql B"  development: alternate batch-100 drains after running
 #                        SQL A or B (BENCH_AB_REPS=3 each); prints the medians of
 #                        the worker CPU per 10,000 contacts, no table
