@@ -272,12 +272,14 @@ class Bench:
             cur.execute("ROLLBACK")
             cur.execute("SET auto_explain.log_min_duration = -1")
             cur.execute("BEGIN")
-            cur.execute("SET LOCAL jit = off; SET LOCAL enable_bitmapscan = off")
+            cur.execute("SET LOCAL jit = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off;"
+                        " SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
             cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + body)
             plan_const = "\n".join(r[0] for r in cur.fetchall())
             cur.execute("ROLLBACK")
             cur.execute("BEGIN")
-            cur.execute("SET LOCAL jit = off; SET LOCAL enable_bitmapscan = off")
+            cur.execute("SET LOCAL jit = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off;"
+                        " SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
             t = time.perf_counter()
             cur.execute(body)
             t_const = time.perf_counter() - t
@@ -499,7 +501,11 @@ class Bench:
                 self.clear_outbox()
                 self.settings(batch_size=100, **WORKER_NO_LIMIT)
                 self.mock_reset(dict(NO_LIMIT, delay_ms=2))
-                self.q(v)
+                if v.startswith("set "):  # "set max_concurrency=8": a worker setting
+                    k, _, val = v[4:].partition("=")
+                    self.settings(**{k.strip(): val.strip()})
+                else:
+                    self.q(v)
                 self.enqueue("ab-%d" % r, n)
                 self.q("VACUUM ANALYZE hubspot_events.outbox")
                 self.q("CHECKPOINT")

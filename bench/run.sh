@@ -14,7 +14,8 @@
 #   BENCH_BATCHES=100    only these batch sizes in scenario 2 (default 1,10,100)
 #   BENCH_DRAIN_REPS=N   drains at batch_size 100 in scenario 2 (default 5; the median counts)
 #   BENCH_AB="sql A|sql B"  development: alternate batch-100 drains after running
-#                        SQL A or B (BENCH_AB_REPS=3 each); prints the medians of
+#                        SQL A or B ("set max_concurrency=8": a worker setting
+#                        instead), BENCH_AB_REPS=3 each; prints the medians of
 #                        the worker CPU per 10,000 contacts, no table
 #   BENCH_DOCS=0         do not write docs/ (print the table only)
 #   BENCH_DRAIN_CAP_S=N  stop a drain after N s and rate what was sent (default 150;
