@@ -273,7 +273,7 @@ typedef struct HsOutcome
 extern bool hs_outbox_available(void);
 extern uint64 hs_outbox_reset_sending(void);
 extern uint64 hs_outbox_purge_retention(int seconds);
-extern void hs_outbox_vacuum(MemoryContext cxt);
+extern bool hs_outbox_vacuum(MemoryContext cxt);
 extern bool hs_outbox_paused(void);
 extern List *hs_outbox_claim(int limit);
 extern int64 hs_outbox_next_due_ms(void);

@@ -29,6 +29,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "catalog/pg_class.h"
+#include "storage/lmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -227,23 +228,29 @@ hs_outbox_reset_sending(void)
 }
 
 /*
- * VACUUM the outbox, as a plain VACUUM (SKIP_LOCKED) would: outside any
- * transaction block, with its own transactions.  Called by the worker when
- * the queue has run dry after a backlog: the old versions of the rows it
- * claimed sit in the due rows' index ahead of every new row until vacuum
- * removes them, and every claim steps over them.  Autovacuum would get there
- * within autovacuum_naptime; this removes them at once, while nothing is
- * due.  SKIP_LOCKED: if autovacuum is already at it, that is enough.
- * cxt holds vacuum's cross-transaction memory (vacuum() takes it from
- * PortalContext, which a background worker does not have).
+ * VACUUM the outbox, as a plain VACUUM would: outside any transaction
+ * block, with its own transactions.  Called by the worker when the queue has
+ * run dry after a backlog: the old versions of the rows it claimed sit in
+ * the due rows' index ahead of every new row until vacuum removes them, and
+ * every claim steps over them.  Autovacuum would get there within
+ * autovacuum_naptime; this removes them at once, while nothing is due.
+ *
+ * Returns false, without waiting, when another process holds the outbox's
+ * vacuum lock (autovacuum at work, which began before the drain ended and
+ * cannot remove what died after it began): the worker tries again at its
+ * next idle turn.  SKIP_LOCKED covers the instant between the test and the
+ * VACUUM.  cxt holds vacuum's cross-transaction memory (vacuum() takes it
+ * from PortalContext, which a background worker does not have).
  */
-void
+bool
 hs_outbox_vacuum(MemoryContext cxt)
 {
 	MemoryContext old_cxt = MemoryContextSwitchTo(cxt);
 	VacuumStmt *stmt = makeNode(VacuumStmt);
 	ParseState *pstate = make_parsestate(NULL);
 	MemoryContext old_portal = PortalContext;
+	Oid			relid;
+	bool		available;
 
 	/* the statement outlives the transactions VACUUM starts and commits */
 	stmt->is_vacuumcmd = true;
@@ -252,6 +259,15 @@ hs_outbox_vacuum(MemoryContext cxt)
 	MemoryContextSwitchTo(old_cxt);
 
 	StartTransactionCommand();
+	relid = get_relname_relid("outbox", get_namespace_oid(HS_SCHEMA, false));
+	available = OidIsValid(relid) && ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock);
+	if (available)
+		UnlockRelationOid(relid, ShareUpdateExclusiveLock);
+	if (!available)
+	{
+		CommitTransactionCommand();
+		return false;
+	}
 	PortalContext = cxt;
 	PG_TRY();
 	{
@@ -264,6 +280,7 @@ hs_outbox_vacuum(MemoryContext cxt)
 	}
 	PG_END_TRY();
 	CommitTransactionCommand();
+	return true;
 }
 
 /* Delete sent rows older than the retention, a bounded number per call. */

@@ -782,8 +782,9 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 		{
 			hs_shared_set_state("vacuuming the outbox", NULL);
 			pgstat_report_activity(STATE_RUNNING, "hubspot_events: vacuuming the outbox");
-			claimed_since_vacuum = 0;
-			hs_outbox_vacuum(AllocSetContextCreate(turn_cxt, "hubspot_events vacuum", ALLOCSET_DEFAULT_SIZES));
+			/* not done while autovacuum holds the outbox: again at the next idle turn */
+			if (hs_outbox_vacuum(AllocSetContextCreate(turn_cxt, "hubspot_events vacuum", ALLOCSET_DEFAULT_SIZES)))
+				claimed_since_vacuum = 0;
 			MemoryContextSwitchTo(turn_cxt);
 			pgstat_report_activity(STATE_IDLE, NULL);
 			pgstat_report_stat(false);
