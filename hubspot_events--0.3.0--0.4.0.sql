@@ -45,9 +45,8 @@ SET enable_bitmapscan = off
 -- The claim has one good plan: walk the due rows' index in order, probe the
 -- indexes per row, stop at max_rows, update by row version.  The planner
 -- sees max_rows as unknown (a tenth of the table) and the outbox's
--- statistics are often stale (a burst of enqueues, then a drain): in a
--- benchmark run right after a 1,000,000-row drain it chose another plan
--- and a claim took 568 ms instead of 5.  Other scans, sorts and joins are
+-- statistics are often stale (a burst of enqueues, then a drain), so other
+-- plans can look cheaper than they are.  Other scans, sorts and joins are
 -- therefore ruled out for the claim, so that its plan does not depend on
 -- statistics.
 SET enable_seqscan = off
