@@ -9,16 +9,25 @@
 -- worker's CPU in a drain).  Rows in flight are still honoured, through the
 -- small index on them: the claim reads their identities once, not once per
 -- row.
+-- Its predicate names the other statuses rather than 'pending': a query
+-- can then use it only by saying the same (status NOT IN ('sending', 'sent',
+-- 'failed'), the same rows under the CHECK constraint), which does not let
+-- the planner use the due rows' index (status = 'pending') instead.  When
+-- that index's statistics say it is empty (vacuumed while nothing was
+-- pending), the planner took it for the cheaper way to find a contact's
+-- pending rows and scanned all of them for every row claimed: 786 ms for a
+-- claim of 400 among 10,000 pending rows, instead of 5.
 DROP INDEX @extschema@.outbox_open_contact;
 CREATE INDEX outbox_pending_contact ON @extschema@.outbox USING hash
     ((external_event_id || ' ' || external_account_id || ' ' || contact_key))
-    WHERE status = 'pending';
+    WHERE status NOT IN ('sending', 'sent', 'failed');
 
 -- The claim.  Its rules:
 --  * a due row: pending, and next_attempt_at passed; oldest first;
 --  * one contact's rows go out one at a time in commit order: a row waits
---    while an older row of its contact is pending, or any row of its
---    contact is in flight;
+--    while an older row of its contact is pending (status NOT IN
+--    ('sending', 'sent', 'failed'), see outbox_pending_contact), or any row
+--    of its contact is in flight;
 --  * a subscriber row waits while an older upsert of its event is pending,
 --    or a row of its event itself (upsert, cancel, complete) is in flight;
 --  * rows another transaction has locked are skipped.
@@ -66,7 +75,7 @@ AS $$
                               AND p.external_account_id = o.external_account_id
                               AND p.contact_key = o.contact_key
                               AND p.id < o.id
-                              AND p.status = 'pending')
+                              AND p.status NOT IN ('sending', 'sent', 'failed'))
            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
                             = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
                                            FROM @extschema@.outbox s WHERE s.status = 'sending')), false)
@@ -79,7 +88,7 @@ AS $$
                                AND e.contact_key = ''
                                AND e.kind = 'event_upsert'
                                AND e.id < o.id
-                               AND e.status = 'pending')
+                               AND e.status NOT IN ('sending', 'sent', 'failed'))
                 AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
                                  = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
                                                 FROM @extschema@.outbox s WHERE s.status = 'sending')), false)))

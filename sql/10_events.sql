@@ -109,6 +109,25 @@ UPDATE outbox SET status = 'sent', sent_at = now() WHERE status = 'sending';
 SELECT external_event_id, external_account_id, subscriber_state FROM claim_due(100) ORDER BY id;
 DELETE FROM outbox;
 
+-- the claim's plan: one ordered scan of the due rows' index, and one probe
+-- of the pending rows' hash index per candidate, even when the due index's
+-- statistics say it is empty (vacuumed while nothing was pending)
+VACUUM outbox;
+INSERT INTO outbox (external_event_id, subscriber_state, external_account_id, contact, contact_key, source)
+SELECT 'webinar-plan', 'attend', 'acme', jsonb_build_object('vid', v), v::text, 'test' FROM generate_series(1, 500) v;
+SELECT pg_stat_force_next_flush();
+SELECT sum(idx_scan) FILTER (WHERE indexrelname = 'outbox_due') AS due0,
+       sum(idx_scan) FILTER (WHERE indexrelname = 'outbox_pending_contact') AS contact0
+  FROM pg_stat_user_indexes WHERE schemaname = 'hubspot_events' \gset
+BEGIN;
+SELECT count(*) AS claimed FROM claim_due(400);
+ROLLBACK;
+SELECT pg_stat_force_next_flush();
+SELECT sum(idx_scan) FILTER (WHERE indexrelname = 'outbox_due') - :due0 AS due_index_scans,
+       sum(idx_scan) FILTER (WHERE indexrelname = 'outbox_pending_contact') - :contact0 >= 400 AS a_contact_probe_per_row
+  FROM pg_stat_user_indexes WHERE schemaname = 'hubspot_events';
+DELETE FROM outbox;
+
 -- a rolled-back event sends nothing
 BEGIN;
 SELECT hubspot_enqueue_event('webinar-ev5', 'acme', '{"eventName": "E", "eventOrganizer": "Acme"}') > 0 AS enqueued;
