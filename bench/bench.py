@@ -699,13 +699,25 @@ class Bench:
         with base.cursor() as cur:
             cur.execute("SET client_min_messages = error")  # (the worker does not serve it: a WARNING says so)
             cur.execute("CREATE EXTENSION hubspot_events")
+            # the same outbox without its sent rows: as many rows written and sent, then deleted and
+            # vacuumed (as the first version of this benchmark did in the table itself), so that
+            # only the presence of the sent rows differs, not the table's history and size
+            # (each row through the same three versions as in the drain: pending, sending, sent)
+            cur.execute(self.PENDING_SQL, (sent,))
+            cur.execute("UPDATE hubspot_events.outbox SET status = 'sending', attempts = 1, last_attempt_at = now()")
+            cur.execute("UPDATE hubspot_events.outbox SET status = 'sent', sent_at = now(), http_status = 204")
+            cur.execute("DELETE FROM hubspot_events.outbox")
+            cur.execute("VACUUM hubspot_events.outbox")
+            # the pending rows after the vacuum, as in the drained outbox: neither is vacuumed
+            # before the first pass, both are before the second
             cur.execute(self.PENDING_SQL, (n_pending,))
-            cur.execute("VACUUM ANALYZE hubspot_events.outbox")
         # first as the drain left the table (the worker's vacuum, autovacuum), as the worker meets it
         (asis_ms, base_ms0), (got0, got_base) = self.claim_timing([self.conn, base])
         # a slow claim keeps its plan, profiling or not
         self.claim_explain("%d-sent-as-left" % sent, force=asis_ms / base_ms0 > 1.2)
         self.q("VACUUM ANALYZE hubspot_events.outbox")
+        with base.cursor() as cur:
+            cur.execute("VACUUM ANALYZE hubspot_events.outbox")
         (with_ms, without_ms), (got1, _) = self.claim_timing([self.conn, base])
         self.claim_explain("%d-sent-vacuumed" % sent, force=with_ms / without_ms > 1.2)
         self.claim_explain("no-sent", conn=base)
@@ -774,9 +786,9 @@ class Bench:
             g = r["vmrss_growth_kb"]
             row("5 stability", "worker VmRSS growth (includes shared buffers touched)",
                 "%+.1f MB" % (g / 1024) if g is not None else "n/a", "", None)
-            row("5 stability", "claim_due(400) with %d sent rows as the drain left them / an outbox that never had any" % r["sent_rows_during_claim"],
+            row("5 stability", "claim_due(400) with %d sent rows as the drain left them / the same outbox without them" % r["sent_rows_during_claim"],
                 "%.2fx" % r["claim_ratio_as_left"], "<= 1.2x", r["claim_ratio_as_left"] <= 1.2)
-            row("5 stability", "the same after VACUUM ANALYZE / that outbox",
+            row("5 stability", "the same after VACUUM ANALYZE of both",
                 "%.2fx" % r["claim_ratio"], "<= 1.2x", r["claim_ratio"] <= 1.2)
             if r["capped"]:
                 row("5 stability", "contacts sent of %d (drain stopped at %.0f s)" % (n_target(r), r["seconds"]),
