@@ -366,7 +366,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("hubspot_events.vacuum_after",
-							"Rows the worker settles before it vacuums the outbox, once no row is due; 0 leaves it to autovacuum.",
+							"Rows the worker claims before it vacuums the outbox, once no row is due; 0 leaves it to autovacuum.",
 							"Until the outbox is vacuumed, every claim steps over the old versions of the rows claimed before it.",
 							&hs_vacuum_after,
 							10000, 0, INT_MAX,

@@ -245,29 +245,30 @@ hs_outbox_reset_sending(void)
 bool
 hs_outbox_vacuum(MemoryContext cxt)
 {
-	MemoryContext old_cxt = MemoryContextSwitchTo(cxt);
-	VacuumStmt *stmt = makeNode(VacuumStmt);
-	ParseState *pstate = make_parsestate(NULL);
+	MemoryContext old_cxt;
+	VacuumStmt *stmt;
+	ParseState *pstate;
 	MemoryContext old_portal = PortalContext;
 	Oid			relid;
-	bool		available;
-
-	/* the statement outlives the transactions VACUUM starts and commits */
-	stmt->is_vacuumcmd = true;
-	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
-	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(HS_SCHEMA, "outbox", -1), InvalidOid, NIL));
-	MemoryContextSwitchTo(old_cxt);
 
 	StartTransactionCommand();
 	relid = get_relname_relid("outbox", get_namespace_oid(HS_SCHEMA, false));
-	available = OidIsValid(relid) && ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock);
-	if (available)
-		UnlockRelationOid(relid, ShareUpdateExclusiveLock);
-	if (!available)
+	if (!OidIsValid(relid) || !ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock))
 	{
 		CommitTransactionCommand();
 		return false;
 	}
+	UnlockRelationOid(relid, ShareUpdateExclusiveLock);
+
+	/* the statement outlives the transactions VACUUM starts and commits */
+	old_cxt = MemoryContextSwitchTo(cxt);
+	stmt = makeNode(VacuumStmt);
+	stmt->is_vacuumcmd = true;
+	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
+	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(HS_SCHEMA, "outbox", -1), relid, NIL));
+	pstate = make_parsestate(NULL);
+	MemoryContextSwitchTo(old_cxt);
+
 	PortalContext = cxt;
 	PG_TRY();
 	{
