@@ -189,6 +189,15 @@ class Bench:
         log("enqueued %d contacts over %d events in %.1f s" % (done, events, time.time() - t))
         return done
 
+    def fill_for_drain(self, prefix, n):
+        """An outbox holding only n pending contacts, vacuumed and checkpointed, the mock answering
+        in 2 ms (the state every drain of scenario 2 starts from)."""
+        self.clear_outbox()
+        self.mock_reset(dict(NO_LIMIT, delay_ms=2))
+        self.enqueue(prefix, n)
+        self.q("VACUUM ANALYZE hubspot_events.outbox")
+        self.q("CHECKPOINT")
+
     def open_count(self):
         return self.q1("SELECT (SELECT count(*) FROM hubspot_events.outbox WHERE status = 'pending')"
                        " + (SELECT count(*) FROM hubspot_events.outbox WHERE status = 'sending')")
@@ -458,12 +467,8 @@ class Bench:
         log("2. drain throughput: %d contacts over 10 events, mock answering in 2 ms" % n)
         res = {"contacts": n, "by_batch": {}}
         for bs in BATCHES:
-            self.clear_outbox()
             self.settings(batch_size=bs, **WORKER_NO_LIMIT)
-            self.mock_reset(dict(NO_LIMIT, delay_ms=2))
-            self.enqueue("drain-b%d" % bs, n)
-            self.q("VACUUM ANALYZE hubspot_events.outbox")
-            self.q("CHECKPOINT")
+            self.fill_for_drain("drain-b%d" % bs, n)
             if bs == 100:
                 self.claim_explain("%d-pending" % n)
             h = self.perf_start(self.worker_pid(), "profile-worker-batch%d" % bs) if bs == 100 else None
@@ -472,11 +477,7 @@ class Bench:
             # the target's batch size: drained DRAIN_REPS times, each figure the median
             # (the worker's CPU time varies by 10 to 30% between drains on a shared machine)
             for rep in range(1, DRAIN_REPS if bs == 100 else 1):
-                self.clear_outbox()
-                self.mock_reset(dict(NO_LIMIT, delay_ms=2))
-                self.enqueue("drain-b%d-%d" % (bs, rep), n)
-                self.q("VACUUM ANALYZE hubspot_events.outbox")
-                self.q("CHECKPOINT")
+                self.fill_for_drain("drain-b%d-%d" % (bs, rep), n)
                 runs.append(self.drain("batch_size %d, run %d" % (bs, rep + 1)))
             out = dict(runs[0])
             if len(runs) > 1:
@@ -501,17 +502,13 @@ class Bench:
         per = {v: [] for v in variants}
         for r in range(reps):
             for v in variants:
-                self.clear_outbox()
                 self.settings(batch_size=100, **WORKER_NO_LIMIT)
-                self.mock_reset(dict(NO_LIMIT, delay_ms=2))
                 if v.startswith("set "):  # "set max_concurrency=8": a worker setting
                     k, _, val = v[4:].partition("=")
                     self.settings(**{k.strip(): val.strip()})
                 else:
-                    self.q(v)
-                self.enqueue("ab-%d" % r, n)
-                self.q("VACUUM ANALYZE hubspot_events.outbox")
-                self.q("CHECKPOINT")
+                    self.q(v)  # (a table's storage parameters outlive the TRUNCATE that follows)
+                self.fill_for_drain("ab-%d" % r, n)
                 per[v].append(self.drain("%s (run %d)" % (v, r + 1))["worker_cpu_s_per_10k"])
         for v in variants:
             log("A/B %s: worker CPU s per 10,000: median %.3f of %s" % (v, statistics.median(per[v]),
