@@ -8,9 +8,24 @@ CREATE EXTENSION hubspot_events VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 ALTER EXTENSION hubspot_events UPDATE TO '0.2.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+-- a library newer than the schema it finds, and older than it serves: one
+-- clear message, naming both versions and what to run, on every path
+\set VERBOSITY default
+SELECT hubspot_events.hubspot_enqueue_subscriber('upg-evt', 'register', 'acme', '[{"vid": 1}]');
+CREATE TABLE upg_att (event text, state text, vid bigint, account text);
+CREATE TRIGGER upg_sync AFTER INSERT ON upg_att FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+INSERT INTO upg_att VALUES ('upg-evt', 'register', 2, 'acme');
 ALTER EXTENSION hubspot_events UPDATE TO '0.3.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 ALTER EXTENSION hubspot_events UPDATE TO '0.4.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+-- 0.4.0 is served by this library before ALTER EXTENSION UPDATE: the
+-- function and the trigger write their rows
+SELECT cardinality(hubspot_events.hubspot_enqueue_subscriber('upg-evt', 'register', 'acme', '[{"vid": 1}]')) AS enqueued;
+INSERT INTO upg_att VALUES ('upg-evt', 'register', 2, 'acme');
+SELECT external_event_id, subscriber_state, contact_key, status FROM hubspot_events.outbox ORDER BY id;
+ALTER EXTENSION hubspot_events UPDATE TO '0.5.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, 0) AS member

@@ -19,6 +19,7 @@
  *	  worker.c      the background worker that drains the outbox
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
  *	  trigger_event.c  sync_event(), the trigger for events tables
+ *	  schema_version.c  which versions of the extension's schema the library serves
  *
  *-------------------------------------------------------------------------
  */
@@ -271,10 +272,11 @@ typedef struct HsOutcome
 } HsOutcome;
 
 extern bool hs_outbox_available(void);
-extern uint64 hs_outbox_reset_sending(void);
+extern uint64 hs_outbox_reset_sending(int max_attempts, uint64 *failed);
 extern uint64 hs_outbox_purge_retention(int seconds);
 extern bool hs_outbox_vacuum(MemoryContext cxt);
 extern bool hs_outbox_paused(void);
+extern char *hs_outbox_replicated_by(void);
 extern List *hs_outbox_claim(int limit);
 extern int64 hs_outbox_next_due_ms(void);
 extern List *hs_outbox_group(List *rows, int batch_size);
@@ -282,6 +284,11 @@ extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);
 extern HsBatch *hs_batch_pick(const HsBatch *b, const int *idx, int n);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome);
 extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);
+extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *account_id);
+
+/* ---- schema_version.c ---- */
+extern char *hs_schema_problem(char **hint);
+extern void hs_require_schema(void);
 
 /* ---- shared.c ---- */
 

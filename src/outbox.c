@@ -28,6 +28,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "catalog/pg_class.h"
 #include "storage/lmgr.h"
 #include "utils/lsyscache.h"
@@ -73,11 +74,15 @@ hs_outbox_insert(const HsOutboxRow *row)
 	Oid			owner;
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 	Datum		values[9];
 	char		nulls[9];
 	int			rc;
 	bool		isnull;
 	int64		id;
+
+	/* a library newer than this database's schema says so, once, clearly */
+	hs_require_schema();
 
 	/* the fast way (enqueue.c), unless the outbox has triggers or row security */
 	if (hs_outbox_insert_direct(row, &id))
@@ -130,6 +135,14 @@ hs_outbox_insert(const HsOutboxRow *row)
 	SetUserIdAndSecContext(owner, save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	/*
+	 * As a SECURITY DEFINER function with SET search_path would: nothing the
+	 * caller put on their search_path is found while the owner's rights are
+	 * in force (the statement below is qualified too).
+	 */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	if (insert_plan == NULL)
 	{
@@ -160,6 +173,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
+	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 
@@ -209,20 +223,51 @@ hs_outbox_available(void)
 		OidIsValid(get_relname_relid("worker_control", nsp));
 }
 
-/* Rows left "sending" by a crash or a failover are pending again (that attempt counted). */
+/*
+ * (A note for every statement below: OPERATOR(pg_catalog.x) has one fixed
+ * precedence, whatever x is, so expressions that mix operators are
+ * parenthesised.)
+ *
+ * Rows left "sending" by a crash, a failover, a SIGTERM or an outcome that
+ * could not be recorded are pending again, that attempt counted; those that
+ * have used max_attempts fail instead (OUTCOME_NOT_RECORDED), so that no
+ * failure, whatever it is, makes a row go out more than max_attempts times.
+ * Returns how many rows were reset; *failed how many of them failed.
+ */
 uint64
-hs_outbox_reset_sending(void)
+hs_outbox_reset_sending(int max_attempts, uint64 *failed)
 {
 	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
 	uint64		n;
 
 	spi_connect();
 	if (plan == NULL)
-		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET status = 'pending'"
-						 " WHERE status = 'sending'", 0, NULL);
-	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+	{
+		Oid			types[1] = {INT4OID};
+
+		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET"
+						 "  status = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1 THEN 'failed' ELSE 'pending' END,"
+						 "  error_category = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1"
+						 "                        THEN 'OUTCOME_NOT_RECORDED' ELSE error_category END,"
+						 "  error_message = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1"
+						 "                       THEN 'the outcome of the last attempt could not be recorded (see the server log), and the row has used hubspot_events.max_attempts; HubSpot may have recorded it'"
+						 "                       ELSE error_message END"
+						 " WHERE status OPERATOR(pg_catalog.=) 'sending'"
+						 " RETURNING status OPERATOR(pg_catalog.=) 'failed'", 1, types);
+	}
+	values[0] = Int32GetDatum(max_attempts);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not reset rows in flight");
 	n = SPI_processed;
+	*failed = 0;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
+			(*failed)++;
+	}
 	SPI_finish();
 	return n;
 }
@@ -284,6 +329,35 @@ hs_outbox_vacuum(MemoryContext cxt)
 	return true;
 }
 
+/*
+ * The subscription that replicates into this outbox, or NULL.  A FOR ALL
+ * TABLES publication carries the outbox's rows to a subscriber, whose own
+ * worker would send them a second time: the publisher's worker sends them
+ * (and its recorded outcomes reach the subscriber the same way).
+ */
+char *
+hs_outbox_replicated_by(void)
+{
+	static SPIPlanPtr plan = NULL;
+	char	   *name = NULL;
+
+	spi_connect();
+	if (plan == NULL)
+		plan = keep_plan("SELECT s.subname::pg_catalog.text"
+						 "  FROM pg_catalog.pg_subscription_rel r"
+						 "  JOIN pg_catalog.pg_subscription s ON s.oid OPERATOR(pg_catalog.=) r.srsubid"
+						 " WHERE r.srrelid OPERATOR(pg_catalog.=) '" HS_SCHEMA ".outbox'::pg_catalog.regclass"
+						 " ORDER BY 1 LIMIT 1", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_subscription_rel");
+	if (SPI_processed > 0)
+		name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (name)
+		name = MemoryContextStrdup(TopMemoryContext, name);
+	SPI_finish();
+	return name;
+}
+
 /* Delete sent rows older than the retention, a bounded number per call. */
 uint64
 hs_outbox_purge_retention(int seconds)
@@ -297,10 +371,11 @@ hs_outbox_purge_retention(int seconds)
 	{
 		Oid			types[1] = {INT4OID};
 
-		plan = keep_plan("DELETE FROM " HS_SCHEMA ".outbox WHERE id IN"
-						 " (SELECT id FROM " HS_SCHEMA ".outbox"
-						 "   WHERE status = 'sent' AND sent_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
-						 "   LIMIT 10000)", 1, types);
+		plan = keep_plan("DELETE FROM " HS_SCHEMA ".outbox WHERE id OPERATOR(pg_catalog.=) ANY"
+						 " (ARRAY(SELECT id FROM " HS_SCHEMA ".outbox"
+						 "   WHERE status OPERATOR(pg_catalog.=) 'sent'"
+						 "     AND sent_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1::pg_catalog.float8))"
+						 "   LIMIT 10000))", 1, types);
 	}
 	values[0] = Int32GetDatum(seconds);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
@@ -424,8 +499,9 @@ hs_outbox_next_due_ms(void)
 
 	spi_connect();
 	if (plan == NULL)
-		plan = keep_plan("SELECT (extract(epoch FROM min(next_attempt_at) - pg_catalog.clock_timestamp()) * 1000)::bigint"
-						 "  FROM " HS_SCHEMA ".outbox WHERE status = 'pending'", 0, NULL);
+		plan = keep_plan("SELECT (pg_catalog.extract('epoch', pg_catalog.min(next_attempt_at) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())"
+						 "        OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8"
+						 "  FROM " HS_SCHEMA ".outbox WHERE status OPERATOR(pg_catalog.=) 'pending'", 0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next due row");
 	if (SPI_processed > 0)
@@ -438,6 +514,54 @@ hs_outbox_next_due_ms(void)
 	}
 	SPI_finish();
 	return ms;
+}
+
+/*
+ * Whether the event has an upsert pending, in flight, or sent in the last
+ * HS_EVENT_RECENT_S seconds: a subscriber state HubSpot answers 404 for is
+ * then waiting for the event to exist (or to propagate), not wrong.
+ * (outbox_event_upserts indexes these rows from 0.5.0 on; on an older schema
+ * the same statement scans.)
+ */
+#define HS_EVENT_RECENT_S 300
+
+bool
+hs_outbox_event_upsert_recent(const char *event_id, const char *account_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[3];
+	bool		found = false;
+
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
+
+		plan = keep_plan("SELECT EXISTS (SELECT 1 FROM " HS_SCHEMA ".outbox e"
+						 " WHERE (e.external_event_id OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) e.external_account_id)"
+						 "       OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) $2)"
+						 "   AND e.external_event_id OPERATOR(pg_catalog.=) $1"
+						 "   AND e.external_account_id OPERATOR(pg_catalog.=) $2"
+						 "   AND e.kind OPERATOR(pg_catalog.=) 'event_upsert'"
+						 "   AND (e.status OPERATOR(pg_catalog.=) ANY ('{pending,sending}'::pg_catalog.text[])"
+						 "        OR (e.status OPERATOR(pg_catalog.=) 'sent' AND e.sent_at OPERATOR(pg_catalog.>)"
+						 "            (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $3::pg_catalog.float8)))))",
+						 3, types);
+	}
+	values[0] = CStringGetTextDatum(event_id);
+	values[1] = CStringGetTextDatum(account_id);
+	values[2] = Int32GetDatum(HS_EVENT_RECENT_S);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for the event's upsert");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		found = !isnull && DatumGetBool(d);
+	}
+	SPI_finish();
+	return found;
 }
 
 /* Build a batch's URL and body from its rows. */
@@ -697,11 +821,11 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 
 		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
 						 "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = r.http_status,"
-						 "       correlation_id = r.cid::uuid, error_category = NULL, error_subcategory = NULL,"
+						 "       correlation_id = r.cid::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL,"
 						 "       error_message = NULL, error_body = NULL"
 						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
 						 "       AS r(id, http_status, cid)"
-						 " WHERE o.id = r.id AND o.status = 'sending'", 3, types);
+						 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'", 3, types);
 	}
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record sent rows in the outbox");
@@ -735,8 +859,8 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 			Oid			types[1] = {INT8ARRAYOID};
 
 			hold_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
-								  "   SET status = 'pending', attempts = greatest(attempts - 1, 0)"
-								  " WHERE id = ANY ($1) AND status = 'sending'", 1, types);
+								  "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
+								  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 1, types);
 		}
 		rc = SPI_execute_plan(hold_plan, values, NULL, false, 0);
 	}
@@ -751,9 +875,9 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 
 			sent_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
 								  "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = $2,"
-								  "       correlation_id = $3::uuid, error_category = NULL, error_subcategory = NULL,"
+								  "       correlation_id = $3::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL,"
 								  "       error_message = NULL, error_body = NULL"
-								  " WHERE id = ANY ($1) AND status = 'sending'", 3, types);
+								  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 3, types);
 		}
 		values[0] = PointerGetDatum(ids);
 		values[1] = Int32GetDatum(o->http_status);
@@ -783,19 +907,29 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 			Oid			types[12] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 			TEXTOID, JSONBOID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
 
+			/*
+			 * Every operator and function schema-qualified, with the types
+			 * they take exactly (float8 throughout the backoff): nothing here
+			 * resolves through an implicit cast that a user's exact match
+			 * could take over.  CASE on $2 compares text with text.
+			 */
 			error_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET"
-								   "  status = CASE WHEN $2 = 'failed' THEN 'failed'"
-								   "                WHEN $2 = 'retry' AND attempts >= $9 THEN 'failed'"
+								   "  status = CASE WHEN $2 OPERATOR(pg_catalog.=) 'failed' THEN 'failed'"
+								   "                WHEN $2 OPERATOR(pg_catalog.=) 'retry' AND attempts OPERATOR(pg_catalog.>=) $9 THEN 'failed'"
 								   "                ELSE 'pending' END,"
-								   "  attempts = CASE WHEN $2 = 'rate_limited' THEN greatest(attempts - 1, 0) ELSE attempts END,"
-								   "  next_attempt_at = CASE $2"
-								   "     WHEN 'retry' THEN pg_catalog.now() + pg_catalog.make_interval(secs =>"
-								   "          greatest($12, pg_catalog.random() * least($11, $10 * power(2::float8, least(attempts - 1, 40)))) / 1000.0)"
-								   "     WHEN 'rate_limited' THEN pg_catalog.now() + pg_catalog.make_interval(secs => $12 / 1000.0)"
+								   "  attempts = CASE WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited'"
+								   "                  THEN GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0) ELSE attempts END,"
+								   "  next_attempt_at = CASE"
+								   "     WHEN $2 OPERATOR(pg_catalog.=) 'retry' THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>"
+								   "          GREATEST($12, pg_catalog.random() OPERATOR(pg_catalog.*) LEAST($11, $10 OPERATOR(pg_catalog.*)"
+								   "              pg_catalog.power(2::pg_catalog.float8, LEAST(attempts OPERATOR(pg_catalog.-) 1, 40)::pg_catalog.float8)))"
+								   "          OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
+								   "     WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited' THEN pg_catalog.now() OPERATOR(pg_catalog.+)"
+								   "          pg_catalog.make_interval(secs => $12 OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
 								   "     ELSE next_attempt_at END,"
-								   "  http_status = $3, correlation_id = $4::uuid,"
+								   "  http_status = $3, correlation_id = $4::pg_catalog.uuid,"
 								   "  error_category = $5, error_subcategory = $6, error_message = $7, error_body = $8"
-								   " WHERE id = ANY ($1) AND status = 'sending'", 12, types);
+								   " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 12, types);
 		}
 		values[0] = PointerGetDatum(ids);
 		values[1] = CStringGetTextDatum(kind);

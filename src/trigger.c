@@ -88,6 +88,7 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/regproc.h"
+#include "utils/rls.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -1088,6 +1089,48 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 }
 
 /*
+ * A backfill sends what the trigger would have sent for each row, and only
+ * rows the caller may read: it refuses when the trigger would not fire (it
+ * is disabled, or enabled for the other session_replication_role), when it
+ * has a WHEN condition (which the backfill does not evaluate), and when
+ * row-level security applies to the caller on the table (the backfill reads
+ * the table directly, and would send rows the caller cannot see).
+ */
+static void
+backfill_check_trigger_fires(Relation rel, const Trigger *trigger, const char *table)
+{
+	bool		fires;
+
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		fires = trigger->tgenabled == TRIGGER_FIRES_ON_REPLICA ||
+			trigger->tgenabled == TRIGGER_FIRES_ALWAYS;
+	else
+		fires = trigger->tgenabled == TRIGGER_FIRES_ON_ORIGIN ||
+			trigger->tgenabled == TRIGGER_FIRES_ALWAYS;
+	if (!fires)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot backfill through trigger \"%s\" on table %s: it is disabled",
+						trigger->tgname, table),
+				 errdetail("A backfill enqueues what the trigger would; a disabled trigger enqueues nothing."),
+				 errhint("Enable it with ALTER TABLE %s ENABLE TRIGGER %s, or check session_replication_role.",
+						 table, quote_identifier(trigger->tgname))));
+	if (trigger->tgqual != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot backfill through trigger \"%s\" on table %s: it has a WHEN condition",
+						trigger->tgname, table),
+				 errhint("Enqueue the rows with hubspot_events.hubspot_enqueue_subscriber(), or use a trigger without WHEN.")));
+	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot backfill table %s: row-level security applies to the current user",
+						table),
+				 errdetail("A backfill reads every row of the table and would send rows the current user cannot see."),
+				 errhint("Run the backfill as the table's owner or as a role with BYPASSRLS.")));
+}
+
+/*
  * backfill_batch(tbl regclass, trigger_name name, after_ctid tid,
  *				  batch_rows int, OUT last_ctid tid, OUT enqueued bigint,
  *				  OUT scanned bigint)
@@ -1187,6 +1230,7 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 				 errmsg("trigger \"%s\" on table %s does not execute hubspot_events.sync_attendance()",
 						tgname, table),
 				 errdetail("It executes %s.", format_procedure_qualified(trigger->tgfoid))));
+	backfill_check_trigger_fires(rel, trigger, table);
 	cfg = get_config(rel, trigger);
 	desc = RelationGetDescr(rel);
 

@@ -52,6 +52,8 @@
 #define HS_HOLD_RETRY_MS	60000	/* a held queue is tried again after this */
 #define HS_ERROR_PAUSE_MS	1000	/* pause after an unexpected ERROR */
 #define HS_RETENTION_EVERY_MS 60000 /* how often sent rows are purged */
+/* a subscriber state answered 404 while its event's upsert is recent waits this long */
+#define HS_EVENT_PROPAGATION_MS 5000
 
 /* Why the queue is held (a configuration fault), if it is. */
 static bool held = false;
@@ -66,6 +68,8 @@ static TimestampTz last_retention = 0;
 static uint64 claimed_since_vacuum = 0;
 static bool logged_standby = false;
 static bool logged_no_extension = false;
+static bool logged_schema_problem = false;
+static bool logged_replicated = false;
 
 void
 hs_register_worker(void)
@@ -624,6 +628,142 @@ first_hold_reason(List *results)
 	return NULL;
 }
 
+/* ---- recording outcomes ---- */
+
+/*
+ * Run one recording step in a subtransaction of its own.  When it fails (a
+ * trigger or constraint a DBA put on the outbox, a lock conflict, a broken
+ * answer), the error is logged as a WARNING and its rows stay "sending":
+ * the next turn makes them pending again, or failed (OUTCOME_NOT_RECORDED)
+ * once they have used max_attempts, so that no failure makes a row go out
+ * without bound.  The other steps are recorded all the same.  Returns false
+ * when the step failed.
+ */
+static bool
+record_in_subxact(void (*step) (void *arg), void *arg, const char *what)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		step(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("hubspot_events worker: could not record %s: %s", what, edata->message),
+				 errdetail("Its rows stay in flight: the next turn makes them pending again, or failed once they have used hubspot_events.max_attempts.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+typedef struct HsSentSet
+{
+	HsBatch   **batches;
+	const HsOutcome **outcomes;
+	int			n;
+} HsSentSet;
+
+static void
+record_sent_step(void *arg)
+{
+	HsSentSet  *set = (HsSentSet *) arg;
+
+	hs_outbox_record_sent(set->batches, set->outcomes, set->n);
+}
+
+/*
+ * One request's outcome.  A 404 on a subscriber state whose event has an
+ * upsert pending, in flight or sent in the last few minutes is HubSpot not
+ * knowing the event yet (its own propagation): retried, not failed.
+ */
+static void
+record_one_step(void *arg)
+{
+	HsTurnResult *tr = (HsTurnResult *) arg;
+	HsBatch    *b = tr->batch;
+
+	if (tr->outcome.kind == HS_OUTCOME_FAILED && tr->outcome.http_status == 404 &&
+		b->kind == HS_KIND_SUBSCRIBER && b->external_event_id && b->external_account_id &&
+		hs_outbox_event_upsert_recent(b->external_event_id, b->external_account_id))
+	{
+		tr->outcome.kind = HS_OUTCOME_RETRY;
+		tr->outcome.retry_after_ms = Max(tr->outcome.retry_after_ms, HS_EVENT_PROPAGATION_MS);
+	}
+	hs_outbox_record(b, &tr->outcome);
+}
+
+/*
+ * Record a turn's outcomes (in the caller's transaction): every success in
+ * one statement, each other request's outcome on its own, the requests the
+ * pacing held back together; each in a subtransaction, so that one that
+ * cannot be recorded does not lose the others.
+ */
+static void
+record_outcomes(List *results)
+{
+	int			n = list_length(results);
+	HsSentSet	sent;
+	List	   *unsent = NIL;
+	ListCell   *lc;
+
+	sent.batches = palloc(sizeof(HsBatch *) * Max(n, 1));
+	sent.outcomes = palloc(sizeof(HsOutcome *) * Max(n, 1));
+	sent.n = 0;
+	foreach(lc, results)
+	{
+		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+
+		if (tr->outcome.kind == HS_OUTCOME_SENT)
+		{
+			sent.batches[sent.n] = tr->batch;
+			sent.outcomes[sent.n++] = &tr->outcome;
+		}
+		else if (tr->unstarted)
+			unsent = lappend(unsent, tr);
+		else
+			(void) record_in_subxact(record_one_step, tr, "a request's outcome");
+	}
+	if (sent.n > 0 && !record_in_subxact(record_sent_step, &sent, "the turn's successes"))
+	{
+		/* one at a time, so that only the requests that cannot be recorded stay in flight */
+		for (int i = 0; i < sent.n; i++)
+		{
+			HsTurnResult one;
+
+			memset(&one, 0, sizeof(one));
+			one.batch = sent.batches[i];
+			one.outcome = *sent.outcomes[i];
+			(void) record_in_subxact(record_one_step, &one, "a successful request's outcome");
+		}
+	}
+	/* the requests the pacing held back share one outcome: one statement */
+	if (unsent != NIL)
+	{
+		HsTurnResult merged = *(HsTurnResult *) linitial(unsent);
+
+		merged.batch = hs_batch_merge(unsent);
+		(void) record_in_subxact(record_one_step, &merged, "the requests held back by the pacing");
+	}
+}
+
 /* ---- the loop ---- */
 
 /*
@@ -725,6 +865,49 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 		return false;
 	}
 	logged_no_extension = false;
+	{
+		char	   *hint;
+		char	   *problem = hs_schema_problem(&hint);
+
+		if (problem)
+		{
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(turn_cxt);
+			if (!logged_schema_problem)
+				ereport(LOG,
+						(errmsg("hubspot_events worker: %s; waiting", problem),
+						 errhint("%s", hint)));
+			logged_schema_problem = true;
+			hs_shared_set_state("waiting for ALTER EXTENSION UPDATE", NULL);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			return false;
+		}
+		logged_schema_problem = false;
+	}
+	{
+		char	   *subscription = hs_outbox_replicated_by();
+
+		if (subscription)
+		{
+			char	   *reason = psprintf("the outbox is replicated into this database by subscription \"%s\": its rows are sent by the publisher's worker",
+										  subscription);
+
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(turn_cxt);
+			if (!logged_replicated)
+				ereport(LOG,
+						(errmsg("hubspot_events worker: not sending: %s", reason),
+						 errhint("Exclude hubspot_events.outbox from the subscription (or stop the worker here with hubspot_events.database), so that nothing is sent twice.")));
+			logged_replicated = true;
+			hs_shared_set_state("held", reason);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			pfree(subscription);
+			return false;
+		}
+		logged_replicated = false;
+	}
 
 	/*
 	 * Nothing is in flight between turns (one worker per cluster, one turn
@@ -733,12 +916,17 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	 * pending again, with that attempt counted.
 	 */
 	{
-		uint64		n = hs_outbox_reset_sending();
+		uint64		nfailed;
+		uint64		n = hs_outbox_reset_sending(hs_max_attempts, &nfailed);
 
-		if (n > 0)
+		if (n > nfailed)
 			ereport(LOG,
-					(errmsg("hubspot_events worker: %llu rows left in flight by a crash, a failover or an interrupted turn are pending again",
-							(unsigned long long) n)));
+					(errmsg("hubspot_events worker: %llu rows left in flight by a crash, a failover or an unrecorded outcome are pending again",
+							(unsigned long long) (n - nfailed))));
+		if (nfailed > 0)
+			ereport(LOG,
+					(errmsg("hubspot_events worker: %llu rows left in flight have used hubspot_events.max_attempts and failed with OUTCOME_NOT_RECORDED",
+							(unsigned long long) nfailed)));
 	}
 
 	if (hs_sent_retention_s > 0 &&
@@ -848,37 +1036,7 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
-	{
-		/* every success of the turn in one statement; the rest one per request */
-		int			n = list_length(results);
-		HsBatch   **sent = palloc(sizeof(HsBatch *) * Max(n, 1));
-		const HsOutcome **sent_outcomes = palloc(sizeof(HsOutcome *) * Max(n, 1));
-		int			nsent = 0;
-		List	   *unsent = NIL;
-
-		foreach(lc, results)
-		{
-			HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
-
-			if (tr->outcome.kind == HS_OUTCOME_SENT)
-			{
-				sent[nsent] = tr->batch;
-				sent_outcomes[nsent++] = &tr->outcome;
-			}
-			else if (tr->unstarted)
-				unsent = lappend(unsent, tr);
-			else
-				hs_outbox_record(tr->batch, &tr->outcome);
-		}
-		hs_outbox_record_sent(sent, sent_outcomes, nsent);
-		/* the requests the pacing held back share one outcome: one statement */
-		if (unsent != NIL)
-		{
-			HsTurnResult *first = (HsTurnResult *) linitial(unsent);
-
-			hs_outbox_record(hs_batch_merge(unsent), &first->outcome);
-		}
-	}
+	record_outcomes(results);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(turn_cxt);
@@ -889,6 +1047,53 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	if (!held)
 		hs_shared_set_state("idle", NULL);
 	return true;
+}
+
+/*
+ * The worker's session settings, fixed whatever the database's and the
+ * role's defaults say (ALTER DATABASE/ROLE ... SET, which the database's
+ * owner may run).  PGC_S_OVERRIDE outranks every source a user can reach,
+ * and a reload of postgresql.conf does not replace it.
+ *
+ * search_path above all: the worker runs as the bootstrap superuser, and
+ * an operator or function that a user creates in a schema on the path,
+ * with an exact match where ours needs an implicit cast, would otherwise
+ * run with its rights.  With pg_catalog and the worker's own pg_temp only,
+ * no user-created function or operator is ever found by name (functions
+ * and operators are never looked up in pg_temp).  The extension's SQL is
+ * also schema-qualified; this is the second wall.
+ *
+ * The others: a timeout or read-only default would make every turn fail
+ * (item: recording must not fail), and the isolation level and the date
+ * and interval styles are what its statements were written for.
+ */
+static void
+worker_pin_settings(void)
+{
+	static const struct
+	{
+		const char *name;
+		const char *value;
+	}			pins[] =
+	{
+		{"search_path", "pg_catalog, pg_temp"},
+		{"statement_timeout", "0"},
+		{"lock_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_isolation", "read committed"},
+		{"default_transaction_deferrable", "off"},
+		{"session_replication_role", "origin"},
+		{"DateStyle", "ISO, MDY"},
+		{"IntervalStyle", "postgres"},
+		{"TimeZone", "UTC"},
+		{"extra_float_digits", "1"},
+		/* the worker's statements are small and many: compiling them never pays */
+		{"jit", "off"},
+	};
+
+	for (int i = 0; i < lengthof(pins); i++)
+		SetConfigOption(pins[i].name, pins[i].value, PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 void
@@ -905,8 +1110,7 @@ hubspot_events_worker_main(Datum arg)
 	/* a token refresh in flight honours SIGHUP and SIGTERM too */
 	hs_oauth_set_stop_check(worker_stop_check);
 	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
-	/* the worker's statements are small and many: compiling them never pays */
-	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	worker_pin_settings();
 	pgstat_report_appname("hubspot_events worker");
 	ereport(LOG,
 			(errmsg("hubspot_events worker started for database \"%s\"", hs_database)));

@@ -59,6 +59,14 @@ except for the server-wide knobs marked [server] below):
                       repeat the request's Authorization header (a hostile
                       server); the request log keeps it masked
   tag=...             ignored (makes event ids unique)
+  known_events=1      [server] HubSpot's own rule that a subscriber state needs
+                      its event: a subscriber-state request (upsert or
+                      attendance) for an (externalEventId, externalAccountId)
+                      that no events/upsert request created since the last
+                      reset is answered 404 OBJECT_NOT_FOUND "Marketing event
+                      ... does not exist" (logged with rejected=unknown_event)
+  known_events_delay_ms=N  [server] with known_events: an upserted event is
+                      known only N ms after its upsert (HubSpot's propagation)
 
 Global only (/__mock/config), server-wide: they apply to every /marketing/
 request that passed validation, ``mock:`` ones included:
@@ -594,6 +602,8 @@ KNOB_PARSERS = {
     "bad_emails": _str_list_knob,
     "batch_error": _bool_knob,
     "bad_event": _bool_knob,
+    "known_events": _bool_knob,
+    "known_events_delay_ms": _int_knob(0, 3600 * 1000),
     "echo_auth": _bool_knob,
     "rate_limit": _int_knob(0, 10 ** 9),
     "rate_window_ms": _int_knob(1, 24 * 3600 * 1000),
@@ -718,6 +728,7 @@ class State:
         self.current_refresh = None  # a rotated refresh token (survives reset); None: the configured one
         self.last_expiry = None  # time.monotonic() expiry of the token issued last
         self.oauth_log = []
+        self.known_events = {}  # (externalEventId, externalAccountId) -> monotonic time of its first upsert
         self.reset_stats()
         self.log_file = None
         if log_path:
@@ -823,6 +834,22 @@ class State:
             self.storm_until = time.monotonic() + storm_ms / 1000.0 if storm_ms else None
             if "seed" in knobs:
                 self.rng.seed(knobs["seed"])
+
+    def event_known(self, event_id, account_id):
+        """known_events: whether an events/upsert created this event (True without the knob)."""
+        with self.lock:
+            if not self.global_knobs.get("known_events"):
+                return True
+            since = self.known_events.get((event_id, account_id))
+            delay = self.global_knobs.get("known_events_delay_ms", 0) / 1000.0
+            return since is not None and time.monotonic() >= since + delay
+
+    def note_events(self, inputs):
+        with self.lock:
+            for item in inputs:
+                if isinstance(item, dict):
+                    key = (str(item.get("externalEventId")), str(item.get("externalAccountId")))
+                    self.known_events.setdefault(key, time.monotonic())
 
     def global_bad_vids(self):
         with self.lock:
@@ -938,6 +965,7 @@ class State:
             self.daily_used = 0
             self.storm_until = None
             self.oauth_log = []
+            self.known_events = {}
             self.reset_stats()
 
     # ---- OAuth ---------------------------------------------------------------
@@ -1595,6 +1623,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                         attendance="/attendance/" in (route or {}).get("template", ""))
         if rejection is not None:
             return self.answer_rejected(entry, corr, quota, *rejection)
+        template = (route or {}).get("template", "")
+        if template.endswith("/events/upsert"):
+            state.note_events(inputs)
+        elif event_id is not None and ("{subscriberState}" in template or "/attendance/" in template):
+            account = (entry.get("query") or {}).get("externalAccountId")
+            account = account[0] if isinstance(account, list) else account
+            if not state.event_known(str(event_id), str(account)):
+                entry["rejected"] = "unknown_event"
+                entry["status"], entry["correlation_id"] = 404, corr
+                state.record(entry, quota)
+                return self.send_json(404, {"status": "error", "correlationId": corr, "category": "OBJECT_NOT_FOUND",
+                                            "message": "Marketing event %s does not exist" % event_id},
+                                      corr=corr, ratelimit=quota)
 
         failing = True
         if event_id is not None:

@@ -1,0 +1,124 @@
+/* hubspot_events 0.4.0 -> 0.5.0: the review's defects (issue 10). */
+\echo Use "ALTER EXTENSION hubspot_events UPDATE TO '0.5.0'" to load this file. \quit
+
+-- An event's upsert goes out before every subscriber row of that event,
+-- whatever the order of the calls: a subscriber row now waits while ANY
+-- upsert of its event is pending or in flight, not only an older one (a
+-- transaction that enqueues the registrations and then their new event
+-- sent the registrations first, and HubSpot answered 404).  Everything
+-- else in the claim is as in 0.4.0; its rules:
+--  * a due row: pending, and next_attempt_at passed; oldest first;
+--  * one contact's rows go out one at a time in commit order: a row waits
+--    while an older row of its contact is pending (status NOT IN
+--    ('sending', 'sent', 'failed'), see outbox_pending_contact), or any row
+--    of its contact is in flight;
+--  * a subscriber row waits while an upsert of its event is pending, or a
+--    row of its event itself (upsert, cancel, complete) is in flight;
+--  * rows another transaction has locked are skipped.
+-- The function runs with search_path = pg_catalog, pg_temp: every
+-- operator and function in it resolves in pg_catalog, whatever the
+-- caller's path.
+CREATE OR REPLACE FUNCTION @extschema@.claim_due(max_rows integer)
+RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
+               external_account_id text, contact text, attempts integer,
+               kind text, event text, contact_key text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- planned with max_rows unknown, its cost estimate is large enough for JIT
+-- to compile it on every call, which costs far more than the claim itself
+SET jit = off
+-- The "older upsert of this row's event" check probes the hash index with
+-- one key per event, which the planner takes for thousands of rows: it chose
+-- a bitmap heap scan, rebuilt for every candidate row (a bitmap, a heap scan
+-- start that asks the kernel for the table's size, often a BitmapAnd).  That
+-- check was about 11% of the worker's CPU in a drain; a plain index scan
+-- reads one bucket page.
+SET enable_bitmapscan = off
+-- The claim has one good plan: walk the due rows' index in order, probe the
+-- indexes per row, stop at max_rows, update by row version.  The planner
+-- sees max_rows as unknown (a tenth of the table) and the outbox's
+-- statistics are often stale (a burst of enqueues, then a drain), so other
+-- plans can look cheaper than they are.  Other scans, sorts and joins are
+-- therefore ruled out for the claim, so that its plan does not depend on
+-- statistics.
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    WITH due AS (
+        SELECT o.ctid AS tid
+          FROM @extschema@.outbox o
+         WHERE o.status = 'pending'
+           AND o.next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
+                            WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                                = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                              AND p.external_event_id = o.external_event_id
+                              AND p.external_account_id = o.external_account_id
+                              AND p.contact_key = o.contact_key
+                              AND p.id < o.id
+                              AND p.status NOT IN ('sending', 'sent', 'failed'))
+           AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
+                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                           FROM @extschema@.outbox s WHERE s.status = 'sending')), false)
+           AND (o.kind <> 'subscriber' OR (
+                NOT EXISTS (SELECT 1 FROM @extschema@.outbox e
+                             WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                                 = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                               AND e.external_event_id = o.external_event_id
+                               AND e.external_account_id = o.external_account_id
+                               AND e.contact_key = ''
+                               AND e.kind = 'event_upsert'
+                               AND e.status NOT IN ('sending', 'sent', 'failed'))
+                AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
+                                 = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                                FROM @extschema@.outbox s WHERE s.status = 'sending')), false)))
+         ORDER BY o.next_attempt_at, o.id
+         LIMIT max_rows
+           FOR UPDATE OF o SKIP LOCKED)
+    -- By the row versions the claim has just locked (a TID scan): no
+    -- primary-key lookup per row, and no join back to the outbox, which the
+    -- planner, guessing max_rows, would plan as a hash join over the whole
+    -- table.  Locked by this statement, they cannot have moved.  (No test
+    -- of status here: it would let the planner walk the due rows' index
+    -- instead, old versions and all.)
+    UPDATE @extschema@.outbox u
+       SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
+     WHERE u.ctid = ANY (ARRAY(SELECT due.tid FROM due))
+    RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
+              u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
+$$;
+
+-- The worker asks, for a subscriber state HubSpot answered 404, whether the
+-- event has an upsert pending, in flight or recently sent (then the 404 is
+-- HubSpot not knowing the event yet, and the row is retried).  Event rows
+-- are few: a small hash index finds them by event.
+CREATE INDEX outbox_event_upserts ON @extschema@.outbox USING hash
+    ((external_event_id || ' ' || external_account_id))
+    WHERE kind = 'event_upsert';
+
+-- backfill: the same procedure, its operators schema-qualified (it runs
+-- with the caller's search_path: a procedure that commits cannot SET one).
+CREATE OR REPLACE PROCEDURE @extschema@.backfill(
+    tbl regclass,
+    trigger_name name,
+    batch_rows integer DEFAULT 10000,
+    INOUT enqueued bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    from_ctid pg_catalog.tid;
+    b record;
+BEGIN
+    enqueued := 0;
+    LOOP
+        SELECT * INTO STRICT b
+          FROM @extschema@.backfill_batch(tbl, trigger_name, from_ctid, batch_rows);
+        enqueued := enqueued OPERATOR(pg_catalog.+) b.enqueued;
+        COMMIT;
+        EXIT WHEN b.scanned OPERATOR(pg_catalog.<) batch_rows::pg_catalog.int8;
+        from_ctid := b.last_ctid;
+    END LOOP;
+END
+$$;
