@@ -122,3 +122,115 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- failed_syncs filters the outbox for roles granted only the view: a
+-- security barrier, so that a cheap leaky function in such a role's WHERE
+-- clause is never applied to rows the view hides (pending and sent ones).
+ALTER VIEW @extschema@.failed_syncs SET (security_barrier = true);
+
+-- A failed row is superseded when a newer row of its contact (or event)
+-- was sent, and retry_failed() skips it.  Purging that sent row used to
+-- make the failed one replayable again (a failed cancel older than the
+-- event's sent upsert was replayed, and cancelled the live event): a sent
+-- row that supersedes a failed one is now kept as long as the failed row.
+CREATE OR REPLACE FUNCTION @extschema@.purge_sent(older_than interval DEFAULT '7 days')
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH d AS (
+        DELETE FROM @extschema@.outbox o
+         WHERE o.status = 'sent' AND o.sent_at < now() - older_than
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox f
+                            WHERE f.status = 'failed'
+                              AND f.external_event_id = o.external_event_id
+                              AND f.external_account_id = o.external_account_id
+                              AND f.contact_key = o.contact_key
+                              AND f.id < o.id)
+        RETURNING 1)
+    SELECT count(*) FROM d;
+END;
+COMMENT ON FUNCTION @extschema@.purge_sent(interval) IS
+'Delete sent rows older than the interval, except those that supersede a failed row (kept while it is); returns the count';
+
+-- flush() waits for the worker's progress, which a REPEATABLE READ or
+-- SERIALIZABLE snapshot never sees: it waited its whole timeout and held
+-- back vacuum.  It refuses there.
+CREATE OR REPLACE FUNCTION @extschema@.flush(timeout interval DEFAULT '30 s')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'flush() cannot wait in a % transaction', upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'Its snapshot would never see the worker''s progress: it would wait its whole timeout and hold back vacuum.',
+                  HINT = 'Call it outside the transaction, or in a READ COMMITTED one.';
+    END IF;
+    PERFORM @extschema@.wake();
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM @extschema@.outbox
+                        WHERE status = 'sending'
+                           OR (status = 'pending' AND next_attempt_at <= clock_timestamp())) THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;
+
+-- When the worker finds nothing to claim, it sleeps until a row can
+-- actually be claimed: the earliest next_attempt_at of the rows the claim's
+-- order rules let through, not of every pending row.  (A due row behind a
+-- retrying row of its contact, or behind its event's retrying upsert,
+-- made the worker sleep 1 ms and claim again, a thousand times a second.)
+-- The order rules are claim_due()'s, without the due time and the locks.
+CREATE FUNCTION @extschema@.next_claim_at()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    SELECT o.next_attempt_at
+      FROM @extschema@.outbox o
+     WHERE o.status = 'pending'
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
+                        WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                            = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                          AND p.external_event_id = o.external_event_id
+                          AND p.external_account_id = o.external_account_id
+                          AND p.contact_key = o.contact_key
+                          AND p.id < o.id
+                          AND p.status NOT IN ('sending', 'sent', 'failed'))
+       AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
+                        = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                       FROM @extschema@.outbox s WHERE s.status = 'sending')), false)
+       AND (o.kind <> 'subscriber' OR (
+            NOT EXISTS (SELECT 1 FROM @extschema@.outbox e
+                         WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                             = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                           AND e.external_event_id = o.external_event_id
+                           AND e.external_account_id = o.external_account_id
+                           AND e.contact_key = ''
+                           AND e.kind = 'event_upsert'
+                           AND e.status NOT IN ('sending', 'sent', 'failed'))
+            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
+                             = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                            FROM @extschema@.outbox s WHERE s.status = 'sending')), false)))
+     ORDER BY o.next_attempt_at, o.id
+     LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION @extschema@.next_claim_at() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.next_claim_at() IS
+'When the worker can next claim a row: the earliest next_attempt_at among pending rows that no older row of their contact, and no upsert of their event, holds back (NULL when none)';

@@ -44,4 +44,59 @@ DROP TABLE rv_att;
 REVOKE ALL ON SCHEMA hubspot_events FROM hs_rv_reader;
 REVOKE ALL ON FUNCTION backfill_batch(regclass, name, tid, integer) FROM hs_rv_reader;
 DROP ROLE hs_rv_reader;
+
+-- ---- failed_syncs is a security barrier ----
+-- a role granted only the view, with a cheap function that prints what it
+-- is given: it sees the failed rows' values, never the pending ones'
+SELECT count(*) > 0 AS enqueued FROM
+  (SELECT unnest(hubspot_events.hubspot_enqueue_subscriber('rv-secret-pending', 'register', 'acme', '[{"vid": 1}]'))) e;
+SELECT count(*) > 0 AS enqueued FROM
+  (SELECT unnest(hubspot_events.hubspot_enqueue_subscriber('rv-failed', 'register', 'acme', '[{"vid": 2}]'))) e;
+UPDATE hubspot_events.outbox SET status = 'failed', error_category = 'VALIDATION_ERROR'
+ WHERE external_event_id = 'rv-failed';
+CREATE FUNCTION public.rv_leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN
+  IF $1 LIKE 'rv-%' THEN RAISE NOTICE 'seen: %', $1; END IF;
+  RETURN true;
+END $$;
+CREATE ROLE hs_rv_ops;
+GRANT USAGE ON SCHEMA hubspot_events TO hs_rv_ops;
+GRANT SELECT ON hubspot_events.failed_syncs TO hs_rv_ops;
+SET ROLE hs_rv_ops;
+SELECT external_event_id FROM hubspot_events.failed_syncs WHERE public.rv_leak(external_event_id) AND external_event_id LIKE 'rv-%';
+RESET ROLE;
+SELECT reloptions FROM pg_class WHERE oid = 'hubspot_events.failed_syncs'::regclass;
+DELETE FROM hubspot_events.outbox WHERE external_event_id IN ('rv-failed', 'rv-secret-pending');
+
+-- ---- a sent row that supersedes a failed one outlives purge_sent ----
+-- a failed cancel of an event, then the event's upsert, sent long ago
+SELECT hubspot_events.hubspot_enqueue_cancel_event('rv-live', 'acme') > 0 AS enqueued;
+UPDATE hubspot_events.outbox SET status = 'failed', error_category = 'HTTP_500', last_attempt_at = now() - interval '9 days'
+ WHERE external_event_id = 'rv-live' AND kind = 'event_cancel';
+SELECT hubspot_events.hubspot_enqueue_event('rv-live', 'acme', '{"eventName": "Live", "eventOrganizer": "Acme"}') > 0 AS enqueued;
+UPDATE hubspot_events.outbox SET status = 'sent', sent_at = now() - interval '8 days'
+ WHERE external_event_id = 'rv-live' AND kind = 'event_upsert';
+SELECT hubspot_events.purge_sent('7 days') AS purged;
+SELECT kind, status FROM hubspot_events.outbox WHERE external_event_id = 'rv-live' ORDER BY id;
+-- so the cancel is still superseded: not replayed, the live event stays
+SELECT hubspot_events.retry_failed() AS replayed;
+SELECT kind, status FROM hubspot_events.outbox WHERE external_event_id = 'rv-live' ORDER BY id;
+-- once the failed row is gone, the sent one goes too
+SELECT hubspot_events.purge_failed('1 day') >= 1 AS failed_purged;
+SELECT hubspot_events.purge_sent('7 days') AS purged;
+SELECT count(*) AS left FROM hubspot_events.outbox WHERE external_event_id = 'rv-live';
+
+-- ---- flush() refuses a snapshot that would never see the worker ----
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT hubspot_events.flush('1 s');
+ROLLBACK;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT hubspot_events.flush('1 s');
+ROLLBACK;
+
+DELETE FROM hubspot_events.outbox WHERE external_event_id LIKE 'rv-%';
+REVOKE ALL ON hubspot_events.failed_syncs FROM hs_rv_ops;
+REVOKE ALL ON SCHEMA hubspot_events FROM hs_rv_ops;
+DROP ROLE hs_rv_ops;
+DROP FUNCTION public.rv_leak(text);
 RESET search_path;

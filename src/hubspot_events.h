@@ -289,6 +289,9 @@ extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *acco
 /* ---- schema_version.c ---- */
 extern char *hs_schema_problem(char **hint);
 extern void hs_require_schema(void);
+extern int	hs_schema_version(void);
+
+#define HS_SCHEMA_0_5_0		500	/* next_claim_at() */
 
 /* ---- shared.c ---- */
 

@@ -358,7 +358,11 @@ hs_outbox_replicated_by(void)
 	return name;
 }
 
-/* Delete sent rows older than the retention, a bounded number per call. */
+/*
+ * Delete sent rows older than the retention, a bounded number per call;
+ * never one that supersedes a failed row of its contact (retry_failed()
+ * would replay the failed one once it is gone).
+ */
 uint64
 hs_outbox_purge_retention(int seconds)
 {
@@ -372,9 +376,15 @@ hs_outbox_purge_retention(int seconds)
 		Oid			types[1] = {INT4OID};
 
 		plan = keep_plan("DELETE FROM " HS_SCHEMA ".outbox WHERE id OPERATOR(pg_catalog.=) ANY"
-						 " (ARRAY(SELECT id FROM " HS_SCHEMA ".outbox"
-						 "   WHERE status OPERATOR(pg_catalog.=) 'sent'"
-						 "     AND sent_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1::pg_catalog.float8))"
+						 " (ARRAY(SELECT c.id FROM " HS_SCHEMA ".outbox c"
+						 "   WHERE c.status OPERATOR(pg_catalog.=) 'sent'"
+						 "     AND c.sent_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1::pg_catalog.float8))"
+						 "     AND NOT EXISTS (SELECT 1 FROM " HS_SCHEMA ".outbox f"
+						 "                      WHERE f.status OPERATOR(pg_catalog.=) 'failed'"
+						 "                        AND f.external_event_id OPERATOR(pg_catalog.=) c.external_event_id"
+						 "                        AND f.external_account_id OPERATOR(pg_catalog.=) c.external_account_id"
+						 "                        AND f.contact_key OPERATOR(pg_catalog.=) c.contact_key"
+						 "                        AND f.id OPERATOR(pg_catalog.<) c.id)"
 						 "   LIMIT 10000))", 1, types);
 	}
 	values[0] = Int32GetDatum(seconds);
@@ -490,18 +500,37 @@ hs_outbox_claim(int limit)
 	return rows;
 }
 
-/* Milliseconds until the next pending row is due; -1 when none is pending. */
+/*
+ * Milliseconds until a pending row can next be claimed; -1 when none can.
+ * From schema 0.5.0 on, next_claim_at() applies the claim's order rules (a
+ * due row held back by a retrying row of its contact or by its event's
+ * retrying upsert does not count); on 0.4.0, the earliest next_attempt_at
+ * of any pending row.
+ */
 int64
 hs_outbox_next_due_ms(void)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_040 = NULL;
+	static SPIPlanPtr plan_050 = NULL;
+	SPIPlanPtr	plan;
 	int64		ms = -1;
 
 	spi_connect();
-	if (plan == NULL)
-		plan = keep_plan("SELECT (pg_catalog.extract('epoch', pg_catalog.min(next_attempt_at) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())"
-						 "        OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8"
-						 "  FROM " HS_SCHEMA ".outbox WHERE status OPERATOR(pg_catalog.=) 'pending'", 0, NULL);
+	if (hs_schema_version() >= HS_SCHEMA_0_5_0)
+	{
+		if (plan_050 == NULL)
+			plan_050 = keep_plan("SELECT (pg_catalog.extract('epoch', " HS_SCHEMA ".next_claim_at() OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())"
+								 "        OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8", 0, NULL);
+		plan = plan_050;
+	}
+	else
+	{
+		if (plan_040 == NULL)
+			plan_040 = keep_plan("SELECT (pg_catalog.extract('epoch', pg_catalog.min(next_attempt_at) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())"
+								 "        OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8"
+								 "  FROM " HS_SCHEMA ".outbox WHERE status OPERATOR(pg_catalog.=) 'pending'", 0, NULL);
+		plan = plan_040;
+	}
 	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next due row");
 	if (SPI_processed > 0)

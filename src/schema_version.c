@@ -125,6 +125,15 @@ hs_schema_problem(char **hint)
 	return NULL;
 }
 
+/* The installed schema's version as a*10000 + b*100 + c (0: not installed). */
+int
+hs_schema_version(void)
+{
+	const char *vtext;
+
+	return Max(installed_version(&vtext), 0);
+}
+
 /* Throw when this library cannot serve this database's schema. */
 void
 hs_require_schema(void)

@@ -207,25 +207,62 @@ $node->stop;
 # 5. An outbox replicated by a FOR ALL TABLES publication is sent once
 # ---------------------------------------------------------------------------
 mock_reset();
-my $pub = hs_node('pub', conf => [@conf, "wal_level = logical"]);
+my $pub = hs_node('pub', conf => [@conf], init => { allows_streaming => 'logical' });
 my $sub = hs_node('sub', conf => [@conf]);
 $pub->safe_psql('postgres', 'CREATE PUBLICATION everything FOR ALL TABLES');
 my $connstr = $pub->connstr('postgres');
 $connstr =~ s/'/''/g;
 $sub->safe_psql('postgres', "CREATE SUBSCRIPTION everything CONNECTION '$connstr' PUBLICATION everything WITH (copy_data = false)");
 $pub->wait_for_catchup('everything');
+# the publisher's worker cannot send for now (a token HubSpot refuses): its
+# row waits, replicated to the subscriber, whose own token is fine
+my $good_token = slurp_file($pub->{hs_token_file});
+open(my $fh, '>', $pub->{hs_token_file}) or die; print $fh "pat-refused-for-now\n"; close $fh;
+$pub->reload;
 $pub->safe_psql('postgres', q{SELECT hubspot_events.hubspot_enqueue_subscriber('replicated', 'register', 'acme', '[{"vid": 1}]')});
-ok(wait_until(sub { $pub->safe_psql('postgres', "SELECT status FROM hubspot_events.outbox WHERE external_event_id = 'replicated'") eq 'sent' }, 30),
-	'the publisher sends its row');
 $pub->wait_for_catchup('everything');
-ok(wait_until(sub { $sub->safe_psql('postgres', "SELECT status FROM hubspot_events.outbox WHERE external_event_id = 'replicated'") eq 'sent' }, 30),
-	'the subscriber receives the row and its outcome');
-usleep(1_000_000);
-is(scalar(requests_for('replicated')), 1, 'HubSpot received it once, not once per server');
+is($sub->safe_psql('postgres', "SELECT status FROM hubspot_events.outbox WHERE external_event_id = 'replicated'"), 'pending',
+	'the row reached the subscriber');
+usleep(1_500_000);
+sub sent_ok { scalar grep { ($_->{status} // 0) >= 200 && ($_->{status} // 0) < 300 } requests_for('replicated') }
+is(sent_ok(), 0, 'the subscriber\'s worker does not send a replicated row');
 like($sub->safe_psql('postgres', 'SELECT held_reason FROM hubspot_events.status'), qr/replicated into this database by subscription "everything"/,
 	'the subscriber\'s status says why its worker does not send');
+open($fh, '>', $pub->{hs_token_file}) or die; print $fh $good_token; close $fh;
+ok(wait_until(sub { $pub->safe_psql('postgres', "SELECT status FROM hubspot_events.outbox WHERE external_event_id = 'replicated'") eq 'sent' }, 90),
+	'the publisher sends it once its token is good');
+$pub->wait_for_catchup('everything');
+ok(wait_until(sub { $sub->safe_psql('postgres', "SELECT status FROM hubspot_events.outbox WHERE external_event_id = 'replicated'") eq 'sent' }, 30),
+	'the subscriber receives the outcome');
+usleep(1_000_000);
+is(sent_ok(), 1, 'HubSpot recorded it once, not once per server');
 $sub->safe_psql('postgres', 'DROP SUBSCRIPTION everything');
 $sub->stop;
 $pub->stop;
+
+# ---------------------------------------------------------------------------
+# 6. No spinning while due rows wait behind a retrying event upsert
+# ---------------------------------------------------------------------------
+mock_reset();
+$node = hs_node('spin', conf => [
+	"hubspot_events.poll_interval_ms = 100",
+	"hubspot_events.retry_base_ms = 4000",
+	"hubspot_events.retry_max_ms = 4000",
+	"hubspot_events.max_attempts = 10"]);
+mock_config({ status => 503 });    # HubSpot fails every request: the upsert retries
+r1("SELECT hubspot_events.hubspot_enqueue_event('evt-spin', 'acme', '$event')");
+ok(wait_until(sub { scalar(@{ mock_requests() }) >= 1 }, 30), 'the event upsert was tried and is retrying');
+r1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('evt-spin', 'register', 'acme', '[{"vid": 1}, {"vid": 2}]')});
+usleep(300_000);
+my $pid = r1('SELECT worker_pid FROM hubspot_events.status');
+sub cpu_ticks { my @f = split ' ', (slurp_file("/proc/$pid/stat") =~ s/^.*\)\s//sr); return $f[11] + $f[12]; }
+my $t0 = cpu_ticks();
+usleep(2_000_000);
+my $used = cpu_ticks() - $t0;
+cmp_ok($used, '<', 30, "the worker sleeps while its due rows wait behind a retrying upsert ($used ticks of CPU in 2 s)");
+is(r1(q{SELECT string_agg(status, ',' ORDER BY id) FROM hubspot_events.outbox WHERE kind = 'subscriber'}), 'pending,pending',
+	'the registrations wait for their event');
+mock_config({});
+$node->stop;
 
 done_testing();
