@@ -98,9 +98,34 @@ CREATE INDEX outbox_event_upserts ON @extschema@.outbox USING hash
     ((external_event_id || ' ' || external_account_id))
     WHERE kind = 'event_upsert';
 
--- backfill: the same procedure, its operators schema-qualified (it runs
--- with the caller's search_path: a procedure that commits cannot SET one).
-CREATE OR REPLACE PROCEDURE @extschema@.backfill(
+-- backfill pages by the table's primary key instead of ctid: an UPDATE of
+-- a column the trigger does not map (so the trigger enqueues nothing) could
+-- move a row to a page a ctid-paged backfill had passed, and the row was
+-- never enqueued.  backfill_batch's third argument and first result are now
+-- the key (as text, one element per key column); a table without a primary
+-- key is refused.  GRANTs on the old backfill_batch(regclass, name, tid,
+-- integer) must be given again on the new one.
+DROP PROCEDURE @extschema@.backfill(regclass, name, integer, bigint);
+DROP FUNCTION @extschema@.backfill_batch(regclass, name, tid, integer);
+CREATE FUNCTION @extschema@.backfill_batch(
+    tbl regclass,
+    trigger_name name,
+    after_key text[],
+    batch_rows integer,
+    OUT last_key text[],
+    OUT enqueued bigint,
+    OUT scanned bigint)
+RETURNS record
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_backfill_batch_by_key';
+REVOKE ALL ON FUNCTION @extschema@.backfill_batch(regclass, name, text[], integer) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.backfill_batch(regclass, name, text[], integer) IS
+'Enqueue up to batch_rows rows of tbl whose primary key comes after after_key (from the start when NULL), in key order, as its sync_attendance trigger trigger_name would for an INSERT; returns the last key read (NULL when none), the outbox rows written and the rows read';
+
+-- The loop, with a COMMIT after every batch.  No SET clause: a procedure
+-- with one cannot commit; every name and operator below is
+-- schema-qualified instead.
+CREATE PROCEDURE @extschema@.backfill(
     tbl regclass,
     trigger_name name,
     batch_rows integer DEFAULT 10000,
@@ -108,20 +133,23 @@ CREATE OR REPLACE PROCEDURE @extschema@.backfill(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    from_ctid pg_catalog.tid;
+    from_key pg_catalog.text[];
     b record;
 BEGIN
     enqueued := 0;
     LOOP
         SELECT * INTO STRICT b
-          FROM @extschema@.backfill_batch(tbl, trigger_name, from_ctid, batch_rows);
+          FROM @extschema@.backfill_batch(tbl, trigger_name, from_key, batch_rows);
         enqueued := enqueued OPERATOR(pg_catalog.+) b.enqueued;
         COMMIT;
         EXIT WHEN b.scanned OPERATOR(pg_catalog.<) batch_rows::pg_catalog.int8;
-        from_ctid := b.last_ctid;
+        from_key := b.last_key;
     END LOOP;
 END
 $$;
+REVOKE ALL ON PROCEDURE @extschema@.backfill(regclass, name, integer, bigint) FROM PUBLIC;
+COMMENT ON PROCEDURE @extschema@.backfill(regclass, name, integer, bigint) IS
+'Enqueue every existing row of tbl as its sync_attendance trigger trigger_name would for an INSERT, batch_rows per transaction, in primary-key order; returns the count';
 
 -- failed_syncs filters the outbox for roles granted only the view: a
 -- security barrier, so that a cheap leaky function in such a role's WHERE

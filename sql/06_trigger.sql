@@ -247,7 +247,7 @@ SELECT o.external_event_id, o.status, o.contact, o.error_message
 SELECT * FROM outbox_since(:m) WHERE status = 'pending';
 
 -- ---- names that need quoting; values that look like SQL ----
-CREATE TABLE "Attendance Table" ("Event Id" text, "State" text, "Contact VID" bigint, account text);
+CREATE TABLE "Attendance Table" ("Event Id" text, "State" text, "Contact VID" bigint PRIMARY KEY, account text);
 CREATE TRIGGER "Sync It" AFTER INSERT OR UPDATE OR DELETE ON "Attendance Table"
   FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
     'event_id=Event Id', 'state=State', 'vid=Contact VID', 'account_id=account', 'on_delete=cancel');
@@ -296,7 +296,7 @@ RESET ROLE;
 SELECT * FROM outbox_since(:m);
 
 -- ---- backfill: rows that were there before the trigger ----
-CREATE TABLE bf (id int, event text, state text, vid bigint, account text);
+CREATE TABLE bf (id int PRIMARY KEY, event text, state text, vid bigint, account text);
 INSERT INTO bf
 SELECT g, 'trg-backfill', CASE g WHEN 4 THEN NULL WHEN 6 THEN 'maybe' ELSE 'register' END, 600 + g, 'acme'
   FROM generate_series(1, 7) g;
@@ -305,28 +305,30 @@ CREATE TRIGGER bf_sync AFTER INSERT OR UPDATE OR DELETE ON bf
     'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
 CREATE FUNCTION hs_test.not_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 CREATE TRIGGER bf_other AFTER INSERT ON bf FOR EACH ROW EXECUTE FUNCTION hs_test.not_sync();
--- what backfill does, batch by hand (rolled back): ctid order, each batch
--- starting after the last row of the one before
+-- what backfill does, batch by hand (rolled back): primary-key order, each
+-- batch starting after the last key of the one before
 BEGIN;
 SELECT * FROM backfill_batch('bf', 'bf_sync', NULL, 3);
-SELECT * FROM backfill_batch('bf', 'bf_sync', '(0,3)', 3);
-SELECT * FROM backfill_batch('bf', 'bf_sync', '(0,6)', 3);
-SELECT * FROM backfill_batch('bf', 'bf_sync', '(0,7)', 3);
+SELECT * FROM backfill_batch('bf', 'bf_sync', '{3}', 3);
+SELECT * FROM backfill_batch('bf', 'bf_sync', '{6}', 3);
+SELECT * FROM backfill_batch('bf', 'bf_sync', '{7}', 3);
 ROLLBACK;
+-- the key has one element per key column
+SELECT * FROM try($$SELECT backfill_batch('bf', 'bf_sync', '{1,2}', 3)$$);
 -- wrong arguments
 SELECT * FROM try($$SELECT backfill_batch('bf', 'no_such_trigger', NULL, 3)$$);
 SELECT * FROM try($$SELECT backfill_batch('bf', 'bf_other', NULL, 3)$$);
 SELECT * FROM try($$SELECT backfill_batch('bf', 'bf_sync', NULL, 0)$$);
 SELECT * FROM try($$SELECT backfill_batch('bf', NULL, NULL, 3)$$);
 SELECT * FROM try($$SELECT backfill_batch('bf', 'bf_sync', NULL, NULL)$$);
-CREATE TABLE bf_parted (event text, state text, vid bigint, account text) PARTITION BY LIST (account);
+CREATE TABLE bf_parted (event text, state text, vid bigint, account text, PRIMARY KEY (account, vid)) PARTITION BY LIST (account);
 CREATE TABLE bf_parted_acme PARTITION OF bf_parted FOR VALUES IN ('acme');
 CREATE TRIGGER bf_parted_sync AFTER INSERT ON bf_parted
   FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
     'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
 SELECT * FROM try($$SELECT backfill_batch('bf_parted', 'bf_parted_sync', NULL, 3)$$);
 -- SELECT on the table is required
-GRANT EXECUTE ON FUNCTION backfill_batch(regclass, name, tid, integer) TO hs_trg_writer;
+GRANT EXECUTE ON FUNCTION backfill_batch(regclass, name, text[], integer) TO hs_trg_writer;
 SET ROLE hs_trg_writer;
 SELECT * FROM hubspot_events.backfill_batch('public.att', 'att_sync', NULL, 3);
 RESET ROLE;

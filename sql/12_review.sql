@@ -5,7 +5,7 @@ SET search_path = public, hubspot_events;
 \set VERBOSITY default
 
 -- ---- backfill refuses what it cannot honour ----
-CREATE TABLE rv_att (id int, event text, state text, vid bigint, account text);
+CREATE TABLE rv_att (id int PRIMARY KEY, event text, state text, vid bigint, account text);
 INSERT INTO rv_att SELECT g, 'rv-backfill', 'register', 700 + g, CASE WHEN g <= 2 THEN 'acme' ELSE 'other' END
   FROM generate_series(1, 4) g;
 CREATE TRIGGER rv_sync AFTER INSERT OR UPDATE OR DELETE ON rv_att
@@ -13,7 +13,7 @@ CREATE TRIGGER rv_sync AFTER INSERT OR UPDATE OR DELETE ON rv_att
     'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
 CREATE ROLE hs_rv_reader;
 GRANT USAGE ON SCHEMA hubspot_events TO hs_rv_reader;
-GRANT EXECUTE ON FUNCTION backfill_batch(regclass, name, tid, integer) TO hs_rv_reader;
+GRANT EXECUTE ON FUNCTION backfill_batch(regclass, name, text[], integer) TO hs_rv_reader;
 GRANT SELECT ON rv_att TO hs_rv_reader;
 -- row-level security that hides rows from the caller: the backfill would
 -- have sent them all
@@ -42,8 +42,35 @@ SELECT * FROM backfill_batch('rv_att', 'rv_when', NULL, 10);
 DROP TRIGGER rv_when ON rv_att;
 DROP TABLE rv_att;
 REVOKE ALL ON SCHEMA hubspot_events FROM hs_rv_reader;
-REVOKE ALL ON FUNCTION backfill_batch(regclass, name, tid, integer) FROM hs_rv_reader;
+REVOKE ALL ON FUNCTION backfill_batch(regclass, name, text[], integer) FROM hs_rv_reader;
 DROP ROLE hs_rv_reader;
+
+-- ---- backfill pages by the primary key: a row an UPDATE moves is not missed ----
+CREATE TABLE rv_move (id int PRIMARY KEY, event text, state text, vid bigint, account text, note text)
+  WITH (fillfactor = 100, autovacuum_enabled = false);
+INSERT INTO rv_move SELECT g, 'rv-move', 'register', 800 + g, 'acme', repeat('x', 2000) FROM generate_series(1, 12) g;
+CREATE TRIGGER rv_move_sync AFTER INSERT OR UPDATE OR DELETE ON rv_move
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+-- free room on the first page
+DELETE FROM rv_move WHERE id = 2;
+VACUUM rv_move;
+SELECT last_key, enqueued, scanned FROM backfill_batch('rv_move', 'rv_move_sync', NULL, 3) \gset
+SELECT :'last_key' AS last_key, :enqueued AS enqueued;
+-- a change the trigger does not send (an unmapped column) moves row 11 to
+-- the first page, which a ctid-paged backfill had passed
+UPDATE rv_move SET note = 'moved' WHERE id = 11;
+SELECT (ctid::text::point)[0] AS page_of_row_11 FROM rv_move WHERE id = 11;
+SELECT enqueued, scanned FROM backfill_batch('rv_move', 'rv_move_sync', :'last_key', 100);
+SELECT count(*) AS enqueued, count(*) FILTER (WHERE contact_key = '811') AS row_11
+  FROM hubspot_events.outbox WHERE external_event_id = 'rv-move';
+-- a table without a primary key is refused
+CREATE TABLE rv_nokey (event text, state text, vid bigint, account text);
+CREATE TRIGGER rv_nokey_sync AFTER INSERT ON rv_nokey FOR EACH ROW EXECUTE FUNCTION
+  hubspot_events.sync_attendance('event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+SELECT * FROM backfill_batch('rv_nokey', 'rv_nokey_sync', NULL, 10);
+DELETE FROM hubspot_events.outbox WHERE external_event_id = 'rv-move';
+DROP TABLE rv_move, rv_nokey;
 
 -- ---- failed_syncs is a security barrier ----
 -- a role granted only the view, with a cheap function that prints what it

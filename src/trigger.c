@@ -51,17 +51,21 @@
  *	 configuration), then writes them; the configuration is not touched once
  *	 SPI runs.
  *
- * - backfill_batch() reads the table with a TID range scan starting after
- *	 the last ctid of the previous batch, so backfill() (plpgsql, committing
- *	 between batches) reads a table once however many batches it takes, and
- *	 no SQL is ever built from the table's name.  Each row goes through the
- *	 same code as a fired INSERT.
+ * - backfill_batch() reads the table by its primary key's index, starting
+ *	 after the last key of the previous batch, so backfill() (plpgsql,
+ *	 committing between batches) reads a table once however many batches it
+ *	 takes, misses no row an UPDATE moves meanwhile, and no SQL is ever
+ *	 built from the table's name.  Each row goes through the same code as a
+ *	 fired INSERT.  (Schemas before 0.5.0 page by ctid.)
  *
  *-------------------------------------------------------------------------
  */
 #include "hubspot_events.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/nbtree.h"
+#include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/objectaddress.h"
@@ -77,6 +81,7 @@
 #include "miscadmin.h"
 #include "storage/itemptr.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datum.h"
@@ -95,6 +100,7 @@
 
 PG_FUNCTION_INFO_V1(hubspot_sync_attendance);
 PG_FUNCTION_INFO_V1(hubspot_backfill_batch);
+PG_FUNCTION_INFO_V1(hubspot_backfill_batch_by_key);
 
 #define VALID_KEYS_HINT \
 	"The keys are event_id, state, vid or email (one of them), and account_id (required), and at, properties, on_delete and on_invalid (optional)."
@@ -1131,45 +1137,27 @@ backfill_check_trigger_fires(Relation rel, const Trigger *trigger, const char *t
 }
 
 /*
- * backfill_batch(tbl regclass, trigger_name name, after_ctid tid,
- *				  batch_rows int, OUT last_ctid tid, OUT enqueued bigint,
- *				  OUT scanned bigint)
- *
- * Enqueue up to batch_rows rows of tbl, those after after_ctid (from the
- * start when NULL) in ctid order, as the sync_attendance trigger named
- * trigger_name would for an INSERT.  Returns the ctid of the last row read
- * (NULL when none was), the number of outbox rows written, and the number
- * of rows read: fewer than batch_rows means the table is done.
- *
- * The caller needs SELECT on the table.  A TID range scan starts where the
- * previous batch ended, so a table is read once however many batches it
- * takes.  backfill() calls this in a loop and commits between batches.
+ * What both backfill_batch variants check and open: the table (SELECT
+ * needed), its sync_attendance trigger, and that the trigger would fire.
  */
-Datum
-hubspot_backfill_batch(PG_FUNCTION_ARGS)
+typedef struct BackfillSetup
+{
+	Relation	rel;
+	char	   *table;
+	SyncConfig *cfg;
+	TupleDesc	desc;
+	int32		batch_rows;
+	TupleDesc	resultdesc;
+} BackfillSetup;
+
+static void
+backfill_setup(FunctionCallInfo fcinfo, BackfillSetup *b)
 {
 	Oid			relid;
 	char	   *tgname;
-	int32		batch_rows;
 	AclResult	aclresult;
-	Relation	rel;
 	Trigger    *trigger = NULL;
 	FmgrInfo	finfo;
-	SyncConfig *cfg;
-	char	   *table;
-	TupleDesc	desc;
-	Snapshot	snapshot;
-	TableScanDesc scan;
-	TupleTableSlot *slot;
-	ItemPointerData mintid;
-	ItemPointerData maxtid;
-	ItemPointerData last;
-	MemoryContext rowcxt;
-	int64		enqueued = 0;
-	int64		scanned = 0;
-	TupleDesc	resultdesc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -1185,15 +1173,15 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 				 errmsg("batch_rows must not be null")));
 	relid = PG_GETARG_OID(0);
 	tgname = NameStr(*PG_GETARG_NAME(1));
-	batch_rows = PG_GETARG_INT32(3);
-	if (batch_rows < 1)
+	b->batch_rows = PG_GETARG_INT32(3);
+	if (b->batch_rows < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batch_rows must be at least 1, not %d", batch_rows)));
+				 errmsg("batch_rows must be at least 1, not %d", b->batch_rows)));
 
-	if (get_func_result_type(fcinfo->flinfo->fn_oid, NULL, &resultdesc) != TYPEFUNC_COMPOSITE)
+	if (get_func_result_type(fcinfo->flinfo->fn_oid, NULL, &b->resultdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "backfill_batch must return a record type");
-	resultdesc = BlessTupleDesc(resultdesc);
+	b->resultdesc = BlessTupleDesc(b->resultdesc);
 
 	/* check the privilege before taking any lock */
 	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
@@ -1201,38 +1189,248 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 		aclcheck_error(aclresult, get_relkind_objtype(get_rel_relkind(relid)),
 					   get_rel_name(relid));
 
-	rel = table_open(relid, AccessShareLock);
-	table = table_display_name(rel);
-	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	b->rel = table_open(relid, AccessShareLock);
+	b->table = table_display_name(b->rel);
+	if (b->rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("cannot backfill partitioned table %s", table),
+				 errmsg("cannot backfill partitioned table %s", b->table),
 				 errhint("Backfill each partition: a trigger on a partitioned table is cloned to its partitions under the same name.")));
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	if (b->rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("cannot backfill %s: it is not a table", table)));
+				 errmsg("cannot backfill %s: it is not a table", b->table)));
 
-	if (rel->trigdesc != NULL)
+	if (b->rel->trigdesc != NULL)
 	{
-		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
-			if (strcmp(rel->trigdesc->triggers[i].tgname, tgname) == 0)
-				trigger = &rel->trigdesc->triggers[i];
+		for (int i = 0; i < b->rel->trigdesc->numtriggers; i++)
+			if (strcmp(b->rel->trigdesc->triggers[i].tgname, tgname) == 0)
+				trigger = &b->rel->trigdesc->triggers[i];
 	}
 	if (trigger == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("trigger \"%s\" for table %s does not exist", tgname, table)));
+				 errmsg("trigger \"%s\" for table %s does not exist", tgname, b->table)));
 	fmgr_info(trigger->tgfoid, &finfo);
 	if (finfo.fn_addr != hubspot_sync_attendance)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("trigger \"%s\" on table %s does not execute hubspot_events.sync_attendance()",
-						tgname, table),
+						tgname, b->table),
 				 errdetail("It executes %s.", format_procedure_qualified(trigger->tgfoid))));
-	backfill_check_trigger_fires(rel, trigger, table);
-	cfg = get_config(rel, trigger);
-	desc = RelationGetDescr(rel);
+	backfill_check_trigger_fires(b->rel, trigger, b->table);
+	b->cfg = get_config(b->rel, trigger);
+	b->desc = RelationGetDescr(b->rel);
+}
+
+/* One row read by a backfill: enqueued as a fired INSERT would be. */
+static bool
+backfill_row(BackfillSetup *b, TupleTableSlot *slot, MemoryContext rowcxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(rowcxt);
+	bool		should_free;
+	HeapTuple	tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+	HsOutboxRow row;
+	bool		enqueued = false;
+
+	if (row_to_outbox(b->cfg, b->desc, tuple, false, b->table, &row))
+	{
+		(void) hs_outbox_insert(&row);
+		enqueued = true;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(rowcxt);
+	return enqueued;
+}
+
+/*
+ * backfill_batch(tbl regclass, trigger_name name, after_key text[],
+ *				  batch_rows int, OUT last_key text[], OUT enqueued bigint,
+ *				  OUT scanned bigint)
+ *
+ * Enqueue up to batch_rows rows of tbl, those whose primary key comes after
+ * after_key (from the start when NULL), in primary-key order, as the
+ * sync_attendance trigger named trigger_name would for an INSERT.  Returns
+ * the last key read, as text (NULL when no row was read), the number of
+ * outbox rows written, and the number of rows read: fewer than batch_rows
+ * means the table is done.
+ *
+ * Paged by the primary key, not by ctid: an UPDATE during a backfill (of a
+ * column the trigger does not map, so that the trigger enqueues nothing)
+ * moves a row's version to another page, possibly one a ctid-paged backfill
+ * has passed, but keeps its key.  The scan walks the primary key's index
+ * from the first column's value on, and skips the rows at or before
+ * after_key by the index's own ordering.  A table without a primary key
+ * is refused.
+ */
+Datum
+hubspot_backfill_batch_by_key(PG_FUNCTION_ARGS)
+{
+	BackfillSetup b;
+	Oid			pkoid;
+	Relation	idx;
+	int			nkeys;
+	Datum	   *after = NULL;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	ScanKeyData skey;
+	TupleTableSlot *slot;
+	MemoryContext rowcxt;
+	int64		enqueued = 0;
+	int64		scanned = 0;
+	Datum	   *last = NULL;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	backfill_setup(fcinfo, &b);
+	pkoid = RelationGetPrimaryKeyIndex(b.rel);
+	if (!OidIsValid(pkoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot backfill table %s: it has no primary key", b.table),
+				 errdetail("A backfill reads the table in primary-key order, so that rows updated while it runs are not missed."),
+				 errhint("Add a primary key, or enqueue the rows with hubspot_events.hubspot_enqueue_subscriber().")));
+	idx = index_open(pkoid, AccessShareLock);
+	nkeys = IndexRelationGetNumberOfKeyAttributes(idx);
+
+	/* after_key: one value per key column, read by the column's input function */
+	if (!PG_ARGISNULL(2))
+	{
+		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(2);
+		Datum	   *elems;
+		bool	   *elnulls;
+		int			nelems;
+
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elnulls, &nelems);
+		if (ARR_NDIM(arr) > 1 || nelems != nkeys)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("after_key must have %d element%s, one per column of the primary key of %s, not %d",
+							nkeys, nkeys == 1 ? "" : "s", b.table, nelems)));
+		after = palloc(sizeof(Datum) * nkeys);
+		for (int i = 0; i < nkeys; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(b.desc, idx->rd_index->indkey.values[i] - 1);
+			Oid			typinput;
+			Oid			typioparam;
+
+			if (elnulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("after_key must not hold a null")));
+			getTypeInputInfo(att->atttypid, &typinput, &typioparam);
+			after[i] = OidInputFunctionCall(typinput, TextDatumGetCString(elems[i]),
+											typioparam, att->atttypmod);
+		}
+	}
+
+	snapshot = RegisterSnapshot(GetActiveSnapshot());
+	slot = table_slot_create(b.rel, NULL);
+	scan = index_beginscan(b.rel, idx, snapshot, after ? 1 : 0, 0);
+	if (after)
+	{
+		/* from the first key column's value on (>=); the rest is skipped below */
+		Oid			opfamily = idx->rd_opfamily[0];
+		Oid			opcintype = idx->rd_opcintype[0];
+		Oid			op = get_opfamily_member(opfamily, opcintype, opcintype, BTGreaterEqualStrategyNumber);
+
+		if (!OidIsValid(op))
+			elog(ERROR, "no >= operator in the primary key's operator family");
+		ScanKeyEntryInitialize(&skey, 0, 1, BTGreaterEqualStrategyNumber, opcintype,
+							   idx->rd_indcollation[0], get_opcode(op), after[0]);
+	}
+	index_rescan(scan, after ? &skey : NULL, after ? 1 : 0, NULL, 0);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events backfill row",
+								   ALLOCSET_DEFAULT_SIZES);
+
+	while (scanned < b.batch_rows && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(slot);
+		if (after)
+		{
+			int			cmp = 0;
+
+			/* the row's key against after_key, by the index's comparison functions */
+			for (int i = 0; i < nkeys && cmp == 0; i++)
+			{
+				AttrNumber	attno = idx->rd_index->indkey.values[i];
+				FmgrInfo   *proc = index_getprocinfo(idx, i + 1, BTORDER_PROC);
+
+				cmp = DatumGetInt32(FunctionCall2Coll(proc, idx->rd_indcollation[i],
+													  slot->tts_values[attno - 1], after[i]));
+			}
+			if (cmp <= 0)
+				continue;
+		}
+		scanned++;
+		/* the key of the last row read, as text, for the next batch */
+		if (last == NULL)
+			last = palloc(sizeof(Datum) * nkeys);
+		for (int i = 0; i < nkeys; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(b.desc, idx->rd_index->indkey.values[i] - 1);
+			Oid			typoutput;
+			bool		varlena;
+
+			getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
+			last[i] = CStringGetTextDatum(OidOutputFunctionCall(typoutput,
+																slot->tts_values[idx->rd_index->indkey.values[i] - 1]));
+		}
+		if (backfill_row(&b, slot, rowcxt))
+			enqueued++;
+	}
+
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	MemoryContextDelete(rowcxt);
+	index_close(idx, AccessShareLock);
+	table_close(b.rel, NoLock);
+
+	if (last)
+		values[0] = PointerGetDatum(construct_array(last, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
+	else
+	{
+		values[0] = (Datum) 0;
+		nulls[0] = true;
+	}
+	values[1] = Int64GetDatum(enqueued);
+	values[2] = Int64GetDatum(scanned);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(b.resultdesc, values, nulls)));
+}
+
+/*
+ * backfill_batch(tbl regclass, trigger_name name, after_ctid tid,
+ *				  batch_rows int, OUT last_ctid tid, OUT enqueued bigint,
+ *				  OUT scanned bigint)
+ *
+ * The ctid-paged backfill of schemas before 0.5.0 (whose backfill() calls
+ * it), kept so that this library serves them: a row an UPDATE moves to a
+ * page the backfill has passed is missed (the key-paged one above is not).
+ * Enqueue up to batch_rows rows of tbl, those after after_ctid (from the
+ * start when NULL) in ctid order, as the sync_attendance trigger named
+ * trigger_name would for an INSERT.  Returns the ctid of the last row read
+ * (NULL when none was), the number of outbox rows written, and the number
+ * of rows read: fewer than batch_rows means the table is done.
+ */
+Datum
+hubspot_backfill_batch(PG_FUNCTION_ARGS)
+{
+	BackfillSetup b;
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	ItemPointerData mintid;
+	ItemPointerData maxtid;
+	ItemPointerData last;
+	MemoryContext rowcxt;
+	int64		enqueued = 0;
+	int64		scanned = 0;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	backfill_setup(fcinfo, &b);
 
 	/* the rows after after_ctid, to the end of the table */
 	if (PG_ARGISNULL(2))
@@ -1246,39 +1444,26 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 	ItemPointerSetInvalid(&last);
 
 	snapshot = RegisterSnapshot(GetActiveSnapshot());
-	slot = table_slot_create(rel, NULL);
-	scan = table_beginscan_tidrange(rel, snapshot, &mintid, &maxtid);
+	slot = table_slot_create(b.rel, NULL);
+	scan = table_beginscan_tidrange(b.rel, snapshot, &mintid, &maxtid);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events backfill row",
 								   ALLOCSET_DEFAULT_SIZES);
 
-	while (scanned < batch_rows &&
+	while (scanned < b.batch_rows &&
 		   table_scan_getnextslot_tidrange(scan, ForwardScanDirection, slot))
 	{
-		MemoryContext oldcxt;
-		HeapTuple	tuple;
-		bool		should_free;
-		HsOutboxRow row;
-
 		CHECK_FOR_INTERRUPTS();
 		scanned++;
 		ItemPointerCopy(&slot->tts_tid, &last);
-
-		oldcxt = MemoryContextSwitchTo(rowcxt);
-		tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
-		if (row_to_outbox(cfg, desc, tuple, false, table, &row))
-		{
-			(void) hs_outbox_insert(&row);
+		if (backfill_row(&b, slot, rowcxt))
 			enqueued++;
-		}
-		MemoryContextSwitchTo(oldcxt);
-		MemoryContextReset(rowcxt);
 	}
 
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snapshot);
 	MemoryContextDelete(rowcxt);
-	table_close(rel, NoLock);
+	table_close(b.rel, NoLock);
 
 	if (ItemPointerIsValid(&last))
 	{
@@ -1294,5 +1479,5 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 	}
 	values[1] = Int64GetDatum(enqueued);
 	values[2] = Int64GetDatum(scanned);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resultdesc, values, nulls)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(b.resultdesc, values, nulls)));
 }
