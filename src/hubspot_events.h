@@ -445,6 +445,7 @@ extern void hs_pacing_note_start(void);
 extern char *hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err,
 								   int64 retry_after_ms);
 extern TimestampTz hs_pacing_paused_until(void);
+extern int64 hs_retry_after_ms(const char *value);
 extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);
 
