@@ -343,6 +343,7 @@ extern void hs_oauth_check_settings(void);
 extern const char *hs_oauth_access_token(void);
 extern void hs_oauth_token_expired(const char *token);
 extern int64 hs_oauth_refresh_count(void);
+extern void hs_oauth_request_timeout_assigned(int newval);
 
 /* ---- http.c ---- */
 
@@ -372,6 +373,7 @@ typedef struct HsHttpRequest
 	const char *body;
 	size_t		body_len;
 	const char *content_type;	/* a "Content-Type: ..." header line; NULL: JSON */
+	int			timeout_ms;		/* 0: hubspot_events.request_timeout_ms */
 	void	   *arg;			/* the caller's */
 	bool		started;		/* it was sent */
 	bool		done;			/* result is filled */
@@ -399,7 +401,8 @@ extern void hs_http_post_json(const char *url, const char *token,
 							  const char *body, size_t body_len,
 							  HsHttpResult *result);
 extern bool hs_http_post_form(const char *url, const char *body, size_t body_len,
-							  bool (*stop_check) (void), HsHttpResult *result);
+							  bool (*stop_check) (void), int timeout_ms,
+							  HsHttpResult *result);
 extern bool hs_url_is_acceptable(const char *url, char **reason);
 /*
  * TLS for an easy handle that carries a secret (API requests, and the OAuth
