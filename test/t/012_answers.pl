@@ -26,6 +26,8 @@ my $node = hs_node('answers', conf => [
 	"hubspot_events.poll_interval_ms = 100"]);
 
 sub q1 { $node->safe_psql('postgres', $_[0]) }
+# the output, or the error (so that a failing call fails its test, not the script)
+sub q_or_err { my ($rc, $out, $err) = $node->psql('postgres', $_[0]); return $rc == 0 ? $out : $err }
 sub enqueue { q1("SELECT hubspot_events.hubspot_enqueue_subscriber('$_[0]', 'register', 'acme', '$_[1]')") }
 sub direct_sql { "SELECT hubspot_events.hubspot_upsert_subscriber('$_[0]', 'register', 'acme', '{\"vid\": 1}')" }
 sub requests_for { scalar(grep { ($_->{path}{externalEventId} // '') eq $_[0] } @{ mock_requests() }) }
@@ -36,11 +38,11 @@ sub row
 
 # ---- the direct function: a 2xx answer jsonb cannot hold is returned as text ----
 my $log_offset = -s $node->logfile;
-is(q1("SELECT format('%s|%s|%s', r->>'http_status', jsonb_typeof(r->'body'), left(r->>'body', 40)) FROM ("
+is(q_or_err("SELECT format('%s|%s|%s', r->>'http_status', jsonb_typeof(r->'body'), left(r->>'body', 40)) FROM ("
 	. direct_sql('mock:status=200;body=deep') . " AS r) s"),
 	'200|string|{"status":"ok","nested":[[[[[[[[[[[[[[[[',
 	'direct, 200 with 100000 nested arrays: the body is returned as text, no stack-depth ERROR');
-like(q1("SELECT format('%s|%s|%s', r->>'http_status', jsonb_typeof(r->'body'), r->>'body') FROM ("
+like(q_or_err("SELECT format('%s|%s|%s', r->>'http_status', jsonb_typeof(r->'body'), r->>'body') FROM ("
 	. direct_sql('mock:status=200;body=hugenum') . " AS r) s"),
 	qr/^200\|string\|\{"status":"ok","value":1e1001\}$/,
 	'direct, 200 with a number beyond numeric (1e1001): the body is returned as text, no numeric ERROR');
