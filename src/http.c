@@ -822,7 +822,8 @@ hs_http_post_json(const char *url, const char *token,
 /*
  * POST a form-encoded body to url without a bearer token (the OAuth token
  * endpoint).  stop_check as for hs_http_post_many (NULL: CHECK_FOR_INTERRUPTS
- * only); timeout_ms the request's time limit (0: request_timeout_ms).  Returns false when stop_check abandoned the request.
+ * only); timeout_ms is the request's time limit (0: request_timeout_ms).
+ * Returns false when stop_check abandoned the request.
  */
 bool
 hs_http_post_form(const char *url, const char *body, size_t body_len,
