@@ -161,10 +161,107 @@ hs_report_http_failure(const HsHttpResult *res, const char *progress_detail)
 }
 
 /*
+ * How deep an answer's arrays and objects may nest, and how many digits and
+ * how large an exponent its numbers may have, to be kept as JSON.  HubSpot's
+ * answers nest a few levels and hold small numbers; beyond these bounds
+ * PostgreSQL's JSON parser would hit the stack-depth check and numeric's
+ * input would fail (numeric allows exponents up to 1000 and a limited
+ * number of digits), so such an answer is kept as text instead.
+ */
+#define HS_ANSWER_MAX_DEPTH		64
+#define HS_ANSWER_MAX_DIGITS	1000
+#define HS_ANSWER_MAX_EXPONENT	1000
+
+/*
+ * Whether the arrays and objects of a JSON text nest at most max_depth
+ * deep.  A lexical scan (strings skipped), so that it cannot recurse: the
+ * text need not be valid JSON.
+ */
+static bool
+json_depth_within(const char *s, size_t len, int max_depth)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '[' || c == '{')
+		{
+			if (++depth > max_depth)
+				return false;
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return true;
+}
+
+/* Whether a JSON number token can be read by numeric's input without an ERROR. */
+static bool
+json_number_fits(const char *token)
+{
+	const char *p = token;
+	int			digits = 0;
+	int			exponent = 0;
+
+	if (*p == '-')
+		p++;
+	for (; *p; p++)
+	{
+		if (*p >= '0' && *p <= '9')
+			digits++;
+		else if (*p == 'e' || *p == 'E')
+			break;
+		else if (*p != '.')
+			return false;
+	}
+	if (digits == 0 || digits > HS_ANSWER_MAX_DIGITS)
+		return false;
+	if (*p == 'e' || *p == 'E')
+	{
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		if (*p == '\0')
+			return false;
+		for (; *p; p++)
+		{
+			if (*p < '0' || *p > '9')
+				return false;
+			exponent = exponent * 10 + (*p - '0');
+			if (exponent > HS_ANSWER_MAX_EXPONENT)
+				return false;
+		}
+	}
+	return true;
+}
+
+/* pg_parse_json's scalar callback: notes a number numeric cannot hold */
+static void
+check_answer_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	if (tokentype == JSON_TOKEN_NUMBER && !json_number_fits(token))
+		*(bool *) state = false;
+}
+
+/*
  * An answer's body as jsonb: the parsed JSON when it is JSON that jsonb can
- * hold, otherwise the text as a JSON string; NULL when the body is empty.
- * Never throws on bad input (PostgreSQL's own parser is run first in its
- * non-throwing form, so jsonb_in cannot fail on it).
+ * hold, otherwise the text (sanitised, at most a few thousand bytes) as a
+ * JSON string; NULL when the body is empty.  Never throws on bad input:
+ * nesting is bounded before PostgreSQL's (recursive) parser runs, that
+ * parser is run first in its non-throwing form with every number checked
+ * against numeric's limits, so jsonb_in cannot fail on what passes.
  */
 Jsonb *
 hs_body_to_jsonb(const char *body, size_t len)
@@ -179,13 +276,18 @@ hs_body_to_jsonb(const char *body, size_t len)
 	if (i == len)
 		return NULL;
 
-	if (memchr(body, '\0', len) == NULL && pg_verifymbstr(body, len, true))
+	if (memchr(body, '\0', len) == NULL && pg_verifymbstr(body, len, true) &&
+		json_depth_within(body, len, HS_ANSWER_MAX_DEPTH))
 	{
 		JsonLexContext *lex;
+		JsonSemAction sem = {0};
+		bool		numbers_fit = true;
 
 		copy = pnstrdup(body, len);
 		lex = makeJsonLexContextCstringLen(copy, len, GetDatabaseEncoding(), true);
-		if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
+		sem.semstate = &numbers_fit;
+		sem.scalar = check_answer_scalar;
+		if (pg_parse_json(lex, &sem) == JSON_SUCCESS && numbers_fit)
 			return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
 	}
 

@@ -254,9 +254,16 @@ receive_body(char *data, size_t size, size_t nmemb, void *userdata)
 		char	   *p;
 
 		newcap = Max(newcap, 4096);
-		p = realloc(r->body, newcap);
+		/* not realloc: the old buffer may hold a token (the token endpoint's answer) */
+		p = malloc(newcap);
 		if (p == NULL)
 			return 0;
+		if (r->body)
+		{
+			memcpy(p, r->body, r->len);
+			explicit_bzero(r->body, r->cap);
+			free(r->body);
+		}
 		r->body = p;
 		r->cap = newcap;
 	}
@@ -365,6 +372,10 @@ release_slot(HsSlot *slot)
 	}
 	if (slot->headers)
 	{
+		/* the Authorization line holds the token: libcurl frees without wiping */
+		for (struct curl_slist *l = slot->headers; l != NULL; l = l->next)
+			if (l->data)
+				explicit_bzero(l->data, strlen(l->data));
 		curl_slist_free_all(slot->headers);
 		slot->headers = NULL;
 	}
@@ -518,7 +529,7 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	SETOPT(CURLOPT_PATH_AS_IS, 1L);
 	hs_http_set_tls(easy);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-	SETOPT(CURLOPT_TIMEOUT_MS, (long) hs_request_timeout_ms);
+	SETOPT(CURLOPT_TIMEOUT_MS, (long) (req->timeout_ms > 0 ? req->timeout_ms : hs_request_timeout_ms));
 	SETOPT(CURLOPT_ERRORBUFFER, slot->errbuf);
 	SETOPT(CURLOPT_USERAGENT, HS_USER_AGENT);
 	SETOPT(CURLOPT_HTTPHEADER, slot->headers);
@@ -616,7 +627,7 @@ finish_slot(HsSlot *slot, CURLcode rc)
 			result->transport_error = psprintf("the answer was larger than %d bytes", HS_MAX_ANSWER_BYTES);
 		else if (result->timed_out)
 			result->transport_error = psprintf("no complete answer within hubspot_events.request_timeout_ms (%d ms): %s",
-											   hs_request_timeout_ms,
+											   slot->req->timeout_ms > 0 ? slot->req->timeout_ms : hs_request_timeout_ms,
 											   slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(rc));
 		else
 			result->transport_error = pstrdup(slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(rc));
@@ -811,11 +822,12 @@ hs_http_post_json(const char *url, const char *token,
 /*
  * POST a form-encoded body to url without a bearer token (the OAuth token
  * endpoint).  stop_check as for hs_http_post_many (NULL: CHECK_FOR_INTERRUPTS
- * only).  Returns false when stop_check abandoned the request.
+ * only); timeout_ms is the request's time limit (0: request_timeout_ms).
+ * Returns false when stop_check abandoned the request.
  */
 bool
 hs_http_post_form(const char *url, const char *body, size_t body_len,
-				  bool (*stop_check) (void), HsHttpResult *result)
+				  bool (*stop_check) (void), int timeout_ms, HsHttpResult *result)
 {
 	HsHttpRequest req = {0};
 	HsSendHooks hooks = {0};
@@ -825,6 +837,7 @@ hs_http_post_form(const char *url, const char *body, size_t body_len,
 	req.body = body;
 	req.body_len = body_len;
 	req.content_type = "Content-Type: application/x-www-form-urlencoded";
+	req.timeout_ms = timeout_ms;
 	hooks.stop_check = stop_check ? stop_check : backend_stop_check;
 	finished = hs_http_post_many(&req, 1, NULL, 1, &hooks);
 	*result = req.result;

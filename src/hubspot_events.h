@@ -353,6 +353,7 @@ extern void hs_oauth_check_settings(void);
 extern const char *hs_oauth_access_token(void);
 extern void hs_oauth_token_expired(const char *token);
 extern int64 hs_oauth_refresh_count(void);
+extern void hs_oauth_request_timeout_assigned(int newval);
 
 /* ---- http.c ---- */
 
@@ -382,6 +383,7 @@ typedef struct HsHttpRequest
 	const char *body;
 	size_t		body_len;
 	const char *content_type;	/* a "Content-Type: ..." header line; NULL: JSON */
+	int			timeout_ms;		/* 0: hubspot_events.request_timeout_ms */
 	void	   *arg;			/* the caller's */
 	bool		started;		/* it was sent */
 	bool		done;			/* result is filled */
@@ -409,7 +411,8 @@ extern void hs_http_post_json(const char *url, const char *token,
 							  const char *body, size_t body_len,
 							  HsHttpResult *result);
 extern bool hs_http_post_form(const char *url, const char *body, size_t body_len,
-							  bool (*stop_check) (void), HsHttpResult *result);
+							  bool (*stop_check) (void), int timeout_ms,
+							  HsHttpResult *result);
 extern bool hs_url_is_acceptable(const char *url, char **reason);
 /*
  * TLS for an easy handle that carries a secret (API requests, and the OAuth
@@ -455,6 +458,7 @@ extern void hs_pacing_note_start(void);
 extern char *hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err,
 								   int64 retry_after_ms);
 extern TimestampTz hs_pacing_paused_until(void);
+extern int64 hs_retry_after_ms(const char *value);
 extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);
 

@@ -236,6 +236,13 @@ check_oauth_token_url(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* the postmaster's value is the server's: oauth.c keeps it in shared memory */
+static void
+assign_request_timeout(int newval, void *extra)
+{
+	hs_oauth_request_timeout_assigned(newval);
+}
+
 static void
 assign_bump_generation(const char *newval, void *extra)
 {
@@ -275,7 +282,7 @@ _PG_init(void)
 							30000, 100, 3600000,
 							PGC_USERSET,
 							GUC_UNIT_MS,
-							NULL, NULL, NULL);
+							NULL, assign_request_timeout, NULL);
 
 	DefineCustomIntVariable("hubspot_events.batch_size",
 							"Largest number of contacts sent in one request.",

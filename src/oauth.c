@@ -22,7 +22,16 @@
  * sends the request with the lock released, and the others either use the
  * still-valid token or wait on a condition variable (interruptibly) for the
  * refresher's outcome; a refresher that vanished is taken over after the
- * request timeout.  Without preload, each backend keeps its own state.
+ * request timeout.  That timeout is the server's hubspot_events.request_timeout_ms
+ * (the postmaster's value, from the configuration files, kept in shared
+ * memory), never a session's: any role may SET its own, and it must neither
+ * let a waiter take over a refresh still in flight nor make a refresh that
+ * others wait for fail early.  Without preload, each backend keeps its own
+ * state.
+ *
+ * A refresh interrupted (query cancel, statement_timeout, termination, the
+ * worker's shutdown) is not a failure: the waiters are woken and one of them
+ * refreshes; nothing is recorded for them to raise.
  *
  * HubSpot may answer with a new refresh token: the newest is kept in memory
  * (shared or the backend's) and used from then on; it cannot be written
@@ -37,6 +46,7 @@
 
 #include <sys/stat.h>
 #include <json.h>
+#include <printbuf.h>
 
 #include "common/hashfn.h"
 #include "miscadmin.h"
@@ -52,6 +62,7 @@
 #define HS_REFRESH_MARGIN_MAX_MS (5 * 60 * 1000)	/* refresh 5 minutes ahead at most */
 #define HS_REFRESH_GRACE_MS		5000	/* a refresher silent this long past the timeout is gone */
 #define HS_FAIL_TEXT_MAX		512
+#define HS_SECRET_REDACTED		"[secret removed]"
 
 typedef struct HsOAuthState
 {
@@ -77,6 +88,8 @@ typedef struct HsOAuthShared
 {
 	LWLock	   *lock;
 	ConditionVariable cv;
+	/* the server's hubspot_events.request_timeout_ms, written by the postmaster */
+	pg_atomic_uint32 server_timeout_ms;
 	HsOAuthState s;
 } HsOAuthShared;
 
@@ -122,7 +135,32 @@ hs_oauth_shmem_startup(void)
 		memset(oauth_shared, 0, sizeof(HsOAuthShared));
 		oauth_shared->lock = &(GetNamedLWLockTranche("hubspot_events_oauth"))->lock;
 		ConditionVariableInit(&oauth_shared->cv);
+		/* the postmaster's value: the configuration files', no session's */
+		pg_atomic_init_u32(&oauth_shared->server_timeout_ms, (uint32) hs_request_timeout_ms);
 	}
+}
+
+/*
+ * hubspot_events.request_timeout_ms was assigned (its assign hook).  In the
+ * postmaster the value comes from the configuration files or the command
+ * line only, at start and at each reload: that is the server's value, which
+ * the refresh and the takeover of a refresh use.  Sessions' values (SET, a
+ * role's or a database's default, connection options) are ignored here.
+ */
+void
+hs_oauth_request_timeout_assigned(int newval)
+{
+	if (!IsUnderPostmaster && oauth_shared != NULL)
+		pg_atomic_write_u32(&oauth_shared->server_timeout_ms, (uint32) newval);
+}
+
+/* The server's request timeout (shared), or this backend's own without preload. */
+static int
+server_timeout_ms(void)
+{
+	if (oauth_shared == NULL)
+		return hs_request_timeout_ms;
+	return (int) pg_atomic_read_u32(&oauth_shared->server_timeout_ms);
 }
 
 void
@@ -269,6 +307,98 @@ settings_key(void)
 
 /* ---- the token request ---- */
 
+/*
+ * Wipe every string value of a json-c tree (a token answer's tokens) before
+ * json_object_put frees it: json-c frees without wiping.  json-c bounds the
+ * depth (32), so the recursion is bounded too.
+ */
+static void
+wipe_json_strings(struct json_object *o)
+{
+	if (o == NULL)
+		return;
+	if (json_object_is_type(o, json_type_string))
+		explicit_bzero((char *) json_object_get_string(o), json_object_get_string_len(o));
+	else if (json_object_is_type(o, json_type_array))
+	{
+		size_t		n = json_object_array_length(o);
+
+		for (size_t i = 0; i < n; i++)
+			wipe_json_strings(json_object_array_get_idx(o, i));
+	}
+	else if (json_object_is_type(o, json_type_object))
+	{
+		struct json_object_iterator it = json_object_iter_begin(o);
+		struct json_object_iterator end = json_object_iter_end(o);
+
+		while (!json_object_iter_equal(&it, &end))
+		{
+			wipe_json_strings(json_object_iter_peek_value(&it));
+			json_object_iter_next(&it);
+		}
+	}
+}
+
+/*
+ * A tokener for a body that holds secrets.  json-c collects each string in
+ * the tokener's print buffer, which it grows by realloc (leaving unwiped
+ * copies behind): it is sized for the whole body first, so it never grows,
+ * and wiped by free_secret_tokener.  (The print buffer is a field json-c
+ * 0.16 still publishes; a json-c that hides it fails to build here.)
+ */
+static struct json_tokener *
+new_secret_tokener(size_t len)
+{
+	struct json_tokener *tok = json_tokener_new();
+
+	if (tok == NULL)
+		return NULL;
+	if (printbuf_memset(tok->pb, 0, 0, (int) Min(len + 1, (size_t) INT_MAX)) < 0)
+	{
+		json_tokener_free(tok);
+		return NULL;
+	}
+	printbuf_reset(tok->pb);
+	return tok;
+}
+
+static void
+free_secret_tokener(struct json_tokener *tok)
+{
+	if (tok->pb && tok->pb->buf)
+		explicit_bzero(tok->pb->buf, tok->pb->size);
+	json_tokener_free(tok);
+}
+
+/*
+ * Percent-encode a secret for the form body (as hs_url_escape does), into a
+ * buffer allocated once at its final size: a growing buffer would leave
+ * unwiped partial copies behind.
+ */
+static char *
+escape_secret(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char	   *out = palloc(strlen(s) * 3 + 1);
+	char	   *o = out;
+
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			(*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
+			*p == '_' || *p == '~')
+			*o++ = (char) *p;
+		else
+		{
+			*o++ = '%';
+			*o++ = hex[*p >> 4];
+			*o++ = hex[*p & 0x0f];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
 /* Copy a JSON string that may be a token: visible ASCII, not too long. */
 static bool
 copy_token_field(struct json_object *root, const char *name, char *dst, bool *present)
@@ -293,8 +423,6 @@ copy_token_field(struct json_object *root, const char *name, char *dst, bool *pr
 			return false;
 	memcpy(dst, s, len);
 	dst[len] = '\0';
-	/* json-c frees its copy without wiping it */
-	explicit_bzero((char *) s, len);
 	return true;
 }
 
@@ -310,7 +438,7 @@ parse_token_answer(const char *body, size_t len, HsTokenAnswer *ans)
 	bool		present;
 
 	memset(ans, 0, sizeof(*ans));
-	tok = json_tokener_new();
+	tok = new_secret_tokener(len);
 	if (tok == NULL)
 	{
 		ans->problem = "out of memory while reading it";
@@ -338,22 +466,132 @@ parse_token_answer(const char *body, size_t len, HsTokenAnswer *ans)
 	}
 	if (ans->problem)
 		explicit_bzero(ans, offsetof(HsTokenAnswer, problem));
+	/* json-c frees its copies without wiping them */
 	if (root)
+	{
+		wipe_json_strings(root);
 		json_object_put(root);
-	json_tokener_free(tok);
+	}
+	free_secret_tokener(tok);
 }
 
-/* Replace every occurrence of secret in text (in place) with asterisks. */
-static void
-redact(char *text, const char *secret)
+static int
+hex_value(char c)
 {
-	size_t		n;
-	char	   *p;
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
 
-	if (text == NULL || secret == NULL || (n = strlen(secret)) < 4)
-		return;
-	while ((p = strstr(text, secret)) != NULL)
-		memset(p, '*', n);
+/*
+ * The byte value of an encoded character at t (before end): %XX (either
+ * case, as a form body or URL carries it) or \uXXXX (as JSON text carries
+ * it) for a byte below 0x80, or a JSON escape \/ \" \\.  *n gets the length
+ * of the encoding; -1 when there is none at t.
+ */
+static int
+encoded_char(const char *t, const char *end, int *n)
+{
+	if (end - t >= 3 && t[0] == '%' && hex_value(t[1]) >= 0 && hex_value(t[2]) >= 0)
+	{
+		*n = 3;
+		return hex_value(t[1]) * 16 + hex_value(t[2]);
+	}
+	if (end - t >= 6 && t[0] == '\\' && t[1] == 'u' && t[2] == '0' && t[3] == '0' &&
+		hex_value(t[4]) >= 0 && hex_value(t[5]) >= 0 && hex_value(t[4]) < 8)
+	{
+		*n = 6;
+		return hex_value(t[4]) * 16 + hex_value(t[5]);
+	}
+	if (end - t >= 2 && t[0] == '\\' && (t[1] == '/' || t[1] == '"' || t[1] == '\\'))
+	{
+		*n = 2;
+		return (unsigned char) t[1];
+	}
+	return -1;
+}
+
+/*
+ * The length of the text at t (before end) that spells secret, each of its
+ * characters written as itself or encoded (encoded_char); 0 when it does
+ * not.  Where a character could be read both ways ("%25" is '%' encoded, or
+ * the literal '%' then "25") both are tried.
+ */
+static size_t
+secret_match(const char *t, const char *end, const char *secret)
+{
+	const char *p = t;
+
+	for (const char *c = secret; *c; c++)
+	{
+		int			n;
+		int			v = encoded_char(p, end, &n);
+
+		if (v == (unsigned char) *c)
+		{
+			if (p < end && *p == *c)
+			{
+				/* ambiguous: the literal character may be meant */
+				size_t		rest = secret_match(p + 1, end, c + 1);
+
+				if (rest > 0 || c[1] == '\0')
+					return (p + 1 - t) + rest;
+			}
+			p += n;
+		}
+		else if (p < end && *p == *c)
+			p++;
+		else
+			return 0;
+	}
+	return p - t;
+}
+
+/*
+ * A palloc'd copy of len bytes of text with every occurrence of the
+ * secrets, as they are or encoded as a form body or JSON text would carry
+ * them, replaced by HS_SECRET_REDACTED; *outlen (when not NULL) gets its
+ * length.  Secrets shorter than 4 characters are not looked for.  An
+ * endpoint that echoes what it was sent must not put the client secret or
+ * the refresh token into an error message, a log line or shared memory.
+ */
+static char *
+redact_secrets(const char *text, size_t len, const char *const *secrets, int nsecrets,
+			   size_t *outlen)
+{
+	StringInfoData buf;
+	const char *p = text;
+	const char *end = text + len;
+
+	initStringInfo(&buf);
+	while (p < end)
+	{
+		size_t		hit = 0;
+
+		for (int i = 0; i < nsecrets && hit == 0; i++)
+			if (secrets[i] != NULL && strlen(secrets[i]) >= 4)
+				hit = secret_match(p, end, secrets[i]);
+		if (hit > 0)
+		{
+			appendStringInfoString(&buf, HS_SECRET_REDACTED);
+			p += hit;
+		}
+		else
+			appendStringInfoChar(&buf, *p++);
+	}
+	if (outlen)
+		*outlen = buf.len;
+	return buf.data;
+}
+
+static char *
+redact_string(const char *text, const char *const *secrets, int nsecrets)
+{
+	return text ? redact_secrets(text, strlen(text), secrets, nsecrets, NULL) : NULL;
 }
 
 /* Fields of a token endpoint's error answer, HubSpot's shape or OAuth 2.0's. */
@@ -416,8 +654,11 @@ parse_token_error(const HsHttpResult *res, char **status, char **message,
 /*
  * Ask the token endpoint for an access token with the refresh token given
  * (or the file's when it is empty).  Fills *ans; throws HS006 when the
- * endpoint rejects the refresh, HS007 when it fails otherwise, and the
- * files' errors when they cannot be read.
+ * endpoint rejects the refresh, HS007 when it fails otherwise, the files'
+ * errors when they cannot be read, and 57P01 (ERRCODE_ADMIN_SHUTDOWN) when
+ * the stop check (the worker's shutdown) abandoned the request.  The
+ * request's time limit is the server's request_timeout_ms, not the
+ * session's: others may be waiting for this refresh.
  */
 static void
 request_token(const char *refresh_token, HsTokenAnswer *ans)
@@ -440,8 +681,8 @@ request_token(const char *refresh_token, HsTokenAnswer *ans)
 		else
 			refresh = hs_read_secret_file("oauth_refresh_token_file", "refresh token", "a refresh token",
 										  hs_oauth_refresh_token_file, &st, CurrentMemoryContext);
-		esc_secret = hs_url_escape(secret);
-		esc_refresh = hs_url_escape(refresh);
+		esc_secret = escape_secret(secret);
+		esc_refresh = escape_secret(refresh);
 		{
 			/* allocated once at its size: no unwiped first attempt is left behind */
 			static const char fmt[] = "grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s";
@@ -452,12 +693,13 @@ request_token(const char *refresh_token, HsTokenAnswer *ans)
 			snprintf(body, size, fmt, esc_id, esc_secret, esc_refresh);
 		}
 		res.body = NULL;
-		finished = hs_http_post_form(hs_oauth_token_url, body, strlen(body), oauth_stop_check, &res);
+		finished = hs_http_post_form(hs_oauth_token_url, body, strlen(body), oauth_stop_check,
+									 server_timeout_ms(), &res);
 
 		if (!finished)
 			ereport(ERROR,
-					(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
-					 errmsg("the OAuth token refresh was interrupted")));
+					(errcode(ERRCODE_ADMIN_SHUTDOWN),
+					 errmsg("the OAuth token refresh was abandoned: the process is shutting down")));
 		if (!res.transport_ok)
 			ereport(ERROR,
 					(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
@@ -475,19 +717,24 @@ request_token(const char *refresh_token, HsTokenAnswer *ans)
 		}
 		else
 		{
+			/* an endpoint that echoes what it was sent must not put it in our log */
+			const char *secrets[2] = {secret, refresh};
+			HsHttpResult clean = res;
 			char	   *status = NULL;
 			char	   *message = NULL;
 			char	   *correlation_id = NULL;
 			bool		rejected;
 
-			parse_token_error(&res, &status, &message, &correlation_id);
-			if (message == NULL && res.body_len > 0)
-				message = hs_sanitize_remote_text(res.body, Min(res.body_len, 200));
-			/* an endpoint that echoes what it was sent must not put it in our log */
-			redact(message, secret);
-			redact(message, refresh);
-			redact(status, secret);
-			redact(status, refresh);
+			/* the secrets out of the whole answer first, before any part of it is cut */
+			clean.body = redact_secrets(res.body, res.body_len, secrets, 2, &clean.body_len);
+			clean.correlation_id = redact_string(res.correlation_id, secrets, 2);
+			parse_token_error(&clean, &status, &message, &correlation_id);
+			if (message == NULL && clean.body_len > 0)
+				message = hs_sanitize_remote_text(clean.body, Min(clean.body_len, 200));
+			/* and out of what JSON decoding produced */
+			status = redact_string(status, secrets, 2);
+			message = redact_string(message, secrets, 2);
+			correlation_id = redact_string(correlation_id, secrets, 2);
 			rejected = res.http_status >= 400 && res.http_status <= 499 &&
 				res.http_status != 408 && res.http_status != 429;
 			ereport(ERROR,
@@ -529,6 +776,26 @@ own_failure(int sqlerrcode)
 	return sqlerrcode == ERRCODE_HS_TOKEN_REJECTED || sqlerrcode == ERRCODE_HS_TOKEN_ENDPOINT;
 }
 
+/* A refresh stopped by an interrupt, not failed (ProcessInterrupts' ERRORs, our stop check's). */
+static bool
+is_interrupt(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_QUERY_CANCELED || sqlerrcode == ERRCODE_ADMIN_SHUTDOWN;
+}
+
+/*
+ * The stop check (the worker's SIGTERM) abandoned a refresh or the wait for
+ * one: the process ends, as PostgreSQL ends a terminated process, without
+ * anything recorded as a failure (no hold, no failed refresh for others).
+ */
+static void
+stop_for_shutdown(void)
+{
+	ereport(FATAL,
+			(errcode(ERRCODE_ADMIN_SHUTDOWN),
+			 errmsg("terminating during an OAuth token refresh due to administrator command")));
+}
+
 /*
  * Refresh (this process is marked as the refresher), store the outcome and
  * wake the waiters.  Returns the new token (returned_token).  refresh_copy
@@ -551,23 +818,41 @@ refresh(uint64 key, char *refresh_copy, HsTokenAnswer *ans)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		bool		interrupted;
+		bool		stopped;
 
 		explicit_bzero(refresh_copy, HS_SECRET_MAX + 1);
 		explicit_bzero(ans, sizeof(HsTokenAnswer));
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+		interrupted = is_interrupt(edata->sqlerrcode);
+		/* only request_token raises 57P01 as an ERROR (ProcessInterrupts' is FATAL) */
+		stopped = (edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN);
 		state_lock(LW_EXCLUSIVE);
 		if (s->refreshing_pid == MyProcPid)
 			s->refreshing_pid = 0;
-		s->attempts++;
-		s->failed = own_failure(edata->sqlerrcode);
-		s->fail_code = edata->sqlerrcode;
-		strlcpy(s->fail_message, edata->message ? edata->message : "", HS_FAIL_TEXT_MAX);
-		strlcpy(s->fail_detail, edata->detail ? edata->detail : "", HS_FAIL_TEXT_MAX);
-		strlcpy(s->fail_hint, edata->hint ? edata->hint : "", HS_FAIL_TEXT_MAX);
+		/*
+		 * An interrupt is no outcome: the waiters, woken by the cleared
+		 * mark, find no finished attempt to take a failure from, and one of
+		 * them refreshes.
+		 */
+		if (!interrupted)
+		{
+			s->attempts++;
+			s->failed = own_failure(edata->sqlerrcode);
+			s->fail_code = edata->sqlerrcode;
+			strlcpy(s->fail_message, edata->message ? edata->message : "", HS_FAIL_TEXT_MAX);
+			strlcpy(s->fail_detail, edata->detail ? edata->detail : "", HS_FAIL_TEXT_MAX);
+			strlcpy(s->fail_hint, edata->hint ? edata->hint : "", HS_FAIL_TEXT_MAX);
+		}
 		state_unlock();
 		wake_waiters();
 		FreeErrorData(edata);
+		if (stopped)
+		{
+			FlushErrorState();
+			stop_for_shutdown();
+		}
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -668,9 +953,10 @@ hs_oauth_access_token(void)
 			state_unlock();
 			return returned_token;
 		}
+		/* the refresher's request ends within the server's timeout, whatever this session's */
 		if (s->refreshing_pid != 0 && s->refreshing_pid != MyProcPid &&
 			!TimestampDifferenceExceeds(s->refreshing_since, now,
-										hs_request_timeout_ms + HS_REFRESH_GRACE_MS))
+										server_timeout_ms() + HS_REFRESH_GRACE_MS))
 		{
 			wait = true;
 			seen_attempts = s->attempts;
@@ -688,6 +974,9 @@ hs_oauth_access_token(void)
 			return refresh(key, refresh_copy, ans);
 
 		wait_for_refresh(seen_attempts);
+		/* the worker stops waiting at SIGTERM, as it would stop its own refresh */
+		if (oauth_stop_check && oauth_stop_check())
+			stop_for_shutdown();
 
 		/* the refresh waited for failed at the token endpoint: its error is ours */
 		state_lock(LW_SHARED);

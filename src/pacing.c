@@ -29,6 +29,8 @@
  */
 #include "hubspot_events.h"
 
+#include <time.h>
+
 #include "pgtime.h"
 #include "utils/memutils.h"
 #include "utils/datetime.h"
@@ -37,6 +39,8 @@
 /* the window is stretched by this much, for clock and network skew */
 #define HS_WINDOW_MARGIN_MS 50
 #define HS_MAX_TRACKED 4096
+/* the longest Retry-After honoured, in either form: one day */
+#define HS_RETRY_AFTER_MAX_MS INT64CONST(86400000)
 
 static int64 starts[HS_MAX_TRACKED];	/* ms, a ring */
 static int	nstarts = 0;
@@ -202,6 +206,42 @@ note_daily_remaining(int64 limit, int64 remaining)
 }
 
 /*
+ * Retry-After in milliseconds: delay-seconds or an HTTP date (RFC 9110
+ * 10.2.3); -1 when absent or unreadable.  Both forms are capped at
+ * HS_RETRY_AFTER_MAX_MS, so that no answer (a date in the year 9999, a
+ * number of seconds past any integer type) can stop sending for longer
+ * than a day; a date in the past is 0.
+ */
+int64
+hs_retry_after_ms(const char *value)
+{
+	const char *p;
+	int64		secs = 0;
+
+	if (value == NULL || value[0] == '\0')
+		return -1;
+	for (p = value; *p >= '0' && *p <= '9'; p++)
+	{
+		/* saturate: only whether it exceeds the cap matters */
+		if (secs <= HS_RETRY_AFTER_MAX_MS / 1000)
+			secs = secs * 10 + (*p - '0');
+	}
+	if (p != value && *p == '\0')
+		return Min(secs * 1000, HS_RETRY_AFTER_MAX_MS);
+	{
+		time_t		t = curl_getdate_wrapper(value);
+
+		if (t > 0)
+		{
+			int64		ms = ((int64) t - (int64) time(NULL)) * 1000;
+
+			return Min(Max(ms, 0), HS_RETRY_AFTER_MAX_MS);
+		}
+	}
+	return -1;
+}
+
+/*
  * Learn from one answer: the app's real limit and window, what others used
  * of it, and 429s.  Returns a description of a pause it started (palloc'd),
  * or NULL.
@@ -244,7 +284,8 @@ hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err, int64 ret
 		}
 		else
 		{
-			int64		pause = Max((int64) effective_interval_ms(), retry_after_ms);
+			int64		pause = Max((int64) effective_interval_ms(),
+								Min(retry_after_ms, HS_RETRY_AFTER_MAX_MS));
 
 			paused_until_ms = Max(paused_until_ms, now + pause);
 			return psprintf("HubSpot's %s rate limit was reached; sending pauses for %lld ms",

@@ -219,30 +219,11 @@ classify(const HsHttpResult *res, const HsErrorBody *err)
 	return HS_OUTCOME_FAILED;
 }
 
-/* Retry-After in milliseconds (seconds or an HTTP date); -1 when absent or unreadable. */
+/* Retry-After in milliseconds (seconds or an HTTP date, capped at a day); -1 when absent or unreadable. */
 static int64
 retry_after_ms(const char *value)
 {
-	char	   *end;
-	long		secs;
-
-	if (value == NULL || value[0] == '\0')
-		return -1;
-	errno = 0;
-	secs = strtol(value, &end, 10);
-	if (errno == 0 && end != value && *end == '\0' && secs >= 0)
-		return (int64) Min(secs, 86400L) * 1000;
-	{
-		time_t		t = curl_getdate_wrapper(value);
-
-		if (t > 0)
-		{
-			int64		ms = ((int64) t - (int64) time(NULL)) * 1000;
-
-			return Max(ms, 0);
-		}
-	}
-	return -1;
+	return hs_retry_after_ms(value);
 }
 
 /*

@@ -25,7 +25,11 @@ replaces the whole global set; a ``mock:`` request ignores the global set
 except for the server-wide knobs marked [server] below):
 
   status=N category= subcategory= message=   answer status N with that error body
-  body=empty|json|text|html|nocategory|badjson   body kind of the answer
+  body=empty|json|text|html|nocategory|badjson|deep|hugenum   body kind of the answer;
+                      deep: the usual JSON answer (the error object for an
+                      error status, {"status":"ok"} otherwise) with a field
+                      "nested" of 100000 nested arrays; hugenum: the same
+                      with a field "value": 1e1001 (beyond numeric's range)
   delay_ms=N          answer N ms late
   hang=1 / close=1    never answer / reset the connection (RST)
   fail_after=N        the first N requests to this event id succeed
@@ -111,6 +115,13 @@ OAuth (global only, /__mock/config; the token endpoint is
                       {"status":"BAD_REFRESH_TOKEN",...}, OAuth 2.0's
                       {"error":"invalid_grant",...}, or a 500)
   oauth_delay_ms=N    answer token requests N ms late
+  oauth_echo=json|lower|text   answer every token request 400 repeating
+                      the form body it received (a hostile or broken
+                      endpoint): json: {"status":"BAD_REQUEST","message":
+                      "could not use the request: <body>"}; lower: the same
+                      with the body's %XX escapes in lower case; text: the
+                      same message as text/plain.  The request log and
+                      stats never hold the body.
 
 Access tokens it issues ("oat-mock-...") are accepted by the /marketing/
 routes, besides the --token-file token, until they expire; after that they
@@ -153,6 +164,7 @@ import json
 import math
 import os
 import random
+import re
 import select
 import signal
 import socket
@@ -567,14 +579,15 @@ def _kind_list_knob(*choices):
     return parse
 
 
-BODY_KINDS = ("empty", "json", "text", "html", "nocategory", "badjson")
+BODY_KINDS = ("empty", "json", "text", "html", "nocategory", "badjson", "deep", "hugenum")
+DEEP_NESTING = 100000
 FAULT_KINDS = ("status", "close", "hang")  # extend here (and in apply_fault) for new fault kinds
 FAULT_MIX_KINDS = ("500", "502", "503", "504", "reset", "slow", "429", "423")
 SLOW_MS_DEFAULT = 5000
 # server-wide knobs: only through /__mock/config, applied to every request
 GLOBAL_ONLY_KNOBS = ("rate_limit", "rate_window_ms", "daily_limit", "storm_ms", "seed",
                      "oauth_client_id", "oauth_client_secret", "oauth_refresh_token",
-                     "oauth_expires_in", "oauth_rotate", "oauth_fail", "oauth_delay_ms")
+                     "oauth_expires_in", "oauth_rotate", "oauth_fail", "oauth_delay_ms", "oauth_echo")
 OAUTH_PATHS = ("/oauth/v1/token", "/oauth/2026-03/token")
 OAUTH_FAILS = ("bad_refresh_token", "invalid_grant", "500")
 
@@ -618,6 +631,7 @@ KNOB_PARSERS = {
     "oauth_rotate": _bool_knob,
     "oauth_fail": _choice_knob(*OAUTH_FAILS),
     "oauth_delay_ms": _int_knob(0, 3600 * 1000),
+    "oauth_echo": _choice_knob("json", "lower", "text"),
 }
 
 
@@ -1042,6 +1056,10 @@ class State:
         with self.lock:
             entry["seq"] = len(self.oauth_log) + 1
             self.oauth_log.append(entry)
+
+    def oauth_echo(self):
+        with self.lock:
+            return self.global_knobs.get("oauth_echo")
 
     def oauth_delay_s(self):
         with self.lock:
@@ -1591,6 +1609,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 state.stats_oauth["token_failures"] += 1
             return answer(400, {"status": "BAD_GRANT_TYPE", "message": "missing or unknown grant type",
                                 "correlationId": corr})
+        echo = state.oauth_echo()
+        if echo is not None:
+            # a hostile or broken endpoint repeating what it was sent (the secrets included)
+            text = body.decode("utf-8", "replace")
+            if echo == "lower":
+                text = re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+            message = "could not use the request: " + text
+            with state.lock:
+                state.stats_oauth["token_requests"] += 1
+                state.stats_oauth["token_failures"] += 1
+            entry["status"] = 400
+            state.oauth_record(entry)
+            if echo == "text":
+                return self.send_raw(400, message.encode("utf-8"), "text/plain;charset=utf-8", corr=corr)
+            return self.send_json(400, {"status": "BAD_REQUEST", "message": message, "correlationId": corr}, corr=corr)
         status, obj, info = state.oauth_grant(value("client_id"), value("client_secret"), value("refresh_token"))
         entry.update(info)
         if status != 200 and "error" not in obj:
@@ -1806,6 +1839,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return status, PROXY_502_HTML.encode("ascii"), "text/html"
         if body_kind == "badjson":
             return status, b'{"status":"err', "application/json;charset=utf-8"
+        if body_kind in ("deep", "hugenum"):
+            # written as text: json.dumps would recurse past Python's limit
+            obj = self.error_object(status, knobs, corr, params, inputs) if status >= 400 else {"status": "ok"}
+            extra = ('"nested":' + "[" * DEEP_NESTING + "]" * DEEP_NESTING if body_kind == "deep"
+                     else '"value":1e1001')
+            text = json.dumps(obj, separators=(",", ":"))[:-1] + "," + extra + "}"
+            return status, text.encode("utf-8"), "application/json;charset=utf-8"
         if status < 400 and body_kind != "nocategory":
             if body_kind == "json":
                 obj = {"status": "ok", "echo": len(inputs)}
