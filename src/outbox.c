@@ -79,7 +79,13 @@ hs_outbox_insert(const HsOutboxRow *row)
 	bool		isnull;
 	int64		id;
 
-	/* the fast way (enqueue.c), unless the outbox has triggers or row security */
+	/*
+	 * Before the id is taken, by either path: wait for any transaction in
+	 * progress that enqueued the same key, so that ids follow commit order.
+	 */
+	hs_order_lock(row);
+
+	/* the fast way (enqueue.c), unless the outbox is not as shipped (triggers, row security, ...) */
 	if (hs_outbox_insert_direct(row, &id))
 	{
 		if (row->error_message == NULL)
