@@ -61,6 +61,18 @@ SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{
 SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 1, "interactionDateTime": {}}')$$);
 SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '[{"vid": 1}, {"vid": 2, "interactionDateTime": "2026-03-01 10:00 Mars/Olympus"}]')$$);
 
+-- numbers past 64 bits never wrap to another value (2^64 + 1 would become 1):
+-- out of range is an error naming the field and the contact, on every field
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 20000000000000000000}')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '[{"vid": 1}, {"vid": 18446744073709551617}]')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '[{"vid": 1}, {"vid": "18446744073709551617"}]')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 18446744073709551617.000}')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 9223372036854775807, "interactionDateTime": 18446744073709551617}')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 1, "properties": {"joinedAt": 18446744073709551617}}')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 1, "properties": {"joinedAt": 1, "leftAt": 18446744073709551716}}')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "startDateTime": 18446744073709551617}')$$);
+SELECT * FROM try($$SELECT hubspot_upsert_event('e', 'acme', '{"eventName": "A", "eventOrganizer": "Acme", "endDateTime": 20000000000000000000}')$$);
+
 -- properties: an object of scalars
 SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 1, "properties": []}')$$);
 SELECT * FROM try($$SELECT hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 1, "properties": "x"}')$$);

@@ -372,3 +372,22 @@ SELECT contact_key, status, error_category, error_message, contact->'properties'
   FROM hubspot_events.outbox WHERE external_event_id = 'webinar-json' ORDER BY id;
 DELETE FROM hubspot_events.outbox WHERE external_event_id = 'webinar-json';
 DROP TABLE hs_json_props;
+
+-- a numeric vid past 64 bits never wraps to another contact
+-- (2^64 + 1 would become vid 1): the row is recorded as a failed sync, or
+-- with on_invalid=error the write fails (22023), naming the field
+CREATE TABLE hs_wide (ev text, st text, vid numeric);
+CREATE TRIGGER hs_wide_sync AFTER INSERT ON hs_wide FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_attendance('event_id=ev', 'state=st', 'vid=vid', 'account_id:=acme');
+INSERT INTO hs_wide VALUES ('webinar-wide', 'register', 18446744073709551617),
+                           ('webinar-wide', 'register', 20000000000000000000),
+                           ('webinar-wide', 'register', 9223372036854775807);
+SELECT contact_key, status, error_category, error_message, contact - 'interactionDateTime' AS contact
+  FROM hubspot_events.outbox WHERE external_event_id = 'webinar-wide' ORDER BY id;
+CREATE TABLE hs_wide_strict (ev text, st text, vid numeric);
+CREATE TRIGGER hs_wide_strict_sync AFTER INSERT ON hs_wide_strict FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_attendance('event_id=ev', 'state=st', 'vid=vid', 'account_id:=acme', 'on_invalid=error');
+SELECT * FROM try($$INSERT INTO hs_wide_strict VALUES ('webinar-wide', 'register', 18446744073709551617)$$);
+SELECT count(*) AS rows_written FROM hs_wide_strict;
+DELETE FROM hubspot_events.outbox WHERE external_event_id = 'webinar-wide';
+DROP TABLE hs_wide, hs_wide_strict;

@@ -45,6 +45,11 @@ SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'maybe', 'acme', '{"v
 SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', '', '{"vid": 1}')$$);
 SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '[{"vid": 1}, {"vid": "abc"}]')$$);
 SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '[]')$$);
+-- numbers past 64 bits never wrap to another contact (2^64 + 1 would be vid 1)
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '[{"vid": 1}, {"vid": 18446744073709551617}]')$$);
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '{"vid": "20000000000000000000"}')$$);
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '{"vid": 2, "interactionDateTime": 18446744073709551617}')$$);
+SELECT * FROM try($$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', '{"vid": 2, "properties": {"leftAt": 18446744073709551617}}')$$);
 SELECT count(*) - :rows_before AS rows_written FROM outbox;
 
 -- ---- privileges ----
@@ -116,3 +121,62 @@ SELECT column_name FROM information_schema.columns
 SELECT array_length(hubspot_enqueue_subscriber((SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g),
                                                'register', 'acme', '{"vid": 1}'), 1) AS long_event_id_enqueued;
 DELETE FROM outbox WHERE length(external_event_id) > 1000;
+
+-- ---- what a DBA adds to the outbox binds the functions and the trigger as it binds an INSERT ----
+CREATE TABLE public.hs_dba_att (ev text, st text, vid bigint);
+CREATE TRIGGER hs_dba_att_sync AFTER INSERT ON public.hs_dba_att FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_attendance('event_id=ev', 'state=st', 'vid=vid', 'account_id:=acme');
+-- a CHECK constraint: the write fails with 23514, nothing is written; other rows go in
+ALTER TABLE outbox ADD CONSTRAINT dba_no_forbidden CHECK (external_event_id IS DISTINCT FROM 'dba-forbidden');
+SELECT code, message FROM try($$SELECT hubspot_enqueue_subscriber('dba-forbidden', 'register', 'acme', '{"vid": 1}')$$);
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-forbidden', 'register', 1)$$);
+SELECT code, message FROM try($$SELECT hubspot_enqueue_cancel_event('dba-forbidden', 'acme')$$);
+SELECT code, message FROM try($$SELECT hubspot_enqueue_subscriber('dba-allowed', 'register', 'acme', '{"vid": 1}')$$);
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-allowed', 'register', 2)$$);
+SELECT external_event_id, contact_key, status FROM outbox WHERE external_event_id LIKE 'dba-%' ORDER BY id;
+SELECT ev, vid FROM public.hs_dba_att ORDER BY vid;
+-- dropped: the same writes go in
+ALTER TABLE outbox DROP CONSTRAINT dba_no_forbidden;
+SELECT array_length(hubspot_enqueue_subscriber('dba-forbidden', 'register', 'acme', '{"vid": 1}'), 1) AS enqueued;
+INSERT INTO public.hs_dba_att VALUES ('dba-forbidden', 'register', 3);
+SELECT external_event_id, contact_key, status FROM outbox WHERE external_event_id = 'dba-forbidden' ORDER BY id;
+-- a NOT NULL column the row leaves NULL: 23502, as an INSERT
+ALTER TABLE outbox ADD COLUMN dba_note text NOT NULL DEFAULT 'old rows';
+ALTER TABLE outbox ALTER COLUMN dba_note DROP DEFAULT;
+SELECT code, message FROM try($$SELECT hubspot_enqueue_subscriber('dba-notnull', 'register', 'acme', '{"vid": 1}')$$);
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-notnull', 'register', 1)$$);
+ALTER TABLE outbox DROP COLUMN dba_note;
+BEGIN;
+DELETE FROM outbox;
+ALTER TABLE outbox ALTER COLUMN error_subcategory SET NOT NULL;
+SELECT code, message FROM try($$SELECT hubspot_enqueue_subscriber('dba-notnull', 'register', 'acme', '{"vid": 1}')$$);
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-notnull', 'register', 1)$$);
+ROLLBACK;
+SELECT count(*) AS not_null_rows FROM outbox WHERE external_event_id = 'dba-notnull';
+-- an extra column with a default, and a changed default: the rows get them
+ALTER TABLE outbox ADD COLUMN dba_tenant text DEFAULT 'tenant-1';
+ALTER TABLE outbox ALTER COLUMN created_at SET DEFAULT '2000-01-01 00:00:00+00';
+SELECT array_length(hubspot_enqueue_subscriber('dba-default', 'register', 'acme', '{"vid": 1}'), 1) AS enqueued;
+INSERT INTO public.hs_dba_att VALUES ('dba-default', 'register', 2);
+SELECT contact_key, source, dba_tenant, created_at = '2000-01-01 00:00:00+00' AS created_by_the_default FROM outbox WHERE external_event_id = 'dba-default' ORDER BY id;
+ALTER TABLE outbox DROP COLUMN dba_tenant;
+ALTER TABLE outbox ALTER COLUMN created_at SET DEFAULT pg_catalog.now();
+-- a domain on a column: its CHECK applies (23514)
+CREATE DOMAIN hs_test.dba_key AS text CHECK (VALUE IS DISTINCT FROM '666');
+BEGIN;
+ALTER TABLE outbox ALTER COLUMN contact_key TYPE hs_test.dba_key;
+SELECT code, message FROM try($$SELECT hubspot_enqueue_subscriber('dba-domain', 'register', 'acme', '{"vid": 666}')$$);
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-domain', 'register', 666)$$);
+SELECT array_length(hubspot_enqueue_subscriber('dba-domain', 'register', 'acme', '{"vid": 665}'), 1) AS enqueued;
+SELECT contact_key FROM outbox WHERE external_event_id = 'dba-domain' ORDER BY id;
+ROLLBACK;
+DROP DOMAIN hs_test.dba_key;
+-- all reverted: the outbox is as shipped, and the writes behave as before
+BEGIN;
+SELECT array_length(hubspot_enqueue_subscriber('dba-after', 'register', 'acme', '{"vid": 666}'), 1) AS enqueued;
+INSERT INTO public.hs_dba_att VALUES ('dba-after', 'register', 666);
+SELECT external_event_id, contact_key, status, attempts, created_at = now() AS created_now, next_attempt_at = now() AS due_now
+  FROM outbox WHERE external_event_id = 'dba-after' ORDER BY id;
+COMMIT;
+DELETE FROM outbox WHERE external_event_id LIKE 'dba-%';
+DROP TABLE public.hs_dba_att;

@@ -15,15 +15,25 @@
  *
  * What the SQL INSERT would do, and how it is kept:
  *	- the identity: nextval of the column's own sequence;
- *	- the defaults (now(), 'pending', 0, 'subscriber'): set here, the same
- *	  values;
- *	- NOT NULL and CHECK constraints: the values are the C code's own
- *	  constants and validated input, never NULL where NOT NULL;
- *	- privileges: rows are written with the outbox owner's rights (as the
- *	  SPI path does under SetUserIdAndSecContext), and no user code runs:
- *	  the direct path is taken only when the outbox has no triggers and no
- *	  row-level security, which the extension never creates; otherwise
- *	  outbox.c's SPI INSERT is used.
+ *	- the defaults (now(), 0) of the columns outbox.c's INSERT leaves out:
+ *	  set here, the same values, and only while they are the shipped
+ *	  defaults; every other column the INSERT leaves out must have no
+ *	  default (a DBA's default, identity, generated column or domain sends
+ *	  the rows through the SPI INSERT instead);
+ *	- the types: every column written here must have exactly the shipped
+ *	  type (no domain, no typmod), else the SPI INSERT coerces and checks;
+ *	- NOT NULL and CHECK constraints, the shipped ones and any a DBA adds:
+ *	  ExecConstraints, as the executor's INSERT runs it (23502, 23514);
+ *	- privileges: rows are written with the outbox owner's rights, inside a
+ *	  security-restricted operation (as the SPI path does), so that a DBA's
+ *	  CHECK or index expression runs as the owner, never as the caller;
+ *	  the direct path is taken only when the outbox has no triggers, no
+ *	  rules and no row-level security, which the extension never creates;
+ *	  otherwise outbox.c's SPI INSERT is used.
+ *
+ * The decision (direct or SPI) is computed when the outbox is opened and
+ * kept across transactions until a relcache invalidation of the outbox
+ * (ALTER TABLE, CREATE TRIGGER, ...) makes it be computed again.
  *
  * The relation and its indexes are opened under the top transaction's
  * resource owner (so that a subtransaction's end neither closes them nor
@@ -47,7 +57,11 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "catalog/pg_type.h"
+#include "nodes/primnodes.h"
+#include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -81,6 +95,13 @@ static const char *const column_names[NUM_OUTBOX_COLUMNS] = {
 	"error_category", "error_message", "source", "kind", "event"
 };
 
+/* the shipped type of each column written here (typmod -1 for all) */
+static const Oid column_types[NUM_OUTBOX_COLUMNS] = {
+	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
+	JSONBOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID
+};
+
 typedef struct OutboxWriter
 {
 	bool		open;
@@ -92,10 +113,20 @@ typedef struct OutboxWriter
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	Oid			seqoid;
+	Oid			owner;			/* the outbox's owner: constraints run with its rights */
 	AttrNumber	attnum[NUM_OUTBOX_COLUMNS];
 } OutboxWriter;
 
 static OutboxWriter writer;
+
+/*
+ * Whether the direct path may write the outbox: computed at an open, kept
+ * until a relcache invalidation of the outbox (or of every relation).
+ */
+static bool shape_known = false;
+static Oid	shape_relid = InvalidOid;
+static bool shape_direct = false;
+static AttrNumber shape_attnum[NUM_OUTBOX_COLUMNS];
 static bool callbacks_registered = false;
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
@@ -175,6 +206,99 @@ writer_relcache_callback(Datum arg, Oid relid)
 {
 	if (writer.open && (relid == InvalidOid || relid == writer.relid))
 		writer.stale = true;
+	if (relid == InvalidOid || relid == shape_relid)
+		shape_known = false;
+}
+
+/* The expression is pg_catalog.now(), as shipped. */
+static bool
+is_now_call(Node *expr)
+{
+	return expr != NULL && IsA(expr, FuncExpr) &&
+		((FuncExpr *) expr)->funcid == F_NOW && ((FuncExpr *) expr)->args == NIL;
+}
+
+/* The expression is the integer constant 0, as shipped. */
+static bool
+is_int4_zero(Node *expr)
+{
+	return expr != NULL && IsA(expr, Const) && ((Const *) expr)->consttype == INT4OID &&
+		!((Const *) expr)->constisnull && DatumGetInt32(((Const *) expr)->constvalue) == 0;
+}
+
+/*
+ * Whether a direct insert writes exactly the row outbox.c's SPI INSERT
+ * would: the relation is a plain table without triggers, rules or row
+ * security; the columns written here have their shipped types; the
+ * columns the INSERT takes from their defaults (id, created_at, attempts,
+ * next_attempt_at) have the shipped ones; every other column has no
+ * default at all (so NULL, as here); no column is generated or of a domain
+ * type.  Constraints are not part of it: ExecConstraints checks them.
+ * Fills attnum[] with the columns' numbers.
+ */
+static bool
+outbox_shape_is_shipped(Relation rel, AttrNumber *attnum)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->trigdesc != NULL ||
+		rel->rd_rules != NULL || rel->rd_rel->relrowsecurity)
+		return false;
+
+	for (int c = 0; c < NUM_OUTBOX_COLUMNS; c++)
+		attnum[c] = InvalidAttrNumber;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		int			c;
+		Node	   *def;
+
+		if (att->attisdropped)
+			continue;
+		if (att->attgenerated != '\0' || get_typtype(att->atttypid) == TYPTYPE_DOMAIN)
+			return false;
+		for (c = 0; c < NUM_OUTBOX_COLUMNS; c++)
+			if (strcmp(NameStr(att->attname), column_names[c]) == 0)
+				break;
+		if (c == NUM_OUTBOX_COLUMNS)
+		{
+			/* a column nobody writes: the INSERT gives it its default, if any */
+			if (att->atthasdef || att->attidentity != '\0')
+				return false;
+			continue;
+		}
+		attnum[c] = att->attnum;
+		if (att->atttypid != column_types[c] || att->atttypmod != -1)
+			return false;
+		switch (c)
+		{
+			case OC_ID:
+				if (att->attidentity == '\0')
+					return false;
+				break;
+			case OC_CREATED_AT:
+			case OC_NEXT_ATTEMPT_AT:
+				def = build_column_default(rel, att->attnum);
+				if (!is_now_call(def))
+					return false;
+				break;
+			case OC_ATTEMPTS:
+				def = build_column_default(rel, att->attnum);
+				if (!is_int4_zero(def))
+					return false;
+				break;
+			default:
+				/* written by both paths: a default would not be used */
+				if (att->attidentity != '\0')
+					return false;
+				break;
+		}
+	}
+	for (int c = 0; c < NUM_OUTBOX_COLUMNS; c++)
+		if (attnum[c] == InvalidAttrNumber)
+			return false;		/* the SPI INSERT reports it */
+	return true;
 }
 
 /*
@@ -205,34 +329,30 @@ writer_open(Oid relid)
 	PG_TRY();
 	{
 		rel = table_open(relid, RowExclusiveLock);
-		usable = rel->rd_rel->relkind == RELKIND_RELATION &&
-			rel->trigdesc == NULL && !rel->rd_rel->relrowsecurity;
+		memset(&writer, 0, sizeof(writer));
+		/* the relcache entry is locked and current: what it says holds until an invalidation */
+		if (!shape_known || shape_relid != relid)
+		{
+			shape_direct = outbox_shape_is_shipped(rel, shape_attnum);
+			shape_relid = relid;
+			shape_known = true;
+		}
+		usable = shape_direct;
 		if (!usable)
 			table_close(rel, NoLock);
 		else
 		{
-			memset(&writer, 0, sizeof(writer));
+			memcpy(writer.attnum, shape_attnum, sizeof(writer.attnum));
 			writer.rel = rel;
 			writer.relid = relid;
+			writer.owner = rel->rd_rel->relowner;
 			desc = RelationGetDescr(rel);
-			for (int c = 0; c < NUM_OUTBOX_COLUMNS; c++)
-			{
-				writer.attnum[c] = InvalidAttrNumber;
-				for (int i = 0; i < desc->natts; i++)
-				{
-					Form_pg_attribute att = TupleDescAttr(desc, i);
-
-					if (!att->attisdropped && strcmp(NameStr(att->attname), column_names[c]) == 0)
-						writer.attnum[c] = att->attnum;
-				}
-				if (writer.attnum[c] == InvalidAttrNumber)
-					elog(ERROR, "the hubspot_events outbox has no column \"%s\"", column_names[c]);
-			}
 			writer.seqoid = getIdentitySequence(relid, writer.attnum[OC_ID], false);
 			writer.estate = CreateExecutorState();
 			MemoryContextSwitchTo(writer.estate->es_query_cxt);
 			writer.rri = makeNode(ResultRelInfo);
-			InitResultRelInfo(writer.rri, rel, 1, NULL, 0);
+			/* no range table: ExecConstraints' error detail then needs none */
+			InitResultRelInfo(writer.rri, rel, 0, NULL, 0);
 			ExecOpenIndices(writer.rri, false);
 			writer.slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 			writer.lxid = MyProc->lxid;
@@ -261,6 +381,8 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 	HeapTuple	tuple;
 	MemoryContext oldcxt;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	Oid			save_userid;
+	int			save_sec_context;
 
 	if (writer.open && writer.lxid != MyProc->lxid)
 		writer.open = false;	/* left by an ended transaction: its resources are gone */
@@ -310,8 +432,23 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 
 	tuple = heap_form_tuple(desc, values, nulls);
 	ExecStoreHeapTuple(tuple, writer.slot, false);
+
+	/*
+	 * As the outbox's owner, in a security-restricted operation, as the SPI
+	 * INSERT runs: a DBA's CHECK constraint or index expression never runs
+	 * with the caller's rights.  An error restores the caller's identity at
+	 * the (sub)transaction's abort.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(writer.owner, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	/* NOT NULL and CHECK, the shipped ones and a DBA's, exactly as an INSERT checks them */
+	if (desc->constr != NULL)
+		ExecConstraints(writer.rri, writer.slot, writer.estate);
 	table_tuple_insert(writer.rel, writer.slot, GetCurrentCommandId(true), 0, NULL);
 	(void) ExecInsertIndexTuples(writer.rri, writer.slot, writer.estate, false, false, NULL, NIL);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 	ExecClearTuple(writer.slot);
 	MemoryContextSwitchTo(oldcxt);
 	ResetPerTupleExprContext(writer.estate);

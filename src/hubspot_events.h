@@ -15,6 +15,7 @@
  *	  answer.c      HubSpot's answers turned into results and ERRORs
  *	  outbox.c      the outbox's SQL: enqueue, claim, record outcomes
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
+ *	  order_lock.c  per-key advisory locks before the id: commit order is id order
  *	  shared.c      shared memory: the worker's state, wake-up at commit
  *	  worker.c      the background worker that drains the outbox
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
@@ -176,6 +177,8 @@ extern int64 hs_outbox_insert(const HsOutboxRow *row);
 /* enqueue.c: the same, by a direct heap and index insert; false when it cannot be used */
 extern bool hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id);
 extern Oid	hs_outbox_relid(void);
+/* order_lock.c: before a row's id, serialise the writers of its key (event, account, contact) */
+extern void hs_order_lock(const HsOutboxRow *row);
 
 /* ---- trigger.c: helpers shared with trigger_event.c ---- */
 struct RelationData;

@@ -84,7 +84,13 @@ hs_outbox_insert(const HsOutboxRow *row)
 	/* a library newer than this database's schema says so, once, clearly */
 	hs_require_schema();
 
-	/* the fast way (enqueue.c), unless the outbox has triggers or row security */
+	/*
+	 * Before the id is taken, by either path: wait for any transaction in
+	 * progress that enqueued the same key, so that ids follow commit order.
+	 */
+	hs_order_lock(row);
+
+	/* the fast way (enqueue.c), unless the outbox is not as shipped (triggers, row security, ...) */
 	if (hs_outbox_insert_direct(row, &id))
 	{
 		if (row->error_message == NULL)

@@ -170,7 +170,8 @@ hs_jsonb_scalar_for_message(const JsonbValue *v)
 /*
  * Parse an unsigned decimal integer of ASCII digits (optionally followed by
  * ".000", as jsonb keeps the scale of 1.0) into *result.  False on anything
- * else, on no digits, and on overflow of int64.
+ * else, on no digits, and on a value past PG_INT64_MAX: the range is checked
+ * before each step, so a long digit string never wraps to a smaller number.
  */
 static bool
 parse_uint64_digits(const char *s, int len, int64 *result)
@@ -182,9 +183,12 @@ parse_uint64_digits(const char *s, int len, int64 *result)
 		return false;
 	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
 	{
-		acc = acc * 10 + (s[i] - '0');
-		if (acc > (uint64) PG_INT64_MAX)
+		int			digit = s[i] - '0';
+
+		/* checked before it is computed: acc * 10 + digit must not pass PG_INT64_MAX */
+		if (acc > ((uint64) PG_INT64_MAX - digit) / 10)
 			return false;
+		acc = acc * 10 + digit;
 	}
 	if (i == 0)
 		return false;
