@@ -161,11 +161,13 @@ ALTER VIEW @extschema@.failed_syncs SET (security_barrier = true);
 -- make the failed one replayable again (a failed cancel older than the
 -- event's sent upsert was replayed, and cancelled the live event): a sent
 -- row that supersedes a failed one is now kept as long as the failed row.
+-- (A body in quotes, not BEGIN ATOMIC: an atomic body would depend on the
+-- outbox's columns, and a DBA could no longer change their types.)
 CREATE OR REPLACE FUNCTION @extschema@.purge_sent(older_than interval DEFAULT '7 days')
 RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $$
     WITH d AS (
         DELETE FROM @extschema@.outbox o
          WHERE o.status = 'sent' AND o.sent_at < now() - older_than
@@ -176,8 +178,8 @@ BEGIN ATOMIC
                               AND f.contact_key = o.contact_key
                               AND f.id < o.id)
         RETURNING 1)
-    SELECT count(*) FROM d;
-END;
+    SELECT count(*) FROM d
+$$;
 COMMENT ON FUNCTION @extschema@.purge_sent(interval) IS
 'Delete sent rows older than the interval, except those that supersede a failed row (kept while it is); returns the count';
 
