@@ -127,3 +127,15 @@ REVOKE ALL ON SCHEMA hubspot_events FROM hs_rv_ops;
 DROP ROLE hs_rv_ops;
 DROP FUNCTION public.rv_leak(text);
 RESET search_path;
+
+-- ---- emails fold the same way whatever the database's collation ----
+CREATE DATABASE hs_turkish LOCALE_PROVIDER icu ICU_LOCALE 'tr-TR' LOCALE 'C.UTF-8' TEMPLATE template0;
+\c hs_turkish
+CREATE EXTENSION hubspot_events;
+SELECT lower('INFO') AS collation_lower;
+SELECT cardinality(hubspot_events.hubspot_enqueue_subscriber('tr-evt', 'register', 'acme',
+         '[{"email": "INFO@Example.COM"}, {"email": "info@example.com"}, {"email": "Ünal@Example.com"}]')) AS enqueued;
+-- one key for both spellings, A-Z folded only
+SELECT contact_key, contact->>'email' AS email FROM hubspot_events.outbox ORDER BY id;
+\c contrib_regression
+DROP DATABASE hs_turkish;

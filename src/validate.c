@@ -689,14 +689,24 @@ hs_append_contact_json(StringInfo buf, const HsContact *c)
 
 /*
  * A contact's identity within its event, for per-contact ordering: the vid
- * as text, or the email in lower case (HubSpot matches emails without
- * regard to case; a vid never holds '@').
+ * as text, or the email with A-Z folded to a-z (HubSpot matches emails
+ * without regard to ASCII case; a vid never holds '@').  The fold is fixed,
+ * the same in every database whatever its collation: a collation-aware
+ * lower() turns "INFO@" into a dotless "ınfo@" under tr_TR, and HubSpot's
+ * error answers, folded the same ASCII-only way (hs_json.c), would no
+ * longer name the row.
  */
 char *
 hs_contact_key(const HsContact *c)
 {
 	if (c->email)
-		return str_tolower(c->email, strlen(c->email), DEFAULT_COLLATION_OID);
+	{
+		char	   *key = pstrdup(c->email);
+
+		for (char *p = key; *p; p++)
+			*p = pg_ascii_tolower((unsigned char) *p);
+		return key;
+	}
 	return psprintf(INT64_FORMAT, c->vid);
 }
 
