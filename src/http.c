@@ -476,6 +476,15 @@ void
 hs_http_set_tls(void *handle)
 {
 	CURL	   *easy = (CURL *) handle;
+	const char *refused = hs_settings_refused();
+
+	/* never the defaults in place of a CA file or endpoint that was configured */
+	if (refused)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s in the server's configuration was refused when the server started: nothing is sent with the default in its place",
+						refused),
+				 errhint("Correct it (the server log at start says why it was refused) and reload the configuration.")));
 
 	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);

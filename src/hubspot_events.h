@@ -92,6 +92,9 @@ extern char *hs_oauth_token_url;
 #define HS_OAUTH_CLIENT_ID_MAX	256
 #define HS_OAUTH_URL_MAX		1024
 
+/* a security-relevant setting whose configured value was refused at start */
+extern const char *hs_settings_refused(void);
+
 /* bumped by a settings reload, so cached secrets are re-read */
 extern uint64 hs_settings_generation;
 

@@ -57,8 +57,45 @@ char	   *hs_oauth_token_url = NULL;
 
 uint64		hs_settings_generation = 0;
 
+/*
+ * Settings whose value in the configuration file was refused when the
+ * server started.  PostgreSQL only warns then and keeps the default, which
+ * for these is not a safe stand-in: the system's CA bundle instead of the
+ * CA file named, HubSpot's own endpoints instead of the ones named.  The
+ * requests refuse to go (hs_settings_refused()) until a reload brings a
+ * value the check accepts.  Set in the postmaster only (its children
+ * inherit it); cleared in any process whose check accepts a value.
+ */
+#define HS_REFUSED_CA_FILE		0
+#define HS_REFUSED_API_BASE_URL	1
+#define HS_REFUSED_OAUTH_URL	2
+static const char *const refusable[] = {
+	"hubspot_events.ca_file", "hubspot_events.api_base_url", "hubspot_events.oauth_token_url"
+};
+static bool refused[lengthof(refusable)];
+
 static bool
-check_api_base_url(char **newval, void **extra, GucSource source)
+note_check(int which, bool ok, GucSource source)
+{
+	if (ok)
+		refused[which] = false;
+	else if (!IsUnderPostmaster && source == PGC_S_FILE)
+		refused[which] = true;
+	return ok;
+}
+
+/* The first setting whose configured value was refused at start, or NULL. */
+const char *
+hs_settings_refused(void)
+{
+	for (int i = 0; i < lengthof(refusable); i++)
+		if (refused[i])
+			return refusable[i];
+	return NULL;
+}
+
+static bool
+check_api_base_url_impl(char **newval, void **extra, GucSource source)
 {
 	char	   *reason = NULL;
 
@@ -134,7 +171,7 @@ check_daily_reset_time(char **newval, void **extra, GucSource source)
  * mistake gets "no PEM certificate", not the token.
  */
 static bool
-check_ca_file(char **newval, void **extra, GucSource source)
+check_ca_file_impl(char **newval, void **extra, GucSource source)
 {
 	struct stat st;
 	FILE	   *f;
@@ -216,7 +253,7 @@ check_oauth_client_id(char **newval, void **extra, GucSource source)
 }
 
 static bool
-check_oauth_token_url(char **newval, void **extra, GucSource source)
+check_oauth_token_url_impl(char **newval, void **extra, GucSource source)
 {
 	char	   *reason = NULL;
 
@@ -234,6 +271,24 @@ check_oauth_token_url(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+static bool
+check_api_base_url(char **newval, void **extra, GucSource source)
+{
+	return note_check(HS_REFUSED_API_BASE_URL, check_api_base_url_impl(newval, extra, source), source);
+}
+
+static bool
+check_ca_file(char **newval, void **extra, GucSource source)
+{
+	return note_check(HS_REFUSED_CA_FILE, check_ca_file_impl(newval, extra, source), source);
+}
+
+static bool
+check_oauth_token_url(char **newval, void **extra, GucSource source)
+{
+	return note_check(HS_REFUSED_OAUTH_URL, check_oauth_token_url_impl(newval, extra, source), source);
 }
 
 /* the postmaster's value is the server's: oauth.c keeps it in shared memory */

@@ -799,6 +799,14 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 		logged_standby = false;
 	}
 
+	/* a CA file or endpoint refused at start: never send with the default instead */
+	if (hs_settings_refused())
+	{
+		hold_queue(psprintf("%s in the server's configuration was refused when the server started; correct it and reload",
+							hs_settings_refused()));
+		return false;
+	}
+
 	/* OAuth settings that cannot work hold the queue until a reload fixes them */
 	{
 		char	   *problem = hs_oauth_settings_problem();

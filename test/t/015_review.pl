@@ -265,4 +265,23 @@ is(r1(q{SELECT string_agg(status, ',' ORDER BY id) FROM hubspot_events.outbox WH
 mock_config({});
 $node->stop;
 
+# ---------------------------------------------------------------------------
+# 7. A CA file refused at start: nothing is sent with the system's bundle
+# ---------------------------------------------------------------------------
+mock_reset();
+$node = hs_node('cafile', conf => [@conf, "hubspot_events.ca_file = '/nonexistent/ca.pem'"]);
+like(slurp_file($node->logfile), qr/invalid value for parameter "hubspot_events.ca_file"/, 'PostgreSQL refused the value at start');
+r1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('ca-refused', 'register', 'acme', '[{"vid": 1}]')});
+ok(wait_until(sub { r1('SELECT held_reason FROM hubspot_events.status') =~ /hubspot_events\.ca_file in the server's configuration was refused/ }, 30),
+	'the worker holds the queue, naming the setting');
+my ($rc, $out, $err) = $node->psql('postgres',
+	q{SELECT hubspot_events.hubspot_upsert_subscriber('ca-refused-direct', 'register', 'acme', '[{"vid": 2}]')});
+like($err, qr/hubspot_events\.ca_file in the server's configuration was refused when the server started/, 'a direct call refuses too');
+is(scalar(@{ mock_requests() }), 0, 'nothing reached HubSpot');
+$node->append_conf('postgresql.conf', "hubspot_events.ca_file = ''\n");
+$node->reload;
+ok(wait_until(sub { r1("SELECT status FROM hubspot_events.outbox WHERE external_event_id = 'ca-refused'") eq 'sent' }, 90),
+	'after a reload with a value the check accepts, the row is sent');
+$node->stop;
+
 done_testing();
