@@ -64,9 +64,6 @@ my %bad = (
 	dotdot_event => [ "'..', 'register', 'acme', " . $contact->(211) . ", '211', 'subscriber', NULL", qr/^external_event_id must not be "\.\."$/ ],
 	ctl_account  => [ "'webinar-good', 'register', E'ac\\nme', " . $contact->(212) . ", '212', 'subscriber', NULL",
 		qr/^external_account_id must not contain control characters/ ],
-	unknown_kind => [ "'webinar-good', 'register', 'acme', " . $contact->(213) . ", '213', 'bogus', NULL",
-		qr/^kind "bogus" is not one of subscriber, event_upsert, event_cancel, event_complete$/ ],
-	null_kind    => [ "'webinar-good', 'register', 'acme', " . $contact->(214) . ", '214', NULL, NULL", qr/^kind is null$/ ],
 	event_null   => [ "'webinar-ev2', NULL, 'acme', NULL, '', 'event_upsert', NULL", qr/^event is null$/ ],
 	event_garbage => [ q{'webinar-ev3', NULL, 'acme', NULL, '', 'event_upsert', '{"eventName": 5, "eventOrganizer": "Acme"}'},
 		qr/^event\.eventName must be a string, not a number$/ ],
@@ -76,12 +73,17 @@ my %bad = (
 	complete_garbage => [ q{'webinar-ev6', NULL, 'acme', NULL, '', 'event_complete', '{"startDateTime": "soon", "endDateTime": 3}'},
 		qr/^event\.startDateTime is not a timestamp between 1970 and 9999: "soon"/ ],
 );
-for my $name (sort keys %bad)
+sub insert_failed
 {
-	q1("INSERT INTO hubspot_events.outbox (external_event_id, subscriber_state, external_account_id, contact, contact_key, kind, event,"
-	  . " status, error_category, error_message, source)"
-	  . " VALUES ($bad{$name}[0], 'failed', 'LOCAL_VALIDATION_ERROR', 'as enqueued', 'test:$name')");
+	my ($rows) = @_;
+	for my $name (sort keys %$rows)
+	{
+		q1("INSERT INTO hubspot_events.outbox (external_event_id, subscriber_state, external_account_id, contact, contact_key, kind, event,"
+		  . " status, error_category, error_message, source)"
+		  . " VALUES ($rows->{$name}[0], 'failed', 'LOCAL_VALIDATION_ERROR', 'as enqueued', 'test:$name')");
+	}
 }
+insert_failed(\%bad);
 # good rows after the bad ones (one with an event id that needs escaping)
 q1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-good', 'register', 'acme', '[{"vid": 103}, {"vid": 104}]')});
 q1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('a/../b c', 'cancel', 'acme', '{"vid": 105}')});
@@ -99,14 +101,19 @@ is($app->query_safe('SELECT pg_backend_pid()'), $app_pid, "the application's con
 is(q1("SELECT worker_pid FROM hubspot_events.status"), $worker_pid, 'the same worker process');
 
 # each bad row: failed, LOCAL_VALIDATION_ERROR, what is wrong
-for my $name (sort keys %bad)
+sub check_failed
 {
-	my $row = q1("SELECT format('%s|%s|%s|%s', status, error_category, coalesce(http_status::text, ''), error_message)"
-		. " FROM hubspot_events.outbox WHERE source = 'test:$name'");
-	my ($status, $category, $http, $message) = split /\|/, $row, 4;
-	is("$status|$category|$http", 'failed|LOCAL_VALIDATION_ERROR|', "$name: failed, LOCAL_VALIDATION_ERROR");
-	like($message, $bad{$name}[1], "$name: the message says what is wrong");
+	my ($rows) = @_;
+	for my $name (sort keys %$rows)
+	{
+		my $row = q1("SELECT format('%s|%s|%s|%s', status, error_category, coalesce(http_status::text, ''), error_message)"
+			. " FROM hubspot_events.outbox WHERE source = 'test:$name'");
+		my ($status, $category, $http, $message) = split /\|/, $row, 4;
+		is("$status|$category|$http", 'failed|LOCAL_VALIDATION_ERROR|', "$name: failed, LOCAL_VALIDATION_ERROR");
+		like($message, $rows->{$name}[1], "$name: the message says what is wrong");
+	}
 }
+check_failed(\%bad);
 ok($node->log_contains(qr/claimed rows? failed the worker's checks and (is|are) marked failed \(LOCAL_VALIDATION_ERROR\)/, $log_offset),
 	'the worker logs the rows it refused');
 
@@ -130,6 +137,23 @@ is($ev->{body}{inputs}[0]{customProperties}[0]{value}, 'A', "the event's custom 
 my ($complete) = grep { $_->{raw_path} =~ m{/complete$} } @$reqs;
 is_deeply($complete->{body}, { startDateTime => '2026-03-01T17:00:00.000Z', endDateTime => '2026-03-01T18:00:00.000Z' },
 	'the complete call with its body');
+
+# a kind the worker does not know (the outbox's CHECK and NOT NULL dropped):
+# failed too, and it stops nothing else (it used to fail every claim)
+my %bad_kind = (
+	unknown_kind => [ "'webinar-good', 'register', 'acme', " . $contact->(213) . ", '213', 'bogus', NULL",
+		qr/^kind "bogus" is not one of subscriber, event_upsert, event_cancel, event_complete$/ ],
+	null_kind    => [ "'webinar-good', 'register', 'acme', " . $contact->(214) . ", '214', NULL, NULL", qr/^kind is null$/ ],
+);
+mock_reset();
+q1("SELECT hubspot_events.pause()");
+insert_failed(\%bad_kind);
+q1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-good', 'register', 'acme', '{"vid": 106}')});
+q1("UPDATE hubspot_events.outbox SET status = 'pending' WHERE status = 'failed' AND source IN ('test:unknown_kind', 'test:null_kind')");
+q1("SELECT hubspot_events.resume()");
+ok(wait_until(sub { settled() }, 60), 'the worker settles the rows of unknown kinds');
+check_failed(\%bad_kind);
+is_deeply([ mock_vids() ], [ 106 ], 'the good row beside them is sent, and only it');
 
 # ======== 2. splitting a rejected batch ========
 q1("TRUNCATE hubspot_events.outbox");
