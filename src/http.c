@@ -85,19 +85,23 @@ typedef struct HsTransferGuard
 
 /*
  * Percent-encode a path segment or query value: everything but RFC 3986's
- * unreserved characters.
+ * unreserved characters.  A value made only of dots ("." or "..") has its
+ * dots encoded too, so that as a path segment it can never be a dot segment
+ * (requests are sent with CURLOPT_PATH_AS_IS: nothing else would stop "..",
+ * whatever a row holds, from moving the request to another path).
  */
 char *
 hs_url_escape(const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	StringInfoData buf;
+	bool		all_dots = (s[strspn(s, ".")] == '\0');
 
 	initStringInfo(&buf);
 	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
 	{
 		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-			(*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
+			(*p >= '0' && *p <= '9') || *p == '-' || (*p == '.' && !all_dots) ||
 			*p == '_' || *p == '~')
 			appendStringInfoChar(&buf, (char) *p);
 		else
@@ -132,15 +136,18 @@ hs_api_base(void)
 /*
  * Where a subscriber state is recorded: .../events/{id}/{state}/upsert or
  * email-upsert, or with hubspot_events.endpoint = attendance,
- * .../attendance/{id}/{state}/create or email-create.  Path segments and the
- * query value are percent-encoded.
+ * .../attendance/{id}/{state}/create or email-create.  Every path segment
+ * and the query value are percent-encoded, whatever they hold (the state
+ * too: the worker's comes from a row, which anyone who may update the
+ * outbox can edit).
  */
 char *
 hs_subscriber_url(const char *base, const char *event_id, const char *state,
 				  const char *account_id, bool by_email, bool attendance)
 {
 	return psprintf("%s/marketing/v3/marketing-events/%s/%s/%s/%s?externalAccountId=%s",
-					base, attendance ? "attendance" : "events", hs_url_escape(event_id), state,
+					base, attendance ? "attendance" : "events", hs_url_escape(event_id),
+					hs_url_escape(state),
 					attendance ? (by_email ? "email-create" : "create") :
 					(by_email ? "email-upsert" : "upsert"),
 					hs_url_escape(account_id));

@@ -146,6 +146,9 @@ extern char *hs_jsonb_scalar_for_message(const JsonbValue *v);
 /* ---- validate_event.c ---- */
 extern bool hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,
 						   StringInfo out, char **errmsg_out, char **errhint_out);
+extern bool hs_check_event_sent(JsonbContainer *obj, const char *event_id, const char *account_id,
+								StringInfo out, char **errmsg_out, char **errhint_out);
+extern bool hs_check_event_complete_body(JsonbContainer *obj, StringInfo out, char **errmsg_out);
 extern Jsonb *hs_validate_event(Jsonb *event, const char *event_id, const char *account_id);
 extern Jsonb *hs_event_complete_body(TimestampTz start, TimestampTz end);
 extern void hs_append_iso_ms(StringInfo buf, int64 epoch_ms);
@@ -220,13 +223,18 @@ typedef enum HsRowKind
 	HS_KIND_EVENT_COMPLETE		/* .../events/{id}/complete */
 } HsRowKind;
 
-/* The worker's side of the outbox. */
+/*
+ * The worker's side of the outbox: a claimed row, checked again as the
+ * enqueue checks it (hs_outbox_claim), with what is sent written anew from
+ * the checked values.  Never NULL fields.
+ */
 typedef struct HsClaimedRow
 {
 	int64		id;
 	HsRowKind	kind;
+	bool		by_email;		/* a subscriber row whose contact is given by email */
 	char	   *external_event_id;
-	char	   *subscriber_state;
+	char	   *subscriber_state;	/* "register", "attend" or "cancel"; "" for event rows */
 	char	   *external_account_id;
 	char	   *contact_key;	/* the vid as text, or the email in lower case; "" for event rows */
 	char	   *contact;		/* JSON text as sent: the contact, or the event's body ("" for none) */
@@ -284,6 +292,7 @@ extern bool hs_outbox_vacuum(MemoryContext cxt);
 extern bool hs_outbox_paused(void);
 extern char *hs_outbox_replicated_by(void);
 extern List *hs_outbox_claim(int limit);
+extern void hs_outbox_fail_invalid(const int64 *ids, char **messages, int n);
 extern int64 hs_outbox_next_due_ms(void);
 extern List *hs_outbox_group(List *rows, int batch_size);
 extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);

@@ -26,6 +26,7 @@
 #include "parser/parse_node.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -423,19 +424,223 @@ hs_outbox_paused(void)
 	return paused;
 }
 
-static HsRowKind
-row_kind(const char *kind)
+/* ---- the worker trusts no row: each claimed row is checked again ---- */
+
+/* A value from a row, quoted and cut short for a message. */
+static char *
+quote_value(const char *s)
 {
-	if (kind == NULL || strcmp(kind, "subscriber") == 0)
-		return HS_KIND_SUBSCRIBER;
-	if (strcmp(kind, "event_upsert") == 0)
-		return HS_KIND_EVENT_UPSERT;
-	if (strcmp(kind, "event_cancel") == 0)
-		return HS_KIND_EVENT_CANCEL;
-	if (strcmp(kind, "event_complete") == 0)
-		return HS_KIND_EVENT_COMPLETE;
-	elog(ERROR, "unknown outbox row kind \"%s\"", kind);
-	return HS_KIND_SUBSCRIBER;	/* keep the compiler quiet */
+	int			len = strlen(s);
+	int			cut = len <= 64 ? len : pg_mbcliplen(s, len, 64);
+
+	return psprintf("\"%s%s\"", pnstrdup(s, cut), cut < len ? "..." : "");
+}
+
+/* A JSON column's text as jsonb (a data exception on bad JSON: the caller catches it). */
+static Jsonb *
+row_jsonb(const char *text)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+/*
+ * Check one claimed row (columns as in hs_outbox_claim's query) as the
+ * enqueue checks its input: every field the worker reads is there, of the
+ * right shape, and passes the same validation; the state is one of the
+ * three, the kind one of the four, the contact key the contact's own.  Fills
+ * *r with what is sent, written anew from the checked values.  Returns NULL
+ * when the row passes, else what is wrong with it.  May throw a data
+ * exception (bad JSON in a column): the caller catches it.
+ */
+static char *
+check_claimed_row(HeapTuple tup, TupleDesc desc, HsClaimedRow *r)
+{
+	char	   *kind = SPI_getvalue(tup, desc, 7);
+	char	   *msg;
+	char	   *hint;
+	StringInfoData buf;
+
+	if (kind == NULL)
+		return pstrdup("kind is null");
+	if (strcmp(kind, "subscriber") == 0)
+		r->kind = HS_KIND_SUBSCRIBER;
+	else if (strcmp(kind, "event_upsert") == 0)
+		r->kind = HS_KIND_EVENT_UPSERT;
+	else if (strcmp(kind, "event_cancel") == 0)
+		r->kind = HS_KIND_EVENT_CANCEL;
+	else if (strcmp(kind, "event_complete") == 0)
+		r->kind = HS_KIND_EVENT_COMPLETE;
+	else
+		return psprintf("kind %s is not one of subscriber, event_upsert, event_cancel, event_complete",
+						quote_value(kind));
+
+	r->external_event_id = SPI_getvalue(tup, desc, 2);
+	if (r->external_event_id == NULL)
+		return pstrdup("external_event_id is null");
+	if ((msg = hs_check_external_id("external_event_id", r->external_event_id)) != NULL)
+		return msg;
+	r->external_account_id = SPI_getvalue(tup, desc, 4);
+	if (r->external_account_id == NULL)
+		return pstrdup("external_account_id is null");
+	if ((msg = hs_check_external_id("external_account_id", r->external_account_id)) != NULL)
+		return msg;
+
+	r->subscriber_state = "";
+	r->contact_key = "";
+	r->contact = "";
+	r->by_email = false;
+	initStringInfo(&buf);
+	switch (r->kind)
+	{
+		case HS_KIND_SUBSCRIBER:
+			{
+				char	   *state = SPI_getvalue(tup, desc, 3);
+				char	   *text = SPI_getvalue(tup, desc, 5);
+				char	   *key = SPI_getvalue(tup, desc, 9);
+				HsSubscriberState st;
+				HsContact	c;
+				Jsonb	   *jb;
+				char	   *own_key;
+
+				if (state == NULL)
+					return pstrdup("subscriber_state is null");
+				if (!hs_parse_state(state, &st))
+					return psprintf("subscriber_state %s is not one of register, attend, cancel",
+									quote_value(state));
+				r->subscriber_state = (char *) hs_state_name(st);
+				if (text == NULL)
+					return pstrdup("contact is null");
+				jb = row_jsonb(text);
+				if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+					return pstrdup("contact must be a JSON object");
+				if (!hs_check_contact(&jb->root, 0, &c, &msg, &hint))
+				{
+					/* "contacts[0].vid must be ...": there is one contact */
+					if (strncmp(msg, "contacts[0]", 11) == 0)
+						return psprintf("contact%s", msg + 11);
+					return msg;
+				}
+				if (key == NULL)
+					return pstrdup("contact_key is null");
+				own_key = hs_contact_key(&c);
+				if (strcmp(key, own_key) != 0)
+					return psprintf("contact_key %s is not the contact's (%s)",
+									quote_value(key), quote_value(own_key));
+				hs_append_contact_json(&buf, &c);
+				r->contact_key = own_key;
+				r->by_email = (c.email != NULL);
+				r->contact = buf.data;
+				break;
+			}
+		case HS_KIND_EVENT_UPSERT:
+		case HS_KIND_EVENT_COMPLETE:
+			{
+				char	   *text = SPI_getvalue(tup, desc, 8);
+				Jsonb	   *jb;
+
+				if (text == NULL)
+					return pstrdup("event is null");
+				jb = row_jsonb(text);
+				if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+					return pstrdup("event must be a JSON object");
+				if (r->kind == HS_KIND_EVENT_UPSERT
+					? !hs_check_event_sent(&jb->root, r->external_event_id, r->external_account_id,
+										   &buf, &msg, &hint)
+					: !hs_check_event_complete_body(&jb->root, &buf, &msg))
+					return msg;
+				r->contact = buf.data;
+				break;
+			}
+		case HS_KIND_EVENT_CANCEL:
+			/* a cancel has no body: the event column is not read */
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * check_claimed_row, with a data exception (bad JSON in a column, a value
+ * out of range) turned into the row's fault.  Runs in scratch, which the
+ * caller resets; the row's fields and the message are copied into dest.
+ */
+static char *
+check_claimed_row_safely(HeapTuple tup, TupleDesc desc, HsClaimedRow *r,
+						 MemoryContext scratch, MemoryContext dest)
+{
+	HsClaimedRow checked;
+	char	   *volatile msg = NULL;
+	MemoryContext old = MemoryContextSwitchTo(scratch);
+
+	memset(&checked, 0, sizeof(checked));
+	PG_TRY();
+	{
+		msg = check_claimed_row(tup, desc, &checked);
+	}
+	PG_CATCH();
+	{
+		/* parsing holds no locks, buffers or files; anything but a data exception is re-thrown */
+		msg = hs_take_data_exception(scratch);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(dest);
+	if (msg != NULL)
+		msg = pstrdup(msg);
+	else
+	{
+		r->kind = checked.kind;
+		r->by_email = checked.by_email;
+		r->external_event_id = pstrdup(checked.external_event_id);
+		r->subscriber_state = pstrdup(checked.subscriber_state);
+		r->external_account_id = pstrdup(checked.external_account_id);
+		r->contact_key = pstrdup(checked.contact_key);
+		r->contact = pstrdup(checked.contact);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(scratch);
+	return msg;
+}
+
+/*
+ * Mark claimed rows (still "sending") failed with LOCAL_VALIDATION_ERROR,
+ * each with its own message: rows the worker refuses to send.  ids and
+ * messages are parallel arrays of n.
+ */
+void
+hs_outbox_fail_invalid(const int64 *ids, char **messages, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *idd;
+	Datum	   *msgd;
+	Datum		values[2];
+
+	if (n <= 0)
+		return;
+	idd = palloc(sizeof(Datum) * n);
+	msgd = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		idd[i] = Int64GetDatum(ids[i]);
+		msgd[i] = CStringGetTextDatum(messages[i]);
+	}
+	values[0] = PointerGetDatum(construct_array(idd, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(msgd, n, TEXTOID, -1, false, TYPALIGN_INT));
+
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+
+		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
+						 "   SET status = 'failed', error_category = 'LOCAL_VALIDATION_ERROR',"
+						 "       error_message = r.message, error_subcategory = NULL, http_status = NULL,"
+						 "       correlation_id = NULL, error_body = NULL, last_attempt_at = pg_catalog.now()"
+						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, message)"
+						 " WHERE o.id OPERATOR(pg_catalog.=) r.id"
+						 "   AND o.status OPERATOR(pg_catalog.=) 'sending'", 2, types);
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not mark invalid rows failed in the outbox");
+	SPI_finish();
 }
 
 /*
@@ -443,7 +648,14 @@ row_kind(const char *kind)
  * passed, and no older row of the same (event, account, contact) still
  * pending or sending (so that one contact's changes reach HubSpot in commit
  * order, and no request holds two rows of one contact).  They are marked
- * sending, with the attempt counted.  Returns a List of HsClaimedRow,
+ * sending, with the attempt counted.
+ *
+ * No row is trusted: anyone who may update the outbox can put any value in
+ * it (a replay of failed rows puts back rows that failed local validation,
+ * with NULLs and raw values).  Each claimed row is checked again
+ * (check_claimed_row); one that does not pass is marked failed
+ * (LOCAL_VALIDATION_ERROR, with what is wrong) in the same transaction and
+ * is not returned.  Returns a List of HsClaimedRow, the rows that passed,
  * allocated in the caller's memory context.
  */
 List *
@@ -451,8 +663,12 @@ hs_outbox_claim(int limit)
 {
 	static SPIPlanPtr plan = NULL;
 	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext scratch;
 	Datum		values[1];
 	List	   *rows = NIL;
+	int64	   *bad_ids = NULL;
+	char	  **bad_msgs = NULL;
+	int			nbad = 0;
 
 	spi_connect();
 	if (plan == NULL)
@@ -469,37 +685,56 @@ hs_outbox_claim(int limit)
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim outbox rows");
 
+	scratch = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events claimed row",
+									ALLOCSET_SMALL_SIZES);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		MemoryContext old = MemoryContextSwitchTo(caller);
-		HsClaimedRow *r = palloc(sizeof(HsClaimedRow));
+		HsClaimedRow *r = palloc0(sizeof(HsClaimedRow));
 		bool		isnull;
+		Datum		d;
+		char	   *msg;
 
-		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		r->external_event_id = SPI_getvalue(tup, desc, 2);
-		r->subscriber_state = SPI_getvalue(tup, desc, 3);
-		r->external_account_id = SPI_getvalue(tup, desc, 4);
-		r->contact = SPI_getvalue(tup, desc, 5);
-		r->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-		r->kind = row_kind(SPI_getvalue(tup, desc, 7));
-		r->contact_key = SPI_getvalue(tup, desc, 9);
-		if (r->contact_key == NULL)
-			r->contact_key = pstrdup("");
-		if (r->kind != HS_KIND_SUBSCRIBER)
+		d = SPI_getbinval(tup, desc, 1, &isnull);
+		if (isnull)
 		{
-			/* event rows: the body to send is the event column ("" for a cancel) */
-			r->contact = SPI_getvalue(tup, desc, 8);
-			if (r->contact == NULL)
-				r->contact = pstrdup("");
-			if (r->subscriber_state == NULL)
-				r->subscriber_state = pstrdup("");
+			/* cannot be (the primary key), and could not be named to mark it */
+			MemoryContextSwitchTo(old);
+			continue;
 		}
-		rows = lappend(rows, r);
+		r->id = DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		r->attempts = isnull ? 0 : DatumGetInt32(d);
+		msg = check_claimed_row_safely(tup, desc, r, scratch, caller);
+		if (msg == NULL)
+			rows = lappend(rows, r);
+		else
+		{
+			if (bad_ids == NULL)
+			{
+				bad_ids = palloc(sizeof(int64) * SPI_processed);
+				bad_msgs = palloc(sizeof(char *) * SPI_processed);
+			}
+			bad_ids[nbad] = r->id;
+			bad_msgs[nbad++] = msg;
+		}
 		MemoryContextSwitchTo(old);
+		CHECK_FOR_INTERRUPTS();
 	}
+	MemoryContextDelete(scratch);
 	SPI_finish();
+
+	if (nbad > 0)
+	{
+		hs_outbox_fail_invalid(bad_ids, bad_msgs, nbad);
+		ereport(LOG,
+				(errmsg("hubspot_events worker: %d claimed row%s failed the worker's checks and %s marked failed (LOCAL_VALIDATION_ERROR)",
+						nbad, nbad == 1 ? "" : "s", nbad == 1 ? "is" : "are"),
+				 errdetail("Row %lld: %s.", (long long) bad_ids[0],
+						   hs_sanitize_remote_text(bad_msgs[0], strlen(bad_msgs[0])))));
+	}
 
 	/* the RETURNING order is not the claim order: oldest first */
 	list_sort(rows, claimed_row_cmp);
@@ -675,8 +910,7 @@ hs_outbox_group(List *rows, int batch_size)
 		HsClaimedRow *r = (HsClaimedRow *) lfirst(lc);
 		HsBatch    *b = NULL;
 		ListCell   *lb;
-		/* a contact given by email has an email as its key; a vid never holds '@' */
-		bool		by_email = r->kind == HS_KIND_SUBSCRIBER && strchr(r->contact_key, '@') != NULL;
+		bool		by_email = r->by_email;
 
 		foreach(lb, open)
 		{

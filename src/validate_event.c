@@ -170,9 +170,13 @@ bool_field(const JsonbValue *val, const char *key, int *out, char **errmsg_out)
 	return true;
 }
 
-/* customProperties: an object of name -> value, or an array of {name, value}. */
+/*
+ * customProperties: an object of name -> value, or an array of {name, value}.
+ * In the form as sent (sent_form), the array's elements are the spec's
+ * PropertyValue objects: their other fields are allowed, and replaced.
+ */
 static bool
-custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms,
+custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms, bool sent_form,
 				  char **errmsg_out, char **errhint_out)
 {
 	JsonbIterator *it;
@@ -225,7 +229,7 @@ custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms,
 			if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
 				EVENT_ERR("event.customProperties[%d] must be an object with \"name\" and \"value\", not %s",
 						  i, hs_jsonb_type_name(elem));
-			if (JsonContainerSize(elem->val.binary.data) != 2)
+			if (!sent_form && JsonContainerSize(elem->val.binary.data) != 2)
 				EVENT_ERR("event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
 			name = getKeyJsonValueFromContainer(elem->val.binary.data, "name", 4, NULL);
 			value = getKeyJsonValueFromContainer(elem->val.binary.data, "value", 5, NULL);
@@ -251,11 +255,13 @@ custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms,
 /*
  * Check one event object and write the MarketingEventCreateRequestParams
  * to send into *out.  On bad input returns false with the reason in
- * *errmsg_out and maybe a hint in *errhint_out.
+ * *errmsg_out and maybe a hint in *errhint_out.  sent_form: the object is
+ * one this wrote before (an outbox row's event), whose custom properties
+ * are PropertyValue objects.
  */
-bool
-hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,
-			   StringInfo out, char **errmsg_out, char **errhint_out)
+static bool
+check_event(JsonbContainer *obj, const char *event_id, const char *account_id, bool sent_form,
+			StringInfo out, char **errmsg_out, char **errhint_out)
 {
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
@@ -317,7 +323,7 @@ hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id
 		else if (strcmp(k, "eventCompleted") == 0)
 			ok = bool_field(&val, k, &completed, errmsg_out);
 		else if (strcmp(k, "customProperties") == 0)
-			ok = custom_properties(&val, &props, now_ms, errmsg_out, errhint_out);
+			ok = custom_properties(&val, &props, now_ms, sent_form, errmsg_out, errhint_out);
 		else if (strcmp(k, "externalEventId") == 0 || strcmp(k, "externalAccountId") == 0)
 		{
 			const char *expected = k[8] == 'E' ? event_id : account_id;
@@ -391,6 +397,63 @@ hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id
 	if (completed >= 0)
 		appendStringInfo(out, ",\"eventCompleted\":%s", completed ? "true" : "false");
 	appendStringInfo(out, ",\"customProperties\":[%s]}", props.data);
+	return true;
+}
+
+bool
+hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,
+			   StringInfo out, char **errmsg_out, char **errhint_out)
+{
+	return check_event(obj, event_id, account_id, false, out, errmsg_out, errhint_out);
+}
+
+/*
+ * The same for an event as it was written to the outbox (the worker checks
+ * every row it claims again): the body to send is written into *out.
+ */
+bool
+hs_check_event_sent(JsonbContainer *obj, const char *event_id, const char *account_id,
+					StringInfo out, char **errmsg_out, char **errhint_out)
+{
+	return check_event(obj, event_id, account_id, true, out, errmsg_out, errhint_out);
+}
+
+/*
+ * A complete call's body as written to the outbox ({"startDateTime",
+ * "endDateTime"}, both timestamps, the end not before the start, neither
+ * before 1970 nor after 9999), written again into *out as it is sent.
+ * Returns false with the reason in *errmsg_out.
+ */
+bool
+hs_check_event_complete_body(JsonbContainer *obj, StringInfo out, char **errmsg_out)
+{
+	const char *const keys[2] = {"startDateTime", "endDateTime"};
+	int64		ms[2];
+
+	if (!JsonContainerIsObject(obj) || JsonContainerIsScalar(obj))
+		EVENT_ERR("event must be a JSON object with \"startDateTime\" and \"endDateTime\"");
+	if (JsonContainerSize(obj) != 2)
+		EVENT_ERR("event must have exactly the keys \"startDateTime\" and \"endDateTime\"");
+	for (int i = 0; i < 2; i++)
+	{
+		JsonbValue *v = getKeyJsonValueFromContainer(obj, keys[i], strlen(keys[i]), NULL);
+		char	   *reason = NULL;
+
+		if (v == NULL)
+			EVENT_ERR("event has no \"%s\"", keys[i]);
+		if (v->type != jbvString ||
+			!hs_parse_timestamptz_ms(pnstrdup(v->val.string.val, v->val.string.len), &ms[i], &reason) ||
+			ms[i] < 0 || ms[i] > INT64CONST(253402300799999))
+			EVENT_ERR("event.%s is not a timestamp between 1970 and 9999: %s%s%s", keys[i],
+					  hs_jsonb_scalar_for_message(v), reason ? ": " : "", reason ? reason : "");
+	}
+	if (ms[1] < ms[0])
+		EVENT_ERR("event.endDateTime is before event.startDateTime");
+	appendStringInfoString(out, "{\"startDateTime\":\"");
+	hs_append_iso_ms(out, ms[0]);
+	appendStringInfoString(out, "\",\"endDateTime\":\"");
+	hs_append_iso_ms(out, ms[1]);
+	appendStringInfoString(out, "\"}");
 	return true;
 }
 

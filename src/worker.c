@@ -421,28 +421,148 @@ split_attendance_errors(HsHttpRequest *req, HsBatch *b, const HsOutcome *sent, L
 	return true;
 }
 
-/* HubSpot rejected the request's content (one bad contact rejects them all). */
+/*
+ * How HubSpot rejected a request's content: 400 VALIDATION_ERROR (or a 400
+ * without a category), which one bad contact causes for the whole request.
+ */
+typedef struct HsRejection
+{
+	bool		rejected;
+	char	   *category;		/* may be NULL */
+	char	   *message;		/* may be NULL */
+	bool		names_contact;	/* the answer blames a contact of the request */
+} HsRejection;
+
+/* Whether text holds key as a whole word (not inside a longer id, number or address). */
 static bool
-is_validation_rejection(const HsHttpRequest *req)
+text_names(const char *text, const char *key)
+{
+	size_t		klen = strlen(key);
+
+	if (klen == 0)
+		return false;
+	for (const char *p = strstr(text, key); p != NULL; p = strstr(p + 1, key))
+	{
+		unsigned char before = p > text ? (unsigned char) p[-1] : ' ';
+		unsigned char after = (unsigned char) p[klen];
+
+#define HS_WORD_CHAR(c) (isalnum(c) || (c) == '@' || (c) == '_' || (c) == '-')
+		if (!HS_WORD_CHAR(before) && !HS_WORD_CHAR(after))
+			return true;
+#undef HS_WORD_CHAR
+	}
+	return false;
+}
+
+/*
+ * Whether HubSpot's answer blames a contact of the batch: its context, or
+ * the context of one of its errors, names one of the batch's vids or emails
+ * ({"vid": ["17"]}, {"email": ["a@x.com"]}); or, when the answer gives no
+ * context at all, its message names one as a word.
+ */
+static bool
+answer_names_contact(const HsHttpRequest *req, const HsErrorBody *err, const HsBatch *b)
+{
+	StringInfoData wrapped;
+	List	   *items;
+	int			nitems;
+	bool		any_names = false;
+	ListCell   *lc;
+
+	if (b->kind != HS_KIND_SUBSCRIBER)
+		return false;
+	/*
+	 * The answer as the one error of a batch answer: hs_parse_batch_errors
+	 * then reads its context and its errors' contexts.
+	 */
+	initStringInfo(&wrapped);
+	appendStringInfoString(&wrapped, "{\"errors\":[");
+	appendBinaryStringInfo(&wrapped, req->result.body, req->result.body_len);
+	appendStringInfoString(&wrapped, "]}");
+	items = hs_parse_batch_errors(wrapped.data, wrapped.len, &nitems);
+	foreach(lc, items)
+	{
+		HsItemError *e = (HsItemError *) lfirst(lc);
+		ListCell   *ln;
+
+		foreach(ln, e->names)
+		{
+			any_names = true;
+			for (int j = 0; j < b->n; j++)
+				if (strcmp((char *) lfirst(ln), b->keys[j]) == 0)
+					return true;
+		}
+	}
+	if (!any_names && err->message != NULL)
+	{
+		char	   *lower = pstrdup(err->message);
+
+		for (char *p = lower; *p; p++)
+			*p = pg_ascii_tolower((unsigned char) *p);
+		for (int j = 0; j < b->n; j++)
+			if (text_names(lower, b->keys[j]))
+				return true;
+	}
+	return false;
+}
+
+/* Whether HubSpot rejected the request's content, why, and whether it blamed a contact. */
+static void
+read_rejection(const HsHttpRequest *req, const HsBatch *b, HsRejection *out)
 {
 	HsErrorBody err;
 
-	if (!req->result.transport_ok || req->result.http_status != 400)
-		return false;
+	memset(out, 0, sizeof(*out));
+	if (!req->started || !req->result.transport_ok || req->result.http_status != 400)
+		return;
 	hs_parse_error_body(req->result.body, req->result.body_len, &err);
-	return err.category == NULL || strcmp(err.category, "VALIDATION_ERROR") == 0;
+	if (err.category != NULL && strcmp(err.category, "VALIDATION_ERROR") != 0)
+		return;
+	out->rejected = true;
+	out->category = err.category;
+	out->message = err.message;
+	out->names_contact = err.parsed && answer_names_contact(req, &err, b);
+}
+
+static bool
+same_text(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * Whether a rejected batch of several rows is split again.  Yes, as long as
+ * the rejection may be a contact's: it names a contact of the batch, or the
+ * batch is a whole request, or its other half was not rejected the same
+ * way.  No when both halves of a split were rejected for the same reason
+ * (category and message), naming no contact of theirs: the fault is the
+ * request's (a bad event id, say), and splitting further would only cost
+ * requests.
+ */
+static bool
+split_again(const HsRejection *rej, const HsRejection *sibling_rej)
+{
+	if (rej->names_contact)
+		return true;
+	if (sibling_rej == NULL || !sibling_rej->rejected || sibling_rej->names_contact)
+		return true;
+	return !(same_text(rej->category, sibling_rej->category) &&
+			 same_text(rej->message, sibling_rej->message));
 }
 
 /*
  * Send the batches, paced, and isolate the contacts HubSpot rejects: a
  * request of several contacts answered 400 VALIDATION_ERROR is split in
- * halves and both are resent in the next wave, recursively, so that only
- * the contacts that fail alone end failed and every good contact is sent;
- * that costs at most two requests per halving, logarithmic in the batch
- * size per bad contact.  When both halves of a split fail, the fault is
- * the request's (a bad event id, say): splitting stops and the rows fail
- * together.  Requests the pacing could not start (a long 429 pause) are
- * put back as rate-limited, with no attempt used.
+ * halves and both are resent in the next wave, and a rejected half is split
+ * again, down to single contacts, so that only the contacts that fail alone
+ * end failed, each with its own answer, and every good contact is sent.
+ * Each bad contact costs at most two requests per halving: about
+ * 2 x (bad contacts) x log2(batch size) + 1 requests in all.  Splitting
+ * stops only when both halves of a split are rejected for the same reason
+ * naming no contact of theirs (split_again): the fault is the request's (a
+ * bad event id), the rows fail together, and it has cost three requests.
+ * Requests the pacing could not start (a long 429 pause) are put back as
+ * rate-limited, with no attempt used.
  *
  * Fills *results with the outcome of every row; returns false when SIGTERM
  * stopped it.
@@ -464,6 +584,7 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 	{
 		int			n = list_length(wave);
 		HsHttpRequest *reqs = palloc0(sizeof(HsHttpRequest) * n);
+		HsRejection *rej = palloc0(sizeof(HsRejection) * n);
 		List	   *next = NIL;
 		int			i = 0;
 		ListCell   *lc;
@@ -480,6 +601,8 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 		}
 		if (!hs_http_post_many(reqs, n, token, hs_max_concurrency, &hooks))
 			return false;
+		for (i = 0; i < n; i++)
+			read_rejection(&reqs[i], (HsBatch *) reqs[i].arg, &rej[i]);
 
 		for (i = 0; i < n; i++)
 		{
@@ -496,17 +619,17 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 				*results = lappend(*results, tr);
 				continue;
 			}
-			if (b->n > 1 && is_validation_rejection(&reqs[i]))
+			if (b->n > 1 && rej[i].rejected)
 			{
-				bool		sibling_rejected = false;
+				const HsRejection *sibling_rej = NULL;
 
 				if (b->sibling)
 				{
 					for (int j = 0; j < n; j++)
 						if (reqs[j].arg == b->sibling)
-							sibling_rejected = reqs[j].started && is_validation_rejection(&reqs[j]);
+							sibling_rej = &rej[j];
 				}
-				if (!sibling_rejected)
+				if (split_again(&rej[i], sibling_rej))
 				{
 					HsBatch    *h1,
 							   *h2;

@@ -26,10 +26,11 @@ ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE status 
 is(row('mock:status=400;subcategory=MARKETING_EVENTS.INVALID_VID'),
 	'failed|1|400|VALIDATION_ERROR|MARKETING_EVENTS.INVALID_VID|Invalid input JSON: contact with vid 1 does not exist',
 	'status, attempts, http_status, category, subcategory, message');
-# a request HubSpot rejects as a whole is split once; when both halves fail
-# too, the fault is the request's: 3 requests, and each row keeps its own answer
+# a request HubSpot rejects naming one of its contacts is split down to
+# single contacts: the request of 2, then each contact alone (3 requests),
+# and each row keeps its own answer
 my @answers = grep { $_->{status} && $_->{status} == 400 } @{ mock_requests() };
-is(scalar @answers, 3, 'a rejected request of 2 is split once, then splitting stops (both halves failed)');
+is(scalar @answers, 3, 'a rejected request of 2 is split into its 2 contacts, each rejected alone: 3 requests');
 my %answered = map { $_->{correlation_id} => 1 } @answers;
 my @stored = split /,/, q1("SELECT string_agg(correlation_id::text, ',' ORDER BY id) FROM hubspot_events.outbox WHERE status = 'failed'");
 is(scalar(grep { $answered{$_} } @stored), 2, "each row stores a correlationId the mock answered with");
