@@ -264,3 +264,45 @@ $$;
 REVOKE ALL ON FUNCTION @extschema@.next_claim_at() FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.next_claim_at() IS
 'When the worker can next claim a row: the earliest next_attempt_at among pending rows that no older row of their contact, and no upsert of their event, holds back (NULL when none)';
+
+-- Renaming or dropping a column that a sync_attendance or sync_event trigger
+-- maps (or changing its type to one the key cannot take) made every later
+-- write to the table fail.  An event trigger now refuses such an ALTER
+-- TABLE, with the error the trigger's next fire would have raised (it names
+-- the trigger, its argument and the column): drop or recreate the trigger
+-- first.
+CREATE FUNCTION @extschema@.check_sync_triggers(tbl regclass)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_check_sync_triggers';
+REVOKE ALL ON FUNCTION @extschema@.check_sync_triggers(regclass) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.check_sync_triggers(regclass) IS
+'Internal (the DDL guard): raise the error a sync_attendance or sync_event trigger of tbl, or of its partitions, would raise at its next fire';
+
+-- SECURITY DEFINER: the role that alters its table needs no privilege on
+-- the extension for the check to run (an event trigger function cannot be
+-- called directly).
+CREATE FUNCTION @extschema@.guard_sync_triggers()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT c.objid
+               FROM pg_event_trigger_ddl_commands() c
+              WHERE c.classid = 'pg_catalog.pg_class'::regclass
+                AND c.object_type IN ('table', 'table column')
+    LOOP
+        PERFORM @extschema@.check_sync_triggers(r.objid::regclass);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.guard_sync_triggers() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.guard_sync_triggers() IS
+'Internal: the event trigger that refuses an ALTER TABLE breaking a sync trigger';
+
+CREATE EVENT TRIGGER hubspot_events_guard_sync_triggers ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION @extschema@.guard_sync_triggers();

@@ -207,7 +207,11 @@ CREATE TRIGGER cfg_sync AFTER INSERT ON att_cfg
   FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
     'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
 INSERT INTO att_cfg VALUES ('trg-cfg', 'attend', 2, 'acme');
+-- (the extension's event trigger refuses such a rename, see 12_review;
+-- with it disabled, the check at each fire says what is wrong)
+ALTER EVENT TRIGGER hubspot_events_guard_sync_triggers DISABLE;
 ALTER TABLE att_cfg RENAME COLUMN vid TO contact_vid;
+ALTER EVENT TRIGGER hubspot_events_guard_sync_triggers ENABLE;
 SELECT * FROM try($$INSERT INTO att_cfg VALUES ('trg-cfg', 'attend', 3, 'acme')$$);
 SELECT * FROM try($$INSERT INTO att_cfg VALUES ('trg-cfg', 'attend', 3, 'acme')$$);
 -- fixed in place (the same trigger, new arguments)

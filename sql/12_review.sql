@@ -72,6 +72,38 @@ SELECT * FROM backfill_batch('rv_nokey', 'rv_nokey_sync', NULL, 10);
 DELETE FROM hubspot_events.outbox WHERE external_event_id = 'rv-move';
 DROP TABLE rv_move, rv_nokey;
 
+-- ---- an ALTER TABLE that would break a sync trigger is refused ----
+CREATE TABLE rv_ddl (id int PRIMARY KEY, event text, state text, vid bigint, account text, note text);
+CREATE TRIGGER rv_ddl_sync AFTER INSERT OR UPDATE OR DELETE ON rv_ddl
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+ALTER TABLE rv_ddl RENAME COLUMN vid TO contact_vid;
+ALTER TABLE rv_ddl DROP COLUMN event;
+ALTER TABLE rv_ddl ALTER COLUMN vid TYPE boolean USING vid > 0;
+-- what the trigger does not map may change
+ALTER TABLE rv_ddl RENAME COLUMN note TO remark;
+ALTER TABLE rv_ddl DROP COLUMN remark;
+INSERT INTO rv_ddl VALUES (1, 'rv-ddl', 'register', 901, 'acme');
+SELECT count(*) AS enqueued FROM hubspot_events.outbox WHERE external_event_id = 'rv-ddl';
+-- through a partitioned table's cloned triggers too
+CREATE TABLE rv_ddl_parted (event text, state text, vid bigint, account text) PARTITION BY LIST (account);
+CREATE TABLE rv_ddl_parted_acme PARTITION OF rv_ddl_parted FOR VALUES IN ('acme');
+CREATE TRIGGER rv_ddl_parted_sync AFTER INSERT ON rv_ddl_parted
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account');
+ALTER TABLE rv_ddl_parted RENAME COLUMN state TO status;
+-- and sync_event's
+CREATE TABLE rv_ddl_events (id text PRIMARY KEY, account text, name text, organizer text);
+CREATE TRIGGER rv_ddl_events_sync AFTER INSERT OR UPDATE ON rv_ddl_events
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_event(
+    'event_id=id', 'account_id=account', 'name=name', 'organizer=organizer');
+ALTER TABLE rv_ddl_events DROP COLUMN organizer;
+-- without the trigger, the same DDL goes through
+DROP TRIGGER rv_ddl_sync ON rv_ddl;
+ALTER TABLE rv_ddl RENAME COLUMN vid TO contact_vid;
+DELETE FROM hubspot_events.outbox WHERE external_event_id = 'rv-ddl';
+DROP TABLE rv_ddl, rv_ddl_parted, rv_ddl_events;
+
 -- ---- failed_syncs is a security barrier ----
 -- a role granted only the view, with a cheap function that prints what it
 -- is given: it sees the failed rows' values, never the pending ones'

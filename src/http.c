@@ -535,6 +535,14 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	SETOPT(CURLOPT_URL, req->url);
 	SETOPT(CURLOPT_PRIVATE, slot);
 	SETOPT(CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075700
+	/*
+	 * A request abandoned during a slow DNS lookup (a cancel, a
+	 * statement_timeout, SIGTERM) does not wait for libcurl's resolver
+	 * thread to finish: it is left to end by itself.
+	 */
+	SETOPT(CURLOPT_QUICK_EXIT, 1L);
+#endif
 #if LIBCURL_VERSION_NUM >= 0x075500
 	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #else

@@ -21,6 +21,7 @@
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
  *	  trigger_event.c  sync_event(), the trigger for events tables
  *	  schema_version.c  which versions of the extension's schema the library serves
+ *	  ddl_guard.c   refusing a DDL that would break a table's sync triggers
  *
  *-------------------------------------------------------------------------
  */
@@ -45,6 +46,11 @@
 #endif
 
 #define HS_USER_AGENT "hubspot_events/" HUBSPOT_EVENTS_VERSION
+
+/* the most of an error answer stored in a row's error_body */
+#define HS_ERROR_BODY_MAX		(64 * 1024)
+/* a request's body is kept under this many bytes (batches are closed early) */
+#define HS_REQUEST_BYTES_MAX	(1024 * 1024)
 
 /*
  * The extension's own SQLSTATE class "HS", for failures that are neither the
@@ -210,6 +216,10 @@ extern void hs_trigger_syntax_error(const char *arg, const char *tgname,
 extern void hs_trigger_value_error(const char *arg, const char *tgname,
 								   const char *table, const char *detail) pg_attribute_noreturn();
 
+/* trigger.c and trigger_event.c, for ddl_guard.c: throw when a trigger's arguments no longer resolve */
+extern void hs_sync_attendance_check(struct RelationData *rel, const struct Trigger *trigger);
+extern void hs_sync_event_check(struct RelationData *rel, const struct Trigger *trigger);
+
 /* ---- worker.c ---- */
 extern void hs_register_worker(void);
 extern PGDLLEXPORT void hubspot_events_worker_main(Datum arg);
@@ -262,6 +272,8 @@ typedef struct HsBatch
 	char	   *body;
 	size_t		body_len;
 	struct HsBatch *sibling;	/* the other half, when this is half of a split */
+	size_t		bytes;			/* the contacts' JSON, for the byte budget */
+	char	   *build_error;	/* the request could not be built: its rows fail alone */
 } HsBatch;
 
 typedef enum HsOutcomeKind

@@ -874,6 +874,35 @@ batch_finish(HsBatch *b, const char *base)
 	}
 }
 
+/*
+ * Build a batch's URL and body; when that fails (whatever the rows hold),
+ * the batch carries the error instead (build_error, no URL), so that its
+ * rows fail alone and the other batches of the turn go.
+ */
+static void
+batch_finish_or_fail(HsBatch *b, const char *base)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		batch_finish(b, base);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		b->url = NULL;
+		b->body = NULL;
+		b->body_len = 0;
+		b->build_error = edata->message;
+	}
+	PG_END_TRY();
+}
+
 static HsBatch *
 batch_new(HsRowKind kind, bool by_email, const char *event, const char *state, const char *account, int capacity)
 {
@@ -909,8 +938,10 @@ hs_outbox_group(List *rows, int batch_size)
 	{
 		HsClaimedRow *r = (HsClaimedRow *) lfirst(lc);
 		HsBatch    *b = NULL;
+		HsBatch    *full = NULL;
 		ListCell   *lb;
 		bool		by_email = r->by_email;
+		size_t		len = strlen(r->contact);
 
 		foreach(lb, open)
 		{
@@ -924,10 +955,16 @@ hs_outbox_group(List *rows, int batch_size)
 				 strcmp(c->subscriber_state, r->subscriber_state) == 0 &&
 				 strcmp(c->external_account_id, r->external_account_id) == 0))
 			{
-				b = c;
+				/* budgeted by bytes too: a request's body stays under HS_REQUEST_BYTES_MAX */
+				if (c->bytes + len + 1 > HS_REQUEST_BYTES_MAX)
+					full = c;
+				else
+					b = c;
 				break;
 			}
 		}
+		if (full)
+			open = list_delete_ptr(open, full);
 		if (b == NULL)
 		{
 			b = batch_new(r->kind, by_email, r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
@@ -937,6 +974,7 @@ hs_outbox_group(List *rows, int batch_size)
 		b->contacts[b->n] = r->contact;
 		b->keys[b->n] = r->contact_key;
 		b->ids[b->n++] = r->id;
+		b->bytes += len + 1;
 		/* a cancel or complete is a call of its own */
 		if (b->n >= batch_size ||
 			r->kind == HS_KIND_EVENT_CANCEL || r->kind == HS_KIND_EVENT_COMPLETE)
@@ -944,7 +982,7 @@ hs_outbox_group(List *rows, int batch_size)
 	}
 
 	foreach(lc, batches)
-		batch_finish((HsBatch *) lfirst(lc), base);
+		batch_finish_or_fail((HsBatch *) lfirst(lc), base);
 	return batches;
 }
 

@@ -1481,3 +1481,20 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 	values[2] = Int64GetDatum(scanned);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(b.resultdesc, values, nulls)));
 }
+
+/*
+ * Check that a sync_attendance trigger's arguments still resolve against its
+ * table, throwing the error its next fire would raise (ddl_guard.c calls it
+ * after an ALTER TABLE, so that a DDL that would break every write to the
+ * table is refused instead).
+ */
+void
+hs_sync_attendance_check(Relation rel, const Trigger *trigger)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "hubspot_events trigger check",
+											  ALLOCSET_SMALL_SIZES);
+
+	(void) parse_config(rel, trigger, cxt);
+	MemoryContextDelete(cxt);
+}

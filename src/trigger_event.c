@@ -389,3 +389,12 @@ hubspot_sync_event(PG_FUNCTION_ARGS)
 		(void) hs_outbox_insert(&rows[i]);
 	return PointerGetDatum(NULL);
 }
+
+/* The same for a sync_event trigger (ddl_guard.c). */
+void
+hs_sync_event_check(Relation rel, const Trigger *trigger)
+{
+	EventConfig cfg;
+
+	parse_event_config(rel, trigger, &cfg);
+}

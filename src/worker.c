@@ -126,10 +126,15 @@ process_reload(void)
 	}
 }
 
-/* Between slices of HTTP: honour SIGHUP at once, and stop on SIGTERM. */
+/*
+ * Between slices of HTTP: honour SIGHUP at once, stop on SIGTERM, and
+ * service interrupts (a ProcSignalBarrier, which DROP DATABASE anywhere in
+ * the cluster waits for; a cancel, which ends the turn as an ERROR).
+ */
 static bool
 worker_stop_check(void)
 {
+	CHECK_FOR_INTERRUPTS();
 	process_reload();
 	return ShutdownRequestPending;
 }
@@ -273,7 +278,12 @@ build_outcome(HsHttpRequest *req, HsOutcome *out)
 			out->error_message = hs_sanitize_remote_text(res->body, Min(res->body_len, 200));
 		else
 			out->error_message = psprintf("HTTP %ld without a body", res->http_status);
-		out->error_body = hs_body_to_jsonb(res->body, res->body_len);
+		/*
+		 * A bounded excerpt, stored in every row of the request: an answer
+		 * longer than HS_ERROR_BODY_MAX is cut there, and no longer parses,
+		 * so it is kept as a short sanitised text (hs_body_to_jsonb).
+		 */
+		out->error_body = hs_body_to_jsonb(res->body, Min(res->body_len, HS_ERROR_BODY_MAX));
 		if (err.policy_name)
 			out->error_subcategory = err.policy_name;
 	}
@@ -282,6 +292,19 @@ build_outcome(HsHttpRequest *req, HsOutcome *out)
 }
 
 /* ---- sending in waves ---- */
+
+/*
+ * An answer's body, once its outcome is built (the outcome holds copies of
+ * what it needs): freed at once, not kept until the turn ends.
+ */
+static void
+free_answer(HsHttpRequest *req)
+{
+	if (req->result.body)
+		pfree(req->result.body);
+	req->result.body = NULL;
+	req->result.body_len = 0;
+}
 
 /* A request's final outcome, to record. */
 typedef struct HsTurnResult
@@ -318,6 +341,7 @@ worker_sleep_ms(int64 ms)
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 (long) ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
 }
 
 /* Pacing learns from every answer as it arrives, so a 429 stops the next starts at once. */
@@ -639,6 +663,7 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 					next = lappend(next, h2);
 					/* counted, but no row records this answer: the halves' will */
 					(void) build_outcome(&reqs[i], &tr->outcome);
+					free_answer(&reqs[i]);
 					continue;
 				}
 			}
@@ -646,7 +671,11 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 			if (tr->outcome.kind == HS_OUTCOME_SENT && b->attendance &&
 				b->kind == HS_KIND_SUBSCRIBER &&
 				split_attendance_errors(&reqs[i], b, &tr->outcome, results))
+			{
+				free_answer(&reqs[i]);
 				continue;
+			}
+			free_answer(&reqs[i]);
 			if (tr->outcome.kind == HS_OUTCOME_HOLD && *hold_reason == NULL)
 				*hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
 										tr->outcome.http_status,
@@ -657,6 +686,40 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 		wave = next;
 	}
 	return true;
+}
+
+/*
+ * Batches whose request could not be built fail alone, with the reason:
+ * moved from the list to the results.  Returns the batches to send.
+ */
+static List *
+take_unbuilt(List *batches, List **results)
+{
+	List	   *keep = NIL;
+	ListCell   *lc;
+
+	foreach(lc, batches)
+	{
+		HsBatch    *b = (HsBatch *) lfirst(lc);
+		HsTurnResult *tr;
+
+		if (b->build_error == NULL)
+		{
+			keep = lappend(keep, b);
+			continue;
+		}
+		tr = palloc0(sizeof(HsTurnResult));
+		tr->batch = b;
+		tr->outcome.kind = HS_OUTCOME_FAILED;
+		tr->outcome.error_category = "REQUEST_NOT_BUILT";
+		tr->outcome.error_message = psprintf("the request could not be built: %s", b->build_error);
+		tr->outcome.retry_after_ms = -1;
+		*results = lappend(*results, tr);
+		ereport(LOG,
+				(errmsg("hubspot_events worker: %d rows failed: the request could not be built: %s",
+						b->n, b->build_error)));
+	}
+	return keep;
 }
 
 /* ---- the token ---- */
@@ -1100,6 +1163,7 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	/* ---- send (no transaction), in waves ---- */
 	hs_shared_set_state("sending", NULL);
 	batches = hs_outbox_group(rows, hs_batch_size);
+	batches = take_unbuilt(batches, &results);
 
 	token = fetch_token(turn_cxt, &token_error);
 	if (token_error != NULL)

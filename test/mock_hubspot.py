@@ -25,11 +25,12 @@ replaces the whole global set; a ``mock:`` request ignores the global set
 except for the server-wide knobs marked [server] below):
 
   status=N category= subcategory= message=   answer status N with that error body
-  body=empty|json|text|html|nocategory|badjson|deep|hugenum   body kind of the answer;
+  body=empty|json|text|html|nocategory|badjson|deep|hugenum|huge   body kind of the answer;
                       deep: the usual JSON answer (the error object for an
                       error status, {"status":"ok"} otherwise) with a field
                       "nested" of 100000 nested arrays; hugenum: the same
-                      with a field "value": 1e1001 (beyond numeric's range)
+                      with a field "value": 1e1001 (beyond numeric's range);
+                      huge: the same with a field "padding" of 2 MB of text
   delay_ms=N          answer N ms late
   hang=1 / close=1    never answer / reset the connection (RST)
   fail_after=N        the first N requests to this event id succeed
@@ -579,7 +580,7 @@ def _kind_list_knob(*choices):
     return parse
 
 
-BODY_KINDS = ("empty", "json", "text", "html", "nocategory", "badjson", "deep", "hugenum")
+BODY_KINDS = ("empty", "json", "text", "html", "nocategory", "badjson", "deep", "hugenum", "huge")
 DEEP_NESTING = 100000
 FAULT_KINDS = ("status", "close", "hang")  # extend here (and in apply_fault) for new fault kinds
 FAULT_MIX_KINDS = ("500", "502", "503", "504", "reset", "slow", "429", "423")
@@ -1839,10 +1840,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return status, PROXY_502_HTML.encode("ascii"), "text/html"
         if body_kind == "badjson":
             return status, b'{"status":"err', "application/json;charset=utf-8"
-        if body_kind in ("deep", "hugenum"):
+        if body_kind in ("deep", "hugenum", "huge"):
             # written as text: json.dumps would recurse past Python's limit
             obj = self.error_object(status, knobs, corr, params, inputs) if status >= 400 else {"status": "ok"}
             extra = ('"nested":' + "[" * DEEP_NESTING + "]" * DEEP_NESTING if body_kind == "deep"
+                     else '"padding":"' + "x" * (2 * 1024 * 1024) + '"' if body_kind == "huge"
                      else '"value":1e1001')
             text = json.dumps(obj, separators=(",", ":"))[:-1] + "," + extra + "}"
             return status, text.encode("utf-8"), "application/json;charset=utf-8"

@@ -85,11 +85,14 @@ my @functions = (
 	[ 'hubspot_events.resume()', 'manage', q{SELECT hubspot_events.resume()} ],
 	[ 'hubspot_events.purge_sent(interval)', 'manage', q{SELECT hubspot_events.purge_sent('100 years')} ],
 	[ 'hubspot_events.purge_failed(interval)', 'manage', q{SELECT hubspot_events.purge_failed('100 years')} ],
-	[ 'hubspot_events.backfill_batch(regclass,name,tid,integer)', 'manage',
+	[ 'hubspot_events.backfill_batch(regclass,name,text[],integer)', 'manage',
 		q{SELECT * FROM hubspot_events.backfill_batch('public.app_att', 'app_att_sync', NULL, 1)} ],
 	[ 'hubspot_events.backfill(regclass,name,integer,bigint)', 'manage',
 		q{CALL hubspot_events.backfill('public.app_att', 'app_att_sync')} ],
 	[ 'hubspot_events.claim_due(integer)', 'internal', q{SELECT * FROM hubspot_events.claim_due(1)} ],
+	[ 'hubspot_events.next_claim_at()', 'internal', q{SELECT hubspot_events.next_claim_at()} ],
+	[ 'hubspot_events.check_sync_triggers(regclass)', 'internal', q{SELECT hubspot_events.check_sync_triggers('public.app_att')} ],
+	[ 'hubspot_events.guard_sync_triggers()', 'internal', q{SELECT hubspot_events.guard_sync_triggers()} ],
 );
 
 # Every relation of the extension, and what the documented roles may do.
