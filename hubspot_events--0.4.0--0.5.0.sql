@@ -289,13 +289,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    state text;
+    msg text;
+    detail text;
 BEGIN
     FOR r IN SELECT DISTINCT c.objid
                FROM pg_event_trigger_ddl_commands() c
               WHERE c.classid = 'pg_catalog.pg_class'::regclass
                 AND c.object_type IN ('table', 'table column')
     LOOP
-        PERFORM @extschema@.check_sync_triggers(r.objid::regclass);
+        BEGIN
+            PERFORM @extschema@.check_sync_triggers(r.objid::regclass);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+            RAISE EXCEPTION '%', msg
+                USING ERRCODE = state,
+                      DETAIL = concat_ws(' ', nullif(detail, ''),
+                               'The ALTER TABLE would make every later write to the table fail, so it is refused.'),
+                      HINT = 'Recreate the trigger with arguments that fit the new definition (CREATE OR REPLACE TRIGGER), or drop it, before altering the table.';
+        END;
     END LOOP;
 END
 $$;
