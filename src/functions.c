@@ -65,7 +65,7 @@ state_argument(FunctionCallInfo fcinfo, int i)
 }
 
 #define HS_CONTACTS_SIZE_HINT "Split the contacts over several calls."
-#define HS_EVENT_SIZE_HINT "An event's body is at most 1048576 bytes as sent to HubSpot."
+#define HS_EVENT_SIZE_HINT "An event's body is at most " CppAsString2(HS_MAX_EVENT_BYTES) " bytes as sent to HubSpot."
 
 static void
 append_json_string_or_null(StringInfo buf, const char *s)

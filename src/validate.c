@@ -642,7 +642,7 @@ check_contact(JsonbContainer *obj, int index, HsContact *out,
 				CONTACT_ERR("contacts[%d].email must be a string, not %s", index, hs_jsonb_type_name(&val));
 			if (val.val.string.len > HS_MAX_EMAIL_BYTES)
 			{
-				*errhint_out = pstrdup("An email address is at most 254 bytes (RFC 5321).");
+				*errhint_out = pstrdup("An email address is at most " CppAsString2(HS_MAX_EMAIL_BYTES) " bytes (RFC 5321).");
 				CONTACT_ERR("contacts[%d].email is too long (%d bytes; the limit is %d bytes)",
 							index, val.val.string.len, HS_MAX_EMAIL_BYTES);
 			}
