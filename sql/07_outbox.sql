@@ -117,10 +117,82 @@ DELETE FROM outbox WHERE external_event_id IN ('webinar-m', 'webinar-role');
 -- the status view's columns
 SELECT column_name FROM information_schema.columns
  WHERE table_schema = 'hubspot_events' AND table_name = 'status' ORDER BY ordinal_position;
--- ids of any length fit the outbox's indexes
-SELECT array_length(hubspot_enqueue_subscriber((SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g),
+-- ids as long as they may be (1000 bytes) fit the outbox's indexes
+SELECT array_length(hubspot_enqueue_subscriber((SELECT left(string_agg(md5(g::text), ''), 1000) FROM generate_series(1, 32) g),
                                                'register', 'acme', '{"vid": 1}'), 1) AS long_event_id_enqueued;
-DELETE FROM outbox WHERE length(external_event_id) > 1000;
+DELETE FROM outbox WHERE length(external_event_id) = 1000;
+
+-- ---- input limits (src/hubspot_events.h): one byte over is refused at the
+-- call, and nothing is written; at the limit the row is written whole ----
+SELECT count(*) AS rows_before FROM outbox \gset
+SELECT q.what, t.code, t.message FROM (VALUES
+  ('event id 1001 bytes', $$SELECT hubspot_enqueue_subscriber(repeat('e', 1001), 'register', 'acme', '{"vid": 1}')$$),
+  ('account id 1001 bytes', $$SELECT hubspot_enqueue_subscriber('e', 'register', repeat('a', 1001), '{"vid": 1}')$$),
+  ('email 255 bytes', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_object('email', repeat('a', 243) || '@example.com'))$$),
+  ('property name 257 bytes', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_object('vid', 1, 'properties', jsonb_build_object(repeat('p', 257), 'x')))$$),
+  ('property value 65537 bytes', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_array('{"vid": 2}'::jsonb, jsonb_build_object('vid', 1, 'properties', jsonb_build_object('p', repeat('v', 65537)))))$$),
+  ('contactProperties name 257 bytes', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_object('email', 'a@b.c', 'contactProperties', jsonb_build_object(repeat('n', 257), 'x')))$$),
+  ('1001 contactProperties', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_object('email', 'a@b.c', 'contactProperties', (SELECT jsonb_object_agg('p' || g, g) FROM generate_series(1, 1001) g)))$$),
+  ('contact 262145 bytes', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_object('vid', 1, 'interactionDateTime', 1700000000000,
+      'properties', jsonb_build_object('a', repeat('x', 65536), 'b', repeat('x', 65536), 'c', repeat('x', 65536), 'd', repeat('x', 65449))))$$),
+  ('100001 contacts', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', (SELECT jsonb_agg(jsonb_build_object('vid', g)) FROM generate_series(1, 100001) g))$$),
+  ('the issue: 8 MB event id', $$SELECT hubspot_enqueue_subscriber(repeat('e', 8 * 1024 * 1024), 'register', 'acme', '{"vid": 1}')$$),
+  ('the issue: 20 MB properties', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_object('vid', 1, 'properties', jsonb_build_object('p', repeat('x', 20 * 1024 * 1024))))$$),
+  ('20 MB of small properties', $$SELECT hubspot_enqueue_subscriber('e', 'register', 'acme', jsonb_build_object('vid', 1, 'properties', (SELECT jsonb_object_agg('p' || g, repeat('x', 100)) FROM generate_series(1, 200000) g)))$$)
+) AS q(what, sql), LATERAL try(q.sql) t;
+SELECT count(*) - :rows_before AS rows_written FROM outbox;
+-- at each limit: the rows are written whole
+BEGIN;
+SELECT array_length(hubspot_enqueue_subscriber(repeat('e', 1000), 'register', repeat('a', 1000), jsonb_build_array(
+  jsonb_build_object('email', repeat('a', 242) || '@example.com', 'interactionDateTime', 1700000000000,
+                     'contactProperties', jsonb_build_object(repeat('n', 256), repeat('v', 65536))),
+  jsonb_build_object('vid', 1, 'properties', (SELECT jsonb_object_agg('p' || g, g) FROM generate_series(1, 1000) g)),
+  jsonb_build_object('vid', 2, 'interactionDateTime', 1700000000000,
+    'properties', jsonb_build_object('a', repeat('x', 65536), 'b', repeat('x', 65536), 'c', repeat('x', 65536), 'd', repeat('x', 65448))))), 1) AS enqueued;
+-- the compact JSON of each contact: its text without the blanks jsonb adds after ':' and ','
+SELECT octet_length(external_event_id) AS event_id_bytes, octet_length(external_account_id) AS account_id_bytes,
+       octet_length(contact->>'email') AS email_bytes,
+       (SELECT max(octet_length(k)) FROM jsonb_object_keys(contact->'contactProperties') k) AS cprop_name_bytes,
+       (SELECT max(octet_length(v)) FROM jsonb_each_text(contact->'contactProperties') p(k, v)) AS cprop_value_bytes,
+       (SELECT count(*) FROM jsonb_object_keys(contact->'properties')) AS properties,
+       octet_length(replace(replace(contact::text, '": ', '":'), ', "', ',"')) AS contact_json_bytes, status
+  FROM outbox WHERE external_event_id = repeat('e', 1000) ORDER BY id;
+ROLLBACK;
+
+-- the trigger checks with the same validator: an over-long value is a failed
+-- sync (LOCAL_VALIDATION_ERROR), or with on_invalid=error an ERROR; the
+-- application's write goes on
+CREATE TABLE public.hs_lim_att (ev text, st text, vid bigint, em text, props jsonb);
+CREATE TRIGGER hs_lim_vid AFTER INSERT ON public.hs_lim_att FOR EACH ROW WHEN (NEW.em IS NULL)
+  EXECUTE FUNCTION hubspot_events.sync_attendance('event_id=ev', 'state=st', 'vid=vid', 'account_id:=acme', 'properties=props');
+CREATE TRIGGER hs_lim_email AFTER INSERT ON public.hs_lim_att FOR EACH ROW WHEN (NEW.em IS NOT NULL)
+  EXECUTE FUNCTION hubspot_events.sync_attendance('event_id=ev', 'state=st', 'email=em', 'account_id:=acme');
+INSERT INTO public.hs_lim_att VALUES
+  ('lim-ok', 'register', 1, NULL, jsonb_build_object('p', repeat('v', 65536))),
+  ('lim-ok', 'register', NULL, repeat('a', 242) || '@example.com', NULL),
+  (repeat('e', 1000), 'register', 2, NULL, NULL),
+  (repeat('e', 1001), 'register', 3, NULL, NULL),
+  ('lim-bad', 'register', 4, NULL, jsonb_build_object('p', repeat('v', 65537))),
+  ('lim-bad', 'register', NULL, repeat('a', 243) || '@example.com', NULL),
+  ('lim-bad', 'register', 5, NULL, (SELECT jsonb_object_agg('p' || g, g) FROM generate_series(1, 1001) g)),
+  ('lim-bad', 'register', 6, NULL, jsonb_build_object('a', repeat('x', 65536), 'b', repeat('x', 65536), 'c', repeat('x', 65536), 'd', repeat('x', 65536))),
+  ('lim-bad', 'register', 7, NULL, jsonb_build_object('p', repeat('x', 20 * 1024 * 1024))),
+  (repeat('e', 8 * 1024 * 1024), 'register', 8, NULL, NULL);
+SELECT left(external_event_id, 8) AS event, octet_length(external_event_id) AS event_id_bytes,
+       left(contact_key, 8) AS key, octet_length(contact_key) AS key_bytes, status, error_category, error_message
+  FROM outbox WHERE source = 'public.hs_lim_att' ORDER BY id;
+SELECT count(*) AS application_rows FROM public.hs_lim_att;
+DELETE FROM outbox WHERE source = 'public.hs_lim_att';
+DROP TRIGGER hs_lim_vid ON public.hs_lim_att;
+CREATE TRIGGER hs_lim_vid AFTER INSERT ON public.hs_lim_att FOR EACH ROW WHEN (NEW.em IS NULL)
+  EXECUTE FUNCTION hubspot_events.sync_attendance('event_id=ev', 'state=st', 'vid=vid', 'account_id:=acme', 'properties=props', 'on_invalid=error');
+SELECT q.what, t.code, t.message FROM (VALUES
+  ('event id 1001 bytes', $$INSERT INTO public.hs_lim_att VALUES (repeat('e', 1001), 'register', 3, NULL, NULL)$$),
+  ('property value 65537 bytes', $$INSERT INTO public.hs_lim_att VALUES ('lim-bad', 'register', 4, NULL, jsonb_build_object('p', repeat('v', 65537)))$$),
+  ('the issue: 20 MB properties', $$INSERT INTO public.hs_lim_att VALUES ('lim-bad', 'register', 7, NULL, jsonb_build_object('p', repeat('x', 20 * 1024 * 1024)))$$)
+) AS q(what, sql), LATERAL try(q.sql) t;
+SELECT count(*) AS rows_written FROM outbox WHERE source = 'public.hs_lim_att';
+DROP TABLE public.hs_lim_att;
 
 -- ---- what a DBA adds to the outbox binds the functions and the trigger as it binds an INSERT ----
 CREATE TABLE public.hs_dba_att (ev text, st text, vid bigint);

@@ -226,3 +226,108 @@ END $$;
 COMMIT;
 SELECT string_agg(contact_key, ',' ORDER BY id) AS committed FROM outbox WHERE external_event_id = 'webinar-sp';
 DELETE FROM outbox;
+
+-- ---- input limits (src/hubspot_events.h): one byte over is refused at the
+-- call (22023 for a field, 54000 for the whole event), nothing is sent or
+-- written; at each limit the event goes out whole ----
+SELECT mock_mark() AS mark \gset
+SELECT count(*) AS rows_before FROM outbox \gset
+SELECT q.what, t.code, t.message FROM (VALUES
+  ('event id 1001 bytes', $$SELECT hubspot_upsert_event(repeat('e', 1001), 'acme', '{"eventName": "A", "eventOrganizer": "Acme"}')$$),
+  ('account id 1001 bytes', $$SELECT hubspot_upsert_event('e', repeat('a', 1001), '{"eventName": "A", "eventOrganizer": "Acme"}')$$),
+  ('cancel: event id', $$SELECT hubspot_cancel_event(repeat('e', 1001), 'acme')$$),
+  ('complete: account id', $$SELECT hubspot_complete_event('e', repeat('a', 1001), '2026-03-01', '2026-03-02')$$),
+  ('enqueue cancel: event id', $$SELECT hubspot_enqueue_cancel_event(repeat('e', 1001), 'acme')$$),
+  ('enqueue complete: event id', $$SELECT hubspot_enqueue_complete_event(repeat('e', 1001), 'acme', '2026-03-01', '2026-03-02')$$),
+  ('eventName 1001 bytes', $$SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', repeat('n', 1001), 'eventOrganizer', 'Acme'))$$),
+  ('eventOrganizer 1001 bytes', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', repeat('o', 1001)))$$),
+  ('eventType 1001 bytes', $$SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'eventType', repeat('t', 1001)))$$),
+  ('eventDescription 65537 bytes', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'eventDescription', repeat('d', 65537)))$$),
+  ('eventUrl 2049 bytes', $$SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'eventUrl', 'https://' || repeat('u', 2041)))$$),
+  ('externalEventId 1001 bytes', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'externalEventId', repeat('e', 1001)))$$),
+  ('custom property name 257 bytes', $$SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', jsonb_build_object(repeat('p', 257), 'x')))$$),
+  ('custom property value 65537 bytes', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', jsonb_build_object('room', repeat('v', 65537))))$$),
+  ('custom number of 65537 digits', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', jsonb_build_object('seats', ('1' || repeat('0', 65536))::numeric)))$$),
+  ('array form: name 257 bytes', $$SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', jsonb_build_array(jsonb_build_object('name', repeat('p', 257), 'value', 'x'))))$$),
+  ('array form: value 65537 bytes', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', jsonb_build_array('{"name": "a", "value": "b"}'::jsonb, jsonb_build_object('name', 'room', 'value', repeat('v', 65537)))))$$),
+  ('1001 custom properties', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', (SELECT jsonb_object_agg('p' || g, NULL) FROM generate_series(1, 1001) g)))$$),
+  ('1001 custom properties, array form', $$SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', (SELECT jsonb_agg(jsonb_build_object('name', 'p' || g, 'value', g)) FROM generate_series(1, 1001) g)))$$),
+  ('event far too large', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', (SELECT jsonb_object_agg('p' || g, repeat('x', 65536)) FROM generate_series(1, 20) g)))$$),
+  ('event argument over 16 MB', $$SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'zpad', repeat('x', 16 * 1024 * 1024)))$$),
+  ('the issue: 8 MB event id', $$SELECT hubspot_enqueue_event(repeat('e', 8 * 1024 * 1024), 'acme', '{"eventName": "A", "eventOrganizer": "Acme"}')$$),
+  ('the issue: 20 MB custom properties', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties', jsonb_build_object('p', repeat('x', 20 * 1024 * 1024))))$$),
+  ('8 MB unknown key: echoed 64 bytes', $$SELECT hubspot_enqueue_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', repeat('k', 8 * 1024 * 1024), 1))$$)
+) AS q(what, sql), LATERAL try(q.sql) t;
+SELECT count(*) AS requests_sent FROM mock_since(:mark);
+SELECT count(*) - :rows_before AS rows_written FROM outbox;
+
+-- every field at its limit: accepted, and HubSpot receives it whole
+SELECT hubspot_upsert_event(repeat('e', 1000), repeat('a', 1000), jsonb_build_object(
+  'eventName', repeat('n', 1000), 'eventOrganizer', repeat('o', 1000), 'eventType', repeat('t', 1000),
+  'eventDescription', repeat('d', 65536), 'eventUrl', 'https://' || repeat('u', 2040),
+  'customProperties', jsonb_build_object(repeat('p', 256), repeat('v', 65536))))->'http_status' AS every_field_at_its_limit;
+SELECT hubspot_upsert_event('e', 'acme', jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme',
+  'customProperties', (SELECT jsonb_agg(jsonb_build_object('name', 'p' || g, 'value', g)) FROM generate_series(1, 1000) g)))->'http_status' AS custom_properties_1000;
+SELECT (r->>'seq')::int - :mark AS request, r->>'operation' AS operation, r->'spec_errors' AS spec_errors,
+       (SELECT string_agg(k || ':' || octet_length(v), ' ' ORDER BY k)
+          FROM jsonb_each_text(r->'body'->'inputs'->0) e(k, v) WHERE k <> 'customProperties') AS field_bytes,
+       jsonb_array_length(r->'body'->'inputs'->0->'customProperties') AS nprops,
+       octet_length(r->'body'->'inputs'->0->'customProperties'->0->>'name') AS prop_name_bytes,
+       (SELECT max(octet_length(p->>'value')) FROM jsonb_array_elements(r->'body'->'inputs'->0->'customProperties') p) AS max_prop_value_bytes
+  FROM mock_since(:mark) r ORDER BY (r->>'seq')::int;
+
+-- the whole event: 1048576 bytes of compact JSON as built is written, one
+-- byte more is refused with its size (the size of a probe with an empty pad
+-- gives the pad that reaches the limit exactly)
+CREATE FUNCTION hs_test.lim_event(pad int) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_build_object('eventName', 'A', 'eventOrganizer', 'Acme', 'customProperties',
+           (SELECT jsonb_object_agg('p' || g, repeat('x', 65536)) FROM generate_series(10, 24) g)
+           || jsonb_build_object('pad', repeat('x', pad)))
+$$;
+CREATE FUNCTION hs_test.compact_len(j jsonb) RETURNS int LANGUAGE sql AS $$
+  SELECT octet_length(replace(replace(j::text, ': ', ':'), ', ', ','))
+$$;
+BEGIN;
+SELECT hubspot_enqueue_event('lim-ev', 'acme', lim_event(0)) AS probe \gset
+SELECT 1048576 - compact_len(event) AS pad FROM outbox WHERE id = :probe \gset
+ROLLBACK;
+SELECT :pad BETWEEN 0 AND 65536 AS pad_within_a_value;
+SELECT hubspot_enqueue_event('lim-ev', 'acme', lim_event(:pad)) > 0 AS at_the_limit_enqueued;
+SELECT compact_len(event) AS event_json_bytes, status FROM outbox WHERE external_event_id = 'lim-ev';
+SELECT code, message, hint FROM try(format('SELECT hubspot_enqueue_event(%L, %L, hs_test.lim_event(%s))', 'lim-ev', 'acme', :pad + 1));
+SELECT count(*) AS rows_for_lim_ev FROM outbox WHERE external_event_id = 'lim-ev';
+DELETE FROM outbox WHERE external_event_id = 'lim-ev';
+
+-- the sync_event trigger checks with the same validator: an over-long value
+-- is a failed sync, or with on_invalid=error an ERROR
+CREATE TABLE public.webinars_lim (id text, title text, descr text, link text, props jsonb);
+CREATE TRIGGER webinars_lim_sync AFTER INSERT ON public.webinars_lim FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title', 'organizer:=Acme',
+    'description=descr', 'url=link', 'properties=props');
+INSERT INTO public.webinars_lim VALUES
+  (repeat('e', 1000), repeat('n', 1000), repeat('d', 65536), 'https://' || repeat('u', 2040), jsonb_build_object(repeat('p', 256), repeat('v', 65536))),
+  (repeat('e', 1001), 'A', NULL, NULL, NULL),
+  ('lim-t1', repeat('n', 1001), NULL, NULL, NULL),
+  ('lim-t2', 'A', repeat('d', 65537), NULL, NULL),
+  ('lim-t3', 'A', NULL, 'https://' || repeat('u', 2041), NULL),
+  ('lim-t4', 'A', NULL, NULL, jsonb_build_object('room', repeat('v', 65537))),
+  ('lim-t5', 'A', NULL, NULL, (SELECT jsonb_object_agg('p' || g, g) FROM generate_series(1, 1001) g)),
+  ('lim-t6', 'A', NULL, NULL, lim_event(65536)->'customProperties'),
+  ('lim-t7', 'A', NULL, NULL, jsonb_build_object('p', repeat('x', 20 * 1024 * 1024))),
+  (repeat('e', 8 * 1024 * 1024), 'A', NULL, NULL, NULL);
+SELECT left(external_event_id, 8) AS event, octet_length(external_event_id) AS event_id_bytes, status,
+       error_category, error_message
+  FROM outbox WHERE source = 'public.webinars_lim' ORDER BY id;
+DELETE FROM outbox WHERE source = 'public.webinars_lim';
+DROP TRIGGER webinars_lim_sync ON public.webinars_lim;
+CREATE TRIGGER webinars_lim_sync AFTER INSERT ON public.webinars_lim FOR EACH ROW
+  EXECUTE FUNCTION hubspot_events.sync_event('event_id=id', 'account_id:=acme', 'name=title', 'organizer:=Acme',
+    'description=descr', 'url=link', 'properties=props', 'on_invalid=error');
+SELECT q.what, t.code, t.message FROM (VALUES
+  ('event id 1001 bytes', $$INSERT INTO public.webinars_lim VALUES (repeat('e', 1001), 'A', NULL, NULL, NULL)$$),
+  ('eventDescription 65537 bytes', $$INSERT INTO public.webinars_lim VALUES ('lim-t2', 'A', repeat('d', 65537), NULL, NULL)$$),
+  ('the issue: 20 MB custom properties', $$INSERT INTO public.webinars_lim VALUES ('lim-t7', 'A', NULL, NULL, jsonb_build_object('p', repeat('x', 20 * 1024 * 1024)))$$)
+) AS q(what, sql), LATERAL try(q.sql) t;
+SELECT count(*) AS rows_written FROM outbox WHERE source = 'public.webinars_lim';
+DROP TABLE public.webinars_lim;
+DROP FUNCTION hs_test.lim_event(int), hs_test.compact_len(jsonb);

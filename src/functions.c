@@ -13,6 +13,7 @@
  */
 #include "hubspot_events.h"
 
+#include "access/detoast.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -32,6 +33,39 @@ check_not_null(FunctionCallInfo fcinfo, const char *const *argnames, int nargs)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("%s must not be null", argnames[i])));
 }
+
+/*
+ * An external id argument, validated; its length is checked on the datum as
+ * passed, before it is detoasted or copied (HS_MAX_EXTERNAL_ID_BYTES, 22023).
+ */
+static char *
+id_argument(FunctionCallInfo fcinfo, int i, const char *argname)
+{
+	Size		len = toast_raw_datum_size(PG_GETARG_DATUM(i)) - VARHDRSZ;
+	char	   *value;
+
+	if (len > HS_MAX_EXTERNAL_ID_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long (%zu bytes; the limit is %d bytes)",
+						argname, (size_t) len, HS_MAX_EXTERNAL_ID_BYTES)));
+	value = text_to_cstring(PG_GETARG_TEXT_PP(i));
+	hs_validate_external_id(argname, value);
+	return value;
+}
+
+/*
+ * The subscriber_state argument: no state is longer than 9 bytes, so a long
+ * value is read no further than the message that refuses it shows.
+ */
+static HsSubscriberState
+state_argument(FunctionCallInfo fcinfo, int i)
+{
+	return hs_validate_state(text_to_cstring(PG_GETARG_TEXT_P_SLICE(i, 0, 65)));
+}
+
+#define HS_CONTACTS_SIZE_HINT "Split the contacts over several calls."
+#define HS_EVENT_SIZE_HINT "An event's body is at most " CppAsString2(HS_MAX_EVENT_BYTES) " bytes as sent to HubSpot."
 
 static void
 append_json_string_or_null(StringInfo buf, const char *s)
@@ -78,7 +112,6 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 		"external_event_id", "subscriber_state", "external_account_id", "contacts"
 	};
 	char	   *event_id;
-	char	   *state_in;
 	char	   *account_id;
 	HsSubscriberState state;
 	List	   *contacts;
@@ -97,13 +130,10 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	bool		refreshed = false;
 
 	check_not_null(fcinfo, argnames, 4);
-	event_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	state_in = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	account_id = text_to_cstring(PG_GETARG_TEXT_PP(2));
-
-	hs_validate_external_id("external_event_id", event_id);
-	state = hs_validate_state(state_in);
-	hs_validate_external_id("external_account_id", account_id);
+	event_id = id_argument(fcinfo, 0, "external_event_id");
+	state = state_argument(fcinfo, 1);
+	account_id = id_argument(fcinfo, 2, "external_account_id");
+	hs_check_jsonb_argument_size("contacts", PG_GETARG_DATUM(3), HS_CONTACTS_SIZE_HINT);
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
 
 	token = hs_get_access_token();
@@ -193,12 +223,10 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 	int			n = 0;
 
 	check_not_null(fcinfo, argnames, 4);
-	event_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	account_id = text_to_cstring(PG_GETARG_TEXT_PP(2));
-
-	hs_validate_external_id("external_event_id", event_id);
-	state = hs_validate_state(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	hs_validate_external_id("external_account_id", account_id);
+	event_id = id_argument(fcinfo, 0, "external_event_id");
+	state = state_argument(fcinfo, 1);
+	account_id = id_argument(fcinfo, 2, "external_account_id");
+	hs_check_jsonb_argument_size("contacts", PG_GETARG_DATUM(3), HS_CONTACTS_SIZE_HINT);
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
 
 	ids = palloc(sizeof(Datum) * list_length(contacts));
@@ -265,10 +293,8 @@ event_ids(FunctionCallInfo fcinfo, const char *const *argnames, int nargs,
 		  char **event_id, char **account_id)
 {
 	check_not_null(fcinfo, argnames, nargs);
-	*event_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	*account_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	hs_validate_external_id("external_event_id", *event_id);
-	hs_validate_external_id("external_account_id", *account_id);
+	*event_id = id_argument(fcinfo, 0, "external_event_id");
+	*account_id = id_argument(fcinfo, 1, "external_account_id");
 }
 
 static int64
@@ -299,6 +325,7 @@ hubspot_upsert_event(PG_FUNCTION_ARGS)
 	StringInfoData body;
 
 	event_ids(fcinfo, argnames, 3, &event_id, &account_id);
+	hs_check_jsonb_argument_size("event", PG_GETARG_DATUM(2), HS_EVENT_SIZE_HINT);
 	event = hs_validate_event(PG_GETARG_JSONB_P(2), event_id, account_id);
 	initStringInfo(&body);
 	appendStringInfoString(&body, "{\"inputs\":[");
@@ -321,6 +348,7 @@ hubspot_enqueue_event(PG_FUNCTION_ARGS)
 	Jsonb	   *event;
 
 	event_ids(fcinfo, argnames, 3, &event_id, &account_id);
+	hs_check_jsonb_argument_size("event", PG_GETARG_DATUM(2), HS_EVENT_SIZE_HINT);
 	event = hs_validate_event(PG_GETARG_JSONB_P(2), event_id, account_id);
 	PG_RETURN_INT64(enqueue_event_row("event_upsert", event_id, account_id, event,
 									  "hubspot_enqueue_event"));

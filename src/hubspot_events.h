@@ -109,6 +109,36 @@ extern uint64 hs_settings_generation;
 /* milliseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch) */
 #define HS_PG_EPOCH_MS	INT64CONST(946684800000)
 
+/*
+ * ---- input limits ----
+ *
+ * Every input is bounded where it is taken (the SQL functions, and the
+ * triggers through the same validators), so that no caller can write a row
+ * the worker cannot send.  All limits are in bytes of the database encoding
+ * (octet_length), except the counts.  A value too long is 22023
+ * (invalid_parameter_value); a whole input too big or with too many parts is
+ * 54000 (program_limit_exceeded).  Every message names the field (with its
+ * index where there is one), the length and the limit.  HubSpot's spec gives
+ * no maxLength for any of these fields; the values are chosen as below.
+ *
+ * The external ids are percent-encoded into the URL (the event id in the
+ * path, the account id in the query): at most 3 x 1000 bytes each keeps a
+ * request line within the 8 KB most HTTP servers and proxies accept.
+ */
+#define HS_MAX_EXTERNAL_ID_BYTES	1000	/* external_event_id, external_account_id */
+#define HS_MAX_EMAIL_BYTES			254 /* RFC 5321: a path is at most 256 with its <> */
+#define HS_MAX_PROPERTY_NAME_BYTES	256 /* a property's name (HubSpot's internal names are short) */
+#define HS_MAX_PROPERTY_VALUE_BYTES	65536	/* a property's value as text: HubSpot's text properties hold 65,536 characters */
+#define HS_MAX_PROPERTIES			1000	/* members of one properties / contactProperties / customProperties */
+#define HS_MAX_CONTACT_BYTES		262144	/* one contact's JSON as sent (compact), 256 KB */
+#define HS_MAX_CONTACTS				100000	/* contacts in one call (a bulk enqueue of 100,000 is tested) */
+#define HS_MAX_EVENT_TEXT_BYTES		1000	/* eventName, eventOrganizer, eventType */
+#define HS_MAX_EVENT_DESCRIPTION_BYTES 65536	/* eventDescription, as a text property */
+#define HS_MAX_EVENT_URL_BYTES		2048	/* eventUrl: the longest URL every client and proxy takes */
+#define HS_MAX_EVENT_BYTES			1048576 /* an event's body as sent (compact JSON), 1 MB */
+#define HS_MAX_JSONB_ARGUMENT_BYTES	16777216	/* a contacts or event argument, as jsonb, 16 MB:
+												 * refused before it is read */
+
 /* ---- validate.c ---- */
 typedef enum HsSubscriberState
 {
@@ -138,6 +168,8 @@ extern HsSubscriberState hs_validate_state(const char *input);
 extern char *hs_take_data_exception(MemoryContext cxt);
 extern char *hs_check_external_id(const char *argname, const char *value);
 extern void hs_validate_external_id(const char *argname, const char *value);
+extern size_t hs_json_string_len(const char *s, size_t len);
+extern void hs_check_jsonb_argument_size(const char *argname, Datum value, const char *hint);
 extern bool hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 							 char **errmsg_out, char **errhint_out);
 extern List *hs_validate_contacts(Jsonb *contacts);

@@ -15,6 +15,7 @@
  */
 #include "hubspot_events.h"
 
+#include "access/detoast.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -76,20 +77,34 @@ hs_validate_state(const char *input)
 	HsSubscriberState state;
 
 	if (!hs_parse_state(input, &state))
+	{
+		/* the value is echoed, but never more than 64 bytes of it */
+		JsonbValue	v;
+
+		v.type = jbvString;
+		v.val.string.val = unconstify(char *, input);
+		v.val.string.len = strlen(input);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid subscriber_state \"%s\"", input),
+				 errmsg("invalid subscriber_state %s", hs_jsonb_scalar_for_message(&v)),
 				 errhint(HS_VALID_STATES_HINT)));
+	}
 	return state;
 }
 
 /*
- * External event and account ids: non-empty, no control characters.  They go
- * into the URL percent-encoded, so any other character is safe.
+ * External event and account ids: non-empty, at most
+ * HS_MAX_EXTERNAL_ID_BYTES, no control characters.  They go into the URL
+ * percent-encoded, so any other character is safe.
  */
 char *
 hs_check_external_id(const char *argname, const char *value)
 {
+	size_t		len = strlen(value);
+
+	if (len > HS_MAX_EXTERNAL_ID_BYTES)
+		return psprintf("%s is too long (%zu bytes; the limit is %d bytes)",
+						argname, len, HS_MAX_EXTERNAL_ID_BYTES);
 	if (value[0] == '\0')
 		return psprintf("%s must not be empty", argname);
 	/* a path segment of "." or ".." would move the request to another path */
@@ -113,6 +128,49 @@ hs_validate_external_id(const char *argname, const char *value)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg_internal("%s", msg)));
+}
+
+/*
+ * The length escape_json() gives a string of len bytes, quotes included,
+ * without writing it: a size is checked before anything is built.
+ */
+size_t
+hs_json_string_len(const char *s, size_t len)
+{
+	size_t		n = 2;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t' ||
+			c == '"' || c == '\\')
+			n += 2;
+		else if (c < ' ')
+			n += 6;				/* \u00XX */
+		else
+			n += 1;
+	}
+	return n;
+}
+
+/*
+ * A jsonb argument (contacts, event) at most HS_MAX_JSONB_ARGUMENT_BYTES, as
+ * jsonb and uncompressed (what pg_column_size() reports for a value not yet
+ * stored): checked on the datum as it was passed, before it is detoasted or
+ * read (54000).
+ */
+void
+hs_check_jsonb_argument_size(const char *argname, Datum value, const char *hint)
+{
+	Size		size = toast_raw_datum_size(value);
+
+	if (size > HS_MAX_JSONB_ARGUMENT_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too large (%zu bytes as jsonb; the limit is %d bytes)",
+						argname, (size_t) size, HS_MAX_JSONB_ARGUMENT_BYTES),
+				 errhint("%s", hint)));
 }
 
 /* ---- contacts ---- */
@@ -292,6 +350,28 @@ hs_timestamptz_to_ms(TimestampTz ts)
 
 #define CONTACT_ERR(...) \
 	do { *errmsg_out = psprintf(__VA_ARGS__); return false; } while (0)
+/* a limit of the whole contact, rather than a bad value: 54000 */
+#define CONTACT_LIMIT_ERR(...) \
+	do { *sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED; CONTACT_ERR(__VA_ARGS__); } while (0)
+
+#define CONTACT_TOO_LARGE(index, at_least, size) \
+	do { \
+		*errhint_out = pstrdup("A contact is sent as one JSON object; give its properties fewer or shorter values."); \
+		CONTACT_LIMIT_ERR("contacts[%d] is too large (%s%zu bytes as JSON; the limit is %d bytes)", \
+						  index, (at_least) ? "at least " : "", (size_t) (size), HS_MAX_CONTACT_BYTES); \
+	} while (0)
+
+/*
+ * The fixed parts of a contact as hs_append_contact_json writes it, so that
+ * its size is known before it is built.
+ */
+#define CJ_VID			"{\"vid\":"
+#define CJ_EMAIL		"{\"email\":"
+#define CJ_AT			",\"interactionDateTime\":"
+#define CJ_PROPS		",\"properties\":"
+#define CJ_CPROPS		",\"contactProperties\":"
+#define CJ_END			"}"
+#define CJ_LEN(lit)		(sizeof(lit) - 1)
 
 /*
  * A plausible single email address: one '@' with something on each side, a
@@ -329,7 +409,8 @@ plausible_email(const char *s, int len)
  */
 static bool
 check_properties(JsonbValue *val, int index, const char *what, bool times,
-				 List **names, List **values, char **errmsg_out, char **errhint_out)
+				 List **names, List **values, size_t *json_len,
+				 char **errmsg_out, char **errhint_out, int *sqlstate)
 {
 	JsonbIterator *pit;
 	JsonbIteratorToken tok;
@@ -337,10 +418,19 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 	JsonbValue	pval;
 	int64		joined = -1,
 				left = -1;
+	int			count;
 
 	if (val->type != jbvBinary || !JsonContainerIsObject(val->val.binary.data))
 		CONTACT_ERR("contacts[%d].%s must be a JSON object, not %s",
 					index, what, hs_jsonb_type_name(val));
+	/* counted before anything is read: nulls count, as they are given */
+	count = JsonContainerSize(val->val.binary.data);
+	if (count > HS_MAX_PROPERTIES)
+	{
+		*errhint_out = pstrdup("Send the contact's properties in several calls, or leave out the ones HubSpot does not need.");
+		CONTACT_LIMIT_ERR("contacts[%d].%s has too many properties (%d; the limit is %d)",
+						  index, what, count, HS_MAX_PROPERTIES);
+	}
 
 	pit = JsonbIteratorInit(val->val.binary.data);
 	(void) JsonbIteratorNext(&pit, &pval, true);	/* BEGIN_OBJECT */
@@ -350,6 +440,16 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 		char	   *ptext;
 
 		(void) JsonbIteratorNext(&pit, &pval, true);
+		/* lengths before copies: a long name or value is never copied */
+		if (pkey.val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
+			CONTACT_ERR("contacts[%d].%s has a property name too long (%d bytes; the limit is %d bytes): %s",
+						index, what, pkey.val.string.len, HS_MAX_PROPERTY_NAME_BYTES,
+						hs_jsonb_scalar_for_message(&pkey));
+		if (pval.type == jbvString && pval.val.string.len > HS_MAX_PROPERTY_VALUE_BYTES)
+			CONTACT_ERR("contacts[%d].%s.%s is too long (%d bytes; the limit is %d bytes)",
+						index, what,
+						quote_identifier(pnstrdup(pkey.val.string.val, pkey.val.string.len)),
+						pval.val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
 		pname = pnstrdup(pkey.val.string.val, pkey.val.string.len);
 		if (pname[0] == '\0')
 			CONTACT_ERR("contacts[%d].%s has an empty property name", index, what);
@@ -403,6 +503,17 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 					CONTACT_ERR("contacts[%d].%s.%s must be a string, number, boolean or null, not %s",
 								index, what, quote_identifier(pname), hs_jsonb_type_name(&pval));
 			}
+		/* a number's text can be long too (jsonb keeps 131072 digits) */
+		if (strlen(ptext) > HS_MAX_PROPERTY_VALUE_BYTES)
+			CONTACT_ERR("contacts[%d].%s.%s is too long (%zu bytes as text; the limit is %d bytes)",
+						index, what, quote_identifier(pname), strlen(ptext),
+						HS_MAX_PROPERTY_VALUE_BYTES);
+		/* "name":"value", and a comma before all but the first */
+		*json_len += (*names != NIL ? 1 : 0) +
+			hs_json_string_len(pname, strlen(pname)) + 1 +
+			hs_json_string_len(ptext, strlen(ptext));
+		if (*json_len > HS_MAX_CONTACT_BYTES)
+			CONTACT_TOO_LARGE(index, true, *json_len);
 		*names = lappend(*names, pname);
 		*values = lappend(*values, ptext);
 	}
@@ -413,12 +524,16 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 
 /*
  * Check one contact object (a jsonb container) and fill *out.  On a bad
- * contact returns false with the reason in *errmsg_out and, where useful, a
- * hint in *errhint_out.  "index" only names the contact in messages.
+ * contact returns false with the reason in *errmsg_out, where useful a hint
+ * in *errhint_out, and in *sqlstate 22023 for a bad value or 54000 for a
+ * limit of the whole contact (its size, its number of properties).  "index"
+ * only names the contact in messages.  Every length is checked before the
+ * value is copied, and the contact's size is counted as it is read, so that
+ * an oversized contact costs at most the limit to refuse.
  */
-bool
-hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
-				 char **errmsg_out, char **errhint_out)
+static bool
+check_contact(JsonbContainer *obj, int index, HsContact *out,
+			  char **errmsg_out, char **errhint_out, int *sqlstate)
 {
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
@@ -426,9 +541,12 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 	JsonbValue	val;
 	bool		have_vid = false;
 	bool		have_at = false;
+	size_t		json_len = 0;	/* the members of properties and contactProperties */
+	char		digits[32];
 
 	memset(out, 0, sizeof(*out));
 	*errhint_out = NULL;
+	*sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
 
 	it = JsonbIteratorInit(obj);
 	tok = JsonbIteratorNext(&it, &val, true);
@@ -441,7 +559,11 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 		Assert(tok == WJB_KEY);
 		tok = JsonbIteratorNext(&it, &val, true);
 		Assert(tok == WJB_VALUE);
-		k = pnstrdup(key.val.string.val, key.val.string.len);
+		/* no key we know is longer: a long unknown one is never copied */
+		if (key.val.string.len > 32)
+			k = pstrdup("");
+		else
+			k = pnstrdup(key.val.string.val, key.val.string.len);
 
 		if (strcmp(k, "vid") == 0)
 		{
@@ -507,7 +629,7 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 			if (!check_properties(&val, index, k, !contact_props,
 								  contact_props ? &out->cprop_names : &out->prop_names,
 								  contact_props ? &out->cprop_values : &out->prop_values,
-								  errmsg_out, errhint_out))
+								  &json_len, errmsg_out, errhint_out, sqlstate))
 				return false;
 			if (contact_props)
 				out->has_cprops = true;
@@ -518,6 +640,12 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 				CONTACT_ERR("contacts[%d].email must not be null", index);
 			if (val.type != jbvString)
 				CONTACT_ERR("contacts[%d].email must be a string, not %s", index, hs_jsonb_type_name(&val));
+			if (val.val.string.len > HS_MAX_EMAIL_BYTES)
+			{
+				*errhint_out = pstrdup("An email address is at most " CppAsString2(HS_MAX_EMAIL_BYTES) " bytes (RFC 5321).");
+				CONTACT_ERR("contacts[%d].email is too long (%d bytes; the limit is %d bytes)",
+							index, val.val.string.len, HS_MAX_EMAIL_BYTES);
+			}
 			out->email = pnstrdup(val.val.string.val, val.val.string.len);
 			if (!plausible_email(out->email, val.val.string.len))
 			{
@@ -529,7 +657,8 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 		else
 		{
 			*errhint_out = pstrdup("A contact has the key \"vid\" or \"email\" (one of them), and \"interactionDateTime\", \"properties\" and, with \"email\", \"contactProperties\"; key names are case-sensitive.");
-			CONTACT_ERR("contacts[%d] has an unknown key \"%s\"", index, k);
+			CONTACT_ERR("contacts[%d] has an unknown key %s", index,
+						hs_jsonb_scalar_for_message(&key));
 		}
 	}
 
@@ -550,7 +679,31 @@ hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
 	}
 	if (!have_at)
 		out->interaction_ms = hs_timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
+
+	/* the whole contact as hs_append_contact_json writes it */
+	json_len += CJ_LEN(CJ_AT) + snprintf(digits, sizeof(digits), INT64_FORMAT, out->interaction_ms) +
+		CJ_LEN(CJ_PROPS) + 2 + CJ_LEN(CJ_END);
+	if (out->email)
+		json_len += CJ_LEN(CJ_EMAIL) + hs_json_string_len(out->email, strlen(out->email)) +
+			CJ_LEN(CJ_CPROPS) + 2;
+	else
+		json_len += CJ_LEN(CJ_VID) + snprintf(digits, sizeof(digits), INT64_FORMAT, out->vid);
+	if (json_len > HS_MAX_CONTACT_BYTES)
+		CONTACT_TOO_LARGE(index, false, json_len);
 	return true;
+}
+
+/*
+ * The same, for callers that treat every invalid contact alike (the
+ * triggers record it, or raise 22023 with on_invalid=error).
+ */
+bool
+hs_check_contact(JsonbContainer *obj, int index, HsContact *out,
+				 char **errmsg_out, char **errhint_out)
+{
+	int			sqlstate;
+
+	return check_contact(obj, index, out, errmsg_out, errhint_out, &sqlstate);
 }
 
 typedef struct ContactsErrorContext
@@ -569,7 +722,10 @@ contacts_error_callback(void *arg)
 
 /*
  * Validate a contacts argument: an array of contact objects, or one object.
- * Returns a List of HsContact *, never empty.  Throws 22023 on bad input.
+ * Returns a List of HsContact *, never empty.  Throws 22023 on bad input,
+ * 54000 past a limit (HS_MAX_CONTACTS, HS_MAX_CONTACT_BYTES...).  The
+ * argument's own size is checked by the caller before it is detoasted
+ * (hs_check_jsonb_argument_size).
  */
 List *
 hs_validate_contacts(Jsonb *contacts)
@@ -606,6 +762,12 @@ hs_validate_contacts(Jsonb *contacts)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("contacts must not be an empty array")));
+		if (n > HS_MAX_CONTACTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("contacts has too many contacts (%d; the limit is %d)",
+							n, HS_MAX_CONTACTS),
+					 errhint("Split the contacts over several calls.")));
 	}
 
 	for (int i = 0; i < n; i++)
@@ -614,6 +776,7 @@ hs_validate_contacts(Jsonb *contacts)
 		HsContact  *c = palloc(sizeof(HsContact));
 		char	   *msg;
 		char	   *hint;
+		int			sqlstate;
 
 		ctx.index = i;
 		if (JB_ROOT_IS_OBJECT(contacts))
@@ -630,9 +793,9 @@ hs_validate_contacts(Jsonb *contacts)
 						 errhint("Each contact is an object such as {\"vid\": 123}.")));
 			obj = elem->val.binary.data;
 		}
-		if (!hs_check_contact(obj, i, c, &msg, &hint))
+		if (!check_contact(obj, i, c, &msg, &hint, &sqlstate))
 			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					(errcode(sqlstate),
 					 errmsg_internal("%s", msg),
 					 hint ? errhint("%s", hint) : 0));
 		result = lappend(result, c);
@@ -669,22 +832,23 @@ append_properties(StringInfo buf, List *names, List *values)
 void
 hs_append_contact_json(StringInfo buf, const HsContact *c)
 {
+	/* check_contact counts the same parts (CJ_*) */
 	if (c->email)
 	{
-		appendStringInfoString(buf, "{\"email\":");
+		appendStringInfoString(buf, CJ_EMAIL);
 		escape_json(buf, c->email);
-		appendStringInfo(buf, ",\"interactionDateTime\":" INT64_FORMAT ",\"properties\":", c->interaction_ms);
+		appendStringInfo(buf, CJ_AT INT64_FORMAT CJ_PROPS, c->interaction_ms);
 		append_properties(buf, c->prop_names, c->prop_values);
-		appendStringInfoString(buf, ",\"contactProperties\":");
+		appendStringInfoString(buf, CJ_CPROPS);
 		append_properties(buf, c->cprop_names, c->cprop_values);
 	}
 	else
 	{
-		appendStringInfo(buf, "{\"vid\":" INT64_FORMAT ",\"interactionDateTime\":" INT64_FORMAT ",\"properties\":",
+		appendStringInfo(buf, CJ_VID INT64_FORMAT CJ_AT INT64_FORMAT CJ_PROPS,
 						 c->vid, c->interaction_ms);
 		append_properties(buf, c->prop_names, c->prop_values);
 	}
-	appendStringInfoChar(buf, '}');
+	appendStringInfoString(buf, CJ_END);
 }
 
 /*

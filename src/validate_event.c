@@ -42,6 +42,15 @@
 
 #define EVENT_ERR(...) \
 	do { *errmsg_out = psprintf(__VA_ARGS__); return false; } while (0)
+/* a limit of the whole event, rather than a bad value: 54000 */
+#define EVENT_LIMIT_ERR(...) \
+	do { *sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED; EVENT_ERR(__VA_ARGS__); } while (0)
+#define EVENT_TOO_LARGE(at_least, size) \
+	do { \
+		*errhint_out = pstrdup("An event is sent as one JSON object; give it fewer or shorter custom properties, or a shorter description."); \
+		EVENT_LIMIT_ERR("event is too large (%s%zu bytes as JSON; the limit is %d bytes)", \
+						(at_least) ? "at least " : "", (size_t) (size), HS_MAX_EVENT_BYTES); \
+	} while (0)
 
 /* Epoch milliseconds as the spec's date-time: UTC, ISO 8601, milliseconds. */
 void
@@ -100,15 +109,22 @@ scalar_text(const JsonbValue *v, char **out)
 	}
 }
 
-/* A non-empty string field; NULL when the value is null (left out). */
+/*
+ * A string field of at most max bytes, non-empty if asked; NULL when the
+ * value is null (left out).  The length is checked before the copy.
+ */
 static bool
-string_field(const JsonbValue *val, const char *key, bool nonempty, char **out, char **errmsg_out)
+string_field(const JsonbValue *val, const char *key, bool nonempty, int max,
+			 char **out, char **errmsg_out)
 {
 	*out = NULL;
 	if (val->type == jbvNull)
 		return true;
 	if (val->type != jbvString)
 		EVENT_ERR("event.%s must be a string, not %s", key, hs_jsonb_type_name(val));
+	if (val->val.string.len > max)
+		EVENT_ERR("event.%s is too long (%d bytes; the limit is %d bytes)",
+				  key, val->val.string.len, max);
 	if (nonempty && val->val.string.len == 0)
 		EVENT_ERR("event.%s must not be empty", key);
 	if (memchr(val->val.string.val, '\0', val->val.string.len) != NULL)
@@ -171,25 +187,58 @@ bool_field(const JsonbValue *val, const char *key, int *out, char **errmsg_out)
 }
 
 /*
+ * A custom property's value within its limit (22023), as the text that is
+ * sent: a number's text can be long too (jsonb keeps 131072 digits).
+ * "what" names the property in messages.
+ */
+static bool
+custom_value_length(const char *what, const char *text, char **errmsg_out)
+{
+	size_t		len = strlen(text);
+
+	if (len > HS_MAX_PROPERTY_VALUE_BYTES)
+		EVENT_ERR("%s is too long (%zu bytes as text; the limit is %d bytes)",
+				  what, len, HS_MAX_PROPERTY_VALUE_BYTES);
+	return true;
+}
+
+/* A string value too long is refused before it is copied. */
+static bool
+custom_value_too_long(const JsonbValue *v)
+{
+	return v->type == jbvString && v->val.string.len > HS_MAX_PROPERTY_VALUE_BYTES;
+}
+
+/*
  * customProperties: an object of name -> value, or an array of {name, value}.
  * In the form as sent (sent_form), the array's elements are the spec's
  * PropertyValue objects: their other fields are allowed, and replaced.
+ * Their number is checked before they are read, and the size of what is
+ * built as they are appended: an oversized one costs at most the limit.
  */
 static bool
 custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms, bool sent_form,
-				  char **errmsg_out, char **errhint_out)
+				  char **errmsg_out, char **errhint_out, int *sqlstate)
 {
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
 	JsonbValue	k,
 				v;
 	int			n = 0;
+	int			count;
 
 	if (val->type == jbvNull)
 		return true;
 	if (val->type != jbvBinary)
 		EVENT_ERR("event.customProperties must be an object of names and values, not %s",
 				  hs_jsonb_type_name(val));
+	count = JsonContainerSize(val->val.binary.data);
+	if (count > HS_MAX_PROPERTIES)
+	{
+		*errhint_out = pstrdup("Leave out the custom properties HubSpot does not need.");
+		EVENT_LIMIT_ERR("event.customProperties has too many properties (%d; the limit is %d)",
+						count, HS_MAX_PROPERTIES);
+	}
 	*errhint_out = pstrdup("Give custom properties as {\"name\": \"value\", ...} or as [{\"name\": \"...\", \"value\": \"...\"}, ...]; values are sent as strings.");
 
 	it = JsonbIteratorInit(val->val.binary.data);
@@ -198,20 +247,41 @@ custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms, bool se
 		(void) JsonbIteratorNext(&it, &v, true);	/* BEGIN_OBJECT */
 		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_END_OBJECT)
 		{
-			char	   *name = pnstrdup(k.val.string.val, k.val.string.len);
+			char	   *name;
 			char	   *text;
 
 			(void) JsonbIteratorNext(&it, &v, true);
+			if (k.val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
+			{
+				*errhint_out = NULL;
+				EVENT_ERR("event.customProperties has a property name too long (%d bytes; the limit is %d bytes): %s",
+						  k.val.string.len, HS_MAX_PROPERTY_NAME_BYTES, hs_jsonb_scalar_for_message(&k));
+			}
+			name = pnstrdup(k.val.string.val, k.val.string.len);
 			if (name[0] == '\0')
 				EVENT_ERR("event.customProperties has an empty property name");
 			if (v.type == jbvNull)
 				continue;		/* a null leaves the property out */
+			if (custom_value_too_long(&v))
+			{
+				*errhint_out = NULL;
+				EVENT_ERR("event.customProperties.%s is too long (%d bytes; the limit is %d bytes)",
+						  quote_identifier(name), v.val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
+			}
 			if (!scalar_text(&v, &text))
 				EVENT_ERR("event.customProperties.%s must be a string, number, boolean or null, not %s",
 						  quote_identifier(name), hs_jsonb_type_name(&v));
+			if (!custom_value_length(psprintf("event.customProperties.%s", quote_identifier(name)),
+									 text, errmsg_out))
+			{
+				*errhint_out = NULL;
+				return false;
+			}
 			if (n++ > 0)
 				appendStringInfoChar(props, ',');
 			append_property_value(props, name, text, now_ms);
+			if (props->len > HS_MAX_EVENT_BYTES)
+				EVENT_TOO_LARGE(true, props->len);
 		}
 	}
 	else
@@ -237,15 +307,35 @@ custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms, bool se
 				EVENT_ERR("event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
 			if (name->type != jbvString || name->val.string.len == 0)
 				EVENT_ERR("event.customProperties[%d].name must be a non-empty string", i);
+			if (name->val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
+			{
+				*errhint_out = NULL;
+				EVENT_ERR("event.customProperties[%d].name is too long (%d bytes; the limit is %d bytes)",
+						  i, name->val.string.len, HS_MAX_PROPERTY_NAME_BYTES);
+			}
 			namestr = pnstrdup(name->val.string.val, name->val.string.len);
 			if (value->type == jbvNull)
 				continue;
+			if (custom_value_too_long(value))
+			{
+				*errhint_out = NULL;
+				EVENT_ERR("event.customProperties[%d].value is too long (%d bytes; the limit is %d bytes)",
+						  i, value->val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
+			}
 			if (!scalar_text(value, &text))
 				EVENT_ERR("event.customProperties[%d].value must be a string, number, boolean or null, not %s",
 						  i, hs_jsonb_type_name(value));
+			if (!custom_value_length(psprintf("event.customProperties[%d].value", i),
+									 text, errmsg_out))
+			{
+				*errhint_out = NULL;
+				return false;
+			}
 			if (n++ > 0)
 				appendStringInfoChar(props, ',');
 			append_property_value(props, namestr, text, now_ms);
+			if (props->len > HS_MAX_EVENT_BYTES)
+				EVENT_TOO_LARGE(true, props->len);
 		}
 	}
 	*errhint_out = NULL;
@@ -255,13 +345,15 @@ custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms, bool se
 /*
  * Check one event object and write the MarketingEventCreateRequestParams
  * to send into *out.  On bad input returns false with the reason in
- * *errmsg_out and maybe a hint in *errhint_out.  sent_form: the object is
- * one this wrote before (an outbox row's event), whose custom properties
- * are PropertyValue objects.
+ * *errmsg_out, maybe a hint in *errhint_out, and in *sqlstate 22023 for a
+ * bad value or 54000 for a limit of the whole event (its size as sent, its
+ * number of custom properties).  Every field's length is checked before it
+ * is copied.  sent_form: the object is one this wrote before (an outbox
+ * row's event), whose custom properties are PropertyValue objects.
  */
 static bool
 check_event(JsonbContainer *obj, const char *event_id, const char *account_id, bool sent_form,
-			StringInfo out, char **errmsg_out, char **errhint_out)
+			StringInfo out, char **errmsg_out, char **errhint_out, int *sqlstate)
 {
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
@@ -283,6 +375,7 @@ check_event(JsonbContainer *obj, const char *event_id, const char *account_id, b
 	char	   *msg;
 
 	*errhint_out = NULL;
+	*sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
 	initStringInfo(&props);
 	if (!JsonContainerIsObject(obj))
 		EVENT_ERR("event must be a JSON object");
@@ -291,21 +384,26 @@ check_event(JsonbContainer *obj, const char *event_id, const char *account_id, b
 	(void) JsonbIteratorNext(&it, &val, true);	/* BEGIN_OBJECT */
 	while ((tok = JsonbIteratorNext(&it, &key, true)) != WJB_END_OBJECT)
 	{
-		char	   *k = pnstrdup(key.val.string.val, key.val.string.len);
+		char	   *k;
 		bool		ok;
 
+		/* no key we know is longer: a long unknown one is never copied */
+		if (key.val.string.len > 32)
+			k = pstrdup("");
+		else
+			k = pnstrdup(key.val.string.val, key.val.string.len);
 		(void) JsonbIteratorNext(&it, &val, true);
 		if (strcmp(k, "eventName") == 0)
-			ok = string_field(&val, k, true, &name, errmsg_out);
+			ok = string_field(&val, k, true, HS_MAX_EVENT_TEXT_BYTES, &name, errmsg_out);
 		else if (strcmp(k, "eventOrganizer") == 0)
-			ok = string_field(&val, k, true, &organizer, errmsg_out);
+			ok = string_field(&val, k, true, HS_MAX_EVENT_TEXT_BYTES, &organizer, errmsg_out);
 		else if (strcmp(k, "eventType") == 0)
-			ok = string_field(&val, k, false, &type, errmsg_out);
+			ok = string_field(&val, k, false, HS_MAX_EVENT_TEXT_BYTES, &type, errmsg_out);
 		else if (strcmp(k, "eventDescription") == 0)
-			ok = string_field(&val, k, false, &description, errmsg_out);
+			ok = string_field(&val, k, false, HS_MAX_EVENT_DESCRIPTION_BYTES, &description, errmsg_out);
 		else if (strcmp(k, "eventUrl") == 0)
 		{
-			ok = string_field(&val, k, false, &url, errmsg_out);
+			ok = string_field(&val, k, false, HS_MAX_EVENT_URL_BYTES, &url, errmsg_out);
 			if (ok && url && url[0] &&
 				pg_strncasecmp(url, "https://", 8) != 0 && pg_strncasecmp(url, "http://", 7) != 0)
 			{
@@ -323,13 +421,13 @@ check_event(JsonbContainer *obj, const char *event_id, const char *account_id, b
 		else if (strcmp(k, "eventCompleted") == 0)
 			ok = bool_field(&val, k, &completed, errmsg_out);
 		else if (strcmp(k, "customProperties") == 0)
-			ok = custom_properties(&val, &props, now_ms, sent_form, errmsg_out, errhint_out);
+			ok = custom_properties(&val, &props, now_ms, sent_form, errmsg_out, errhint_out, sqlstate);
 		else if (strcmp(k, "externalEventId") == 0 || strcmp(k, "externalAccountId") == 0)
 		{
 			const char *expected = k[8] == 'E' ? event_id : account_id;
 			char	   *given;
 
-			ok = string_field(&val, k, false, &given, errmsg_out);
+			ok = string_field(&val, k, false, HS_MAX_EXTERNAL_ID_BYTES, &given, errmsg_out);
 			if (ok && given && expected && strcmp(given, expected) != 0)
 			{
 				*errhint_out = pstrdup("Leave it out: the id comes from the function's argument (or the trigger's mapping).");
@@ -341,7 +439,7 @@ check_event(JsonbContainer *obj, const char *event_id, const char *account_id, b
 		else
 		{
 			*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
-			EVENT_ERR("event has an unknown key \"%s\"", k);
+			EVENT_ERR("event has an unknown key %s", hs_jsonb_scalar_for_message(&key));
 		}
 		if (!ok)
 			return false;
@@ -397,14 +495,22 @@ check_event(JsonbContainer *obj, const char *event_id, const char *account_id, b
 	if (completed >= 0)
 		appendStringInfo(out, ",\"eventCompleted\":%s", completed ? "true" : "false");
 	appendStringInfo(out, ",\"customProperties\":[%s]}", props.data);
+	if (out->len > HS_MAX_EVENT_BYTES)
+		EVENT_TOO_LARGE(false, out->len);
 	return true;
 }
 
+/*
+ * The same, for callers that treat every invalid event alike (the trigger
+ * records it, or raises 22023 with on_invalid=error).
+ */
 bool
 hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,
 			   StringInfo out, char **errmsg_out, char **errhint_out)
 {
-	return check_event(obj, event_id, account_id, false, out, errmsg_out, errhint_out);
+	int			sqlstate;
+
+	return check_event(obj, event_id, account_id, false, out, errmsg_out, errhint_out, &sqlstate);
 }
 
 /*
@@ -415,7 +521,9 @@ bool
 hs_check_event_sent(JsonbContainer *obj, const char *event_id, const char *account_id,
 					StringInfo out, char **errmsg_out, char **errhint_out)
 {
-	return check_event(obj, event_id, account_id, true, out, errmsg_out, errhint_out);
+	int			sqlstate;
+
+	return check_event(obj, event_id, account_id, true, out, errmsg_out, errhint_out, &sqlstate);
 }
 
 /*
@@ -464,6 +572,7 @@ hs_validate_event(Jsonb *event, const char *event_id, const char *account_id)
 	StringInfoData buf;
 	char	   *msg;
 	char	   *hint;
+	int			sqlstate;
 
 	if (!JB_ROOT_IS_OBJECT(event) || JB_ROOT_IS_SCALAR(event))
 		ereport(ERROR,
@@ -471,9 +580,9 @@ hs_validate_event(Jsonb *event, const char *event_id, const char *account_id)
 				 errmsg("event must be a JSON object"),
 				 errhint("Pass for example '{\"eventName\": \"Spring webinar\", \"eventOrganizer\": \"Acme\"}'.")));
 	initStringInfo(&buf);
-	if (!hs_check_event(&event->root, event_id, account_id, &buf, &msg, &hint))
+	if (!check_event(&event->root, event_id, account_id, false, &buf, &msg, &hint, &sqlstate))
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				(errcode(sqlstate),
 				 errmsg_internal("%s", msg),
 				 hint ? errhint("%s", hint) : 0));
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));

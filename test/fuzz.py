@@ -129,11 +129,23 @@ def combine(*tags):
     return V
 
 
+# the input limits (src/hubspot_events.h): longer is invalid (22023)
+ID_MAX_BYTES = 1000            # HS_MAX_EXTERNAL_ID_BYTES
+PROPERTY_NAME_MAX_BYTES = 256  # HS_MAX_PROPERTY_NAME_BYTES
+
+
+def utf8_len(s):
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
 def id_tag(s):
-    """external ids: non-empty, not "." or ".." (dot path segments), no byte below 0x20 nor 0x7f."""
+    """external ids: non-empty, not "." or ".." (dot path segments), no byte below 0x20 nor 0x7f,
+    at most ID_MAX_BYTES bytes."""
     if s is None:
         return I
     if s in ("", ".", "..") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in s):
+        return I
+    if utf8_len(s) > ID_MAX_BYTES:
         return I
     return V
 
@@ -463,7 +475,7 @@ class Gen:
         for key, text, vtag, exp, vrisky in entries:
             effective[key] = (text, vtag, exp, vrisky)
         for key, (text, vtag, exp, vrisky) in effective.items():
-            if key == "":
+            if key == "" or utf8_len(key) > PROPERTY_NAME_MAX_BYTES:
                 tag = combine(tag, I)
             if "\u0000" in key:
                 risky = True
