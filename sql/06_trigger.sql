@@ -356,6 +356,186 @@ SELECT event, key, source FROM outbox_since(:m);
 -- an empty partition, through the trigger cloned from its parent
 CALL backfill('bf_parted_acme', 'bf_parted_sync', 1);
 
+-- ---- char(n) columns: their values as col::text gives them, without the padding ----
+-- (issue 11 item 18: the ids were sent padded, char(n) emails and vids
+-- were recorded invalid)
+CREATE DOMAIN hs_test.padded_account AS char(16);
+CREATE TABLE att_char (
+  id int PRIMARY KEY, event char(20), account hs_test.padded_account, state char(12),
+  email char(40), vid char(12), event_v varchar(20), note text);
+CREATE TRIGGER att_char_by_vid AFTER INSERT OR UPDATE OR DELETE ON att_char
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'on_delete=cancel');
+CREATE TRIGGER att_char_by_email AFTER INSERT ON att_char
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'email=email', 'account_id=account');
+-- varchar keeps its trailing spaces, as varchar::text does
+CREATE TRIGGER att_char_varchar AFTER INSERT ON att_char
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event_v', 'state=state', 'vid=vid', 'account_id=account');
+SELECT castfunc::regprocedure AS "char(n)::text is", p.prosrc
+  FROM pg_cast c JOIN pg_proc p ON p.oid = c.castfunc
+ WHERE castsource = 'bpchar'::regtype AND casttarget = 'text'::regtype;
+SELECT outbox_mark() AS m \gset
+INSERT INTO att_char VALUES
+  (1, 'trg-char', 'acme', 'register', 'Ann@Example.com', '00801', 'trg-varchar  ', 'a');
+SELECT * FROM outbox_since(:m);
+SELECT count(*) AS failed FROM hubspot_events.outbox WHERE id > :m AND status = 'failed';
+-- the values exactly, quoted: char(n) trimmed, varchar as it is
+SELECT quote_literal(external_event_id) AS event, quote_literal(external_account_id) AS account,
+       quote_literal(subscriber_state) AS state, quote_literal(contact_key) AS key
+  FROM hubspot_events.outbox WHERE id > :m ORDER BY id;
+-- an UPDATE and a DELETE read the old row the same way
+SELECT outbox_mark() AS m \gset
+UPDATE att_char SET state = 'attend' WHERE id = 1;
+UPDATE att_char SET vid = '00802' WHERE id = 1;
+DELETE FROM att_char WHERE id = 1;
+SELECT event, state, account, contact - 'interactionDateTime' AS contact, key, status
+  FROM outbox_since(:m) WHERE source = 'public.att_char';
+-- a char(n) of spaces is the empty string, as ''::char(4)::text is
+SELECT outbox_mark() AS m \gset
+INSERT INTO att_char (id, event, account, state, vid, event_v) VALUES (2, 'trg-char', ' ', 'register', '803', 'x');
+SELECT external_event_id, external_account_id, status, error_message
+  FROM hubspot_events.outbox WHERE id > :m ORDER BY id;
+DROP TABLE att_char;
+DROP DOMAIN hs_test.padded_account;
+
+-- sync_event: char(n) ids and fields likewise
+CREATE TABLE ev_char (id char(20), account char(10), title char(30), host char(20), done char(5));
+CREATE TRIGGER ev_char_sync AFTER INSERT ON ev_char
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_event(
+    'event_id=id', 'account_id=account', 'name=title', 'organizer=host', 'completed=done');
+SELECT outbox_mark() AS m \gset
+INSERT INTO ev_char VALUES ('trg-ev-char', 'acme', 'Spring webinar', 'Acme', 'no');
+SELECT kind, external_event_id, external_account_id, event, status
+  FROM hubspot_events.outbox WHERE id > :m ORDER BY id;
+DROP TABLE ev_char;
+
+-- ---- a row replaced in one transaction: no cancel before its new state ----
+-- (issue 11 item 19) A table partitioned by state: an UPDATE of the state
+-- moves the row to another partition, which fires DELETE on the old one and
+-- INSERT on the new one.  The trigger is on the parent, cloned to the
+-- partitions (one of them partitioned again).
+CREATE TABLE att_moved (id int, event text, state text, vid bigint, account text, note text)
+  PARTITION BY LIST (state);
+CREATE TABLE att_moved_reg PARTITION OF att_moved FOR VALUES IN ('register');
+CREATE TABLE att_moved_att PARTITION OF att_moved FOR VALUES IN ('attend') PARTITION BY HASH (id);
+CREATE TABLE att_moved_att0 PARTITION OF att_moved_att FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE att_moved_att1 PARTITION OF att_moved_att FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE att_moved_other PARTITION OF att_moved DEFAULT;
+CREATE TRIGGER att_moved_sync AFTER INSERT OR UPDATE OR DELETE ON att_moved
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'on_delete=cancel');
+INSERT INTO att_moved SELECT g, 'trg-moved', 'register', 900 + g, 'acme' FROM generate_series(1, 12) g;
+-- an UPDATE that moves rows between partitions: only the new states
+SELECT outbox_mark() AS m \gset
+UPDATE att_moved SET state = 'attend' WHERE id IN (1, 2);
+SELECT tableoid::regclass AS partition, id FROM att_moved WHERE id IN (1, 2) ORDER BY id;
+SELECT event, state, key, status, source FROM outbox_since(:m);
+-- and back, to a partition one level up
+SELECT outbox_mark() AS m \gset
+UPDATE att_moved SET state = 'register' WHERE id = 1;
+SELECT event, state, key, status, source FROM outbox_since(:m);
+-- an explicit DELETE then INSERT of the same key in one transaction (an ORM
+-- replacing a row): only the new state
+SELECT outbox_mark() AS m \gset
+BEGIN;
+DELETE FROM att_moved WHERE id = 3;
+INSERT INTO att_moved VALUES (3, 'trg-moved', 'attend', 903, 'acme', 'replaced');
+COMMIT;
+SELECT event, state, key, status FROM outbox_since(:m);
+-- the same as a role without any privilege on the outbox: the cancel is
+-- deleted with the outbox owner's rights
+GRANT SELECT, INSERT, DELETE ON att_moved TO hs_trg_writer;
+SELECT outbox_mark() AS m \gset
+SET ROLE hs_trg_writer;
+BEGIN;
+DELETE FROM att_moved WHERE id = 4;
+INSERT INTO att_moved VALUES (4, 'trg-moved', 'attend', 904, 'acme');
+COMMIT;
+RESET ROLE;
+SELECT event, state, key, status FROM outbox_since(:m);
+-- a DELETE alone: the cancel stays
+SELECT outbox_mark() AS m \gset
+DELETE FROM att_moved WHERE id = 5;
+SELECT event, state, key, status FROM outbox_since(:m);
+-- a DELETE and an INSERT in different transactions: the cancel stays
+SELECT outbox_mark() AS m \gset
+DELETE FROM att_moved WHERE id = 6;
+INSERT INTO att_moved VALUES (6, 'trg-moved', 'register', 906, 'acme');
+SELECT event, state, key, status FROM outbox_since(:m);
+-- a DELETE, then the INSERT rolled back to a savepoint: the cancel stays
+SELECT outbox_mark() AS m \gset
+BEGIN;
+DELETE FROM att_moved WHERE id = 7;
+SAVEPOINT s;
+INSERT INTO att_moved VALUES (7, 'trg-moved', 'register', 907, 'acme');
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT event, state, key, status FROM outbox_since(:m);
+-- ... and an INSERT after that rollback drops it after all
+SELECT outbox_mark() AS m \gset
+BEGIN;
+DELETE FROM att_moved WHERE id = 8;
+SAVEPOINT s;
+INSERT INTO att_moved VALUES (8, 'trg-moved', 'register', 908, 'acme');
+ROLLBACK TO SAVEPOINT s;
+INSERT INTO att_moved VALUES (8, 'trg-moved', 'attend', 908, 'acme');
+COMMIT;
+SELECT event, state, key, status FROM outbox_since(:m);
+-- a cancel written by a subtransaction that was rolled back is gone: the
+-- INSERT after it has nothing to drop, and the row is sent as usual
+SELECT outbox_mark() AS m \gset
+BEGIN;
+SAVEPOINT s;
+DELETE FROM att_moved WHERE id = 9;
+ROLLBACK TO SAVEPOINT s;
+UPDATE att_moved SET state = 'attend' WHERE id = 9;
+COMMIT;
+SELECT event, state, key, status FROM outbox_since(:m);
+-- another contact, an invalid new row, another table: the cancel stays
+CREATE TABLE att_moved_copy (LIKE att_moved);
+CREATE TRIGGER att_moved_copy_sync AFTER INSERT OR UPDATE OR DELETE ON att_moved_copy
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
+    'event_id=event', 'state=state', 'vid=vid', 'account_id=account', 'on_delete=cancel');
+SELECT outbox_mark() AS m \gset
+BEGIN;
+DELETE FROM att_moved WHERE id IN (10, 11, 12);
+INSERT INTO att_moved VALUES (10, 'trg-moved', 'register', 999, 'acme');
+INSERT INTO att_moved VALUES (11, 'trg-moved', 'maybe', 911, 'acme');
+INSERT INTO att_moved_copy VALUES (12, 'trg-moved', 'register', 912, 'acme');
+COMMIT;
+SELECT event, state, key, status, source FROM outbox_since(:m);
+-- a contact changed and changed back in one transaction: its cancel goes
+INSERT INTO att_moved VALUES (13, 'trg-moved', 'register', 913, 'acme');
+SELECT outbox_mark() AS m \gset
+BEGIN;
+UPDATE att_moved SET vid = 914 WHERE id = 13;
+UPDATE att_moved SET vid = 913 WHERE id = 13;
+COMMIT;
+SELECT event, state, key, status FROM outbox_since(:m);
+-- the cancels of this table left in the outbox: only those that must stay
+-- (905, 906, 907, 910, 911, 912 and 914)
+SELECT count(*) AS cancels_left FROM hubspot_events.outbox
+ WHERE external_event_id = 'trg-moved' AND subscriber_state = 'cancel';
+DROP TABLE att_moved, att_moved_copy;
+
+-- sync_event: an event deleted and inserted again in one transaction is
+-- upserted, not cancelled first
+CREATE TABLE ev_moved (id text, title text, host text);
+CREATE TRIGGER ev_moved_sync AFTER INSERT OR UPDATE OR DELETE ON ev_moved
+  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_event(
+    'event_id=id', 'account_id:=acme', 'name=title', 'organizer=host', 'on_delete=cancel');
+INSERT INTO ev_moved VALUES ('trg-ev-moved', 'Spring', 'Acme'), ('trg-ev-gone', 'Summer', 'Acme');
+SELECT outbox_mark() AS m \gset
+BEGIN;
+DELETE FROM ev_moved;
+INSERT INTO ev_moved VALUES ('trg-ev-moved', 'Spring, again', 'Acme');
+COMMIT;
+SELECT kind, external_event_id, event->>'eventName' AS name, status
+  FROM hubspot_events.outbox WHERE id > :m ORDER BY id;
+DROP TABLE ev_moved;
+
 -- ---- clean up ----
 DELETE FROM hubspot_events.outbox WHERE id > :start;
 DROP TABLE att, att_const, att_raw, att_strict, att_cfg, att_at, "Attendance Table", x, bf, bf_parted;

@@ -218,6 +218,12 @@ typedef struct HsOutboxRow
  * the worker when the transaction commits.  Returns the new id.
  */
 extern int64 hs_outbox_insert(const HsOutboxRow *row);
+/*
+ * Delete row id of the outbox, written by this transaction as (sub)transaction
+ * xmin and seen by nobody else, if it is still pending with the kind, state and
+ * key of *row; with the owner's rights.  Returns whether it was deleted.
+ */
+extern bool hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row);
 /* enqueue.c: the same, by a direct heap and index insert; false when it cannot be used */
 extern bool hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id);
 extern Oid	hs_outbox_relid(void);
@@ -231,6 +237,11 @@ struct HeapTupleData;
 typedef struct HeapTupleData HeapTupleData;
 extern char *hs_table_display_name(struct RelationData *rel);
 extern AttrNumber hs_find_column(TupleDesc desc, const char *name);
+extern void hs_bpchar_rtrim(char *text);
+/* cancels a trigger wrote, dropped when the same transaction brings their key back */
+extern Oid	hs_trigger_root_relid(struct RelationData *rel);
+extern void hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id);
+extern void hs_trigger_drop_own_cancels(Oid root_relid, const HsOutboxRow *row);
 extern void hs_check_trigger_type(struct RelationData *rel, const struct Trigger *trigger,
 								  const char *fname);
 extern char *hs_trigger_split_argument(const char *arg, const char *tgname, const char *table,

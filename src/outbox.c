@@ -189,6 +189,90 @@ hs_outbox_insert(const HsOutboxRow *row)
 	return id;
 }
 
+/*
+ * Delete an outbox row this transaction wrote and nobody else ever saw: row
+ * id, written by (sub)transaction xmin, still pending, of the kind, state
+ * and key of *row.  With the outbox owner's rights, as hs_outbox_insert.
+ * Returns whether a row was deleted.  A row whose writer was rolled back (a
+ * subtransaction), or that is no longer pending or is another row, is left
+ * alone: the caller may hold a stale id without harm.
+ */
+bool
+hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
+{
+	static SPIPlanPtr delete_own_plan = NULL;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			rc;
+	bool		deleted;
+
+	/* only a row of the current transaction; a rolled-back one is gone anyway */
+	if (!TransactionIdIsValid(xmin) || !TransactionIdIsCurrentTransactionId(xmin))
+		return false;
+
+	owner = outbox_owner();
+	values[0] = Int64GetDatum(id);
+	values[1] = TransactionIdGetDatum(xmin);
+	values[2] = CStringGetTextDatum(row->kind ? row->kind : "subscriber");
+	if (row->subscriber_state != NULL)
+		values[3] = CStringGetTextDatum(row->subscriber_state);
+	else
+	{
+		values[3] = (Datum) 0;
+		nulls[3] = 'n';
+	}
+	values[4] = CStringGetTextDatum(row->external_event_id ? row->external_event_id : "");
+	values[5] = CStringGetTextDatum(row->external_account_id ? row->external_account_id : "");
+	values[6] = CStringGetTextDatum(row->contact_key ? row->contact_key : "");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	if (delete_own_plan == NULL)
+	{
+		Oid			types[7] = {INT8OID, XIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("DELETE FROM " HS_SCHEMA ".outbox"
+						   " WHERE id OPERATOR(pg_catalog.=) $1"
+						   "   AND xmin OPERATOR(pg_catalog.=) $2"
+						   "   AND status OPERATOR(pg_catalog.=) 'pending'"
+						   "   AND kind OPERATOR(pg_catalog.=) $3"
+						   "   AND (subscriber_state OPERATOR(pg_catalog.=) $4"
+						   "        OR (subscriber_state IS NULL AND $4 IS NULL))"
+						   "   AND external_event_id OPERATOR(pg_catalog.=) $5"
+						   "   AND external_account_id OPERATOR(pg_catalog.=) $6"
+						   "   AND contact_key OPERATOR(pg_catalog.=) $7",
+						   7, types);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the outbox delete: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep the outbox delete plan");
+		delete_own_plan = plan;
+	}
+
+	rc = SPI_execute_plan(delete_own_plan, values, nulls, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "outbox delete failed: %s", SPI_result_code_string(rc));
+	deleted = (SPI_processed > 0);
+
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	SPI_finish();
+	return deleted;
+}
+
 /* ---- the worker's statements ---- */
 
 static int

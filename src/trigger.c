@@ -32,7 +32,16 @@
  *	 into text with the column type's output function, as the invoking role;
  *	 no SQL is run to read them, and column names are looked up in the tuple
  *	 descriptor, never spliced into SQL.  Timestamps are converted the way
- *	 PostgreSQL casts them (a timestamp or date in the session's TimeZone).
+ *	 PostgreSQL casts them (a timestamp or date in the session's TimeZone);
+ *	 a char(n) value (or a domain over char(n)) loses its trailing spaces,
+ *	 as its cast to text does (varchar and text are read as they are).
+ *
+ * - A cancel the trigger wrote for a DELETE (or for the old image of an
+ *	 UPDATE that changed the contact or event) is deleted from the outbox
+ *	 when the same transaction then enqueues a new state of the same key
+ *	 from the same table: a row moved to another partition, or deleted and
+ *	 inserted again, sends its new state without a cancel before it.  See
+ *	 "cancels this transaction wrote" below.
  *
  * - The values are assembled into a contact object and checked by the very
  *	 validator the SQL functions use (validate.c), so that a trigger accepts
@@ -68,11 +77,14 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/objectaddress.h"
+#include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -80,6 +92,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/itemptr.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -155,6 +168,7 @@ typedef struct MappedValue
 	ValueForm	form;
 	bool		typbyval;
 	int16		typlen;
+	bool		bpchar;			/* char(n), or a domain over it: trailing spaces trimmed */
 	FmgrInfo	output;			/* the column type's output function */
 } MappedValue;
 
@@ -162,6 +176,7 @@ typedef struct SyncConfig
 {
 	Oid			tgoid;
 	Oid			relid;
+	Oid			root_relid;		/* the partitioned table at the top, or relid */
 	char	   *tgname;
 	int			nargs;			/* the arguments parsed, to detect a change */
 	char	  **args;
@@ -249,6 +264,235 @@ hs_check_trigger_type(Relation rel, const Trigger *trigger, const char *fname)
 			 errhint("Create it with CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION hubspot_events.%s(...).", fname)));
 }
 
+/* ---- cancels this transaction wrote, dropped when their key comes back ---- */
+
+/*
+ * A row replaced by a DELETE and an INSERT in one transaction (an UPDATE
+ * that moves it to another partition fires DELETE on the old partition and
+ * INSERT on the new one; an ORM that deletes and reinserts) would send a
+ * cancel and then the new state: the contact is briefly cancelled in
+ * HubSpot, and the cancel's time is the transaction's start.  So the
+ * triggers remember, per transaction, the cancels they wrote for a DELETE
+ * (or for the old image of an UPDATE that changed the key), by key: the
+ * kind of row, the table (a partitioned table counts as one: its root),
+ * event, account and contact.  When the same transaction then enqueues a
+ * valid non-cancel state of a key, the pending cancels of that key it wrote
+ * are deleted from the outbox first: nobody else ever saw them.
+ *
+ * The record lives in TopTransactionContext and is recognised by the
+ * transaction's local id.  Each cancel keeps the (sub)transaction id that
+ * wrote it: a cancel written by a subtransaction since rolled back is not
+ * current any more, and is skipped.  A cancel deleted by a subtransaction
+ * that then rolls back is back in the outbox: the subtransaction-abort
+ * callback marks it as present again (the drops are kept in the order they
+ * were made, and a subtransaction's drops are the last ones, with
+ * subtransaction ids at least its own).  The DELETE itself checks the id,
+ * the writer's xid, that the row is still pending, and the key, so a stale
+ * entry never deletes anything else.
+ *
+ * The record is bounded by work_mem (about 64 bytes a cancel); cancels
+ * written beyond it are not remembered, and are sent as before.
+ */
+typedef struct OwnCancel
+{
+	int64		id;				/* the outbox row */
+	TransactionId xmin;			/* the (sub)transaction that wrote it */
+	SubTransactionId dropped_in;	/* the subtransaction that deleted it, or Invalid */
+	struct OwnCancel *older;	/* an older cancel of the same key */
+} OwnCancel;
+
+typedef struct OwnCancelKey
+{
+	uint64		hash;			/* hash key: the hash of the key */
+	OwnCancel  *newest;
+} OwnCancelKey;
+
+static struct
+{
+	LocalTransactionId lxid;	/* the transaction the record is for */
+	HTAB	   *by_key;
+	int64		count;
+	List	   *dropped;		/* OwnCancel *, in the order deleted */
+}			own_cancels = {InvalidLocalTransactionId};
+
+static void
+own_cancels_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* the memory went with TopTransactionContext */
+			memset(&own_cancels, 0, sizeof(own_cancels));
+			own_cancels.lxid = InvalidLocalTransactionId;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+own_cancels_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg)
+{
+	if (event != SUBXACT_EVENT_ABORT_SUB || own_cancels.lxid != MyProc->lxid)
+		return;
+	/* the deletes this subtransaction (or a child of it) made are undone */
+	while (own_cancels.dropped != NIL)
+	{
+		OwnCancel  *c = (OwnCancel *) llast(own_cancels.dropped);
+
+		if (c->dropped_in < mySubid)
+			break;
+		c->dropped_in = InvalidSubTransactionId;
+		own_cancels.dropped = list_delete_last(own_cancels.dropped);
+	}
+}
+
+/* The hash of a row's key, within the table (root) the trigger is on. */
+static uint64
+own_cancel_hash(Oid root_relid, const HsOutboxRow *row)
+{
+	StringInfoData buf;
+	bool		subscriber = row->kind == NULL || strcmp(row->kind, "subscriber") == 0;
+	uint64		h;
+
+	initStringInfo(&buf);
+	/* NUL-separated: no two different keys give the same bytes */
+	appendStringInfoChar(&buf, subscriber ? 's' : 'e');
+	appendBinaryStringInfo(&buf, (const char *) &root_relid, sizeof(root_relid));
+	appendStringInfoString(&buf, row->external_event_id ? row->external_event_id : "");
+	appendBinaryStringInfo(&buf, "", 1);
+	appendStringInfoString(&buf, row->external_account_id ? row->external_account_id : "");
+	appendBinaryStringInfo(&buf, "", 1);
+	appendStringInfoString(&buf, row->contact_key ? row->contact_key : "");
+	h = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
+	pfree(buf.data);
+	return h;
+}
+
+/*
+ * The table a trigger's changes count for: the partitioned table at the top
+ * of rel's partition tree (a row that moves between partitions stays in it),
+ * or rel itself.
+ */
+Oid
+hs_trigger_root_relid(Relation rel)
+{
+	List	   *ancestors;
+
+	if (!rel->rd_rel->relispartition)
+		return RelationGetRelid(rel);
+	ancestors = get_partition_ancestors(RelationGetRelid(rel));
+	return ancestors != NIL ? llast_oid(ancestors) : RelationGetRelid(rel);
+}
+
+/*
+ * A trigger wrote outbox row id, the cancel *row, for a DELETE of a row of
+ * root_relid (or the old image of an UPDATE that changed its key).
+ */
+void
+hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id)
+{
+	static bool callbacks_registered = false;
+	uint64		h;
+	OwnCancelKey *entry;
+	OwnCancel  *c;
+	bool		found;
+
+	if (row->error_message != NULL)
+		return;					/* written as failed: never sent */
+
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(own_cancels_xact_callback, NULL);
+		RegisterSubXactCallback(own_cancels_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	if (own_cancels.lxid != MyProc->lxid || own_cancels.by_key == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&own_cancels, 0, sizeof(own_cancels));
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(OwnCancelKey);
+		ctl.hcxt = TopTransactionContext;
+		own_cancels.by_key = hash_create("hubspot_events cancels written", 64, &ctl,
+										 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		own_cancels.lxid = MyProc->lxid;
+	}
+	if (own_cancels.count >= (int64) work_mem * 1024 / 64)
+		return;
+
+	h = own_cancel_hash(root_relid, row);
+	entry = (OwnCancelKey *) hash_search(own_cancels.by_key, &h, HASH_ENTER, &found);
+	if (!found)
+		entry->newest = NULL;
+	c = MemoryContextAlloc(TopTransactionContext, sizeof(OwnCancel));
+	c->id = id;
+	c->xmin = GetCurrentTransactionIdIfAny();
+	c->dropped_in = InvalidSubTransactionId;
+	c->older = entry->newest;
+	entry->newest = c;
+	own_cancels.count++;
+}
+
+/*
+ * Before a trigger enqueues *row, a valid state of a key that is not a
+ * cancel, for a row of root_relid: delete the pending cancels of that key
+ * this transaction's triggers wrote for the same table.  Cheap when there
+ * are none (one comparison when the transaction wrote no cancel).
+ */
+void
+hs_trigger_drop_own_cancels(Oid root_relid, const HsOutboxRow *row)
+{
+	uint64		h;
+	OwnCancelKey *entry;
+	HsOutboxRow cancel;
+
+	if (own_cancels.lxid != MyProc->lxid || own_cancels.by_key == NULL)
+		return;
+	if (row->error_message != NULL)
+		return;					/* an invalid row is not sent: the cancel stays the last word */
+
+	h = own_cancel_hash(root_relid, row);
+	entry = (OwnCancelKey *) hash_search(own_cancels.by_key, &h, HASH_FIND, NULL);
+	if (entry == NULL)
+		return;
+
+	/* the cancel rows as written: the key of *row, the state of a cancel */
+	memset(&cancel, 0, sizeof(cancel));
+	cancel.external_event_id = row->external_event_id;
+	cancel.external_account_id = row->external_account_id;
+	cancel.contact_key = row->contact_key;
+	if (row->kind == NULL || strcmp(row->kind, "subscriber") == 0)
+	{
+		cancel.kind = "subscriber";
+		cancel.subscriber_state = hs_state_name(HS_STATE_CANCEL);
+	}
+	else
+		cancel.kind = "event_cancel";
+
+	for (OwnCancel *c = entry->newest; c != NULL; c = c->older)
+	{
+		if (c->dropped_in != InvalidSubTransactionId)
+			continue;			/* deleted already */
+		if (!TransactionIdIsValid(c->xmin) || !TransactionIdIsCurrentTransactionId(c->xmin))
+			continue;			/* its writer was rolled back: it is gone */
+		if (hs_outbox_delete_own(c->id, c->xmin, &cancel))
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+
+			c->dropped_in = GetCurrentSubTransactionId();
+			own_cancels.dropped = lappend(own_cancels.dropped, c);
+			MemoryContextSwitchTo(oldcxt);
+		}
+	}
+}
+
 /* ---- parsing the arguments ---- */
 
 /* A user column of the table by its exact name, or InvalidAttrNumber. */
@@ -263,6 +507,22 @@ find_column(TupleDesc desc, const char *name)
 			return att->attnum;
 	}
 	return InvalidAttrNumber;
+}
+
+/*
+ * The text of a char(n) value as PostgreSQL's cast to text gives it: the
+ * trailing spaces removed (the cast is rtrim1, which trims the space
+ * character only, byte by byte: no server encoding has 0x20 inside a
+ * multibyte character).  In place.
+ */
+void
+hs_bpchar_rtrim(char *text)
+{
+	size_t		len = strlen(text);
+
+	while (len > 0 && text[len - 1] == ' ')
+		len--;
+	text[len] = '\0';
 }
 
 /*
@@ -473,6 +733,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 
 	cfg->tgoid = trigger->tgoid;
 	cfg->relid = RelationGetRelid(rel);
+	cfg->root_relid = hs_trigger_root_relid(rel);
 	cfg->tgname = pstrdup(trigger->tgname);
 	cfg->nargs = trigger->tgnargs;
 	cfg->args = palloc0(sizeof(char *) * Max(1, trigger->tgnargs));
@@ -521,6 +782,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 				mv->form = column_form(k, att, arg, cfg->tgname, table);
 				mv->typbyval = att->attbyval;
 				mv->typlen = att->attlen;
+				mv->bpchar = (getBaseType(att->atttypid) == BPCHAROID);
 				getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
 				fmgr_info_cxt(outfunc, &mv->output, cxt);
 			}
@@ -685,13 +947,21 @@ get_value(const MappedValue *mv, HeapTuple tuple, TupleDesc desc, Datum *value)
 	return !isnull;
 }
 
-/* A non-NULL value as text: the constant, or the type's output. */
+/*
+ * A non-NULL value as text: the constant, or the type's output; a char(n)
+ * value without its padding, as col::text gives it.
+ */
 static char *
 value_text(MappedValue *mv, Datum value)
 {
+	char	   *text;
+
 	if (mv->is_const)
 		return mv->const_text;
-	return OutputFunctionCall(&mv->output, value);
+	text = OutputFunctionCall(&mv->output, value);
+	if (mv->bpchar)
+		hs_bpchar_rtrim(text);
+	return text;
 }
 
 /*
@@ -1030,7 +1300,9 @@ hs_column_changed(AttrNumber attnum, bool typbyval, int16 typlen,
  * INSERT: the new row's state.  DELETE: a cancel, with on_delete=cancel.
  * UPDATE: nothing unless a mapped column changed; a change of the event or
  * the contact (event_id, vid, account_id) is a DELETE of the old row and an
- * INSERT of the new one; any other change, the new row's state.
+ * INSERT of the new one; any other change, the new row's state.  A new state
+ * (not a cancel) first drops the pending cancels of its key that this
+ * transaction's DELETEs of the same table wrote.
  */
 Datum
 hubspot_sync_attendance(PG_FUNCTION_ARGS)
@@ -1041,7 +1313,10 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 	SyncConfig *cfg;
 	char	   *table;
 	HsOutboxRow rows[2];
+	bool		replaced[2] = {false, false};	/* a cancel for an image that is gone */
 	int			nrows = 0;
+	Oid			root_relid;
+	int64		id;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -1053,6 +1328,7 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 
 	cfg = get_config(rel, td->tg_trigger);
 	table = table_display_name(rel);
+	root_relid = cfg->root_relid;
 
 	/* build every row first; the configuration is not used once SPI runs */
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -1064,7 +1340,7 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 	{
 		if (cfg->on_delete_cancel &&
 			row_to_outbox(cfg, desc, td->tg_trigtuple, true, table, &rows[nrows]))
-			nrows++;
+			replaced[nrows++] = true;
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
@@ -1079,7 +1355,7 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 
 		if (identity_changed && cfg->on_delete_cancel &&
 			row_to_outbox(cfg, desc, oldtup, true, table, &rows[nrows]))
-			nrows++;
+			replaced[nrows++] = true;
 		if ((identity_changed ||
 			 value_changed(&cfg->v[VK_STATE], oldtup, newtup, desc) ||
 			 value_changed(&cfg->v[VK_AT], oldtup, newtup, desc) ||
@@ -1089,7 +1365,18 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 	}
 
 	for (int i = 0; i < nrows; i++)
-		(void) hs_outbox_insert(&rows[i]);
+	{
+		/*
+		 * A new state of a key drops the cancel this transaction wrote for
+		 * it (a row moved to another partition, deleted and inserted again).
+		 */
+		if (!replaced[i] && rows[i].subscriber_state != NULL &&
+			strcmp(rows[i].subscriber_state, "cancel") != 0)
+			hs_trigger_drop_own_cancels(root_relid, &rows[i]);
+		id = hs_outbox_insert(&rows[i]);
+		if (replaced[i])
+			hs_trigger_cancel_written(root_relid, &rows[i], id);
+	}
 
 	return PointerGetDatum(NULL);
 }

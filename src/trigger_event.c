@@ -20,7 +20,11 @@
  * it is recorded as failed (LOCAL_VALIDATION_ERROR) with its raw values;
  * on_invalid=error raises instead.  An UPDATE enqueues only when a mapped
  * column changed; one that changes the event id or account is a DELETE of
- * the old event plus an INSERT of the new one.
+ * the old event plus an INSERT of the new one.  An upsert drops the pending
+ * cancel of the same event that this transaction's DELETE of the same table
+ * wrote (an event row moved to another partition, or deleted and inserted
+ * again), as sync_attendance does (trigger.c).  A char(n) value is read
+ * without its trailing spaces, as its cast to text gives it.
  *
  * Events tables change rarely, so the arguments are parsed on every fire
  * (a few string comparisons and column lookups) rather than cached.
@@ -176,13 +180,17 @@ parse_event_config(Relation rel, const Trigger *trigger, EventConfig *cfg)
 			hs_trigger_key_missing(key_names[k], trigger->tgname, table);
 }
 
-/* A mapped value as text; NULL when the column is NULL. */
+/*
+ * A mapped value as text; NULL when the column is NULL.  A char(n) value
+ * (or a domain over char(n)) without its padding, as col::text gives it.
+ */
 static char *
 mapped_text(const EventMapping *m, HeapTuple tuple, TupleDesc desc, Datum *datum)
 {
 	bool		isnull;
 	Oid			outfunc;
 	bool		isvarlena;
+	char	   *text;
 
 	if (m->is_const)
 		return pstrdup(m->const_text);
@@ -190,7 +198,10 @@ mapped_text(const EventMapping *m, HeapTuple tuple, TupleDesc desc, Datum *datum
 	if (isnull)
 		return NULL;
 	getTypeOutputInfo(TupleDescAttr(desc, m->attnum - 1)->atttypid, &outfunc, &isvarlena);
-	return OidOutputFunctionCall(outfunc, *datum);
+	text = OidOutputFunctionCall(outfunc, *datum);
+	if (m->basetype == BPCHAROID)
+		hs_bpchar_rtrim(text);
+	return text;
 }
 
 /* Append one field of the input object from a mapped value. */
@@ -349,7 +360,10 @@ hubspot_sync_event(PG_FUNCTION_ARGS)
 	EventConfig cfg;
 	char	   *table;
 	HsOutboxRow rows[2];
+	bool		replaced[2] = {false, false};	/* a cancel for an image that is gone */
 	int			nrows = 0;
+	Oid			root_relid;
+	int64		id;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -361,13 +375,17 @@ hubspot_sync_event(PG_FUNCTION_ARGS)
 	hs_check_trigger_type(rel, td->tg_trigger, "sync_event");
 	parse_event_config(rel, td->tg_trigger, &cfg);
 	table = hs_table_display_name(rel);
+	root_relid = hs_trigger_root_relid(rel);
 
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		row_to_event(&cfg, td->tg_trigger, desc, td->tg_trigtuple, false, table, &rows[nrows++]);
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 	{
 		if (cfg.on_delete_cancel)
-			row_to_event(&cfg, td->tg_trigger, desc, td->tg_trigtuple, true, table, &rows[nrows++]);
+		{
+			row_to_event(&cfg, td->tg_trigger, desc, td->tg_trigtuple, true, table, &rows[nrows]);
+			replaced[nrows++] = true;
+		}
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
@@ -380,13 +398,23 @@ hubspot_sync_event(PG_FUNCTION_ARGS)
 		for (int k = EK_NAME; k < NUM_EVENT_KEYS && !changed; k++)
 			changed = mapping_changed(&cfg.m[k], oldtup, newtup, desc);
 		if (identity_changed && cfg.on_delete_cancel)
-			row_to_event(&cfg, td->tg_trigger, desc, oldtup, true, table, &rows[nrows++]);
+		{
+			row_to_event(&cfg, td->tg_trigger, desc, oldtup, true, table, &rows[nrows]);
+			replaced[nrows++] = true;
+		}
 		if (changed)
 			row_to_event(&cfg, td->tg_trigger, desc, newtup, false, table, &rows[nrows++]);
 	}
 
 	for (int i = 0; i < nrows; i++)
-		(void) hs_outbox_insert(&rows[i]);
+	{
+		/* an upsert drops the cancel this transaction wrote for the event (trigger.c) */
+		if (!replaced[i])
+			hs_trigger_drop_own_cancels(root_relid, &rows[i]);
+		id = hs_outbox_insert(&rows[i]);
+		if (replaced[i])
+			hs_trigger_cancel_written(root_relid, &rows[i], id);
+	}
 	return PointerGetDatum(NULL);
 }
 
