@@ -90,7 +90,7 @@ is(app("SELECT count(*) FROM attendance WHERE hubspot_vid IN (701, 702)"), "2", 
 # ---- backfill: rows that were there before the trigger ----
 mock_reset();
 q1(q{
-	CREATE TABLE legacy (webinar text, status text, vid bigint);
+	CREATE TABLE legacy (webinar text, status text, vid bigint PRIMARY KEY);
 	INSERT INTO legacy SELECT 'webinar-legacy', 'attended', v FROM generate_series(1, 25) v;
 	CREATE TRIGGER legacy_to_hubspot AFTER INSERT OR UPDATE OR DELETE ON legacy
 	  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
