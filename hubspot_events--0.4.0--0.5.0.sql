@@ -93,10 +93,24 @@ $$;
 -- The worker asks, for a subscriber state HubSpot answered 404, whether the
 -- event has an upsert pending, in flight or recently sent (then the 404 is
 -- HubSpot not knowing the event yet, and the row is retried).  Event rows
--- are few: a small hash index finds them by event.
-CREATE INDEX outbox_event_upserts ON @extschema@.outbox USING hash
-    ((external_event_id || ' ' || external_account_id))
-    WHERE kind = 'event_upsert';
+-- are few: a small hash index finds them by event (without it the same
+-- question reads the outbox, only on such a 404).
+-- Building it reads the whole outbox under a lock that blocks every write
+-- through the triggers, and an extension script cannot build an index
+-- CONCURRENTLY: on an outbox of more than 100,000 rows the update leaves it
+-- out and says how to build it without blocking.
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM (SELECT 1 FROM @extschema@.outbox LIMIT 100001) s) <= 100000 THEN
+        CREATE INDEX outbox_event_upserts ON @extschema@.outbox USING hash
+            ((external_event_id || ' ' || external_account_id))
+            WHERE kind = 'event_upsert';
+    ELSE
+        RAISE WARNING 'the outbox holds more than 100,000 rows: its new index outbox_event_upserts is not built by the update, so that writes are not blocked meanwhile'
+            USING HINT = 'Build it without blocking writes: CREATE INDEX CONCURRENTLY outbox_event_upserts ON @extschema@.outbox USING hash ((external_event_id || '' '' || external_account_id)) WHERE kind = ''event_upsert'';';
+    END IF;
+END
+$$;
 
 -- backfill pages by the table's primary key instead of ctid: an UPDATE of
 -- a column the trigger does not map (so the trigger enqueues nothing) could

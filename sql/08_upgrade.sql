@@ -25,8 +25,16 @@ SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 SELECT cardinality(hubspot_events.hubspot_enqueue_subscriber('upg-evt', 'register', 'acme', '[{"vid": 1}]')) AS enqueued;
 INSERT INTO upg_att VALUES ('upg-evt', 'register', 2, 'acme');
 SELECT external_event_id, subscriber_state, contact_key, status FROM hubspot_events.outbox ORDER BY id;
+-- a large outbox: the update does not build its new index under a lock
+-- that would block every write meanwhile; it says how to build it
+-- CONCURRENTLY instead
+INSERT INTO hubspot_events.outbox (external_event_id, subscriber_state, external_account_id, contact, contact_key, status, source)
+SELECT 'upg-big', 'register', 'acme', jsonb_build_object('vid', g), g::text, 'sent', 'test' FROM generate_series(1, 100000) g;
 ALTER EXTENSION hubspot_events UPDATE TO '0.5.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+SELECT count(*) AS event_upserts_index FROM pg_indexes WHERE schemaname = 'hubspot_events' AND indexname = 'outbox_event_upserts';
+CREATE INDEX CONCURRENTLY outbox_event_upserts ON hubspot_events.outbox USING hash ((external_event_id || ' ' || external_account_id)) WHERE kind = 'event_upsert';
+DELETE FROM hubspot_events.outbox WHERE external_event_id = 'upg-big';
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, 0) AS member
   FROM pg_depend

@@ -148,10 +148,13 @@ hs_cleanup() {
 HS_ASAN_PREFIX=/opt/hubspot_events-pg15-asan
 
 hs_build_asan_pg() {
-    [ -x "$HS_ASAN_PREFIX/bin/postgres" ] && [ -f "$HS_ASAN_PREFIX/.complete" ] && return 0
+    # .complete-icu: built with ICU, as Debian's server is (the tests create an ICU database);
+    # an older build without it is built again
+    [ -x "$HS_ASAN_PREFIX/bin/postgres" ] && [ -f "$HS_ASAN_PREFIX/.complete-icu" ] && return 0
+    rm -rf "$HS_ASAN_PREFIX"
     hs_log "building PostgreSQL 15 from Debian's source package under AddressSanitizer (once; a few minutes)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq bison flex bzip2 perl make gcc >/dev/null
+    apt-get install -y -qq bison flex bzip2 perl make gcc libicu-dev pkg-config >/dev/null
     local src; src="$(mktemp -d /tmp/hs-pg-src.XXXXXX)"
     local list=/etc/apt/sources.list.d/hubspot-events-deb-src.sources
     printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > "$list"
@@ -166,7 +169,7 @@ hs_build_asan_pg() {
     (
         cd "$dir"
         ./configure --prefix="$HS_ASAN_PREFIX" --enable-tap-tests --enable-debug \
-            --without-readline --without-icu --without-zlib \
+            --without-readline --with-icu --without-zlib \
             CFLAGS="-O1 -g -fsanitize=address -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address" >/dev/null
         export ASAN_OPTIONS=detect_leaks=0
         make -s -j"$(( $(nproc) + 1 ))" >/dev/null 2>&1
@@ -175,6 +178,6 @@ hs_build_asan_pg() {
             make -s -C "$d" install >/dev/null 2>&1
         done
     ) || hs_die "the AddressSanitizer build of PostgreSQL failed"
-    touch "$HS_ASAN_PREFIX/.complete"
+    touch "$HS_ASAN_PREFIX/.complete-icu"
     rm -rf "$src"
 }
