@@ -69,13 +69,63 @@ outbox_owner(void)
 	return owner;
 }
 
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep a plan");
+	return plan;
+}
+
+static void
+spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/*
+ * The outbox owner's rights, for the statements that write the outbox on a
+ * caller's behalf: the owner's user id inside a security-restricted
+ * operation, and, as a SECURITY DEFINER function with SET search_path
+ * would, nothing the caller put on their search_path is found meanwhile
+ * (the statements are qualified too).
+ */
+typedef struct OwnerRights
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} OwnerRights;
+
+static void
+owner_rights_enter(Oid owner, OwnerRights *r)
+{
+	GetUserIdAndSecContext(&r->save_userid, &r->save_sec_context);
+	SetUserIdAndSecContext(owner, r->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	r->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+owner_rights_leave(const OwnerRights *r)
+{
+	AtEOXact_GUC(true, r->save_nestlevel);
+	SetUserIdAndSecContext(r->save_userid, r->save_sec_context);
+}
+
 int64
 hs_outbox_insert(const HsOutboxRow *row)
 {
 	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	OwnerRights rights;
 	Datum		values[9];
 	char		nulls[9];
 	int			rc;
@@ -135,44 +185,25 @@ hs_outbox_insert(const HsOutboxRow *row)
 		nulls[8] = 'n';
 	}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	/*
-	 * As a SECURITY DEFINER function with SET search_path would: nothing the
-	 * caller put on their search_path is found while the owner's rights are
-	 * in force (the statement below is qualified too).
-	 */
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	spi_connect();
+	owner_rights_enter(owner, &rights);
 
 	if (insert_plan == NULL)
 	{
 		Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, JSONBOID};
-		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("INSERT INTO " HS_SCHEMA ".outbox"
-						   " (external_event_id, subscriber_state, external_account_id,"
-						   "  contact, contact_key, source,"
-						   "  status, error_category, error_message, last_attempt_at, kind, event)"
-						   " VALUES ($1, $2, $3, $4, $5, $6,"
-						   "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END,"
-						   "  CASE WHEN $7 IS NULL THEN NULL ELSE 'LOCAL_VALIDATION_ERROR' END,"
-						   "  $7,"
-						   "  CASE WHEN $7 IS NULL THEN NULL ELSE pg_catalog.now() END, $8, $9)"
-						   " RETURNING id",
-						   9, types);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the outbox insert: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not keep the outbox insert plan");
-		insert_plan = plan;
+		insert_plan = keep_plan("INSERT INTO " HS_SCHEMA ".outbox"
+								" (external_event_id, subscriber_state, external_account_id,"
+								"  contact, contact_key, source,"
+								"  status, error_category, error_message, last_attempt_at, kind, event)"
+								" VALUES ($1, $2, $3, $4, $5, $6,"
+								"  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END,"
+								"  CASE WHEN $7 IS NULL THEN NULL ELSE 'LOCAL_VALIDATION_ERROR' END,"
+								"  $7,"
+								"  CASE WHEN $7 IS NULL THEN NULL ELSE pg_catalog.now() END, $8, $9)"
+								" RETURNING id",
+								9, types);
 	}
 
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 1);
@@ -180,8 +211,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	owner_rights_leave(&rights);
 	SPI_finish();
 
 	if (row->error_message == NULL)
@@ -202,9 +232,7 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 {
 	static SPIPlanPtr delete_own_plan = NULL;
 	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	OwnerRights rights;
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
@@ -229,37 +257,24 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 	values[5] = CStringGetTextDatum(row->external_account_id ? row->external_account_id : "");
 	values[6] = CStringGetTextDatum(row->contact_key ? row->contact_key : "");
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	spi_connect();
+	owner_rights_enter(owner, &rights);
 
 	if (delete_own_plan == NULL)
 	{
 		Oid			types[7] = {INT8OID, XIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("DELETE FROM " HS_SCHEMA ".outbox"
-						   " WHERE id OPERATOR(pg_catalog.=) $1"
-						   "   AND xmin OPERATOR(pg_catalog.=) $2"
-						   "   AND status OPERATOR(pg_catalog.=) 'pending'"
-						   "   AND kind OPERATOR(pg_catalog.=) $3"
-						   "   AND (subscriber_state OPERATOR(pg_catalog.=) $4"
-						   "        OR (subscriber_state IS NULL AND $4 IS NULL))"
-						   "   AND external_event_id OPERATOR(pg_catalog.=) $5"
-						   "   AND external_account_id OPERATOR(pg_catalog.=) $6"
-						   "   AND contact_key OPERATOR(pg_catalog.=) $7",
-						   7, types);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the outbox delete: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not keep the outbox delete plan");
-		delete_own_plan = plan;
+		delete_own_plan = keep_plan("DELETE FROM " HS_SCHEMA ".outbox"
+									" WHERE id OPERATOR(pg_catalog.=) $1"
+									"   AND xmin OPERATOR(pg_catalog.=) $2"
+									"   AND status OPERATOR(pg_catalog.=) 'pending'"
+									"   AND kind OPERATOR(pg_catalog.=) $3"
+									"   AND (subscriber_state OPERATOR(pg_catalog.=) $4"
+									"        OR (subscriber_state IS NULL AND $4 IS NULL))"
+									"   AND external_event_id OPERATOR(pg_catalog.=) $5"
+									"   AND external_account_id OPERATOR(pg_catalog.=) $6"
+									"   AND contact_key OPERATOR(pg_catalog.=) $7",
+									7, types);
 	}
 
 	rc = SPI_execute_plan(delete_own_plan, values, nulls, false, 0);
@@ -267,8 +282,7 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 		elog(ERROR, "outbox delete failed: %s", SPI_result_code_string(rc));
 	deleted = (SPI_processed > 0);
 
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	owner_rights_leave(&rights);
 	SPI_finish();
 	return deleted;
 }
@@ -284,25 +298,6 @@ claimed_row_cmp(const ListCell *a, const ListCell *b)
 	return ra->id < rb->id ? -1 : ra->id > rb->id ? 1 : 0;
 }
 
-
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not keep a plan");
-	return plan;
-}
-
-static void
-spi_connect(void)
-{
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-}
 
 /* Whether this database has the outbox (the extension at 0.2.0 or later). */
 bool

@@ -1510,6 +1510,19 @@ backfill_setup(FunctionCallInfo fcinfo, BackfillSetup *b)
 	b->desc = RelationGetDescr(b->rel);
 }
 
+/* A backfill batch's result: where it stopped (NULL: no row read), rows enqueued, rows read. */
+static Datum
+backfill_result(const BackfillSetup *b, Datum last, bool last_isnull, int64 enqueued, int64 scanned)
+{
+	Datum		values[3];
+	bool		nulls[3] = {last_isnull, false, false};
+
+	values[0] = last;
+	values[1] = Int64GetDatum(enqueued);
+	values[2] = Int64GetDatum(scanned);
+	return HeapTupleGetDatum(heap_form_tuple(b->resultdesc, values, nulls));
+}
+
 /* One row read by a backfill: enqueued as a fired INSERT would be. */
 static bool
 backfill_row(BackfillSetup *b, TupleTableSlot *slot, MemoryContext rowcxt)
@@ -1566,8 +1579,6 @@ hubspot_backfill_batch_by_key(PG_FUNCTION_ARGS)
 	int64		enqueued = 0;
 	int64		scanned = 0;
 	Datum	   *last = NULL;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
 
 	backfill_setup(fcinfo, &b);
 	pkoid = RelationGetPrimaryKeyIndex(b.rel);
@@ -1675,16 +1686,8 @@ hubspot_backfill_batch_by_key(PG_FUNCTION_ARGS)
 	index_close(idx, AccessShareLock);
 	table_close(b.rel, NoLock);
 
-	if (last)
-		values[0] = PointerGetDatum(construct_array(last, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
-	else
-	{
-		values[0] = (Datum) 0;
-		nulls[0] = true;
-	}
-	values[1] = Int64GetDatum(enqueued);
-	values[2] = Int64GetDatum(scanned);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(b.resultdesc, values, nulls)));
+	PG_RETURN_DATUM(backfill_result(&b, last ? PointerGetDatum(construct_array(last, nkeys, TEXTOID, -1, false, TYPALIGN_INT)) : (Datum) 0,
+									last == NULL, enqueued, scanned));
 }
 
 /*
@@ -1714,8 +1717,6 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 	MemoryContext rowcxt;
 	int64		enqueued = 0;
 	int64		scanned = 0;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
 
 	backfill_setup(fcinfo, &b);
 
@@ -1757,16 +1758,9 @@ hubspot_backfill_batch(PG_FUNCTION_ARGS)
 		ItemPointer result = palloc(sizeof(ItemPointerData));
 
 		ItemPointerCopy(&last, result);
-		values[0] = PointerGetDatum(result);
+		PG_RETURN_DATUM(backfill_result(&b, PointerGetDatum(result), false, enqueued, scanned));
 	}
-	else
-	{
-		values[0] = (Datum) 0;
-		nulls[0] = true;
-	}
-	values[1] = Int64GetDatum(enqueued);
-	values[2] = Int64GetDatum(scanned);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(b.resultdesc, values, nulls)));
+	PG_RETURN_DATUM(backfill_result(&b, (Datum) 0, true, enqueued, scanned));
 }
 
 /*
