@@ -35,6 +35,11 @@ SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 SELECT count(*) AS event_upserts_index FROM pg_indexes WHERE schemaname = 'hubspot_events' AND indexname = 'outbox_event_upserts';
 CREATE INDEX CONCURRENTLY outbox_event_upserts ON hubspot_events.outbox USING hash ((external_event_id || ' ' || external_account_id)) WHERE kind = 'event_upsert';
 DELETE FROM hubspot_events.outbox WHERE external_event_id = 'upg-big';
+-- 0.6.0: status names the worker's API version (hubspot_events.api_version)
+ALTER EXTENSION hubspot_events UPDATE TO '0.6.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+SELECT count(*) AS status_has_api_version FROM pg_attribute
+ WHERE attrelid = 'hubspot_events.status'::regclass AND attname = 'api_version';
 CREATE TEMP TABLE upgraded AS
 SELECT pg_describe_object(classid, objid, 0) AS member
   FROM pg_depend

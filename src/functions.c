@@ -116,7 +116,7 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	HsSubscriberState state;
 	List	   *contacts;
 	const char *token;
-	char	   *base;
+	char	   *api_root;
 	bool		attendance;
 	int			ncontacts;
 	int			batch;
@@ -137,7 +137,7 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
 
 	token = hs_get_access_token();
-	base = hs_api_base();
+	api_root = hs_api_root();
 	attendance = (hs_endpoint == HS_ENDPOINT_ATTENDANCE);
 
 	ncontacts = list_length(contacts);
@@ -154,7 +154,8 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 		while (first + count < ncontacts && count < batch &&
 			   (((HsContact *) list_nth(contacts, first + count))->email != NULL) == by_email)
 			count++;
-		url = hs_subscriber_url(base, event_id, hs_state_name(state), account_id, by_email, attendance);
+		url = hs_api_url(api_root, hs_subscriber_call(by_email, attendance), event_id,
+						 hs_state_name(state), account_id);
 
 		resetStringInfo(&body);
 		hs_build_subscriber_body(&body, contacts, first, count);
@@ -279,14 +280,6 @@ send_event_request(const char *url, const char *body)
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 }
 
-/* The event's own URL: .../events/{externalEventId}/{action}?externalAccountId=... */
-static char *
-event_action_url(const char *event_id, const char *account_id, const char *action)
-{
-	return psprintf("%s/marketing/v3/marketing-events/events/%s/%s?externalAccountId=%s",
-					hs_api_base(), hs_url_escape(event_id), action, hs_url_escape(account_id));
-}
-
 /* The event and account ids of an event function, validated. */
 static void
 event_ids(FunctionCallInfo fcinfo, const char *const *argnames, int nargs,
@@ -331,8 +324,8 @@ hubspot_upsert_event(PG_FUNCTION_ARGS)
 	appendStringInfoString(&body, "{\"inputs\":[");
 	appendStringInfoString(&body, JsonbToCString(NULL, &event->root, VARSIZE(event)));
 	appendStringInfoString(&body, "]}");
-	PG_RETURN_DATUM(send_event_request(psprintf("%s/marketing/v3/marketing-events/events/upsert",
-												hs_api_base()),
+	PG_RETURN_DATUM(send_event_request(hs_api_url(hs_api_root(), HS_CALL_EVENT_UPSERT,
+												  NULL, NULL, NULL),
 									   body.data));
 }
 
@@ -365,7 +358,8 @@ hubspot_cancel_event(PG_FUNCTION_ARGS)
 	char	   *account_id;
 
 	event_ids(fcinfo, argnames, 2, &event_id, &account_id);
-	PG_RETURN_DATUM(send_event_request(event_action_url(event_id, account_id, "cancel"), NULL));
+	PG_RETURN_DATUM(send_event_request(hs_api_url(hs_api_root(), HS_CALL_EVENT_CANCEL, event_id,
+												  NULL, account_id), NULL));
 }
 
 PG_FUNCTION_INFO_V1(hubspot_enqueue_cancel_event);
@@ -400,7 +394,8 @@ hubspot_complete_event(PG_FUNCTION_ARGS)
 
 	event_ids(fcinfo, argnames, 4, &event_id, &account_id);
 	body = hs_event_complete_body(PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TIMESTAMPTZ(3));
-	PG_RETURN_DATUM(send_event_request(event_action_url(event_id, account_id, "complete"),
+	PG_RETURN_DATUM(send_event_request(hs_api_url(hs_api_root(), HS_CALL_EVENT_COMPLETE, event_id,
+												  NULL, account_id),
 									   JsonbToCString(NULL, &body->root, VARSIZE(body))));
 }
 

@@ -121,38 +121,6 @@ curl_getdate_wrapper(const char *value)
 	return curl_getdate(value, NULL);
 }
 
-/* The API base URL without trailing slashes (palloc'd). */
-char *
-hs_api_base(void)
-{
-	char	   *base = pstrdup(hs_api_base_url ? hs_api_base_url : "");
-	size_t		len = strlen(base);
-
-	while (len > 0 && base[len - 1] == '/')
-		base[--len] = '\0';
-	return base;
-}
-
-/*
- * Where a subscriber state is recorded: .../events/{id}/{state}/upsert or
- * email-upsert, or with hubspot_events.endpoint = attendance,
- * .../attendance/{id}/{state}/create or email-create.  Every path segment
- * and the query value are percent-encoded, whatever they hold (the state
- * too: the worker's comes from a row, which anyone who may update the
- * outbox can edit).
- */
-char *
-hs_subscriber_url(const char *base, const char *event_id, const char *state,
-				  const char *account_id, bool by_email, bool attendance)
-{
-	return psprintf("%s/marketing/v3/marketing-events/%s/%s/%s/%s?externalAccountId=%s",
-					base, attendance ? "attendance" : "events", hs_url_escape(event_id),
-					hs_url_escape(state),
-					attendance ? (by_email ? "email-create" : "create") :
-					(by_email ? "email-upsert" : "upsert"),
-					hs_url_escape(account_id));
-}
-
 static bool
 host_is_loopback(const char *host)
 {

@@ -10,6 +10,7 @@
  *	  validate_event.c  the same for marketing events (upsert, complete)
  *	  token.c       the access token, read from a file, never logged
  *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared
+ *	  hubspot_api.c HubSpot's API version and the URL of every call
  *	  http.c        libcurl: one HubSpot request, interruptible
  *	  hs_json.c     JSON: request bodies, HubSpot's answers
  *	  answer.c      HubSpot's answers turned into results and ERRORs
@@ -39,6 +40,7 @@
 #include "storage/spin.h"
 #include "access/attnum.h"
 #include "access/tupdesc.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 
 #ifndef HUBSPOT_EVENTS_VERSION
@@ -73,6 +75,11 @@ extern char *hs_access_token_file;
 extern int	hs_request_timeout_ms;
 extern int	hs_batch_size;
 extern int	hs_endpoint;
+extern char *hs_api_version;
+
+/* hubspot_events.api_version's default: HubSpot's newest date version */
+#define HS_API_VERSION_DEFAULT	"2026-09"
+#define HS_API_VERSION_MAX		16
 
 /* hubspot_events.endpoint */
 #define HS_ENDPOINT_UPSERT		0
@@ -311,6 +318,7 @@ typedef struct HsBatch
 	int64	   *ids;
 	char	  **keys;			/* each row's contact_key */
 	char	  **contacts;		/* each row's JSON text (a contact, or an event's body) */
+	char	   *api_root;		/* base URL and version prefix (hs_api_root()) */
 	char	   *url;
 	char	   *body;
 	size_t		body_len;
@@ -376,6 +384,7 @@ typedef struct HsWorkerShared
 	char		held_reason[256];
 	TimestampTz started_at;
 	TimestampTz settings_loaded_at; /* the worker's last reload */
+	char		api_version[HS_API_VERSION_MAX];	/* the worker's hubspot_events.api_version */
 	int64		requests;
 	int64		successes;
 	int64		errors;
@@ -425,6 +434,28 @@ extern void hs_oauth_token_expired(const char *token);
 extern int64 hs_oauth_refresh_count(void);
 extern void hs_oauth_request_timeout_assigned(int newval);
 
+/* ---- hubspot_api.c ---- */
+
+/* every call the extension makes to HubSpot */
+typedef enum HsApiCall
+{
+	HS_CALL_SUBSCRIBER_UPSERT,	/* events/{id}/{state}/upsert */
+	HS_CALL_SUBSCRIBER_EMAIL_UPSERT,	/* events/{id}/{state}/email-upsert */
+	HS_CALL_ATTENDANCE_CREATE,	/* attendance/{id}/{state}/create */
+	HS_CALL_ATTENDANCE_EMAIL_CREATE,	/* attendance/{id}/{state}/email-create */
+	HS_CALL_EVENT_UPSERT,		/* events/upsert */
+	HS_CALL_EVENT_CANCEL,		/* events/{id}/cancel */
+	HS_CALL_EVENT_COMPLETE		/* events/{id}/complete */
+} HsApiCall;
+
+extern bool hs_api_version_is_valid(const char *text);
+extern bool hs_check_api_version(char **newval, void **extra, GucSource source);
+extern const char *hs_api_version_in_use(void);
+extern char *hs_api_root(void);
+extern HsApiCall hs_subscriber_call(bool by_email, bool attendance);
+extern char *hs_api_url(const char *root, HsApiCall call, const char *event_id,
+						const char *state, const char *account_id);
+
 /* ---- http.c ---- */
 
 /* What came back from one HTTP exchange (or why none did). */
@@ -462,9 +493,6 @@ typedef struct HsHttpRequest
 
 extern char *hs_url_escape(const char *s);
 extern time_t curl_getdate_wrapper(const char *value);
-extern char *hs_api_base(void);
-extern char *hs_subscriber_url(const char *base, const char *event_id, const char *state,
-							   const char *account_id, bool by_email, bool attendance);
 /* What hs_http_post_many asks of its caller; any may be NULL. */
 typedef struct HsSendHooks
 {

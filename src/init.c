@@ -32,6 +32,7 @@ char	   *hs_access_token_file = NULL;
 int			hs_request_timeout_ms = 30000;
 int			hs_batch_size = 100;
 int			hs_endpoint = HS_ENDPOINT_UPSERT;
+char	   *hs_api_version = NULL;
 
 static const struct config_enum_entry endpoint_options[] = {
 	{"upsert", HS_ENDPOINT_UPSERT, false},
@@ -267,7 +268,7 @@ check_oauth_token_url_impl(char **newval, void **extra, GucSource source)
 	if (!hs_url_is_acceptable(*newval, &reason))
 	{
 		GUC_check_errdetail("%s", reason);
-		GUC_check_errhint("Use an https:// URL such as https://api.hubapi.com/oauth/v1/token; http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost).");
+		GUC_check_errhint("Use an https:// URL such as https://api.hubapi.com/oauth/2026-03/token; http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost).");
 		return false;
 	}
 	return true;
@@ -357,6 +358,17 @@ _PG_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hubspot_events.api_version",
+							   "Which version of HubSpot's API requests are made in.",
+							   "A date version, YYYY-03 or YYYY-09 from 2026-03 on: paths "
+							   "/marketing/marketing-events/{version}/...; v3: the legacy paths "
+							   "/marketing/v3/marketing-events/....",
+							   &hs_api_version,
+							   HS_API_VERSION_DEFAULT,
+							   PGC_USERSET,
+							   0,
+							   hs_check_api_version, NULL, NULL);
 
 	/*
 	 * A PGC_POSTMASTER setting can only be defined while the postmaster
@@ -516,7 +528,7 @@ _PG_init(void)
 							   "URL of HubSpot's OAuth token endpoint.",
 							   "https is required except for loopback hosts.",
 							   &hs_oauth_token_url,
-							   "https://api.hubapi.com/oauth/v1/token",
+							   "https://api.hubapi.com/oauth/2026-03/token",
 							   PGC_SIGHUP,
 							   0,
 							   check_oauth_token_url, assign_bump_generation, NULL);

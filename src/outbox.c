@@ -915,7 +915,7 @@ hs_outbox_event_upsert_recent(const char *event_id, const char *account_id)
 
 /* Build a batch's URL and body from its rows. */
 static void
-batch_finish(HsBatch *b, const char *base)
+batch_finish(HsBatch *b)
 {
 	StringInfoData body;
 
@@ -933,11 +933,12 @@ batch_finish(HsBatch *b, const char *base)
 	switch (b->kind)
 	{
 		case HS_KIND_SUBSCRIBER:
-			b->url = hs_subscriber_url(base, b->external_event_id, b->subscriber_state,
-									   b->external_account_id, b->by_email, b->attendance);
+			b->url = hs_api_url(b->api_root, hs_subscriber_call(b->by_email, b->attendance),
+								b->external_event_id, b->subscriber_state,
+								b->external_account_id);
 			break;
 		case HS_KIND_EVENT_UPSERT:
-			b->url = psprintf("%s/marketing/v3/marketing-events/events/upsert", base);
+			b->url = hs_api_url(b->api_root, HS_CALL_EVENT_UPSERT, NULL, NULL, NULL);
 			break;
 		case HS_KIND_EVENT_CANCEL:
 		case HS_KIND_EVENT_COMPLETE:
@@ -945,10 +946,9 @@ batch_finish(HsBatch *b, const char *base)
 			Assert(b->n == 1);
 			b->body = b->contacts[0];
 			b->body_len = strlen(b->body);
-			b->url = psprintf("%s/marketing/v3/marketing-events/events/%s/%s?externalAccountId=%s",
-							  base, hs_url_escape(b->external_event_id),
-							  b->kind == HS_KIND_EVENT_CANCEL ? "cancel" : "complete",
-							  hs_url_escape(b->external_account_id));
+			b->url = hs_api_url(b->api_root,
+								b->kind == HS_KIND_EVENT_CANCEL ? HS_CALL_EVENT_CANCEL : HS_CALL_EVENT_COMPLETE,
+								b->external_event_id, NULL, b->external_account_id);
 			break;
 	}
 }
@@ -959,13 +959,13 @@ batch_finish(HsBatch *b, const char *base)
  * rows fail alone and the other batches of the turn go.
  */
 static void
-batch_finish_or_fail(HsBatch *b, const char *base)
+batch_finish_or_fail(HsBatch *b)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		batch_finish(b, base);
+		batch_finish(b);
 	}
 	PG_CATCH();
 	{
@@ -983,10 +983,12 @@ batch_finish_or_fail(HsBatch *b, const char *base)
 }
 
 static HsBatch *
-batch_new(HsRowKind kind, bool by_email, const char *event, const char *state, const char *account, int capacity)
+batch_new(const char *api_root, HsRowKind kind, bool by_email, const char *event, const char *state,
+		  const char *account, int capacity)
 {
 	HsBatch    *b = palloc0(sizeof(HsBatch));
 
+	b->api_root = pstrdup(api_root);
 	b->kind = kind;
 	b->by_email = by_email;
 	b->attendance = (hs_endpoint == HS_ENDPOINT_ATTENDANCE);
@@ -1011,7 +1013,7 @@ hs_outbox_group(List *rows, int batch_size)
 	List	   *batches = NIL;
 	List	   *open = NIL;		/* batches that still have room */
 	ListCell   *lc;
-	char	   *base = hs_api_base();
+	char	   *api_root = hs_api_root();
 
 	foreach(lc, rows)
 	{
@@ -1046,7 +1048,7 @@ hs_outbox_group(List *rows, int batch_size)
 			open = list_delete_ptr(open, full);
 		if (b == NULL)
 		{
-			b = batch_new(r->kind, by_email, r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
+			b = batch_new(api_root, r->kind, by_email, r->external_event_id, r->subscriber_state, r->external_account_id, batch_size);
 			batches = lappend(batches, b);
 			open = lappend(open, b);
 		}
@@ -1061,7 +1063,7 @@ hs_outbox_group(List *rows, int batch_size)
 	}
 
 	foreach(lc, batches)
-		batch_finish_or_fail((HsBatch *) lfirst(lc), base);
+		batch_finish_or_fail((HsBatch *) lfirst(lc));
 	return batches;
 }
 
@@ -1069,8 +1071,8 @@ hs_outbox_group(List *rows, int batch_size)
 static HsBatch *
 batch_subset(const HsBatch *b, int first, int n)
 {
-	HsBatch    *s = batch_new(b->kind, b->by_email, b->external_event_id, b->subscriber_state,
-							  b->external_account_id, Max(n, 1));
+	HsBatch    *s = batch_new(b->api_root, b->kind, b->by_email, b->external_event_id,
+							  b->subscriber_state, b->external_account_id, Max(n, 1));
 
 	s->attendance = b->attendance;
 	memcpy(s->ids, b->ids + first, sizeof(int64) * n);
@@ -1078,15 +1080,6 @@ batch_subset(const HsBatch *b, int first, int n)
 	memcpy(s->contacts, b->contacts + first, sizeof(char *) * n);
 	s->n = n;
 	return s;
-}
-
-/* The base URL a batch was built with (its URL up to "/marketing/"). */
-static char *
-base_of(const HsBatch *b)
-{
-	const char *m = strstr(b->url, "/marketing/");
-
-	return m ? pnstrdup(b->url, m - b->url) : hs_api_base();
 }
 
 /*
@@ -1097,8 +1090,8 @@ base_of(const HsBatch *b)
 HsBatch *
 hs_batch_pick(const HsBatch *b, const int *idx, int n)
 {
-	HsBatch    *s = batch_new(b->kind, b->by_email, b->external_event_id, b->subscriber_state,
-							  b->external_account_id, Max(n, 1));
+	HsBatch    *s = batch_new(b->api_root, b->kind, b->by_email, b->external_event_id,
+							  b->subscriber_state, b->external_account_id, Max(n, 1));
 
 	s->attendance = b->attendance;
 	for (int i = 0; i < n; i++)
@@ -1125,11 +1118,10 @@ hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second)
 	int			n2 = b->n - n1;
 	HsBatch    *h1 = batch_subset(b, 0, n1);
 	HsBatch    *h2 = batch_subset(b, n1, n2);
-	char	   *base = base_of(b);
 
 	Assert(b->n >= 2);
-	batch_finish(h1, base);
-	batch_finish(h2, base);
+	batch_finish(h1);
+	batch_finish(h2);
 	h1->sibling = h2;
 	h2->sibling = h1;
 	*first = h1;

@@ -177,6 +177,7 @@ hs_shared_settings_loaded(void)
 		return;
 	SpinLockAcquire(&hs_shared->mutex);
 	hs_shared->settings_loaded_at = GetCurrentTimestamp();
+	strlcpy(hs_shared->api_version, hs_api_version_in_use(), sizeof(hs_shared->api_version));
 	SpinLockRelease(&hs_shared->mutex);
 }
 
@@ -237,6 +238,7 @@ hs_shared_count_request(bool success, const char *category, const char *message)
 
 PG_FUNCTION_INFO_V1(hubspot_wake);
 PG_FUNCTION_INFO_V1(hubspot_worker_info);
+PG_FUNCTION_INFO_V1(hubspot_worker_api_version);
 
 /* wake(): now, and again at commit (so that rows this transaction changes are seen) */
 Datum
@@ -350,4 +352,22 @@ hubspot_worker_info(PG_FUNCTION_ARGS)
 	}
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* worker_api_version(): the worker's hubspot_events.api_version; NULL when no worker runs */
+Datum
+hubspot_worker_api_version(PG_FUNCTION_ARGS)
+{
+	char		version[HS_API_VERSION_MAX];
+	pid_t		pid;
+
+	if (hs_shared == NULL)
+		PG_RETURN_NULL();
+	SpinLockAcquire(&hs_shared->mutex);
+	pid = hs_shared->worker_pid;
+	strlcpy(version, hs_shared->api_version, sizeof(version));
+	SpinLockRelease(&hs_shared->mutex);
+	if (pid == 0 || version[0] == '\0')
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(version));
 }

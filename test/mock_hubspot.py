@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""Mock of HubSpot's Marketing Events API (v3) for the hubspot_events tests.
+"""Mock of HubSpot's Marketing Events API for the hubspot_events tests.
 
 Standard library only (Python 3.11).  Run ``mock_hubspot.py --help`` for the
 command line and ``mock_hubspot.py --self-test`` for a quick check.
 
 What it does
 ------------
-* Every request under ``/marketing/`` is matched against the OpenAPI spec
-  (``openapi/marketing-events-v3.openapi.json`` next to this file by default)
-  and checked: route, required query parameters, JSON body against the schema,
+* Every request under ``/marketing/`` is matched against the OpenAPI spec of
+  its API version and checked: route, required query parameters, JSON body
+  against the schema,
   and the headers our client must send (Content-Type, Accept, User-Agent,
   Authorization).  Violations answer 400 (401 for authentication, 404 for an
   unknown route) in HubSpot's error shape.
+* Both path forms are served (``--spec`` may be given several times; by
+  default ``openapi/marketing-events-2026-09.openapi.json`` and
+  ``openapi/marketing-events-v3.openapi.json`` next to this file):
+  ``/marketing/v3/marketing-events/...`` is checked against the v3 spec, and
+  the date-versioned ``/marketing/marketing-events/{version}/...`` against the
+  newest date spec, for every version the mock serves (``api_versions``
+  below; default 2026-03 and 2026-09, as HubSpot in December 2026).  Another
+  version is an unknown route (404).  The log entry's ``api_version`` is the
+  version the path named and ``spec`` the version of the spec that checked it.
 * Tests steer the answers with "knobs": per request through an
   ``externalEventId`` of the form ``mock:key=value;key=value`` or globally
   through ``POST /__mock/config``.  See KNOB_PARSERS below for the list.
@@ -90,6 +99,8 @@ request that passed validation, ``mock:`` ones included:
                       is answered 429 TEN_SECONDLY_ROLLING, Remaining: 0 and
                       Retry-After: <seconds left, rounded up>
   seed=N              reseed the fault RNG when the config is posted
+  api_versions=V,V,...  the date versions served (default 2026-03,2026-09):
+                      a test of a version HubSpot will release later
 
 "Counted" requests are the validated ones that did not get a 429 (as HubSpot
 counts accepted calls); a connection reset or a slow answer still counts.
@@ -494,6 +505,51 @@ class Spec:
 # Knobs
 # --------------------------------------------------------------------------
 
+DATE_VERSION_RE = re.compile(r"^(20[0-9]{2})-(03|09)$")
+DEFAULT_DATE_VERSIONS = ("2026-03", "2026-09")
+
+
+class Specs:
+    """The specs of every API version served, and which one a path speaks.
+
+    /marketing/v3/marketing-events/... is the v3 spec's; the date-versioned
+    /marketing/marketing-events/{version}/... is checked against the newest
+    date spec (HubSpot's date versions so far keep v3's bodies), with the
+    version segment standing for the spec's own."""
+
+    def __init__(self, specs):
+        self.by_version = {}
+        for spec in specs:
+            version = str((spec.doc.get("info") or {}).get("version") or "")
+            if not (version == "v3" or DATE_VERSION_RE.match(version)):
+                raise ValueError("spec version %r is neither v3 nor a date version" % version)
+            self.by_version[version] = spec
+        dates = sorted(v for v in self.by_version if v != "v3")
+        self.newest_date = dates[-1] if dates else None
+
+    @classmethod
+    def load(cls, paths):
+        return cls([Spec.load(path) for path in paths])
+
+    def match(self, method, raw_path, served_dates):
+        """Return (spec, spec version, api version, route, params); route None if no route."""
+        parts = raw_path.split("/")
+        if raw_path.startswith("/marketing/v3/marketing-events/") and "v3" in self.by_version:
+            spec = self.by_version["v3"]
+            route, params = spec.match(method, raw_path)
+            return spec, "v3", "v3", route, params
+        if (len(parts) > 3 and parts[1] == "marketing" and parts[2] == "marketing-events"
+                and DATE_VERSION_RE.match(parts[3])):
+            version = parts[3]
+            if version in served_dates and self.newest_date is not None:
+                spec = self.by_version[self.newest_date]
+                parts[3] = self.newest_date
+                route, params = spec.match(method, "/".join(parts))
+                return spec, self.newest_date, version, route, params
+            return None, None, version, None, None
+        return None, None, None, None, None
+
+
 class KnobError(ValueError):
     pass
 
@@ -568,6 +624,17 @@ def _str_list_knob(text):
     return [item.strip().lower() for item in text.split(",") if item.strip()]
 
 
+def _date_versions_knob(text):
+    """'2026-09, 2027-03' -> ('2026-09', '2027-03'): HubSpot date versions"""
+    versions = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not versions:
+        raise KnobError("empty list")
+    for v in versions:
+        if not DATE_VERSION_RE.match(v):
+            raise KnobError("%r is not a date version YYYY-03 or YYYY-09" % v)
+    return versions
+
+
 def _kind_list_knob(*choices):
     def parse(text):
         kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
@@ -586,7 +653,7 @@ FAULT_KINDS = ("status", "close", "hang")  # extend here (and in apply_fault) fo
 FAULT_MIX_KINDS = ("500", "502", "503", "504", "reset", "slow", "429", "423")
 SLOW_MS_DEFAULT = 5000
 # server-wide knobs: only through /__mock/config, applied to every request
-GLOBAL_ONLY_KNOBS = ("rate_limit", "rate_window_ms", "daily_limit", "storm_ms", "seed",
+GLOBAL_ONLY_KNOBS = ("rate_limit", "rate_window_ms", "daily_limit", "storm_ms", "seed", "api_versions",
                      "oauth_client_id", "oauth_client_secret", "oauth_refresh_token",
                      "oauth_expires_in", "oauth_rotate", "oauth_fail", "oauth_delay_ms", "oauth_echo")
 OAUTH_PATHS = ("/oauth/v1/token", "/oauth/2026-03/token")
@@ -624,6 +691,7 @@ KNOB_PARSERS = {
     "daily_limit": _int_knob(0, 10 ** 12),
     "storm_ms": _int_knob(0, 3600 * 1000),
     "seed": _int_knob(-(2 ** 63), 2 ** 63 - 1),
+    "api_versions": _date_versions_knob,
     "tag": _text_knob,  # ignored; lets tests make event ids unique
     "oauth_client_id": _text_knob,
     "oauth_client_secret": _text_knob,
@@ -721,8 +789,8 @@ def max_in_window(times, window_s):
 
 
 class State:
-    def __init__(self, spec, token_file=None, log_path=None, seed=None, verbose=False, lean=False):
-        self.spec = spec
+    def __init__(self, specs, token_file=None, log_path=None, seed=None, verbose=False, lean=False):
+        self.specs = specs
         self.lean = lean  # --lean: no entries kept in memory, no body schema check
         self.token_file = token_file
         self.verbose = verbose
@@ -865,6 +933,10 @@ class State:
                 if isinstance(item, dict):
                     key = (str(item.get("externalEventId")), str(item.get("externalAccountId")))
                     self.known_events.setdefault(key, time.monotonic())
+
+    def served_date_versions(self):
+        with self.lock:
+            return self.global_knobs.get("api_versions", DEFAULT_DATE_VERSIONS)
 
     def global_bad_vids(self):
         with self.lock:
@@ -1417,6 +1489,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "raw_query": raw_query, "path": {}, "operation": None, "query": {}, "headers": {},
             "body": None, "spec_errors": [], "status": None, "correlation_id": None,
             "knobs": {}, "knob_source": None, "fault_kind": None, "limited": None, "rejected": None,
+            "api_version": None, "spec": None,
         }
         body_error = None
         try:
@@ -1467,7 +1540,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return answer_error(body_error.status, "VALIDATION_ERROR",
                                 "Invalid request body: %s" % body_error.message, close=True)
 
-        route, raw_params = state.spec.match(self.command, raw_path)
+        spec, entry["spec"], entry["api_version"], route, raw_params = \
+            state.specs.match(self.command, raw_path, state.served_date_versions())
         if route is None:
             problems.append(("route", raw_path, "no operation for %s in the spec" % self.command))
             return answer_error(404, "OBJECT_NOT_FOUND",
@@ -1497,7 +1571,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     continue
                 if len(query[name]) > 1:
                     problems.append(("query", name, "given %d times" % len(query[name])))
-                ptype = state.spec.resolve(schema).get("type") if isinstance(schema, dict) else None
+                ptype = spec.resolve(schema).get("type") if isinstance(schema, dict) else None
                 if ptype == "integer":
                     try:
                         value = int(value)
@@ -1506,11 +1580,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         continue
                 if ptype in ("string", "integer"):
                     sub = []
-                    state.spec.validate(schema, value, name, sub)
+                    spec.validate(schema, value, name, sub)
                     problems.extend(("query", w, m) for w, m in sub)
             elif where == "path" and name in params:
                 sub = []
-                state.spec.validate(schema, params[name], name, sub)
+                spec.validate(schema, params[name], name, sub)
                 problems.extend(("path", w, m) for w, m in sub)
 
         # FACTS.md: the documented values are lowercase register/attend/cancel;
@@ -1533,7 +1607,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 media = content.get("application/json") or next(iter(content.values()), None) or {}
                 if media.get("schema") is not None and not state.lean:
                     sub = []
-                    state.spec.validate(media["schema"], parsed, "", sub)
+                    spec.validate(media["schema"], parsed, "", sub)
                     problems.extend(("body", w or "(body)", m) for w, m in sub)
         elif parse_problem:
             problems.append(("body", "(body)", parse_problem))
@@ -2023,7 +2097,7 @@ def write_port_file(path, port):
 # Self test
 # --------------------------------------------------------------------------
 
-def self_test(spec_path):
+def self_test(spec_paths):
     import http.client
     tmpdir = tempfile.mkdtemp(prefix="mock_hubspot_selftest.")
     token_file = os.path.join(tmpdir, "token")
@@ -2031,7 +2105,7 @@ def self_test(spec_path):
     with open(token_file, "w") as fh:
         fh.write(token + "\n")
     log_path = os.path.join(tmpdir, "requests.jsonl")
-    state = State(Spec.load(spec_path), token_file=token_file, log_path=log_path, seed=1)
+    state = State(Specs.load(spec_paths), token_file=token_file, log_path=log_path, seed=1)
     server = make_server("127.0.0.1", 0, state)
     port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -2083,6 +2157,35 @@ def self_test(spec_path):
               and entry.get("headers", {}).get("authorization") == "Bearer <token>"
               and entry.get("status") == 204 and entry.get("correlation_id") == hdrs.get("x-hubspot-correlation-id")
               and hdrs.get("x-hubspot-ratelimit-max") == "190", entry)
+
+        # the date-versioned paths: 2026-09 and 2026-03 served, checked against the 2026-09 spec
+        for version in ("2026-09", "2026-03"):
+            status, _, body = call("POST", "/marketing/marketing-events/%s/events/evt-1/register/upsert"
+                                   "?externalAccountId=acct" % version, good)
+            entry = last_entry()
+            check("date version %s 204" % version, status == 204 and entry.get("spec_errors") == []
+                  and entry.get("api_version") == version and entry.get("spec") == "2026-09"
+                  and entry.get("operation", "").startswith("post-/marketing/marketing-events/2026-09/"),
+                  (status, entry))
+        check("v3 path checked by the v3 spec", call("POST", upsert_path("evt-1"), good)[0] == 204
+              and last_entry().get("api_version") == "v3" and last_entry().get("spec") == "v3", last_entry())
+        status, _, body = call("POST", "/marketing/marketing-events/2026-09/events/evt-1/register/upsert"
+                               "?externalAccountId=acct", {"inputs": [{"vid": "1"}]})
+        check("date version body checked", status == 400 and len(last_entry()["spec_errors"]) == 3,
+              last_entry().get("spec_errors"))
+        for version in ("2027-03", "2026-06", "v4"):
+            status, _, _ = call("POST", "/marketing/marketing-events/%s/events/evt-1/register/upsert"
+                                "?externalAccountId=acct" % version, good)
+            check("version %s not served: 404" % version, status == 404, status)
+        call("POST", "/__mock/config", {"api_versions": "2026-09,2027-03"})
+        status, _, _ = call("POST", "/marketing/marketing-events/2027-03/events/evt-1/register/upsert"
+                            "?externalAccountId=acct", good)
+        check("api_versions serves 2027-03", status == 204 and last_entry().get("api_version") == "2027-03",
+              (status, last_entry()))
+        status, _, _ = call("POST", "/marketing/marketing-events/2026-03/events/evt-1/register/upsert"
+                            "?externalAccountId=acct", good)
+        check("api_versions no longer serves 2026-03", status == 404, status)
+        call("POST", "/__mock/config", {})
 
         bad = {"inputs": [{"vid": "123", "interactionDateTime": 1700000000000, "properties": {}}]}
         status, hdrs, body = call("POST", upsert_path("evt-1"), bad)
@@ -2433,14 +2536,17 @@ def self_test(spec_path):
 # --------------------------------------------------------------------------
 
 def main(argv=None):
-    default_spec = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi",
-                                "marketing-events-v3.openapi.json")
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi")
+    default_specs = [os.path.join(here, "marketing-events-2026-09.openapi.json"),
+                     os.path.join(here, "marketing-events-v3.openapi.json")]
     ap = argparse.ArgumentParser(description="Mock HubSpot Marketing Events API for tests.")
     ap.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
     ap.add_argument("--port-file", help="write the bound port number here (atomically)")
     ap.add_argument("--token-file", help="file with the expected bearer token (re-read per request)")
-    ap.add_argument("--spec", default=default_spec, help="OpenAPI JSON (default: %(default)s)")
+    ap.add_argument("--spec", action="append",
+                    help="an OpenAPI JSON, one per API version; may be repeated "
+                         "(default: the 2026-09 and v3 specs in openapi/)")
     ap.add_argument("--log", help="append one JSON object per /marketing/ request (JSON Lines)")
     ap.add_argument("--seed", type=int, help="seed for fault-injection decisions")
     ap.add_argument("--verbose", action="store_true", help="log every request line to stderr")
@@ -2454,8 +2560,9 @@ def main(argv=None):
     ap.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     args = ap.parse_args(argv)
 
+    spec_paths = args.spec or default_specs
     if args.self_test:
-        return self_test(args.spec)
+        return self_test(spec_paths)
 
     if not is_loopback_host(args.host):
         print("mock_hubspot: refusing non-loopback host %r" % args.host, file=sys.stderr)
@@ -2464,12 +2571,12 @@ def main(argv=None):
         print("mock_hubspot: bad port %d" % args.port, file=sys.stderr)
         return 2
     try:
-        spec = Spec.load(args.spec)
-    except (OSError, ValueError) as exc:
-        print("mock_hubspot: cannot load spec %s: %s" % (args.spec, exc), file=sys.stderr)
+        specs = Specs.load(spec_paths)
+    except (OSError, ValueError, KeyError) as exc:
+        print("mock_hubspot: cannot load specs %s: %s" % (", ".join(spec_paths), exc), file=sys.stderr)
         return 2
     try:
-        state = State(spec, token_file=args.token_file, log_path=args.log, seed=args.seed, verbose=args.verbose,
+        state = State(specs, token_file=args.token_file, log_path=args.log, seed=args.seed, verbose=args.verbose,
                       lean=args.lean)
     except OSError as exc:
         print("mock_hubspot: cannot open log %s: %s" % (args.log, exc), file=sys.stderr)

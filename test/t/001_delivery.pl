@@ -28,7 +28,7 @@ ok(wait_until(sub { $node->safe_psql('postgres', "SELECT count(*) FROM hubspot_e
 my $reqs = mock_requests();
 is(scalar @$reqs, 1, 'one request for two contacts of one (event, state, account)');
 my $r = $reqs->[0];
-is($r->{raw_path}, '/marketing/v3/marketing-events/events/webinar-d1/attend/upsert', 'path');
+is($r->{raw_path}, '/marketing/marketing-events/2026-09/events/webinar-d1/attend/upsert', 'path');
 is_deeply($r->{query}, { externalAccountId => 'acme' }, 'query');
 is_deeply($r->{spec_errors}, [], 'the request matches the OpenAPI spec');
 is($r->{headers}{authorization}, 'Bearer <token>', 'bearer token');

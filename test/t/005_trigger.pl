@@ -36,7 +36,7 @@ app(q{INSERT INTO attendance (webinar, status, hubspot_vid, checked_in, extra)
 flush();
 my $reqs = mock_requests();
 is(scalar @$reqs, 1, 'two inserted rows: one request');
-is($reqs->[0]{raw_path}, '/marketing/v3/marketing-events/events/webinar-t/register/upsert', 'the registration');
+is($reqs->[0]{raw_path}, '/marketing/marketing-events/2026-09/events/webinar-t/register/upsert', 'the registration');
 is_deeply($reqs->[0]{query}, { externalAccountId => 'acme' }, 'the constant account id');
 is_deeply($reqs->[0]{body}{inputs}[0], { vid => 501, interactionDateTime => 1772384400000, properties => { source => 'landing' } },
 	'the row, mapped and normalised');

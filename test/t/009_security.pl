@@ -44,6 +44,7 @@ my %settings = (
 	'hubspot_events.rate_limit_interval_ms' => 'plain',
 	'hubspot_events.daily_reset_time' => 'plain',
 	'hubspot_events.endpoint' => 'plain',
+	'hubspot_events.api_version' => 'plain',   # a path segment from a fixed set of forms (checked)
 	'hubspot_events.oauth_client_id' => 'plain',
 	'hubspot_events.oauth_client_secret_file' => 'secret_file',
 	'hubspot_events.oauth_refresh_token_file' => 'secret_file',
@@ -81,6 +82,7 @@ my @functions = (
 	[ 'hubspot_events.wake()', 'operator', q{SELECT hubspot_events.wake()} ],
 	[ 'hubspot_events.flush(interval)', 'operator', q{SELECT hubspot_events.flush('1 s')} ],
 	[ 'hubspot_events.worker_info()', 'operator', q{SELECT * FROM hubspot_events.worker_info()} ],
+	[ 'hubspot_events.worker_api_version()', 'operator', q{SELECT hubspot_events.worker_api_version()} ],
 	[ 'hubspot_events.pause()', 'manage', q{SELECT hubspot_events.pause()} ],
 	[ 'hubspot_events.resume()', 'manage', q{SELECT hubspot_events.resume()} ],
 	[ 'hubspot_events.purge_sent(interval)', 'manage', q{SELECT hubspot_events.purge_sent('100 years')} ],
@@ -117,7 +119,7 @@ GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_event(text, text, jsonb
 my $ops_grants = q{
 GRANT USAGE ON SCHEMA hubspot_events TO ops;
 GRANT SELECT ON hubspot_events.failed_syncs, hubspot_events.status TO ops;
-GRANT EXECUTE ON FUNCTION hubspot_events.worker_info(),
+GRANT EXECUTE ON FUNCTION hubspot_events.worker_info(), hubspot_events.worker_api_version(),
                           hubspot_events.retry_failed(bigint[], boolean),
                           hubspot_events.wake(),
                           hubspot_events.flush(interval) TO ops;

@@ -53,7 +53,7 @@ q1(q{
 ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id = 'webinar-e2' AND status = 'sent'") eq '51' }),
 	'event and 50 registrations sent');
 $reqs = mock_requests();
-is($reqs->[0]{operation}, 'post-/marketing/v3/marketing-events/events/upsert_upsert', 'the first request is the event upsert');
+is($reqs->[0]{operation}, 'post-/marketing/marketing-events/2026-09/events/upsert_upsert', 'the first request is the event upsert');
 is(scalar(grep { $_->{operation} =~ /upsertByContactId$/ && $_->{seq} < $reqs->[0]{seq} } @$reqs), 0,
 	'no registration before the event');
 
@@ -82,8 +82,8 @@ ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE kind IN
 $reqs = mock_requests();
 is(scalar @$reqs, 3, 'three calls');
 my @m1 = map { $_->{raw_path} } grep { $_->{raw_path} =~ m{/webinar-m1/} } sort { $a->{seq} <=> $b->{seq} } @$reqs;
-is_deeply(\@m1, ['/marketing/v3/marketing-events/events/webinar-m1/complete',
-	'/marketing/v3/marketing-events/events/webinar-m1/cancel'], "one event's calls in commit order");
+is_deeply(\@m1, ['/marketing/marketing-events/2026-09/events/webinar-m1/complete',
+	'/marketing/marketing-events/2026-09/events/webinar-m1/cancel'], "one event's calls in commit order");
 my ($complete) = grep { $_->{raw_path} =~ /complete$/ } @$reqs;
 is_deeply($complete->{body}, { startDateTime => '2026-03-01T17:00:00.000Z', endDateTime => '2026-03-01T18:00:00.000Z' }, 'the complete body');
 is_deeply([ map { $_->{spec_errors} } @$reqs ], [ [], [], [] ], 'the calls match the OpenAPI spec');
@@ -117,12 +117,12 @@ q1(q{
 ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id = 'webinar-t1' AND status = 'sent'") eq '3' }),
 	'trigger rows sent');
 $reqs = [ sort { $a->{seq} <=> $b->{seq} } @{ mock_requests() } ];
-is($reqs->[0]{raw_path}, '/marketing/v3/marketing-events/events/upsert', 'the event first');
+is($reqs->[0]{raw_path}, '/marketing/marketing-events/2026-09/events/upsert', 'the event first');
 # the cancel waits for the event's upsert, not for its registrations: those
 # two may arrive in either order
 is_deeply([ sort map { $_->{raw_path} } @$reqs[1 .. $#$reqs] ],
-	['/marketing/v3/marketing-events/events/webinar-t1/cancel',
-	 '/marketing/v3/marketing-events/events/webinar-t1/register/upsert'],
+	['/marketing/marketing-events/2026-09/events/webinar-t1/cancel',
+	 '/marketing/marketing-events/2026-09/events/webinar-t1/register/upsert'],
 	'then the registration and the cancel');
 
 $node->stop;

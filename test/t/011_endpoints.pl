@@ -57,8 +57,8 @@ q1(q{SELECT hubspot_events.resume()});
 ok(wait_until(sub { sent_of('webinar-x3') eq '5' }), 'five rows done');
 $reqs = mock_requests();
 is_deeply([ sort map { $_->{raw_path} } @$reqs ],
-	['/marketing/v3/marketing-events/attendance/webinar-x3/attend/create',
-	 '/marketing/v3/marketing-events/attendance/webinar-x3/attend/email-create'], 'create and email-create');
+	['/marketing/marketing-events/2026-09/attendance/webinar-x3/attend/create',
+	 '/marketing/marketing-events/2026-09/attendance/webinar-x3/attend/email-create'], 'create and email-create');
 is_deeply([ map { $_->{spec_errors} } @$reqs ], [ [], [] ], 'both match the OpenAPI spec');
 my ($create) = grep { $_->{raw_path} =~ m{/create$} } @$reqs;
 is_deeply($create->{body}{inputs}[0]{properties}, { joinedAt => '2026-03-01T17:00:00.000Z', leftAt => '2026-03-01T17:45:00.000Z' },

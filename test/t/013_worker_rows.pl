@@ -123,11 +123,11 @@ is_deeply([ sort { $a <=> $b } mock_vids('webinar-good') ], [ 101, 102, 103, 104
 is_deeply([ mock_vids('a/../b c') ], [ 105 ], 'and the good contact of an event id that needs escaping');
 my $reqs = mock_requests();
 my %expected = map { $_ => 1 } (
-	'/marketing/v3/marketing-events/events/webinar-good/attend/upsert',
-	'/marketing/v3/marketing-events/events/webinar-good/register/upsert',
-	'/marketing/v3/marketing-events/events/a%2F..%2Fb%20c/cancel/upsert',
-	'/marketing/v3/marketing-events/events/upsert',
-	'/marketing/v3/marketing-events/events/webinar-ev/complete');
+	'/marketing/marketing-events/2026-09/events/webinar-good/attend/upsert',
+	'/marketing/marketing-events/2026-09/events/webinar-good/register/upsert',
+	'/marketing/marketing-events/2026-09/events/a%2F..%2Fb%20c/cancel/upsert',
+	'/marketing/marketing-events/2026-09/events/upsert',
+	'/marketing/marketing-events/2026-09/events/webinar-ev/complete');
 is_deeply([ grep { !$expected{$_} } map { $_->{raw_path} } @$reqs ], [], 'no request reached any other path');
 is_deeply({ map { $_->{raw_path} => 1 } @$reqs }, \%expected, 'each expected path was requested');
 is_deeply([ map { $_->{spec_errors} } @$reqs ], [ map { [] } @$reqs ], 'every request matches the OpenAPI spec');

@@ -36,8 +36,8 @@ q1(q{
 q1(q{INSERT INTO att_char VALUES (1, 'evt-char', 'acme', 'register', '0001601', 'Ann@Example.com')});
 flush();
 is_deeply([ sort @{ requests() } ],
-	[ 'register:/marketing/v3/marketing-events/events/evt-char/register/email-upsert?acme:Ann@Example.com',
-	  'register:/marketing/v3/marketing-events/events/evt-char/register/upsert?acme:1601' ],
+	[ 'register:/marketing/marketing-events/2026-09/events/evt-char/register/email-upsert?acme:Ann@Example.com',
+	  'register:/marketing/marketing-events/2026-09/events/evt-char/register/upsert?acme:1601' ],
 	'char(n) event id, account and state sent without padding; the char(n) vid and email are sent');
 is(q1("SELECT count(*) FROM hubspot_events.failed_syncs WHERE source = 'public.att_char'"), '0',
 	'no char(n) row is recorded invalid');
@@ -56,18 +56,18 @@ flush('the registrations are sent');
 mock_reset();
 q1(q{UPDATE att_moved SET state = 'attend' WHERE id = 1});
 flush();
-is_deeply(requests(), [ 'attend:/marketing/v3/marketing-events/events/evt-moved/attend/upsert?acme:1701' ],
+is_deeply(requests(), [ 'attend:/marketing/marketing-events/2026-09/events/evt-moved/attend/upsert?acme:1701' ],
 	'a row moved to another partition: its new state is sent, no cancel');
 mock_reset();
 q1(q{BEGIN; DELETE FROM att_moved WHERE id = 2;
 	INSERT INTO att_moved VALUES (2, 'evt-moved', 'attend', 1702); COMMIT;});
 flush();
-is_deeply(requests(), [ 'attend:/marketing/v3/marketing-events/events/evt-moved/attend/upsert?acme:1702' ],
+is_deeply(requests(), [ 'attend:/marketing/marketing-events/2026-09/events/evt-moved/attend/upsert?acme:1702' ],
 	'a row deleted and inserted again in one transaction: no cancel');
 mock_reset();
 q1(q{DELETE FROM att_moved WHERE id = 2});
 flush();
-is_deeply(requests(), [ 'cancel:/marketing/v3/marketing-events/events/evt-moved/cancel/upsert?acme:1702' ],
+is_deeply(requests(), [ 'cancel:/marketing/marketing-events/2026-09/events/evt-moved/cancel/upsert?acme:1702' ],
 	'a delete alone still sends its cancel');
 
 $node->stop;
