@@ -15,11 +15,16 @@ CREATE EXTENSION hubspot_events;
 -- every object is in the fixed schema hubspot_events
 SELECT extname, extversion, extrelocatable, extnamespace::regnamespace
   FROM pg_extension WHERE extname = 'hubspot_events';
-SELECT pg_describe_object(classid, objid, 0) AS member
-  FROM pg_depend
- WHERE refclassid = 'pg_extension'::regclass
-   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events')
-   AND deptype = 'e'
+-- (the row types of its tables and views are listed as members too in
+-- newer PostgreSQL, 18 here: they come with their relations, and are left out)
+SELECT pg_describe_object(d.classid, d.objid, 0) AS member
+  FROM pg_depend d
+ WHERE d.refclassid = 'pg_extension'::regclass
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'hubspot_events')
+   AND d.deptype = 'e'
+   AND NOT EXISTS (SELECT 1 FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem
+                    WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                      AND (t.typrelid <> 0 OR e.typrelid <> 0))
  ORDER BY 1;
 -- the schema is fixed: the extension cannot be moved
 CREATE SCHEMA elsewhere;

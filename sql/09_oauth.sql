@@ -26,8 +26,21 @@ SELECT count(*) AS oauth_lines_in_auto_conf
 -- and no other role may change any of them
 CREATE ROLE hs_oauth_reader;
 SET ROLE hs_oauth_reader;
-SHOW hubspot_events.oauth_client_secret_file;
-SHOW hubspot_events.oauth_refresh_token_file;
+-- (the SQLSTATE: PostgreSQL's message for it changed in 16)
+DO $$
+DECLARE
+  setting text;
+BEGIN
+  FOREACH setting IN ARRAY ARRAY['hubspot_events.oauth_client_secret_file', 'hubspot_events.oauth_refresh_token_file']
+  LOOP
+    BEGIN
+      PERFORM pg_catalog.current_setting(setting);
+      RAISE WARNING '% is visible', setting;
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE WARNING '% is hidden: %', setting, SQLSTATE;
+    END;
+  END LOOP;
+END $$;
 SHOW hubspot_events.oauth_client_id;
 SHOW hubspot_events.oauth_token_url;
 SELECT name FROM pg_settings WHERE name LIKE 'hubspot\_events.oauth%' ORDER BY name;

@@ -248,11 +248,12 @@ json_number_fits(const char *token)
 }
 
 /* pg_parse_json's scalar callback: notes a number numeric cannot hold */
-static void
+static HS_JSON_ACTION
 check_answer_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	if (tokentype == JSON_TOKEN_NUMBER && !json_number_fits(token))
 		*(bool *) state = false;
+	HS_JSON_ACTION_DONE;
 }
 
 /*
@@ -284,7 +285,7 @@ hs_body_to_jsonb(const char *body, size_t len)
 		bool		numbers_fit = true;
 
 		copy = pnstrdup(body, len);
-		lex = makeJsonLexContextCstringLen(copy, len, GetDatabaseEncoding(), true);
+		lex = hs_json_lexer(copy, len, GetDatabaseEncoding());
 		sem.semstate = &numbers_fit;
 		sem.scalar = check_answer_scalar;
 		if (pg_parse_json(lex, &sem) == JSON_SUCCESS && numbers_fit)

@@ -144,7 +144,7 @@ writer_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 {
 	if (writer.open)
 	{
-		if (writer.lxid == MyProc->lxid)
+		if (writer.lxid == HS_MY_LXID)
 			writer_close();
 		else
 			writer.open = false;
@@ -347,7 +347,7 @@ writer_open(Oid relid)
 			writer.relid = relid;
 			writer.owner = rel->rd_rel->relowner;
 			desc = RelationGetDescr(rel);
-			writer.seqoid = getIdentitySequence(relid, writer.attnum[OC_ID], false);
+			writer.seqoid = hs_identity_sequence(rel, writer.attnum[OC_ID]);
 			writer.estate = CreateExecutorState();
 			MemoryContextSwitchTo(writer.estate->es_query_cxt);
 			writer.rri = makeNode(ResultRelInfo);
@@ -355,7 +355,7 @@ writer_open(Oid relid)
 			InitResultRelInfo(writer.rri, rel, 0, NULL, 0);
 			ExecOpenIndices(writer.rri, false);
 			writer.slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
-			writer.lxid = MyProc->lxid;
+			writer.lxid = HS_MY_LXID;
 			writer.open = true;
 		}
 	}
@@ -384,7 +384,7 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 	Oid			save_userid;
 	int			save_sec_context;
 
-	if (writer.open && writer.lxid != MyProc->lxid)
+	if (writer.open && writer.lxid != HS_MY_LXID)
 		writer.open = false;	/* left by an ended transaction: its resources are gone */
 	if (writer.open && writer.stale)
 		writer_close();
@@ -447,7 +447,7 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 	if (desc->constr != NULL)
 		ExecConstraints(writer.rri, writer.slot, writer.estate);
 	table_tuple_insert(writer.rel, writer.slot, GetCurrentCommandId(true), 0, NULL);
-	(void) ExecInsertIndexTuples(writer.rri, writer.slot, writer.estate, false, false, NULL, NIL);
+	(void) hs_insert_index_tuples(writer.rri, writer.slot, writer.estate);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	ExecClearTuple(writer.slot);
 	MemoryContextSwitchTo(oldcxt);

@@ -30,6 +30,7 @@
 #define HUBSPOT_EVENTS_H
 
 #include "postgres.h"
+#include "pg_compat.h"
 
 #include <sys/stat.h>
 
@@ -253,18 +254,18 @@ extern void hs_check_trigger_type(struct RelationData *rel, const struct Trigger
 								  const char *fname);
 extern char *hs_trigger_split_argument(const char *arg, const char *tgname, const char *table,
 									   const char **value, bool *is_const);
-extern void hs_trigger_key_twice(const char *key, const char *arg, const char *tgname,
-								 const char *table) pg_attribute_noreturn();
+pg_noreturn extern void hs_trigger_key_twice(const char *key, const char *arg, const char *tgname,
+								 const char *table);
 extern AttrNumber hs_trigger_column(TupleDesc desc, const char *value, const char *arg,
 									const char *tgname, const char *table);
-extern void hs_trigger_key_missing(const char *key, const char *tgname,
-								   const char *table) pg_attribute_noreturn();
+pg_noreturn extern void hs_trigger_key_missing(const char *key, const char *tgname,
+								   const char *table);
 extern bool hs_column_changed(AttrNumber attnum, bool typbyval, int16 typlen,
 							  HeapTupleData *oldtup, HeapTupleData *newtup, TupleDesc desc);
-extern void hs_trigger_syntax_error(const char *arg, const char *tgname,
-									const char *table, const char *detail) pg_attribute_noreturn();
-extern void hs_trigger_value_error(const char *arg, const char *tgname,
-								   const char *table, const char *detail) pg_attribute_noreturn();
+pg_noreturn extern void hs_trigger_syntax_error(const char *arg, const char *tgname,
+									const char *table, const char *detail);
+pg_noreturn extern void hs_trigger_value_error(const char *arg, const char *tgname,
+								   const char *table, const char *detail);
 
 /* trigger.c and trigger_event.c, for ddl_guard.c: throw when a trigger's arguments no longer resolve */
 extern void hs_sync_attendance_check(struct RelationData *rel, const struct Trigger *trigger);
@@ -563,7 +564,7 @@ extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 /* ---- answer.c ---- */
 extern int	hs_sqlstate_for_answer(long http_status, const HsErrorBody *err);
 extern bool hs_answer_is_expired_token(const HsHttpResult *res);
-extern void hs_report_http_failure(const HsHttpResult *res,
-								   const char *progress_detail) pg_attribute_noreturn();
+pg_noreturn extern void hs_report_http_failure(const HsHttpResult *res,
+								   const char *progress_detail);
 
 #endif							/* HUBSPOT_EVENTS_H */

@@ -170,7 +170,7 @@ hs_order_lock(const HsOutboxRow *row)
 		RegisterXactCallback(order_lock_xact_callback, NULL);
 		callback_registered = true;
 	}
-	if (state.lxid != MyProc->lxid || state.keys == NULL)
+	if (state.lxid != HS_MY_LXID || state.keys == NULL)
 	{
 		HASHCTL		ctl;
 
@@ -181,7 +181,7 @@ hs_order_lock(const HsOutboxRow *row)
 		ctl.hcxt = TopTransactionContext;
 		state.keys = hash_create("hubspot_events order locks", 64, &ctl,
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		state.lxid = MyProc->lxid;
+		state.lxid = HS_MY_LXID;
 	}
 
 	h = row_key_hash(row);

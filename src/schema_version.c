@@ -57,7 +57,7 @@ version_number(const char *v)
 static int
 installed_version(const char **vtext)
 {
-	if (cached_lxid != MyProc->lxid || cached_lxid == InvalidLocalTransactionId)
+	if (cached_lxid != HS_MY_LXID || cached_lxid == InvalidLocalTransactionId)
 	{
 		Relation	rel;
 		ScanKeyData key;
@@ -88,7 +88,7 @@ installed_version(const char **vtext)
 		}
 		systable_endscan(scan);
 		table_close(rel, AccessShareLock);
-		cached_lxid = MyProc->lxid;
+		cached_lxid = HS_MY_LXID;
 	}
 	*vtext = cached_text;
 	return cached_version;

@@ -338,7 +338,7 @@ static void
 own_cancels_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg)
 {
-	if (event != SUBXACT_EVENT_ABORT_SUB || own_cancels.lxid != MyProc->lxid)
+	if (event != SUBXACT_EVENT_ABORT_SUB || own_cancels.lxid != HS_MY_LXID)
 		return;
 	/* the deletes this subtransaction (or a child of it) made are undone */
 	while (own_cancels.dropped != NIL)
@@ -412,7 +412,7 @@ hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id)
 		RegisterSubXactCallback(own_cancels_subxact_callback, NULL);
 		callbacks_registered = true;
 	}
-	if (own_cancels.lxid != MyProc->lxid || own_cancels.by_key == NULL)
+	if (own_cancels.lxid != HS_MY_LXID || own_cancels.by_key == NULL)
 	{
 		HASHCTL		ctl;
 
@@ -422,7 +422,7 @@ hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id)
 		ctl.hcxt = TopTransactionContext;
 		own_cancels.by_key = hash_create("hubspot_events cancels written", 64, &ctl,
 										 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		own_cancels.lxid = MyProc->lxid;
+		own_cancels.lxid = HS_MY_LXID;
 	}
 	if (own_cancels.count >= (int64) work_mem * 1024 / 64)
 		return;
@@ -453,7 +453,7 @@ hs_trigger_drop_own_cancels(Oid root_relid, const HsOutboxRow *row)
 	OwnCancelKey *entry;
 	HsOutboxRow cancel;
 
-	if (own_cancels.lxid != MyProc->lxid || own_cancels.by_key == NULL)
+	if (own_cancels.lxid != HS_MY_LXID || own_cancels.by_key == NULL)
 		return;
 	if (row->error_message != NULL)
 		return;					/* an invalid row is not sent: the cancel stays the last word */
@@ -637,8 +637,7 @@ check_constant(ValueKey key, const char *text, Jsonb **jsonb_out)
 	{
 		JsonLexContext *lex;
 
-		lex = makeJsonLexContextCstringLen(unconstify(char *, text), strlen(text),
-										   GetDatabaseEncoding(), true);
+		lex = hs_json_lexer(text, strlen(text), GetDatabaseEncoding());
 		if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 			return pstrdup("properties is not valid JSON");
 		*jsonb_out = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
@@ -1581,7 +1580,7 @@ hubspot_backfill_batch_by_key(PG_FUNCTION_ARGS)
 	Datum	   *last = NULL;
 
 	backfill_setup(fcinfo, &b);
-	pkoid = RelationGetPrimaryKeyIndex(b.rel);
+	pkoid = hs_primary_key_index(b.rel);
 	if (!OidIsValid(pkoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -1624,7 +1623,7 @@ hubspot_backfill_batch_by_key(PG_FUNCTION_ARGS)
 
 	snapshot = RegisterSnapshot(GetActiveSnapshot());
 	slot = table_slot_create(b.rel, NULL);
-	scan = index_beginscan(b.rel, idx, snapshot, after ? 1 : 0, 0);
+	scan = hs_index_beginscan(b.rel, idx, snapshot, after ? 1 : 0, 0);
 	if (after)
 	{
 		/* from the first key column's value on (>=); the rest is skipped below */

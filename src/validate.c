@@ -324,7 +324,7 @@ hs_parse_timestamptz_ms(const char *str, int64 *ms, char **reason)
 		dterr = ParseDateTime(str, workbuf, sizeof(workbuf),
 							  field, ftype, MAXDATEFIELDS, &nf);
 		if (dterr == 0)
-			dterr = DecodeDateTime(field, ftype, nf, &dtype, tm, &fsec, &tz);
+			dterr = hs_decode_date_time(field, ftype, nf, &dtype, tm, &fsec, &tz, str);
 	}
 	PG_CATCH();
 	{

@@ -286,9 +286,9 @@ custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms, bool se
 	}
 	else
 	{
-		int			count = JsonContainerSize(val->val.binary.data);
+		int			nelems = JsonContainerSize(val->val.binary.data);
 
-		for (int i = 0; i < count; i++)
+		for (int i = 0; i < nelems; i++)
 		{
 			JsonbValue *elem = getIthJsonbValueFromContainer(val->val.binary.data, i);
 			JsonbValue *name;

@@ -140,44 +140,84 @@ hs_cleanup() {
     exit "$rc"
 }
 
-# ---- the AddressSanitizer pass ----
-# Debian's postgres binary cannot load an ASan build (preloading libasan
-# deadlocks it in bindtextdomain at startup), so the ASan pass runs the suite
-# against PostgreSQL 15 built from Debian's own source package with
-# -fsanitize=address, installed in HS_ASAN_PREFIX (built once, then reused).
-HS_ASAN_PREFIX=/opt/hubspot_events-pg15-asan
+# ---- PostgreSQL servers built from Debian's source packages ----
+# Debian 12 ships PostgreSQL 15 only.  The other tested versions, and the
+# AddressSanitizer pass (Debian's postgres binary cannot load an ASan build:
+# preloading libasan deadlocks it in bindtextdomain at startup), use servers
+# built here from Debian's own source packages, each once into its own prefix
+# under /opt and reused by later runs.  The source comes through a private
+# sources list and apt state directory: the machine's own apt sources are
+# never changed, and no other suite's binary package is installed.
 
-hs_build_asan_pg() {
-    # .complete-icu: built with ICU, as Debian's server is (the tests create an ICU database);
-    # an older build without it is built again
-    [ -x "$HS_ASAN_PREFIX/bin/postgres" ] && [ -f "$HS_ASAN_PREFIX/.complete-icu" ] && return 0
-    rm -rf "$HS_ASAN_PREFIX"
-    hs_log "building PostgreSQL 15 from Debian's source package under AddressSanitizer (once; a few minutes)"
+# The Debian archive the machine's own apt sources name (bookworm's).
+hs_debian_archive_uri() {
+    local uri=""
+    uri="$(awk '/^URIs:/ { u = $2 } /^Suites:/ && / bookworm( |$)/ && u != "" { print u; exit }' \
+            /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
+    [ -n "$uri" ] || uri="$(sed -n 's/^deb \(\[[^]]*\] \)\?\([^ ]*\) bookworm .*/\2/p' /etc/apt/sources.list 2>/dev/null | head -1)"
+    [ -n "$uri" ] || hs_die "cannot find the Debian archive in the machine's apt sources"
+    printf '%s\n' "$uri"
+}
+
+# hs_fetch_pg_source VERSION SUITE DIR: download the upstream tarball of
+# Debian's source package postgresql-VERSION in SUITE into DIR; prints its path.
+hs_fetch_pg_source() {
+    local v="$1" suite="$2" dir="$3" apt="$3/apt"
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
+    printf 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
+        "$(hs_debian_archive_uri)" "$suite" > "$apt/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+                -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o APT::Sandbox::User=root)
+    apt-get "${opts[@]}" update -qq >/dev/null 2>&1 || true
+    ( cd "$dir" && apt-get "${opts[@]}" source -qq --download-only "postgresql-$v/$suite" >/dev/null 2>&1 ) || true
+    ls "$dir"/postgresql-"$v"_*.orig.tar.* 2>/dev/null | head -1
+}
+
+# Where each tested version comes from: Debian 12's own packages, or the
+# suite whose source package is built.  (16 is in none of the suites the
+# archive serves; 17's and 19's source files are listed by trixie and
+# experimental but not served here: see README.)
+declare -A HS_PG_SUITE=([18]=sid)
+HS_PG_DEBIAN=15                 # Debian 12's own server
+HS_PG_NEWEST=18                 # the newest tested: the AddressSanitizer pass runs on it
+
+# The prefix of a built server: hs_pg_prefix VERSION [asan]
+hs_pg_prefix() { local a="${2:-}"; echo "/opt/hubspot_events-pg$1${a:+-$a}"; }
+
+# hs_build_pg VERSION [asan]: build (once) PostgreSQL VERSION from Debian's
+# source package: the server, pg_regress, the isolation tester, the TAP
+# modules and dblink (08_upgrade), with ICU as Debian builds it (a test
+# creates an ICU database); with "asan", under AddressSanitizer.
+hs_build_pg() {
+    local v="$1" asan="${2:-}" prefix; prefix="$(hs_pg_prefix "$1" "${2:-}")"
+    local marker="$prefix/.complete"
+    [ -x "$prefix/bin/postgres" ] && [ -f "$marker" ] && return 0
+    local suite="${HS_PG_SUITE[$v]:-}"
+    [ "$v" = "$HS_PG_DEBIAN" ] && suite=bookworm
+    [ -n "$suite" ] || hs_die "no Debian suite is known to have the source of PostgreSQL $v"
+    rm -rf "$prefix"
+    hs_log "building PostgreSQL $v from Debian's source package ($suite)${asan:+ under AddressSanitizer} into $prefix (once; a few minutes)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq bison flex bzip2 perl make gcc libicu-dev pkg-config >/dev/null
+    apt-get install -y -qq bison flex bzip2 perl make gcc libicu-dev pkg-config libipc-run-perl >/dev/null
     local src; src="$(mktemp -d /tmp/hs-pg-src.XXXXXX)"
-    local list=/etc/apt/sources.list.d/hubspot-events-deb-src.sources
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > "$list"
-    apt-get update -qq >/dev/null 2>&1 || true
-    ( cd "$src" && apt-get source -qq --download-only postgresql-15 >/dev/null 2>&1 ) || true
-    rm -f "$list"
-    apt-get update -qq >/dev/null 2>&1 || true
-    local tarball; tarball="$(ls "$src"/postgresql-15_*.orig.tar.* 2>/dev/null | head -1)"
-    [ -n "$tarball" ] || hs_die "could not download Debian's postgresql-15 source package"
+    local tarball; tarball="$(hs_fetch_pg_source "$v" "$suite" "$src")"
+    [ -n "$tarball" ] || hs_die "could not download Debian's postgresql-$v source package from $suite"
     tar -C "$src" -xf "$tarball"
-    local dir; dir="$(ls -d "$src"/postgresql-15*/ | head -1)"
+    local dir; dir="$(ls -d "$src"/postgresql-"$v"*/ | head -1)"
+    local cflags="-O2 -g" ldflags=""
+    [ -n "$asan" ] && cflags="-O1 -g -fsanitize=address -fno-omit-frame-pointer" && ldflags="-fsanitize=address"
     (
         cd "$dir"
-        ./configure --prefix="$HS_ASAN_PREFIX" --enable-tap-tests --enable-debug \
+        ./configure --prefix="$prefix" --enable-tap-tests --enable-debug \
             --without-readline --with-icu --without-zlib \
-            CFLAGS="-O1 -g -fsanitize=address -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address" >/dev/null
+            CFLAGS="$cflags" LDFLAGS="$ldflags" >/dev/null
         export ASAN_OPTIONS=detect_leaks=0
         make -s -j"$(( $(nproc) + 1 ))" >/dev/null 2>&1
         make -s install >/dev/null
         for d in contrib/dblink src/test/regress src/test/isolation src/test/perl; do
             make -s -C "$d" install >/dev/null 2>&1
         done
-    ) || hs_die "the AddressSanitizer build of PostgreSQL failed"
-    touch "$HS_ASAN_PREFIX/.complete-icu"
+    ) || hs_die "the build of PostgreSQL $v${asan:+ under AddressSanitizer} failed"
+    touch "$marker"
     rm -rf "$src"
 }

@@ -4,42 +4,54 @@
 # Installs missing packages, builds (warnings are errors) and installs the
 # extension, starts the mock HubSpot and a throwaway cluster as the
 # "postgres" OS user, runs every test, stops everything, and exits non-zero
-# on any failure.  It does so twice: against Debian's PostgreSQL, then under
-# AddressSanitizer (HS_ASAN=0 skips that pass).  HS_KEEP=1 keeps the work folder for inspection.
+# on any failure.  It does so once per tested PostgreSQL version (15:
+# Debian's server; 18: built from Debian's source package, see lib.sh), then
+# once more on the newest under AddressSanitizer, then builds and tests the
+# Debian package.  HS_VERSIONS="15" picks versions, HS_ASAN=0 skips the
+# AddressSanitizer pass, HS_PACKAGE=0 the package test; HS_KEEP=1 keeps the
+# work folders for inspection.
 source "$(dirname "$0")/lib.sh"
 
 hs_require_root
 hs_install_packages
 
-# Two passes: the suite against Debian's PostgreSQL, then once more against
-# PostgreSQL built under AddressSanitizer with the extension built the same
-# way, where any ASan report fails the run.  HS_ASAN=0 skips the second.
 if [ -z "${HS_PASS:-}" ]; then
     total_p=0; total_f=0
-    summary() { sed -n 's/^hubspot_events tests: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$1" | tail -1; }
-    out1="$(mktemp)"
-    set +e; HS_PASS=debian bash "$0" 2>&1 | tee "$out1"; set -e
-    read -r p f <<< "$(summary "$out1")"
-    total_p=$((total_p + ${p:-0})); total_f=$((total_f + ${f:-1}))
-    if [ "${HS_ASAN:-1}" != 0 ]; then
-        hs_build_asan_pg
-        reports="$(mktemp -d /tmp/hs-asan-reports.XXXXXX)"; chmod 777 "$reports"
-        out2="$(mktemp)"
-        set +e
-        HS_PASS=asan PG_CONFIG="$HS_ASAN_PREFIX/bin/pg_config" \
-            ASAN_OPTIONS="detect_leaks=0:log_path=$reports/report:abort_on_error=0" \
-            bash "$0" 2>&1 | tee "$out2"
-        set -e
-        read -r p f <<< "$(summary "$out2")"
+    started=$SECONDS
+    summary() { sed -n 's/^\(hubspot_events\|hubspot_events package\|meta_json\)\( tests\)\?: \([0-9]*\) passed, \([0-9]*\) failed$/\3 \4/p' "$1" | tail -1; }
+    # one pass: its output, counted; a pass that printed no summary counts as a failure
+    run_pass() {
+        local name="$1"; shift
+        local out; out="$(mktemp)"
+        local t0=$SECONDS
+        set +e; "$@" 2>&1 | tee "$out"; set -e
+        read -r p f <<< "$(summary "$out")"
         total_p=$((total_p + ${p:-0})); total_f=$((total_f + ${f:-1}))
+        hs_log "pass $name: ${p:-0} passed, ${f:-no summary: 1} failed, $((SECONDS - t0)) s"
+        rm -f "$out"
+    }
+    for v in ${HS_VERSIONS:-$HS_PG_DEBIAN $HS_PG_NEWEST}; do
+        if [ "$v" = "$HS_PG_DEBIAN" ]; then
+            run_pass "pg$v" env HS_PASS="pg$v" bash "$0"
+        else
+            hs_build_pg "$v"
+            run_pass "pg$v" env HS_PASS="pg$v" PG_CONFIG="$(hs_pg_prefix "$v")/bin/pg_config" bash "$0"
+        fi
+    done
+    if [ "${HS_ASAN:-1}" != 0 ]; then
+        v="$HS_PG_NEWEST"
+        hs_build_pg "$v" asan
+        reports="$(mktemp -d /tmp/hs-asan-reports.XXXXXX)"; chmod 777 "$reports"
+        run_pass "pg$v-asan" env HS_PASS="pg$v-asan" PG_CONFIG="$(hs_pg_prefix "$v" asan)/bin/pg_config" \
+            ASAN_OPTIONS="detect_leaks=0:log_path=$reports/report:abort_on_error=0" bash "$0"
         if grep -ls "ERROR: AddressSanitizer" "$reports"/* >/dev/null 2>&1; then
             hs_log "FAILED: AddressSanitizer reports:"; cat "$reports"/* >&2; total_f=$((total_f + 1))
         else
             hs_log "AddressSanitizer: no report"; total_p=$((total_p + 1))
         fi
-        rm -rf "$reports" "$out2"
+        rm -rf "$reports"
     fi
-    rm -f "$out1"
+    hs_log "all passes took $((SECONDS - started)) s"
     echo "hubspot_events, all passes: $total_p passed, $total_f failed"
     [ "$total_f" -eq 0 ]
     exit
@@ -60,8 +72,9 @@ failed=0
 # counted as failed.
 count_regress() {
     local out="$1" diffs="$2" expected="$3" what="$4" p f
-    p=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+ok' "$out" || true)
-    f=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+FAILED' "$out" || true)
+    # PostgreSQL 15's form ("test x ... ok"), and 16's on ("ok 1 - x", "not ok 2 - x")
+    p=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+ok|^ok [0-9]+ ' "$out" || true)
+    f=$(grep -cE '^\s*(test\s+|permutation\s+)?\S+\s+\.\.\.\s+FAILED|^not ok [0-9]+ ' "$out" || true)
     passed=$((passed + p)); failed=$((failed + f))
     if [ -s "$diffs" ]; then
         hs_log "differences:"; cat "$diffs"
