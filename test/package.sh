@@ -124,7 +124,7 @@ else
 fi
 
 # ---- lintian ----
-hs_log "lintian $(basename "${changes:-$deb}")"
+hs_log "lintian $(basename "${changes:-$deb}") (the .debs and the .buildinfo it lists)"
 lintian_out="$HS_PKG_BUILD/lintian.out"
 set +e
 lintian --fail-on none "${changes:-$deb}" > "$lintian_out" 2>&1
