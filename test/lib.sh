@@ -39,11 +39,17 @@ hs_pg_config() { echo "${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"; }
 
 # Build warning-free (warnings are errors) and install.  Runs from several
 # checkouts on one machine take turns: the install is machine-wide, per
-# PostgreSQL installation (one lock per pg_config).
-hs_build_install() {
+# PostgreSQL installation (one lock per pg_config, on fd 9, held until the
+# process exits: hs_install_lock).
+hs_install_lock() {
     local pgc; pgc="$(hs_pg_config)"
     exec 9>"/tmp/hubspot_events.install.$(printf '%s' "$pgc" | md5sum | cut -c1-12).lock"
     flock 9
+}
+
+hs_build_install() {
+    local pgc; pgc="$(hs_pg_config)"
+    hs_install_lock
     hs_log "building and installing hubspot_events"
     make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror clean >/dev/null
     make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror >/dev/null

@@ -174,11 +174,7 @@ else
 fi
 
 # ---- install (under the machine-wide install lock, until the end) ----
-exec 9>"/tmp/hubspot_events.install.$(printf '%s' "$PG_CONFIG" | md5sum | cut -c1-12).lock"
-if ! flock -n 9; then
-    hs_log "waiting for the install lock (another checkout is installing or testing)"
-    flock 9
-fi
+hs_install_lock
 if dpkg-query -W -f='${Status}' "$HS_PKG_NAME" 2>/dev/null | grep -q "install ok installed"; then
     fail "$HS_PKG_NAME is installed already; this test installs and removes its own build (dpkg -r $HS_PKG_NAME first)"
     summary

@@ -51,6 +51,10 @@ if [ -z "${HS_PASS:-}" ]; then
         fi
         rm -rf "$reports"
     fi
+    if [ "${HS_PACKAGE:-1}" != 0 ]; then
+        run_pass package bash "$HS_SRC/test/package.sh"
+    fi
+    run_pass META.json /usr/bin/python3 "$HS_SRC/test/meta_json.py"
     hs_log "all passes took $((SECONDS - started)) s"
     echo "hubspot_events, all passes: $total_p passed, $total_f failed"
     [ "$total_f" -eq 0 ]
@@ -135,6 +139,7 @@ as_pg env HS_MOCK_URL="$HS_MOCK_URL" HS_TOKEN_FILE="$HS_WORK/token" \
     HS_OAUTH_SECRET="$HS_OAUTH_SECRET" HS_OAUTH_REFRESH="$HS_OAUTH_REFRESH" \
     PATH="$HS_BINDIR:$PATH" PG_REGRESS="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
     PERL5LIB="$("$(hs_pg_config)" --pkglibdir)/pgxs/src/test/perl" TESTDIR="$HS_WORK/tap" \
+    TESTDATADIR="$HS_WORK/tap/tmp_check" TESTLOGDIR="$HS_WORK/tap/tmp_check/log" \
     prove -v --timer $tap_tests > "$HS_WORK/tap.out" 2>&1
 tap_rc=$?
 set -e
