@@ -129,6 +129,8 @@ GRANT EXECUTE ON FUNCTION hubspot_events.pause(), hubspot_events.resume(),
                           hubspot_events.purge_sent(interval),
                           hubspot_events.purge_failed(interval) TO ops;
 };
+# PostgreSQL's refusal to show a GUC_SUPERUSER_ONLY setting (its words changed in 16)
+my $hidden_setting = qr/must be superuser or have privileges of pg_read_all_settings to examine|permission denied to examine/;
 my $cannot_set = qr/permission denied to set parameter|cannot be changed now|cannot be set|must be superuser/;
 my %allowed = (app => { enqueue => 1, trigger => 1 }, ops => { operator => 1 }, nobody => {});
 
@@ -513,10 +515,10 @@ for my $name (sort grep { $settings{$_} ne 'plain' } keys %settings)
 	{
 		if ($class eq 'secret_file')
 		{
-			denied($role, "SHOW $name", qr/must be superuser or have privileges of pg_read_all_settings/, "$role: SHOW $name is denied");
-			denied($role, "SELECT current_setting('$name')", qr/must be superuser or have privileges of pg_read_all_settings/,
+			denied($role, "SHOW $name", $hidden_setting, "$role: SHOW $name is denied");
+			denied($role, "SELECT current_setting('$name')", $hidden_setting,
 				"$role: current_setting('$name') is denied");
-			denied($role, "SELECT current_setting('$name', true)", qr/must be superuser or have privileges of pg_read_all_settings/,
+			denied($role, "SELECT current_setting('$name', true)", $hidden_setting,
 				"$role: current_setting('$name', true) is denied");
 			($rc, $out, $err) = as_role($role, "SELECT count(*) FROM pg_settings WHERE name = '$name'");
 			is($out, '0', "$role: $name is not in pg_settings");
