@@ -454,3 +454,18 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 	ResetPerTupleExprContext(writer.estate);
 	return true;
 }
+
+/* The outbox's OID; throws when the extension is not installed. */
+Oid
+hs_outbox_relid(void)
+{
+	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
+
+	if (!OidIsValid(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the hubspot_events outbox does not exist in this database"),
+				 errhint("Run CREATE EXTENSION hubspot_events, or ALTER EXTENSION hubspot_events UPDATE.")));
+	return rel;
+}

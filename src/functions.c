@@ -158,7 +158,7 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 						 hs_state_name(state), account_id);
 
 		resetStringInfo(&body);
-		hs_build_subscriber_body(&body, contacts, first, count);
+		hs_api_subscriber_body(&body, contacts, first, count);
 		hs_http_post_json(url, token, body.data, body.len, &res);
 		if (!refreshed && hs_oauth_enabled() && hs_answer_is_expired_token(&res))
 		{
@@ -315,15 +315,15 @@ hubspot_upsert_event(PG_FUNCTION_ARGS)
 	char	   *event_id;
 	char	   *account_id;
 	Jsonb	   *event;
+	char	   *item;
 	StringInfoData body;
 
 	event_ids(fcinfo, argnames, 3, &event_id, &account_id);
 	hs_check_jsonb_argument_size("event", PG_GETARG_DATUM(2), HS_EVENT_SIZE_HINT);
 	event = hs_validate_event(PG_GETARG_JSONB_P(2), event_id, account_id);
+	item = JsonbToCString(NULL, &event->root, VARSIZE(event));
 	initStringInfo(&body);
-	appendStringInfoString(&body, "{\"inputs\":[");
-	appendStringInfoString(&body, JsonbToCString(NULL, &event->root, VARSIZE(event)));
-	appendStringInfoString(&body, "]}");
+	hs_api_inputs_body(&body, &item, 1);
 	PG_RETURN_DATUM(send_event_request(hs_api_url(hs_api_root(), HS_CALL_EVENT_UPSERT,
 												  NULL, NULL, NULL),
 									   body.data));

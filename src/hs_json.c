@@ -23,20 +23,6 @@
 
 #define HS_REMOTE_TEXT_MAX 2000
 
-/* {"inputs":[contact, ...]} for contacts[first .. first+count-1] */
-void
-hs_build_subscriber_body(StringInfo buf, List *contacts, int first, int count)
-{
-	appendStringInfoString(buf, "{\"inputs\":[");
-	for (int i = first; i < first + count; i++)
-	{
-		if (i > first)
-			appendStringInfoChar(buf, ',');
-		hs_append_contact_json(buf, (HsContact *) list_nth(contacts, i));
-	}
-	appendStringInfoString(buf, "]}");
-}
-
 /*
  * Text that came from the network, made fit for a one-line message: valid
  * in the server encoding (bytes that are not become '?'), runs of white

@@ -31,7 +31,6 @@
  */
 #include "hubspot_events.h"
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
 
 #include "miscadmin.h"
@@ -112,102 +111,6 @@ hs_url_escape(const char *s)
 		}
 	}
 	return buf.data;
-}
-
-/* An HTTP date (Retry-After), as seconds since the epoch; -1 when unreadable. */
-time_t
-curl_getdate_wrapper(const char *value)
-{
-	return curl_getdate(value, NULL);
-}
-
-static bool
-host_is_loopback(const char *host)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-	char		buf[64];
-	size_t		len = strlen(host);
-
-	if (pg_strcasecmp(host, "localhost") == 0)
-		return true;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	/* libcurl gives IPv6 hosts in brackets */
-	if (len > 2 && len < sizeof(buf) && host[0] == '[' && host[len - 1] == ']')
-	{
-		memcpy(buf, host + 1, len - 2);
-		buf[len - 2] = '\0';
-		if (inet_pton(AF_INET6, buf, &a6) == 1)
-			return IN6_IS_ADDR_LOOPBACK(&a6);
-	}
-	return false;
-}
-
-/*
- * Whether a base URL may receive the token: https anywhere, http only on a
- * loopback host; no credentials, query or fragment.  Never throws (it runs
- * in a GUC check hook); *reason is palloc'd.
- */
-bool
-hs_url_is_acceptable(const char *url, char **reason)
-{
-	CURLU	   *u = curl_url();
-	char	   *scheme = NULL;
-	char	   *host = NULL;
-	char	   *part = NULL;
-	bool		ok = false;
-
-	*reason = NULL;
-	if (u == NULL)
-	{
-		*reason = pstrdup("Out of memory while parsing the URL.");
-		return false;
-	}
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
-	{
-		*reason = pstrdup("The value is not a valid absolute URL.");
-		goto done;
-	}
-	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
-	{
-		*reason = pstrdup("The URL has no scheme or no host.");
-		goto done;
-	}
-	if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK)
-	{
-		*reason = pstrdup("The URL must not contain a user name or password.");
-		goto done;
-	}
-	if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK)
-	{
-		*reason = pstrdup("The URL must not contain a query.");
-		goto done;
-	}
-	if (curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
-	{
-		*reason = pstrdup("The URL must not contain a fragment.");
-		goto done;
-	}
-	if (pg_strcasecmp(scheme, "https") == 0)
-		ok = true;
-	else if (pg_strcasecmp(scheme, "http") == 0)
-	{
-		if (host_is_loopback(host))
-			ok = true;
-		else
-			*reason = psprintf("http:// is accepted only for loopback hosts, not for \"%s\": the token would cross the network unencrypted.", host);
-	}
-	else
-		*reason = psprintf("The scheme \"%s\" is not supported.", scheme);
-
-done:
-	curl_free(part);
-	curl_free(scheme);
-	curl_free(host);
-	curl_url_cleanup(u);
-	return ok;
 }
 
 /* ---- libcurl callbacks: no palloc, no ereport ---- */

@@ -1,8 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * hubspot_api.c
- *	  HubSpot's Marketing Events API: which version is spoken, and the URL
- *	  of every call the extension makes.  No other file names a HubSpot path.
+ *	  HubSpot's Marketing Events API: which version is spoken, the URL and
+ *	  the body of every call the extension makes, and how an answer is read
+ *	  (success, retryable, a configuration fault, rate limited; the error's
+ *	  category, message and Retry-After).  No other file names a HubSpot
+ *	  path.  Sending is http.c's (transport only); what an answer becomes
+ *	  for a row is the worker's and the outbox's, for a call answer.c's.
  *
  * HubSpot's REST APIs are date-versioned since 2026-03: a call's path is
  *
@@ -140,4 +144,115 @@ hs_api_url(const char *root, HsApiCall call, const char *event_id, const char *s
 	return psprintf("%s/%s/%s/%s/%s?externalAccountId=%s", root, collection,
 					hs_url_escape(event_id), hs_url_escape(state), action,
 					hs_url_escape(account_id));
+}
+
+/* ---- request bodies ---- */
+
+/* {"inputs":[item, ...]}: the body of every call but cancel and complete */
+void
+hs_api_inputs_body(StringInfo buf, char *const *items, int n)
+{
+	appendStringInfoString(buf, "{\"inputs\":[");
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(buf, ',');
+		appendStringInfoString(buf, items[i]);
+	}
+	appendStringInfoString(buf, "]}");
+}
+
+/* {"inputs":[contact, ...]} for contacts[first .. first+count-1] */
+void
+hs_api_subscriber_body(StringInfo buf, List *contacts, int first, int count)
+{
+	appendStringInfoString(buf, "{\"inputs\":[");
+	for (int i = first; i < first + count; i++)
+	{
+		if (i > first)
+			appendStringInfoChar(buf, ',');
+		hs_append_contact_json(buf, (HsContact *) list_nth(contacts, i));
+	}
+	appendStringInfoString(buf, "]}");
+}
+
+/* ---- answers ---- */
+
+/*
+ * How an answer is handled.  Retryable per HubSpot's guidance: no answer,
+ * 408, 423, 429, 477, and every 5xx but 501 and 505.  401, and 403
+ * MISSING_SCOPES, are the configuration's fault, not the rows'.
+ */
+static HsOutcomeKind
+classify(const HsHttpResult *res, const HsErrorBody *err)
+{
+	if (!res->transport_ok)
+		return HS_OUTCOME_RETRY;
+	if (res->http_status >= 200 && res->http_status <= 299)
+		return HS_OUTCOME_SENT;
+	if (res->http_status == 401)
+		return HS_OUTCOME_HOLD;
+	if (res->http_status == 403 && err->category && strcmp(err->category, "MISSING_SCOPES") == 0)
+		return HS_OUTCOME_HOLD;
+	if (res->http_status == 429)
+		return HS_OUTCOME_RATE_LIMITED;
+	if (res->http_status == 408 || res->http_status == 423 || res->http_status == 477)
+		return HS_OUTCOME_RETRY;
+	if (res->http_status >= 500 && res->http_status <= 599 &&
+		res->http_status != 501 && res->http_status != 505)
+		return HS_OUTCOME_RETRY;
+	return HS_OUTCOME_FAILED;
+}
+
+/*
+ * One request's answer (or its failure to arrive) read once: its kind, HTTP
+ * status (0 without an answer), correlationId (the header's, else the
+ * body's), the least wait before a retry (Retry-After, at least 2 s after
+ * 423 Locked; -1 when none), and for anything but a success, HubSpot's
+ * category (the rate-limit shape's errorType, else HTTP_<status>; TIMEOUT
+ * or TRANSPORT without an answer), subCategory (a 429's policyName wins),
+ * message, and a bounded excerpt of the body as jsonb.
+ */
+void
+hs_api_read_answer(const struct HsHttpResult *res, HsOutcome *out)
+{
+	HsErrorBody err;
+
+	memset(out, 0, sizeof(*out));
+	hs_parse_error_body(res->body, res->body_len, &err);
+	out->kind = classify(res, &err);
+	out->http_status = res->transport_ok ? (int) res->http_status : 0;
+	out->correlation_id = res->correlation_id ? res->correlation_id : err.correlation_id;
+	out->retry_after_ms = hs_retry_after_ms(res->retry_after);
+	if (out->kind == HS_OUTCOME_SENT)
+		return;
+
+	/* HubSpot's guidance: after 423 Locked, wait at least 2 s */
+	if (res->transport_ok && res->http_status == 423)
+		out->retry_after_ms = Max(out->retry_after_ms, 2000);
+
+	if (!res->transport_ok)
+	{
+		out->error_category = res->timed_out ? "TIMEOUT" : "TRANSPORT";
+		out->error_message = res->transport_error;
+		return;
+	}
+	out->error_category = err.category ? err.category :
+		err.error_type ? err.error_type : psprintf("HTTP_%ld", res->http_status);
+	out->error_subcategory = err.sub_category;
+	if (err.message)
+		out->error_message = err.message;
+	else if (res->body_len > 0)
+		out->error_message = hs_sanitize_remote_text(res->body, Min(res->body_len, 200));
+	else
+		out->error_message = psprintf("HTTP %ld without a body", res->http_status);
+
+	/*
+	 * A bounded excerpt, stored in every row of the request: an answer
+	 * longer than HS_ERROR_BODY_MAX is cut there, and no longer parses, so
+	 * it is kept as a short sanitised text (hs_body_to_jsonb).
+	 */
+	out->error_body = hs_body_to_jsonb(res->body, Min(res->body_len, HS_ERROR_BODY_MAX));
+	if (err.policy_name)
+		out->error_subcategory = err.policy_name;
 }

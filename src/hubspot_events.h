@@ -8,12 +8,15 @@
  *	  functions.c   the SQL-callable functions
  *	  validate.c    input validation and normalisation (shared with the outbox)
  *	  validate_event.c  the same for marketing events (upsert, complete)
- *	  token.c       the access token, read from a file, never logged
+ *	  token.c       the access token: the file's, or OAuth's
+ *	  secret_file.c reading a secret from the file a setting names, never logged
  *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared
- *	  hubspot_api.c HubSpot's API version and the URL of every call
- *	  http.c        libcurl: one HubSpot request, interruptible
- *	  hs_json.c     JSON: request bodies, HubSpot's answers
- *	  answer.c      HubSpot's answers turned into results and ERRORs
+ *	  url_check.c   which URLs may receive a secret (https; http to loopback only)
+ *	  hubspot_api.c HubSpot's API: its version, every call's URL and body, reading an answer
+ *	  http.c        libcurl: HubSpot requests, interruptible (transport only)
+ *	  hs_json.c     JSON (json-c): HubSpot's error answers and per-contact errors
+ *	  answer.c      HubSpot's answers turned into SQLSTATEs, ERRORs and jsonb
+ *	  pacing.c      the client-side rate limiter, 429 pauses, Retry-After, the daily reset
  *	  outbox.c      the outbox's SQL: enqueue, claim, record outcomes
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
  *	  order_lock.c  per-key advisory locks before the id: commit order is id order
@@ -23,6 +26,11 @@
  *	  trigger_event.c  sync_event(), the trigger for events tables
  *	  schema_version.c  which versions of the extension's schema the library serves
  *	  ddl_guard.c   refusing a DDL that would break a table's sync triggers
+ *
+ * pg_compat.h holds every difference between the PostgreSQL versions the
+ * extension builds against.  test/header_map.py checks this map, that every
+ * function below is declared under the file that defines it, and that no
+ * two files need each other.
  *
  *-------------------------------------------------------------------------
  */
@@ -107,7 +115,6 @@ extern char *hs_oauth_token_url;
 #define HS_OAUTH_URL_MAX		1024
 
 /* a security-relevant setting whose configured value was refused at start */
-extern const char *hs_settings_refused(void);
 
 /* bumped by a settings reload, so cached secrets are re-read */
 extern uint64 hs_settings_generation;
@@ -188,6 +195,7 @@ extern bool hs_parse_timestamptz_ms(const char *str, int64 *ms, char **reason);
 extern int64 hs_timestamptz_to_ms(TimestampTz ts);
 extern const char *hs_jsonb_type_name(const JsonbValue *v);
 extern char *hs_jsonb_scalar_for_message(const JsonbValue *v);
+extern void hs_append_iso_ms(StringInfo buf, int64 epoch_ms);
 
 /* ---- validate_event.c ---- */
 extern bool hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,
@@ -197,7 +205,6 @@ extern bool hs_check_event_sent(JsonbContainer *obj, const char *event_id, const
 extern bool hs_check_event_complete_body(JsonbContainer *obj, StringInfo out, char **errmsg_out);
 extern Jsonb *hs_validate_event(Jsonb *event, const char *event_id, const char *account_id);
 extern Jsonb *hs_event_complete_body(TimestampTz start, TimestampTz end);
-extern void hs_append_iso_ms(StringInfo buf, int64 epoch_ms);
 
 /* ---- outbox.c ---- */
 
@@ -232,10 +239,14 @@ extern int64 hs_outbox_insert(const HsOutboxRow *row);
  * key of *row; with the owner's rights.  Returns whether it was deleted.
  */
 extern bool hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row);
-/* enqueue.c: the same, by a direct heap and index insert; false when it cannot be used */
+
+/* ---- enqueue.c ---- */
+/* hs_outbox_insert by a direct heap and index insert; false when it cannot be used */
 extern bool hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id);
 extern Oid	hs_outbox_relid(void);
-/* order_lock.c: before a row's id, serialise the writers of its key (event, account, contact) */
+
+/* ---- order_lock.c ---- */
+/* before a row's id, serialise the writers of its key (event, account, contact) */
 extern void hs_order_lock(const HsOutboxRow *row);
 
 /* ---- trigger.c: helpers shared with trigger_event.c ---- */
@@ -267,12 +278,16 @@ pg_noreturn extern void hs_trigger_syntax_error(const char *arg, const char *tgn
 pg_noreturn extern void hs_trigger_value_error(const char *arg, const char *tgname,
 								   const char *table, const char *detail);
 
-/* trigger.c and trigger_event.c, for ddl_guard.c: throw when a trigger's arguments no longer resolve */
+/* for ddl_guard.c: throw when a trigger's arguments no longer resolve */
 extern void hs_sync_attendance_check(struct RelationData *rel, const struct Trigger *trigger);
+
+/* ---- trigger_event.c ---- */
 extern void hs_sync_event_check(struct RelationData *rel, const struct Trigger *trigger);
 
-/* ---- worker.c ---- */
+/* ---- init.c: the background worker's registration ---- */
 extern void hs_register_worker(void);
+
+/* ---- worker.c ---- */
 extern PGDLLEXPORT void hubspot_events_worker_main(Datum arg);
 
 /* What a row asks of HubSpot (outbox.kind). */
@@ -349,6 +364,7 @@ typedef struct HsOutcome
 	int64		retry_after_ms; /* -1: none */
 } HsOutcome;
 
+/* ---- outbox.c: the worker's side ---- */
 extern bool hs_outbox_available(void);
 extern uint64 hs_outbox_reset_sending(int max_attempts, uint64 *failed);
 extern uint64 hs_outbox_purge_retention(int seconds);
@@ -419,6 +435,8 @@ extern void hs_shared_count_request(bool success, const char *category, const ch
 
 /* ---- token.c ---- */
 extern const char *hs_get_access_token(void);
+
+/* ---- secret_file.c ---- */
 extern char *hs_read_secret_file(const char *setting, const char *what, const char *what_a,
 								 const char *path, struct stat *st, MemoryContext cxt);
 
@@ -434,6 +452,16 @@ extern const char *hs_oauth_access_token(void);
 extern void hs_oauth_token_expired(const char *token);
 extern int64 hs_oauth_refresh_count(void);
 extern void hs_oauth_request_timeout_assigned(int newval);
+
+/* ---- url_check.c ---- */
+extern bool hs_url_is_acceptable(const char *url, char **reason);
+/* the settings whose value refused at start stops every request */
+#define HS_REFUSED_CA_FILE		0
+#define HS_REFUSED_API_BASE_URL	1
+#define HS_REFUSED_OAUTH_URL	2
+#define HS_REFUSED_SETTINGS		3
+extern bool hs_note_setting_check(int which, bool ok, GucSource source);
+extern const char *hs_settings_refused(void);
 
 /* ---- hubspot_api.c ---- */
 
@@ -456,6 +484,10 @@ extern char *hs_api_root(void);
 extern HsApiCall hs_subscriber_call(bool by_email, bool attendance);
 extern char *hs_api_url(const char *root, HsApiCall call, const char *event_id,
 						const char *state, const char *account_id);
+extern void hs_api_inputs_body(StringInfo buf, char *const *items, int n);
+extern void hs_api_subscriber_body(StringInfo buf, List *contacts, int first, int count);
+struct HsHttpResult;
+extern void hs_api_read_answer(const struct HsHttpResult *res, HsOutcome *out);
 
 /* ---- http.c ---- */
 
@@ -493,7 +525,6 @@ typedef struct HsHttpRequest
 } HsHttpRequest;
 
 extern char *hs_url_escape(const char *s);
-extern time_t curl_getdate_wrapper(const char *value);
 /* What hs_http_post_many asks of its caller; any may be NULL. */
 typedef struct HsSendHooks
 {
@@ -512,7 +543,6 @@ extern void hs_http_post_json(const char *url, const char *token,
 extern bool hs_http_post_form(const char *url, const char *body, size_t body_len,
 							  bool (*stop_check) (void), int timeout_ms,
 							  HsHttpResult *result);
-extern bool hs_url_is_acceptable(const char *url, char **reason);
 /*
  * TLS for an easy handle that carries a secret (API requests, and the OAuth
  * token request): peer and host verification on, with hubspot_events.ca_file
@@ -536,8 +566,6 @@ typedef struct HsErrorBody
 	char	   *policy_name;	/* 429 shape: "TEN_SECONDLY_ROLLING", "DAILY" */
 } HsErrorBody;
 
-extern void hs_build_subscriber_body(StringInfo buf, List *contacts,
-									 int first, int count);
 extern void hs_parse_error_body(const char *body, size_t len, HsErrorBody *out);
 
 /* One per-contact error of an attendance answer (numErrors/errors). */
@@ -548,7 +576,6 @@ typedef struct HsItemError
 } HsItemError;
 
 extern List *hs_parse_batch_errors(const char *body, size_t len, int *num_errors);
-extern Jsonb *hs_body_to_jsonb(const char *body, size_t len);
 extern char *hs_sanitize_remote_text(const char *s, size_t len);
 
 /* ---- pacing.c ---- */
@@ -562,6 +589,7 @@ extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);
 
 /* ---- answer.c ---- */
+extern Jsonb *hs_body_to_jsonb(const char *body, size_t len);
 extern int	hs_sqlstate_for_answer(long http_status, const HsErrorBody *err);
 extern bool hs_answer_is_expired_token(const HsHttpResult *res);
 pg_noreturn extern void hs_report_http_failure(const HsHttpResult *res,

@@ -58,43 +58,6 @@ char	   *hs_oauth_token_url = NULL;
 
 uint64		hs_settings_generation = 0;
 
-/*
- * Settings whose value in the configuration file was refused when the
- * server started.  PostgreSQL only warns then and keeps the default, which
- * for these is not a safe stand-in: the system's CA bundle instead of the
- * CA file named, HubSpot's own endpoints instead of the ones named.  The
- * requests refuse to go (hs_settings_refused()) until a reload brings a
- * value the check accepts.  Set in the postmaster only (its children
- * inherit it); cleared in any process whose check accepts a value.
- */
-#define HS_REFUSED_CA_FILE		0
-#define HS_REFUSED_API_BASE_URL	1
-#define HS_REFUSED_OAUTH_URL	2
-static const char *const refusable[] = {
-	"hubspot_events.ca_file", "hubspot_events.api_base_url", "hubspot_events.oauth_token_url"
-};
-static bool refused[lengthof(refusable)];
-
-static bool
-note_check(int which, bool ok, GucSource source)
-{
-	if (ok)
-		refused[which] = false;
-	else if (!IsUnderPostmaster && source == PGC_S_FILE)
-		refused[which] = true;
-	return ok;
-}
-
-/* The first setting whose configured value was refused at start, or NULL. */
-const char *
-hs_settings_refused(void)
-{
-	for (int i = 0; i < lengthof(refusable); i++)
-		if (refused[i])
-			return refusable[i];
-	return NULL;
-}
-
 static bool
 check_api_base_url_impl(char **newval, void **extra, GucSource source)
 {
@@ -277,19 +240,19 @@ check_oauth_token_url_impl(char **newval, void **extra, GucSource source)
 static bool
 check_api_base_url(char **newval, void **extra, GucSource source)
 {
-	return note_check(HS_REFUSED_API_BASE_URL, check_api_base_url_impl(newval, extra, source), source);
+	return hs_note_setting_check(HS_REFUSED_API_BASE_URL, check_api_base_url_impl(newval, extra, source), source);
 }
 
 static bool
 check_ca_file(char **newval, void **extra, GucSource source)
 {
-	return note_check(HS_REFUSED_CA_FILE, check_ca_file_impl(newval, extra, source), source);
+	return hs_note_setting_check(HS_REFUSED_CA_FILE, check_ca_file_impl(newval, extra, source), source);
 }
 
 static bool
 check_oauth_token_url(char **newval, void **extra, GucSource source)
 {
-	return note_check(HS_REFUSED_OAUTH_URL, check_oauth_token_url_impl(newval, extra, source), source);
+	return hs_note_setting_check(HS_REFUSED_OAUTH_URL, check_oauth_token_url_impl(newval, extra, source), source);
 }
 
 /* the postmaster's value is the server's: oauth.c keeps it in shared memory */
@@ -303,6 +266,27 @@ static void
 assign_bump_generation(const char *newval, void *extra)
 {
 	hs_settings_generation++;
+}
+
+/*
+ * The background worker, registered while the postmaster loads the library
+ * (shared_preload_libraries); its main function is worker.c's.
+ */
+void
+hs_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* from consistent state, so that it idles on a hot standby and resumes after promotion */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "hubspot_events", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "hubspot_events_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "hubspot_events worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "hubspot_events worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
 }
 
 void

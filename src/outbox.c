@@ -38,21 +38,6 @@
 
 static SPIPlanPtr insert_plan = NULL;
 
-/* The outbox's OID; throws when the extension is not installed. */
-Oid
-hs_outbox_relid(void)
-{
-	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
-	Oid			rel = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
-
-	if (!OidIsValid(rel))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("the hubspot_events outbox does not exist in this database"),
-				 errhint("Run CREATE EXTENSION hubspot_events, or ALTER EXTENSION hubspot_events UPDATE.")));
-	return rel;
-}
-
 /* The outbox's owner; throws when the extension is not installed. */
 static Oid
 outbox_owner(void)
@@ -920,14 +905,7 @@ batch_finish(HsBatch *b)
 	StringInfoData body;
 
 	initStringInfo(&body);
-	appendStringInfoString(&body, "{\"inputs\":[");
-	for (int i = 0; i < b->n; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(&body, ',');
-		appendStringInfoString(&body, b->contacts[i]);
-	}
-	appendStringInfoString(&body, "]}");
+	hs_api_inputs_body(&body, b->contacts, b->n);
 	b->body = body.data;
 	b->body_len = body.len;
 	switch (b->kind)
@@ -1210,15 +1188,129 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 	SPI_finish();
 }
 
+/* A held request's rows: pending again, the attempt not counted. */
+static int
+record_hold(ArrayType *ids)
+{
+	static SPIPlanPtr hold_plan = NULL;
+	Datum		values[1] = {PointerGetDatum(ids)};
+
+	if (hold_plan == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		hold_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
+							  "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
+							  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 1, types);
+	}
+	return SPI_execute_plan(hold_plan, values, NULL, false, 0);
+}
+
+/* A sent request's rows: sent, with its status and correlation id; no error. */
+static int
+record_sent(ArrayType *ids, const HsOutcome *o)
+{
+	static SPIPlanPtr sent_plan = NULL;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	if (sent_plan == NULL)
+	{
+		Oid			types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
+
+		sent_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
+							  "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = $2,"
+							  "       correlation_id = $3::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL,"
+							  "       error_message = NULL, error_body = NULL"
+							  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 3, types);
+	}
+	values[0] = PointerGetDatum(ids);
+	values[1] = Int32GetDatum(o->http_status);
+	if (is_canonical_uuid(o->correlation_id))
+		values[2] = CStringGetTextDatum(o->correlation_id);
+	else
+		nulls[2] = 'n';
+	return SPI_execute_plan(sent_plan, values, nulls, false, 0);
+}
+
+/*
+ * A failed, retried or rate-limited request's rows, with HubSpot's error.
+ * A retry waits with exponential backoff and full jitter (retry_base_ms
+ * doubling up to retry_max_ms), at least Retry-After; after max_attempts
+ * the rows fail.  A 429 waits for the pacing's pause (the window,
+ * Retry-After, or the daily reset) and uses no attempt.
+ */
+static int
+record_error(ArrayType *ids, const HsOutcome *o)
+{
+	static SPIPlanPtr error_plan = NULL;
+	Datum		values[12];
+	char		nulls[12];
+	const char *kind = o->kind == HS_OUTCOME_FAILED ? "failed" :
+		o->kind == HS_OUTCOME_RETRY ? "retry" : "rate_limited";
+
+	memset(nulls, ' ', sizeof(nulls));
+	if (error_plan == NULL)
+	{
+		Oid			types[12] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, JSONBOID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
+
+		/*
+		 * Every operator and function schema-qualified, with the types they
+		 * take exactly (float8 throughout the backoff): nothing here
+		 * resolves through an implicit cast that a user's exact match could
+		 * take over.  CASE on $2 compares text with text.
+		 */
+		error_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET"
+							   "  status = CASE WHEN $2 OPERATOR(pg_catalog.=) 'failed' THEN 'failed'"
+							   "                WHEN $2 OPERATOR(pg_catalog.=) 'retry' AND attempts OPERATOR(pg_catalog.>=) $9 THEN 'failed'"
+							   "                ELSE 'pending' END,"
+							   "  attempts = CASE WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited'"
+							   "                  THEN GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0) ELSE attempts END,"
+							   "  next_attempt_at = CASE"
+							   "     WHEN $2 OPERATOR(pg_catalog.=) 'retry' THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>"
+							   "          GREATEST($12, pg_catalog.random() OPERATOR(pg_catalog.*) LEAST($11, $10 OPERATOR(pg_catalog.*)"
+							   "              pg_catalog.power(2::pg_catalog.float8, LEAST(attempts OPERATOR(pg_catalog.-) 1, 40)::pg_catalog.float8)))"
+							   "          OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
+							   "     WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited' THEN pg_catalog.now() OPERATOR(pg_catalog.+)"
+							   "          pg_catalog.make_interval(secs => $12 OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
+							   "     ELSE next_attempt_at END,"
+							   "  http_status = $3, correlation_id = $4::pg_catalog.uuid,"
+							   "  error_category = $5, error_subcategory = $6, error_message = $7, error_body = $8"
+							   " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 12, types);
+	}
+	values[0] = PointerGetDatum(ids);
+	values[1] = CStringGetTextDatum(kind);
+	if (o->http_status > 0)
+		values[2] = Int32GetDatum(o->http_status);
+	else
+		nulls[2] = 'n';
+	if (is_canonical_uuid(o->correlation_id))
+		values[3] = CStringGetTextDatum(o->correlation_id);
+	else
+		nulls[3] = 'n';
+#define OPT_TEXT(i, s) do { if (s) values[i] = CStringGetTextDatum(s); else nulls[i] = 'n'; } while (0)
+	OPT_TEXT(4, o->error_category);
+	OPT_TEXT(5, o->error_subcategory);
+	OPT_TEXT(6, o->error_message);
+#undef OPT_TEXT
+	if (o->error_body)
+		values[7] = JsonbPGetDatum(o->error_body);
+	else
+		nulls[7] = 'n';
+	values[8] = Int32GetDatum(hs_max_attempts);
+	values[9] = Float8GetDatum((double) hs_retry_base_ms);
+	values[10] = Float8GetDatum((double) hs_retry_max_ms);
+	values[11] = Float8GetDatum((double) Max(o->retry_after_ms, 0));
+	return SPI_execute_plan(error_plan, values, nulls, false, 0);
+}
+
 /*
  * Record a request's outcome on its rows (still "sending").
  */
 void
 hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 {
-	static SPIPlanPtr sent_plan = NULL;
-	static SPIPlanPtr error_plan = NULL;
-	static SPIPlanPtr hold_plan = NULL;
 	Datum	   *idd = palloc(sizeof(Datum) * batch->n);
 	ArrayType  *ids;
 	int			rc;
@@ -1229,111 +1321,11 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 
 	spi_connect();
 	if (o->kind == HS_OUTCOME_HOLD)
-	{
-		Datum		values[1] = {PointerGetDatum(ids)};
-
-		if (hold_plan == NULL)
-		{
-			Oid			types[1] = {INT8ARRAYOID};
-
-			hold_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
-								  "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
-								  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 1, types);
-		}
-		rc = SPI_execute_plan(hold_plan, values, NULL, false, 0);
-	}
+		rc = record_hold(ids);
 	else if (o->kind == HS_OUTCOME_SENT)
-	{
-		Datum		values[3];
-		char		nulls[3] = {' ', ' ', ' '};
-
-		if (sent_plan == NULL)
-		{
-			Oid			types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
-
-			sent_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
-								  "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = $2,"
-								  "       correlation_id = $3::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL,"
-								  "       error_message = NULL, error_body = NULL"
-								  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 3, types);
-		}
-		values[0] = PointerGetDatum(ids);
-		values[1] = Int32GetDatum(o->http_status);
-		if (is_canonical_uuid(o->correlation_id))
-			values[2] = CStringGetTextDatum(o->correlation_id);
-		else
-			nulls[2] = 'n';
-		rc = SPI_execute_plan(sent_plan, values, nulls, false, 0);
-	}
+		rc = record_sent(ids, o);
 	else
-	{
-		/*
-		 * failed, retry, rate-limited.  A retry waits with exponential
-		 * backoff and full jitter (retry_base_ms doubling up to
-		 * retry_max_ms), at least Retry-After; after max_attempts the rows
-		 * fail.  A 429 waits for the pacing's pause (the window, Retry-After,
-		 * or the daily reset) and uses no attempt.
-		 */
-		Datum		values[12];
-		char		nulls[12];
-		const char *kind = o->kind == HS_OUTCOME_FAILED ? "failed" :
-			o->kind == HS_OUTCOME_RETRY ? "retry" : "rate_limited";
-
-		memset(nulls, ' ', sizeof(nulls));
-		if (error_plan == NULL)
-		{
-			Oid			types[12] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
-			TEXTOID, JSONBOID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
-
-			/*
-			 * Every operator and function schema-qualified, with the types
-			 * they take exactly (float8 throughout the backoff): nothing here
-			 * resolves through an implicit cast that a user's exact match
-			 * could take over.  CASE on $2 compares text with text.
-			 */
-			error_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET"
-								   "  status = CASE WHEN $2 OPERATOR(pg_catalog.=) 'failed' THEN 'failed'"
-								   "                WHEN $2 OPERATOR(pg_catalog.=) 'retry' AND attempts OPERATOR(pg_catalog.>=) $9 THEN 'failed'"
-								   "                ELSE 'pending' END,"
-								   "  attempts = CASE WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited'"
-								   "                  THEN GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0) ELSE attempts END,"
-								   "  next_attempt_at = CASE"
-								   "     WHEN $2 OPERATOR(pg_catalog.=) 'retry' THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>"
-								   "          GREATEST($12, pg_catalog.random() OPERATOR(pg_catalog.*) LEAST($11, $10 OPERATOR(pg_catalog.*)"
-								   "              pg_catalog.power(2::pg_catalog.float8, LEAST(attempts OPERATOR(pg_catalog.-) 1, 40)::pg_catalog.float8)))"
-								   "          OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
-								   "     WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited' THEN pg_catalog.now() OPERATOR(pg_catalog.+)"
-								   "          pg_catalog.make_interval(secs => $12 OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
-								   "     ELSE next_attempt_at END,"
-								   "  http_status = $3, correlation_id = $4::pg_catalog.uuid,"
-								   "  error_category = $5, error_subcategory = $6, error_message = $7, error_body = $8"
-								   " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 12, types);
-		}
-		values[0] = PointerGetDatum(ids);
-		values[1] = CStringGetTextDatum(kind);
-		if (o->http_status > 0)
-			values[2] = Int32GetDatum(o->http_status);
-		else
-			nulls[2] = 'n';
-		if (is_canonical_uuid(o->correlation_id))
-			values[3] = CStringGetTextDatum(o->correlation_id);
-		else
-			nulls[3] = 'n';
-#define OPT_TEXT(i, s) do { if (s) values[i] = CStringGetTextDatum(s); else nulls[i] = 'n'; } while (0)
-		OPT_TEXT(4, o->error_category);
-		OPT_TEXT(5, o->error_subcategory);
-		OPT_TEXT(6, o->error_message);
-#undef OPT_TEXT
-		if (o->error_body)
-			values[7] = JsonbPGetDatum(o->error_body);
-		else
-			nulls[7] = 'n';
-		values[8] = Int32GetDatum(hs_max_attempts);
-		values[9] = Float8GetDatum((double) hs_retry_base_ms);
-		values[10] = Float8GetDatum((double) hs_retry_max_ms);
-		values[11] = Float8GetDatum((double) Max(o->retry_after_ms, 0));
-		rc = SPI_execute_plan(error_plan, values, nulls, false, 0);
-	}
+		rc = record_error(ids, o);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "could not record an outcome in the outbox");
 	SPI_finish();

@@ -29,6 +29,8 @@
  */
 #include "hubspot_events.h"
 
+#include <curl/curl.h>
+
 #include <time.h>
 
 #include "pgtime.h"
@@ -205,6 +207,13 @@ note_daily_remaining(int64 limit, int64 remaining)
 	hs_shared_set_daily(limit, daily_remaining);
 }
 
+/* An HTTP date (Retry-After), as seconds since the epoch; -1 when unreadable. */
+static time_t
+http_date(const char *value)
+{
+	return curl_getdate(value, NULL);
+}
+
 /*
  * Retry-After in milliseconds: delay-seconds or an HTTP date (RFC 9110
  * 10.2.3); -1 when absent or unreadable.  Both forms are capped at
@@ -229,7 +238,7 @@ hs_retry_after_ms(const char *value)
 	if (p != value && *p == '\0')
 		return Min(secs * 1000, HS_RETRY_AFTER_MAX_MS);
 	{
-		time_t		t = curl_getdate_wrapper(value);
+		time_t		t = http_date(value);
 
 		if (t > 0)
 		{

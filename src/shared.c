@@ -177,7 +177,7 @@ hs_shared_settings_loaded(void)
 		return;
 	SpinLockAcquire(&hs_shared->mutex);
 	hs_shared->settings_loaded_at = GetCurrentTimestamp();
-	strlcpy(hs_shared->api_version, hs_api_version_in_use(), sizeof(hs_shared->api_version));
+	strlcpy(hs_shared->api_version, hs_api_version ? hs_api_version : "", sizeof(hs_shared->api_version));
 	SpinLockRelease(&hs_shared->mutex);
 }
 

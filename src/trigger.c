@@ -201,14 +201,10 @@ static uint64 config_inval_count = 0;
 
 /* ---- error reporting helpers ---- */
 
-#define argument_syntax_error hs_trigger_syntax_error
-#define argument_value_error hs_trigger_value_error
-#define table_display_name hs_table_display_name
-#define find_column hs_find_column
 
 /* The table as source and messages name it: schema.table, quoted as needed. */
 char *
-table_display_name(Relation rel)
+hs_table_display_name(Relation rel)
 {
 	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 									  RelationGetRelationName(rel));
@@ -216,7 +212,7 @@ table_display_name(Relation rel)
 
 /* An argument that is not key=column or key:=constant (22023). */
 void
-argument_syntax_error(const char *arg, const char *tgname, const char *table,
+hs_trigger_syntax_error(const char *arg, const char *tgname, const char *table,
 					  const char *detail)
 {
 	ereport(ERROR,
@@ -229,7 +225,7 @@ argument_syntax_error(const char *arg, const char *tgname, const char *table,
 
 /* An argument whose form is right but whose value is not (22023). */
 void
-argument_value_error(const char *arg, const char *tgname, const char *table,
+hs_trigger_value_error(const char *arg, const char *tgname, const char *table,
 					 const char *detail)
 {
 	ereport(ERROR,
@@ -258,7 +254,7 @@ hs_check_trigger_type(Relation rel, const Trigger *trigger, const char *fname)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 			 errmsg("%s trigger \"%s\" on table %s must be AFTER ... FOR EACH ROW",
-					fname, trigger->tgname, table_display_name(rel)),
+					fname, trigger->tgname, hs_table_display_name(rel)),
 			 errdetail("It is defined %s ... FOR EACH %s.",
 					   timing, TRIGGER_FOR_ROW(t) ? "ROW" : "STATEMENT"),
 			 errhint("Create it with CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON ... FOR EACH ROW EXECUTE FUNCTION hubspot_events.%s(...).", fname)));
@@ -497,7 +493,7 @@ hs_trigger_drop_own_cancels(Oid root_relid, const HsOutboxRow *row)
 
 /* A user column of the table by its exact name, or InvalidAttrNumber. */
 AttrNumber
-find_column(TupleDesc desc, const char *name)
+hs_find_column(TupleDesc desc, const char *name)
 {
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -537,12 +533,12 @@ hs_trigger_split_argument(const char *arg, const char *tgname, const char *table
 	char	   *key;
 
 	if (eq == NULL)
-		argument_syntax_error(arg, tgname, table, "It has no \"=\".");
+		hs_trigger_syntax_error(arg, tgname, table, "It has no \"=\".");
 	*is_const = (eq > arg && eq[-1] == ':');
 	key = pnstrdup(arg, (eq - arg) - (*is_const ? 1 : 0));
 	*value = eq + 1;
 	if (key[0] == '\0')
-		argument_syntax_error(arg, tgname, table, "It has no key before \"=\".");
+		hs_trigger_syntax_error(arg, tgname, table, "It has no key before \"=\".");
 	return key;
 }
 
@@ -565,8 +561,8 @@ hs_trigger_column(TupleDesc desc, const char *value, const char *arg,
 	AttrNumber	attnum;
 
 	if (value[0] == '\0')
-		argument_syntax_error(arg, tgname, table, "It names no column after \"=\".");
-	attnum = find_column(desc, value);
+		hs_trigger_syntax_error(arg, tgname, table, "It names no column after \"=\".");
+	attnum = hs_find_column(desc, value);
 	if (attnum == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -725,7 +721,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 	TupleDesc	desc = RelationGetDescr(rel);
-	char	   *table = table_display_name(rel);
+	char	   *table = hs_table_display_name(rel);
 	SyncConfig *cfg = palloc0(sizeof(SyncConfig));
 	bool		seen_on_delete = false;
 	bool		seen_on_invalid = false;
@@ -767,7 +763,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 				mv->const_text = pstrdup(value);
 				msg = check_constant(k, value, &mv->const_jsonb);
 				if (msg)
-					argument_value_error(arg, cfg->tgname, table,
+					hs_trigger_value_error(arg, cfg->tgname, table,
 										 psprintf("The constant is not valid: %s.", msg));
 			}
 			else
@@ -795,7 +791,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 				hs_trigger_key_twice(key, arg, cfg->tgname, table);
 			*seen = true;
 			if (is_const)
-				argument_value_error(arg, cfg->tgname, table,
+				hs_trigger_value_error(arg, cfg->tgname, table,
 									 is_delete ? "on_delete takes a word after \"=\", as in 'on_delete=cancel'." :
 									 "on_invalid takes a word after \"=\", as in 'on_invalid=error'.");
 			if (is_delete && strcmp(value, "cancel") == 0)
@@ -807,7 +803,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 			else if (!is_delete && strcmp(value, "record") == 0)
 				cfg->on_invalid_error = false;
 			else
-				argument_value_error(arg, cfg->tgname, table,
+				hs_trigger_value_error(arg, cfg->tgname, table,
 									 is_delete ?
 									 "on_delete is \"cancel\" (a DELETE enqueues a cancel) or \"ignore\" (the default)." :
 									 "on_invalid is \"record\" (the default: an invalid row is recorded as a failed sync) or \"error\".");
@@ -1326,7 +1322,7 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(rel);
 
 	cfg = get_config(rel, td->tg_trigger);
-	table = table_display_name(rel);
+	table = hs_table_display_name(rel);
 	root_relid = cfg->root_relid;
 
 	/* build every row first; the configuration is not used once SPI runs */
@@ -1476,7 +1472,7 @@ backfill_setup(FunctionCallInfo fcinfo, BackfillSetup *b)
 					   get_rel_name(relid));
 
 	b->rel = table_open(relid, AccessShareLock);
-	b->table = table_display_name(b->rel);
+	b->table = hs_table_display_name(b->rel);
 	if (b->rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),

@@ -883,3 +883,20 @@ hs_contact_to_jsonb(const HsContact *contact)
 	hs_append_contact_json(&buf, contact);
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
+
+/* Epoch milliseconds as the spec's date-time: UTC, ISO 8601, milliseconds. */
+void
+hs_append_iso_ms(StringInfo buf, int64 epoch_ms)
+{
+	TimestampTz ts = (epoch_ms - HS_PG_EPOCH_MS) * 1000;
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday,
+					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (fsec / 1000));
+}

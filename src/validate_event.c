@@ -52,23 +52,6 @@
 						(at_least) ? "at least " : "", (size_t) (size), HS_MAX_EVENT_BYTES); \
 	} while (0)
 
-/* Epoch milliseconds as the spec's date-time: UTC, ISO 8601, milliseconds. */
-void
-hs_append_iso_ms(StringInfo buf, int64 epoch_ms)
-{
-	TimestampTz ts = (epoch_ms - HS_PG_EPOCH_MS) * 1000;
-	struct pg_tm tm;
-	fsec_t		fsec;
-
-	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("timestamp out of range")));
-	appendStringInfo(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-					 tm.tm_year, tm.tm_mon, tm.tm_mday,
-					 tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (fsec / 1000));
-}
-
 /* One custom property, as the spec's PropertyValue. */
 static void
 append_property_value(StringInfo buf, const char *name, const char *value, int64 now_ms)

@@ -71,23 +71,6 @@ static bool logged_no_extension = false;
 static bool logged_schema_problem = false;
 static bool logged_replicated = false;
 
-void
-hs_register_worker(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* from consistent state, so that it idles on a hot standby and resumes after promotion */
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 5;
-	strlcpy(worker.bgw_library_name, "hubspot_events", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "hubspot_events_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "hubspot_events worker", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "hubspot_events worker", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
-
 static void
 worker_detach_shared(int code, Datum arg)
 {
@@ -200,95 +183,23 @@ hold_released(void)
 /* ---- one request's outcome ---- */
 
 /*
- * How an answer is handled.  Retryable per HubSpot's guidance: no answer,
- * 408, 423, 429, 477, and every 5xx but 501 and 505.
- */
-static HsOutcomeKind
-classify(const HsHttpResult *res, const HsErrorBody *err)
-{
-	if (!res->transport_ok)
-		return HS_OUTCOME_RETRY;
-	if (res->http_status >= 200 && res->http_status <= 299)
-		return HS_OUTCOME_SENT;
-	if (res->http_status == 401)
-		return HS_OUTCOME_HOLD;
-	if (res->http_status == 403 && err->category && strcmp(err->category, "MISSING_SCOPES") == 0)
-		return HS_OUTCOME_HOLD;
-	if (res->http_status == 429)
-		return HS_OUTCOME_RATE_LIMITED;
-	if (res->http_status == 408 || res->http_status == 423 || res->http_status == 477)
-		return HS_OUTCOME_RETRY;
-	if (res->http_status >= 500 && res->http_status <= 599 &&
-		res->http_status != 501 && res->http_status != 505)
-		return HS_OUTCOME_RETRY;
-	return HS_OUTCOME_FAILED;
-}
-
-/* Retry-After in milliseconds (seconds or an HTTP date, capped at a day); -1 when absent or unreadable. */
-static int64
-retry_after_ms(const char *value)
-{
-	return hs_retry_after_ms(value);
-}
-
-/*
- * Fill the outcome of one request from its answer, and report it to shared
- * memory.  Returns the kind.
+ * Fill the outcome of one request from its answer (hs_api_read_answer; a
+ * 429 waits at least until the pacing's pause ends), and report it to
+ * shared memory.  Returns the kind.
  */
 static HsOutcomeKind
 build_outcome(HsHttpRequest *req, HsOutcome *out)
 {
-	HsHttpResult *res = &req->result;
-	HsErrorBody err;
-	HsOutcomeKind kind;
-
-	memset(out, 0, sizeof(*out));
-	hs_parse_error_body(res->body, res->body_len, &err);
-	kind = classify(res, &err);
-	out->kind = kind;
-	out->http_status = res->transport_ok ? (int) res->http_status : 0;
-	out->correlation_id = res->correlation_id ? res->correlation_id : err.correlation_id;
-	out->retry_after_ms = retry_after_ms(res->retry_after);
-
-	if (kind == HS_OUTCOME_SENT)
+	hs_api_read_answer(&req->result, out);
+	if (out->kind == HS_OUTCOME_SENT)
 	{
 		hs_shared_count_request(true, NULL, NULL);
-		return kind;
+		return out->kind;
 	}
-	/* HubSpot's guidance: after 423 Locked, wait at least 2 s */
-	if (res->transport_ok && res->http_status == 423)
-		out->retry_after_ms = Max(out->retry_after_ms, 2000);
-	/* after a 429, at least until the pacing's pause ends */
-	if (kind == HS_OUTCOME_RATE_LIMITED)
+	if (out->kind == HS_OUTCOME_RATE_LIMITED)
 		out->retry_after_ms = Max(out->retry_after_ms, hs_pacing_wait_ms());
-
-	if (!res->transport_ok)
-	{
-		out->error_category = res->timed_out ? "TIMEOUT" : "TRANSPORT";
-		out->error_message = res->transport_error;
-	}
-	else
-	{
-		out->error_category = err.category ? err.category :
-			err.error_type ? err.error_type : psprintf("HTTP_%ld", res->http_status);
-		out->error_subcategory = err.sub_category;
-		if (err.message)
-			out->error_message = err.message;
-		else if (res->body_len > 0)
-			out->error_message = hs_sanitize_remote_text(res->body, Min(res->body_len, 200));
-		else
-			out->error_message = psprintf("HTTP %ld without a body", res->http_status);
-		/*
-		 * A bounded excerpt, stored in every row of the request: an answer
-		 * longer than HS_ERROR_BODY_MAX is cut there, and no longer parses,
-		 * so it is kept as a short sanitised text (hs_body_to_jsonb).
-		 */
-		out->error_body = hs_body_to_jsonb(res->body, Min(res->body_len, HS_ERROR_BODY_MAX));
-		if (err.policy_name)
-			out->error_subcategory = err.policy_name;
-	}
 	hs_shared_count_request(false, out->error_category, out->error_message);
-	return kind;
+	return out->kind;
 }
 
 /* ---- sending in waves ---- */
@@ -352,7 +263,7 @@ worker_on_done(HsHttpRequest *req)
 	char	   *pause;
 
 	hs_parse_error_body(req->result.body, req->result.body_len, &err);
-	pause = hs_pacing_note_answer(&req->result, &err, retry_after_ms(req->result.retry_after));
+	pause = hs_pacing_note_answer(&req->result, &err, hs_retry_after_ms(req->result.retry_after));
 	if (pause)
 	{
 		ereport(LOG, (errmsg("hubspot_events worker: %s", pause)));
@@ -951,24 +862,16 @@ claim_size(void)
 }
 
 /*
- * One turn: claim, send, record.  Returns true when it did work (the loop
- * then goes on at once); otherwise *wait_ms says how long to sleep.
+ * The gate of a turn: whether sending may be tried now.  Not on a standby,
+ * not with settings refused at start or OAuth settings that cannot work
+ * (the queue is held), not while a hold lasts, not during a 429 pause
+ * (*wait_ms is then the pause's rest, at most the poll interval).
  */
 static bool
-worker_turn(MemoryContext turn_cxt, long *wait_ms)
+turn_gate(long *wait_ms)
 {
-	List	   *rows;
-	List	   *batches;
-	List	   *results = NIL;
-	const char *token = NULL;
-	char	   *token_error = NULL;
-	char	   *hold_reason = NULL;
-	ListCell   *lc;
-	bool		paused;
+	char	   *problem;
 	TimestampTz rate_paused;
-	int64		next_due_ms = -1;
-
-	*wait_ms = hs_poll_interval_ms;
 
 	if (RecoveryInProgress())
 	{
@@ -994,14 +897,11 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	}
 
 	/* OAuth settings that cannot work hold the queue until a reload fixes them */
+	problem = hs_oauth_settings_problem();
+	if (problem)
 	{
-		char	   *problem = hs_oauth_settings_problem();
-
-		if (problem)
-		{
-			hold_queue(psprintf("the OAuth settings cannot work: %s", problem));
-			return false;
-		}
+		hold_queue(psprintf("the OAuth settings cannot work: %s", problem));
+		return false;
 	}
 
 	if (held && !hold_released())
@@ -1018,196 +918,238 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 		return false;
 	}
 	hs_shared_set_pause(0, NULL);
+	return true;
+}
 
-	/* ---- claim (a short transaction) ---- */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "hubspot_events: claiming due rows");
+/*
+ * Whether this database's outbox may be drained (in the claim's
+ * transaction): the extension is installed, its schema is one the library
+ * serves, and the outbox is not a logical-replication target.  Otherwise
+ * says why, once, and sets the worker's state.
+ */
+static bool
+outbox_usable(void)
+{
+	char	   *hint;
+	char	   *problem;
+	char	   *subscription;
 
 	if (!hs_outbox_available())
 	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(turn_cxt);
 		if (!logged_no_extension)
 			ereport(LOG,
 					(errmsg("hubspot_events worker: the extension hubspot_events (0.2.0 or later) is not installed in database \"%s\"; waiting for it",
 							hs_database)));
 		logged_no_extension = true;
 		hs_shared_set_state("waiting for CREATE EXTENSION", NULL);
-		pgstat_report_activity(STATE_IDLE, NULL);
 		return false;
 	}
 	logged_no_extension = false;
+
+	problem = hs_schema_problem(&hint);
+	if (problem)
 	{
-		char	   *hint;
-		char	   *problem = hs_schema_problem(&hint);
-
-		if (problem)
-		{
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			MemoryContextSwitchTo(turn_cxt);
-			if (!logged_schema_problem)
-				ereport(LOG,
-						(errmsg("hubspot_events worker: %s; waiting", problem),
-						 errhint("%s", hint)));
-			logged_schema_problem = true;
-			hs_shared_set_state("waiting for ALTER EXTENSION UPDATE", NULL);
-			pgstat_report_activity(STATE_IDLE, NULL);
-			return false;
-		}
-		logged_schema_problem = false;
-	}
-	{
-		char	   *subscription = hs_outbox_replicated_by();
-
-		if (subscription)
-		{
-			char	   *reason = psprintf("the outbox is replicated into this database by subscription \"%s\": its rows are sent by the publisher's worker",
-										  subscription);
-
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			MemoryContextSwitchTo(turn_cxt);
-			if (!logged_replicated)
-				ereport(LOG,
-						(errmsg("hubspot_events worker: not sending: %s", reason),
-						 errhint("Exclude hubspot_events.outbox from the subscription (or stop the worker here with hubspot_events.database), so that nothing is sent twice.")));
-			logged_replicated = true;
-			hs_shared_set_state("held", reason);
-			pgstat_report_activity(STATE_IDLE, NULL);
-			pfree(subscription);
-			return false;
-		}
-		logged_replicated = false;
-	}
-
-	/*
-	 * Nothing is in flight between turns (one worker per cluster, one turn
-	 * at a time), so any row still "sending" was left by a crash, a
-	 * failover, a SIGTERM or an outcome that could not be recorded: it is
-	 * pending again, with that attempt counted.
-	 */
-	{
-		uint64		nfailed;
-		uint64		n = hs_outbox_reset_sending(hs_max_attempts, &nfailed);
-
-		if (n > nfailed)
+		if (!logged_schema_problem)
 			ereport(LOG,
-					(errmsg("hubspot_events worker: %llu rows left in flight by a crash, a failover or an unrecorded outcome are pending again",
-							(unsigned long long) (n - nfailed))));
-		if (nfailed > 0)
+					(errmsg("hubspot_events worker: %s; waiting", problem),
+					 errhint("%s", hint)));
+		logged_schema_problem = true;
+		hs_shared_set_state("waiting for ALTER EXTENSION UPDATE", NULL);
+		return false;
+	}
+	logged_schema_problem = false;
+
+	subscription = hs_outbox_replicated_by();
+	if (subscription)
+	{
+		char	   *reason = psprintf("the outbox is replicated into this database by subscription \"%s\": its rows are sent by the publisher's worker",
+									  subscription);
+
+		if (!logged_replicated)
 			ereport(LOG,
-					(errmsg("hubspot_events worker: %llu rows left in flight have used hubspot_events.max_attempts and failed with OUTCOME_NOT_RECORDED",
-							(unsigned long long) nfailed)));
+					(errmsg("hubspot_events worker: not sending: %s", reason),
+					 errhint("Exclude hubspot_events.outbox from the subscription (or stop the worker here with hubspot_events.database), so that nothing is sent twice.")));
+		logged_replicated = true;
+		hs_shared_set_state("held", reason);
+		return false;
 	}
+	logged_replicated = false;
+	return true;
+}
 
-	if (hs_sent_retention_s > 0 &&
-		TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), HS_RETENTION_EVERY_MS))
+/*
+ * Nothing is in flight between turns (one worker per cluster, one turn at a
+ * time), so any row still "sending" was left by a crash, a failover, a
+ * SIGTERM or an outcome that could not be recorded: it is pending again,
+ * with that attempt counted.
+ */
+static void
+recover_in_flight(void)
+{
+	uint64		nfailed;
+	uint64		n = hs_outbox_reset_sending(hs_max_attempts, &nfailed);
+
+	if (n > nfailed)
+		ereport(LOG,
+				(errmsg("hubspot_events worker: %llu rows left in flight by a crash, a failover or an unrecorded outcome are pending again",
+						(unsigned long long) (n - nfailed))));
+	if (nfailed > 0)
+		ereport(LOG,
+				(errmsg("hubspot_events worker: %llu rows left in flight have used hubspot_events.max_attempts and failed with OUTCOME_NOT_RECORDED",
+						(unsigned long long) nfailed)));
+}
+
+/* What the claim's transaction found. */
+typedef enum HsClaimResult
+{
+	HS_CLAIM_UNUSABLE,			/* the outbox cannot be drained (outbox_usable) */
+	HS_CLAIM_PAUSED,			/* pause() is in force */
+	HS_CLAIM_NOTHING_DUE,		/* no row is due; *next_due_ms: when one will be (-1: none) */
+	HS_CLAIM_ROWS				/* *rows are claimed ("sending") */
+} HsClaimResult;
+
+/*
+ * The claim, in a short transaction of its own: the outbox's checks, rows
+ * left in flight, the retention purge, then up to claim_size() due rows
+ * (allocated in turn_cxt).
+ */
+static HsClaimResult
+claim_phase(MemoryContext turn_cxt, List **rows, int64 *next_due_ms)
+{
+	HsClaimResult result;
+
+	*rows = NIL;
+	*next_due_ms = -1;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: claiming due rows");
+
+	if (!outbox_usable())
+		result = HS_CLAIM_UNUSABLE;
+	else
 	{
-		hs_outbox_purge_retention(hs_sent_retention_s);
-		last_retention = GetCurrentTimestamp();
-	}
+		recover_in_flight();
+		if (hs_sent_retention_s > 0 &&
+			TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), HS_RETENTION_EVERY_MS))
+		{
+			hs_outbox_purge_retention(hs_sent_retention_s);
+			last_retention = GetCurrentTimestamp();
+		}
+		if (hs_outbox_paused())
+			result = HS_CLAIM_PAUSED;
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(turn_cxt);
 
-	paused = hs_outbox_paused();
-	rows = NIL;
-	if (!paused)
-	{
-		MemoryContext old = MemoryContextSwitchTo(turn_cxt);
-
-		rows = hs_outbox_claim(claim_size());
-		MemoryContextSwitchTo(old);
+			*rows = hs_outbox_claim(claim_size());
+			MemoryContextSwitchTo(old);
+			result = *rows != NIL ? HS_CLAIM_ROWS : HS_CLAIM_NOTHING_DUE;
+			if (result == HS_CLAIM_NOTHING_DUE)
+				*next_due_ms = hs_outbox_next_due_ms();
+		}
 	}
-	if (rows == NIL)
-		next_due_ms = hs_outbox_next_due_ms();
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	/* the commit leaves TopMemoryContext current: the turn's allocations belong to the turn */
 	MemoryContextSwitchTo(turn_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
 
-	if (paused)
+/*
+ * Nothing is due: if a backlog has gone through since the last vacuum,
+ * vacuum now, before the old versions of its rows slow the next claims
+ * (hs_outbox_vacuum).
+ */
+static void
+idle_housekeeping(MemoryContext turn_cxt)
+{
+	if (hs_vacuum_after <= 0 || claimed_since_vacuum < (uint64) hs_vacuum_after)
+		return;
+	hs_shared_set_state("vacuuming the outbox", NULL);
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: vacuuming the outbox");
+	/* not done while autovacuum holds the outbox: again at the next idle turn */
+	if (hs_outbox_vacuum(AllocSetContextCreate(turn_cxt, "hubspot_events vacuum", ALLOCSET_DEFAULT_SIZES)))
+		claimed_since_vacuum = 0;
+	MemoryContextSwitchTo(turn_cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
+}
+
+/*
+ * An OAuth token HubSpot calls expired (revoked early, or it expired during
+ * a long turn): refresh once, and send those requests again.  Returns false
+ * when SIGTERM stopped the sending.
+ */
+static bool
+resend_expired(MemoryContext turn_cxt, const char *token, List **results, char **hold_reason)
+{
+	List	   *expired = NIL;
+	List	   *kept = NIL;
+	char	   *token_error = NULL;
+	ListCell   *lc;
+
+	foreach(lc, *results)
 	{
-		hs_shared_set_state("paused", NULL);
-		return false;
+		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+
+		if (is_expired_outcome(&tr->outcome))
+			expired = lappend(expired, tr->batch);
+		else
+			kept = lappend(kept, tr);
 	}
-	if (rows == NIL)
+	if (expired == NIL)
+		return true;
+	*results = kept;
+	*hold_reason = first_hold_reason(kept);
+	hs_oauth_token_expired(token);
+	token = fetch_token(turn_cxt, &token_error);
+	if (token_error != NULL)
 	{
-		/*
-		 * Nothing is due: if a backlog has gone through since the last
-		 * vacuum, vacuum now, before the old versions of its rows slow the
-		 * next claims (hs_outbox_vacuum).
-		 */
-		if (hs_vacuum_after > 0 && claimed_since_vacuum >= (uint64) hs_vacuum_after)
-		{
-			hs_shared_set_state("vacuuming the outbox", NULL);
-			pgstat_report_activity(STATE_RUNNING, "hubspot_events: vacuuming the outbox");
-			/* not done while autovacuum holds the outbox: again at the next idle turn */
-			if (hs_outbox_vacuum(AllocSetContextCreate(turn_cxt, "hubspot_events vacuum", ALLOCSET_DEFAULT_SIZES)))
-				claimed_since_vacuum = 0;
-			MemoryContextSwitchTo(turn_cxt);
-			pgstat_report_activity(STATE_IDLE, NULL);
-			pgstat_report_stat(false);
-		}
-		hs_shared_set_state("idle", NULL);
-		if (next_due_ms >= 0 && next_due_ms < *wait_ms)
-			*wait_ms = Max(next_due_ms, 1);
-		return false;
+		hold_all(expired, results);
+		*hold_reason = token_error;
+		return true;
 	}
+	return send_in_waves(expired, token, results, hold_reason);
+}
 
-	claimed_since_vacuum += list_length(rows);
+/*
+ * The sending, outside any transaction: the claimed rows coalesced into
+ * requests, sent in waves with the token (all held when there is none).
+ * Returns false when SIGTERM stopped it: the rows stay "sending", pending
+ * again at the next turn.
+ */
+static bool
+send_phase(MemoryContext turn_cxt, List *rows, List **results, char **hold_reason)
+{
+	List	   *batches;
+	const char *token;
+	char	   *token_error = NULL;
 
-	/* ---- send (no transaction), in waves ---- */
 	hs_shared_set_state("sending", NULL);
 	batches = hs_outbox_group(rows, hs_batch_size);
-	batches = take_unbuilt(batches, &results);
+	batches = take_unbuilt(batches, results);
 
 	token = fetch_token(turn_cxt, &token_error);
 	if (token_error != NULL)
 	{
-		hold_all(batches, &results);
-		hold_reason = token_error;
+		hold_all(batches, results);
+		*hold_reason = token_error;
+		return true;
 	}
-	else if (!send_in_waves(batches, token, &results, &hold_reason))
-		return true;			/* SIGTERM: the rows stay "sending", pending again at the next turn */
-	else if (hs_oauth_enabled())
-	{
-		/*
-		 * An OAuth token HubSpot calls expired (revoked early, or it expired
-		 * during a long turn): refresh once, and send those requests again.
-		 */
-		List	   *expired = NIL;
-		List	   *kept = NIL;
+	if (!send_in_waves(batches, token, results, hold_reason))
+		return false;
+	if (hs_oauth_enabled())
+		return resend_expired(turn_cxt, token, results, hold_reason);
+	return true;
+}
 
-		foreach(lc, results)
-		{
-			HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
-
-			if (is_expired_outcome(&tr->outcome))
-				expired = lappend(expired, tr->batch);
-			else
-				kept = lappend(kept, tr);
-		}
-		if (expired != NIL)
-		{
-			results = kept;
-			hold_reason = first_hold_reason(kept);
-			hs_oauth_token_expired(token);
-			token = fetch_token(turn_cxt, &token_error);
-			if (token_error != NULL)
-			{
-				hold_all(expired, &results);
-				hold_reason = token_error;
-			}
-			else if (!send_in_waves(expired, token, &results, &hold_reason))
-				return true;
-		}
-	}
-
-	/* ---- record (a short transaction) ---- */
+/* The outcomes, recorded in a short transaction of their own; then the hold, if any. */
+static void
+record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
+{
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1222,6 +1164,46 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	pgstat_report_stat(false);
 	if (!held)
 		hs_shared_set_state("idle", NULL);
+}
+
+/*
+ * One turn: gate, claim, send, record (or, with nothing due, housekeeping).
+ * Returns true when it did work (the loop then goes on at once); otherwise
+ * *wait_ms says how long to sleep.
+ */
+static bool
+worker_turn(MemoryContext turn_cxt, long *wait_ms)
+{
+	List	   *rows;
+	List	   *results = NIL;
+	char	   *hold_reason = NULL;
+	int64		next_due_ms;
+
+	*wait_ms = hs_poll_interval_ms;
+	if (!turn_gate(wait_ms))
+		return false;
+
+	switch (claim_phase(turn_cxt, &rows, &next_due_ms))
+	{
+		case HS_CLAIM_UNUSABLE:
+			return false;
+		case HS_CLAIM_PAUSED:
+			hs_shared_set_state("paused", NULL);
+			return false;
+		case HS_CLAIM_NOTHING_DUE:
+			idle_housekeeping(turn_cxt);
+			hs_shared_set_state("idle", NULL);
+			if (next_due_ms >= 0 && next_due_ms < *wait_ms)
+				*wait_ms = Max(next_due_ms, 1);
+			return false;
+		case HS_CLAIM_ROWS:
+			break;
+	}
+
+	claimed_since_vacuum += list_length(rows);
+	if (!send_phase(turn_cxt, rows, &results, &hold_reason))
+		return true;			/* SIGTERM: the rows stay "sending", pending again at the next turn */
+	record_phase(turn_cxt, results, hold_reason);
 	return true;
 }
 

@@ -18,7 +18,7 @@ hs_install_packages
 if [ -z "${HS_PASS:-}" ]; then
     total_p=0; total_f=0
     started=$SECONDS
-    summary() { sed -n 's/^\(hubspot_events\|hubspot_events package\|meta_json\)\( tests\)\?: \([0-9]*\) passed, \([0-9]*\) failed$/\3 \4/p' "$1" | tail -1; }
+    summary() { sed -n 's/^\(hubspot_events\|hubspot_events package\|meta_json\|header_map\)\( tests\)\?: \([0-9]*\) passed, \([0-9]*\) failed$/\3 \4/p' "$1" | tail -1; }
     # one pass: its output, counted; a pass that printed no summary counts as a failure
     run_pass() {
         local name="$1"; shift
@@ -55,6 +55,7 @@ if [ -z "${HS_PASS:-}" ]; then
         run_pass package bash "$HS_SRC/test/package.sh"
     fi
     run_pass META.json /usr/bin/python3 "$HS_SRC/test/meta_json.py"
+    run_pass header_map /usr/bin/python3 "$HS_SRC/test/header_map.py"
     hs_log "all passes took $((SECONDS - started)) s"
     echo "hubspot_events, all passes: $total_p passed, $total_f failed"
     [ "$total_f" -eq 0 ]
