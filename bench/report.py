@@ -139,7 +139,7 @@ def render(results, made, src):
     add = L.append
     add("# Benchmarks")
     add("")
-    add("Produced by `sudo bash bench/run.sh` (issue 6); this file, `benchmarks.json` (every figure) and the")
+    add("Produced by `bash bench/run.sh`, as root (issue 6); this file, `benchmarks.json` (every figure) and the")
     add("plots are written by the run. Scale: **%s** (1 is the full size of issue 6)." % results["scale"])
     add("")
     add("## Results")
@@ -342,10 +342,17 @@ def render(results, made, src):
         for f, title in made:
             add("![%s](%s)" % (title, f))
             add("")
-    notes = os.path.join(src, "bench", "analysis.md")
-    if os.path.exists(notes):
-        add(open(notes).read().rstrip())
-        add("")
+    # The analysis of earlier rounds (what was changed, what it gained, what is
+    # left) is written by hand in docs/benchmarks.md itself: carried over from
+    # the file this run replaces, when it has one.
+    previous = os.path.join(src, "docs", "benchmarks.md")
+    if os.path.exists(previous):
+        with open(previous) as fh:
+            text = fh.read()
+        at = text.find("\n## Analysis")
+        if at >= 0:
+            add(text[at + 1:].rstrip())
+            add("")
     return "\n".join(L)
 
 

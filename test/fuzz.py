@@ -19,13 +19,13 @@ and malformed inputs at:
 
 Contacts are built as JSON *text* and cast ::jsonb on the server, so that
 malformed JSON is tested too (jsonb's own error is fine).  Every generated
-value carries what the README's input rules say of it (valid, invalid, or
-unknown), so each case has an expected outcome:
+value carries what the input rules (docs/reference.md) say of it (valid,
+invalid, or unknown), so each case has an expected outcome:
 
   * success, or an ERROR that carries a SQLSTATE from the set the rules and
-    the README's SQLSTATE table allow for that input (22004 for a NULL
-    argument, 22023 for an invalid one, jsonb's input errors for malformed
-    JSON, HubSpot's mapped codes for the mock's answers);
+    the SQLSTATE table (docs/reference.md) allow for that input (22004 for a
+    NULL argument, 22023 for an invalid one, jsonb's input errors for
+    malformed JSON, HubSpot's mapped codes for the mock's answers);
   * a trigger never fails the application's write for invalid values (they
     become failed outbox rows, LOCAL_VALIDATION_ERROR), unless the value
     could not even be stored in the table's own column (checked by casting
@@ -90,7 +90,7 @@ CANONICAL = {
 JSONB_INPUT_CODES = {"22P02", "22P05", "22003", "54001"}
 # input errors of a table's own column types (the value could not be stored)
 TYPE_INPUT_CODES = JSONB_INPUT_CODES | {"22007", "22008", "22009", "22021", "22001"}
-# what a HubSpot answer may become (README, SQLSTATEs)
+# what a HubSpot answer may become (docs/reference.md, SQLSTATEs)
 HUBSPOT_CODES = {"22023", "28000", "42501", "42704", "23505", "55P03",
                  "HS001", "HS002", "HS003", "HS004", "HS005"}
 

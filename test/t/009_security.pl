@@ -106,7 +106,8 @@ my %relations = (
 	'hubspot_events.failed_syncs' => { app => '', ops => 'SELECT' },
 );
 
-# The documented GRANTs (README, "Security"), run as they are written there.
+# The documented GRANTs (docs/security.md, "Roles"; the app and ops ones also in
+# README, "The GRANTs"), run as they are written there.
 my $app_grants = q{
 GRANT USAGE ON SCHEMA hubspot_events TO app;
 GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) TO app;
