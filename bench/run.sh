@@ -1,6 +1,6 @@
 #!/bin/bash
 # The benchmark suite (issue 6), from a clone on a Debian 12 machine:
-#   sudo bash bench/run.sh
+#   bash bench/run.sh        (as root)
 # Installs what is missing (gnuplot-nox, python3-psycopg2...), builds and
 # installs the extension (PG_CONFIG=/path/to/pg_config chooses the server,
 # Debian's PostgreSQL 15 by default, as for test/run.sh), starts the mock

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The demo, end to end, on a fresh Debian 12 machine:
-#   sudo bash test/demo.sh
+#   bash test/demo.sh        (as root)
 # Builds and installs the extension, starts the bundled mock HubSpot and a
 # throwaway cluster pointed at it, records a subscriber state, shows
 # HubSpot's answer and what the mock received, then shows a rejected call

@@ -17,7 +17,7 @@ hs_log() { printf '== %s\n' "$*" >&2; }
 hs_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 hs_require_root() {
-    [ "$(id -u)" = 0 ] || hs_die "run this as root (sudo $0): it installs packages and the extension, then runs PostgreSQL as the '$HS_RUN_AS' user"
+    [ "$(id -u)" = 0 ] || hs_die "run this as root (bash $0 as root, or sudo bash $0): it installs packages and the extension, then runs PostgreSQL as the '$HS_RUN_AS' user"
 }
 
 # Install the Debian packages that are missing.

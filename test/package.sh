@@ -1,6 +1,6 @@
 #!/bin/bash
 # The Debian package, built and tested as a user would get it:
-#   sudo bash test/package.sh        (from the repository root)
+#   bash test/package.sh        (as root, from the repository root)
 #
 # Installs what is missing, copies the working tree (without .git) to a
 # temporary folder and builds the binary package there with

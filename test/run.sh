@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole test suite, from a fresh clone on a fresh Debian 12 machine:
-#   sudo bash test/run.sh
+#   bash test/run.sh        (as root)
 # Installs missing packages, builds (warnings are errors) and installs the
 # extension, starts the mock HubSpot and a throwaway cluster as the
 # "postgres" OS user, runs every test, stops everything, and exits non-zero
