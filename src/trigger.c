@@ -1096,10 +1096,167 @@ push_at(JsonbParseState **ps, MappedValue *mv, Datum value)
 		push_string(ps, value_text(mv, value));
 }
 
+/* One image of a row, as its mapped columns read (row_to_outbox's first phase). */
+typedef struct RowValues
+{
+	ValueKey	id_key;			/* VK_EMAIL or VK_VID */
+	const char *id_name;		/* "email" or "vid" */
+	char	   *state_text;		/* "cancel" for a cancel */
+	char	   *vid_text;		/* the contact's id, as text */
+	char	   *event;			/* NULL when the column is NULL */
+	char	   *account;
+	bool		have_at;
+	Datum		d_at;
+	bool		have_props;		/* a usable properties value */
+	Datum		d_props;		/* the raw value, when given */
+	Jsonb	   *props;
+	char	   *props_error;	/* the properties value is not usable: why */
+} RowValues;
+
+/* Read a row's mapped values; false when there is nothing to sync (a NULL state or contact id). */
+static bool
+read_row_values(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel, RowValues *rv)
+{
+	MappedValue *v = cfg->v;
+	Datum		d_state,
+				d_vid,
+				d_event,
+				d_account;
+
+	memset(rv, 0, sizeof(*rv));
+	rv->id_key = v[VK_EMAIL].given ? VK_EMAIL : VK_VID;
+	rv->id_name = rv->id_key == VK_EMAIL ? "email" : "vid";
+	if (!get_value(&v[VK_STATE], tuple, desc, &d_state) ||
+		!get_value(&v[rv->id_key], tuple, desc, &d_vid))
+		return false;
+
+	rv->state_text = cancel ? "cancel" : value_text(&v[VK_STATE], d_state);
+	rv->vid_text = value_text(&v[rv->id_key], d_vid);
+	if (get_value(&v[VK_EVENT_ID], tuple, desc, &d_event))
+		rv->event = value_text(&v[VK_EVENT_ID], d_event);
+	if (get_value(&v[VK_ACCOUNT_ID], tuple, desc, &d_account))
+		rv->account = value_text(&v[VK_ACCOUNT_ID], d_account);
+	if (v[VK_AT].given && !cancel)
+		rv->have_at = get_value(&v[VK_AT], tuple, desc, &rv->d_at);
+	if (v[VK_PROPERTIES].given)
+	{
+		rv->have_props = get_value(&v[VK_PROPERTIES], tuple, desc, &rv->d_props);
+		if (rv->have_props)
+		{
+			rv->props = value_jsonb(&v[VK_PROPERTIES], rv->d_props, &rv->props_error);
+			if (rv->props == NULL)
+				rv->have_props = false; /* recorded as invalid */
+		}
+	}
+	return true;
+}
+
+/* The contact as the validator takes it: the id (a number for a numeric vid column), time, properties. */
+static Jsonb *
+build_contact_input(SyncConfig *cfg, const RowValues *rv)
+{
+	MappedValue *v = cfg->v;
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, rv->id_name);
+	if (rv->id_key == VK_VID && !v[VK_VID].is_const &&
+		(v[VK_VID].form == VF_INT || v[VK_VID].form == VF_NUMERIC))
+		push_numeric(&ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
+															  CStringGetDatum(rv->vid_text),
+															  ObjectIdGetDatum(InvalidOid),
+															  Int32GetDatum(-1))));
+	else
+		push_string(&ps, rv->vid_text);
+	if (rv->have_at)
+	{
+		push_key(&ps, "interactionDateTime");
+		push_at(&ps, &v[VK_AT], rv->d_at);
+	}
+	if (rv->have_props)
+	{
+		push_key(&ps, "properties");
+		push_jsonb(&ps, rv->props);
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * The same checks, in the same order, as hubspot_enqueue_subscriber: the
+ * event id, the state, the account id, then the contact.  NULL when the row
+ * is valid (*state and *contact filled); otherwise the message (and *hint).
+ */
+static char *
+validate_row(const RowValues *rv, Jsonb *input, HsSubscriberState *state, HsContact *contact,
+			 char **hint)
+{
+	char	   *msg;
+
+	*hint = NULL;
+	if (rv->event == NULL)
+		return pstrdup("external_event_id must not be null");
+	if ((msg = hs_check_external_id("external_event_id", rv->event)) != NULL)
+		return msg;
+	if (!hs_parse_state(rv->state_text, state))
+	{
+		*hint = VALID_STATES_HINT;
+		return psprintf("invalid subscriber_state \"%s\"", rv->state_text);
+	}
+	if (rv->account == NULL)
+		return pstrdup("external_account_id must not be null");
+	if ((msg = hs_check_external_id("external_account_id", rv->account)) != NULL)
+		return msg;
+	if (rv->props_error != NULL)
+		return rv->props_error;
+	if (!hs_check_contact(&input->root, 0, contact, &msg, hint))
+	{
+		Assert(msg != NULL);
+		return msg;
+	}
+	return NULL;
+}
+
+/* An invalid row's contact for failed_syncs: the raw values, as text. */
+static Jsonb *
+raw_contact(SyncConfig *cfg, const RowValues *rv, bool cancel)
+{
+	MappedValue *v = cfg->v;
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, rv->id_name);
+	push_string(&ps, rv->vid_text);
+	if (v[VK_AT].given && !cancel)
+	{
+		push_key(&ps, "interactionDateTime");
+		if (rv->have_at)
+			push_string(&ps, value_text(&v[VK_AT], rv->d_at));
+		else
+			push_null(&ps);
+	}
+	if (v[VK_PROPERTIES].given)
+	{
+		push_key(&ps, "properties");
+		if (rv->have_props)
+			push_jsonb(&ps, rv->props);
+		else if (rv->props_error != NULL)
+		{
+			/* the json text as it came, as far as text can hold it */
+			char	   *raw = TextDatumGetCString(rv->d_props);
+
+			push_string(&ps, hs_sanitize_remote_text(raw, strlen(raw)));
+		}
+		else
+			push_null(&ps);
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+}
+
 /*
  * Turn one image of a row (the new row of an INSERT or UPDATE, the old row of
- * a DELETE) into an outbox row.  With cancel, the state is "cancel" and the
- * interaction time the transaction's start, whatever the row says.
+ * a DELETE) into an outbox row: read, build, validate, or record as invalid.
+ * With cancel, the state is "cancel" and the interaction time the
+ * transaction's start, whatever the row says.
  *
  * Returns false when there is nothing to sync (a NULL state or vid).  An
  * invalid row is returned with error_message set and its raw values, or,
@@ -1109,108 +1266,23 @@ static bool
 row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 			  const char *table, HsOutboxRow *row)
 {
-	MappedValue *v = cfg->v;
-	Datum		d_state,
-				d_vid,
-				d_event,
-				d_account,
-				d_at = (Datum) 0,
-				d_props = (Datum) 0;
-	bool		have_at = false,
-				have_props = false;
-	char	   *state_text;
-	char	   *vid_text;
-	char	   *event = NULL;
-	char	   *account = NULL;
-	Jsonb	   *props = NULL;
-	JsonbParseState *ps = NULL;
-	JsonbValue *obj;
-	Jsonb	   *input;
+	RowValues	rv;
 	HsSubscriberState state;
 	HsContact	contact;
-	char	   *msg = NULL;
-	char	   *hint = NULL;
-	char	   *props_error = NULL;
-	ValueKey	id_key = v[VK_EMAIL].given ? VK_EMAIL : VK_VID;
-	const char *id_name = id_key == VK_EMAIL ? "email" : "vid";
+	char	   *msg;
+	char	   *hint;
 
-	/* nothing to sync yet */
-	if (!get_value(&v[VK_STATE], tuple, desc, &d_state) ||
-		!get_value(&v[id_key], tuple, desc, &d_vid))
+	if (!read_row_values(cfg, desc, tuple, cancel, &rv))
 		return false;
-
-	state_text = cancel ? "cancel" : value_text(&v[VK_STATE], d_state);
-	vid_text = value_text(&v[id_key], d_vid);
-	if (get_value(&v[VK_EVENT_ID], tuple, desc, &d_event))
-		event = value_text(&v[VK_EVENT_ID], d_event);
-	if (get_value(&v[VK_ACCOUNT_ID], tuple, desc, &d_account))
-		account = value_text(&v[VK_ACCOUNT_ID], d_account);
-	if (v[VK_AT].given && !cancel)
-		have_at = get_value(&v[VK_AT], tuple, desc, &d_at);
-	if (v[VK_PROPERTIES].given)
-	{
-		have_props = get_value(&v[VK_PROPERTIES], tuple, desc, &d_props);
-		if (have_props)
-		{
-			props = value_jsonb(&v[VK_PROPERTIES], d_props, &props_error);
-			if (props == NULL)
-				have_props = false; /* recorded as invalid below */
-		}
-	}
-
-	/* the contact, as the validator takes it */
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, id_name);
-	if (id_key == VK_VID && !v[VK_VID].is_const &&
-		(v[VK_VID].form == VF_INT || v[VK_VID].form == VF_NUMERIC))
-		push_numeric(&ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
-															  CStringGetDatum(vid_text),
-															  ObjectIdGetDatum(InvalidOid),
-															  Int32GetDatum(-1))));
-	else
-		push_string(&ps, vid_text);
-	if (have_at)
-	{
-		push_key(&ps, "interactionDateTime");
-		push_at(&ps, &v[VK_AT], d_at);
-	}
-	if (have_props)
-	{
-		push_key(&ps, "properties");
-		push_jsonb(&ps, props);
-	}
-	obj = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	input = JsonbValueToJsonb(obj);
-
-	/* the same checks, in the same order, as hubspot_enqueue_subscriber */
-	if (event == NULL)
-		msg = pstrdup("external_event_id must not be null");
-	else
-		msg = hs_check_external_id("external_event_id", event);
-	if (msg == NULL && !hs_parse_state(state_text, &state))
-	{
-		msg = psprintf("invalid subscriber_state \"%s\"", state_text);
-		hint = VALID_STATES_HINT;
-	}
-	if (msg == NULL)
-	{
-		if (account == NULL)
-			msg = pstrdup("external_account_id must not be null");
-		else
-			msg = hs_check_external_id("external_account_id", account);
-	}
-	if (msg == NULL && props_error != NULL)
-		msg = props_error;
-	if (msg == NULL && !hs_check_contact(&input->root, 0, &contact, &msg, &hint))
-		Assert(msg != NULL);
+	msg = validate_row(&rv, build_contact_input(cfg, &rv), &state, &contact, &hint);
 
 	memset(row, 0, sizeof(*row));
 	row->source = table;
+	row->external_event_id = rv.event;
+	row->external_account_id = rv.account;
 	if (msg == NULL)
 	{
-		row->external_event_id = event;
 		row->subscriber_state = hs_state_name(state);
-		row->external_account_id = account;
 		row->contact = hs_contact_to_jsonb(&contact);
 		row->contact_key = hs_contact_key(&contact);
 		return true;
@@ -1224,41 +1296,9 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 						   cfg->tgname),
 				 hint ? errhint("%s", hint) : 0));
 
-	/* the raw values, as text, for failed_syncs */
-	ps = NULL;
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, id_name);
-	push_string(&ps, vid_text);
-	if (v[VK_AT].given && !cancel)
-	{
-		push_key(&ps, "interactionDateTime");
-		if (have_at)
-			push_string(&ps, value_text(&v[VK_AT], d_at));
-		else
-			push_null(&ps);
-	}
-	if (v[VK_PROPERTIES].given)
-	{
-		push_key(&ps, "properties");
-		if (have_props)
-			push_jsonb(&ps, props);
-		else if (props_error != NULL)
-		{
-			/* the json text as it came, as far as text can hold it */
-			char	   *raw = TextDatumGetCString(d_props);
-
-			push_string(&ps, hs_sanitize_remote_text(raw, strlen(raw)));
-		}
-		else
-			push_null(&ps);
-	}
-	obj = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-
-	row->external_event_id = event;
-	row->subscriber_state = state_text;
-	row->external_account_id = account;
-	row->contact = JsonbValueToJsonb(obj);
-	row->contact_key = vid_text;
+	row->subscriber_state = rv.state_text;
+	row->contact = raw_contact(cfg, &rv, cancel);
+	row->contact_key = rv.vid_text;
 	row->error_message = msg;
 	return true;
 }
