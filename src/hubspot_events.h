@@ -196,6 +196,7 @@ extern int64 hs_timestamptz_to_ms(TimestampTz ts);
 extern const char *hs_jsonb_type_name(const JsonbValue *v);
 extern char *hs_jsonb_scalar_for_message(const JsonbValue *v);
 extern void hs_append_iso_ms(StringInfo buf, int64 epoch_ms);
+extern bool hs_input_error(char **errmsg_out, const char *fmt,...) pg_attribute_printf(2, 3);
 
 /* ---- validate_event.c ---- */
 extern bool hs_check_event(JsonbContainer *obj, const char *event_id, const char *account_id,

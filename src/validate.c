@@ -348,18 +348,42 @@ hs_timestamptz_to_ms(TimestampTz ts)
 	return (ts >= 0 ? ts / 1000 : -((-ts + 999) / 1000)) + HS_PG_EPOCH_MS;
 }
 
-#define CONTACT_ERR(...) \
-	do { *errmsg_out = psprintf(__VA_ARGS__); return false; } while (0)
-/* a limit of the whole contact, rather than a bad value: 54000 */
-#define CONTACT_LIMIT_ERR(...) \
-	do { *sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED; CONTACT_ERR(__VA_ARGS__); } while (0)
+/*
+ * Put the reason an input is refused in *errmsg_out; returns false (the
+ * validators return its result).
+ */
+bool
+hs_input_error(char **errmsg_out, const char *fmt,...)
+{
+	StringInfoData buf;
 
-#define CONTACT_TOO_LARGE(index, at_least, size) \
-	do { \
-		*errhint_out = pstrdup("A contact is sent as one JSON object; give its properties fewer or shorter values."); \
-		CONTACT_LIMIT_ERR("contacts[%d] is too large (%s%zu bytes as JSON; the limit is %d bytes)", \
-						  index, (at_least) ? "at least " : "", (size_t) (size), HS_MAX_CONTACT_BYTES); \
-	} while (0)
+	initStringInfo(&buf);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	*errmsg_out = buf.data;
+	return false;
+}
+
+/* The contact as sent is larger than HubSpot takes: a limit of the whole contact (54000). */
+static bool
+contact_too_large(int index, bool at_least, size_t size, char **errmsg_out, char **errhint_out,
+				  int *sqlstate)
+{
+	*sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+	*errhint_out = pstrdup("A contact is sent as one JSON object; give its properties fewer or shorter values.");
+	return hs_input_error(errmsg_out, "contacts[%d] is too large (%s%zu bytes as JSON; the limit is %d bytes)",
+						  index, at_least ? "at least " : "", size, HS_MAX_CONTACT_BYTES);
+}
 
 /*
  * The fixed parts of a contact as hs_append_contact_json writes it, so that
@@ -421,15 +445,16 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 	int			count;
 
 	if (val->type != jbvBinary || !JsonContainerIsObject(val->val.binary.data))
-		CONTACT_ERR("contacts[%d].%s must be a JSON object, not %s",
-					index, what, hs_jsonb_type_name(val));
+		return hs_input_error(errmsg_out, "contacts[%d].%s must be a JSON object, not %s",
+							  index, what, hs_jsonb_type_name(val));
 	/* counted before anything is read: nulls count, as they are given */
 	count = JsonContainerSize(val->val.binary.data);
 	if (count > HS_MAX_PROPERTIES)
 	{
 		*errhint_out = pstrdup("Send the contact's properties in several calls, or leave out the ones HubSpot does not need.");
-		CONTACT_LIMIT_ERR("contacts[%d].%s has too many properties (%d; the limit is %d)",
-						  index, what, count, HS_MAX_PROPERTIES);
+		*sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+		return hs_input_error(errmsg_out, "contacts[%d].%s has too many properties (%d; the limit is %d)",
+							  index, what, count, HS_MAX_PROPERTIES);
 	}
 
 	pit = JsonbIteratorInit(val->val.binary.data);
@@ -442,17 +467,17 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 		(void) JsonbIteratorNext(&pit, &pval, true);
 		/* lengths before copies: a long name or value is never copied */
 		if (pkey.val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
-			CONTACT_ERR("contacts[%d].%s has a property name too long (%d bytes; the limit is %d bytes): %s",
-						index, what, pkey.val.string.len, HS_MAX_PROPERTY_NAME_BYTES,
-						hs_jsonb_scalar_for_message(&pkey));
+			return hs_input_error(errmsg_out, "contacts[%d].%s has a property name too long (%d bytes; the limit is %d bytes): %s",
+								  index, what, pkey.val.string.len, HS_MAX_PROPERTY_NAME_BYTES,
+								  hs_jsonb_scalar_for_message(&pkey));
 		if (pval.type == jbvString && pval.val.string.len > HS_MAX_PROPERTY_VALUE_BYTES)
-			CONTACT_ERR("contacts[%d].%s.%s is too long (%d bytes; the limit is %d bytes)",
-						index, what,
-						quote_identifier(pnstrdup(pkey.val.string.val, pkey.val.string.len)),
-						pval.val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
+			return hs_input_error(errmsg_out, "contacts[%d].%s.%s is too long (%d bytes; the limit is %d bytes)",
+								  index, what,
+								  quote_identifier(pnstrdup(pkey.val.string.val, pkey.val.string.len)),
+								  pval.val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
 		pname = pnstrdup(pkey.val.string.val, pkey.val.string.len);
 		if (pname[0] == '\0')
-			CONTACT_ERR("contacts[%d].%s has an empty property name", index, what);
+			return hs_input_error(errmsg_out, "contacts[%d].%s has an empty property name", index, what);
 		if (times && (strcmp(pname, "joinedAt") == 0 || strcmp(pname, "leftAt") == 0) &&
 			pval.type != jbvNull)
 		{
@@ -471,9 +496,9 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 			if (!ok)
 			{
 				*errhint_out = pstrdup("joinedAt and leftAt are timestamps: an ISO 8601 string such as \"2026-03-01T17:05:00Z\" or epoch milliseconds; they are sent as UTC ISO 8601.");
-				CONTACT_ERR("contacts[%d].properties.%s is not a valid timestamp: %s%s%s",
-							index, pname, hs_jsonb_scalar_for_message(&pval),
-							reason ? ": " : "", reason ? reason : "");
+				return hs_input_error(errmsg_out, "contacts[%d].properties.%s is not a valid timestamp: %s%s%s",
+									  index, pname, hs_jsonb_scalar_for_message(&pval),
+									  reason ? ": " : "", reason ? reason : "");
 			}
 			initStringInfo(&iso);
 			hs_append_iso_ms(&iso, ms);
@@ -500,26 +525,203 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 					break;
 				default:
 					*errhint_out = pstrdup("Property values are sent to HubSpot as strings: give a string, number, boolean or null (null leaves the property out).");
-					CONTACT_ERR("contacts[%d].%s.%s must be a string, number, boolean or null, not %s",
-								index, what, quote_identifier(pname), hs_jsonb_type_name(&pval));
+					return hs_input_error(errmsg_out, "contacts[%d].%s.%s must be a string, number, boolean or null, not %s",
+										  index, what, quote_identifier(pname), hs_jsonb_type_name(&pval));
 			}
 		/* a number's text can be long too (jsonb keeps 131072 digits) */
 		if (strlen(ptext) > HS_MAX_PROPERTY_VALUE_BYTES)
-			CONTACT_ERR("contacts[%d].%s.%s is too long (%zu bytes as text; the limit is %d bytes)",
-						index, what, quote_identifier(pname), strlen(ptext),
-						HS_MAX_PROPERTY_VALUE_BYTES);
+			return hs_input_error(errmsg_out, "contacts[%d].%s.%s is too long (%zu bytes as text; the limit is %d bytes)",
+								  index, what, quote_identifier(pname), strlen(ptext),
+								  HS_MAX_PROPERTY_VALUE_BYTES);
 		/* "name":"value", and a comma before all but the first */
 		*json_len += (*names != NIL ? 1 : 0) +
 			hs_json_string_len(pname, strlen(pname)) + 1 +
 			hs_json_string_len(ptext, strlen(ptext));
 		if (*json_len > HS_MAX_CONTACT_BYTES)
-			CONTACT_TOO_LARGE(index, true, *json_len);
+			return contact_too_large(index, true, *json_len, errmsg_out, errhint_out, sqlstate);
 		*names = lappend(*names, pname);
 		*values = lappend(*values, ptext);
 	}
 	if (joined >= 0 && left >= 0 && left < joined)
-		CONTACT_ERR("contacts[%d].properties.leftAt is before properties.joinedAt", index);
+		return hs_input_error(errmsg_out, "contacts[%d].properties.leftAt is before properties.joinedAt", index);
 	return true;
+}
+
+/* A contact while its keys are read. */
+typedef struct ContactState
+{
+	HsContact  *out;
+	int			index;			/* names the contact in messages */
+	bool		have_vid;
+	bool		have_at;
+	size_t		json_len;		/* the members of properties and contactProperties */
+} ContactState;
+
+typedef bool (*ContactKeyReader) (ContactState *st, const char *key, JsonbValue *val,
+								  char **errmsg_out, char **errhint_out, int *sqlstate);
+
+/* "vid": a positive integer within 64 bits, as a number or as digits */
+static bool
+read_vid(ContactState *st, const char *key, JsonbValue *val,
+		 char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	HsContact  *out = st->out;
+	bool		ok;
+
+	if (val->type == jbvNull)
+		return hs_input_error(errmsg_out, "contacts[%d].vid must not be null", st->index);
+	if (val->type != jbvNumeric && val->type != jbvString)
+		return hs_input_error(errmsg_out, "contacts[%d].vid must be a positive integer, not %s",
+							  st->index, hs_jsonb_type_name(val));
+	if (val->type == jbvNumeric)
+		ok = numeric_to_uint64(val->val.numeric, &out->vid);
+	else
+		ok = parse_uint64_digits(val->val.string.val, val->val.string.len, &out->vid) &&
+			memchr(val->val.string.val, '.', val->val.string.len) == NULL;
+	if (!ok || out->vid == 0)
+		return hs_input_error(errmsg_out, "contacts[%d].vid must be a positive integer within 64 bits, not %s",
+							  st->index, hs_jsonb_scalar_for_message(val));
+	st->have_vid = true;
+	return true;
+}
+
+/* "interactionDateTime": epoch milliseconds, or a timestamp string; null: absent */
+static bool
+read_interaction_time(ContactState *st, const char *key, JsonbValue *val,
+					  char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	HsContact  *out = st->out;
+	char	   *reason;
+
+	if (val->type == jbvNull)
+		return true;
+	if (val->type == jbvNumeric)
+	{
+		if (!numeric_to_uint64(val->val.numeric, &out->interaction_ms))
+			return hs_input_error(errmsg_out, "contacts[%d].interactionDateTime must be epoch milliseconds (a non-negative integer) or a timestamp string, not %s",
+								  st->index, hs_jsonb_scalar_for_message(val));
+		st->have_at = true;
+		return true;
+	}
+	if (val->type != jbvString)
+		return hs_input_error(errmsg_out, "contacts[%d].interactionDateTime must be epoch milliseconds or a timestamp string, not %s",
+							  st->index, hs_jsonb_type_name(val));
+	if (!hs_parse_timestamptz_ms(pnstrdup(val->val.string.val, val->val.string.len),
+								 &out->interaction_ms, &reason) ||
+		out->interaction_ms < 0)
+	{
+		*errhint_out = pstrdup("Give an ISO 8601 timestamp such as \"2026-03-01T17:00:00Z\" (without an offset it is read in the session's TimeZone), or epoch milliseconds as a number.");
+		if (out->interaction_ms < 0)
+			reason = "before 1970";
+		return hs_input_error(errmsg_out, "contacts[%d].interactionDateTime is not a valid timestamp: %s%s%s",
+							  st->index, hs_jsonb_scalar_for_message(val),
+							  reason ? ": " : "", reason ? reason : "");
+	}
+	st->have_at = true;
+	return true;
+}
+
+/* "properties" or "contactProperties": an object of names and values; null: absent */
+static bool
+read_properties(ContactState *st, const char *key, JsonbValue *val,
+				char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	HsContact  *out = st->out;
+	bool		contact_props = (strcmp(key, "contactProperties") == 0);
+
+	if (val->type == jbvNull)
+		return true;
+	if (!check_properties(val, st->index, key, !contact_props,
+						  contact_props ? &out->cprop_names : &out->prop_names,
+						  contact_props ? &out->cprop_values : &out->prop_values,
+						  &st->json_len, errmsg_out, errhint_out, sqlstate))
+		return false;
+	if (contact_props)
+		out->has_cprops = true;
+	return true;
+}
+
+/* "email": one plausible address, at most HS_MAX_EMAIL_BYTES */
+static bool
+read_email(ContactState *st, const char *key, JsonbValue *val,
+		   char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	HsContact  *out = st->out;
+
+	if (val->type == jbvNull)
+		return hs_input_error(errmsg_out, "contacts[%d].email must not be null", st->index);
+	if (val->type != jbvString)
+		return hs_input_error(errmsg_out, "contacts[%d].email must be a string, not %s",
+							  st->index, hs_jsonb_type_name(val));
+	if (val->val.string.len > HS_MAX_EMAIL_BYTES)
+	{
+		*errhint_out = pstrdup("An email address is at most " CppAsString2(HS_MAX_EMAIL_BYTES) " bytes (RFC 5321).");
+		return hs_input_error(errmsg_out, "contacts[%d].email is too long (%d bytes; the limit is %d bytes)",
+							  st->index, val->val.string.len, HS_MAX_EMAIL_BYTES);
+	}
+	out->email = pnstrdup(val->val.string.val, val->val.string.len);
+	if (!plausible_email(out->email, val->val.string.len))
+	{
+		*errhint_out = pstrdup("Give one address such as \"ada@example.com\", without spaces or a display name.");
+		return hs_input_error(errmsg_out, "contacts[%d].email is not an email address: %s",
+							  st->index, hs_jsonb_scalar_for_message(val));
+	}
+	return true;
+}
+
+/* Every key a contact may have, and how each is read. */
+static const struct
+{
+	const char *key;
+	ContactKeyReader read;
+}			contact_keys[] = {
+	{"vid", read_vid},
+	{"interactionDateTime", read_interaction_time},
+	{"properties", read_properties},
+	{"contactProperties", read_properties},
+	{"email", read_email},
+};
+
+/* What a contact must be as a whole: identified by vid or email, contactProperties only with email. */
+static bool
+check_contact_whole(const ContactState *st, char **errmsg_out, char **errhint_out)
+{
+	const HsContact *out = st->out;
+
+	if (st->have_vid && out->email != NULL)
+	{
+		*errhint_out = pstrdup("A contact is identified by its vid or by its email, not both: they are sent to different endpoints.");
+		return hs_input_error(errmsg_out, "contacts[%d] has both \"vid\" and \"email\"", st->index);
+	}
+	if (!st->have_vid && out->email == NULL)
+	{
+		*errhint_out = pstrdup("Identify the contact by \"vid\" (its HubSpot id) or by \"email\".");
+		return hs_input_error(errmsg_out, "contacts[%d] has no \"vid\" and no \"email\"", st->index);
+	}
+	if (out->has_cprops && out->email == NULL)
+	{
+		*errhint_out = pstrdup("contactProperties are used by the email endpoints, to create a contact that does not exist yet; a contact given by vid exists already.");
+		return hs_input_error(errmsg_out, "contacts[%d].contactProperties is only for contacts given by \"email\"", st->index);
+	}
+	return true;
+}
+
+/* The size of the whole contact as hs_append_contact_json writes it. */
+static size_t
+contact_json_len(const ContactState *st)
+{
+	const HsContact *out = st->out;
+	char		digits[32];
+	size_t		len = st->json_len;
+
+	len += CJ_LEN(CJ_AT) + snprintf(digits, sizeof(digits), INT64_FORMAT, out->interaction_ms) +
+		CJ_LEN(CJ_PROPS) + 2 + CJ_LEN(CJ_END);
+	if (out->email)
+		len += CJ_LEN(CJ_EMAIL) + hs_json_string_len(out->email, strlen(out->email)) +
+			CJ_LEN(CJ_CPROPS) + 2;
+	else
+		len += CJ_LEN(CJ_VID) + snprintf(digits, sizeof(digits), INT64_FORMAT, out->vid);
+	return len;
 }
 
 /*
@@ -539,10 +741,8 @@ check_contact(JsonbContainer *obj, int index, HsContact *out,
 	JsonbIteratorToken tok;
 	JsonbValue	key;
 	JsonbValue	val;
-	bool		have_vid = false;
-	bool		have_at = false;
-	size_t		json_len = 0;	/* the members of properties and contactProperties */
-	char		digits[32];
+	ContactState st = {out, index, false, false, 0};
+	size_t		len;
 
 	memset(out, 0, sizeof(*out));
 	*errhint_out = NULL;
@@ -551,145 +751,36 @@ check_contact(JsonbContainer *obj, int index, HsContact *out,
 	it = JsonbIteratorInit(obj);
 	tok = JsonbIteratorNext(&it, &val, true);
 	Assert(tok == WJB_BEGIN_OBJECT);
-
 	while ((tok = JsonbIteratorNext(&it, &key, true)) != WJB_END_OBJECT)
 	{
-		char	   *k;
+		int			k = -1;
 
 		Assert(tok == WJB_KEY);
 		tok = JsonbIteratorNext(&it, &val, true);
 		Assert(tok == WJB_VALUE);
-		/* no key we know is longer: a long unknown one is never copied */
-		if (key.val.string.len > 32)
-			k = pstrdup("");
-		else
-			k = pnstrdup(key.val.string.val, key.val.string.len);
-
-		if (strcmp(k, "vid") == 0)
+		for (int i = 0; i < lengthof(contact_keys); i++)
 		{
-			if (val.type == jbvNumeric)
-			{
-				if (!numeric_to_uint64(val.val.numeric, &out->vid) || out->vid == 0)
-					CONTACT_ERR("contacts[%d].vid must be a positive integer within 64 bits, not %s",
-								index, hs_jsonb_scalar_for_message(&val));
-			}
-			else if (val.type == jbvString)
-			{
-				if (!parse_uint64_digits(val.val.string.val, val.val.string.len, &out->vid) ||
-					out->vid == 0 ||
-					memchr(val.val.string.val, '.', val.val.string.len) != NULL)
-					CONTACT_ERR("contacts[%d].vid must be a positive integer within 64 bits, not %s",
-								index, hs_jsonb_scalar_for_message(&val));
-			}
-			else if (val.type == jbvNull)
-				CONTACT_ERR("contacts[%d].vid must not be null", index);
-			else
-				CONTACT_ERR("contacts[%d].vid must be a positive integer, not %s",
-							index, hs_jsonb_type_name(&val));
-			have_vid = true;
+			if (strlen(contact_keys[i].key) == (size_t) key.val.string.len &&
+				memcmp(contact_keys[i].key, key.val.string.val, key.val.string.len) == 0)
+				k = i;
 		}
-		else if (strcmp(k, "interactionDateTime") == 0)
-		{
-			if (val.type == jbvNumeric)
-			{
-				if (!numeric_to_uint64(val.val.numeric, &out->interaction_ms))
-					CONTACT_ERR("contacts[%d].interactionDateTime must be epoch milliseconds (a non-negative integer) or a timestamp string, not %s",
-								index, hs_jsonb_scalar_for_message(&val));
-				have_at = true;
-			}
-			else if (val.type == jbvString)
-			{
-				char	   *s = pnstrdup(val.val.string.val, val.val.string.len);
-				char	   *reason;
-
-				if (!hs_parse_timestamptz_ms(s, &out->interaction_ms, &reason) ||
-					out->interaction_ms < 0)
-				{
-					*errhint_out = pstrdup("Give an ISO 8601 timestamp such as \"2026-03-01T17:00:00Z\" (without an offset it is read in the session's TimeZone), or epoch milliseconds as a number.");
-					if (out->interaction_ms < 0)
-						reason = "before 1970";
-					CONTACT_ERR("contacts[%d].interactionDateTime is not a valid timestamp: %s%s%s",
-								index, hs_jsonb_scalar_for_message(&val),
-								reason ? ": " : "", reason ? reason : "");
-				}
-				have_at = true;
-			}
-			else if (val.type == jbvNull)
-				 /* absent */ ;
-			else
-				CONTACT_ERR("contacts[%d].interactionDateTime must be epoch milliseconds or a timestamp string, not %s",
-							index, hs_jsonb_type_name(&val));
-		}
-		else if (strcmp(k, "properties") == 0 || strcmp(k, "contactProperties") == 0)
-		{
-			bool		contact_props = (k[0] == 'c');
-
-			if (val.type == jbvNull)
-				continue;
-			if (!check_properties(&val, index, k, !contact_props,
-								  contact_props ? &out->cprop_names : &out->prop_names,
-								  contact_props ? &out->cprop_values : &out->prop_values,
-								  &json_len, errmsg_out, errhint_out, sqlstate))
-				return false;
-			if (contact_props)
-				out->has_cprops = true;
-		}
-		else if (strcmp(k, "email") == 0)
-		{
-			if (val.type == jbvNull)
-				CONTACT_ERR("contacts[%d].email must not be null", index);
-			if (val.type != jbvString)
-				CONTACT_ERR("contacts[%d].email must be a string, not %s", index, hs_jsonb_type_name(&val));
-			if (val.val.string.len > HS_MAX_EMAIL_BYTES)
-			{
-				*errhint_out = pstrdup("An email address is at most " CppAsString2(HS_MAX_EMAIL_BYTES) " bytes (RFC 5321).");
-				CONTACT_ERR("contacts[%d].email is too long (%d bytes; the limit is %d bytes)",
-							index, val.val.string.len, HS_MAX_EMAIL_BYTES);
-			}
-			out->email = pnstrdup(val.val.string.val, val.val.string.len);
-			if (!plausible_email(out->email, val.val.string.len))
-			{
-				*errhint_out = pstrdup("Give one address such as \"ada@example.com\", without spaces or a display name.");
-				CONTACT_ERR("contacts[%d].email is not an email address: %s",
-							index, hs_jsonb_scalar_for_message(&val));
-			}
-		}
-		else
+		if (k < 0)
 		{
 			*errhint_out = pstrdup("A contact has the key \"vid\" or \"email\" (one of them), and \"interactionDateTime\", \"properties\" and, with \"email\", \"contactProperties\"; key names are case-sensitive.");
-			CONTACT_ERR("contacts[%d] has an unknown key %s", index,
-						hs_jsonb_scalar_for_message(&key));
+			return hs_input_error(errmsg_out, "contacts[%d] has an unknown key %s", index,
+								  hs_jsonb_scalar_for_message(&key));
 		}
+		if (!contact_keys[k].read(&st, contact_keys[k].key, &val, errmsg_out, errhint_out, sqlstate))
+			return false;
 	}
 
-	if (have_vid && out->email != NULL)
-	{
-		*errhint_out = pstrdup("A contact is identified by its vid or by its email, not both: they are sent to different endpoints.");
-		CONTACT_ERR("contacts[%d] has both \"vid\" and \"email\"", index);
-	}
-	if (!have_vid && out->email == NULL)
-	{
-		*errhint_out = pstrdup("Identify the contact by \"vid\" (its HubSpot id) or by \"email\".");
-		CONTACT_ERR("contacts[%d] has no \"vid\" and no \"email\"", index);
-	}
-	if (out->has_cprops && out->email == NULL)
-	{
-		*errhint_out = pstrdup("contactProperties are used by the email endpoints, to create a contact that does not exist yet; a contact given by vid exists already.");
-		CONTACT_ERR("contacts[%d].contactProperties is only for contacts given by \"email\"", index);
-	}
-	if (!have_at)
+	if (!check_contact_whole(&st, errmsg_out, errhint_out))
+		return false;
+	if (!st.have_at)
 		out->interaction_ms = hs_timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
-
-	/* the whole contact as hs_append_contact_json writes it */
-	json_len += CJ_LEN(CJ_AT) + snprintf(digits, sizeof(digits), INT64_FORMAT, out->interaction_ms) +
-		CJ_LEN(CJ_PROPS) + 2 + CJ_LEN(CJ_END);
-	if (out->email)
-		json_len += CJ_LEN(CJ_EMAIL) + hs_json_string_len(out->email, strlen(out->email)) +
-			CJ_LEN(CJ_CPROPS) + 2;
-	else
-		json_len += CJ_LEN(CJ_VID) + snprintf(digits, sizeof(digits), INT64_FORMAT, out->vid);
-	if (json_len > HS_MAX_CONTACT_BYTES)
-		CONTACT_TOO_LARGE(index, false, json_len);
+	len = contact_json_len(&st);
+	if (len > HS_MAX_CONTACT_BYTES)
+		return contact_too_large(index, false, len, errmsg_out, errhint_out, sqlstate);
 	return true;
 }
 

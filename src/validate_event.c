@@ -40,17 +40,15 @@
 #define HS_EVENT_KEYS_HINT \
 	"An event has the keys \"eventName\" and \"eventOrganizer\" (required), \"eventType\", \"eventDescription\", \"eventUrl\", \"startDateTime\", \"endDateTime\", \"eventCancelled\", \"eventCompleted\" and \"customProperties\"; key names are case-sensitive."
 
-#define EVENT_ERR(...) \
-	do { *errmsg_out = psprintf(__VA_ARGS__); return false; } while (0)
-/* a limit of the whole event, rather than a bad value: 54000 */
-#define EVENT_LIMIT_ERR(...) \
-	do { *sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED; EVENT_ERR(__VA_ARGS__); } while (0)
-#define EVENT_TOO_LARGE(at_least, size) \
-	do { \
-		*errhint_out = pstrdup("An event is sent as one JSON object; give it fewer or shorter custom properties, or a shorter description."); \
-		EVENT_LIMIT_ERR("event is too large (%s%zu bytes as JSON; the limit is %d bytes)", \
-						(at_least) ? "at least " : "", (size_t) (size), HS_MAX_EVENT_BYTES); \
-	} while (0)
+/* The event as sent is larger than HubSpot takes: a limit of the whole event (54000). */
+static bool
+event_too_large(bool at_least, size_t size, char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	*sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+	*errhint_out = pstrdup("An event is sent as one JSON object; give it fewer or shorter custom properties, or a shorter description.");
+	return hs_input_error(errmsg_out, "event is too large (%s%zu bytes as JSON; the limit is %d bytes)",
+						  at_least ? "at least " : "", size, HS_MAX_EVENT_BYTES);
+}
 
 /* One custom property, as the spec's PropertyValue. */
 static void
@@ -104,14 +102,14 @@ string_field(const JsonbValue *val, const char *key, bool nonempty, int max,
 	if (val->type == jbvNull)
 		return true;
 	if (val->type != jbvString)
-		EVENT_ERR("event.%s must be a string, not %s", key, hs_jsonb_type_name(val));
+		return hs_input_error(errmsg_out, "event.%s must be a string, not %s", key, hs_jsonb_type_name(val));
 	if (val->val.string.len > max)
-		EVENT_ERR("event.%s is too long (%d bytes; the limit is %d bytes)",
-				  key, val->val.string.len, max);
+		return hs_input_error(errmsg_out, "event.%s is too long (%d bytes; the limit is %d bytes)",
+							  key, val->val.string.len, max);
 	if (nonempty && val->val.string.len == 0)
-		EVENT_ERR("event.%s must not be empty", key);
+		return hs_input_error(errmsg_out, "event.%s must not be empty", key);
 	if (memchr(val->val.string.val, '\0', val->val.string.len) != NULL)
-		EVENT_ERR("event.%s must not contain a NUL character", key);
+		return hs_input_error(errmsg_out, "event.%s must not contain a NUL character", key);
 	*out = pnstrdup(val->val.string.val, val->val.string.len);
 	return true;
 }
@@ -132,9 +130,9 @@ time_field(const JsonbValue *val, const char *key, bool *have, int64 *ms,
 		if (!hs_parse_timestamptz_ms(s, ms, &reason) || *ms < 0)
 		{
 			*errhint_out = pstrdup("Give an ISO 8601 timestamp such as \"2026-03-01T17:00:00Z\" (without an offset it is read in the session's TimeZone), or epoch milliseconds as a number.");
-			EVENT_ERR("event.%s is not a valid timestamp: %s%s%s", key,
-					  hs_jsonb_scalar_for_message(val),
-					  reason ? ": " : "", reason ? reason : "");
+			return hs_input_error(errmsg_out, "event.%s is not a valid timestamp: %s%s%s", key,
+								  hs_jsonb_scalar_for_message(val),
+								  reason ? ": " : "", reason ? reason : "");
 		}
 	}
 	else if (val->type == jbvNumeric)
@@ -145,14 +143,14 @@ time_field(const JsonbValue *val, const char *key, bool *have, int64 *ms,
 		errno = 0;
 		*ms = strtoll(s, &end, 10);
 		if (errno != 0 || *end != '\0' || *ms < 0 || *ms > INT64CONST(253402300799999))
-			EVENT_ERR("event.%s must be epoch milliseconds (a non-negative integer before year 10000) or a timestamp string, not %s",
-					  key, hs_jsonb_scalar_for_message(val));
+			return hs_input_error(errmsg_out, "event.%s must be epoch milliseconds (a non-negative integer before year 10000) or a timestamp string, not %s",
+								  key, hs_jsonb_scalar_for_message(val));
 	}
 	else
-		EVENT_ERR("event.%s must be a timestamp string or epoch milliseconds, not %s",
-				  key, hs_jsonb_type_name(val));
+		return hs_input_error(errmsg_out, "event.%s must be a timestamp string or epoch milliseconds, not %s",
+							  key, hs_jsonb_type_name(val));
 	if (*ms > INT64CONST(253402300799999))
-		EVENT_ERR("event.%s is after the year 9999", key);
+		return hs_input_error(errmsg_out, "event.%s is after the year 9999", key);
 	*have = true;
 	return true;
 }
@@ -164,7 +162,7 @@ bool_field(const JsonbValue *val, const char *key, int *out, char **errmsg_out)
 	if (val->type == jbvNull)
 		return true;
 	if (val->type != jbvBool)
-		EVENT_ERR("event.%s must be a boolean, not %s", key, hs_jsonb_type_name(val));
+		return hs_input_error(errmsg_out, "event.%s must be a boolean, not %s", key, hs_jsonb_type_name(val));
 	*out = val->val.boolean ? 1 : 0;
 	return true;
 }
@@ -180,8 +178,8 @@ custom_value_length(const char *what, const char *text, char **errmsg_out)
 	size_t		len = strlen(text);
 
 	if (len > HS_MAX_PROPERTY_VALUE_BYTES)
-		EVENT_ERR("%s is too long (%zu bytes as text; the limit is %d bytes)",
-				  what, len, HS_MAX_PROPERTY_VALUE_BYTES);
+		return hs_input_error(errmsg_out, "%s is too long (%zu bytes as text; the limit is %d bytes)",
+							  what, len, HS_MAX_PROPERTY_VALUE_BYTES);
 	return true;
 }
 
@@ -190,6 +188,120 @@ static bool
 custom_value_too_long(const JsonbValue *v)
 {
 	return v->type == jbvString && v->val.string.len > HS_MAX_PROPERTY_VALUE_BYTES;
+}
+
+/* customProperties as an object of name -> value */
+static bool
+custom_properties_object(JsonbContainer *c, StringInfo props, int64 now_ms,
+						 char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				v;
+	int			n = 0;
+
+	(void) JsonbIteratorNext(&it, &v, true);	/* BEGIN_OBJECT */
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_END_OBJECT)
+	{
+		char	   *name;
+		char	   *text;
+
+		(void) JsonbIteratorNext(&it, &v, true);
+		if (k.val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
+		{
+			*errhint_out = NULL;
+			return hs_input_error(errmsg_out, "event.customProperties has a property name too long (%d bytes; the limit is %d bytes): %s",
+								  k.val.string.len, HS_MAX_PROPERTY_NAME_BYTES, hs_jsonb_scalar_for_message(&k));
+		}
+		name = pnstrdup(k.val.string.val, k.val.string.len);
+		if (name[0] == '\0')
+			return hs_input_error(errmsg_out, "event.customProperties has an empty property name");
+		if (v.type == jbvNull)
+			continue;		/* a null leaves the property out */
+		if (custom_value_too_long(&v))
+		{
+			*errhint_out = NULL;
+			return hs_input_error(errmsg_out, "event.customProperties.%s is too long (%d bytes; the limit is %d bytes)",
+								  quote_identifier(name), v.val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
+		}
+		if (!scalar_text(&v, &text))
+			return hs_input_error(errmsg_out, "event.customProperties.%s must be a string, number, boolean or null, not %s",
+								  quote_identifier(name), hs_jsonb_type_name(&v));
+		if (!custom_value_length(psprintf("event.customProperties.%s", quote_identifier(name)),
+								 text, errmsg_out))
+		{
+			*errhint_out = NULL;
+			return false;
+		}
+		if (n++ > 0)
+			appendStringInfoChar(props, ',');
+		append_property_value(props, name, text, now_ms);
+		if (props->len > HS_MAX_EVENT_BYTES)
+			return event_too_large(true, props->len, errmsg_out, errhint_out, sqlstate);
+	}
+	return true;
+}
+
+/* customProperties as an array of {name, value} (PropertyValue objects in the form as sent) */
+static bool
+custom_properties_array(JsonbContainer *c, StringInfo props, int64 now_ms, bool sent_form,
+						char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	int			n = 0;
+
+	int			nelems = JsonContainerSize(c);
+
+	for (int i = 0; i < nelems; i++)
+	{
+		JsonbValue *elem = getIthJsonbValueFromContainer(c, i);
+		JsonbValue *name;
+		JsonbValue *value;
+		char	   *text;
+		char	   *namestr;
+
+		if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+			return hs_input_error(errmsg_out, "event.customProperties[%d] must be an object with \"name\" and \"value\", not %s",
+								  i, hs_jsonb_type_name(elem));
+		if (!sent_form && JsonContainerSize(elem->val.binary.data) != 2)
+			return hs_input_error(errmsg_out, "event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
+		name = getKeyJsonValueFromContainer(elem->val.binary.data, "name", 4, NULL);
+		value = getKeyJsonValueFromContainer(elem->val.binary.data, "value", 5, NULL);
+		if (name == NULL || value == NULL)
+			return hs_input_error(errmsg_out, "event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
+		if (name->type != jbvString || name->val.string.len == 0)
+			return hs_input_error(errmsg_out, "event.customProperties[%d].name must be a non-empty string", i);
+		if (name->val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
+		{
+			*errhint_out = NULL;
+			return hs_input_error(errmsg_out, "event.customProperties[%d].name is too long (%d bytes; the limit is %d bytes)",
+								  i, name->val.string.len, HS_MAX_PROPERTY_NAME_BYTES);
+		}
+		namestr = pnstrdup(name->val.string.val, name->val.string.len);
+		if (value->type == jbvNull)
+			continue;
+		if (custom_value_too_long(value))
+		{
+			*errhint_out = NULL;
+			return hs_input_error(errmsg_out, "event.customProperties[%d].value is too long (%d bytes; the limit is %d bytes)",
+								  i, value->val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
+		}
+		if (!scalar_text(value, &text))
+			return hs_input_error(errmsg_out, "event.customProperties[%d].value must be a string, number, boolean or null, not %s",
+								  i, hs_jsonb_type_name(value));
+		if (!custom_value_length(psprintf("event.customProperties[%d].value", i),
+								 text, errmsg_out))
+		{
+			*errhint_out = NULL;
+			return false;
+		}
+		if (n++ > 0)
+			appendStringInfoChar(props, ',');
+		append_property_value(props, namestr, text, now_ms);
+		if (props->len > HS_MAX_EVENT_BYTES)
+			return event_too_large(true, props->len, errmsg_out, errhint_out, sqlstate);
+	}
+	return true;
 }
 
 /*
@@ -203,126 +315,245 @@ static bool
 custom_properties(const JsonbValue *val, StringInfo props, int64 now_ms, bool sent_form,
 				  char **errmsg_out, char **errhint_out, int *sqlstate)
 {
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
-	JsonbValue	k,
-				v;
-	int			n = 0;
 	int			count;
+	bool		ok;
 
 	if (val->type == jbvNull)
 		return true;
 	if (val->type != jbvBinary)
-		EVENT_ERR("event.customProperties must be an object of names and values, not %s",
-				  hs_jsonb_type_name(val));
+		return hs_input_error(errmsg_out, "event.customProperties must be an object of names and values, not %s",
+							  hs_jsonb_type_name(val));
 	count = JsonContainerSize(val->val.binary.data);
 	if (count > HS_MAX_PROPERTIES)
 	{
 		*errhint_out = pstrdup("Leave out the custom properties HubSpot does not need.");
-		EVENT_LIMIT_ERR("event.customProperties has too many properties (%d; the limit is %d)",
-						count, HS_MAX_PROPERTIES);
+		*sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+		return hs_input_error(errmsg_out, "event.customProperties has too many properties (%d; the limit is %d)",
+							  count, HS_MAX_PROPERTIES);
 	}
 	*errhint_out = pstrdup("Give custom properties as {\"name\": \"value\", ...} or as [{\"name\": \"...\", \"value\": \"...\"}, ...]; values are sent as strings.");
 
-	it = JsonbIteratorInit(val->val.binary.data);
 	if (JsonContainerIsObject(val->val.binary.data))
-	{
-		(void) JsonbIteratorNext(&it, &v, true);	/* BEGIN_OBJECT */
-		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_END_OBJECT)
-		{
-			char	   *name;
-			char	   *text;
-
-			(void) JsonbIteratorNext(&it, &v, true);
-			if (k.val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
-			{
-				*errhint_out = NULL;
-				EVENT_ERR("event.customProperties has a property name too long (%d bytes; the limit is %d bytes): %s",
-						  k.val.string.len, HS_MAX_PROPERTY_NAME_BYTES, hs_jsonb_scalar_for_message(&k));
-			}
-			name = pnstrdup(k.val.string.val, k.val.string.len);
-			if (name[0] == '\0')
-				EVENT_ERR("event.customProperties has an empty property name");
-			if (v.type == jbvNull)
-				continue;		/* a null leaves the property out */
-			if (custom_value_too_long(&v))
-			{
-				*errhint_out = NULL;
-				EVENT_ERR("event.customProperties.%s is too long (%d bytes; the limit is %d bytes)",
-						  quote_identifier(name), v.val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
-			}
-			if (!scalar_text(&v, &text))
-				EVENT_ERR("event.customProperties.%s must be a string, number, boolean or null, not %s",
-						  quote_identifier(name), hs_jsonb_type_name(&v));
-			if (!custom_value_length(psprintf("event.customProperties.%s", quote_identifier(name)),
-									 text, errmsg_out))
-			{
-				*errhint_out = NULL;
-				return false;
-			}
-			if (n++ > 0)
-				appendStringInfoChar(props, ',');
-			append_property_value(props, name, text, now_ms);
-			if (props->len > HS_MAX_EVENT_BYTES)
-				EVENT_TOO_LARGE(true, props->len);
-		}
-	}
+		ok = custom_properties_object(val->val.binary.data, props, now_ms,
+									  errmsg_out, errhint_out, sqlstate);
 	else
-	{
-		int			nelems = JsonContainerSize(val->val.binary.data);
-
-		for (int i = 0; i < nelems; i++)
-		{
-			JsonbValue *elem = getIthJsonbValueFromContainer(val->val.binary.data, i);
-			JsonbValue *name;
-			JsonbValue *value;
-			char	   *text;
-			char	   *namestr;
-
-			if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
-				EVENT_ERR("event.customProperties[%d] must be an object with \"name\" and \"value\", not %s",
-						  i, hs_jsonb_type_name(elem));
-			if (!sent_form && JsonContainerSize(elem->val.binary.data) != 2)
-				EVENT_ERR("event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
-			name = getKeyJsonValueFromContainer(elem->val.binary.data, "name", 4, NULL);
-			value = getKeyJsonValueFromContainer(elem->val.binary.data, "value", 5, NULL);
-			if (name == NULL || value == NULL)
-				EVENT_ERR("event.customProperties[%d] must have exactly the keys \"name\" and \"value\"", i);
-			if (name->type != jbvString || name->val.string.len == 0)
-				EVENT_ERR("event.customProperties[%d].name must be a non-empty string", i);
-			if (name->val.string.len > HS_MAX_PROPERTY_NAME_BYTES)
-			{
-				*errhint_out = NULL;
-				EVENT_ERR("event.customProperties[%d].name is too long (%d bytes; the limit is %d bytes)",
-						  i, name->val.string.len, HS_MAX_PROPERTY_NAME_BYTES);
-			}
-			namestr = pnstrdup(name->val.string.val, name->val.string.len);
-			if (value->type == jbvNull)
-				continue;
-			if (custom_value_too_long(value))
-			{
-				*errhint_out = NULL;
-				EVENT_ERR("event.customProperties[%d].value is too long (%d bytes; the limit is %d bytes)",
-						  i, value->val.string.len, HS_MAX_PROPERTY_VALUE_BYTES);
-			}
-			if (!scalar_text(value, &text))
-				EVENT_ERR("event.customProperties[%d].value must be a string, number, boolean or null, not %s",
-						  i, hs_jsonb_type_name(value));
-			if (!custom_value_length(psprintf("event.customProperties[%d].value", i),
-									 text, errmsg_out))
-			{
-				*errhint_out = NULL;
-				return false;
-			}
-			if (n++ > 0)
-				appendStringInfoChar(props, ',');
-			append_property_value(props, namestr, text, now_ms);
-			if (props->len > HS_MAX_EVENT_BYTES)
-				EVENT_TOO_LARGE(true, props->len);
-		}
-	}
+		ok = custom_properties_array(val->val.binary.data, props, now_ms, sent_form,
+									 errmsg_out, errhint_out, sqlstate);
+	if (!ok)
+		return false;
 	*errhint_out = NULL;
 	return true;
+}
+
+/* The text fields of an event, as EventFields keeps them. */
+typedef enum EventText
+{
+	ET_NAME,
+	ET_ORGANIZER,
+	ET_TYPE,
+	ET_DESCRIPTION,
+	ET_URL,
+	ET_COUNT
+} EventText;
+
+/* How a key of an event is read. */
+typedef enum EventKeyKind
+{
+	EK_TEXT,					/* a string, into text[slot] */
+	EK_URL,						/* the same, an http(s) URL */
+	EK_TIME,					/* a date-time, into time[slot] (0: start, 1: end) */
+	EK_BOOL,					/* a boolean, into flag[slot] (0: cancelled, 1: completed) */
+	EK_PROPERTIES,				/* customProperties */
+	EK_ID						/* must equal ids[slot] (0: event id, 1: account id) when given */
+} EventKeyKind;
+
+typedef struct EventKey
+{
+	const char *key;
+	EventKeyKind kind;
+	int			slot;
+	bool		nonempty;		/* text: must not be empty */
+	int			max_bytes;		/* text: the longest accepted */
+} EventKey;
+
+/* Every key an event may have (MarketingEventCreateRequestParams), and how each is read. */
+static const EventKey event_keys[] = {
+	{"eventName", EK_TEXT, ET_NAME, true, HS_MAX_EVENT_TEXT_BYTES},
+	{"eventOrganizer", EK_TEXT, ET_ORGANIZER, true, HS_MAX_EVENT_TEXT_BYTES},
+	{"eventType", EK_TEXT, ET_TYPE, false, HS_MAX_EVENT_TEXT_BYTES},
+	{"eventDescription", EK_TEXT, ET_DESCRIPTION, false, HS_MAX_EVENT_DESCRIPTION_BYTES},
+	{"eventUrl", EK_URL, ET_URL, false, HS_MAX_EVENT_URL_BYTES},
+	{"startDateTime", EK_TIME, 0, false, 0},
+	{"endDateTime", EK_TIME, 1, false, 0},
+	{"eventCancelled", EK_BOOL, 0, false, 0},
+	{"eventCompleted", EK_BOOL, 1, false, 0},
+	{"customProperties", EK_PROPERTIES, 0, false, 0},
+	{"externalEventId", EK_ID, 0, false, HS_MAX_EXTERNAL_ID_BYTES},
+	{"externalAccountId", EK_ID, 1, false, HS_MAX_EXTERNAL_ID_BYTES},
+};
+
+/* no key above is longer: a longer unknown one is never copied */
+#define EVENT_KEY_MAX 32
+
+/* The names of the ids an EK_ID key must agree with, by slot. */
+static const char *const event_id_arguments[2] = {"external_event_id", "external_account_id"};
+
+/* An event's fields, as read from its object. */
+typedef struct EventFields
+{
+	const char *ids[2];			/* the event and account ids (arguments) */
+	bool		sent_form;		/* an outbox row's event: PropertyValue custom properties */
+	int64		now_ms;			/* a custom property's timestamp */
+	char	   *text[ET_COUNT]; /* NULL: absent */
+	bool		have_time[2];
+	int64		time_ms[2];
+	int			flag[2];		/* -1: absent */
+	StringInfoData props;		/* the custom properties as sent, comma-separated */
+} EventFields;
+
+/* Read one key's value into f. */
+static bool
+read_event_key(const EventKey *ek, const JsonbValue *val, EventFields *f,
+			   char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	char	   *given;
+
+	switch (ek->kind)
+	{
+		case EK_TEXT:
+			return string_field(val, ek->key, ek->nonempty, ek->max_bytes, &f->text[ek->slot], errmsg_out);
+		case EK_URL:
+			if (!string_field(val, ek->key, false, ek->max_bytes, &f->text[ek->slot], errmsg_out))
+				return false;
+			given = f->text[ek->slot];
+			if (given && given[0] &&
+				pg_strncasecmp(given, "https://", 8) != 0 && pg_strncasecmp(given, "http://", 7) != 0)
+			{
+				*errhint_out = pstrdup("Give an absolute URL such as \"https://example.com/webinar\".");
+				return hs_input_error(errmsg_out, "event.%s must be an http:// or https:// URL, not %s",
+									  ek->key, hs_jsonb_scalar_for_message(val));
+			}
+			return true;
+		case EK_TIME:
+			return time_field(val, ek->key, &f->have_time[ek->slot], &f->time_ms[ek->slot],
+							  errmsg_out, errhint_out);
+		case EK_BOOL:
+			return bool_field(val, ek->key, &f->flag[ek->slot], errmsg_out);
+		case EK_PROPERTIES:
+			return custom_properties(val, &f->props, f->now_ms, f->sent_form,
+									 errmsg_out, errhint_out, sqlstate);
+		case EK_ID:
+			if (!string_field(val, ek->key, false, ek->max_bytes, &given, errmsg_out))
+				return false;
+			if (given && f->ids[ek->slot] && strcmp(given, f->ids[ek->slot]) != 0)
+			{
+				*errhint_out = pstrdup("Leave it out: the id comes from the function's argument (or the trigger's mapping).");
+				return hs_input_error(errmsg_out, "event.%s %s differs from the %s argument", ek->key,
+									  hs_jsonb_scalar_for_message(val), event_id_arguments[ek->slot]);
+			}
+			return true;
+	}
+	return false;					/* not reached */
+}
+
+/* Read every key of an event object into f, each by its entry in event_keys. */
+static bool
+read_event(JsonbContainer *obj, EventFields *f, char **errmsg_out, char **errhint_out, int *sqlstate)
+{
+	JsonbIterator *it;
+	JsonbValue	key;
+	JsonbValue	val;
+
+	if (!JsonContainerIsObject(obj))
+		return hs_input_error(errmsg_out, "event must be a JSON object");
+	it = JsonbIteratorInit(obj);
+	(void) JsonbIteratorNext(&it, &val, true);	/* BEGIN_OBJECT */
+	while (JsonbIteratorNext(&it, &key, true) != WJB_END_OBJECT)
+	{
+		const EventKey *ek = NULL;
+
+		(void) JsonbIteratorNext(&it, &val, true);
+		for (int i = 0; i < lengthof(event_keys) && key.val.string.len <= EVENT_KEY_MAX; i++)
+		{
+			if (strlen(event_keys[i].key) == (size_t) key.val.string.len &&
+				memcmp(event_keys[i].key, key.val.string.val, key.val.string.len) == 0)
+				ek = &event_keys[i];
+		}
+		if (ek == NULL)
+		{
+			*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
+			return hs_input_error(errmsg_out, "event has an unknown key %s", hs_jsonb_scalar_for_message(&key));
+		}
+		if (!read_event_key(ek, &val, f, errmsg_out, errhint_out, sqlstate))
+			return false;
+	}
+	return true;
+}
+
+/* What an event must have as a whole: a name and organizer, times in order, valid ids. */
+static bool
+check_event_whole(const EventFields *f, char **errmsg_out, char **errhint_out)
+{
+	if (f->text[ET_NAME] == NULL)
+	{
+		*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
+		return hs_input_error(errmsg_out, "event has no \"eventName\"");
+	}
+	if (f->text[ET_ORGANIZER] == NULL)
+	{
+		*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
+		return hs_input_error(errmsg_out, "event has no \"eventOrganizer\"");
+	}
+	if (f->have_time[0] && f->have_time[1] && f->time_ms[1] < f->time_ms[0])
+		return hs_input_error(errmsg_out, "event.endDateTime is before event.startDateTime");
+	for (int i = 0; i < 2; i++)
+	{
+		char	   *msg = hs_check_external_id(event_id_arguments[i], f->ids[i]);
+
+		if (msg != NULL)
+		{
+			*errmsg_out = msg;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The event as sent: the ids, then the fields given, in the spec's order. */
+static void
+write_event(StringInfo out, const EventFields *f)
+{
+	static const char *const text_keys[ET_COUNT] = {
+		"eventName", "eventOrganizer", "eventType", "eventDescription", "eventUrl"
+	};
+	static const char *const time_keys[2] = {"startDateTime", "endDateTime"};
+	static const char *const flag_keys[2] = {"eventCancelled", "eventCompleted"};
+
+	appendStringInfoString(out, "{\"externalEventId\":");
+	escape_json(out, f->ids[0]);
+	appendStringInfoString(out, ",\"externalAccountId\":");
+	escape_json(out, f->ids[1]);
+	for (int i = 0; i < ET_COUNT; i++)
+	{
+		if (f->text[i] == NULL)
+			continue;
+		appendStringInfo(out, ",\"%s\":", text_keys[i]);
+		escape_json(out, f->text[i]);
+	}
+	for (int i = 0; i < 2; i++)
+	{
+		if (!f->have_time[i])
+			continue;
+		appendStringInfo(out, ",\"%s\":\"", time_keys[i]);
+		hs_append_iso_ms(out, f->time_ms[i]);
+		appendStringInfoChar(out, '"');
+	}
+	for (int i = 0; i < 2; i++)
+	{
+		if (f->flag[i] >= 0)
+			appendStringInfo(out, ",\"%s\":%s", flag_keys[i], f->flag[i] ? "true" : "false");
+	}
+	appendStringInfo(out, ",\"customProperties\":[%s]}", f->props.data);
 }
 
 /*
@@ -338,148 +569,24 @@ static bool
 check_event(JsonbContainer *obj, const char *event_id, const char *account_id, bool sent_form,
 			StringInfo out, char **errmsg_out, char **errhint_out, int *sqlstate)
 {
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
-	JsonbValue	key;
-	JsonbValue	val;
-	char	   *name = NULL,
-			   *organizer = NULL,
-			   *type = NULL,
-			   *description = NULL,
-			   *url = NULL;
-	bool		have_start = false,
-				have_end = false;
-	int64		start_ms = 0,
-				end_ms = 0;
-	int			cancelled = -1,
-				completed = -1;
-	StringInfoData props;
-	int64		now_ms = hs_timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
-	char	   *msg;
+	EventFields f;
 
+	memset(&f, 0, sizeof(f));
+	f.ids[0] = event_id;
+	f.ids[1] = account_id;
+	f.sent_form = sent_form;
+	f.now_ms = hs_timestamptz_to_ms(GetCurrentTransactionStartTimestamp());
+	f.flag[0] = f.flag[1] = -1;
+	initStringInfo(&f.props);
 	*errhint_out = NULL;
 	*sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
-	initStringInfo(&props);
-	if (!JsonContainerIsObject(obj))
-		EVENT_ERR("event must be a JSON object");
 
-	it = JsonbIteratorInit(obj);
-	(void) JsonbIteratorNext(&it, &val, true);	/* BEGIN_OBJECT */
-	while ((tok = JsonbIteratorNext(&it, &key, true)) != WJB_END_OBJECT)
-	{
-		char	   *k;
-		bool		ok;
-
-		/* no key we know is longer: a long unknown one is never copied */
-		if (key.val.string.len > 32)
-			k = pstrdup("");
-		else
-			k = pnstrdup(key.val.string.val, key.val.string.len);
-		(void) JsonbIteratorNext(&it, &val, true);
-		if (strcmp(k, "eventName") == 0)
-			ok = string_field(&val, k, true, HS_MAX_EVENT_TEXT_BYTES, &name, errmsg_out);
-		else if (strcmp(k, "eventOrganizer") == 0)
-			ok = string_field(&val, k, true, HS_MAX_EVENT_TEXT_BYTES, &organizer, errmsg_out);
-		else if (strcmp(k, "eventType") == 0)
-			ok = string_field(&val, k, false, HS_MAX_EVENT_TEXT_BYTES, &type, errmsg_out);
-		else if (strcmp(k, "eventDescription") == 0)
-			ok = string_field(&val, k, false, HS_MAX_EVENT_DESCRIPTION_BYTES, &description, errmsg_out);
-		else if (strcmp(k, "eventUrl") == 0)
-		{
-			ok = string_field(&val, k, false, HS_MAX_EVENT_URL_BYTES, &url, errmsg_out);
-			if (ok && url && url[0] &&
-				pg_strncasecmp(url, "https://", 8) != 0 && pg_strncasecmp(url, "http://", 7) != 0)
-			{
-				*errhint_out = pstrdup("Give an absolute URL such as \"https://example.com/webinar\".");
-				EVENT_ERR("event.eventUrl must be an http:// or https:// URL, not %s",
-						  hs_jsonb_scalar_for_message(&val));
-			}
-		}
-		else if (strcmp(k, "startDateTime") == 0)
-			ok = time_field(&val, k, &have_start, &start_ms, errmsg_out, errhint_out);
-		else if (strcmp(k, "endDateTime") == 0)
-			ok = time_field(&val, k, &have_end, &end_ms, errmsg_out, errhint_out);
-		else if (strcmp(k, "eventCancelled") == 0)
-			ok = bool_field(&val, k, &cancelled, errmsg_out);
-		else if (strcmp(k, "eventCompleted") == 0)
-			ok = bool_field(&val, k, &completed, errmsg_out);
-		else if (strcmp(k, "customProperties") == 0)
-			ok = custom_properties(&val, &props, now_ms, sent_form, errmsg_out, errhint_out, sqlstate);
-		else if (strcmp(k, "externalEventId") == 0 || strcmp(k, "externalAccountId") == 0)
-		{
-			const char *expected = k[8] == 'E' ? event_id : account_id;
-			char	   *given;
-
-			ok = string_field(&val, k, false, HS_MAX_EXTERNAL_ID_BYTES, &given, errmsg_out);
-			if (ok && given && expected && strcmp(given, expected) != 0)
-			{
-				*errhint_out = pstrdup("Leave it out: the id comes from the function's argument (or the trigger's mapping).");
-				EVENT_ERR("event.%s %s differs from the %s argument", k,
-						  hs_jsonb_scalar_for_message(&val),
-						  k[8] == 'E' ? "external_event_id" : "external_account_id");
-			}
-		}
-		else
-		{
-			*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
-			EVENT_ERR("event has an unknown key %s", hs_jsonb_scalar_for_message(&key));
-		}
-		if (!ok)
-			return false;
-	}
-
-	if (name == NULL)
-	{
-		*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
-		EVENT_ERR("event has no \"eventName\"");
-	}
-	if (organizer == NULL)
-	{
-		*errhint_out = pstrdup(HS_EVENT_KEYS_HINT);
-		EVENT_ERR("event has no \"eventOrganizer\"");
-	}
-	if (have_start && have_end && end_ms < start_ms)
-		EVENT_ERR("event.endDateTime is before event.startDateTime");
-	if ((msg = hs_check_external_id("external_event_id", event_id)) != NULL ||
-		(msg = hs_check_external_id("external_account_id", account_id)) != NULL)
-	{
-		*errmsg_out = msg;
+	if (!read_event(obj, &f, errmsg_out, errhint_out, sqlstate) ||
+		!check_event_whole(&f, errmsg_out, errhint_out))
 		return false;
-	}
-
-	appendStringInfoString(out, "{\"externalEventId\":");
-	escape_json(out, event_id);
-	appendStringInfoString(out, ",\"externalAccountId\":");
-	escape_json(out, account_id);
-	appendStringInfoString(out, ",\"eventName\":");
-	escape_json(out, name);
-	appendStringInfoString(out, ",\"eventOrganizer\":");
-	escape_json(out, organizer);
-#define OPT_STRING(field, v) \
-	do { if (v) { appendStringInfoString(out, ",\"" field "\":"); escape_json(out, v); } } while (0)
-	OPT_STRING("eventType", type);
-	OPT_STRING("eventDescription", description);
-	OPT_STRING("eventUrl", url);
-#undef OPT_STRING
-	if (have_start)
-	{
-		appendStringInfoString(out, ",\"startDateTime\":\"");
-		hs_append_iso_ms(out, start_ms);
-		appendStringInfoChar(out, '"');
-	}
-	if (have_end)
-	{
-		appendStringInfoString(out, ",\"endDateTime\":\"");
-		hs_append_iso_ms(out, end_ms);
-		appendStringInfoChar(out, '"');
-	}
-	if (cancelled >= 0)
-		appendStringInfo(out, ",\"eventCancelled\":%s", cancelled ? "true" : "false");
-	if (completed >= 0)
-		appendStringInfo(out, ",\"eventCompleted\":%s", completed ? "true" : "false");
-	appendStringInfo(out, ",\"customProperties\":[%s]}", props.data);
+	write_event(out, &f);
 	if (out->len > HS_MAX_EVENT_BYTES)
-		EVENT_TOO_LARGE(false, out->len);
+		return event_too_large(false, out->len, errmsg_out, errhint_out, sqlstate);
 	return true;
 }
 
@@ -522,24 +629,24 @@ hs_check_event_complete_body(JsonbContainer *obj, StringInfo out, char **errmsg_
 	int64		ms[2];
 
 	if (!JsonContainerIsObject(obj) || JsonContainerIsScalar(obj))
-		EVENT_ERR("event must be a JSON object with \"startDateTime\" and \"endDateTime\"");
+		return hs_input_error(errmsg_out, "event must be a JSON object with \"startDateTime\" and \"endDateTime\"");
 	if (JsonContainerSize(obj) != 2)
-		EVENT_ERR("event must have exactly the keys \"startDateTime\" and \"endDateTime\"");
+		return hs_input_error(errmsg_out, "event must have exactly the keys \"startDateTime\" and \"endDateTime\"");
 	for (int i = 0; i < 2; i++)
 	{
 		JsonbValue *v = getKeyJsonValueFromContainer(obj, keys[i], strlen(keys[i]), NULL);
 		char	   *reason = NULL;
 
 		if (v == NULL)
-			EVENT_ERR("event has no \"%s\"", keys[i]);
+			return hs_input_error(errmsg_out, "event has no \"%s\"", keys[i]);
 		if (v->type != jbvString ||
 			!hs_parse_timestamptz_ms(pnstrdup(v->val.string.val, v->val.string.len), &ms[i], &reason) ||
 			ms[i] < 0 || ms[i] > INT64CONST(253402300799999))
-			EVENT_ERR("event.%s is not a timestamp between 1970 and 9999: %s%s%s", keys[i],
-					  hs_jsonb_scalar_for_message(v), reason ? ": " : "", reason ? reason : "");
+			return hs_input_error(errmsg_out, "event.%s is not a timestamp between 1970 and 9999: %s%s%s", keys[i],
+								  hs_jsonb_scalar_for_message(v), reason ? ": " : "", reason ? reason : "");
 	}
 	if (ms[1] < ms[0])
-		EVENT_ERR("event.endDateTime is before event.startDateTime");
+		return hs_input_error(errmsg_out, "event.endDateTime is before event.startDateTime");
 	appendStringInfoString(out, "{\"startDateTime\":\"");
 	hs_append_iso_ms(out, ms[0]);
 	appendStringInfoString(out, "\",\"endDateTime\":\"");
