@@ -570,6 +570,93 @@ finish_slot(HsSlot *slot, CURLcode rc)
  */
 #define HS_MAX_INLINE_WAIT_MS 2000
 
+/* Start requests while slots are free and pacing allows; *wait: the pacing's wait (0: none). */
+static void
+start_requests(HsHttpRequest *reqs, int nreqs, int *next, int nslots, int *active,
+			   const char *token, const HsSendHooks *hooks, int64 *wait)
+{
+	*wait = 0;
+	for (int i = 0; i < nslots && *next < nreqs; i++)
+	{
+		if (hs_slots[i].req != NULL)
+			continue;
+		if (hooks->wait_ms && (*wait = hooks->wait_ms()) > 0)
+			break;
+		reqs[*next].started = true;
+		if (hooks->on_start)
+			hooks->on_start();
+		start_slot(&hs_slots[i], &reqs[(*next)++], token);
+		(*active)++;
+	}
+}
+
+/* Drive the transfers in flight one slice; finish those done.  Returns how many are still active. */
+static int
+drive_transfers(int nslots, int active, const HsSendHooks *hooks)
+{
+	int			running = 0;
+	CURLMcode	mc;
+	CURLMsg    *msg;
+	int			msgs_left;
+
+	mc = curl_multi_perform(hs_multi, &running);
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_HS_TRANSPORT),
+				 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
+	while ((msg = curl_multi_info_read(hs_multi, &msgs_left)) != NULL)
+	{
+		HsSlot	   *slot = NULL;
+		HsHttpRequest *req;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &slot);
+		if (slot == NULL || slot->req == NULL)
+			continue;
+		req = slot->req;
+		finish_slot(slot, msg->data.result);
+		active--;
+		if (hooks->on_done)
+			hooks->on_done(req);
+	}
+	if (active > 0 && running == 0)
+	{
+		/* cannot happen: libcurl finished transfers without saying how */
+		for (int i = 0; i < nslots; i++)
+			if (hs_slots[i].req != NULL)
+			{
+				HsHttpRequest *req = hs_slots[i].req;
+
+				finish_slot(&hs_slots[i], CURLE_RECV_ERROR);
+				active--;
+				if (hooks->on_done)
+					hooks->on_done(req);
+			}
+	}
+	if (active > 0)
+	{
+		mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_SLICE_MS, NULL);
+		if (mc != CURLM_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_HS_TRANSPORT),
+					 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
+	}
+	return active;
+}
+
+/* Whether the caller asks to stop: then every slot is released. */
+static bool
+stop_requested(const HsSendHooks *hooks)
+{
+	if (hooks->stop_check && hooks->stop_check())
+	{
+		release_all_slots();
+		return true;
+	}
+	return false;
+}
+
 bool
 hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 				  int max_concurrency, const HsSendHooks *hooks)
@@ -597,25 +684,9 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 
 	for (;;)
 	{
-		int			running = 0;
-		CURLMcode	mc;
-		CURLMsg    *msg;
-		int			msgs_left;
-		int64		wait = 0;
+		int64		wait;
 
-		/* start requests while there are free slots and pacing allows */
-		for (int i = 0; i < nslots && next < nreqs; i++)
-		{
-			if (hs_slots[i].req != NULL)
-				continue;
-			if (hooks->wait_ms && (wait = hooks->wait_ms()) > 0)
-				break;
-			reqs[next].started = true;
-			if (hooks->on_start)
-				hooks->on_start();
-			start_slot(&hs_slots[i], &reqs[next++], token);
-			active++;
-		}
+		start_requests(reqs, nreqs, &next, nslots, &active, token, hooks, &wait);
 		if (active == 0)
 		{
 			if (next >= nreqs || wait > HS_MAX_INLINE_WAIT_MS)
@@ -625,62 +696,13 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 				hooks->sleep_ms(Min(wait, HS_POLL_SLICE_MS));
 			else
 				pg_usleep(Min(wait, HS_POLL_SLICE_MS) * 1000L);
-			if (hooks->stop_check && hooks->stop_check())
-			{
-				release_all_slots();
+			if (stop_requested(hooks))
 				return false;
-			}
 			continue;
 		}
-
-		mc = curl_multi_perform(hs_multi, &running);
-		if (mc != CURLM_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_HS_TRANSPORT),
-					 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
-		while ((msg = curl_multi_info_read(hs_multi, &msgs_left)) != NULL)
-		{
-			HsSlot	   *slot = NULL;
-			HsHttpRequest *req;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &slot);
-			if (slot == NULL || slot->req == NULL)
-				continue;
-			req = slot->req;
-			finish_slot(slot, msg->data.result);
-			active--;
-			if (hooks->on_done)
-				hooks->on_done(req);
-		}
-		if (active > 0 && running == 0)
-		{
-			/* cannot happen: libcurl finished transfers without saying how */
-			for (int i = 0; i < nslots; i++)
-				if (hs_slots[i].req != NULL)
-				{
-					HsHttpRequest *req = hs_slots[i].req;
-
-					finish_slot(&hs_slots[i], CURLE_RECV_ERROR);
-					active--;
-					if (hooks->on_done)
-						hooks->on_done(req);
-				}
-		}
-		if (active > 0)
-		{
-			mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_SLICE_MS, NULL);
-			if (mc != CURLM_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_HS_TRANSPORT),
-						 errmsg("HTTP requests to HubSpot failed: %s", curl_multi_strerror(mc))));
-		}
-		if (hooks->stop_check && hooks->stop_check())
-		{
-			release_all_slots();
+		active = drive_transfers(nslots, active, hooks);
+		if (stop_requested(hooks))
 			return false;
-		}
 	}
 	return true;
 }

@@ -709,6 +709,90 @@ column_form(ValueKey key, Form_pg_attribute att, const char *arg,
 	pg_unreachable();
 }
 
+/* A key=column or key=:constant argument that maps a value (VK_...). */
+static void
+parse_value_argument(SyncConfig *cfg, int k, const char *arg, const char *value, bool is_const,
+					 TupleDesc desc, const char *table, MemoryContext cxt)
+{
+	MappedValue *mv = &cfg->v[k];
+
+	if (mv->given)
+		hs_trigger_key_twice(value_key_names[k], arg, cfg->tgname, table);
+	mv->given = true;
+	mv->arg = arg;
+	if (is_const)
+	{
+		char	   *msg;
+
+		mv->is_const = true;
+		mv->const_text = pstrdup(value);
+		msg = check_constant(k, value, &mv->const_jsonb);
+		if (msg)
+			hs_trigger_value_error(arg, cfg->tgname, table,
+								   psprintf("The constant is not valid: %s.", msg));
+	}
+	else
+	{
+		Form_pg_attribute att;
+		Oid			outfunc;
+		bool		isvarlena;
+
+		mv->attnum = hs_trigger_column(desc, value, arg, cfg->tgname, table);
+		att = TupleDescAttr(desc, mv->attnum - 1);
+		mv->form = column_form(k, att, arg, cfg->tgname, table);
+		mv->typbyval = att->attbyval;
+		mv->typlen = att->attlen;
+		mv->bpchar = (getBaseType(att->atttypid) == BPCHAROID);
+		getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
+		fmgr_info_cxt(outfunc, &mv->output, cxt);
+	}
+}
+
+/* An on_delete=... or on_invalid=... option (*seen: given already). */
+static void
+parse_option_argument(SyncConfig *cfg, bool is_delete, bool *seen, const char *key, const char *arg,
+					  const char *value, bool is_const, const char *table)
+{
+	if (*seen)
+		hs_trigger_key_twice(key, arg, cfg->tgname, table);
+	*seen = true;
+	if (is_const)
+		hs_trigger_value_error(arg, cfg->tgname, table,
+							   is_delete ? "on_delete takes a word after \"=\", as in 'on_delete=cancel'." :
+							   "on_invalid takes a word after \"=\", as in 'on_invalid=error'.");
+	if (is_delete && strcmp(value, "cancel") == 0)
+		cfg->on_delete_cancel = true;
+	else if (is_delete && strcmp(value, "ignore") == 0)
+		cfg->on_delete_cancel = false;
+	else if (!is_delete && strcmp(value, "error") == 0)
+		cfg->on_invalid_error = true;
+	else if (!is_delete && strcmp(value, "record") == 0)
+		cfg->on_invalid_error = false;
+	else
+		hs_trigger_value_error(arg, cfg->tgname, table,
+							   is_delete ?
+							   "on_delete is \"cancel\" (a DELETE enqueues a cancel) or \"ignore\" (the default)." :
+							   "on_invalid is \"record\" (the default: an invalid row is recorded as a failed sync) or \"error\".");
+}
+
+/* The keys a trigger must have: every required one, and exactly one of vid and email. */
+static void
+check_required_arguments(const SyncConfig *cfg, const char *table)
+{
+	for (int k = 0; k < NUM_VALUE_KEYS; k++)
+		if (value_key_required[k] && !cfg->v[k].given)
+			hs_trigger_key_missing(value_key_names[k], cfg->tgname, table);
+	if (cfg->v[VK_VID].given == cfg->v[VK_EMAIL].given)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 cfg->v[VK_VID].given ?
+				 errmsg("trigger \"%s\" on table %s has arguments for both \"vid\" and \"email\"",
+						cfg->tgname, table) :
+				 errmsg("trigger \"%s\" on table %s has no argument for \"vid\" or \"email\"",
+						cfg->tgname, table),
+				 errhint("Identify contacts by 'vid=<column>' (HubSpot contact ids) or by 'email=<column>', one of them.")));
+}
+
 /*
  * Parse and check a trigger's arguments against its table, allocating the
  * result in cxt.  Throws (naming the table and the argument) on any
@@ -746,68 +830,12 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 		for (k = 0; k < NUM_VALUE_KEYS; k++)
 			if (strcmp(key, value_key_names[k]) == 0)
 				break;
-
 		if (k < NUM_VALUE_KEYS)
-		{
-			MappedValue *mv = &cfg->v[k];
-
-			if (mv->given)
-				hs_trigger_key_twice(key, arg, cfg->tgname, table);
-			mv->given = true;
-			mv->arg = arg;
-			if (is_const)
-			{
-				char	   *msg;
-
-				mv->is_const = true;
-				mv->const_text = pstrdup(value);
-				msg = check_constant(k, value, &mv->const_jsonb);
-				if (msg)
-					hs_trigger_value_error(arg, cfg->tgname, table,
-										 psprintf("The constant is not valid: %s.", msg));
-			}
-			else
-			{
-				Form_pg_attribute att;
-				Oid			outfunc;
-				bool		isvarlena;
-
-				mv->attnum = hs_trigger_column(desc, value, arg, cfg->tgname, table);
-				att = TupleDescAttr(desc, mv->attnum - 1);
-				mv->form = column_form(k, att, arg, cfg->tgname, table);
-				mv->typbyval = att->attbyval;
-				mv->typlen = att->attlen;
-				mv->bpchar = (getBaseType(att->atttypid) == BPCHAROID);
-				getTypeOutputInfo(att->atttypid, &outfunc, &isvarlena);
-				fmgr_info_cxt(outfunc, &mv->output, cxt);
-			}
-		}
-		else if (strcmp(key, "on_delete") == 0 || strcmp(key, "on_invalid") == 0)
-		{
-			bool		is_delete = (strcmp(key, "on_delete") == 0);
-			bool	   *seen = is_delete ? &seen_on_delete : &seen_on_invalid;
-
-			if (*seen)
-				hs_trigger_key_twice(key, arg, cfg->tgname, table);
-			*seen = true;
-			if (is_const)
-				hs_trigger_value_error(arg, cfg->tgname, table,
-									 is_delete ? "on_delete takes a word after \"=\", as in 'on_delete=cancel'." :
-									 "on_invalid takes a word after \"=\", as in 'on_invalid=error'.");
-			if (is_delete && strcmp(value, "cancel") == 0)
-				cfg->on_delete_cancel = true;
-			else if (is_delete && strcmp(value, "ignore") == 0)
-				cfg->on_delete_cancel = false;
-			else if (!is_delete && strcmp(value, "error") == 0)
-				cfg->on_invalid_error = true;
-			else if (!is_delete && strcmp(value, "record") == 0)
-				cfg->on_invalid_error = false;
-			else
-				hs_trigger_value_error(arg, cfg->tgname, table,
-									 is_delete ?
-									 "on_delete is \"cancel\" (a DELETE enqueues a cancel) or \"ignore\" (the default)." :
-									 "on_invalid is \"record\" (the default: an invalid row is recorded as a failed sync) or \"error\".");
-		}
+			parse_value_argument(cfg, k, arg, value, is_const, desc, table, cxt);
+		else if (strcmp(key, "on_delete") == 0)
+			parse_option_argument(cfg, true, &seen_on_delete, key, arg, value, is_const, table);
+		else if (strcmp(key, "on_invalid") == 0)
+			parse_option_argument(cfg, false, &seen_on_invalid, key, arg, value, is_const, table);
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
@@ -815,19 +843,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 							key, arg, cfg->tgname, table),
 					 errhint(VALID_KEYS_HINT)));
 	}
-
-	for (int k = 0; k < NUM_VALUE_KEYS; k++)
-		if (value_key_required[k] && !cfg->v[k].given)
-			hs_trigger_key_missing(value_key_names[k], cfg->tgname, table);
-	if (cfg->v[VK_VID].given == cfg->v[VK_EMAIL].given)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-				 cfg->v[VK_VID].given ?
-				 errmsg("trigger \"%s\" on table %s has arguments for both \"vid\" and \"email\"",
-						cfg->tgname, table) :
-				 errmsg("trigger \"%s\" on table %s has no argument for \"vid\" or \"email\"",
-						cfg->tgname, table),
-				 errhint("Identify contacts by 'vid=<column>' (HubSpot contact ids) or by 'email=<column>', one of them.")));
+	check_required_arguments(cfg, table);
 
 	MemoryContextSwitchTo(oldcxt);
 	return cfg;
@@ -1578,6 +1594,95 @@ backfill_row(BackfillSetup *b, TupleTableSlot *slot, MemoryContext rowcxt)
 	return enqueued;
 }
 
+/* after_key: one value per primary key column, read by the column's input function */
+static Datum *
+backfill_after_key(ArrayType *arr, const BackfillSetup *b, Relation idx, int nkeys)
+{
+	Datum	   *elems;
+	bool	   *elnulls;
+	int			nelems;
+	Datum	   *after;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elnulls, &nelems);
+	if (ARR_NDIM(arr) > 1 || nelems != nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after_key must have %d element%s, one per column of the primary key of %s, not %d",
+						nkeys, nkeys == 1 ? "" : "s", b->table, nelems)));
+	after = palloc(sizeof(Datum) * nkeys);
+	for (int i = 0; i < nkeys; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(b->desc, idx->rd_index->indkey.values[i] - 1);
+		Oid			typinput;
+		Oid			typioparam;
+
+		if (elnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("after_key must not hold a null")));
+		getTypeInputInfo(att->atttypid, &typinput, &typioparam);
+		after[i] = OidInputFunctionCall(typinput, TextDatumGetCString(elems[i]),
+										typioparam, att->atttypmod);
+	}
+	return after;
+}
+
+/* A scan of the primary key's index, from after_key's first column's value on (>=) when given. */
+static IndexScanDesc
+backfill_begin_scan(const BackfillSetup *b, Relation idx, Snapshot snapshot, const Datum *after,
+					ScanKeyData *skey)
+{
+	IndexScanDesc scan = hs_index_beginscan(b->rel, idx, snapshot, after ? 1 : 0, 0);
+
+	if (after)
+	{
+		/* the rest of the key is compared row by row (backfill_after) */
+		Oid			opfamily = idx->rd_opfamily[0];
+		Oid			opcintype = idx->rd_opcintype[0];
+		Oid			op = get_opfamily_member(opfamily, opcintype, opcintype, BTGreaterEqualStrategyNumber);
+
+		if (!OidIsValid(op))
+			elog(ERROR, "no >= operator in the primary key's operator family");
+		ScanKeyEntryInitialize(skey, 0, 1, BTGreaterEqualStrategyNumber, opcintype,
+							   idx->rd_indcollation[0], get_opcode(op), after[0]);
+	}
+	index_rescan(scan, after ? skey : NULL, after ? 1 : 0, NULL, 0);
+	return scan;
+}
+
+/* Whether the row's key comes after after_key, by the index's comparison functions. */
+static bool
+backfill_after(TupleTableSlot *slot, Relation idx, int nkeys, const Datum *after)
+{
+	int			cmp = 0;
+
+	for (int i = 0; i < nkeys && cmp == 0; i++)
+	{
+		AttrNumber	attno = idx->rd_index->indkey.values[i];
+		FmgrInfo   *proc = index_getprocinfo(idx, i + 1, BTORDER_PROC);
+
+		cmp = DatumGetInt32(FunctionCall2Coll(proc, idx->rd_indcollation[i],
+											  slot->tts_values[attno - 1], after[i]));
+	}
+	return cmp > 0;
+}
+
+/* The row's key as text, one element per key column: the next batch's after_key. */
+static void
+backfill_row_key(TupleTableSlot *slot, const BackfillSetup *b, Relation idx, int nkeys, Datum *key)
+{
+	for (int i = 0; i < nkeys; i++)
+	{
+		AttrNumber	attno = idx->rd_index->indkey.values[i];
+		Form_pg_attribute att = TupleDescAttr(b->desc, attno - 1);
+		Oid			typoutput;
+		bool		varlena;
+
+		getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
+		key[i] = CStringGetTextDatum(OidOutputFunctionCall(typoutput, slot->tts_values[attno - 1]));
+	}
+}
+
 /*
  * backfill_batch(tbl regclass, trigger_name name, after_key text[],
  *				  batch_rows int, OUT last_key text[], OUT enqueued bigint,
@@ -1625,54 +1730,12 @@ hubspot_backfill_batch_by_key(PG_FUNCTION_ARGS)
 				 errhint("Add a primary key, or enqueue the rows with hubspot_events.hubspot_enqueue_subscriber().")));
 	idx = index_open(pkoid, AccessShareLock);
 	nkeys = IndexRelationGetNumberOfKeyAttributes(idx);
-
-	/* after_key: one value per key column, read by the column's input function */
 	if (!PG_ARGISNULL(2))
-	{
-		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(2);
-		Datum	   *elems;
-		bool	   *elnulls;
-		int			nelems;
-
-		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elnulls, &nelems);
-		if (ARR_NDIM(arr) > 1 || nelems != nkeys)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("after_key must have %d element%s, one per column of the primary key of %s, not %d",
-							nkeys, nkeys == 1 ? "" : "s", b.table, nelems)));
-		after = palloc(sizeof(Datum) * nkeys);
-		for (int i = 0; i < nkeys; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(b.desc, idx->rd_index->indkey.values[i] - 1);
-			Oid			typinput;
-			Oid			typioparam;
-
-			if (elnulls[i])
-				ereport(ERROR,
-						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-						 errmsg("after_key must not hold a null")));
-			getTypeInputInfo(att->atttypid, &typinput, &typioparam);
-			after[i] = OidInputFunctionCall(typinput, TextDatumGetCString(elems[i]),
-											typioparam, att->atttypmod);
-		}
-	}
+		after = backfill_after_key(PG_GETARG_ARRAYTYPE_P(2), &b, idx, nkeys);
 
 	snapshot = RegisterSnapshot(GetActiveSnapshot());
 	slot = table_slot_create(b.rel, NULL);
-	scan = hs_index_beginscan(b.rel, idx, snapshot, after ? 1 : 0, 0);
-	if (after)
-	{
-		/* from the first key column's value on (>=); the rest is skipped below */
-		Oid			opfamily = idx->rd_opfamily[0];
-		Oid			opcintype = idx->rd_opcintype[0];
-		Oid			op = get_opfamily_member(opfamily, opcintype, opcintype, BTGreaterEqualStrategyNumber);
-
-		if (!OidIsValid(op))
-			elog(ERROR, "no >= operator in the primary key's operator family");
-		ScanKeyEntryInitialize(&skey, 0, 1, BTGreaterEqualStrategyNumber, opcintype,
-							   idx->rd_indcollation[0], get_opcode(op), after[0]);
-	}
-	index_rescan(scan, after ? &skey : NULL, after ? 1 : 0, NULL, 0);
+	scan = backfill_begin_scan(&b, idx, snapshot, after, &skey);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events backfill row",
 								   ALLOCSET_DEFAULT_SIZES);
 
@@ -1680,36 +1743,12 @@ hubspot_backfill_batch_by_key(PG_FUNCTION_ARGS)
 	{
 		CHECK_FOR_INTERRUPTS();
 		slot_getallattrs(slot);
-		if (after)
-		{
-			int			cmp = 0;
-
-			/* the row's key against after_key, by the index's comparison functions */
-			for (int i = 0; i < nkeys && cmp == 0; i++)
-			{
-				AttrNumber	attno = idx->rd_index->indkey.values[i];
-				FmgrInfo   *proc = index_getprocinfo(idx, i + 1, BTORDER_PROC);
-
-				cmp = DatumGetInt32(FunctionCall2Coll(proc, idx->rd_indcollation[i],
-													  slot->tts_values[attno - 1], after[i]));
-			}
-			if (cmp <= 0)
-				continue;
-		}
+		if (after && !backfill_after(slot, idx, nkeys, after))
+			continue;
 		scanned++;
-		/* the key of the last row read, as text, for the next batch */
 		if (last == NULL)
 			last = palloc(sizeof(Datum) * nkeys);
-		for (int i = 0; i < nkeys; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(b.desc, idx->rd_index->indkey.values[i] - 1);
-			Oid			typoutput;
-			bool		varlena;
-
-			getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
-			last[i] = CStringGetTextDatum(OidOutputFunctionCall(typoutput,
-																slot->tts_values[idx->rd_index->indkey.values[i] - 1]));
-		}
+		backfill_row_key(slot, &b, idx, nkeys, last);
 		if (backfill_row(&b, slot, rowcxt))
 			enqueued++;
 	}

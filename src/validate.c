@@ -426,6 +426,64 @@ plausible_email(const char *s, int len)
 }
 
 /*
+ * An attendance property (properties.joinedAt, properties.leftAt): a
+ * timestamp string or epoch milliseconds, sent as UTC ISO 8601 with
+ * milliseconds (*text); *ms is its time.
+ */
+static bool
+attendance_time_text(const JsonbValue *pval, int index, const char *pname, char **text, int64 *ms,
+					 char **errmsg_out, char **errhint_out)
+{
+	char	   *reason = NULL;
+	StringInfoData iso;
+	bool		ok;
+
+	*ms = -1;
+	if (pval->type == jbvNumeric)
+		ok = numeric_to_uint64(pval->val.numeric, ms) && *ms <= INT64CONST(253402300799999);
+	else if (pval->type == jbvString)
+		ok = hs_parse_timestamptz_ms(pnstrdup(pval->val.string.val, pval->val.string.len), ms, &reason) &&
+			*ms >= 0 && *ms <= INT64CONST(253402300799999);
+	else
+		ok = false;
+	if (!ok)
+	{
+		*errhint_out = pstrdup("joinedAt and leftAt are timestamps: an ISO 8601 string such as \"2026-03-01T17:05:00Z\" or epoch milliseconds; they are sent as UTC ISO 8601.");
+		return hs_input_error(errmsg_out, "contacts[%d].properties.%s is not a valid timestamp: %s%s%s",
+							  index, pname, hs_jsonb_scalar_for_message(pval),
+							  reason ? ": " : "", reason ? reason : "");
+	}
+	initStringInfo(&iso);
+	hs_append_iso_ms(&iso, *ms);
+	*text = iso.data;
+	return true;
+}
+
+/* A property's value as the text HubSpot is sent: a string, number or boolean (not null). */
+static bool
+property_text(const JsonbValue *pval, int index, const char *what, const char *pname, char **text,
+			  char **errmsg_out, char **errhint_out)
+{
+	switch (pval->type)
+	{
+		case jbvString:
+			*text = pnstrdup(pval->val.string.val, pval->val.string.len);
+			return true;
+		case jbvNumeric:
+			*text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														NumericGetDatum(pval->val.numeric)));
+			return true;
+		case jbvBool:
+			*text = pstrdup(pval->val.boolean ? "true" : "false");
+			return true;
+		default:
+			*errhint_out = pstrdup("Property values are sent to HubSpot as strings: give a string, number, boolean or null (null leaves the property out).");
+			return hs_input_error(errmsg_out, "contacts[%d].%s.%s must be a string, number, boolean or null, not %s",
+								  index, what, quote_identifier(pname), hs_jsonb_type_name(pval));
+	}
+}
+
+/*
  * Check a properties object (properties or contactProperties) and append its
  * names and values as text.  For attendance, properties.joinedAt and
  * properties.leftAt are timestamps (a timestamp string or epoch
@@ -462,7 +520,7 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 	while ((tok = JsonbIteratorNext(&pit, &pkey, true)) != WJB_END_OBJECT)
 	{
 		char	   *pname;
-		char	   *ptext;
+		char	   *ptext = NULL;
 
 		(void) JsonbIteratorNext(&pit, &pval, true);
 		/* lengths before copies: a long name or value is never copied */
@@ -481,53 +539,19 @@ check_properties(JsonbValue *val, int index, const char *what, bool times,
 		if (times && (strcmp(pname, "joinedAt") == 0 || strcmp(pname, "leftAt") == 0) &&
 			pval.type != jbvNull)
 		{
-			int64		ms = -1;
-			char	   *reason = NULL;
-			StringInfoData iso;
-			bool		ok;
+			int64		ms;
 
-			if (pval.type == jbvNumeric)
-				ok = numeric_to_uint64(pval.val.numeric, &ms) && ms <= INT64CONST(253402300799999);
-			else if (pval.type == jbvString)
-				ok = hs_parse_timestamptz_ms(pnstrdup(pval.val.string.val, pval.val.string.len), &ms, &reason) &&
-					ms >= 0 && ms <= INT64CONST(253402300799999);
-			else
-				ok = false;
-			if (!ok)
-			{
-				*errhint_out = pstrdup("joinedAt and leftAt are timestamps: an ISO 8601 string such as \"2026-03-01T17:05:00Z\" or epoch milliseconds; they are sent as UTC ISO 8601.");
-				return hs_input_error(errmsg_out, "contacts[%d].properties.%s is not a valid timestamp: %s%s%s",
-									  index, pname, hs_jsonb_scalar_for_message(&pval),
-									  reason ? ": " : "", reason ? reason : "");
-			}
-			initStringInfo(&iso);
-			hs_append_iso_ms(&iso, ms);
-			ptext = iso.data;
+			if (!attendance_time_text(&pval, index, pname, &ptext, &ms, errmsg_out, errhint_out))
+				return false;
 			if (pname[0] == 'j')
 				joined = ms;
 			else
 				left = ms;
 		}
-		else
-			switch (pval.type)
-			{
-				case jbvNull:
-					continue;	/* a null drops the property */
-				case jbvString:
-					ptext = pnstrdup(pval.val.string.val, pval.val.string.len);
-					break;
-				case jbvNumeric:
-					ptext = DatumGetCString(DirectFunctionCall1(numeric_out,
-																NumericGetDatum(pval.val.numeric)));
-					break;
-				case jbvBool:
-					ptext = pstrdup(pval.val.boolean ? "true" : "false");
-					break;
-				default:
-					*errhint_out = pstrdup("Property values are sent to HubSpot as strings: give a string, number, boolean or null (null leaves the property out).");
-					return hs_input_error(errmsg_out, "contacts[%d].%s.%s must be a string, number, boolean or null, not %s",
-										  index, what, quote_identifier(pname), hs_jsonb_type_name(&pval));
-			}
+		else if (pval.type == jbvNull)
+			continue;			/* a null drops the property */
+		else if (!property_text(&pval, index, what, pname, &ptext, errmsg_out, errhint_out))
+			return false;
 		/* a number's text can be long too (jsonb keeps 131072 digits) */
 		if (strlen(ptext) > HS_MAX_PROPERTY_VALUE_BYTES)
 			return hs_input_error(errmsg_out, "contacts[%d].%s.%s is too long (%zu bytes as text; the limit is %d bytes)",
