@@ -128,6 +128,8 @@ class MarketingRequest:
     # ---- checks ------------------------------------------------------------
 
     def serve(self):
+        """Check the request: a violation is answered 401, 400 or 404 (logged
+        with its spec_errors), a valid request goes on to answer_valid."""
         body_error = self.read_body()
         auth_problem = self.record_headers()
         self.parse_body()
@@ -181,6 +183,7 @@ class MarketingRequest:
         return auth_problem
 
     def parse_body(self):
+        """Parse the JSON body (strictly); a problem is noted for check_body."""
         if self.body:
             try:
                 self.parsed = parse_json_strict(self.body)
@@ -190,6 +193,7 @@ class MarketingRequest:
                 self.entry["body_raw"] = self.body.decode("utf-8", "replace")
 
     def parse_query(self):
+        """Parse the query string into self.query ({name: [values]}) and the log entry."""
         try:
             query = urllib.parse.parse_qs(self.raw_query, keep_blank_values=True, errors="strict")
             self.entry["query"] = {k: v[0] for k, v in query.items()}

@@ -161,6 +161,8 @@ class State:
             if quota.daily is not None:
                 quota.daily_remaining = max(0, quota.daily - self.daily_used)
 
+    # ---- the global knobs, known events ------------------------------------
+
     def configure(self, knobs):
         """Install a new global knob set (POST /__mock/config)."""
         with self.lock:
@@ -264,6 +266,8 @@ class State:
                 "expired_401": self.stats_oauth["expired_401"],
                 "oauth_authorized": self.stats_oauth["oauth_authorized"],
             }
+
+    # ---- per-event counts, the fault dice, the request log ---------------------
 
     def count_event(self, event_id):
         with self.lock:
