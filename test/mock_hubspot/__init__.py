@@ -1,0 +1,63 @@
+"""Mock of HubSpot's Marketing Events API for the hubspot_events tests.
+
+Standard library only (Python 3.11).  Run ``test/mock_hubspot.py --help``
+for the command line and ``test/mock_hubspot.py --self-test`` for a quick
+check (``python3 -m mock_hubspot`` from test/ is the same).
+
+What it does
+------------
+* Every request under ``/marketing/`` is matched against the OpenAPI spec of
+  its API version and checked: route, required query parameters, JSON body
+  against the schema,
+  and the headers our client must send (Content-Type, Accept, User-Agent,
+  Authorization).  Violations answer 400 (401 for authentication, 404 for an
+  unknown route) in HubSpot's error shape.
+* Both path forms are served (``--spec`` may be given several times; by
+  default ``openapi/marketing-events-2026-09.openapi.json`` and
+  ``openapi/marketing-events-v3.openapi.json`` in test/, next to this package):
+  ``/marketing/v3/marketing-events/...`` is checked against the v3 spec, and
+  the date-versioned ``/marketing/marketing-events/{version}/...`` against the
+  newest date spec, for every version the mock serves (``api_versions``
+  in knobs.py; default 2026-03 and 2026-09, as HubSpot in December 2026).  Another
+  version is an unknown route (404).  The log entry's ``api_version`` is the
+  version the path named and ``spec`` the version of the spec that checked it.
+* Tests steer the answers with "knobs": per request through an
+  ``externalEventId`` of the form ``mock:key=value;key=value`` or globally
+  through ``POST /__mock/config``.  Every knob is documented in knobs.py.
+* Every /marketing/ request is recorded (JSON Lines file with --log, and
+  ``GET /__mock/requests``).  The bearer token is never written anywhere.
+
+Control API (loopback only)
+---------------------------
+GET /__mock/health, GET /__mock/requests, GET|POST /__mock/config,
+POST /__mock/reset (entries, per-event counters, global knobs, rate window,
+daily counter, storm and stats), GET /__mock/stats[?window_ms=W] (counts since
+the last reset, see State.stats in state.py).
+
+HTTPS
+-----
+``--tls-cert FILE --tls-key FILE`` serve HTTPS (TLS 1.2 or later) instead of
+HTTP, the control API included.  A client that refuses the certificate
+leaves no request: the mock logs "TLS handshake with ... failed" on stderr
+and counts it (``tls_handshake_failures`` in /__mock/stats).
+
+Log entries: ``time`` is the wall clock (time.time(), seconds since the epoch)
+when the request line was read, before its body; benchmarks compare it with
+a client's clock on the same machine.  ``--lean`` (benchmarks) keeps no
+entries in memory and skips the JSON-schema check of bodies.
+
+Modules
+-------
+  cli.py       the command line (main)
+  server.py    the threaded HTTP(S) server
+  handler.py   the HTTP handler: reading requests, sending answers, routing
+  api.py       the /marketing/ API: checks a request, answers it
+  faults.py    what the knobs do to an answer: fault injection, answer bodies
+  oauth.py     the OAuth token endpoint
+  control.py   the control API under /__mock/
+  state.py     shared state: limiter, stats, known events, OAuth tokens, log
+  knobs.py     the knobs: documentation and parsing
+  spec.py      OpenAPI specs: loading, routing, a small JSON-schema validator
+  common.py    helpers and HubSpot's texts
+  selftest.py  --self-test
+"""
