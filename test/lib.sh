@@ -51,6 +51,9 @@ hs_build_install() {
     local pgc; pgc="$(hs_pg_config)"
     hs_install_lock
     hs_log "building and installing hubspot_events"
+    # the scripts another checkout installed (a full script this one does
+    # not have, say) would be used by CREATE EXTENSION: only ours are there
+    rm -f "$("$pgc" --sharedir)"/extension/hubspot_events--*.sql
     make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror clean >/dev/null
     make -C "$HS_SRC" -s PG_CONFIG="$pgc" COPT=-Werror >/dev/null
     make -C "$HS_SRC" -s PG_CONFIG="$pgc" install >/dev/null
