@@ -1,0 +1,775 @@
+\echo Use "CREATE EXTENSION hubspot_events" to load this file. \quit
+
+/*
+ * hubspot_events 0.6.0: the whole schema, in one script.
+ *
+ * This is where to read today's schema.  CREATE EXTENSION hubspot_events
+ * runs this script alone; an installation of an older version reaches the
+ * same schema through the upgrade scripts beside this file
+ * (hubspot_events--0.1.0.sql, then hubspot_events--0.1.0--0.2.0.sql ...
+ * hubspot_events--0.5.0--0.6.0.sql), which stay as released.  Both roads
+ * must end in the same catalog, object by object: sql/08_upgrade.sql
+ * installs 0.1.0, updates it step by step, and compares every member's
+ * definition with a fresh install of this script.
+ *
+ * A later version adds an upgrade script from 0.6.0 (and may one day
+ * re-base on a new full script, as PostgreSQL's contrib modules do); this
+ * file, once released, is not edited either.
+ *
+ * Contents, by topic:
+ *   1. the outbox and the worker's switch (tables, indexes, pg_dump)
+ *   2. sending now: subscriber states and marketing events
+ *   3. the outbox's way in: enqueueing
+ *   4. triggers: attendance and events tables, backfill, the DDL guard
+ *   5. the worker: its claim, its wake-up, its state (status)
+ *   6. managing syncs: failed ones, purges, pause and resume, flush
+ *   7. the database the worker serves
+ *
+ * Privileges: nothing is granted to PUBLIC.  EXECUTE on every function and
+ * every privilege on every table and view is revoked from PUBLIC; a DBA
+ * grants each role what it needs (README, "Security").  SQL the extension
+ * runs is schema-qualified, or runs with search_path = pg_catalog, pg_temp.
+ */
+
+-- ---------------------------------------------------------------------------
+-- 1. The outbox and the worker's switch
+-- ---------------------------------------------------------------------------
+
+-- One row per contact and state change, or per change of a marketing event.
+-- WAL-logged (never UNLOGGED), written in the caller's transaction: nothing
+-- committed is lost, nothing rolled back is sent.  Columns accept raw
+-- values, so that a trigger can record a row it could not validate as
+-- 'failed' (LOCAL_VALIDATION_ERROR) instead of failing the application's
+-- write.
+--
+-- What a row asks of HubSpot (kind): 'subscriber' rows record a contact's
+-- state (contact holds it); event rows (contact NULL, contact_key '') create
+-- or update the event ('event_upsert', event holds the
+-- MarketingEventCreateRequestParams object as sent), cancel it
+-- ('event_cancel') or mark it completed ('event_complete', event holds
+-- {startDateTime, endDateTime}).  An event's rows share the contact_key '',
+-- so they go out one at a time in commit order, like one contact's rows.
+--
+-- The column order is the one the upgrade scripts produce (kind and event
+-- were added in 0.3.0, at the end): a fresh install and an upgraded one
+-- have the same row type.
+--
+-- The worker's claim walks the due rows' partial index; the old versions of
+-- rows it has claimed stay in it until vacuum.  Vacuum the outbox after every
+-- 10,000 changed rows rather than after a share of the table.
+CREATE TABLE @extschema@.outbox (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    external_event_id   text,
+    subscriber_state    text,
+    external_account_id text,
+    contact             jsonb,
+    contact_key         text,
+    status              text NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+    attempts            integer NOT NULL DEFAULT 0,
+    next_attempt_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_attempt_at     timestamptz,
+    sent_at             timestamptz,
+    http_status         integer,
+    error_category      text,
+    error_subcategory   text,
+    correlation_id      uuid,
+    error_message       text,
+    error_body          jsonb,
+    source              text,
+    kind                text NOT NULL DEFAULT 'subscriber'
+                        CHECK (kind IN ('subscriber', 'event_upsert', 'event_cancel', 'event_complete')),
+    event               jsonb
+) WITH (autovacuum_vacuum_scale_factor = 0,
+        autovacuum_vacuum_threshold = 10000,
+        autovacuum_vacuum_insert_scale_factor = 0,
+        autovacuum_vacuum_insert_threshold = 10000,
+        autovacuum_analyze_scale_factor = 0,
+        autovacuum_analyze_threshold = 10000);
+
+-- the worker's claim: only due rows are in this index, so sent rows never slow it down
+CREATE INDEX outbox_due ON @extschema@.outbox (next_attempt_at, id) WHERE status = 'pending';
+-- rows in flight: a crash may leave some; the claim reads their identities
+-- once through this small index
+CREATE INDEX outbox_sending ON @extschema@.outbox (id) WHERE status = 'sending';
+-- failed-sync queries and purges
+CREATE INDEX outbox_failed ON @extschema@.outbox (last_attempt_at) WHERE status = 'failed';
+CREATE INDEX outbox_sent ON @extschema@.outbox (sent_at) WHERE status = 'sent';
+
+-- Per-contact order: a hash index on the contact's identity (event,
+-- account, contact), on the pending rows only.  A hash index keeps only a
+-- 4-byte hash code, so identities of any length fit (a btree entry holds at
+-- most 2704 bytes); its inserts are cheaper than a btree's (the
+-- application's writes pay them), and it stays the size of the queue, not of
+-- the history.  Queries add the equality of the three columns (the
+-- separator can occur in them).
+-- Pending rows only, not rows in flight: the worker claims, sends and
+-- records one turn at a time, so when it claims, no row is in flight
+-- ("sending") unless a crash left it there, and it resets those first.  A
+-- claim therefore adds no entry for each row it marks sending (about 6% of
+-- the worker's CPU in a drain).  Rows in flight are still honoured, through
+-- outbox_sending.
+-- Its predicate names the other statuses rather than 'pending': a query
+-- can then use it only by saying the same (status NOT IN ('sending', 'sent',
+-- 'failed'), the same rows under the CHECK constraint), which does not let
+-- the planner use the due rows' index (status = 'pending') instead.  When
+-- that index's statistics say it is empty (vacuumed while nothing was
+-- pending), the planner took it for the cheaper way to find a contact's
+-- pending rows and scanned all of them for every row claimed: 786 ms for a
+-- claim of 400 among 10,000 pending rows, instead of 5.
+CREATE INDEX outbox_pending_contact ON @extschema@.outbox USING hash
+    ((external_event_id || ' ' || external_account_id || ' ' || contact_key))
+    WHERE status NOT IN ('sending', 'sent', 'failed');
+
+-- The worker asks, for a subscriber state HubSpot answered 404, whether the
+-- event has an upsert pending, in flight or recently sent (then the 404 is
+-- HubSpot not knowing the event yet, and the row is retried).  Event rows
+-- are few: a small hash index finds them by event (without it the same
+-- question reads the outbox, only on such a 404).  (The update from 0.4.0
+-- leaves it out on an outbox of more than 100,000 rows, and says how to
+-- build it CONCURRENTLY; a fresh install always has it.)
+CREATE INDEX outbox_event_upserts ON @extschema@.outbox USING hash
+    ((external_event_id || ' ' || external_account_id))
+    WHERE kind = 'event_upsert';
+
+COMMENT ON TABLE @extschema@.outbox IS
+'Subscriber-state changes waiting for, or done with, delivery to HubSpot; one row per contact and change';
+COMMENT ON COLUMN @extschema@.outbox.contact IS 'The contact as it is sent ({"vid", "interactionDateTime", "properties"}), or the raw values of a row that failed local validation';
+COMMENT ON COLUMN @extschema@.outbox.contact_key IS 'The contact''s identity within its event and account (the vid as text), for per-contact ordering';
+COMMENT ON COLUMN @extschema@.outbox.status IS 'pending, sending, sent or failed';
+COMMENT ON COLUMN @extschema@.outbox.correlation_id IS 'HubSpot''s correlation id of the last answer (NULL when it was not a UUID; the raw answer is in error_body)';
+COMMENT ON COLUMN @extschema@.outbox.source IS 'What enqueued the row: hubspot_enqueue_subscriber, or schema.table for a trigger';
+COMMENT ON COLUMN @extschema@.outbox.kind IS
+'subscriber (a contact''s state), or event_upsert, event_cancel, event_complete (the marketing event itself)';
+COMMENT ON COLUMN @extschema@.outbox.event IS
+'For event_upsert, the event as it is sent (MarketingEventCreateRequestParams); for event_complete, {startDateTime, endDateTime}; else NULL';
+
+-- The worker's persistent switches: at most one row, written by pause() and
+-- resume(); no row means not paused.  Survives restarts and pg_dump (the
+-- install script writes no row, so a restored dump never collides with one).
+CREATE TABLE @extschema@.worker_control (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    paused      boolean NOT NULL DEFAULT false,
+    paused_at   timestamptz
+);
+COMMENT ON TABLE @extschema@.worker_control IS 'Whether sending is paused (hubspot_events.pause/resume); at most one row';
+
+-- pg_dump keeps the outbox's rows, its id sequence, and the pause switch
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.worker_control', '');
+
+REVOKE ALL ON TABLE @extschema@.outbox, @extschema@.worker_control FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- 2. Sending now: one request to HubSpot in the caller's session
+-- ---------------------------------------------------------------------------
+
+-- They send with the company's token: only roles granted EXECUTE may call them.
+CREATE FUNCTION @extschema@.hubspot_upsert_subscriber(
+    external_event_id text,
+    subscriber_state text,
+    external_account_id text,
+    contacts jsonb)
+RETURNS jsonb
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_upsert_subscriber';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_upsert_subscriber(text, text, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_upsert_subscriber(text, text, text, jsonb) IS
+'Record a marketing-event subscriber state (register, attend, cancel) for HubSpot contacts now, and return HubSpot''s answer';
+
+CREATE FUNCTION @extschema@.hubspot_upsert_event(external_event_id text, external_account_id text, event jsonb)
+RETURNS jsonb
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_upsert_event';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_upsert_event(text, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_upsert_event(text, text, jsonb) IS
+'Create or update a marketing event in HubSpot now, and return HubSpot''s answer';
+
+CREATE FUNCTION @extschema@.hubspot_cancel_event(external_event_id text, external_account_id text)
+RETURNS jsonb
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_cancel_event';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_cancel_event(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_cancel_event(text, text) IS
+'Mark a marketing event cancelled in HubSpot now, and return HubSpot''s answer';
+
+CREATE FUNCTION @extschema@.hubspot_complete_event(external_event_id text, external_account_id text,
+                                                   start_date_time timestamptz, end_date_time timestamptz)
+RETURNS jsonb
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_complete_event';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_complete_event(text, text, timestamptz, timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_complete_event(text, text, timestamptz, timestamptz) IS
+'Mark a marketing event completed in HubSpot now, with its start and end, and return HubSpot''s answer';
+
+-- ---------------------------------------------------------------------------
+-- 3. Enqueueing: rows written to the outbox in the caller's transaction,
+--    sent by the worker after commit
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.hubspot_enqueue_subscriber(
+    external_event_id text,
+    subscriber_state text,
+    external_account_id text,
+    contacts jsonb)
+RETURNS bigint[]
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_enqueue_subscriber';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_subscriber(text, text, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_subscriber(text, text, text, jsonb) IS
+'Validate and write subscriber-state changes to the outbox in the current transaction; the worker sends them after commit. Returns the new outbox ids';
+
+-- The marketing events themselves: their upsert, cancel and complete calls
+-- go through the outbox too, in order with the subscriber states.
+CREATE FUNCTION @extschema@.hubspot_enqueue_event(external_event_id text, external_account_id text, event jsonb)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_enqueue_event';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_event(text, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_event(text, text, jsonb) IS
+'Queue the creation or update of a marketing event in the outbox (sent after commit, before the event''s later subscriber states); returns the row id';
+
+CREATE FUNCTION @extschema@.hubspot_enqueue_cancel_event(external_event_id text, external_account_id text)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_enqueue_cancel_event';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_cancel_event(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_cancel_event(text, text) IS
+'Queue the cancellation of a marketing event in the outbox; returns the row id';
+
+CREATE FUNCTION @extschema@.hubspot_enqueue_complete_event(external_event_id text, external_account_id text,
+                                                           start_date_time timestamptz, end_date_time timestamptz)
+RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_enqueue_complete_event';
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz) IS
+'Queue the completion of a marketing event in the outbox; returns the row id';
+
+-- ---------------------------------------------------------------------------
+-- 4. Triggers (src/trigger.c)
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.sync_attendance()
+RETURNS trigger
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_sync_attendance';
+REVOKE ALL ON FUNCTION @extschema@.sync_attendance() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.sync_attendance() IS
+'Trigger: enqueue every committed change of an attendance table. Arguments: ''event_id=<col>'', ''state=<col>'', ''vid=<col>'', ''account_id=<col>'' (or key:=<constant>), optional ''at=<col>'', ''properties=<col>'', ''on_delete=cancel'', ''on_invalid=error''';
+
+CREATE FUNCTION @extschema@.sync_event()
+RETURNS trigger
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_sync_event';
+REVOKE ALL ON FUNCTION @extschema@.sync_event() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.sync_event() IS
+'Trigger for an events table: queues each committed change of a marketing event (upsert; cancel on delete with on_delete=cancel)';
+
+-- ---- backfill: the rows a table held before its trigger ----
+
+-- One batch of a backfill: the rows whose primary key comes after after_key
+-- (from the start when NULL), in key order.  after_key and last_key are the
+-- key as text, one element per key column; a table without a primary key is
+-- refused.  By key, not by ctid: an UPDATE of a column the trigger does not
+-- map (so the trigger enqueues nothing) could move a row to a page a
+-- ctid-paged backfill had passed, and the row was never enqueued.  Needs
+-- SELECT on the table.
+CREATE FUNCTION @extschema@.backfill_batch(
+    tbl regclass,
+    trigger_name name,
+    after_key text[],
+    batch_rows integer,
+    OUT last_key text[],
+    OUT enqueued bigint,
+    OUT scanned bigint)
+RETURNS record
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_backfill_batch_by_key';
+REVOKE ALL ON FUNCTION @extschema@.backfill_batch(regclass, name, text[], integer) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.backfill_batch(regclass, name, text[], integer) IS
+'Enqueue up to batch_rows rows of tbl whose primary key comes after after_key (from the start when NULL), in key order, as its sync_attendance trigger trigger_name would for an INSERT; returns the last key read (NULL when none), the outbox rows written and the rows read';
+
+-- The loop, with a COMMIT after every batch.  No SET clause: a procedure
+-- with one cannot commit; every name and operator below is
+-- schema-qualified instead.
+CREATE PROCEDURE @extschema@.backfill(
+    tbl regclass,
+    trigger_name name,
+    batch_rows integer DEFAULT 10000,
+    INOUT enqueued bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    from_key pg_catalog.text[];
+    b record;
+BEGIN
+    enqueued := 0;
+    LOOP
+        SELECT * INTO STRICT b
+          FROM @extschema@.backfill_batch(tbl, trigger_name, from_key, batch_rows);
+        enqueued := enqueued OPERATOR(pg_catalog.+) b.enqueued;
+        COMMIT;
+        EXIT WHEN b.scanned OPERATOR(pg_catalog.<) batch_rows::pg_catalog.int8;
+        from_key := b.last_key;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON PROCEDURE @extschema@.backfill(regclass, name, integer, bigint) FROM PUBLIC;
+COMMENT ON PROCEDURE @extschema@.backfill(regclass, name, integer, bigint) IS
+'Enqueue every existing row of tbl as its sync_attendance trigger trigger_name would for an INSERT, batch_rows per transaction, in primary-key order; returns the count';
+
+-- ---- the DDL guard ----
+
+-- Renaming or dropping a column that a sync_attendance or sync_event trigger
+-- maps (or changing its type to one the key cannot take) would make every
+-- later write to the table fail.  An event trigger refuses such an ALTER
+-- TABLE, with the error the trigger's next fire would have raised (it names
+-- the trigger, its argument and the column): drop or recreate the trigger
+-- first.
+CREATE FUNCTION @extschema@.check_sync_triggers(tbl regclass)
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_check_sync_triggers';
+REVOKE ALL ON FUNCTION @extschema@.check_sync_triggers(regclass) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.check_sync_triggers(regclass) IS
+'Internal (the DDL guard): raise the error a sync_attendance or sync_event trigger of tbl, or of its partitions, would raise at its next fire';
+
+-- SECURITY DEFINER: the role that alters its table needs no privilege on
+-- the extension for the check to run (an event trigger function cannot be
+-- called directly).
+CREATE FUNCTION @extschema@.guard_sync_triggers()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    state text;
+    msg text;
+    detail text;
+BEGIN
+    FOR r IN SELECT DISTINCT c.objid
+               FROM pg_event_trigger_ddl_commands() c
+              WHERE c.classid = 'pg_catalog.pg_class'::regclass
+                AND c.object_type IN ('table', 'table column')
+    LOOP
+        BEGIN
+            PERFORM @extschema@.check_sync_triggers(r.objid::regclass);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+            RAISE EXCEPTION '%', msg
+                USING ERRCODE = state,
+                      DETAIL = concat_ws(' ', nullif(detail, ''),
+                               'The ALTER TABLE would make every later write to the table fail, so it is refused.'),
+                      HINT = 'Recreate the trigger with arguments that fit the new definition (CREATE OR REPLACE TRIGGER), or drop it, before altering the table.';
+        END;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.guard_sync_triggers() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.guard_sync_triggers() IS
+'Internal: the event trigger that refuses an ALTER TABLE breaking a sync trigger';
+
+CREATE EVENT TRIGGER hubspot_events_guard_sync_triggers ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION @extschema@.guard_sync_triggers();
+
+-- ---------------------------------------------------------------------------
+-- 5. The worker
+-- ---------------------------------------------------------------------------
+
+-- The worker's claim, in SQL so that it can be read and tested (see
+-- test/specs/claim.spec).  Internal: only the worker calls it (rows it
+-- claims are sent by nobody else), with the caller's rights.  Its rules:
+--  * a due row: pending, and next_attempt_at passed; oldest first;
+--  * one contact's rows go out one at a time in commit order: a row waits
+--    while an older row of its contact is pending (status NOT IN
+--    ('sending', 'sent', 'failed'), see outbox_pending_contact), or any row
+--    of its contact is in flight;
+--  * an event's upsert goes out before every subscriber row of that event,
+--    whatever the order of the calls: a subscriber row waits while an
+--    upsert of its event is pending, or a row of its event itself (upsert,
+--    cancel, complete) is in flight (so that a new event and its first
+--    registrations can be committed in one transaction, in either order);
+--  * rows another transaction has locked are skipped (FOR UPDATE SKIP
+--    LOCKED: concurrent claimers never take the same row).
+-- The claimed rows are marked sending with the attempt counted.
+-- The identities in flight are read once (normally there are none).
+-- Compared as rows, not as joined text, so that no two identities are
+-- confused; a NULL part (a raw row that failed validation and was
+-- replayed) matches nothing.
+-- The function runs with search_path = pg_catalog, pg_temp: every
+-- operator and function in it resolves in pg_catalog, whatever the
+-- caller's path.
+CREATE FUNCTION @extschema@.claim_due(max_rows integer)
+RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
+               external_account_id text, contact text, attempts integer,
+               kind text, event text, contact_key text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- planned with max_rows unknown, its cost estimate is large enough for JIT
+-- to compile it on every call, which costs far more than the claim itself
+SET jit = off
+-- The "older upsert of this row's event" check probes the hash index with
+-- one key per event, which the planner takes for thousands of rows: it chose
+-- a bitmap heap scan, rebuilt for every candidate row (a bitmap, a heap scan
+-- start that asks the kernel for the table's size, often a BitmapAnd).  That
+-- check was about 11% of the worker's CPU in a drain; a plain index scan
+-- reads one bucket page.
+SET enable_bitmapscan = off
+-- The claim has one good plan: walk the due rows' index in order, probe the
+-- indexes per row, stop at max_rows, update by row version.  The planner
+-- sees max_rows as unknown (a tenth of the table) and the outbox's
+-- statistics are often stale (a burst of enqueues, then a drain), so other
+-- plans can look cheaper than they are.  Other scans, sorts and joins are
+-- therefore ruled out for the claim, so that its plan does not depend on
+-- statistics.
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    WITH due AS (
+        SELECT o.ctid AS tid
+          FROM @extschema@.outbox o
+         WHERE o.status = 'pending'
+           AND o.next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
+                            WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                                = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                              AND p.external_event_id = o.external_event_id
+                              AND p.external_account_id = o.external_account_id
+                              AND p.contact_key = o.contact_key
+                              AND p.id < o.id
+                              AND p.status NOT IN ('sending', 'sent', 'failed'))
+           AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
+                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                           FROM @extschema@.outbox s WHERE s.status = 'sending')), false)
+           AND (o.kind <> 'subscriber' OR (
+                NOT EXISTS (SELECT 1 FROM @extschema@.outbox e
+                             WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                                 = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                               AND e.external_event_id = o.external_event_id
+                               AND e.external_account_id = o.external_account_id
+                               AND e.contact_key = ''
+                               AND e.kind = 'event_upsert'
+                               AND e.status NOT IN ('sending', 'sent', 'failed'))
+                AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
+                                 = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                                FROM @extschema@.outbox s WHERE s.status = 'sending')), false)))
+         ORDER BY o.next_attempt_at, o.id
+         LIMIT max_rows
+           FOR UPDATE OF o SKIP LOCKED)
+    -- By the row versions the claim has just locked (a TID scan): no
+    -- primary-key lookup per row, and no join back to the outbox, which the
+    -- planner, guessing max_rows, would plan as a hash join over the whole
+    -- table.  Locked by this statement, they cannot have moved.  (No test
+    -- of status here: it would let the planner walk the due rows' index
+    -- instead, old versions and all.)
+    UPDATE @extschema@.outbox u
+       SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
+     WHERE u.ctid = ANY (ARRAY(SELECT due.tid FROM due))
+    RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
+              u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
+$$;
+REVOKE ALL ON FUNCTION @extschema@.claim_due(integer) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.claim_due(integer) IS
+'Internal, for the worker: claim up to max_rows due rows and mark them sending';
+
+-- When the worker finds nothing to claim, it sleeps until a row can
+-- actually be claimed: the earliest next_attempt_at of the rows the claim's
+-- order rules let through, not of every pending row.  (A due row behind a
+-- retrying row of its contact, or behind its event's retrying upsert,
+-- would make the worker sleep 1 ms and claim again, a thousand times a
+-- second.)  The order rules are claim_due()'s, without the due time and the
+-- locks; so are its settings.
+CREATE FUNCTION @extschema@.next_claim_at()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    SELECT o.next_attempt_at
+      FROM @extschema@.outbox o
+     WHERE o.status = 'pending'
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
+                        WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                            = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                          AND p.external_event_id = o.external_event_id
+                          AND p.external_account_id = o.external_account_id
+                          AND p.contact_key = o.contact_key
+                          AND p.id < o.id
+                          AND p.status NOT IN ('sending', 'sent', 'failed'))
+       AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
+                        = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                       FROM @extschema@.outbox s WHERE s.status = 'sending')), false)
+       AND (o.kind <> 'subscriber' OR (
+            NOT EXISTS (SELECT 1 FROM @extschema@.outbox e
+                         WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                             = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                           AND e.external_event_id = o.external_event_id
+                           AND e.external_account_id = o.external_account_id
+                           AND e.contact_key = ''
+                           AND e.kind = 'event_upsert'
+                           AND e.status NOT IN ('sending', 'sent', 'failed'))
+            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
+                             = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                            FROM @extschema@.outbox s WHERE s.status = 'sending')), false)))
+     ORDER BY o.next_attempt_at, o.id
+     LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION @extschema@.next_claim_at() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.next_claim_at() IS
+'When the worker can next claim a row: the earliest next_attempt_at among pending rows that no older row of their contact, and no upsert of their event, holds back (NULL when none)';
+
+CREATE FUNCTION @extschema@.wake()
+RETURNS void
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_wake';
+REVOKE ALL ON FUNCTION @extschema@.wake() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.wake() IS 'Wake the worker now, and again when the current transaction commits';
+
+CREATE FUNCTION @extschema@.worker_info(
+    OUT pid integer, OUT state text, OUT database text, OUT held_reason text,
+    OUT started_at timestamptz, OUT requests bigint, OUT successes bigint,
+    OUT errors bigint, OUT errors_by_category jsonb,
+    OUT last_success_at timestamptz, OUT last_error_at timestamptz, OUT last_error text,
+    OUT settings_loaded_at timestamptz, OUT rate_limited_until timestamptz,
+    OUT rate_limit_reason text, OUT daily_remaining bigint,
+    OUT today_requests bigint, OUT today_errors bigint)
+RETURNS record
+LANGUAGE c VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'hubspot_worker_info';
+REVOKE ALL ON FUNCTION @extschema@.worker_info() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.worker_info() IS 'The background worker''s state and counters, from shared memory';
+
+-- Requests are built for hubspot_events.api_version (HubSpot's date version,
+-- by default; 'v3' keeps the legacy paths).  The setting lives in the
+-- library; status shows the version the worker speaks.  status calls this:
+-- a role that reads status needs EXECUTE on it as on worker_info() (README's
+-- GRANTs; the update from 0.5.0 gave it to every role that could run
+-- worker_info(), a fresh install has no such role).
+CREATE FUNCTION @extschema@.worker_api_version()
+RETURNS text
+LANGUAGE c VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'hubspot_worker_api_version';
+REVOKE ALL ON FUNCTION @extschema@.worker_api_version() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.worker_api_version() IS
+  'The HubSpot API version the background worker builds its requests in (its hubspot_events.api_version); NULL when no worker runs';
+
+-- The worker and the outbox at a glance; the worker's API version is its
+-- last column (added in 0.6.0: a view's new columns go at the end).
+CREATE VIEW @extschema@.status AS
+SELECT w.pid AS worker_pid,
+       CASE WHEN w.pid IS NOT NULL AND w.database <> pg_catalog.current_database()
+            THEN 'not serving this database'
+            ELSE w.state END AS worker_state,
+       w.database AS worker_database,
+       coalesce(c.paused, false) AS paused,
+       w.held_reason,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'pending' AND next_attempt_at <= pg_catalog.now()) AS due,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'sending') AS sending,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'sent') AS sent,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'failed') AS failed,
+       pg_catalog.now() - (SELECT min(created_at) FROM @extschema@.outbox WHERE status = 'pending') AS oldest_pending_age,
+       w.requests, w.successes, w.errors, w.errors_by_category,
+       w.last_success_at, w.last_error_at, w.last_error, w.started_at,
+       w.settings_loaded_at AS worker_settings_loaded_at,
+       w.rate_limited_until, w.rate_limit_reason,
+       w.daily_remaining AS daily_quota_remaining,
+       w.today_requests,
+       round(w.today_errors::numeric / nullif(w.today_requests, 0), 4) AS error_share_today,
+       @extschema@.worker_api_version() AS api_version
+  FROM @extschema@.worker_info() w
+  LEFT JOIN @extschema@.worker_control c ON true;
+REVOKE ALL ON @extschema@.status FROM PUBLIC;
+COMMENT ON VIEW @extschema@.status IS 'The worker and the outbox at a glance';
+
+-- ---------------------------------------------------------------------------
+-- 6. Managing syncs
+-- ---------------------------------------------------------------------------
+
+-- These run with the rights of the extension's owner (SECURITY DEFINER), so
+-- that an operator needs only EXECUTE on them, not UPDATE or DELETE on the
+-- whole outbox (in 0.2.0 they ran with the caller's rights); their
+-- search_path is pinned (pg_catalog, pg_temp), and every name they use is
+-- schema-qualified.  EXECUTE is revoked from PUBLIC: a role must be granted
+-- each one.
+
+-- failed_syncs filters the outbox for roles granted only the view: a
+-- security barrier, so that a cheap leaky function in such a role's WHERE
+-- clause is never applied to rows the view hides (pending and sent ones).
+CREATE VIEW @extschema@.failed_syncs WITH (security_barrier = true) AS
+SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,
+       http_status, error_category, error_subcategory, correlation_id, error_message,
+       last_attempt_at, source, created_at, error_body, kind, event
+  FROM @extschema@.outbox
+ WHERE status = 'failed';
+REVOKE ALL ON @extschema@.failed_syncs FROM PUBLIC;
+COMMENT ON VIEW @extschema@.failed_syncs IS 'The syncs that failed, with HubSpot''s answer; replay them with retry_failed()';
+
+-- A failed row is superseded when a newer row of the same contact (or
+-- event) was sent; it is skipped unless include_superseded.  The sent rows
+-- are read once (a hash anti-join), not probed per failed row.
+CREATE FUNCTION @extschema@.retry_failed(ids bigint[] DEFAULT NULL, include_superseded boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH r AS (
+        UPDATE @extschema@.outbox o
+           SET status = 'pending', attempts = 0, next_attempt_at = now(),
+               http_status = NULL, error_category = NULL, error_subcategory = NULL,
+               correlation_id = NULL, error_message = NULL, error_body = NULL
+         WHERE o.status = 'failed'
+           AND (ids IS NULL OR o.id = ANY (ids))
+           AND o.error_category IS DISTINCT FROM 'LOCAL_VALIDATION_ERROR'
+           AND (include_superseded OR NOT EXISTS (
+                 SELECT 1 FROM @extschema@.outbox s
+                  WHERE s.external_event_id = o.external_event_id
+                    AND s.external_account_id = o.external_account_id
+                    AND s.contact_key = o.contact_key
+                    AND s.id > o.id
+                    AND s.status = 'sent'))
+        RETURNING 1)
+    SELECT count(*) INTO n FROM r;
+    IF n > 0 THEN
+        PERFORM @extschema@.wake();
+    END IF;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.retry_failed(bigint[], boolean) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.retry_failed(bigint[], boolean) IS
+'Put failed syncs back to pending (all when ids is NULL). A failed row superseded by a newer sent row of the same contact is skipped unless include_superseded. Returns the count';
+
+-- A sent row that supersedes a failed one is kept as long as the failed
+-- row: purging it would make the failed one replayable again (a failed
+-- cancel older than the event's sent upsert would be replayed, and cancel
+-- the live event).  (A body in quotes, not BEGIN ATOMIC: an atomic body
+-- would depend on the outbox's columns, and a DBA could no longer change
+-- their types.)
+CREATE FUNCTION @extschema@.purge_sent(older_than interval DEFAULT '7 days')
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH d AS (
+        DELETE FROM @extschema@.outbox o
+         WHERE o.status = 'sent' AND o.sent_at < now() - older_than
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox f
+                            WHERE f.status = 'failed'
+                              AND f.external_event_id = o.external_event_id
+                              AND f.external_account_id = o.external_account_id
+                              AND f.contact_key = o.contact_key
+                              AND f.id < o.id)
+        RETURNING 1)
+    SELECT count(*) FROM d
+$$;
+REVOKE ALL ON FUNCTION @extschema@.purge_sent(interval) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.purge_sent(interval) IS
+'Delete sent rows older than the interval, except those that supersede a failed row (kept while it is); returns the count';
+
+CREATE FUNCTION @extschema@.purge_failed(older_than interval)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH d AS (DELETE FROM @extschema@.outbox WHERE status = 'failed' AND coalesce(last_attempt_at, created_at) < now() - older_than RETURNING 1)
+    SELECT count(*) FROM d;
+END;
+REVOKE ALL ON FUNCTION @extschema@.purge_failed(interval) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.purge_failed(interval) IS 'Delete failed rows whose last attempt is older than the interval; returns the count';
+
+CREATE FUNCTION @extschema@.pause()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO @extschema@.worker_control (paused, paused_at) VALUES (true, now())
+    ON CONFLICT (singleton) DO UPDATE
+       SET paused = true, paused_at = coalesce(worker_control.paused_at, excluded.paused_at);
+    PERFORM @extschema@.wake();
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.pause() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.pause() IS 'Stop sending (enqueueing goes on); survives restarts; undo with resume()';
+
+CREATE FUNCTION @extschema@.resume()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE @extschema@.worker_control SET paused = false, paused_at = NULL;
+    PERFORM @extschema@.wake();
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.resume() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.resume() IS 'Restart sending after pause()';
+
+-- flush() waits for the worker's progress, which a REPEATABLE READ or
+-- SERIALIZABLE snapshot never sees: it would wait its whole timeout and
+-- hold back vacuum.  It refuses there.
+CREATE FUNCTION @extschema@.flush(timeout interval DEFAULT '30 s')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'flush() cannot wait in a % transaction', upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'Its snapshot would never see the worker''s progress: it would wait its whole timeout and hold back vacuum.',
+                  HINT = 'Call it outside the transaction, or in a READ COMMITTED one.';
+    END IF;
+    PERFORM @extschema@.wake();
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM @extschema@.outbox
+                        WHERE status = 'sending'
+                           OR (status = 'pending' AND next_attempt_at <= clock_timestamp())) THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.flush(interval) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.flush(interval) IS
+'Wake the worker and wait until nothing is due or in flight; true when drained within the timeout';
+
+-- ---------------------------------------------------------------------------
+-- 7. The database the worker serves
+-- ---------------------------------------------------------------------------
+
+-- The worker serves one database (hubspot_events.database).  Say so when the
+-- extension is created anywhere else.
+DO $$
+DECLARE
+    served text := coalesce(current_setting('hubspot_events.database', true), 'postgres');
+BEGIN
+    IF served <> current_database() THEN
+        RAISE WARNING 'the hubspot_events worker serves the database "%", not "%"', served, current_database()
+            USING DETAIL = 'Rows enqueued in this database are kept in its outbox but not sent.',
+                  HINT = 'Set hubspot_events.database to this database in postgresql.conf and restart, or use the extension in "' || served || '".';
+    END IF;
+END
+$$;
