@@ -3,11 +3,16 @@
 # The version lives in hubspot_events.control (default_version) and nowhere
 # else; the C code's User-Agent is derived from it here.
 #
-# The install script is a chain: hubspot_events--0.1.0.sql (the first
-# release) and one upgrade script per later release.  CREATE EXTENSION runs
-# the chain up to default_version, so a fresh install and an upgraded one
-# are the same by construction.  A released script is never edited: a
-# schema change goes into a new upgrade script.
+# The install scripts.  hubspot_events--0.6.0.sql is the whole schema of
+# the current version, by topic: CREATE EXTENSION runs it alone, and it is
+# where to read today's schema.  hubspot_events--0.1.0.sql (the first
+# release) and one upgrade script per later release
+# (hubspot_events--A--B.sql) take an existing installation forward with
+# ALTER EXTENSION UPDATE.  A released script is never edited: a schema
+# change goes into a new upgrade script (and into a new full script when
+# the project re-bases, as PostgreSQL's contrib modules do).  Both roads
+# must end in the same catalog: sql/08_upgrade.sql compares a fresh install
+# with an upgraded one object by object.
 
 EXTENSION   = hubspot_events
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
