@@ -276,6 +276,8 @@ extern bool hs_column_changed(AttrNumber attnum, bool typbyval, int16 typlen,
 							  HeapTupleData *oldtup, HeapTupleData *newtup, TupleDesc desc);
 pg_noreturn extern void hs_trigger_syntax_error(const char *arg, const char *tgname,
 									const char *table, const char *detail);
+pg_noreturn extern void hs_trigger_invalid_row(const char *table, const char *tgname,
+											const char *msg, const char *hint);
 pg_noreturn extern void hs_trigger_value_error(const char *arg, const char *tgname,
 								   const char *table, const char *detail);
 

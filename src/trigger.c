@@ -202,6 +202,18 @@ static uint64 config_inval_count = 0;
 /* ---- error reporting helpers ---- */
 
 
+/* An invalid row of a trigger with on_invalid=error: the write fails (22023). */
+void
+hs_trigger_invalid_row(const char *table, const char *tgname, const char *msg, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("cannot sync a row of table %s to HubSpot: %s", table, msg),
+			 errdetail("Trigger \"%s\" has on_invalid=error; without it, the write goes on and the row is recorded in hubspot_events.failed_syncs.",
+					   tgname),
+			 hint ? errhint("%s", hint) : 0));
+}
+
 /* The table as source and messages name it: schema.table, quoted as needed. */
 char *
 hs_table_display_name(Relation rel)
@@ -1305,12 +1317,7 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 	}
 
 	if (cfg->on_invalid_error)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot sync a row of table %s to HubSpot: %s", table, msg),
-				 errdetail("Trigger \"%s\" has on_invalid=error; without it, the write goes on and the row is recorded in hubspot_events.failed_syncs.",
-						   cfg->tgname),
-				 hint ? errhint("%s", hint) : 0));
+		hs_trigger_invalid_row(table, cfg->tgname, msg, hint);
 
 	row->subscriber_state = rv.state_text;
 	row->contact = raw_contact(cfg, &rv, cancel);

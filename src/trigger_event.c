@@ -325,12 +325,7 @@ row_to_event(const EventConfig *cfg, const Trigger *trigger, TupleDesc desc, Hea
 		return;					/* a valid cancel */
 
 	if (cfg->on_invalid_error)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot sync a row of table %s to HubSpot: %s", table, msg),
-				 errdetail("Trigger \"%s\" has on_invalid=error; without it, the write goes on and the row is recorded in hubspot_events.failed_syncs.",
-						   trigger->tgname),
-				 hint ? errhint("%s", hint) : 0));
+		hs_trigger_invalid_row(table, trigger->tgname, msg, hint);
 	/* recorded as failed, with the values as they came */
 	row->event = input_jsonb;
 	row->error_message = msg;

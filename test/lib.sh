@@ -20,10 +20,11 @@ hs_require_root() {
     [ "$(id -u)" = 0 ] || hs_die "run this as root (bash $0 as root, or sudo bash $0): it installs packages and the extension, then runs PostgreSQL as the '$HS_RUN_AS' user"
 }
 
-# Install the Debian packages that are missing.
+# Install the Debian packages that are missing: the ones named, or HS_PACKAGES.
 hs_install_packages() {
     local missing=()
-    for p in "${HS_PACKAGES[@]}"; do
+    [ $# -gt 0 ] || set -- "${HS_PACKAGES[@]}"
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then

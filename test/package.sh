@@ -85,16 +85,7 @@ trap pkg_cleanup EXIT
 hs_require_root
 [ -f "$HS_SRC/debian/control" ] || hs_die "no debian/control in $HS_SRC"
 hs_install_packages
-missing=()
-for p in "${HS_PKG_TOOLS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    hs_log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq || true
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+hs_install_packages "${HS_PKG_TOOLS[@]}"
 
 # ---- build ----
 version="$(dpkg-parsechangelog -l "$HS_SRC/debian/changelog" -S Version)"
