@@ -18,6 +18,7 @@
  *	  answer.c      HubSpot's answers turned into SQLSTATEs, ERRORs and jsonb
  *	  pacing.c      the client-side rate limiter, 429 pauses, Retry-After, the daily reset
  *	  outbox.c      the outbox's SQL: enqueue, claim, record outcomes
+ *	  batch.c       claimed rows coalesced into requests; halves of a rejected one
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
  *	  order_lock.c  per-key advisory locks before the id: commit order is id order
  *	  shared.c      shared memory: the worker's state, wake-up at commit
@@ -367,6 +368,11 @@ typedef struct HsOutcome
 	int64		retry_after_ms; /* -1: none */
 } HsOutcome;
 
+/* ---- batch.c ---- */
+extern List *hs_batch_group(List *rows, int batch_size);
+extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);
+extern HsBatch *hs_batch_pick(const HsBatch *b, const int *idx, int n);
+
 /* ---- outbox.c: the worker's side ---- */
 extern bool hs_outbox_available(void);
 extern uint64 hs_outbox_reset_sending(int max_attempts, uint64 *failed);
@@ -377,9 +383,6 @@ extern char *hs_outbox_replicated_by(void);
 extern List *hs_outbox_claim(int limit);
 extern void hs_outbox_fail_invalid(const int64 *ids, char **messages, int n);
 extern int64 hs_outbox_next_due_ms(void);
-extern List *hs_outbox_group(List *rows, int batch_size);
-extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);
-extern HsBatch *hs_batch_pick(const HsBatch *b, const int *idx, int n);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome);
 extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);
 extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *account_id);

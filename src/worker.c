@@ -1129,7 +1129,7 @@ send_phase(MemoryContext turn_cxt, List *rows, List **results, char **hold_reaso
 	char	   *token_error = NULL;
 
 	hs_shared_set_state("sending", NULL);
-	batches = hs_outbox_group(rows, hs_batch_size);
+	batches = hs_batch_group(rows, hs_batch_size);
 	batches = take_unbuilt(batches, results);
 
 	token = fetch_token(turn_cxt, &token_error);
