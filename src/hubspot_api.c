@@ -69,8 +69,8 @@ hs_check_api_version(char **newval, void **extra, GucSource source)
 }
 
 /* The API version requests are built for now (hubspot_events.api_version). */
-const char *
-hs_api_version_in_use(void)
+static const char *
+api_version_in_use(void)
 {
 	return (hs_api_version && hs_api_version[0]) ? hs_api_version : HS_API_VERSION_DEFAULT;
 }
@@ -84,7 +84,7 @@ hs_api_root(void)
 {
 	char	   *base = pstrdup(hs_api_base_url ? hs_api_base_url : "");
 	size_t		len = strlen(base);
-	const char *version = hs_api_version_in_use();
+	const char *version = api_version_in_use();
 
 	while (len > 0 && base[len - 1] == '/')
 		base[--len] = '\0';

@@ -485,7 +485,6 @@ typedef enum HsApiCall
 
 extern bool hs_api_version_is_valid(const char *text);
 extern bool hs_check_api_version(char **newval, void **extra, GucSource source);
-extern const char *hs_api_version_in_use(void);
 extern char *hs_api_root(void);
 extern HsApiCall hs_subscriber_call(bool by_email, bool attendance);
 extern char *hs_api_url(const char *root, HsApiCall call, const char *event_id,

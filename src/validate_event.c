@@ -376,7 +376,7 @@ typedef struct EventKey
 	int			max_bytes;		/* text: the longest accepted */
 } EventKey;
 
-/* Every key an event may have (MarketingEventCreateRequestParams), and how each is read. */
+/* Every key an event may have (MarketingEventCreateRequestParams), how each is read, in the order sent. */
 static const EventKey event_keys[] = {
 	{"eventName", EK_TEXT, ET_NAME, true, HS_MAX_EVENT_TEXT_BYTES},
 	{"eventOrganizer", EK_TEXT, ET_ORGANIZER, true, HS_MAX_EVENT_TEXT_BYTES},
@@ -519,39 +519,42 @@ check_event_whole(const EventFields *f, char **errmsg_out, char **errhint_out)
 	return true;
 }
 
-/* The event as sent: the ids, then the fields given, in the spec's order. */
+/* The event as sent: the ids, then the fields given, in event_keys' order. */
 static void
 write_event(StringInfo out, const EventFields *f)
 {
-	static const char *const text_keys[ET_COUNT] = {
-		"eventName", "eventOrganizer", "eventType", "eventDescription", "eventUrl"
-	};
-	static const char *const time_keys[2] = {"startDateTime", "endDateTime"};
-	static const char *const flag_keys[2] = {"eventCancelled", "eventCompleted"};
-
 	appendStringInfoString(out, "{\"externalEventId\":");
 	escape_json(out, f->ids[0]);
 	appendStringInfoString(out, ",\"externalAccountId\":");
 	escape_json(out, f->ids[1]);
-	for (int i = 0; i < ET_COUNT; i++)
+	for (int i = 0; i < lengthof(event_keys); i++)
 	{
-		if (f->text[i] == NULL)
-			continue;
-		appendStringInfo(out, ",\"%s\":", text_keys[i]);
-		escape_json(out, f->text[i]);
-	}
-	for (int i = 0; i < 2; i++)
-	{
-		if (!f->have_time[i])
-			continue;
-		appendStringInfo(out, ",\"%s\":\"", time_keys[i]);
-		hs_append_iso_ms(out, f->time_ms[i]);
-		appendStringInfoChar(out, '"');
-	}
-	for (int i = 0; i < 2; i++)
-	{
-		if (f->flag[i] >= 0)
-			appendStringInfo(out, ",\"%s\":%s", flag_keys[i], f->flag[i] ? "true" : "false");
+		const EventKey *ek = &event_keys[i];
+
+		switch (ek->kind)
+		{
+			case EK_TEXT:
+			case EK_URL:
+				if (f->text[ek->slot] == NULL)
+					break;
+				appendStringInfo(out, ",\"%s\":", ek->key);
+				escape_json(out, f->text[ek->slot]);
+				break;
+			case EK_TIME:
+				if (!f->have_time[ek->slot])
+					break;
+				appendStringInfo(out, ",\"%s\":\"", ek->key);
+				hs_append_iso_ms(out, f->time_ms[ek->slot]);
+				appendStringInfoChar(out, '"');
+				break;
+			case EK_BOOL:
+				if (f->flag[ek->slot] >= 0)
+					appendStringInfo(out, ",\"%s\":%s", ek->key, f->flag[ek->slot] ? "true" : "false");
+				break;
+			case EK_PROPERTIES:
+			case EK_ID:
+				break;			/* the ids come first, the properties last */
+		}
 	}
 	appendStringInfo(out, ",\"customProperties\":[%s]}", f->props.data);
 }
