@@ -89,6 +89,7 @@ batch_new(const char *api_root, HsRowKind kind, bool by_email, const char *event
 	b->subscriber_state = pstrdup(state);
 	b->external_account_id = pstrdup(account);
 	b->ids = palloc(sizeof(int64) * capacity);
+	b->attempts = palloc(sizeof(int) * capacity);
 	b->contacts = palloc(sizeof(char *) * capacity);
 	return b;
 }
@@ -146,6 +147,7 @@ hs_batch_group(List *rows, int batch_size)
 		}
 		b->contacts[b->n] = r->contact;
 		b->keys[b->n] = r->contact_key;
+		b->attempts[b->n] = r->attempts;
 		b->ids[b->n++] = r->id;
 		b->bytes += len + 1;
 		/* a cancel or complete is a call of its own */
@@ -168,6 +170,7 @@ batch_subset(const HsBatch *b, int first, int n)
 
 	s->attendance = b->attendance;
 	memcpy(s->ids, b->ids + first, sizeof(int64) * n);
+	memcpy(s->attempts, b->attempts + first, sizeof(int) * n);
 	memcpy(s->keys, b->keys + first, sizeof(char *) * n);
 	memcpy(s->contacts, b->contacts + first, sizeof(char *) * n);
 	s->n = n;
@@ -189,6 +192,7 @@ hs_batch_pick(const HsBatch *b, const int *idx, int n)
 	for (int i = 0; i < n; i++)
 	{
 		s->ids[i] = b->ids[idx[i]];
+		s->attempts[i] = b->attempts[idx[i]];
 		s->keys[i] = b->keys[idx[i]];
 		s->contacts[i] = b->contacts[idx[i]];
 	}
@@ -218,4 +222,54 @@ hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second)
 	h2->sibling = h1;
 	*first = h1;
 	*second = h2;
+}
+
+/*
+ * The rows of several batches as one batch, for recording one outcome on
+ * them all (the requests the pacing held back).  No URL or body: it is
+ * never sent.
+ */
+HsBatch *
+hs_batch_merge(HsBatch **parts, int nparts)
+{
+	HsBatch    *m = palloc0(sizeof(HsBatch));
+	int			n = 0;
+
+	for (int i = 0; i < nparts; i++)
+		n += parts[i]->n;
+	m->ids = palloc(sizeof(int64) * Max(n, 1));
+	m->attempts = palloc(sizeof(int) * Max(n, 1));
+	for (int i = 0; i < nparts; i++)
+	{
+		memcpy(m->ids + m->n, parts[i]->ids, sizeof(int64) * parts[i]->n);
+		memcpy(m->attempts + m->n, parts[i]->attempts, sizeof(int) * parts[i]->n);
+		m->n += parts[i]->n;
+	}
+	return m;
+}
+
+static bool
+same_text(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * Whether a rejected batch of several rows is split again.  Yes, as long as
+ * the rejection may be a contact's: it names a contact of the batch, or the
+ * batch is a whole request, or its other half was not rejected the same
+ * way.  No when both halves of a split were rejected for the same reason
+ * (category and message), naming no contact of theirs: the fault is the
+ * request's (a bad event id, say), and splitting further would only cost
+ * requests.
+ */
+bool
+hs_batch_split_again(const HsRejection *rej, const HsRejection *sibling_rej)
+{
+	if (rej->names_contact)
+		return true;
+	if (sibling_rej == NULL || !sibling_rej->rejected || sibling_rej->names_contact)
+		return true;
+	return !(same_text(rej->category, sibling_rej->category) &&
+			 same_text(rej->message, sibling_rej->message));
 }

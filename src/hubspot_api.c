@@ -211,15 +211,15 @@ classify(const HsHttpResult *res, const HsErrorBody *err)
  * 423 Locked; -1 when none), and for anything but a success, HubSpot's
  * category (the rate-limit shape's errorType, else HTTP_<status>; TIMEOUT
  * or TRANSPORT without an answer), subCategory (a 429's policyName wins),
- * message, and a bounded excerpt of the body as jsonb.
+ * message, and a bounded excerpt of the body as jsonb.  err is the body
+ * as hs_parse_error_body read it (once per answer: pacing reads it too).
  */
 void
-hs_api_read_answer(const struct HsHttpResult *res, HsOutcome *out)
+hs_api_read_answer(const struct HsHttpResult *res, const HsErrorBody *errp, HsOutcome *out)
 {
-	HsErrorBody err;
+	HsErrorBody err = *errp;
 
 	memset(out, 0, sizeof(*out));
-	hs_parse_error_body(res->body, res->body_len, &err);
 	out->kind = classify(res, &err);
 	out->http_status = res->transport_ok ? (int) res->http_status : 0;
 	out->correlation_id = res->correlation_id ? res->correlation_id : err.correlation_id;
@@ -255,4 +255,182 @@ hs_api_read_answer(const struct HsHttpResult *res, HsOutcome *out)
 	out->error_body = hs_body_to_jsonb(res->body, Min(res->body_len, HS_ERROR_BODY_MAX));
 	if (err.policy_name)
 		out->error_subcategory = err.policy_name;
+}
+
+/* ---- rejected contacts ---- */
+
+/* Whether text holds key as a whole word (not inside a longer id, number or address). */
+static bool
+text_names(const char *text, const char *key)
+{
+	size_t		klen = strlen(key);
+
+	if (klen == 0)
+		return false;
+	for (const char *p = strstr(text, key); p != NULL; p = strstr(p + 1, key))
+	{
+		unsigned char before = p > text ? (unsigned char) p[-1] : ' ';
+		unsigned char after = (unsigned char) p[klen];
+
+#define HS_WORD_CHAR(c) (isalnum(c) || (c) == '@' || (c) == '_' || (c) == '-')
+		if (!HS_WORD_CHAR(before) && !HS_WORD_CHAR(after))
+			return true;
+#undef HS_WORD_CHAR
+	}
+	return false;
+}
+
+/* The row of the batch whose contact_key is name, or -1. */
+static int
+batch_row_named(const HsBatch *b, const char *name)
+{
+	for (int j = 0; j < b->n; j++)
+		if (strcmp(name, b->keys[j]) == 0)
+			return j;
+	return -1;
+}
+
+/*
+ * Whether HubSpot's answer blames a contact of the batch: its context, or
+ * the context of one of its errors, names one of the batch's vids or emails
+ * ({"vid": ["17"]}, {"email": ["a@x.com"]}); or, when the answer gives no
+ * context at all, its message names one as a word.
+ */
+static bool
+answer_names_contact(const HsHttpResult *res, const HsErrorBody *err, const HsBatch *b)
+{
+	StringInfoData wrapped;
+	List	   *items;
+	int			nitems;
+	bool		any_names = false;
+	ListCell   *lc;
+
+	if (b->kind != HS_KIND_SUBSCRIBER)
+		return false;
+
+	/*
+	 * The answer as the one error of a batch answer: hs_parse_batch_errors
+	 * then reads its context and its errors' contexts.
+	 */
+	initStringInfo(&wrapped);
+	appendStringInfoString(&wrapped, "{\"errors\":[");
+	appendBinaryStringInfo(&wrapped, res->body, res->body_len);
+	appendStringInfoString(&wrapped, "]}");
+	items = hs_parse_batch_errors(wrapped.data, wrapped.len, &nitems);
+	foreach(lc, items)
+	{
+		HsItemError *e = (HsItemError *) lfirst(lc);
+		ListCell   *ln;
+
+		foreach(ln, e->names)
+		{
+			any_names = true;
+			if (batch_row_named(b, (char *) lfirst(ln)) >= 0)
+				return true;
+		}
+	}
+	if (!any_names && err->message != NULL)
+	{
+		char	   *lower = pstrdup(err->message);
+
+		for (char *p = lower; *p; p++)
+			*p = pg_ascii_tolower((unsigned char) *p);
+		for (int j = 0; j < b->n; j++)
+			if (text_names(lower, b->keys[j]))
+				return true;
+	}
+	return false;
+}
+
+/*
+ * Whether HubSpot rejected a request's content (400 VALIDATION_ERROR, or a
+ * 400 without a category), why, and whether it blamed a contact of the
+ * batch.  err is the answer's body as parsed once.
+ */
+void
+hs_api_read_rejection(const HsHttpResult *res, const HsErrorBody *err, const HsBatch *b,
+					  HsRejection *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!res->transport_ok || res->http_status != 400)
+		return;
+	if (err->category != NULL && strcmp(err->category, "VALIDATION_ERROR") != 0)
+		return;
+	out->rejected = true;
+	out->category = err->category;
+	out->message = err->message;
+	out->names_contact = err->parsed && answer_names_contact(res, err, b);
+}
+
+/*
+ * The per-contact errors of an attendance endpoint's answer (200 with
+ * numErrors and errors[]), as each row's error: an error whose context
+ * names a contact of the batch is that row's (its first); an error that
+ * names none is every other row's; numErrors without the errors themselves
+ * is such an error too (BATCH_ERROR).  Fills (*errors)[j] with row j's
+ * error object as JSON text, NULL for a row recorded; returns numErrors (0
+ * or less: no errors, *errors untouched).
+ */
+int
+hs_api_contact_errors(const HsHttpResult *res, const HsBatch *b, char ***errors)
+{
+	int			nerrors;
+	List	   *items = hs_parse_batch_errors(res->body, res->body_len, &nerrors);
+	char	  **own;
+	char	   *general = NULL;
+	ListCell   *lc;
+
+	if (nerrors <= 0)
+		return nerrors;
+	own = palloc0(sizeof(char *) * Max(b->n, 1));
+	foreach(lc, items)
+	{
+		HsItemError *e = (HsItemError *) lfirst(lc);
+		bool		named = false;
+		ListCell   *ln;
+
+		foreach(ln, e->names)
+		{
+			/* a name may appear in several rows (the same contact twice) */
+			for (int j = 0; j < b->n; j++)
+				if (strcmp((char *) lfirst(ln), b->keys[j]) == 0)
+				{
+					named = true;
+					if (own[j] == NULL)
+						own[j] = e->json;
+				}
+		}
+		if (!named && general == NULL)
+			general = e->json;
+	}
+	if (general == NULL && items == NIL)
+		general = psprintf("{\"status\":\"error\",\"category\":\"BATCH_ERROR\",\"message\":\"HubSpot reported %d error%s without details\"}",
+						   nerrors, nerrors == 1 ? "" : "s");
+	for (int j = 0; j < b->n; j++)
+		if (own[j] == NULL)
+			own[j] = general;
+	*errors = own;
+	return nerrors;
+}
+
+/*
+ * A contact's error of an attendance answer (hs_api_contact_errors) as its
+ * row's outcome: failed, with the error's category, subCategory, message and
+ * correlationId (else the request's), the error object as the body.
+ */
+void
+hs_api_contact_error_outcome(const char *error_json, const HsOutcome *sent, HsOutcome *out)
+{
+	HsErrorBody err;
+
+	hs_parse_error_body(error_json, strlen(error_json), &err);
+	memset(out, 0, sizeof(*out));
+	out->kind = HS_OUTCOME_FAILED;
+	out->http_status = sent->http_status;
+	out->correlation_id = err.correlation_id ? err.correlation_id : sent->correlation_id;
+	out->error_category = err.category ? err.category : "BATCH_ERROR";
+	out->error_subcategory = err.sub_category;
+	out->error_message = err.message ? err.message : "HubSpot reported an error for this contact";
+	out->error_body = hs_body_to_jsonb(error_json, strlen(error_json));
+	out->retry_after_ms = -1;
 }

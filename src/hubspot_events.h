@@ -16,9 +16,11 @@
  *	  http.c        libcurl: HubSpot requests, interruptible (transport only)
  *	  hs_json.c     JSON (json-c): HubSpot's error answers and per-contact errors
  *	  answer.c      HubSpot's answers turned into SQLSTATEs, ERRORs and jsonb
- *	  pacing.c      the client-side rate limiter, 429 pauses, Retry-After, the daily reset
+ *	  pacing.c      the client-side rate limiter, 429 pauses, Retry-After, the daily reset,
+ *	                a retry's backoff
  *	  outbox.c      the outbox's SQL: enqueue, claim, record outcomes
- *	  batch.c       claimed rows coalesced into requests; halves of a rejected one
+ *	  batch.c       claimed rows coalesced into requests; halves of a rejected one, and
+ *	                whether to split again
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
  *	  order_lock.c  per-key advisory locks before the id: commit order is id order
  *	  shared.c      shared memory: the worker's state, wake-up at commit
@@ -336,6 +338,7 @@ typedef struct HsBatch
 	char	   *external_account_id;
 	int			n;
 	int64	   *ids;
+	int		   *attempts;		/* each row's attempts, the one being made included */
 	char	  **keys;			/* each row's contact_key */
 	char	  **contacts;		/* each row's JSON text (a contact, or an event's body) */
 	char	   *api_root;		/* base URL and version prefix (hs_api_root()) */
@@ -372,6 +375,10 @@ typedef struct HsOutcome
 extern List *hs_batch_group(List *rows, int batch_size);
 extern void hs_batch_split(HsBatch *b, HsBatch **first, HsBatch **second);
 extern HsBatch *hs_batch_pick(const HsBatch *b, const int *idx, int n);
+extern HsBatch *hs_batch_merge(HsBatch **parts, int nparts);
+struct HsRejection;
+extern bool hs_batch_split_again(const struct HsRejection *rej,
+								 const struct HsRejection *sibling_rej);
 
 /* ---- outbox.c: the worker's side ---- */
 extern bool hs_outbox_available(void);
@@ -393,6 +400,7 @@ extern void hs_require_schema(void);
 extern int	hs_schema_version(void);
 
 #define HS_SCHEMA_0_5_0		500	/* next_claim_at() */
+#define HS_SCHEMA_0_7_0		700	/* outbox.attempt_history */
 
 /* ---- shared.c ---- */
 
@@ -492,7 +500,28 @@ extern char *hs_api_url(const char *root, HsApiCall call, const char *event_id,
 extern void hs_api_inputs_body(StringInfo buf, char *const *items, int n);
 extern void hs_api_subscriber_body(StringInfo buf, List *contacts, int first, int count);
 struct HsHttpResult;
-extern void hs_api_read_answer(const struct HsHttpResult *res, HsOutcome *out);
+struct HsErrorBody;
+extern void hs_api_read_answer(const struct HsHttpResult *res, const struct HsErrorBody *err,
+							   HsOutcome *out);
+
+/*
+ * How HubSpot rejected a request's content: 400 VALIDATION_ERROR (or a 400
+ * without a category), which one bad contact causes for the whole request.
+ */
+typedef struct HsRejection
+{
+	bool		rejected;
+	char	   *category;		/* may be NULL */
+	char	   *message;		/* may be NULL */
+	bool		names_contact;	/* the answer blames a contact of the request */
+} HsRejection;
+
+extern void hs_api_read_rejection(const struct HsHttpResult *res, const struct HsErrorBody *err,
+								  const HsBatch *b, HsRejection *out);
+extern int	hs_api_contact_errors(const struct HsHttpResult *res, const HsBatch *b,
+								  char ***errors);
+extern void hs_api_contact_error_outcome(const char *error_json, const HsOutcome *sent,
+										 HsOutcome *out);
 
 /* ---- http.c ---- */
 
@@ -589,6 +618,7 @@ extern void hs_pacing_note_start(void);
 extern char *hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err,
 								   int64 retry_after_ms);
 extern TimestampTz hs_pacing_paused_until(void);
+extern int64 hs_retry_delay_ms(int attempts, int64 retry_after_ms);
 extern int64 hs_retry_after_ms(const char *value);
 extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);

@@ -652,6 +652,47 @@ parse_token_error(const HsHttpResult *res, char **status, char **message,
 }
 
 /*
+ * Raise the ERROR for a refresh the token endpoint answered with anything
+ * but 2xx: rejected (4xx but 408 and 429: the credentials) or failed.  An
+ * endpoint that echoes what it was sent must not put it in our log, so the
+ * secret and the refresh token are taken out of everything shown.
+ */
+pg_noreturn static void
+report_refresh_failure(const HsHttpResult *res, const char *secret, const char *refresh)
+{
+	const char *secrets[2] = {secret, refresh};
+	HsHttpResult clean = *res;
+	char	   *status = NULL;
+	char	   *message = NULL;
+	char	   *correlation_id = NULL;
+	bool		rejected;
+
+	/* the secrets out of the whole answer first, before any part of it is cut */
+	clean.body = redact_secrets(res->body, res->body_len, secrets, 2, &clean.body_len);
+	clean.correlation_id = redact_string(res->correlation_id, secrets, 2);
+	parse_token_error(&clean, &status, &message, &correlation_id);
+	if (message == NULL && clean.body_len > 0)
+		message = hs_sanitize_remote_text(clean.body, Min(clean.body_len, 200));
+	/* and out of what JSON decoding produced */
+	status = redact_string(status, secrets, 2);
+	message = redact_string(message, secrets, 2);
+	correlation_id = redact_string(correlation_id, secrets, 2);
+	rejected = res->http_status >= 400 && res->http_status <= 499 &&
+		res->http_status != 408 && res->http_status != 429;
+	ereport(ERROR,
+			(errcode(rejected ? ERRCODE_HS_TOKEN_REJECTED : ERRCODE_HS_TOKEN_ENDPOINT),
+			 errmsg("the OAuth token endpoint %s the refresh: HTTP %ld%s%s%s%s",
+					rejected ? "rejected" : "failed",
+					res->http_status,
+					status ? " " : "", status ? status : "",
+					message ? ": " : "", message ? message : ""),
+			 correlation_id ? errdetail("correlationId: %s.", correlation_id) : 0,
+			 rejected ?
+			 errhint("Check hubspot_events.oauth_client_id and the files named by hubspot_events.oauth_client_secret_file and hubspot_events.oauth_refresh_token_file; a refresh token stops working when the app is uninstalled.") :
+			 errhint("HubSpot's token endpoint may be unavailable; the refresh is tried again on the next call.")));
+}
+
+/*
  * Ask the token endpoint for an access token with the refresh token given
  * (or the file's when it is empty).  Fills *ans; throws HS006 when the
  * endpoint rejects the refresh, HS007 when it fails otherwise, the files'
@@ -716,39 +757,7 @@ request_token(const char *refresh_token, HsTokenAnswer *ans)
 						 res.correlation_id ? errdetail("correlationId: %s.", res.correlation_id) : 0));
 		}
 		else
-		{
-			/* an endpoint that echoes what it was sent must not put it in our log */
-			const char *secrets[2] = {secret, refresh};
-			HsHttpResult clean = res;
-			char	   *status = NULL;
-			char	   *message = NULL;
-			char	   *correlation_id = NULL;
-			bool		rejected;
-
-			/* the secrets out of the whole answer first, before any part of it is cut */
-			clean.body = redact_secrets(res.body, res.body_len, secrets, 2, &clean.body_len);
-			clean.correlation_id = redact_string(res.correlation_id, secrets, 2);
-			parse_token_error(&clean, &status, &message, &correlation_id);
-			if (message == NULL && clean.body_len > 0)
-				message = hs_sanitize_remote_text(clean.body, Min(clean.body_len, 200));
-			/* and out of what JSON decoding produced */
-			status = redact_string(status, secrets, 2);
-			message = redact_string(message, secrets, 2);
-			correlation_id = redact_string(correlation_id, secrets, 2);
-			rejected = res.http_status >= 400 && res.http_status <= 499 &&
-				res.http_status != 408 && res.http_status != 429;
-			ereport(ERROR,
-					(errcode(rejected ? ERRCODE_HS_TOKEN_REJECTED : ERRCODE_HS_TOKEN_ENDPOINT),
-					 errmsg("the OAuth token endpoint %s the refresh: HTTP %ld%s%s%s%s",
-							rejected ? "rejected" : "failed",
-							res.http_status,
-							status ? " " : "", status ? status : "",
-							message ? ": " : "", message ? message : ""),
-					 correlation_id ? errdetail("correlationId: %s.", correlation_id) : 0,
-					 rejected ?
-					 errhint("Check hubspot_events.oauth_client_id and the files named by hubspot_events.oauth_client_secret_file and hubspot_events.oauth_refresh_token_file; a refresh token stops working when the app is uninstalled.") :
-					 errhint("HubSpot's token endpoint may be unavailable; the refresh is tried again on the next call.")));
-		}
+			report_refresh_failure(&res, secret, refresh);
 	}
 	PG_FINALLY();
 	{

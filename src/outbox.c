@@ -507,6 +507,74 @@ row_jsonb(const char *text)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }
 
+/* A claimed subscriber row's state and contact (columns 3, 5 and 9), checked; NULL when good. */
+static char *
+check_claimed_subscriber(HeapTuple tup, TupleDesc desc, HsClaimedRow *r, StringInfo buf)
+{
+	char	   *state = SPI_getvalue(tup, desc, 3);
+	char	   *text = SPI_getvalue(tup, desc, 5);
+	char	   *key = SPI_getvalue(tup, desc, 9);
+	HsSubscriberState st;
+	HsContact	c;
+	Jsonb	   *jb;
+	char	   *own_key;
+	char	   *msg;
+	char	   *hint;
+
+	if (state == NULL)
+		return pstrdup("subscriber_state is null");
+	if (!hs_parse_state(state, &st))
+		return psprintf("subscriber_state %s is not one of register, attend, cancel",
+						quote_value(state));
+	r->subscriber_state = (char *) hs_state_name(st);
+	if (text == NULL)
+		return pstrdup("contact is null");
+	jb = row_jsonb(text);
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		return pstrdup("contact must be a JSON object");
+	if (!hs_check_contact(&jb->root, 0, &c, &msg, &hint))
+	{
+		/* "contacts[0].vid must be ...": there is one contact */
+		if (strncmp(msg, "contacts[0]", 11) == 0)
+			return psprintf("contact%s", msg + 11);
+		return msg;
+	}
+	if (key == NULL)
+		return pstrdup("contact_key is null");
+	own_key = hs_contact_key(&c);
+	if (strcmp(key, own_key) != 0)
+		return psprintf("contact_key %s is not the contact's (%s)",
+						quote_value(key), quote_value(own_key));
+	hs_append_contact_json(buf, &c);
+	r->contact_key = own_key;
+	r->by_email = (c.email != NULL);
+	r->contact = buf->data;
+	return NULL;
+}
+
+/* A claimed event upsert's or complete's body (column 8), checked; NULL when good. */
+static char *
+check_claimed_event(HeapTuple tup, TupleDesc desc, HsClaimedRow *r, StringInfo buf)
+{
+	char	   *text = SPI_getvalue(tup, desc, 8);
+	Jsonb	   *jb;
+	char	   *msg;
+	char	   *hint;
+
+	if (text == NULL)
+		return pstrdup("event is null");
+	jb = row_jsonb(text);
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		return pstrdup("event must be a JSON object");
+	if (r->kind == HS_KIND_EVENT_UPSERT
+		? !hs_check_event_sent(&jb->root, r->external_event_id, r->external_account_id,
+							   buf, &msg, &hint)
+		: !hs_check_event_complete_body(&jb->root, buf, &msg))
+		return msg;
+	r->contact = buf->data;
+	return NULL;
+}
+
 /*
  * Check one claimed row (columns as in hs_outbox_claim's query) as the
  * enqueue checks its input: every field the worker reads is there, of the
@@ -521,7 +589,6 @@ check_claimed_row(HeapTuple tup, TupleDesc desc, HsClaimedRow *r)
 {
 	char	   *kind = SPI_getvalue(tup, desc, 7);
 	char	   *msg;
-	char	   *hint;
 	StringInfoData buf;
 
 	if (kind == NULL)
@@ -557,64 +624,10 @@ check_claimed_row(HeapTuple tup, TupleDesc desc, HsClaimedRow *r)
 	switch (r->kind)
 	{
 		case HS_KIND_SUBSCRIBER:
-			{
-				char	   *state = SPI_getvalue(tup, desc, 3);
-				char	   *text = SPI_getvalue(tup, desc, 5);
-				char	   *key = SPI_getvalue(tup, desc, 9);
-				HsSubscriberState st;
-				HsContact	c;
-				Jsonb	   *jb;
-				char	   *own_key;
-
-				if (state == NULL)
-					return pstrdup("subscriber_state is null");
-				if (!hs_parse_state(state, &st))
-					return psprintf("subscriber_state %s is not one of register, attend, cancel",
-									quote_value(state));
-				r->subscriber_state = (char *) hs_state_name(st);
-				if (text == NULL)
-					return pstrdup("contact is null");
-				jb = row_jsonb(text);
-				if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
-					return pstrdup("contact must be a JSON object");
-				if (!hs_check_contact(&jb->root, 0, &c, &msg, &hint))
-				{
-					/* "contacts[0].vid must be ...": there is one contact */
-					if (strncmp(msg, "contacts[0]", 11) == 0)
-						return psprintf("contact%s", msg + 11);
-					return msg;
-				}
-				if (key == NULL)
-					return pstrdup("contact_key is null");
-				own_key = hs_contact_key(&c);
-				if (strcmp(key, own_key) != 0)
-					return psprintf("contact_key %s is not the contact's (%s)",
-									quote_value(key), quote_value(own_key));
-				hs_append_contact_json(&buf, &c);
-				r->contact_key = own_key;
-				r->by_email = (c.email != NULL);
-				r->contact = buf.data;
-				break;
-			}
+			return check_claimed_subscriber(tup, desc, r, &buf);
 		case HS_KIND_EVENT_UPSERT:
 		case HS_KIND_EVENT_COMPLETE:
-			{
-				char	   *text = SPI_getvalue(tup, desc, 8);
-				Jsonb	   *jb;
-
-				if (text == NULL)
-					return pstrdup("event is null");
-				jb = row_jsonb(text);
-				if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
-					return pstrdup("event must be a JSON object");
-				if (r->kind == HS_KIND_EVENT_UPSERT
-					? !hs_check_event_sent(&jb->root, r->external_event_id, r->external_account_id,
-										   &buf, &msg, &hint)
-					: !hs_check_event_complete_body(&jb->root, &buf, &msg))
-					return msg;
-				r->contact = buf.data;
-				break;
-			}
+			return check_claimed_event(tup, desc, r, &buf);
 		case HS_KIND_EVENT_CANCEL:
 			/* a cancel has no body: the event column is not read */
 			break;
@@ -980,24 +993,6 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 	SPI_finish();
 }
 
-/* A held request's rows: pending again, the attempt not counted. */
-static int
-record_hold(ArrayType *ids)
-{
-	static SPIPlanPtr hold_plan = NULL;
-	Datum		values[1] = {PointerGetDatum(ids)};
-
-	if (hold_plan == NULL)
-	{
-		Oid			types[1] = {INT8ARRAYOID};
-
-		hold_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
-							  "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
-							  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 1, types);
-	}
-	return SPI_execute_plan(hold_plan, values, NULL, false, 0);
-}
-
 /* A sent request's rows: sent, with its status and correlation id; no error. */
 static int
 record_sent(ArrayType *ids, const HsOutcome *o)
@@ -1026,75 +1021,207 @@ record_sent(ArrayType *ids, const HsOutcome *o)
 }
 
 /*
- * A failed, retried or rate-limited request's rows, with HubSpot's error.
- * A retry waits with exponential backoff and full jitter (retry_base_ms
- * doubling up to retry_max_ms), at least Retry-After; after max_attempts
- * the rows fail.  A 429 waits for the pacing's pause (the window,
- * Retry-After, or the daily reset) and uses no attempt.
+ * HubSpot's error, as parameters $2 .. $7 of the UPDATEs below: the HTTP
+ * status, correlation id, category, subCategory, message and the body's
+ * excerpt.  values[0] is the rows' ids.
  */
+#define HS_ERROR_NARGS 7
+#define HS_ERROR_TYPES INT8ARRAYOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID
+#define HS_ERROR_SET \
+	"  http_status = $2, correlation_id = $3::pg_catalog.uuid," \
+	"  error_category = $4, error_subcategory = $5, error_message = $6, error_body = $7"
+
+/*
+ * The failed attempt appended to the row's attempt_history (schema 0.7.0
+ * on), which keeps the last HS_ATTEMPT_HISTORY_MAX: the attempt's number
+ * and time (epoch seconds; the row's claim), and HubSpot's answer ($2 ..
+ * $6).  A history an operator replaced by something other than an array
+ * starts again.
+ */
+#define HS_ATTEMPT_HISTORY_MAX 10
+#define HS_HISTORY_EXPR \
+	"pg_catalog.jsonb_path_query_array(" \
+	"     (CASE WHEN pg_catalog.jsonb_typeof(attempt_history) OPERATOR(pg_catalog.=) 'array'" \
+	"           THEN attempt_history ELSE '[]'::pg_catalog.jsonb END)" \
+	"     OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(" \
+	"        'attempt', attempts, 'at', pg_catalog.date_part('epoch', last_attempt_at)," \
+	"        'http_status', $2, 'category', $4, 'subcategory', $5, 'message', $6, 'correlation_id', $3))," \
+	"     '$[last - " CppAsString2(HS_ATTEMPT_HISTORY_MAX) " + 1 to last]'::pg_catalog.jsonpath)"
+#define HS_HISTORY_SET ", attempt_history = " HS_HISTORY_EXPR
+
+/* Whether this database's schema has attempt_history (0.7.0 on): index of the plan to use. */
 static int
-record_error(ArrayType *ids, const HsOutcome *o)
+with_history(void)
 {
-	static SPIPlanPtr error_plan = NULL;
-	Datum		values[12];
-	char		nulls[12];
-	const char *kind = o->kind == HS_OUTCOME_FAILED ? "failed" :
-		o->kind == HS_OUTCOME_RETRY ? "retry" : "rate_limited";
+	return hs_schema_version() >= HS_SCHEMA_0_7_0 ? 1 : 0;
+}
 
-	memset(nulls, ' ', sizeof(nulls));
-	if (error_plan == NULL)
-	{
-		Oid			types[12] = {INT8ARRAYOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, JSONBOID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
-
-		/*
-		 * Every operator and function schema-qualified, with the types they
-		 * take exactly (float8 throughout the backoff): nothing here
-		 * resolves through an implicit cast that a user's exact match could
-		 * take over.  CASE on $2 compares text with text.
-		 */
-		error_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET"
-							   "  status = CASE WHEN $2 OPERATOR(pg_catalog.=) 'failed' THEN 'failed'"
-							   "                WHEN $2 OPERATOR(pg_catalog.=) 'retry' AND attempts OPERATOR(pg_catalog.>=) $9 THEN 'failed'"
-							   "                ELSE 'pending' END,"
-							   "  attempts = CASE WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited'"
-							   "                  THEN GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0) ELSE attempts END,"
-							   "  next_attempt_at = CASE"
-							   "     WHEN $2 OPERATOR(pg_catalog.=) 'retry' THEN pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs =>"
-							   "          GREATEST($12, pg_catalog.random() OPERATOR(pg_catalog.*) LEAST($11, $10 OPERATOR(pg_catalog.*)"
-							   "              pg_catalog.power(2::pg_catalog.float8, LEAST(attempts OPERATOR(pg_catalog.-) 1, 40)::pg_catalog.float8)))"
-							   "          OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
-							   "     WHEN $2 OPERATOR(pg_catalog.=) 'rate_limited' THEN pg_catalog.now() OPERATOR(pg_catalog.+)"
-							   "          pg_catalog.make_interval(secs => $12 OPERATOR(pg_catalog./) 1000::pg_catalog.float8)"
-							   "     ELSE next_attempt_at END,"
-							   "  http_status = $3, correlation_id = $4::pg_catalog.uuid,"
-							   "  error_category = $5, error_subcategory = $6, error_message = $7, error_body = $8"
-							   " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 12, types);
-	}
+static void
+error_params(ArrayType *ids, const HsOutcome *o, Datum *values, char *nulls)
+{
 	values[0] = PointerGetDatum(ids);
-	values[1] = CStringGetTextDatum(kind);
+	nulls[0] = ' ';
+	for (int i = 1; i < HS_ERROR_NARGS; i++)
+		nulls[i] = 'n';
 	if (o->http_status > 0)
-		values[2] = Int32GetDatum(o->http_status);
-	else
-		nulls[2] = 'n';
+	{
+		values[1] = Int32GetDatum(o->http_status);
+		nulls[1] = ' ';
+	}
 	if (is_canonical_uuid(o->correlation_id))
-		values[3] = CStringGetTextDatum(o->correlation_id);
-	else
-		nulls[3] = 'n';
-#define OPT_TEXT(i, s) do { if (s) values[i] = CStringGetTextDatum(s); else nulls[i] = 'n'; } while (0)
-	OPT_TEXT(4, o->error_category);
-	OPT_TEXT(5, o->error_subcategory);
-	OPT_TEXT(6, o->error_message);
+	{
+		values[2] = CStringGetTextDatum(o->correlation_id);
+		nulls[2] = ' ';
+	}
+#define OPT_TEXT(i, s) do { if (s) { values[i] = CStringGetTextDatum(s); nulls[i] = ' '; } } while (0)
+	OPT_TEXT(3, o->error_category);
+	OPT_TEXT(4, o->error_subcategory);
+	OPT_TEXT(5, o->error_message);
 #undef OPT_TEXT
 	if (o->error_body)
-		values[7] = JsonbPGetDatum(o->error_body);
-	else
-		nulls[7] = 'n';
-	values[8] = Int32GetDatum(hs_max_attempts);
-	values[9] = Float8GetDatum((double) hs_retry_base_ms);
-	values[10] = Float8GetDatum((double) hs_retry_max_ms);
-	values[11] = Float8GetDatum((double) Max(o->retry_after_ms, 0));
-	return SPI_execute_plan(error_plan, values, nulls, false, 0);
+	{
+		values[6] = JsonbPGetDatum(o->error_body);
+		nulls[6] = ' ';
+	}
+}
+
+/*
+ * A held request's rows: pending again, the attempt not counted (the fault
+ * is the configuration's); the attempt goes into the history.
+ */
+static int
+record_hold(ArrayType *ids, const HsOutcome *o)
+{
+	static SPIPlanPtr plans[2];
+	int			h = with_history();
+	Datum		values[HS_ERROR_NARGS];
+	char		nulls[HS_ERROR_NARGS];
+
+	if (plans[h] == NULL)
+	{
+		Oid			types[HS_ERROR_NARGS] = {HS_ERROR_TYPES};
+
+		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox"
+							 "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
+							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
+							 : "UPDATE " HS_SCHEMA ".outbox"
+							 "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
+							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'",
+							 h ? HS_ERROR_NARGS : 1, types);
+	}
+	error_params(ids, o, values, nulls);
+	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+}
+
+/* A failed request's rows: failed, with HubSpot's error. */
+static int
+record_failed(ArrayType *ids, const HsOutcome *o)
+{
+	static SPIPlanPtr plans[2];
+	int			h = with_history();
+	Datum		values[HS_ERROR_NARGS];
+	char		nulls[HS_ERROR_NARGS];
+
+	if (plans[h] == NULL)
+	{
+		Oid			types[HS_ERROR_NARGS] = {HS_ERROR_TYPES};
+
+		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET
+							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
+							 : "UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET
+							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'",
+							 HS_ERROR_NARGS, types);
+	}
+	error_params(ids, o, values, nulls);
+	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+}
+
+/*
+ * A rate-limited request's rows: pending until the pacing's pause ends
+ * (the outcome's retry_after_ms), the attempt given back.
+ */
+static int
+record_rate_limited(ArrayType *ids, const HsOutcome *o)
+{
+	static SPIPlanPtr plans[2];
+	int			h = with_history();
+	Datum		values[HS_ERROR_NARGS + 1];
+	char		nulls[HS_ERROR_NARGS + 1];
+
+	if (plans[h] == NULL)
+	{
+		Oid			types[HS_ERROR_NARGS + 1] = {HS_ERROR_TYPES, TIMESTAMPTZOID};
+
+		/* a request the pacing held back was not an attempt: no history */
+		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
+							 "  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
+							 "  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
+							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
+							 : "UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
+							 "  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
+							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'",
+							 HS_ERROR_NARGS + 1, types);
+	}
+	error_params(ids, o, values, nulls);
+	values[HS_ERROR_NARGS] = TimestampTzGetDatum(
+		TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), Max(o->retry_after_ms, 0)));
+	nulls[HS_ERROR_NARGS] = ' ';
+	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+}
+
+/*
+ * A retried request's rows: each pending again after its own backoff
+ * (hs_retry_delay_ms, from the row's attempts), or failed once it has used
+ * max_attempts.
+ */
+static int
+record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
+{
+	static SPIPlanPtr plans[2];
+	int			h = with_history();
+	Datum		values[HS_ERROR_NARGS + 2];
+	char		nulls[HS_ERROR_NARGS + 2];
+	Datum	   *statuses = palloc(sizeof(Datum) * batch->n);
+	Datum	   *next_at = palloc(sizeof(Datum) * batch->n);
+	bool	   *next_null = palloc(sizeof(bool) * batch->n);
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			dims[1] = {batch->n};
+	int			lbs[1] = {1};
+
+	if (plans[h] == NULL)
+	{
+		Oid			types[HS_ERROR_NARGS + 2] = {HS_ERROR_TYPES, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+
+		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
+							 "  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
+							 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
+							 "       AS r(id, status, next_at)"
+							 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
+							 : "UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
+							 "  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET
+							 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
+							 "       AS r(id, status, next_at)"
+							 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
+							 HS_ERROR_NARGS + 2, types);
+	}
+	for (int i = 0; i < batch->n; i++)
+	{
+		bool		exhausted = batch->attempts[i] >= hs_max_attempts;
+
+		statuses[i] = CStringGetTextDatum(exhausted ? "failed" : "pending");
+		next_null[i] = exhausted;
+		next_at[i] = exhausted ? (Datum) 0 :
+			TimestampTzGetDatum(TimestampTzPlusMilliseconds(now,
+															hs_retry_delay_ms(batch->attempts[i], o->retry_after_ms)));
+	}
+	error_params(ids, o, values, nulls);
+	values[HS_ERROR_NARGS] = PointerGetDatum(construct_array(statuses, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[HS_ERROR_NARGS + 1] = PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
+																	TIMESTAMPTZOID, sizeof(TimestampTz),
+																	FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	nulls[HS_ERROR_NARGS] = ' ';
+	nulls[HS_ERROR_NARGS + 1] = ' ';
+	return SPI_execute_plan(plans[h], values, nulls, false, 0);
 }
 
 /*
@@ -1112,12 +1239,26 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 	ids = construct_array(idd, batch->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 
 	spi_connect();
-	if (o->kind == HS_OUTCOME_HOLD)
-		rc = record_hold(ids);
-	else if (o->kind == HS_OUTCOME_SENT)
-		rc = record_sent(ids, o);
-	else
-		rc = record_error(ids, o);
+	switch (o->kind)
+	{
+		case HS_OUTCOME_HOLD:
+			rc = record_hold(ids, o);
+			break;
+		case HS_OUTCOME_SENT:
+			rc = record_sent(ids, o);
+			break;
+		case HS_OUTCOME_FAILED:
+			rc = record_failed(ids, o);
+			break;
+		case HS_OUTCOME_RETRY:
+			rc = record_retry(ids, batch, o);
+			break;
+		case HS_OUTCOME_RATE_LIMITED:
+			rc = record_rate_limited(ids, o);
+			break;
+		default:
+			elog(ERROR, "unexpected outcome kind %d", (int) o->kind);
+	}
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "could not record an outcome in the outbox");
 	SPI_finish();

@@ -31,8 +31,10 @@
 
 #include <curl/curl.h>
 
+#include <math.h>
 #include <time.h>
 
+#include "common/pg_prng.h"
 #include "pgtime.h"
 #include "utils/memutils.h"
 #include "utils/datetime.h"
@@ -338,4 +340,22 @@ hs_parse_daily_reset_time(const char *value, int *hh, int *mm, char *zone, size_
 	for (char *q = zone + strlen(zone); q > zone && q[-1] == ' '; q--)
 		q[-1] = '\0';
 	return zone[0] != '\0';
+}
+
+/*
+ * How long a retried row waits before its next attempt: exponential backoff
+ * with full jitter (a uniform draw below retry_base_ms doubled per attempt
+ * already made, capped at retry_max_ms), and never less than the
+ * Retry-After HubSpot asked for (retry_after_ms, -1 when none).  attempts
+ * counts the attempt that just failed.
+ */
+int64
+hs_retry_delay_ms(int attempts, int64 retry_after_ms)
+{
+	int			doublings = Min(Max(attempts - 1, 0), 40);
+	double		ceiling = Min((double) hs_retry_max_ms,
+							  (double) hs_retry_base_ms * ldexp(1.0, doublings));
+	int64		jittered = (int64) (pg_prng_double(&pg_global_prng_state) * ceiling);
+
+	return Max(jittered, Max(retry_after_ms, 0));
 }

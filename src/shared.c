@@ -236,9 +236,69 @@ hs_shared_count_request(bool success, const char *category, const char *message)
 
 /* ---- SQL-callable ---- */
 
+/* worker_info()'s columns */
+#define HS_WORKER_INFO_COLUMNS 18
+
 PG_FUNCTION_INFO_V1(hubspot_wake);
 PG_FUNCTION_INFO_V1(hubspot_worker_info);
 PG_FUNCTION_INFO_V1(hubspot_worker_api_version);
+
+/* worker_info()'s column i: the text, or NULL when it is empty */
+static void
+info_text(Datum *values, bool *nulls, int i, const char *text)
+{
+	nulls[i] = (text[0] == '\0');
+	if (!nulls[i])
+		values[i] = CStringGetTextDatum(text);
+}
+
+/* worker_info()'s column i: the time, or NULL when it was never set */
+static void
+info_time(Datum *values, bool *nulls, int i, TimestampTz t)
+{
+	nulls[i] = (t == 0);
+	if (!nulls[i])
+		values[i] = TimestampTzGetDatum(t);
+}
+
+/* The errors by category, as a jsonb object {"category": count, ...}. */
+static Datum
+categories_jsonb(const HsWorkerShared *snap)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < HS_MAX_CATEGORIES && snap->by_category[i].category[0]; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		escape_json(&buf, snap->by_category[i].category);
+		appendStringInfo(&buf, ":" INT64_FORMAT, snap->by_category[i].count);
+	}
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+/*
+ * worker_info() when the library is not preloaded: no worker, and the
+ * database the setting names (at most a placeholder then).
+ */
+static Datum
+info_not_preloaded(TupleDesc tupdesc)
+{
+	Datum		values[HS_WORKER_INFO_COLUMNS];
+	bool		nulls[HS_WORKER_INFO_COLUMNS];
+	const char *db = GetConfigOption("hubspot_events.database", true, false);
+
+	for (int i = 0; i < HS_WORKER_INFO_COLUMNS; i++)
+		nulls[i] = true;
+	values[1] = CStringGetTextDatum("not running (hubspot_events is not in shared_preload_libraries)");
+	nulls[1] = false;
+	values[2] = CStringGetTextDatum(db ? db : "postgres");
+	nulls[2] = false;
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
 
 /* wake(): now, and again at commit (so that rows this transaction changes are seen) */
 Datum
@@ -249,107 +309,53 @@ hubspot_wake(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* worker_info(): the worker's state and counters, from shared memory (the status view) */
 Datum
 hubspot_worker_info(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[18];
-	bool		nulls[18];
+	Datum		values[HS_WORKER_INFO_COLUMNS];
+	bool		nulls[HS_WORKER_INFO_COLUMNS];
 	HsWorkerShared snap;
+	bool		paused;
+	bool		today;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	memset(nulls, 0, sizeof(nulls));
-
 	if (hs_shared == NULL)
-	{
-		for (int i = 0; i < 18; i++)
-			nulls[i] = true;
-		values[1] = CStringGetTextDatum("not running (hubspot_events is not in shared_preload_libraries)");
-		nulls[1] = false;
-		{
-			/* not preloaded: the setting is at most a placeholder */
-			const char *db = GetConfigOption("hubspot_events.database", true, false);
-
-			values[2] = CStringGetTextDatum(db ? db : "postgres");
-			nulls[2] = false;
-		}
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-	}
+		PG_RETURN_DATUM(info_not_preloaded(tupdesc));
 
 	SpinLockAcquire(&hs_shared->mutex);
 	memcpy(&snap, hs_shared, sizeof(snap));
 	SpinLockRelease(&hs_shared->mutex);
 
+	memset(nulls, 0, sizeof(nulls));
 	if (snap.worker_pid != 0)
 		values[0] = Int32GetDatum(snap.worker_pid);
 	else
 		nulls[0] = true;
 	values[1] = CStringGetTextDatum(snap.worker_pid != 0 ? snap.state : "not running");
 	values[2] = CStringGetTextDatum(hs_database ? hs_database : "");
-	if (snap.held_reason[0])
-		values[3] = CStringGetTextDatum(snap.held_reason);
-	else
-		nulls[3] = true;
-	if (snap.started_at != 0)
-		values[4] = TimestampTzGetDatum(snap.started_at);
-	else
-		nulls[4] = true;
+	info_text(values, nulls, 3, snap.held_reason);
+	info_time(values, nulls, 4, snap.started_at);
 	values[5] = Int64GetDatum(snap.requests);
 	values[6] = Int64GetDatum(snap.successes);
 	values[7] = Int64GetDatum(snap.errors);
-	{
-		StringInfoData buf;
-
-		initStringInfo(&buf);
-		appendStringInfoChar(&buf, '{');
-		for (int i = 0; i < HS_MAX_CATEGORIES && snap.by_category[i].category[0]; i++)
-		{
-			if (i > 0)
-				appendStringInfoChar(&buf, ',');
-			escape_json(&buf, snap.by_category[i].category);
-			appendStringInfo(&buf, ":" INT64_FORMAT, snap.by_category[i].count);
-		}
-		appendStringInfoChar(&buf, '}');
-		values[8] = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
-	}
-	if (snap.last_success_at != 0)
-		values[9] = TimestampTzGetDatum(snap.last_success_at);
-	else
-		nulls[9] = true;
-	if (snap.last_error_at != 0)
-		values[10] = TimestampTzGetDatum(snap.last_error_at);
-	else
-		nulls[10] = true;
-	if (snap.last_error[0])
-		values[11] = CStringGetTextDatum(snap.last_error);
-	else
-		nulls[11] = true;
-	if (snap.settings_loaded_at != 0)
-		values[12] = TimestampTzGetDatum(snap.settings_loaded_at);
-	else
-		nulls[12] = true;
-	if (snap.paused_until > GetCurrentTimestamp())
-	{
-		values[13] = TimestampTzGetDatum(snap.paused_until);
-		values[14] = CStringGetTextDatum(snap.pause_reason);
-	}
-	else
-		nulls[13] = nulls[14] = true;
+	values[8] = categories_jsonb(&snap);
+	info_time(values, nulls, 9, snap.last_success_at);
+	info_time(values, nulls, 10, snap.last_error_at);
+	info_text(values, nulls, 11, snap.last_error);
+	info_time(values, nulls, 12, snap.settings_loaded_at);
+	paused = snap.paused_until > GetCurrentTimestamp();
+	info_time(values, nulls, 13, paused ? snap.paused_until : 0);
+	info_text(values, nulls, 14, paused ? snap.pause_reason : "");
 	if (snap.daily_remaining >= 0)
 		values[15] = Int64GetDatum(snap.daily_remaining);
 	else
 		nulls[15] = true;
-	if (snap.today == day_of(GetCurrentTimestamp()))
-	{
-		values[16] = Int64GetDatum(snap.today_requests);
-		values[17] = Int64GetDatum(snap.today_errors);
-	}
-	else
-	{
-		values[16] = Int64GetDatum(0);
-		values[17] = Int64GetDatum(0);
-	}
+	today = (snap.today == day_of(GetCurrentTimestamp()));
+	values[16] = Int64GetDatum(today ? snap.today_requests : 0);
+	values[17] = Int64GetDatum(today ? snap.today_errors : 0);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

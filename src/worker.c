@@ -188,9 +188,9 @@ hold_released(void)
  * shared memory.  Returns the kind.
  */
 static HsOutcomeKind
-build_outcome(HsHttpRequest *req, HsOutcome *out)
+build_outcome(HsHttpRequest *req, const HsErrorBody *err, HsOutcome *out)
 {
-	hs_api_read_answer(&req->result, out);
+	hs_api_read_answer(&req->result, err, out);
 	if (out->kind == HS_OUTCOME_SENT)
 	{
 		hs_shared_count_request(true, NULL, NULL);
@@ -225,27 +225,6 @@ typedef struct HsTurnResult
 	bool		unstarted;		/* the pacing held it back: not sent at all */
 } HsTurnResult;
 
-/* The rows of several results as one batch, for recording one outcome on them all. */
-static HsBatch *
-hs_batch_merge(List *results)
-{
-	HsBatch    *m = palloc0(sizeof(HsBatch));
-	int			n = 0;
-	ListCell   *lc;
-
-	foreach(lc, results)
-		n += ((HsTurnResult *) lfirst(lc))->batch->n;
-	m->ids = palloc(sizeof(int64) * Max(n, 1));
-	foreach(lc, results)
-	{
-		HsBatch    *b = ((HsTurnResult *) lfirst(lc))->batch;
-
-		memcpy(m->ids + m->n, b->ids, sizeof(int64) * b->n);
-		m->n += b->n;
-	}
-	return m;
-}
-
 static void
 worker_sleep_ms(int64 ms)
 {
@@ -255,15 +234,25 @@ worker_sleep_ms(int64 ms)
 	CHECK_FOR_INTERRUPTS();
 }
 
+/*
+ * A request of a wave: its batch, and its answer's body as parsed once, when
+ * it arrives (the pacing, the outcome and the rejection all read it).
+ */
+typedef struct HsInFlight
+{
+	HsBatch    *batch;
+	HsErrorBody err;
+} HsInFlight;
+
 /* Pacing learns from every answer as it arrives, so a 429 stops the next starts at once. */
 static void
 worker_on_done(HsHttpRequest *req)
 {
-	HsErrorBody err;
+	HsInFlight *f = (HsInFlight *) req->arg;
 	char	   *pause;
 
-	hs_parse_error_body(req->result.body, req->result.body_len, &err);
-	pause = hs_pacing_note_answer(&req->result, &err, hs_retry_after_ms(req->result.retry_after));
+	hs_parse_error_body(req->result.body, req->result.body_len, &f->err);
+	pause = hs_pacing_note_answer(&req->result, &f->err, hs_retry_after_ms(req->result.retry_after));
 	if (pause)
 	{
 		ereport(LOG, (errmsg("hubspot_events worker: %s", pause)));
@@ -273,76 +262,32 @@ worker_on_done(HsHttpRequest *req)
 
 /*
  * The attendance endpoints answer 200 and list per-contact errors
- * (numErrors, errors[]): an error whose context names a contact of the
- * request lands on that contact's row; one that names none fails every row
- * of the request; the other rows are sent.  Appends the rows' outcomes to
- * *results and returns true when the answer had errors; false (nothing
- * appended) when it had none.
+ * (hs_api_contact_errors): each row with an error fails with it; the other
+ * rows are sent.  Appends the rows' outcomes to *results and returns true
+ * when the answer had errors; false (nothing appended) when it had none.
  */
 static bool
 split_attendance_errors(HsHttpRequest *req, HsBatch *b, const HsOutcome *sent, List **results)
 {
-	int			nerrors;
-	List	   *errors = hs_parse_batch_errors(req->result.body, req->result.body_len, &nerrors);
-	HsItemError **own = palloc0(sizeof(HsItemError *) * b->n);
-	HsItemError *general = NULL;
-	int		   *idx = palloc(sizeof(int) * b->n);
+	char	  **errors;
+	int		   *idx;
 	int			nsent = 0;
-	ListCell   *lc;
 
-	if (nerrors <= 0)
+	if (hs_api_contact_errors(&req->result, b, &errors) <= 0)
 		return false;
-
-	foreach(lc, errors)
-	{
-		HsItemError *e = (HsItemError *) lfirst(lc);
-		bool		named = false;
-
-		for (int j = 0; j < b->n; j++)
-		{
-			ListCell   *ln;
-
-			foreach(ln, e->names)
-				if (strcmp((char *) lfirst(ln), b->keys[j]) == 0)
-				{
-					named = true;
-					if (own[j] == NULL)
-						own[j] = e;
-				}
-		}
-		if (!named && general == NULL)
-			general = e;
-	}
-	if (general == NULL && errors == NIL)
-	{
-		/* numErrors without the errors themselves: they name no contact */
-		general = palloc0(sizeof(HsItemError));
-		general->json = psprintf("{\"status\":\"error\",\"category\":\"BATCH_ERROR\",\"message\":\"HubSpot reported %d error%s without details\"}",
-								 nerrors, nerrors == 1 ? "" : "s");
-	}
-
+	idx = palloc(sizeof(int) * b->n);
 	for (int j = 0; j < b->n; j++)
 	{
-		HsItemError *e = own[j] ? own[j] : general;
 		HsTurnResult *tr;
-		HsErrorBody err;
 
-		if (e == NULL)
+		if (errors[j] == NULL)
 		{
 			idx[nsent++] = j;
 			continue;
 		}
 		tr = palloc0(sizeof(HsTurnResult));
 		tr->batch = hs_batch_pick(b, &j, 1);
-		hs_parse_error_body(e->json, strlen(e->json), &err);
-		tr->outcome.kind = HS_OUTCOME_FAILED;
-		tr->outcome.http_status = sent->http_status;
-		tr->outcome.correlation_id = err.correlation_id ? err.correlation_id : sent->correlation_id;
-		tr->outcome.error_category = err.category ? err.category : "BATCH_ERROR";
-		tr->outcome.error_subcategory = err.sub_category;
-		tr->outcome.error_message = err.message ? err.message : "HubSpot reported an error for this contact";
-		tr->outcome.error_body = hs_body_to_jsonb(e->json, strlen(e->json));
-		tr->outcome.retry_after_ms = -1;
+		hs_api_contact_error_outcome(errors[j], sent, &tr->outcome);
 		*results = lappend(*results, tr);
 	}
 	if (nsent > 0)
@@ -356,133 +301,16 @@ split_attendance_errors(HsHttpRequest *req, HsBatch *b, const HsOutcome *sent, L
 	return true;
 }
 
-/*
- * How HubSpot rejected a request's content: 400 VALIDATION_ERROR (or a 400
- * without a category), which one bad contact causes for the whole request.
- */
-typedef struct HsRejection
+/* The rejection of the other half of a split batch, when it was sent in this wave. */
+static const HsRejection *
+sibling_rejection(const HsInFlight *flights, const HsRejection *rej, int n, const HsBatch *b)
 {
-	bool		rejected;
-	char	   *category;		/* may be NULL */
-	char	   *message;		/* may be NULL */
-	bool		names_contact;	/* the answer blames a contact of the request */
-} HsRejection;
-
-/* Whether text holds key as a whole word (not inside a longer id, number or address). */
-static bool
-text_names(const char *text, const char *key)
-{
-	size_t		klen = strlen(key);
-
-	if (klen == 0)
-		return false;
-	for (const char *p = strstr(text, key); p != NULL; p = strstr(p + 1, key))
-	{
-		unsigned char before = p > text ? (unsigned char) p[-1] : ' ';
-		unsigned char after = (unsigned char) p[klen];
-
-#define HS_WORD_CHAR(c) (isalnum(c) || (c) == '@' || (c) == '_' || (c) == '-')
-		if (!HS_WORD_CHAR(before) && !HS_WORD_CHAR(after))
-			return true;
-#undef HS_WORD_CHAR
-	}
-	return false;
-}
-
-/*
- * Whether HubSpot's answer blames a contact of the batch: its context, or
- * the context of one of its errors, names one of the batch's vids or emails
- * ({"vid": ["17"]}, {"email": ["a@x.com"]}); or, when the answer gives no
- * context at all, its message names one as a word.
- */
-static bool
-answer_names_contact(const HsHttpRequest *req, const HsErrorBody *err, const HsBatch *b)
-{
-	StringInfoData wrapped;
-	List	   *items;
-	int			nitems;
-	bool		any_names = false;
-	ListCell   *lc;
-
-	if (b->kind != HS_KIND_SUBSCRIBER)
-		return false;
-	/*
-	 * The answer as the one error of a batch answer: hs_parse_batch_errors
-	 * then reads its context and its errors' contexts.
-	 */
-	initStringInfo(&wrapped);
-	appendStringInfoString(&wrapped, "{\"errors\":[");
-	appendBinaryStringInfo(&wrapped, req->result.body, req->result.body_len);
-	appendStringInfoString(&wrapped, "]}");
-	items = hs_parse_batch_errors(wrapped.data, wrapped.len, &nitems);
-	foreach(lc, items)
-	{
-		HsItemError *e = (HsItemError *) lfirst(lc);
-		ListCell   *ln;
-
-		foreach(ln, e->names)
-		{
-			any_names = true;
-			for (int j = 0; j < b->n; j++)
-				if (strcmp((char *) lfirst(ln), b->keys[j]) == 0)
-					return true;
-		}
-	}
-	if (!any_names && err->message != NULL)
-	{
-		char	   *lower = pstrdup(err->message);
-
-		for (char *p = lower; *p; p++)
-			*p = pg_ascii_tolower((unsigned char) *p);
-		for (int j = 0; j < b->n; j++)
-			if (text_names(lower, b->keys[j]))
-				return true;
-	}
-	return false;
-}
-
-/* Whether HubSpot rejected the request's content, why, and whether it blamed a contact. */
-static void
-read_rejection(const HsHttpRequest *req, const HsBatch *b, HsRejection *out)
-{
-	HsErrorBody err;
-
-	memset(out, 0, sizeof(*out));
-	if (!req->started || !req->result.transport_ok || req->result.http_status != 400)
-		return;
-	hs_parse_error_body(req->result.body, req->result.body_len, &err);
-	if (err.category != NULL && strcmp(err.category, "VALIDATION_ERROR") != 0)
-		return;
-	out->rejected = true;
-	out->category = err.category;
-	out->message = err.message;
-	out->names_contact = err.parsed && answer_names_contact(req, &err, b);
-}
-
-static bool
-same_text(const char *a, const char *b)
-{
-	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-/*
- * Whether a rejected batch of several rows is split again.  Yes, as long as
- * the rejection may be a contact's: it names a contact of the batch, or the
- * batch is a whole request, or its other half was not rejected the same
- * way.  No when both halves of a split were rejected for the same reason
- * (category and message), naming no contact of theirs: the fault is the
- * request's (a bad event id, say), and splitting further would only cost
- * requests.
- */
-static bool
-split_again(const HsRejection *rej, const HsRejection *sibling_rej)
-{
-	if (rej->names_contact)
-		return true;
-	if (sibling_rej == NULL || !sibling_rej->rejected || sibling_rej->names_contact)
-		return true;
-	return !(same_text(rej->category, sibling_rej->category) &&
-			 same_text(rej->message, sibling_rej->message));
+	if (b->sibling == NULL)
+		return NULL;
+	for (int j = 0; j < n; j++)
+		if (flights[j].batch == b->sibling)
+			return &rej[j];
+	return NULL;
 }
 
 /*
@@ -494,7 +322,7 @@ split_again(const HsRejection *rej, const HsRejection *sibling_rej)
  * Each bad contact costs at most two requests per halving: about
  * 2 x (bad contacts) x log2(batch size) + 1 requests in all.  Splitting
  * stops only when both halves of a split are rejected for the same reason
- * naming no contact of theirs (split_again): the fault is the request's (a
+ * naming no contact of theirs (hs_batch_split_again): the fault is the request's (a
  * bad event id), the rows fail together, and it has cost three requests.
  * Requests the pacing could not start (a long 429 pause) are put back as
  * rate-limited, with no attempt used.
@@ -519,6 +347,7 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 	{
 		int			n = list_length(wave);
 		HsHttpRequest *reqs = palloc0(sizeof(HsHttpRequest) * n);
+		HsInFlight *flights = palloc0(sizeof(HsInFlight) * n);
 		HsRejection *rej = palloc0(sizeof(HsRejection) * n);
 		List	   *next = NIL;
 		int			i = 0;
@@ -528,20 +357,22 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 		{
 			HsBatch    *b = (HsBatch *) lfirst(lc);
 
+			flights[i].batch = b;
 			reqs[i].url = b->url;
 			reqs[i].body = b->body;
 			reqs[i].body_len = b->body_len;
-			reqs[i].arg = b;
+			reqs[i].arg = &flights[i];
 			i++;
 		}
 		if (!hs_http_post_many(reqs, n, token, hs_max_concurrency, &hooks))
 			return false;
 		for (i = 0; i < n; i++)
-			read_rejection(&reqs[i], (HsBatch *) reqs[i].arg, &rej[i]);
+			if (reqs[i].started)
+				hs_api_read_rejection(&reqs[i].result, &flights[i].err, flights[i].batch, &rej[i]);
 
 		for (i = 0; i < n; i++)
 		{
-			HsBatch    *b = (HsBatch *) reqs[i].arg;
+			HsBatch    *b = flights[i].batch;
 			HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
 
 			tr->batch = b;
@@ -554,45 +385,29 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 				*results = lappend(*results, tr);
 				continue;
 			}
-			if (b->n > 1 && rej[i].rejected)
+			(void) build_outcome(&reqs[i], &flights[i].err, &tr->outcome);
+			if (b->n > 1 && rej[i].rejected &&
+				hs_batch_split_again(&rej[i], sibling_rejection(flights, rej, n, b)))
 			{
-				const HsRejection *sibling_rej = NULL;
+				HsBatch    *h1,
+						   *h2;
 
-				if (b->sibling)
-				{
-					for (int j = 0; j < n; j++)
-						if (reqs[j].arg == b->sibling)
-							sibling_rej = &rej[j];
-				}
-				if (split_again(&rej[i], sibling_rej))
-				{
-					HsBatch    *h1,
-							   *h2;
-
-					hs_batch_split(b, &h1, &h2);
-					next = lappend(next, h1);
-					next = lappend(next, h2);
-					/* counted, but no row records this answer: the halves' will */
-					(void) build_outcome(&reqs[i], &tr->outcome);
-					free_answer(&reqs[i]);
-					continue;
-				}
+				/* counted, but no row records this answer: the halves' will */
+				hs_batch_split(b, &h1, &h2);
+				next = lappend(lappend(next, h1), h2);
 			}
-			(void) build_outcome(&reqs[i], &tr->outcome);
-			if (tr->outcome.kind == HS_OUTCOME_SENT && b->attendance &&
-				b->kind == HS_KIND_SUBSCRIBER &&
-				split_attendance_errors(&reqs[i], b, &tr->outcome, results))
+			else if (!(tr->outcome.kind == HS_OUTCOME_SENT && b->attendance &&
+					   b->kind == HS_KIND_SUBSCRIBER &&
+					   split_attendance_errors(&reqs[i], b, &tr->outcome, results)))
 			{
-				free_answer(&reqs[i]);
-				continue;
+				if (tr->outcome.kind == HS_OUTCOME_HOLD && *hold_reason == NULL)
+					*hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
+											tr->outcome.http_status,
+											tr->outcome.error_category ? tr->outcome.error_category : "",
+											tr->outcome.error_message ? tr->outcome.error_message : "");
+				*results = lappend(*results, tr);
 			}
 			free_answer(&reqs[i]);
-			if (tr->outcome.kind == HS_OUTCOME_HOLD && *hold_reason == NULL)
-				*hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
-										tr->outcome.http_status,
-										tr->outcome.error_category ? tr->outcome.error_category : "",
-										tr->outcome.error_message ? tr->outcome.error_message : "");
-			*results = lappend(*results, tr);
 		}
 		wave = next;
 	}
@@ -836,8 +651,12 @@ record_outcomes(List *results)
 	if (unsent != NIL)
 	{
 		HsTurnResult merged = *(HsTurnResult *) linitial(unsent);
+		HsBatch   **parts = palloc(sizeof(HsBatch *) * list_length(unsent));
+		int			nparts = 0;
 
-		merged.batch = hs_batch_merge(unsent);
+		foreach(lc, unsent)
+			parts[nparts++] = ((HsTurnResult *) lfirst(lc))->batch;
+		merged.batch = hs_batch_merge(parts, nparts);
 		(void) record_in_subxact(record_one_step, &merged, "the requests held back by the pacing");
 	}
 }

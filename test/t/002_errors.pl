@@ -7,6 +7,7 @@ use lib $FindBin::Bin;
 use HsTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 mock_reset();
 my $node = hs_node('errors', conf => [
@@ -123,6 +124,22 @@ is(q1("SELECT format('%s:%s', status, attempts) FROM hubspot_events.outbox WHERE
 	'pending:0', 'still pending with no attempt counted');
 q1("DELETE FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=403'");
 $node->reload;
+
+# ---- the backoff: each row its own jittered wait up to retry_base_ms, never under Retry-After ----
+$node->append_conf('postgresql.conf', "hubspot_events.retry_base_ms = 60000\nhubspot_events.retry_max_ms = 60000\nhubspot_events.max_attempts = 5\n");
+$node->reload;
+ok(wait_until(sub { q1("SELECT settings_loaded_at > now() - interval '1 minute' FROM hubspot_events.status") eq 't' }), 'the worker loaded the longer backoff');
+usleep(300_000);
+enqueue('mock:status=503;correlation=none', '[' . join(',', map { qq({"vid": $_}) } 1 .. 20) . ']');
+ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=503;correlation=none' AND status = 'pending' AND attempts >= 1") eq '20' }),
+	'503: the 20 rows of the request are pending again after an attempt');
+is(q1("SELECT format('%s|%s|%s', bool_and(next_attempt_at <= now() + interval '60 s' * 2 ^ (attempts - 1)), count(DISTINCT next_attempt_at) > 5, max(next_attempt_at) - min(next_attempt_at) > interval '10 s') FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=503;correlation=none'"),
+	't|t|t', 'each row waits at most retry_base_ms (doubled per attempt), each with its own draw spread over the range (full jitter per row)');
+enqueue('mock:status=503;retry_after=120', '{"vid": 21}');
+ok(wait_until(sub { q1("SELECT format('%s|%s', status, attempts) FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=503;retry_after=120'") eq 'pending|1' }), '503 with Retry-After: 120 tried once');
+is(q1("SELECT format('%s|%s', status, next_attempt_at >= now() + interval '110 s' AND next_attempt_at <= now() + interval '121 s') FROM hubspot_events.outbox WHERE external_event_id = 'mock:status=503;retry_after=120'"),
+	'pending|t', 'a Retry-After longer than the backoff is waited in full');
+q1("DELETE FROM hubspot_events.outbox WHERE external_event_id LIKE 'mock:status=503;%'");
 
 # ---- the worker never dies of an unexpected ERROR ----
 my $pid = q1("SELECT worker_pid FROM hubspot_events.status");
