@@ -1,7 +1,7 @@
 --
 -- 08_upgrade: install the oldest version and update step by step; the
 -- result is, object by object and definition by definition, what a fresh
--- install (the full script hubspot_events--0.6.0.sql) creates.
+-- install (the full script hubspot_events--0.7.0.sql) creates.
 --
 CREATE DATABASE hs_upgrade;
 \c hs_upgrade
@@ -41,6 +41,11 @@ ALTER EXTENSION hubspot_events UPDATE TO '0.6.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 SELECT count(*) AS status_has_api_version FROM pg_attribute
  WHERE attrelid = 'hubspot_events.status'::regclass AND attname = 'api_version';
+-- 0.7.0: every failed attempt's history; why rows wait
+ALTER EXTENSION hubspot_events UPDATE TO '0.7.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+SELECT count(*) AS outbox_has_attempt_history FROM pg_attribute
+ WHERE attrelid = 'hubspot_events.outbox'::regclass AND attname = 'attempt_history';
 -- the chain's trace: a column added by ALTER TABLE ... ADD COLUMN with a
 -- default keeps that default as its "missing" value
 SELECT attname AS added_by_the_chain FROM pg_attribute

@@ -60,7 +60,9 @@ SELECT mock_mark() AS mark \gset
 SELECT r->'http_status' AS http_status, r->'body'->'numErrors' AS num_errors, r->'body'->'results' AS results
   FROM hubspot_upsert_subscriber('webinar-at1', 'attend', 'acme',
         '[{"vid": 11, "properties": {"joinedAt": "2026-03-01T17:00:00Z"}}, {"vid": 12}]') r;
-SELECT r->'http_status' AS http_status, r->'body'->'results' AS results
+-- (the vid is HubSpot's, here the mock's: a number, whatever it is)
+SELECT r->'http_status' AS http_status, r->'body'->'results'->0->>'email' AS email,
+       jsonb_typeof(r->'body'->'results'->0->'vid') AS vid
   FROM hubspot_upsert_subscriber('webinar-at1', 'register', 'acme', '{"email": "d@example.com"}') r;
 SELECT r->>'operation' AS operation, r->>'raw_path' AS raw_path, r->'query' AS query, r->'spec_errors' AS spec_errors
   FROM mock_since(:mark) r ORDER BY (r->>'seq')::int;

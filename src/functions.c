@@ -24,8 +24,8 @@
 PG_FUNCTION_INFO_V1(hubspot_upsert_subscriber);
 
 /* NULL arguments are errors naming the argument, never a NULL result. */
-static void
-check_not_null(FunctionCallInfo fcinfo, const char *const *argnames, int nargs)
+void
+hs_check_not_null(FunctionCallInfo fcinfo, const char *const *argnames, int nargs)
 {
 	for (int i = 0; i < nargs; i++)
 		if (PG_ARGISNULL(i))
@@ -38,8 +38,8 @@ check_not_null(FunctionCallInfo fcinfo, const char *const *argnames, int nargs)
  * An external id argument, validated; its length is checked on the datum as
  * passed, before it is detoasted or copied (HS_MAX_EXTERNAL_ID_BYTES, 22023).
  */
-static char *
-id_argument(FunctionCallInfo fcinfo, int i, const char *argname)
+char *
+hs_id_argument(FunctionCallInfo fcinfo, int i, const char *argname)
 {
 	Size		len = toast_raw_datum_size(PG_GETARG_DATUM(i)) - VARHDRSZ;
 	char	   *value;
@@ -74,6 +74,53 @@ append_json_string_or_null(StringInfo buf, const char *s)
 		escape_json(buf, s);
 	else
 		appendStringInfoString(buf, "null");
+}
+
+/*
+ * hubspot_events.dry_run: a request not sent, as the answer lists it:
+ * {"method": "POST", "path": ..., "body": ... (null for none)}.
+ */
+static void
+append_dry_run_request(StringInfo buf, const char *url, const char *body)
+{
+	appendStringInfo(buf, "%s{\"method\":\"POST\",\"path\":", buf->len ? "," : "");
+	escape_json(buf, hs_api_path_of(url));
+	appendStringInfo(buf, ",\"body\":%s}", body && body[0] ? body : "null");
+}
+
+/* A dry run's answer: {"dry_run": true, "requests": n, "contacts": n (when >= 0), "would_send": [...]}. */
+static Datum
+dry_run_answer(StringInfo requests, int nrequests, int ncontacts)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	appendStringInfo(&out, "{\"dry_run\":true,\"requests\":%d", nrequests);
+	if (ncontacts >= 0)
+		appendStringInfo(&out, ",\"contacts\":%d", ncontacts);
+	appendStringInfo(&out, ",\"would_send\":[%s]}", requests->data);
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+}
+
+/*
+ * Send one request and count it in the metrics (hubspot_events.metrics):
+ * its HTTP status, its category and 429 policy when it failed, and its
+ * contacts when HubSpot accepted it.
+ */
+static void
+post_counted(const char *url, const char *token, const char *body, size_t len, int contacts,
+			 HsHttpResult *res)
+{
+	HsErrorBody err;
+	HsOutcome	o;
+
+	hs_http_post_json(url, token, body, len, res);
+	hs_parse_error_body(res->body, res->body_len, &err);
+	hs_api_read_answer(res, &err, &o);
+	hs_metrics_count_request(o.http_status, o.kind == HS_OUTCOME_SENT ? NULL : o.error_category,
+							 o.http_status == 429 ? o.error_subcategory : NULL);
+	if (o.kind == HS_OUTCOME_SENT)
+		hs_metrics_add(HS_METRIC_CONTACTS_SENT, contacts);
 }
 
 /*
@@ -129,14 +176,15 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	StringInfoData out;
 	bool		refreshed = false;
 
-	check_not_null(fcinfo, argnames, 4);
-	event_id = id_argument(fcinfo, 0, "external_event_id");
+	hs_check_not_null(fcinfo, argnames, 4);
+	event_id = hs_id_argument(fcinfo, 0, "external_event_id");
 	state = state_argument(fcinfo, 1);
-	account_id = id_argument(fcinfo, 2, "external_account_id");
+	account_id = hs_id_argument(fcinfo, 2, "external_account_id");
 	hs_check_jsonb_argument_size("contacts", PG_GETARG_DATUM(3), HS_CONTACTS_SIZE_HINT);
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
 
-	token = hs_get_access_token();
+	/* a dry run needs no credential: it may come before there is one */
+	token = hs_dry_run ? NULL : hs_get_access_token();
 	api_root = hs_api_root();
 	attendance = (hs_endpoint == HS_ENDPOINT_ATTENDANCE);
 
@@ -159,16 +207,21 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 
 		resetStringInfo(&body);
 		hs_api_subscriber_body(&body, contacts, first, count);
-		hs_http_post_json(url, token, body.data, body.len, &res);
+		nrequests++;
+		if (hs_dry_run)
+		{
+			append_dry_run_request(&responses, url, body.data);
+			continue;
+		}
+		post_counted(url, token, body.data, body.len, count, &res);
 		if (!refreshed && hs_oauth_enabled() && hs_answer_is_expired_token(&res))
 		{
 			/* the OAuth token expired early: refresh once and send again */
 			hs_oauth_token_expired(token);
 			token = hs_get_access_token();
 			refreshed = true;
-			hs_http_post_json(url, token, body.data, body.len, &res);
+			post_counted(url, token, body.data, body.len, count, &res);
 		}
-		nrequests++;
 
 		if (!res.transport_ok || res.http_status < 200 || res.http_status > 299)
 			hs_report_http_failure(&res,
@@ -184,6 +237,9 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 		append_json_string_or_null(&responses, res.correlation_id);
 		appendStringInfoChar(&responses, '}');
 	}
+
+	if (hs_dry_run)
+		PG_RETURN_DATUM(dry_run_answer(&responses, nrequests, ncontacts));
 
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"http_status\":%ld,\"requests\":%d,\"contacts\":%d,\"correlation_id\":",
@@ -223,10 +279,10 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 	Datum	   *ids;
 	int			n = 0;
 
-	check_not_null(fcinfo, argnames, 4);
-	event_id = id_argument(fcinfo, 0, "external_event_id");
+	hs_check_not_null(fcinfo, argnames, 4);
+	event_id = hs_id_argument(fcinfo, 0, "external_event_id");
 	state = state_argument(fcinfo, 1);
-	account_id = id_argument(fcinfo, 2, "external_account_id");
+	account_id = hs_id_argument(fcinfo, 2, "external_account_id");
 	hs_check_jsonb_argument_size("contacts", PG_GETARG_DATUM(3), HS_CONTACTS_SIZE_HINT);
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
 
@@ -258,12 +314,19 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 static Datum
 send_event_request(const char *url, const char *body)
 {
-	const char *token = hs_get_access_token();
+	const char *token;
 	HsHttpResult res = {0};
 	Jsonb	   *answer;
 	StringInfoData out;
 
-	hs_http_post_json(url, token, body, body ? strlen(body) : 0, &res);
+	if (hs_dry_run)
+	{
+		initStringInfo(&out);
+		append_dry_run_request(&out, url, body);
+		return dry_run_answer(&out, 1, -1);
+	}
+	token = hs_get_access_token();
+	post_counted(url, token, body, body ? strlen(body) : 0, 1, &res);
 	if (!res.transport_ok || res.http_status < 200 || res.http_status > 299)
 		hs_report_http_failure(&res, NULL);
 
@@ -285,9 +348,9 @@ static void
 event_ids(FunctionCallInfo fcinfo, const char *const *argnames, int nargs,
 		  char **event_id, char **account_id)
 {
-	check_not_null(fcinfo, argnames, nargs);
-	*event_id = id_argument(fcinfo, 0, "external_event_id");
-	*account_id = id_argument(fcinfo, 1, "external_account_id");
+	hs_check_not_null(fcinfo, argnames, nargs);
+	*event_id = hs_id_argument(fcinfo, 0, "external_event_id");
+	*account_id = hs_id_argument(fcinfo, 1, "external_account_id");
 }
 
 static int64

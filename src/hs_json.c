@@ -278,3 +278,89 @@ hs_parse_batch_errors(const char *body, size_t len, int *num_errors)
 	PG_END_TRY();
 	return result;
 }
+
+/* obj.name as an object, or NULL */
+static struct json_object *
+get_object_field(struct json_object *obj, const char *name)
+{
+	struct json_object *v;
+
+	if (obj == NULL || !json_object_object_get_ex(obj, name, &v) || v == NULL ||
+		!json_object_is_type(v, json_type_object))
+		return NULL;
+	return v;
+}
+
+/* One result of a participations breakdown; NULL when it names no contact. */
+static HsParticipation *
+read_participation(struct json_object *r)
+{
+	struct json_object *contact = get_object_field(get_object_field(r, "associations"), "contact");
+	struct json_object *props = get_object_field(r, "properties");
+	HsParticipation *p;
+
+	if (contact == NULL)
+		return NULL;
+	p = palloc0(sizeof(HsParticipation));
+	p->contact_id = get_string_field(contact, "contactId");
+	p->email = get_string_field(contact, "email");
+	if (p->email)
+	{
+		for (char *c = p->email; *c; c++)
+			*c = pg_ascii_tolower((unsigned char) *c);
+		if (p->email[0] == '\0')
+			p->email = NULL;
+	}
+	p->state = props ? get_string_field(props, "attendanceState") : NULL;
+	if (p->contact_id == NULL && p->email == NULL)
+		return NULL;
+	return p;
+}
+
+/*
+ * One page of a participations breakdown
+ * ({"total", "results": [{"associations": {"contact": {"contactId",
+ * "email"}}, "properties": {"attendanceState"}}, ...], "paging": {"next":
+ * {"after"}}}): appends an HsParticipation per result that names a contact
+ * to *items, and sets *after to the next page's cursor (NULL on the last
+ * page).  Returns false when the body is not such an answer.  Never throws
+ * on bad input.
+ */
+bool
+hs_parse_breakdown(const char *body, size_t len, List **items, char **after)
+{
+	struct json_object *volatile root;
+	volatile bool ok = false;
+
+	*after = NULL;
+	root = parse_json_object(body, len);
+	if (root == NULL)
+		return false;
+	PG_TRY();
+	{
+		struct json_object *results;
+		struct json_object *next;
+
+		if (json_object_object_get_ex(root, "results", &results) && results &&
+			json_object_is_type(results, json_type_array))
+		{
+			for (size_t i = 0; i < json_object_array_length(results); i++)
+			{
+				struct json_object *r = json_object_array_get_idx(results, i);
+				HsParticipation *p = (r && json_object_is_type(r, json_type_object)) ? read_participation(r) : NULL;
+
+				if (p)
+					*items = lappend(*items, p);
+			}
+			next = get_object_field(get_object_field(root, "paging"), "next");
+			*after = next ? get_string_field(next, "after") : NULL;
+			ok = true;
+		}
+	}
+	PG_FINALLY();
+	{
+		json_object_put(root);
+	}
+	PG_END_TRY();
+	return ok;
+}

@@ -399,7 +399,8 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 		}
 		PG_END_TRY();
 	}
-	add_header(slot, req->content_type ? req->content_type : "Content-Type: application/json");
+	if (!req->get)
+		add_header(slot, req->content_type ? req->content_type : "Content-Type: application/json");
 	add_header(slot, "Accept: application/json");
 	add_header(slot, "Expect:");
 
@@ -428,9 +429,14 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	SETOPT(CURLOPT_ERRORBUFFER, slot->errbuf);
 	SETOPT(CURLOPT_USERAGENT, HS_USER_AGENT);
 	SETOPT(CURLOPT_HTTPHEADER, slot->headers);
-	SETOPT(CURLOPT_POST, 1L);
-	SETOPT(CURLOPT_POSTFIELDS, req->body);
-	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+	if (req->get)
+		SETOPT(CURLOPT_HTTPGET, 1L);
+	else
+	{
+		SETOPT(CURLOPT_POST, 1L);
+		SETOPT(CURLOPT_POSTFIELDS, req->body);
+		SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+	}
 	SETOPT(CURLOPT_WRITEFUNCTION, receive_body);
 	SETOPT(CURLOPT_WRITEDATA, &slot->recv);
 	SETOPT(CURLOPT_HEADERFUNCTION, receive_header);
@@ -733,6 +739,28 @@ hs_http_post_json(const char *url, const char *token,
 		hooks.stop_check = backend_stop_check;
 		(void) hs_http_post_many(&req, 1, token, 1, &hooks);
 	}
+	*result = req.result;
+}
+
+/*
+ * GET url with the bearer token (the reads of verify_event()), with the
+ * caller's hooks (pacing; NULL: none).  Query cancel and statement_timeout
+ * interrupt it.
+ */
+void
+hs_http_get_json(const char *url, const char *token, const HsSendHooks *hooks,
+				 HsHttpResult *result)
+{
+	HsHttpRequest req = {0};
+	HsSendHooks h = {0};
+
+	if (hooks)
+		h = *hooks;
+	if (h.stop_check == NULL)
+		h.stop_check = backend_stop_check;
+	req.url = url;
+	req.get = true;
+	(void) hs_http_post_many(&req, 1, token, 1, &h);
 	*result = req.result;
 }
 

@@ -24,6 +24,7 @@
 #include "hubspot_events.h"
 
 #include "utils/guc.h"
+#include "utils/json.h"
 
 /* the first date version HubSpot published */
 #define HS_FIRST_DATE_VERSION_YEAR	2026
@@ -146,7 +147,49 @@ hs_api_url(const char *root, HsApiCall call, const char *event_id, const char *s
 					hs_url_escape(account_id));
 }
 
+/*
+ * The URL of one page of an event's participations breakdown (100 per
+ * page, HubSpot's most), after the cursor of the page before (NULL: the
+ * first page).
+ */
+char *
+hs_api_breakdown_url(const char *root, const char *event_id, const char *account_id, const char *after)
+{
+	char	   *url = psprintf("%s/participations/%s/%s/breakdown?limit=100", root,
+							   hs_url_escape(account_id), hs_url_escape(event_id));
+
+	if (after != NULL)
+		url = psprintf("%s&after=%s", url, hs_url_escape(after));
+	return url;
+}
+
 /* ---- request bodies ---- */
+
+/* The path (and query) of a URL hs_api_url built: what follows its host. */
+const char *
+hs_api_path_of(const char *url)
+{
+	const char *p = strstr(url, "://");
+	const char *slash = strchr(p ? p + 3 : url, '/');
+
+	return slash ? slash : "/";
+}
+
+/*
+ * What a dry run records of a request it did not send (outbox.dry_run_request):
+ * {"method": "POST", "path": ..., "body_bytes": ..., "rows": ...}.
+ */
+char *
+hs_api_dry_run_request(const char *url, size_t body_len, int rows)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"method\":\"POST\",\"path\":");
+	escape_json(&buf, hs_api_path_of(url));
+	appendStringInfo(&buf, ",\"body_bytes\":%zu,\"rows\":%d}", body_len, rows);
+	return buf.data;
+}
 
 /* {"inputs":[item, ...]}: the body of every call but cancel and complete */
 void

@@ -24,6 +24,9 @@
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
  *	  order_lock.c  per-key advisory locks before the id: commit order is id order
  *	  shared.c      shared memory: the worker's state, wake-up at commit
+ *	  metrics.c     counters for monitoring (requests by status, latency...), in shared memory
+ *	  verify.c      verify_event(): HubSpot's participations compared with what was sent
+ *	  notify.c      the worker's notifications (NOTIFY hubspot_events), sent at its commits
  *	  worker.c      the background worker that drains the outbox
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
  *	  trigger_event.c  sync_event(), the trigger for events tables
@@ -88,6 +91,8 @@ extern int	hs_request_timeout_ms;
 extern int	hs_batch_size;
 extern int	hs_endpoint;
 extern char *hs_api_version;
+extern bool hs_dry_run;
+extern int	hs_progress_notice_ms;
 
 /* hubspot_events.api_version's default: HubSpot's newest date version */
 #define HS_API_VERSION_DEFAULT	"2026-09"
@@ -293,6 +298,57 @@ extern void hs_sync_event_check(struct RelationData *rel, const struct Trigger *
 /* ---- init.c: the background worker's registration ---- */
 extern void hs_register_worker(void);
 
+/* ---- functions.c: the arguments of the SQL-callable functions ---- */
+struct FunctionCallInfoBaseData;
+extern void hs_check_not_null(struct FunctionCallInfoBaseData *fcinfo, const char *const *argnames, int nargs);
+extern char *hs_id_argument(struct FunctionCallInfoBaseData *fcinfo, int i, const char *argname);
+
+/* ---- metrics.c ---- */
+
+#define HS_LATENCY_BUCKETS 13
+
+/* the plain counters of hubspot_events.metrics */
+typedef enum HsMetric
+{
+	HS_METRIC_CONTACTS_SENT,	/* rows (contacts or events) HubSpot accepted */
+	HS_METRIC_RETRIES,			/* rows put back to pending for a retry */
+	HS_METRIC_SPLITS,			/* rejected requests split in halves */
+	HS_METRIC_HOLDS,			/* holds of the queue */
+	HS_METRIC_ROWS_FAILED,		/* rows that ended failed */
+	HS_METRIC_DRY_RUN_REQUESTS,	/* requests built but not sent (hubspot_events.dry_run) */
+	HS_METRIC_COUNT
+} HsMetric;
+
+extern Size hs_metrics_shmem_size(void);
+extern void hs_metrics_shmem_startup(void);
+extern void hs_metrics_reset(void);
+extern void hs_metrics_count_request(int http_status, const char *category, const char *policy);
+extern void hs_metrics_add(HsMetric which, int64 n);
+extern const double *hs_metrics_latency_bounds(void);
+extern void hs_metrics_add_latency(const int64 *per_bucket, int64 count, double sum);
+
+/* ---- notify.c ---- */
+
+#define HS_NOTIFY_CHANNEL "hubspot_events"
+#define HS_NOTIFY_MAX_IDS 10
+
+/* Rows that ended failed in a turn: how many, and the first ids. */
+typedef struct HsFailedRows
+{
+	int64		count;
+	int			nids;
+	int64		ids[HS_NOTIFY_MAX_IDS];
+} HsFailedRows;
+
+extern void hs_failed_rows_add(HsFailedRows *failed, const int64 *ids, int n);
+extern bool hs_notify_pending(void);
+extern void hs_notify_flush(void);
+extern void hs_notify_failed(const HsFailedRows *failed);
+extern void hs_notify_held(const char *reason);
+extern void hs_notify_released(void);
+extern void hs_notify_daily_quota_low(int64 remaining, int64 limit);
+extern void hs_notify_daily_limit(TimestampTz resumes_at);
+
 /* ---- worker.c ---- */
 extern PGDLLEXPORT void hubspot_events_worker_main(Datum arg);
 
@@ -356,7 +412,8 @@ typedef enum HsOutcomeKind
 	HS_OUTCOME_FAILED,			/* permanent: the rows fail */
 	HS_OUTCOME_RETRY,			/* transient: back to pending, later, until max_attempts */
 	HS_OUTCOME_RATE_LIMITED,	/* 429: back to pending after the window; no attempt used */
-	HS_OUTCOME_HOLD				/* a configuration fault: pending, attempt not counted */
+	HS_OUTCOME_HOLD,			/* a configuration fault: pending, attempt not counted */
+	HS_OUTCOME_DRY_RUN			/* not sent (hubspot_events.dry_run): sent, as a dry run */
 } HsOutcomeKind;
 
 typedef struct HsOutcome
@@ -387,11 +444,12 @@ extern uint64 hs_outbox_purge_retention(int seconds);
 extern bool hs_outbox_vacuum(MemoryContext cxt);
 extern bool hs_outbox_paused(void);
 extern char *hs_outbox_replicated_by(void);
-extern List *hs_outbox_claim(int limit);
+extern List *hs_outbox_claim(int limit, HsFailedRows *failed);
 extern void hs_outbox_fail_invalid(const int64 *ids, char **messages, int n);
 extern int64 hs_outbox_next_due_ms(void);
-extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome);
+extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome, HsFailedRows *failed);
 extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);
+extern void hs_outbox_record_dry_run(HsBatch **batches, int n);
 extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *account_id);
 
 /* ---- schema_version.c ---- */
@@ -400,7 +458,7 @@ extern void hs_require_schema(void);
 extern int	hs_schema_version(void);
 
 #define HS_SCHEMA_0_5_0		500	/* next_claim_at() */
-#define HS_SCHEMA_0_7_0		700	/* outbox.attempt_history */
+#define HS_SCHEMA_0_7_0		700	/* outbox.attempt_history, dry_run, dry_run_request */
 
 /* ---- shared.c ---- */
 
@@ -497,6 +555,10 @@ extern char *hs_api_root(void);
 extern HsApiCall hs_subscriber_call(bool by_email, bool attendance);
 extern char *hs_api_url(const char *root, HsApiCall call, const char *event_id,
 						const char *state, const char *account_id);
+extern const char *hs_api_path_of(const char *url);
+extern char *hs_api_dry_run_request(const char *url, size_t body_len, int rows);
+extern char *hs_api_breakdown_url(const char *root, const char *event_id, const char *account_id,
+								  const char *after);
 extern void hs_api_inputs_body(StringInfo buf, char *const *items, int n);
 extern void hs_api_subscriber_body(StringInfo buf, List *contacts, int first, int count);
 struct HsHttpResult;
@@ -551,6 +613,7 @@ typedef struct HsHttpRequest
 	const char *body;
 	size_t		body_len;
 	const char *content_type;	/* a "Content-Type: ..." header line; NULL: JSON */
+	bool		get;			/* a GET (no body) instead of a POST */
 	int			timeout_ms;		/* 0: hubspot_events.request_timeout_ms */
 	void	   *arg;			/* the caller's */
 	bool		started;		/* it was sent */
@@ -571,6 +634,8 @@ typedef struct HsSendHooks
 
 extern bool hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 							  int max_concurrency, const HsSendHooks *hooks);
+extern void hs_http_get_json(const char *url, const char *token, const HsSendHooks *hooks,
+							 HsHttpResult *result);
 extern void hs_http_post_json(const char *url, const char *token,
 							  const char *body, size_t body_len,
 							  HsHttpResult *result);
@@ -610,6 +675,16 @@ typedef struct HsItemError
 } HsItemError;
 
 extern List *hs_parse_batch_errors(const char *body, size_t len, int *num_errors);
+
+/* One contact's participation in a marketing event, as HubSpot's breakdown reads it. */
+typedef struct HsParticipation
+{
+	char	   *contact_id;		/* HubSpot's contact id (the vid), or NULL */
+	char	   *email;			/* lower case, or NULL */
+	char	   *state;			/* REGISTERED, ATTENDED, CANCELLED, NO_SHOW... */
+} HsParticipation;
+
+extern bool hs_parse_breakdown(const char *body, size_t len, List **items, char **after);
 extern char *hs_sanitize_remote_text(const char *s, size_t len);
 
 /* ---- pacing.c ---- */
@@ -619,6 +694,7 @@ extern char *hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *e
 								   int64 retry_after_ms);
 extern TimestampTz hs_pacing_paused_until(void);
 extern int64 hs_retry_delay_ms(int attempts, int64 retry_after_ms);
+extern bool hs_pacing_daily(int64 *limit, int64 *remaining);
 extern int64 hs_retry_after_ms(const char *value);
 extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);

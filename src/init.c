@@ -33,6 +33,8 @@ int			hs_request_timeout_ms = 30000;
 int			hs_batch_size = 100;
 int			hs_endpoint = HS_ENDPOINT_UPSERT;
 char	   *hs_api_version = NULL;
+bool		hs_dry_run = false;
+int			hs_progress_notice_ms = 5000;
 
 static const struct config_enum_entry endpoint_options[] = {
 	{"upsert", HS_ENDPOINT_UPSERT, false},
@@ -353,6 +355,27 @@ _PG_init(void)
 							   PGC_USERSET,
 							   0,
 							   hs_check_api_version, NULL, NULL);
+
+	DefineCustomIntVariable("hubspot_events.progress_notice_ms",
+							"How often backfill() reports its progress in a NOTICE.",
+							"0: after every batch.",
+							&hs_progress_notice_ms,
+							5000, 0, 3600000,
+							PGC_USERSET,
+							0,	/* no unit: backfill() reads the number */
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("hubspot_events.dry_run",
+							 "Build every request but send none.",
+							 "The worker claims, coalesces, orders, validates, builds and paces each request, "
+							 "then records its rows sent with dry_run = true and the request it would have made; "
+							 "the direct functions return the requests they would send.  "
+							 "replay_dry_run() sends the dry-run rows for real.",
+							 &hs_dry_run,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	/*
 	 * A PGC_POSTMASTER setting can only be defined while the postmaster

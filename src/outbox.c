@@ -736,7 +736,7 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n)
  * allocated in the caller's memory context.
  */
 List *
-hs_outbox_claim(int limit)
+hs_outbox_claim(int limit, HsFailedRows *failed)
 {
 	static SPIPlanPtr plan = NULL;
 	MemoryContext caller = CurrentMemoryContext;
@@ -806,6 +806,7 @@ hs_outbox_claim(int limit)
 	if (nbad > 0)
 	{
 		hs_outbox_fail_invalid(bad_ids, bad_msgs, nbad);
+		hs_failed_rows_add(failed, bad_ids, nbad);
 		ereport(LOG,
 				(errmsg("hubspot_events worker: %d claimed row%s failed the worker's checks and %s marked failed (LOCAL_VALIDATION_ERROR)",
 						nbad, nbad == 1 ? "" : "s", nbad == 1 ? "is" : "are"),
@@ -931,6 +932,90 @@ is_canonical_uuid(const char *s)
 }
 
 /*
+ * Record the rows of the requests a dry run built but did not send: sent,
+ * with dry_run = true and the request each would have gone in
+ * (hs_api_dry_run_request), no answer.  Schema 0.7.0 on (the worker holds
+ * the queue before a dry run on an older schema).
+ */
+void
+hs_outbox_record_dry_run(HsBatch **batches, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	int			nrows = 0;
+	int			k = 0;
+	Datum	   *ids;
+	Datum	   *reqs;
+	Datum		values[2];
+
+	for (int i = 0; i < n; i++)
+		nrows += batches[i]->n;
+	if (nrows == 0)
+		return;
+	ids = palloc(sizeof(Datum) * nrows);
+	reqs = palloc(sizeof(Datum) * nrows);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		req = CStringGetTextDatum(hs_api_dry_run_request(batches[i]->url, batches[i]->body_len,
+																	 batches[i]->n));
+
+		for (int j = 0; j < batches[i]->n; j++, k++)
+		{
+			ids[k] = Int64GetDatum(batches[i]->ids[j]);
+			reqs[k] = req;
+		}
+	}
+	values[0] = PointerGetDatum(construct_array(ids, nrows, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(reqs, nrows, TEXTOID, -1, false, TYPALIGN_INT));
+
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+
+		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
+						 "   SET status = 'sent', sent_at = pg_catalog.now(), dry_run = true,"
+						 "       dry_run_request = r.req::pg_catalog.jsonb, http_status = NULL, correlation_id = NULL,"
+						 "       error_category = NULL, error_subcategory = NULL, error_message = NULL, error_body = NULL"
+						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, req)"
+						 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'", 2, types);
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record dry-run rows in the outbox");
+	SPI_finish();
+}
+
+/*
+ * The latency histogram of the rows just recorded sent (SPI_tuptable: one
+ * row per bucket, width_bucket's index, count and sum) into the metrics.
+ * Index i counts the rows under bound i (i = HS_LATENCY_BUCKETS: above the
+ * last bound, only in the count).
+ */
+static void
+record_latency(void)
+{
+	int64		per_bucket[HS_LATENCY_BUCKETS] = {0};
+	int64		count = 0;
+	double		sum = 0;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int32		bucket = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		int64		n = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		s = SPI_getbinval(tup, desc, 3, &isnull);
+
+		if (bucket >= 0 && bucket < HS_LATENCY_BUCKETS)
+			per_bucket[bucket] += n;
+		count += n;
+		if (!isnull)
+			sum += DatumGetFloat8(s);
+	}
+	hs_metrics_add_latency(per_bucket, count, sum);
+}
+
+/*
  * Record the rows of many successful requests at once (still "sending"):
  * one UPDATE for a whole turn, each row with its own request's status and
  * correlation id.  batches and outcomes are parallel arrays of n.
@@ -947,7 +1032,8 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 	bool	   *cid_nulls;
 	int			dims[1];
 	int			lbs[1] = {1};
-	Datum		values[3];
+	Datum		values[4];
+	Datum		bounds[HS_LATENCY_BUCKETS];
 
 	for (int i = 0; i < n; i++)
 		nrows += batches[i]->n;
@@ -974,22 +1060,35 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 	values[0] = PointerGetDatum(construct_array(ids, nrows, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_array(statuses, nrows, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_md_array(cids, cid_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	for (int i = 0; i < HS_LATENCY_BUCKETS; i++)
+		bounds[i] = Float8GetDatum(hs_metrics_latency_bounds()[i]);
+	values[3] = PointerGetDatum(construct_array(bounds, HS_LATENCY_BUCKETS, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
 	spi_connect();
 	if (plan == NULL)
 	{
-		Oid			types[3] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
 
-		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
+		/*
+		 * With, for the metrics, the latency of the rows sent at their first
+		 * attempt (from the enqueuing transaction's start to the claim), in
+		 * the histogram's buckets ($4, the upper bounds): one row per bucket.
+		 */
+		plan = keep_plan("WITH u AS (UPDATE " HS_SCHEMA ".outbox o"
 						 "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = r.http_status,"
 						 "       correlation_id = r.cid::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL,"
 						 "       error_message = NULL, error_body = NULL"
 						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
 						 "       AS r(id, http_status, cid)"
-						 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'", 3, types);
+						 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
+						 " RETURNING CASE WHEN o.attempts OPERATOR(pg_catalog.=) 1"
+						 "   THEN pg_catalog.date_part('epoch', o.last_attempt_at OPERATOR(pg_catalog.-) o.created_at) END AS lat)"
+						 " SELECT pg_catalog.width_bucket(u.lat, $4), pg_catalog.count(*), pg_catalog.sum(u.lat)"
+						 "   FROM u WHERE u.lat IS NOT NULL GROUP BY 1", 4, types);
 	}
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record sent rows in the outbox");
+	record_latency();
 	SPI_finish();
 }
 
@@ -1225,10 +1324,11 @@ record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
 }
 
 /*
- * Record a request's outcome on its rows (still "sending").
+ * Record a request's outcome on its rows (still "sending"); the rows that
+ * end failed are added to *failed.
  */
 void
-hs_outbox_record(HsBatch *batch, const HsOutcome *o)
+hs_outbox_record(HsBatch *batch, const HsOutcome *o, HsFailedRows *failed)
 {
 	Datum	   *idd = palloc(sizeof(Datum) * batch->n);
 	ArrayType  *ids;
@@ -1249,9 +1349,13 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o)
 			break;
 		case HS_OUTCOME_FAILED:
 			rc = record_failed(ids, o);
+			hs_failed_rows_add(failed, batch->ids, batch->n);
 			break;
 		case HS_OUTCOME_RETRY:
 			rc = record_retry(ids, batch, o);
+			for (int i = 0; i < batch->n; i++)
+				if (batch->attempts[i] >= hs_max_attempts)
+					hs_failed_rows_add(failed, &batch->ids[i], 1);
 			break;
 		case HS_OUTCOME_RATE_LIMITED:
 			rc = record_rate_limited(ids, o);

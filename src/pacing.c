@@ -60,6 +60,7 @@ static int64 paused_until_ms = 0;
  * requests complete in any order, so the smallest figure of the period wins.
  */
 static int64 daily_remaining = -1;
+static int64 daily_limit = -1;
 static TimestampTz daily_period_end = 0;
 static char *daily_period_setting = NULL;
 
@@ -206,6 +207,7 @@ note_daily_remaining(int64 limit, int64 remaining)
 	}
 	if (daily_remaining < 0 || remaining < daily_remaining)
 		daily_remaining = remaining;
+	daily_limit = limit;
 	hs_shared_set_daily(limit, daily_remaining);
 }
 
@@ -340,6 +342,20 @@ hs_parse_daily_reset_time(const char *value, int *hh, int *mm, char *zone, size_
 	for (char *q = zone + strlen(zone); q > zone && q[-1] == ' '; q--)
 		q[-1] = '\0';
 	return zone[0] != '\0';
+}
+
+/*
+ * The daily quota as HubSpot last said, within the current daily period:
+ * false when no answer of this period told it.
+ */
+bool
+hs_pacing_daily(int64 *limit, int64 *remaining)
+{
+	if (daily_remaining < 0 || daily_limit <= 0 || GetCurrentTimestamp() >= daily_period_end)
+		return false;
+	*limit = daily_limit;
+	*remaining = daily_remaining;
+	return true;
 }
 
 /*

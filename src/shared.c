@@ -44,6 +44,7 @@ hs_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HsWorkerShared)));
+	RequestAddinShmemSpace(hs_metrics_shmem_size());
 	hs_oauth_shmem_request();
 }
 
@@ -65,6 +66,7 @@ hs_shmem_startup(void)
 		hs_shared->daily_limit = -1;
 		hs_shared->daily_remaining = -1;
 	}
+	hs_metrics_shmem_startup();
 	hs_oauth_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -67,6 +67,12 @@ static TimestampTz last_retention = 0;
 /* rows claimed since the worker last vacuumed the outbox */
 static uint64 claimed_since_vacuum = 0;
 static bool logged_standby = false;
+
+/* this turn's rows that ended failed (NOTIFY); what was told of a hold and of the daily quota */
+static HsFailedRows turn_failed;
+static bool hold_notified = false;
+static bool daily_low_notified = false;
+static TimestampTz daily_limit_notified = 0;
 static bool logged_no_extension = false;
 static bool logged_schema_problem = false;
 static bool logged_replicated = false;
@@ -95,6 +101,7 @@ worker_attach_shared(void)
 	strlcpy(hs_shared->state, "starting", sizeof(hs_shared->state));
 	hs_shared->held_reason[0] = '\0';
 	SpinLockRelease(&hs_shared->mutex);
+	hs_metrics_reset();
 	before_shmem_exit(worker_detach_shared, (Datum) 0);
 }
 
@@ -137,11 +144,21 @@ token_file_stat(struct stat *st)
 static void
 hold_queue(const char *reason)
 {
-	if (!held || strncmp(held_reason_logged, reason, sizeof(held_reason_logged) - 1) != 0)
+	bool		new_reason = strncmp(held_reason_logged, reason, sizeof(held_reason_logged) - 1) != 0;
+
+	if (!held || new_reason)
 		ereport(LOG,
 				(errmsg("hubspot_events worker: holding the queue: %s", reason),
 				 errdetail("Rows stay pending and their attempts are not counted."),
 				 errhint("Sending resumes after the configuration is reloaded, the token file changes, or one minute.")));
+	/* told once per hold, not at every retry of a held queue: released ends it */
+	if (!hold_notified || new_reason)
+	{
+		hs_notify_held(reason);
+		if (!hold_notified)
+			hs_metrics_add(HS_METRIC_HOLDS, 1);
+	}
+	hold_notified = true;
 	held = true;
 	strlcpy(held_reason_logged, reason, sizeof(held_reason_logged));
 	held_since = GetCurrentTimestamp();
@@ -191,6 +208,8 @@ static HsOutcomeKind
 build_outcome(HsHttpRequest *req, const HsErrorBody *err, HsOutcome *out)
 {
 	hs_api_read_answer(&req->result, err, out);
+	hs_metrics_count_request(out->http_status, out->kind == HS_OUTCOME_SENT ? NULL : out->error_category,
+							 out->http_status == 429 ? out->error_subcategory : NULL);
 	if (out->kind == HS_OUTCOME_SENT)
 	{
 		hs_shared_count_request(true, NULL, NULL);
@@ -223,6 +242,7 @@ typedef struct HsTurnResult
 	HsBatch    *batch;
 	HsOutcome	outcome;
 	bool		unstarted;		/* the pacing held it back: not sent at all */
+	HsFailedRows failed;		/* its rows that ended failed, once recorded */
 } HsTurnResult;
 
 static void
@@ -257,6 +277,12 @@ worker_on_done(HsHttpRequest *req)
 	{
 		ereport(LOG, (errmsg("hubspot_events worker: %s", pause)));
 		hs_shared_set_pause(hs_pacing_paused_until(), pause);
+		if (f->err.policy_name && pg_strcasecmp(f->err.policy_name, "DAILY") == 0 &&
+			hs_pacing_paused_until() != daily_limit_notified)
+		{
+			daily_limit_notified = hs_pacing_paused_until();
+			hs_notify_daily_limit(daily_limit_notified);
+		}
 	}
 }
 
@@ -385,7 +411,8 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 				*results = lappend(*results, tr);
 				continue;
 			}
-			(void) build_outcome(&reqs[i], &flights[i].err, &tr->outcome);
+			if (build_outcome(&reqs[i], &flights[i].err, &tr->outcome) == HS_OUTCOME_SENT)
+				hs_metrics_add(HS_METRIC_CONTACTS_SENT, b->n);
 			if (b->n > 1 && rej[i].rejected &&
 				hs_batch_split_again(&rej[i], sibling_rejection(flights, rej, n, b)))
 			{
@@ -394,6 +421,7 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 
 				/* counted, but no row records this answer: the halves' will */
 				hs_batch_split(b, &h1, &h2);
+				hs_metrics_add(HS_METRIC_SPLITS, 1);
 				next = lappend(lappend(next, h1), h2);
 			}
 			else if (!(tr->outcome.kind == HS_OUTCOME_SENT && b->attendance &&
@@ -410,6 +438,37 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 			free_answer(&reqs[i]);
 		}
 		wave = next;
+	}
+	return true;
+}
+
+/*
+ * hubspot_events.dry_run: every batch built and paced like a request, none
+ * sent; their rows are recorded as a dry run.  Returns false when SIGTERM
+ * stopped it.
+ */
+static bool
+dry_run_batches(List *batches, List **results)
+{
+	ListCell   *lc;
+
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: dry run");
+	foreach(lc, batches)
+	{
+		HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
+		int64		wait;
+
+		while ((wait = hs_pacing_wait_ms()) > 0)
+		{
+			if (worker_stop_check())
+				return false;
+			worker_sleep_ms(Min(wait, 1000));
+		}
+		hs_pacing_note_start();
+		tr->batch = (HsBatch *) lfirst(lc);
+		tr->outcome.kind = HS_OUTCOME_DRY_RUN;
+		*results = lappend(*results, tr);
+		hs_metrics_add(HS_METRIC_DRY_RUN_REQUESTS, 1);
 	}
 	return true;
 }
@@ -582,6 +641,14 @@ record_sent_step(void *arg)
 	hs_outbox_record_sent(set->batches, set->outcomes, set->n);
 }
 
+static void
+record_dry_run_step(void *arg)
+{
+	HsSentSet  *set = (HsSentSet *) arg;
+
+	hs_outbox_record_dry_run(set->batches, set->n);
+}
+
 /*
  * One request's outcome.  A 404 on a subscriber state whose event has an
  * upsert pending, in flight or sent in the last few minutes is HubSpot not
@@ -600,7 +667,16 @@ record_one_step(void *arg)
 		tr->outcome.kind = HS_OUTCOME_RETRY;
 		tr->outcome.retry_after_ms = Max(tr->outcome.retry_after_ms, HS_EVENT_PROPAGATION_MS);
 	}
-	hs_outbox_record(b, &tr->outcome);
+	memset(&tr->failed, 0, sizeof(tr->failed));
+	hs_outbox_record(b, &tr->outcome, &tr->failed);
+}
+
+/* A recorded request's failed rows, into the turn's tally. */
+static void
+add_failed(const HsFailedRows *f)
+{
+	hs_failed_rows_add(&turn_failed, f->ids, f->nids);
+	turn_failed.count += f->count - f->nids;
 }
 
 /*
@@ -614,26 +690,38 @@ record_outcomes(List *results)
 {
 	int			n = list_length(results);
 	HsSentSet	sent;
+	HsSentSet	dry;
 	List	   *unsent = NIL;
 	ListCell   *lc;
 
 	sent.batches = palloc(sizeof(HsBatch *) * Max(n, 1));
 	sent.outcomes = palloc(sizeof(HsOutcome *) * Max(n, 1));
 	sent.n = 0;
+	dry.batches = palloc(sizeof(HsBatch *) * Max(n, 1));
+	dry.outcomes = NULL;
+	dry.n = 0;
 	foreach(lc, results)
 	{
 		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
 
-		if (tr->outcome.kind == HS_OUTCOME_SENT)
+		if (tr->outcome.kind == HS_OUTCOME_DRY_RUN)
+			dry.batches[dry.n++] = tr->batch;
+		else if (tr->outcome.kind == HS_OUTCOME_SENT)
 		{
 			sent.batches[sent.n] = tr->batch;
 			sent.outcomes[sent.n++] = &tr->outcome;
 		}
 		else if (tr->unstarted)
 			unsent = lappend(unsent, tr);
-		else
-			(void) record_in_subxact(record_one_step, tr, "a request's outcome");
+		else if (record_in_subxact(record_one_step, tr, "a request's outcome"))
+		{
+			add_failed(&tr->failed);
+			if (tr->outcome.kind == HS_OUTCOME_RETRY)
+				hs_metrics_add(HS_METRIC_RETRIES, tr->batch->n - tr->failed.count);
+		}
 	}
+	if (dry.n > 0)
+		(void) record_in_subxact(record_dry_run_step, &dry, "the turn's dry run");
 	if (sent.n > 0 && !record_in_subxact(record_sent_step, &sent, "the turn's successes"))
 	{
 		/* one at a time, so that only the requests that cannot be recorded stay in flight */
@@ -644,7 +732,8 @@ record_outcomes(List *results)
 			memset(&one, 0, sizeof(one));
 			one.batch = sent.batches[i];
 			one.outcome = *sent.outcomes[i];
-			(void) record_in_subxact(record_one_step, &one, "a successful request's outcome");
+			if (record_in_subxact(record_one_step, &one, "a successful request's outcome"))
+				add_failed(&one.failed);
 		}
 	}
 	/* the requests the pacing held back share one outcome: one statement */
@@ -808,6 +897,8 @@ recover_in_flight(void)
 	uint64		nfailed;
 	uint64		n = hs_outbox_reset_sending(hs_max_attempts, &nfailed);
 
+	turn_failed.count += nfailed;
+
 	if (n > nfailed)
 		ereport(LOG,
 				(errmsg("hubspot_events worker: %llu rows left in flight by a crash, a failover or an unrecorded outcome are pending again",
@@ -839,6 +930,7 @@ claim_phase(MemoryContext turn_cxt, List **rows, int64 *next_due_ms)
 
 	*rows = NIL;
 	*next_due_ms = -1;
+	memset(&turn_failed, 0, sizeof(turn_failed));
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -857,11 +949,16 @@ claim_phase(MemoryContext turn_cxt, List **rows, int64 *next_due_ms)
 		}
 		if (hs_outbox_paused())
 			result = HS_CLAIM_PAUSED;
+		else if (hs_dry_run && hs_schema_version() < HS_SCHEMA_0_7_0)
+		{
+			hold_queue("hubspot_events.dry_run needs the extension's schema 0.7.0 or later: run ALTER EXTENSION hubspot_events UPDATE, or turn dry_run off and reload");
+			result = HS_CLAIM_UNUSABLE;
+		}
 		else
 		{
 			MemoryContext old = MemoryContextSwitchTo(turn_cxt);
 
-			*rows = hs_outbox_claim(claim_size());
+			*rows = hs_outbox_claim(claim_size(), &turn_failed);
 			MemoryContextSwitchTo(old);
 			result = *rows != NIL ? HS_CLAIM_ROWS : HS_CLAIM_NOTHING_DUE;
 			if (result == HS_CLAIM_NOTHING_DUE)
@@ -869,6 +966,13 @@ claim_phase(MemoryContext turn_cxt, List **rows, int64 *next_due_ms)
 		}
 	}
 
+	/* no record phase follows: tell now of the rows the claim failed */
+	if (result != HS_CLAIM_ROWS)
+	{
+		hs_notify_failed(&turn_failed);
+		hs_metrics_add(HS_METRIC_ROWS_FAILED, turn_failed.count);
+	}
+	hs_notify_flush();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	/* the commit leaves TopMemoryContext current: the turn's allocations belong to the turn */
@@ -950,6 +1054,8 @@ send_phase(MemoryContext turn_cxt, List *rows, List **results, char **hold_reaso
 	hs_shared_set_state("sending", NULL);
 	batches = hs_batch_group(rows, hs_batch_size);
 	batches = take_unbuilt(batches, results);
+	if (hs_dry_run)
+		return dry_run_batches(batches, results);
 
 	token = fetch_token(turn_cxt, &token_error);
 	if (token_error != NULL)
@@ -965,7 +1071,47 @@ send_phase(MemoryContext turn_cxt, List *rows, List **results, char **hold_reaso
 	return true;
 }
 
-/* The outcomes, recorded in a short transaction of their own; then the hold, if any. */
+/*
+ * What a turn tells listeners, queued in the record phase's transaction and
+ * sent when it commits: the rows that ended failed, a hold (hold_queue), the
+ * end of a hold (a request went through), the daily quota under 10%.
+ */
+static void
+turn_notes(List *results, const char *hold_reason)
+{
+	int64		limit;
+	int64		remaining;
+
+	hs_notify_failed(&turn_failed);
+	hs_metrics_add(HS_METRIC_ROWS_FAILED, turn_failed.count);
+	if (hold_reason)
+		hold_queue(hold_reason);
+	else if (hold_notified)
+	{
+		ListCell   *lc;
+
+		foreach(lc, results)
+		{
+			HsOutcomeKind k = ((HsTurnResult *) lfirst(lc))->outcome.kind;
+
+			if (k != HS_OUTCOME_HOLD && !((HsTurnResult *) lfirst(lc))->unstarted)
+			{
+				hs_notify_released();
+				hold_notified = false;
+				break;
+			}
+		}
+	}
+	if (hs_pacing_daily(&limit, &remaining))
+	{
+		if (remaining * 10 < limit && !daily_low_notified)
+			hs_notify_daily_quota_low(remaining, limit);
+		daily_low_notified = (remaining * 10 < limit);
+	}
+	hs_notify_flush();
+}
+
+/* The outcomes and what they tell listeners, recorded in a short transaction of their own. */
 static void
 record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 {
@@ -974,15 +1120,30 @@ record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
 	record_outcomes(results);
+	turn_notes(results, hold_reason);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(turn_cxt);
-	if (hold_reason)
-		hold_queue(hold_reason);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
 	if (!held)
 		hs_shared_set_state("idle", NULL);
+}
+
+/*
+ * Notifications queued outside any transaction (a hold by the gate) when no
+ * claim follows: sent in a transaction of their own.  Not on a standby,
+ * where NOTIFY cannot run (nothing is queued there).
+ */
+static void
+notify_alone(MemoryContext turn_cxt)
+{
+	if (!hs_notify_pending() || RecoveryInProgress())
+		return;
+	StartTransactionCommand();
+	hs_notify_flush();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(turn_cxt);
 }
 
 /*
@@ -1000,7 +1161,10 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 
 	*wait_ms = hs_poll_interval_ms;
 	if (!turn_gate(wait_ms))
+	{
+		notify_alone(turn_cxt);
 		return false;
+	}
 
 	switch (claim_phase(turn_cxt, &rows, &next_due_ms))
 	{

@@ -26,13 +26,23 @@ What it does
   through ``POST /__mock/config``.  Every knob is documented in knobs.py.
 * Every /marketing/ request is recorded (JSON Lines file with --log, and
   ``GET /__mock/requests``).  The bearer token is never written anywhere.
+* It remembers what the subscriber-state writes it answered 2xx left in
+  HubSpot (the participations) and serves HubSpot's participation reads:
+  ``GET .../participations/{externalAccountId}/{externalEventId}/breakdown``
+  (?contactIdentifier=&state=&limit=&after=) and
+  ``GET .../participations/{externalAccountId}/{externalEventId}`` (the
+  counters), in both path forms; participations.py documents them.
 
 Control API (loopback only)
 ---------------------------
 GET /__mock/health, GET /__mock/requests, GET|POST /__mock/config,
 POST /__mock/reset (entries, per-event counters, global knobs, rate window,
-daily counter, storm and stats), GET /__mock/stats[?window_ms=W] (counts since
-the last reset, see State.stats in state.py).
+daily counter, storm, stats, participations and the email -> vid mapping),
+GET /__mock/stats[?window_ms=W] (counts since the last reset, see State.stats
+in state.py), POST /__mock/oauth/expire, GET /__mock/oauth/requests,
+GET /__mock/participations[?externalAccountId=A&externalEventId=E],
+POST /__mock/participations/forget and POST /__mock/participations/set
+(shapes in control.py's docstring).
 
 HTTPS
 -----
@@ -44,7 +54,8 @@ and counts it (``tls_handshake_failures`` in /__mock/stats).
 Log entries: ``time`` is the wall clock (time.time(), seconds since the epoch)
 when the request line was read, before its body; benchmarks compare it with
 a client's clock on the same machine.  ``--lean`` (benchmarks) keeps no
-entries in memory and skips the JSON-schema check of bodies.
+entries and no participations in memory and skips the JSON-schema check of
+bodies.
 
 Modules
 -------
@@ -53,9 +64,10 @@ Modules
   handler.py   the HTTP handler: reading requests, sending answers, routing
   api.py       the /marketing/ API: checks a request, answers it
   faults.py    what the knobs do to an answer: fault injection, answer bodies
+  participations.py  what the writes left in HubSpot, and the participation reads
   oauth.py     the OAuth token endpoint
   control.py   the control API under /__mock/
-  state.py     shared state: limiter, stats, known events, OAuth tokens, log
+  state.py     shared state: limiter, stats, known events, participations, OAuth tokens, log
   knobs.py     the knobs: documentation and parsing
   spec.py      OpenAPI specs: loading, routing, a small JSON-schema validator
   common.py    helpers and HubSpot's texts

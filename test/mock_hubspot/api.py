@@ -2,16 +2,19 @@
 
 Every request is checked against the OpenAPI spec of its version (route,
 query and path parameters, body, the headers our client must send, the
-token), logged, and answered: a violation with HubSpot's error (400, 401,
-404), a valid request as the limiter and its knobs say (faults.py)."""
+token and, with token_scopes, its scopes), logged, and answered: a violation
+with HubSpot's error (400, 401, 403, 404), a valid request as the limiter and
+its knobs say (faults.py).  A subscriber-state write answered 2xx is recorded
+as the participations HubSpot holds, which the participation reads answer
+(participations.py)."""
 
 import hmac
 import time
 import urllib.parse
 
-from . import faults
-from .common import (AUTH_MESSAGE, DAILY_MAX, EXPIRED_MESSAGE, POLICY_MESSAGES, BodyError, log_err,
-                     new_correlation_id)
+from . import faults, participations
+from .common import (AUTH_MESSAGE, DAILY_MAX, EXPIRED_MESSAGE, POLICY_MESSAGES, SCOPES_MESSAGE, BodyError,
+                     log_err, new_correlation_id)
 from .knobs import knob_pairs_from_event_id, parse_knobs
 from .spec import JSONProblem, parse_json_strict
 
@@ -153,6 +156,11 @@ class MarketingRequest:
         if auth_problem is not None:
             problems.insert(0, ("header", "Authorization", auth_problem))
             return self.answer_error(401, "INVALID_AUTHENTICATION", AUTH_MESSAGE)
+        missing = self.state.missing_scopes(self.route["scopes"])
+        if missing:
+            problems.insert(0, ("scope", ", ".join(missing), "not granted to the token (token_scopes)"))
+            return self.answer_error(403, "MISSING_SCOPES", SCOPES_MESSAGE,
+                                     more=faults.missing_scopes_fields({}, missing))
         if problems:
             first = "%s: %s" % (problems[0][1], problems[0][2])
             more = " (and %d more)" % (len(problems) - 1) if len(problems) > 1 else ""
@@ -255,6 +263,8 @@ class MarketingRequest:
         if "subscriberState" in params and params["subscriberState"] not in SUBSCRIBER_STATES:
             problems.append(("path", "subscriberState",
                              "must be one of register, attend, cancel, got %r" % params["subscriberState"]))
+        if participations.route_kind(self.route) == "breakdown":
+            participations.check_read_query(query, problems)
 
     def check_body(self):
         """The JSON body against the route's schema (not with --lean)."""
@@ -275,12 +285,14 @@ class MarketingRequest:
         elif self.parse_problem:
             problems.append(("body", "(body)", self.parse_problem))
 
-    def answer_error(self, status, category, message, close=False, errors=None):
+    def answer_error(self, status, category, message, close=False, errors=None, more=None):
         """HubSpot's error for a request that failed the checks (not counted by the limiter)."""
         corr, entry = self.corr, self.entry
         payload = {"status": "error", "message": message, "correlationId": corr, "category": category}
         if errors:
             payload["errors"] = errors
+        if more:
+            payload.update(more)
         entry["status"], entry["correlation_id"] = status, corr
         entry["spec_errors"] = ["%s %s: %s" % p for p in self.problems]
         self.state.record(entry)
@@ -353,15 +365,20 @@ class MarketingRequest:
         self.handler.send_json(400, payload, corr=corr, ratelimit=quota)
 
     def check_event_known(self, event_id, inputs, quota):
-        """known_events: an upsert creates its events; a subscriber state of an
-        event not (yet) known is answered 404 here.  False if answered."""
+        """known_events: an upsert creates its events; a subscriber state or a
+        participation read of an event not (yet) known is answered 404 here.
+        False if answered."""
         state, entry, corr = self.state, self.entry, self.corr
         template = self.route["template"]
+        reads = participations.route_kind(self.route) in participations.READ_KINDS
         if template.endswith("/events/upsert"):
             state.note_events(inputs)
-        elif event_id is not None and ("{subscriberState}" in template or "/attendance/" in template):
+            state.participations.note_event_names(inputs)
+        elif event_id is not None and ("{subscriberState}" in template or "/attendance/" in template or reads):
             account = (entry.get("query") or {}).get("externalAccountId")
             account = account[0] if isinstance(account, list) else account
+            if reads:
+                account = self.params.get("externalAccountId")
             if not state.event_known(str(event_id), str(account)):
                 entry["rejected"] = "unknown_event"
                 entry["status"], entry["correlation_id"] = 404, corr
@@ -396,8 +413,19 @@ class MarketingRequest:
             corr = "not-a-uuid"
         header_corr = None if correlation == "none" else corr
 
+        kind = participations.route_kind(self.route)
+        if kind in participations.WRITE_KINDS and (plan.status is None or 200 <= plan.status < 300):
+            # HubSpot holds what it answered 2xx (even if the client no longer waits)
+            if kind in ("create", "email-create"):
+                inputs_written = faults.attendance_errors(state, plan.answer_knobs, inputs)[0]
+            else:
+                inputs_written = inputs
+            account = self.query.get("externalAccountId", [None])[0]
+            state.participations.apply_write(kind, account, self.params.get("externalEventId"),
+                                             self.params.get("subscriberState"), inputs_written,
+                                             entry["api_version"])
         status, payload, ctype = faults.build_answer(state, self.route, self.params, plan.status, plan.body_kind,
-                                                     plan.answer_knobs, corr, inputs)
+                                                     plan.answer_knobs, corr, inputs, self.query)
         extra = []
         if plan.retry_after is not None:
             extra.append(("Retry-After", plan.retry_after))

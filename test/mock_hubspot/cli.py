@@ -50,6 +50,7 @@ def parse_args(argv=None):
     ap.add_argument("--verbose", action="store_true", help="log every request line to stderr")
     ap.add_argument("--lean", action="store_true",
                     help="for benchmarks: keep no entries in memory (GET /__mock/requests answers []; "
+                         "the writes leave no participations; "
                          "the --log file and /__mock/stats still have everything) and skip the "
                          "JSON-schema check of request bodies (routes, query, headers and the token "
                          "are still checked)")

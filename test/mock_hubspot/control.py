@@ -2,13 +2,88 @@
 
 GET /__mock/health, GET /__mock/requests, GET|POST /__mock/config,
 POST /__mock/reset, GET /__mock/stats[?window_ms=W], POST /__mock/oauth/expire
-and GET /__mock/oauth/requests: see the package's docstring."""
+and GET /__mock/oauth/requests: see the package's docstring.
+
+The participations HubSpot holds (participations.py), for tests:
+
+GET /__mock/participations[?externalAccountId=A][&externalEventId=E]
+    200 {"ok": true, "participations": [row, ...], "emails": {"a@x.com": 1000, ...}}
+    rows ordered by account, event, contact id; "emails" is the whole
+    email -> vid mapping (lower-case emails).  A row:
+      {"externalAccountId": "acct", "externalEventId": "ev", "contactId": 123,
+       "email": "a@x.com" or null, "state": "REGISTERED|ATTENDED|CANCELLED|NO_SHOW|EMPTY",
+       "occurredAt": <epoch ms>, "createdAt": "<ISO time>", "id": "<participation id>",
+       "source": "upsert|email-upsert|create|email-create|set",
+       "api_version": "v3|2026-09|..." or null (set), "writes": <writes to this row>}
+
+POST /__mock/participations/forget
+    {"externalAccountId": "acct", "externalEventId": "ev", "contacts": [123, "a@x.com", "456"]}
+    or {"externalAccountId": ..., "externalEventId": ..., "count": N} (the
+    first N by contact id) removes those participations (HubSpot losing
+    them; the contacts and their vids stay).
+    200 {"ok": true, "forgotten": [row, ...], "not_found": [identifiers that held none]}
+
+POST /__mock/participations/set
+    {"externalAccountId": "acct", "externalEventId": "ev", "contact": 123 or "a@x.com"
+     (or "contacts": [...]), "state": "NO_SHOW", "occurredAt": <epoch ms, optional: now>}
+    sets their states directly (HubSpot changing them behind the client's
+    back), creating the rows that do not exist (an unknown email gets a vid
+    from the mapping).  state: REGISTERED, ATTENDED, CANCELLED, NO_SHOW or EMPTY.
+    200 {"ok": true, "participations": [row, ...]}
+
+A contact identifier is an integer, a string of digits (a contact id) or a
+string with an "@" (an email, any case).  Unknown fields, a missing one, or
+a bad value answer 400 {"ok": false, "error": "..."}.  POST /__mock/reset
+clears the table and the email mapping."""
 
 import urllib.parse
 
 from .common import BodyError, is_loopback_host, new_correlation_id
 from .knobs import KNOB_PARSERS, KnobError, knob_pairs_from_json, parse_knobs
+from .participations import CONTACT_ID_RE, SET_STATES, is_int
 from .spec import JSONProblem, parse_json_strict
+
+
+class ControlError(ValueError):
+    """A control request the mock cannot use: answered 400."""
+
+
+def contact_list(value, field):
+    """The contact identifiers of a control request."""
+    if not isinstance(value, list):
+        raise ControlError("%s must be a list" % field)
+    for ident in value:
+        if not (is_int(ident) or isinstance(ident, str) and (CONTACT_ID_RE.match(ident) or "@" in ident)):
+            raise ControlError("%s: %r is neither a contact id nor an email" % (field, ident))
+    return value
+
+
+def participation_request(body, allowed, required):
+    """The JSON object of a participations/forget|set request, checked."""
+    try:
+        obj = parse_json_strict(body) if body.strip() else {}
+    except JSONProblem as exc:
+        raise ControlError(str(exc)) from None
+    if not isinstance(obj, dict):
+        raise ControlError("the body must be a JSON object")
+    unknown = sorted(set(obj) - set(allowed) - {"externalAccountId", "externalEventId"})
+    if unknown:
+        raise ControlError("unknown field(s) %s" % ", ".join(unknown))
+    for field in ("externalAccountId", "externalEventId") + tuple(required):
+        if field not in obj:
+            raise ControlError("%s is required" % field)
+    for field in ("externalAccountId", "externalEventId"):
+        if not isinstance(obj[field], str):
+            raise ControlError("%s must be a string" % field)
+    return obj
+
+
+def one_of(obj, *fields):
+    """The one field of fields the request gives (exactly one must be there)."""
+    given = [f for f in fields if f in obj]
+    if len(given) != 1:
+        raise ControlError("give exactly one of %s" % ", ".join(fields))
+    return given[0]
 
 
 def serve(handler, raw_path, raw_query=""):
@@ -73,6 +148,43 @@ class ControlRequest:
             current = dict(self.state.global_knobs)
         return self.answer(200, {"ok": True, "config": current})
 
+    def participations(self):
+        query = urllib.parse.parse_qs(self.raw_query)
+        account = query.get("externalAccountId", [None])[0]
+        event = query.get("externalEventId", [None])[0]
+        return self.answer(200, dict({"ok": True}, **self.state.participations.table(account, event)))
+
+    def participations_forget(self):
+        try:
+            obj = participation_request(self.body, ("contacts", "count"), ())
+            if one_of(obj, "contacts", "count") == "count":
+                if not is_int(obj["count"]) or obj["count"] < 0:
+                    raise ControlError("count must be an integer >= 0")
+                contacts, count = None, obj["count"]
+            else:
+                contacts, count = contact_list(obj["contacts"], "contacts"), None
+        except ControlError as exc:
+            return self.answer(400, {"ok": False, "error": str(exc)})
+        forgotten, missing = self.state.participations.forget(obj["externalAccountId"], obj["externalEventId"],
+                                                              contacts, count)
+        return self.answer(200, {"ok": True, "forgotten": forgotten, "not_found": missing})
+
+    def participations_set(self):
+        try:
+            obj = participation_request(self.body, ("contact", "contacts", "state", "occurredAt"), ("state",))
+            field = one_of(obj, "contact", "contacts")
+            contacts = contact_list(obj[field] if field == "contacts" else [obj[field]], field)
+            if obj["state"] not in SET_STATES:
+                raise ControlError("state must be one of %s" % ", ".join(SET_STATES))
+            occurred_at = obj.get("occurredAt")
+            if occurred_at is not None and not is_int(occurred_at):
+                raise ControlError("occurredAt must be an integer (epoch ms)")
+        except ControlError as exc:
+            return self.answer(400, {"ok": False, "error": str(exc)})
+        rows = self.state.participations.set_states(obj["externalAccountId"], obj["externalEventId"], contacts,
+                                                    obj["state"], occurred_at)
+        return self.answer(200, {"ok": True, "participations": rows})
+
     def post_config(self):
         """Replace the whole global knob set (an empty body or {} clears it)."""
         try:
@@ -95,4 +207,7 @@ ENDPOINTS = {
     ("GET", "/__mock/oauth/requests"): ControlRequest.oauth_requests,
     ("GET", "/__mock/config"): ControlRequest.get_config,
     ("POST", "/__mock/config"): ControlRequest.post_config,
+    ("GET", "/__mock/participations"): ControlRequest.participations,
+    ("POST", "/__mock/participations/forget"): ControlRequest.participations_forget,
+    ("POST", "/__mock/participations/set"): ControlRequest.participations_set,
 }

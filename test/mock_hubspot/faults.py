@@ -2,11 +2,13 @@
 
 plan_answer decides how a validated /marketing/ request is answered (its
 knobs, fail_after and the seeded fault dice); build_answer makes the body:
-HubSpot's error shapes, batch results of the attendance endpoints, and the
-broken bodies of the body= knob."""
+HubSpot's error shapes, batch results of the attendance endpoints, the
+participation reads (participations.py), and the broken bodies of the body=
+knob."""
 
 import json
 
+from . import participations
 from .common import (AUTH_MESSAGE, EXPIRED_MESSAGE, POLICY_MESSAGES, PROXY_502_HTML, REQUIRED_SCOPE,
                      SCOPES_MESSAGE, iso_now)
 from .knobs import DEEP_NESTING, SLOW_MS_DEFAULT
@@ -111,19 +113,33 @@ def find_bad_input(state, headers, knobs, event_id, inputs, attendance=False):
               "context": {"vid": [str(vid)]}} for vid in found])
 
 
-def build_answer(state, route, params, status, body_kind, knobs, corr, inputs):
-    """Returns (status, body bytes, content type or None)."""
+def build_answer(state, route, params, status, body_kind, knobs, corr, inputs, query=None):
+    """Returns (status, body bytes, content type or None).  query: the
+    request's ({name: [values]}), for the participation reads."""
     template = route["template"]
-    default_status, default_body = 204, None
+    kind = participations.route_kind(route)
+    scope = participations.READ_SCOPE if kind in participations.READ_KINDS else REQUIRED_SCOPE
+    default_status, default_body = 204, None  # default_body: made only when it is the answer
+
     if "/attendance/" in template and template.endswith("/create"):
         default_status = 200
-        good, errors = attendance_errors(state, knobs, inputs)
-        default_body = batch_result([{"vid": i.get("vid")} for i in good], errors)
+
+        def default_body():
+            good, errors = attendance_errors(state, knobs, inputs)
+            return batch_result([{"vid": i.get("vid")} for i in good], errors)
     elif "/attendance/" in template and template.endswith("/email-create"):
         default_status = 200
-        good, errors = attendance_errors(state, knobs, inputs)
-        default_body = batch_result([{"email": i.get("email"), "vid": 1000 + n}
-                                          for n, i in enumerate(good)], errors)
+
+        def default_body():
+            # the vids of the mapping the participations share (participations.py)
+            good, errors = attendance_errors(state, knobs, inputs)
+            vids = state.participations.vids_for_emails([i.get("email") for i in good])
+            return batch_result([{"email": i.get("email"), "vid": vid} for i, vid in zip(good, vids)], errors)
+    elif kind in participations.READ_KINDS:
+        default_status = 200
+
+        def default_body():
+            return state.participations.read(kind, params, query or {})
     if status is None:
         status = default_status
         if body_kind not in (None, "empty") and status == 204:
@@ -141,7 +157,7 @@ def build_answer(state, route, params, status, body_kind, knobs, corr, inputs):
         return status, b'{"status":"err', "application/json;charset=utf-8"
     if body_kind in ("deep", "hugenum", "huge"):
         # written as text: json.dumps would recurse past Python's limit
-        obj = error_object(status, knobs, corr, params, inputs) if status >= 400 else {"status": "ok"}
+        obj = error_object(status, knobs, corr, params, inputs, scope) if status >= 400 else {"status": "ok"}
         extra = ('"nested":' + "[" * DEEP_NESTING + "]" * DEEP_NESTING if body_kind == "deep"
                  else '"padding":"' + "x" * (2 * 1024 * 1024) + '"' if body_kind == "huge"
                  else '"value":1e1001')
@@ -151,11 +167,11 @@ def build_answer(state, route, params, status, body_kind, knobs, corr, inputs):
         if body_kind == "json":
             obj = {"status": "ok", "echo": len(inputs)}
         elif default_body is not None and status == default_status:
-            obj = default_body
+            obj = default_body()
         else:
             return status, b"", None
     else:
-        obj = error_object(status, knobs, corr, params, inputs)
+        obj = error_object(status, knobs, corr, params, inputs, scope)
         if body_kind == "nocategory":
             obj.pop("category", None)
     return status, json.dumps(obj, separators=(",", ":")).encode("utf-8"), "application/json;charset=utf-8"
@@ -190,7 +206,16 @@ def attendance_errors(state, knobs, inputs):
                        "errors": []})
     return good, errors
 
-def error_object(status, knobs, corr, params, inputs):
+def missing_scopes_fields(obj, scopes):
+    """HubSpot's MISSING_SCOPES details (403), added to an error object."""
+    obj["context"] = {"requiredGranularScopes": list(scopes)}
+    obj["errors"] = [{"message": "One or more of the following scopes are required.",
+                      "context": {"requiredGranularScopes": list(scopes)}}]
+    obj["links"] = {"scopes": "https://developers.hubspot.com/scopes"}
+    return obj
+
+
+def error_object(status, knobs, corr, params, inputs, scope=REQUIRED_SCOPE):
     category = knobs.get("category")
     message = knobs.get("message")
     sub = knobs.get("subcategory")
@@ -219,10 +244,7 @@ def error_object(status, knobs, corr, params, inputs):
         obj["message"] = EXPIRED_MESSAGE if category == "EXPIRED_AUTHENTICATION" else AUTH_MESSAGE
     elif status == 403:
         obj["message"], obj["category"] = SCOPES_MESSAGE, "MISSING_SCOPES"
-        obj["context"] = {"requiredGranularScopes": [REQUIRED_SCOPE]}
-        obj["errors"] = [{"message": "One or more of the following scopes are required.",
-                          "context": {"requiredGranularScopes": [REQUIRED_SCOPE]}}]
-        obj["links"] = {"scopes": "https://developers.hubspot.com/scopes"}
+        missing_scopes_fields(obj, [scope])
     elif status == 404:
         obj["message"] = "Marketing event %s not found" % params.get("externalEventId", "")
         obj["category"] = "OBJECT_NOT_FOUND"

@@ -51,7 +51,8 @@ except for the server-wide knobs marked [server] below):
   tag=...             ignored (makes event ids unique)
   known_events=1      [server] HubSpot's own rule that a subscriber state needs
                       its event: a subscriber-state request (upsert or
-                      attendance) for an (externalEventId, externalAccountId)
+                      attendance) or a participation read (breakdown,
+                      counters) for an (externalEventId, externalAccountId)
                       that no events/upsert request created since the last
                       reset is answered 404 OBJECT_NOT_FOUND "Marketing event
                       ... does not exist" (logged with rejected=unknown_event)
@@ -77,11 +78,32 @@ request that passed validation, ``mock:`` ones included:
   seed=N              reseed the fault RNG when the config is posted
   api_versions=V,V,...  the date versions served (default 2026-03,2026-09):
                       a test of a version HubSpot will release later
+  token_scopes=S,S,...  the scopes every token was granted (without the knob:
+                      all).  A request whose operation needs a scope not in
+                      the list (the spec's oauth2 security: .write for the
+                      writes, crm.objects.marketing_events.read for the
+                      participation reads) is answered 403 MISSING_SCOPES
+                      (HubSpot's shape, context.requiredGranularScopes
+                      naming the missing ones), after the 401 checks and
+                      before the 400 ones, and is not counted by the limiter;
+                      e.g. token_scopes=crm.objects.marketing_events.write is
+                      a service key that cannot read participations.  An
+                      empty value grants nothing.
 
 "Counted" requests are the validated ones that did not get a 429 (as HubSpot
 counts accepted calls); a connection reset or a slow answer still counts.
 Order of decisions for a validated request: storm, daily limit, rate limit,
 bad_event/bad_vids, then the knobs above (fail_after, faults, status...).
+
+Participations: every subscriber-state write answered 2xx sets its
+contacts' states, which GET .../participations/{externalAccountId}/
+{externalEventId}/breakdown and GET .../participations/{externalAccountId}/
+{externalEventId} answer (participations.py documents both, and the email ->
+vid mapping the email-create answer shares); the per-request knobs of a
+``mock:`` event id and every global knob apply to these reads as to any
+request (a read counts for fail_after of its event id).  Tests read and
+change the table through GET /__mock/participations and POST
+/__mock/participations/forget|set (control.py).
 
 Log entry fields added for these: ``fault_kind`` (the injected fault: a
 fault_mix kind, or status/close/hang for fault_kind), ``limited``
@@ -233,7 +255,7 @@ FAULT_MIX_KINDS = ("500", "502", "503", "504", "reset", "slow", "429", "423")
 SLOW_MS_DEFAULT = 5000
 # server-wide knobs: only through /__mock/config, applied to every request
 GLOBAL_ONLY_KNOBS = ("rate_limit", "rate_window_ms", "daily_limit", "storm_ms", "seed", "api_versions",
-                     "oauth_client_id", "oauth_client_secret", "oauth_refresh_token",
+                     "token_scopes", "oauth_client_id", "oauth_client_secret", "oauth_refresh_token",
                      "oauth_expires_in", "oauth_rotate", "oauth_fail", "oauth_delay_ms", "oauth_echo")
 OAUTH_FAILS = ("bad_refresh_token", "invalid_grant", "500")
 
@@ -270,6 +292,7 @@ KNOB_PARSERS = {
     "storm_ms": _int_knob(0, 3600 * 1000),
     "seed": _int_knob(-(2 ** 63), 2 ** 63 - 1),
     "api_versions": _date_versions_knob,
+    "token_scopes": _str_list_knob,
     "tag": _text_knob,  # ignored; lets tests make event ids unique
     "oauth_client_id": _text_knob,
     "oauth_client_secret": _text_knob,

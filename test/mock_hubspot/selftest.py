@@ -14,7 +14,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from . import control as control_module
 from . import knobs as knobs_module
+from . import participations as participations_module
 from .common import POLICY_MESSAGES
 from .knobs import GLOBAL_ONLY_KNOBS, KNOB_PARSERS
 from .server import make_server
@@ -29,6 +31,40 @@ _TOKEN = object()  # call()'s default: the --token-file token
 def upsert_path(event_id, state_name="register", account="acct 1"):
     return "/marketing/v3/marketing-events/events/%s/%s/upsert?externalAccountId=%s" % (
         event_id, state_name, urllib.parse.quote(account, safe=""))
+
+
+V3_ROOT = "/marketing/v3/marketing-events"
+READ_SCOPE = "crm.objects.marketing_events.read"
+WRITE_SCOPE = "crm.objects.marketing_events.write"
+WRITE_ROUTES = {"upsert": "events/%s/%s/upsert", "email-upsert": "events/%s/%s/email-upsert",
+                "create": "attendance/%s/%s/create", "email-create": "attendance/%s/%s/email-create"}
+
+
+def api_root(version):
+    return V3_ROOT if version == "v3" else "/marketing/marketing-events/" + version
+
+
+def write_path(version, kind, event_id, state_name, account="acct 1"):
+    """A subscriber-state write of any kind, in either path form."""
+    rest = WRITE_ROUTES[kind] % (urllib.parse.quote(event_id, safe=""), state_name)
+    return "%s/%s?externalAccountId=%s" % (api_root(version), rest, urllib.parse.quote(account, safe=""))
+
+
+def read_path(version, account, event_id, breakdown=True, **query):
+    """The breakdown (or the counters) of an event, in either path form."""
+    path = "%s/participations/%s/%s%s" % (api_root(version), urllib.parse.quote(account, safe=""),
+                                          urllib.parse.quote(event_id, safe=""), "/breakdown" if breakdown else "")
+    return path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def vid_inputs(vids, when=None):
+    return {"inputs": [{"vid": v, "interactionDateTime": when if when is not None else 1700000000000 + v,
+                        "properties": {}} for v in vids]}
+
+
+def email_inputs(emails, when=1700000000000):
+    return {"inputs": [{"email": e, "interactionDateTime": when, "properties": {}, "contactProperties": {}}
+                       for e in emails]}
 
 
 def hs_headers(hdrs):
@@ -50,7 +86,8 @@ def self_test(spec_paths):
 class SelfTest:
     SECTIONS = ("test_basics", "test_versions", "test_validation", "test_answer_knobs", "test_connection_and_log",
                 "test_limits", "test_bad_input", "test_faults", "test_storm_and_stats", "test_oauth",
-                "test_events_and_attendance", "test_echoes", "test_knob_docs")
+                "test_events_and_attendance", "test_echoes", "test_participations", "test_participation_control",
+                "test_participation_reads", "test_knob_docs")
 
     def __init__(self, spec_paths):
         self.tmpdir = tempfile.mkdtemp(prefix="mock_hubspot_selftest.")
@@ -127,6 +164,86 @@ class SelfTest:
         form = {k: v for k, v in form.items() if v is not None}
         status, _, body = self.call("POST", path, urllib.parse.urlencode(form).encode(),
                                     headers={"Content-Type": "application/x-www-form-urlencoded"}, auth=None)
+        return status, json.loads(body)
+
+    def read(self, version, account, event_id, breakdown=True, **query):
+        """(status, answer object or None) of a participation read."""
+        status, _, body = self.call("GET", read_path(version, account, event_id, breakdown, **query))
+        try:
+            return status, json.loads(body) if body else None
+        except ValueError:
+            return status, body
+
+    def answer_problems(self, version, breakdown, obj):
+        """What is wrong with a 200 answer of a read by the spec of its version:
+        schema violations, and keys the schema does not name."""
+        specs = self.state.specs
+        spec = specs.by_version["v3" if version == "v3" else specs.newest_date]
+        suffix = ("/participations/{externalAccountId}/{externalEventId}"
+                  + ("/breakdown" if breakdown else ""))
+        template = next(t for t in spec.doc["paths"] if t.endswith(suffix))
+        schema = spec.doc["paths"][template]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        problems = []
+        spec.validate(schema, obj, "", problems)
+
+        def unknown_keys(node, value, where):
+            node = spec.resolve(node)
+            if isinstance(value, dict) and isinstance(node, dict):
+                props = node.get("properties") or {}
+                for key, item in value.items():
+                    if key not in props:
+                        problems.append((where + "." + key, "not in the schema"))
+                    else:
+                        unknown_keys(props[key], item, where + "." + key)
+            elif isinstance(value, list) and isinstance(node, dict) and "items" in node:
+                for item in value:
+                    unknown_keys(node["items"], item, where + "[]")
+        unknown_keys(schema, obj, "")
+        return problems
+
+    def walk(self, version, account, event_id, limit, **query):
+        """Every page of a breakdown at this limit: (contact ids in order, pages,
+        problems: what was wrong with any page)."""
+        ids, pages, problems, after, seen_after = [], 0, [], None, set()
+        while True:
+            q = dict(query, limit=limit)
+            if after is not None:
+                q["after"] = after
+            status, obj = self.read(version, account, event_id, **q)
+            pages += 1
+            entry = self.last_entry()
+            if status != 200 or not isinstance(obj, dict):
+                problems.append(("status", status, obj))
+                break
+            problems.extend(self.answer_problems(version, True, obj))
+            if entry.get("spec_errors") != [] or entry.get("method") != "GET":
+                problems.append(("log", entry))
+            page_ids = [int(r["associations"]["contact"]["contactId"]) for r in obj["results"]]
+            ids.extend(page_ids)
+            if len(page_ids) > limit:
+                problems.append(("page longer than the limit", len(page_ids)))
+            after = (obj.get("paging") or {}).get("next", {}).get("after")
+            if "paging" in obj and (after is None or after in seen_after
+                                    or obj["paging"] != {"next": {"after": after}}):
+                problems.append(("paging", obj["paging"]))
+                break
+            if after is None:
+                break
+            if len(page_ids) != limit:
+                problems.append(("a page before the last one is short", len(page_ids)))
+            seen_after.add(after)
+            if pages > 1000:
+                problems.append("endless paging")
+                break
+        return ids, pages, problems, obj
+
+    def table(self, **query):
+        path = "/__mock/participations" + ("?" + urllib.parse.urlencode(query) if query else "")
+        return json.loads(self.call("GET", path, auth=None)[2])
+
+    def control(self, name, obj):
+        status, _, body = self.call("POST", "/__mock/participations/" + name,
+                                    obj if isinstance(obj, bytes) else json.dumps(obj).encode(), auth=None)
         return status, json.loads(body)
 
     # ---- the tests, in SECTIONS' order -----------------------------------------
@@ -575,6 +692,337 @@ class SelfTest:
         self.config({})
         self.call("POST", "/__mock/reset", {}, auth=None)
 
+    def test_participations(self):
+        """Writes of every kind and version, then the breakdown and the counters."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        vids = list(range(5001, 5231))  # 230 contacts by vid
+        email_vids = {}
+        for version, event in (("v3", "pv3"), ("2026-09", "p2609")):
+            statuses = [self.call("POST", write_path(version, "upsert", event, "register"), vid_inputs(chunk))[0]
+                        for chunk in (vids[:100], vids[100:200], vids[200:])]
+            statuses.append(self.call("POST", write_path(version, "email-upsert", event, "register"),
+                                      email_inputs(["e1@x.com", "E2@x.com", "e3@x.com"]))[0])
+            statuses.append(self.call("POST", write_path(version, "create", event, "attend"),
+                                      vid_inputs([5001, 5002], when=1800000000000))[0])
+            status, _, body = self.call("POST", write_path(version, "email-create", event, "cancel"),
+                                        email_inputs(["e3@x.com", "New@x.com"]))
+            statuses.append(status)
+            created = {r["email"].lower(): r["vid"] for r in json.loads(body)["results"]}
+            self.check("participations %s: the writes" % version, statuses == [204] * 4 + [200] * 2, statuses)
+            known = self.table()["emails"]
+            self.check("participations %s: one vid per email, the email-create answer's" % version,
+                       set(known) == {"e1@x.com", "e2@x.com", "e3@x.com", "new@x.com"}
+                       and all(known[e] == v for e, v in created.items())
+                       and (not email_vids or known == email_vids)
+                       and len(set(known.values())) == 4 and not set(known.values()) & set(vids), (known, created))
+            email_vids = known
+            everyone = sorted(vids + list(known.values()))
+            for limit in (100, 7):
+                ids, pages, problems, last = self.walk(version, "acct 1", event, limit)
+                self.check("participations %s: limit=%d, every contact once, in order" % (version, limit),
+                           ids == everyone and pages == -(-len(everyone) // limit) and not problems
+                           and last.get("total") == len(everyone), (pages, problems, len(ids)))
+            entries = [e for e in json.loads(self.call("GET", "/__mock/requests")[2])
+                       if e["method"] == "GET" and e["path"].get("externalEventId") == event]
+            pages = 3 + -(-len(everyone) // 7)
+            self.check("participations %s: the reads are logged, valid by the spec" % version,
+                       len(entries) == pages and all(
+                           e["spec_errors"] == [] and e["status"] == 200 and e["api_version"] == version
+                           and e["spec"] == ("v3" if version == "v3" else "2026-09")
+                           and e["operation"].endswith("_getParticipationsBreakdownByExternalEventId")
+                           and e["path"] == {"externalAccountId": "acct 1", "externalEventId": event}
+                           and e["query"].get("limit") in ("100", "7") for e in entries)
+                       and entries[1]["query"] == {"limit": "100", "after": entries[1]["query"].get("after")}
+                       and entries[0]["query"] == {"limit": "100"}, entries[:2])
+            # the state filter and the counters
+            by_state = {}
+            for wanted, expected in (("ATTENDED", [5001, 5002]),
+                                     ("CANCELLED", sorted([known["e3@x.com"], known["new@x.com"]])),
+                                     ("REGISTERED", sorted(vids[2:] + [known["e1@x.com"], known["e2@x.com"]])),
+                                     ("NO_SHOW", [])):
+                ids, _, problems, last = self.walk(version, "acct 1", event, 100, state=wanted)
+                by_state[wanted] = len(ids)
+                self.check("participations %s: state=%s" % (version, wanted), ids == expected and not problems
+                           and last.get("total") == len(expected)
+                           and all(r["properties"]["attendanceState"] == wanted for r in last["results"]),
+                           (wanted, ids[:5], problems))
+            status, obj = self.read(version, "acct 1", event, breakdown=False)
+            entry = self.last_entry()
+            self.check("participations %s: the counters" % version, status == 200 and obj == {
+                "attended": by_state["ATTENDED"], "cancelled": by_state["CANCELLED"], "noShows": 0,
+                "registered": by_state["REGISTERED"]} and obj == {"attended": 2, "cancelled": 2, "noShows": 0,
+                                                                  "registered": 230}
+                       and not self.answer_problems(version, False, obj) and entry["spec_errors"] == []
+                       and entry["operation"].endswith("_getParticipationsCountersByEventExternalId"), (obj, entry))
+            # contactIdentifier: an id, an email (any case), one that matches nothing
+            status, obj = self.read(version, "acct 1", event, contactIdentifier="5003")
+            self.check("participations %s: contactIdentifier by id" % version, status == 200 and obj["total"] == 1
+                       and obj["results"][0]["associations"]["contact"] == {"contactId": "5003", "email": ""}
+                       and obj["results"][0]["properties"] == {"attendanceState": "REGISTERED",
+                                                               "occurredAt": 1700000005003}
+                       and "paging" not in obj, obj)
+            status, obj = self.read(version, "acct 1", event, contactIdentifier="E2@X.com", limit=1)
+            self.check("participations %s: contactIdentifier by email" % version, status == 200 and obj["total"] == 1
+                       and obj["results"][0]["associations"]["contact"]
+                       == {"contactId": str(known["e2@x.com"]), "email": "e2@x.com"}
+                       and obj["results"][0]["properties"]["attendanceState"] == "REGISTERED"
+                       and not self.answer_problems(version, True, obj), obj)
+            self.check("participations %s: contactIdentifier matching nothing" % version,
+                       self.read(version, "acct 1", event, contactIdentifier="nobody@x.com")[1]
+                       == {"total": 0, "results": []}
+                       and self.read(version, "acct 1", event, contactIdentifier="5001", state="REGISTERED")[1]
+                       == {"total": 0, "results": []}
+                       and self.read(version, "acct 1", event, contactIdentifier="5001", state="ATTENDED")[1]
+                       .get("total") == 1, "")
+            status, obj = self.read(version, "acct 1", event, contactIdentifier="5001")
+            item = obj["results"][0]
+            self.check("participations %s: one result's shape" % version,
+                       set(item) == {"id", "createdAt", "associations", "properties"}
+                       and item["associations"]["marketingEvent"]["externalEventId"] == event
+                       and item["associations"]["marketingEvent"]["externalAccountId"] == "acct 1"
+                       and item["associations"]["marketingEvent"]["name"] == ""
+                       and item["associations"]["marketingEvent"]["marketingEventId"].isdigit()
+                       and item["properties"] == {"attendanceState": "ATTENDED", "occurredAt": 1800000000000}
+                       and item["createdAt"].endswith("Z"), item)
+        status, obj = self.read("2026-03", "acct 1", "p2609", limit=3)
+        self.check("participations: 2026-03 reads the same table", status == 200 and obj["total"] == 234
+                   and [r["associations"]["contact"]["contactId"] for r in obj["results"]] == ["1000", "1001", "1002"]
+                   and self.last_entry().get("api_version") == "2026-03", obj)
+        self.check("participations: the other event is apart", self.read("v3", "acct 2", "pv3")[1]
+                   == {"total": 0, "results": []} and self.read("v3", "acct 1", "never", breakdown=False)[1]
+                   == {"attended": 0, "cancelled": 0, "noShows": 0, "registered": 0}, "")
+
+        # the latest write wins, in the order received (not by interactionDateTime)
+        for version, kind, state_name, when in (("v3", "upsert", "register", 300),
+                                                ("2026-09", "upsert", "cancel", 400),
+                                                ("v3", "create", "attend", 500),
+                                                ("2026-03", "create", "register", 200)):
+            self.call("POST", write_path(version, kind, "lw", state_name), vid_inputs([7], when=when))
+        status, obj = self.read("v3", "acct 1", "lw")
+        rows = self.table(externalEventId="lw")["participations"]
+        self.check("participations: the latest write wins", obj["total"] == 1
+                   and obj["results"][0]["properties"] == {"attendanceState": "REGISTERED", "occurredAt": 200}
+                   and rows[0]["writes"] == 4 and rows[0]["source"] == "create" and rows[0]["api_version"] == "2026-03",
+                   (obj, rows))
+        self.call("POST", write_path("2026-09", "email-upsert", "lw", "attend"), email_inputs(["e1@x.com"], when=900))
+        self.call("POST", write_path("v3", "email-create", "lw", "cancel"), email_inputs(["E1@x.com"], when=950))
+        status, obj = self.read("2026-09", "acct 1", "lw", contactIdentifier="e1@x.com")
+        self.check("participations: by email too", obj["total"] == 1 and obj["results"][0]["properties"]
+                   == {"attendanceState": "CANCELLED", "occurredAt": 950}, obj)
+
+        # what is not answered 2xx leaves nothing
+        self.config({"fault_rate": 1, "fault_mix": "503"})
+        failed = [self.call("POST", write_path("v3", kind, "fw", "register"),
+                            email_inputs(["f@x.com"]) if "email" in kind else vid_inputs([9]))[0]
+                  for kind in WRITE_ROUTES]
+        self.config({"bad_vids": [11]})
+        created = self.call("POST", write_path("v3", "create", "fw", "attend"), vid_inputs([10, 11]))[0]
+        rejected = self.call("POST", write_path("v3", "upsert", "fw", "attend"), vid_inputs([12, 11]))[0]
+        self.config({})
+        self.call("POST", write_path("v3", "upsert", "mock:status=500", "register"), vid_inputs([13]))
+        try:
+            self.call("POST", write_path("v3", "upsert", "mock:close=1", "register"), vid_inputs([14]))
+        except (OSError, urllib.error.URLError, http.client.HTTPException):
+            pass
+        rows = self.table(externalEventId="fw")["participations"]
+        self.check("participations: failed writes leave nothing", failed == [503] * 4 and created == 200
+                   and rejected == 400 and [r["contactId"] for r in rows] == [10] and "f@x.com" not in
+                   self.table()["emails"] and self.table(externalEventId="mock:status=500")["participations"] == []
+                   and self.table(externalEventId="mock:close=1")["participations"] == [],
+                   (failed, created, rejected, rows))
+        try:
+            self.call("POST", write_path("v3", "upsert", "mock:delay_ms=600", "register"), vid_inputs([15]),
+                      timeout=0.2)
+            late = False
+        except (OSError, urllib.error.URLError, http.client.HTTPException):
+            late = True
+        self.check("participations: a 2xx the client did not wait for still counts", late and [
+            r["contactId"] for r in self.table(externalEventId="mock:delay_ms=600")["participations"]] == [15], late)
+
+        # percent-encoded path segments
+        self.call("POST", write_path("2026-09", "upsert", "a/b c", "register", account="x/y"), vid_inputs([21]))
+        status, obj = self.read("v3", "x/y", "a/b c")
+        entry = self.last_entry()
+        self.check("participations: percent-encoded segments", status == 200 and obj["total"] == 1
+                   and entry["path"] == {"externalAccountId": "x/y", "externalEventId": "a/b c"}
+                   and "/participations/x%2Fy/a%2Fb%20c/breakdown" in entry["raw_path"], (obj, entry))
+
+    def test_participation_control(self):
+        """/__mock/participations, forget, set, reset; the email -> vid mapping."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.check("participations: reset empties the table", self.table() == {"ok": True, "participations": [],
+                                                                              "emails": {}}, self.table())
+        self.call("POST", write_path("v3", "upsert", "ctl", "register"), vid_inputs(list(range(1, 21))))
+        self.call("POST", write_path("v3", "email-upsert", "ctl", "register"), email_inputs(["a@x.com", "b@x.com"]))
+        emails = self.table()["emails"]
+        self.check("participations: emails get vids from 1000", emails == {"a@x.com": 1000, "b@x.com": 1001}, emails)
+        self.call("POST", write_path("v3", "upsert", "ctl2", "register"), vid_inputs([1002]))
+        obj = json.loads(self.call("POST", write_path("v3", "email-create", "ctl2", "attend"),
+                                   email_inputs(["C@x.com", "A@X.com"]))[2])
+        self.check("participations: email-create keeps the mapping and skips held vids",
+                   obj["results"] == [{"email": "C@x.com", "vid": 1003}, {"email": "A@X.com", "vid": 1000}], obj)
+        rows = self.table(externalAccountId="acct 1", externalEventId="ctl")["participations"]
+        self.check("participations: the table", len(rows) == 22 and rows[0] == {
+            "externalAccountId": "acct 1", "externalEventId": "ctl", "contactId": 1, "email": None,
+            "state": "REGISTERED", "occurredAt": 1700000000001, "createdAt": rows[0]["createdAt"],
+            "id": rows[0]["id"], "source": "upsert", "api_version": "v3", "writes": 1}
+                   and rows[-1]["email"] == "b@x.com" and rows[-1]["contactId"] == 1001
+                   and rows[-1]["source"] == "email-upsert", rows[:1] + rows[-1:])
+        status, obj = self.control("forget", {"externalAccountId": "acct 1", "externalEventId": "ctl",
+                                              "contacts": [3, "4", "A@x.com", 999, "nobody@x.com", 3]})
+        after = [r["contactId"] for r in self.table(externalEventId="ctl")["participations"]]
+        ids, _, problems, last = self.walk("v3", "acct 1", "ctl", 7)
+        self.check("participations: forget the named ones", status == 200
+                   and [r["contactId"] for r in obj["forgotten"]] == [3, 4, 1000]
+                   and obj["not_found"] == [999, "nobody@x.com"]
+                   and after == [1, 2] + list(range(5, 21)) + [1001] and ids == after and last["total"] == 19
+                   and not problems, (obj, after, ids))
+        status, obj = self.control("forget", {"externalAccountId": "acct 1", "externalEventId": "ctl", "count": 2})
+        self.check("participations: forget the first n", status == 200
+                   and [r["contactId"] for r in obj["forgotten"]] == [1, 2]
+                   and self.read("v3", "acct 1", "ctl")[1]["total"] == 17, obj)
+        status, obj = self.control("set", {"externalAccountId": "acct 1", "externalEventId": "ctl", "contact": 5,
+                                           "state": "NO_SHOW", "occurredAt": 1234})
+        self.check("participations: set NO_SHOW", status == 200 and len(obj["participations"]) == 1
+                   and obj["participations"][0]["state"] == "NO_SHOW" and obj["participations"][0]["source"] == "set",
+                   obj)
+        status, obj = self.read("2026-09", "acct 1", "ctl", state="NO_SHOW")
+        self.check("participations: NO_SHOW in the breakdown", status == 200 and obj["total"] == 1
+                   and obj["results"][0]["associations"]["contact"]["contactId"] == "5"
+                   and obj["results"][0]["properties"] == {"attendanceState": "NO_SHOW", "occurredAt": 1234}, obj)
+        self.check("participations: NO_SHOW in the counters", self.read("v3", "acct 1", "ctl", breakdown=False)[1]
+                   == {"attended": 0, "cancelled": 0, "noShows": 1, "registered": 16}, "")
+        status, obj = self.control("set", {"externalAccountId": "acct 1", "externalEventId": "ctl",
+                                           "contacts": ["new@x.com", "6"], "state": "ATTENDED"})
+        self.check("participations: set by email creates the contact", status == 200
+                   and [(r["contactId"], r["email"], r["state"]) for r in obj["participations"]]
+                   == [(1004, "new@x.com", "ATTENDED"), (6, None, "ATTENDED")]
+                   and self.read("v3", "acct 1", "ctl", contactIdentifier="NEW@x.com")[1]["total"] == 1, obj)
+        for name, bad in (("forget", {"externalAccountId": "acct 1", "externalEventId": "ctl", "count": 1,
+                                      "contacts": [1]}),
+                          ("forget", {"externalAccountId": "acct 1", "externalEventId": "ctl"}),
+                          ("forget", {"externalAccountId": "acct 1", "externalEventId": "ctl", "contacts": ["abc"]}),
+                          ("forget", {"externalEventId": "ctl", "count": 1}),
+                          ("forget", {"externalAccountId": "acct 1", "externalEventId": "ctl", "count": -1}),
+                          ("set", {"externalAccountId": "acct 1", "externalEventId": "ctl", "contact": 5,
+                                   "state": "GONE"}),
+                          ("set", {"externalAccountId": "acct 1", "externalEventId": "ctl", "contact": 5,
+                                   "state": "REGISTERED", "when": 1}),
+                          ("set", {"externalAccountId": "acct 1", "externalEventId": "ctl", "contact": True,
+                                   "state": "REGISTERED"}),
+                          ("set", b"[1]")):
+            status, obj = self.control(name, bad)
+            self.check("participations: %s refuses %s" % (name, bad), status == 400 and obj.get("ok") is False, obj)
+        self.check("participations: the refusals changed nothing",
+                   len(self.table(externalEventId="ctl")["participations"]) == 18, "")
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        obj = json.loads(self.call("POST", write_path("v3", "email-create", "ctl", "attend"),
+                                   email_inputs(["zed@x.com"]))[2])
+        self.check("participations: reset clears the table and the mapping", obj["results"] == [
+            {"email": "zed@x.com", "vid": 1000}] and [r["contactId"] for r in self.table()["participations"]] == [1000],
+                   obj)
+        self.call("POST", "/__mock/reset", {}, auth=None)
+
+    def test_participation_reads(self):
+        """The reads' validation, auth, scopes, knobs, known_events and the limiter."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.call("POST", write_path("v3", "upsert", "rd", "register"), vid_inputs(list(range(1, 151))))
+        for version in ("v3", "2026-09"):
+            status, obj = self.read(version, "acct 1", "rd", limit=101)
+            entry = self.last_entry()
+            self.check("reads %s: limit over 100 is a 400" % version, status == 400
+                       and obj.get("category") == "VALIDATION_ERROR" and obj.get("correlationId")
+                       and any("limit" in e for e in entry["spec_errors"]), (obj, entry.get("spec_errors")))
+            status, obj = self.read(version, "acct 1", "rd", limit=100)
+            self.check("reads %s: limit 100 is the maximum" % version, status == 200 and len(obj["results"]) == 100
+                       and obj["total"] == 150, status)
+            for limit in (50, 75, 1):
+                ids, pages, problems, last = self.walk(version, "acct 1", "rd", limit)
+                self.check("reads %s: limit=%d divides the total: no empty last page" % (version, limit),
+                           ids == list(range(1, 151)) and pages == 150 // limit and not problems
+                           and "paging" not in last, (pages, problems))
+            status, obj = self.read(version, "acct 1", "rd")
+            self.check("reads %s: limit 10 by default" % version, status == 200 and len(obj["results"]) == 10
+                       and "after" in obj.get("paging", {}).get("next", {}), status)
+            for bad in ({"limit": 0}, {"limit": "x"}, {"state": "registered"}, {"state": "EMPTY"},
+                        {"after": "5"}, {"after": "not-a-cursor"}):
+                status, obj = self.read(version, "acct 1", "rd", **bad)
+                self.check("reads %s: %s is a 400" % (version, bad), status == 400
+                           and obj.get("category") == "VALIDATION_ERROR", (status, obj))
+        status, obj = self.read("2027-03", "acct 1", "rd")
+        self.check("reads: a version not served is a 404", status == 404, status)
+        status, _, body = self.call("GET", read_path("v3", "acct 1", "rd"), auth="wrong-token")
+        self.check("reads: a wrong token is a 401", status == 401
+                   and json.loads(body).get("category") == "INVALID_AUTHENTICATION", body)
+        status, _, _ = self.call("GET", read_path("v3", "acct 1", "rd"), headers={"User-Agent": "curl/8"})
+        self.check("reads: the headers are checked", status == 400, status)
+
+        # token_scopes, and the 403 knob naming the read scope
+        self.config({"token_scopes": WRITE_SCOPE})
+        status, hdrs, body = self.call("GET", read_path("v3", "acct 1", "rd"))
+        obj = json.loads(body)
+        self.check("reads: token_scopes without the read scope is a 403", status == 403
+                   and obj.get("category") == "MISSING_SCOPES" and obj.get("context") == {
+                       "requiredGranularScopes": [READ_SCOPE]}
+                   and obj["errors"][0]["context"] == {"requiredGranularScopes": [READ_SCOPE]}
+                   and obj.get("correlationId") == hdrs.get("x-hubspot-correlation-id")
+                   and self.last_entry().get("status") == 403, obj)
+        self.check("reads: the writes still pass",
+                   self.call("POST", write_path("v3", "upsert", "rd", "register"), vid_inputs([151]))[0] == 204, "")
+        self.config({"token_scopes": READ_SCOPE})
+        status, _, body = self.call("POST", write_path("v3", "upsert", "rd", "register"), vid_inputs([152]))
+        self.check("reads: token_scopes without the write scope", status == 403
+                   and json.loads(body).get("context") == {"requiredGranularScopes": [WRITE_SCOPE]}
+                   and self.read("v3", "acct 1", "rd")[0] == 200, body)
+        self.config({})
+        status, _, body = self.call("GET", read_path("v3", "acct 1", "mock:status=403"))
+        self.check("reads: status=403 names the read scope", status == 403
+                   and json.loads(body).get("context") == {"requiredGranularScopes": [READ_SCOPE]}, body)
+        status, _, body = self.call("POST", write_path("v3", "upsert", "mock:status=403", "register"), GOOD)
+        self.check("reads: status=403 on a write still names the write scope", status == 403
+                   and json.loads(body).get("context") == {"requiredGranularScopes": [WRITE_SCOPE]}, body)
+
+        # fault injection and the per-request knobs
+        self.config({"fault_rate": 1, "fault_mix": "503"})
+        status, _ = self.read("v3", "acct 1", "rd")
+        self.check("reads: fault injection", status == 503 and self.last_entry().get("fault_kind") == "503", status)
+        self.config({})
+        self.check("reads: per-request knobs", self.read("v3", "acct 1", "mock:status=502;body=text")[0] == 502
+                   and self.read("2026-09", "acct 1", "mock:status=500", breakdown=False)[0] == 500, "")
+
+        # known_events: an event no events/upsert created is a 404; its name
+        self.config({"known_events": True})
+        status, obj = self.read("v3", "acct 1", "rd")
+        self.check("reads: known_events", status == 404 and obj.get("category") == "OBJECT_NOT_FOUND"
+                   and self.last_entry().get("rejected") == "unknown_event"
+                   and self.read("v3", "acct 1", "rd", breakdown=False)[0] == 404, obj)
+        event = {"externalEventId": "rd", "externalAccountId": "acct 1", "eventName": "Webinar", "eventOrganizer": "o",
+                 "customProperties": []}
+        self.call("POST", V3_ROOT + "/events/upsert", {"inputs": [event]})
+        status, obj = self.read("v3", "acct 1", "rd", limit=1)
+        self.check("reads: the event's name", status == 200
+                   and obj["results"][0]["associations"]["marketingEvent"]["name"] == "Webinar", obj)
+        self.config({})
+
+        # the limiter counts the reads as any request
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.config({"rate_limit": 3, "rate_window_ms": 2000})
+        window_start = time.monotonic()
+        answers = [self.call("GET", read_path("v3", "acct 1", "rd")) for _ in range(3)]
+        answers.append(self.call("POST", write_path("v3", "upsert", "rd", "register"), vid_inputs([1])))
+        answers.append(self.call("GET", read_path("2026-09", "acct 1", "rd", breakdown=False)))
+        in_window = time.monotonic() - window_start < 1.8
+        st = self.stats()
+        self.check("reads: the limiter counts them", not in_window or (
+            [a[0] for a in answers] == [200, 200, 200, 429, 429]
+            and [hs_headers(a[1]) for a in answers[:3]] == [("3", "2", "2000"), ("3", "1", "2000"), ("3", "0", "2000")]
+            and st["accepted"] == 3 and st["responses_429"] == 2 and st["by_status"] == {"200": 3, "429": 2}),
+                   ([a[0] for a in answers], st))
+        self.check("reads: a write refused by the limiter leaves nothing",
+                   self.table(externalEventId="rd")["participations"] == [], "")
+        self.config({})
+        self.call("POST", "/__mock/reset", {}, auth=None)
+
     def test_knob_docs(self):
         """Every knob is documented in knobs.py's docstring."""
         doc = knobs_module.__doc__
@@ -582,3 +1030,9 @@ class SelfTest:
         self.check("every knob documented", not missing, missing)
         self.check("global-only knobs are knobs", set(GLOBAL_ONLY_KNOBS) <= set(KNOB_PARSERS),
                    set(GLOBAL_ONLY_KNOBS) - set(KNOB_PARSERS))
+        package_doc = __import__(__package__).__doc__ + control_module.__doc__
+        undocumented = [path for _, path in control_module.ENDPOINTS if path not in package_doc]
+        self.check("every control endpoint documented", not undocumented, undocumented)
+        self.check("the participation reads documented", all(
+            suffix in participations_module.__doc__ for suffix, kind in participations_module.ROUTE_KINDS
+            if kind in participations_module.READ_KINDS), "")

@@ -118,6 +118,15 @@ def join_where(where, key):
     return key if not where else "%s.%s" % (where, key)
 
 
+def oauth_scopes(op):
+    """The OAuth scopes an operation needs (its first security requirement
+    naming oauth2; [] if none does): token_scopes checks them."""
+    for requirement in op.get("security") or []:
+        if isinstance(requirement, dict) and isinstance(requirement.get("oauth2"), list):
+            return [s for s in requirement["oauth2"] if isinstance(s, str)]
+    return []
+
+
 class Spec:
     """The OpenAPI document, its routes and a small JSON-schema validator."""
 
@@ -162,6 +171,7 @@ class Spec:
             "operation_id": op.get("operationId"),
             "params": list(params.values()),
             "body": self.resolve(body) if body is not None else None,
+            "scopes": oauth_scopes(op),
         }
 
     def pointer(self, ref):

@@ -1,5 +1,6 @@
 """The mock's shared state: the limiter and its quotas, the stats, the events
-known to exist, OAuth's tokens, and the request log."""
+known to exist, the participations HubSpot holds (participations.py, under
+the same lock), OAuth's tokens, and the request log."""
 
 import collections
 import hmac
@@ -11,6 +12,7 @@ import threading
 import time
 
 from .common import RATE_INTERVAL_MS, RATE_MAX, iso_now, log_err
+from .participations import Participations
 from .spec import DEFAULT_DATE_VERSIONS
 
 
@@ -66,6 +68,8 @@ class State:
         self.last_expiry = None  # time.monotonic() expiry of the token issued last
         self.oauth_log = []
         self.known_events = {}  # (externalEventId, externalAccountId) -> monotonic time of its first upsert
+        # what the subscriber-state writes left in HubSpot (not with --lean)
+        self.participations = Participations(self.lock, keep=not lean)
         self.reset_stats()
         self.log_file = None
         if log_path:
@@ -194,6 +198,14 @@ class State:
         with self.lock:
             return self.global_knobs.get("api_versions", DEFAULT_DATE_VERSIONS)
 
+    def missing_scopes(self, needed):
+        """token_scopes: the scopes of needed the token was not granted ([] without the knob)."""
+        with self.lock:
+            granted = self.global_knobs.get("token_scopes")
+        if granted is None:
+            return []
+        return [scope for scope in needed if scope not in granted]
+
     def global_bad_vids(self):
         with self.lock:
             return list(self.global_knobs.get("bad_vids", ()))
@@ -311,6 +323,7 @@ class State:
             self.storm_until = None
             self.oauth_log = []
             self.known_events = {}
+            self.participations.clear_locked()
             self.reset_stats()
 
     # ---- OAuth ---------------------------------------------------------------

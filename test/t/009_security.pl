@@ -45,6 +45,8 @@ my %settings = (
 	'hubspot_events.daily_reset_time' => 'plain',
 	'hubspot_events.endpoint' => 'plain',
 	'hubspot_events.api_version' => 'plain',   # a path segment from a fixed set of forms (checked)
+	'hubspot_events.dry_run' => 'plain',       # a session's own direct calls send nothing
+	'hubspot_events.progress_notice_ms' => 'plain',
 	'hubspot_events.oauth_client_id' => 'plain',
 	'hubspot_events.oauth_client_secret_file' => 'secret_file',
 	'hubspot_events.oauth_refresh_token_file' => 'secret_file',
@@ -83,12 +85,20 @@ my @functions = (
 	[ 'hubspot_events.flush(interval)', 'operator', q{SELECT hubspot_events.flush('1 s')} ],
 	[ 'hubspot_events.worker_info()', 'operator', q{SELECT * FROM hubspot_events.worker_info()} ],
 	[ 'hubspot_events.worker_api_version()', 'operator', q{SELECT hubspot_events.worker_api_version()} ],
+	[ 'hubspot_events.metrics_counters()', 'operator', q{SELECT * FROM hubspot_events.metrics_counters()} ],
+	[ 'hubspot_events.metrics_text()', 'operator', q{SELECT hubspot_events.metrics_text()} ],
+	[ 'hubspot_events.attempts(bigint)', 'operator', q{SELECT * FROM hubspot_events.attempts(1)} ],
+	[ 'hubspot_events.replay_dry_run()', 'operator', q{SELECT hubspot_events.replay_dry_run()} ],
+	[ 'hubspot_events.verify_event(text,text,text,boolean)', 'operator',
+		q{SELECT * FROM hubspot_events.verify_event('webinar-sec-none', 'acme')} ],
 	[ 'hubspot_events.pause()', 'manage', q{SELECT hubspot_events.pause()} ],
 	[ 'hubspot_events.resume()', 'manage', q{SELECT hubspot_events.resume()} ],
 	[ 'hubspot_events.purge_sent(interval)', 'manage', q{SELECT hubspot_events.purge_sent('100 years')} ],
 	[ 'hubspot_events.purge_failed(interval)', 'manage', q{SELECT hubspot_events.purge_failed('100 years')} ],
 	[ 'hubspot_events.backfill_batch(regclass,name,text[],integer)', 'manage',
 		q{SELECT * FROM hubspot_events.backfill_batch('public.app_att', 'app_att_sync', NULL, 1)} ],
+	[ 'hubspot_events.backfill_report(regclass,name,bigint,bigint,boolean)', 'manage',
+		q{SELECT hubspot_events.backfill_report('public.app_att', 'app_att_sync', 0, 0, false)} ],
 	[ 'hubspot_events.backfill(regclass,name,integer,bigint)', 'manage',
 		q{CALL hubspot_events.backfill('public.app_att', 'app_att_sync')} ],
 	[ 'hubspot_events.claim_due(integer)', 'internal', q{SELECT * FROM hubspot_events.claim_due(1)} ],
@@ -104,6 +114,10 @@ my %relations = (
 	'hubspot_events.worker_control' => { app => '', ops => '' },
 	'hubspot_events.status' => { app => '', ops => 'SELECT' },
 	'hubspot_events.failed_syncs' => { app => '', ops => 'SELECT' },
+	'hubspot_events.waiting' => { app => '', ops => 'SELECT' },
+	'hubspot_events.metrics' => { app => '', ops => 'SELECT' },
+	'hubspot_events.backfill_runs' => { app => '', ops => '' },
+	'hubspot_events.backfill_progress' => { app => '', ops => '' },
 );
 
 # The documented GRANTs (docs/security.md, "Roles"; the app and ops ones also in
@@ -119,9 +133,13 @@ GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_event(text, text, jsonb
 };
 my $ops_grants = q{
 GRANT USAGE ON SCHEMA hubspot_events TO ops;
-GRANT SELECT ON hubspot_events.failed_syncs, hubspot_events.status TO ops;
+GRANT SELECT ON hubspot_events.failed_syncs, hubspot_events.status, hubspot_events.waiting,
+                hubspot_events.metrics TO ops;
 GRANT EXECUTE ON FUNCTION hubspot_events.worker_info(), hubspot_events.worker_api_version(),
                           hubspot_events.retry_failed(bigint[], boolean),
+                          hubspot_events.attempts(bigint), hubspot_events.replay_dry_run(),
+                          hubspot_events.verify_event(text, text, text, boolean),
+                          hubspot_events.metrics_counters(), hubspot_events.metrics_text(),
                           hubspot_events.wake(),
                           hubspot_events.flush(interval) TO ops;
 };

@@ -124,8 +124,8 @@ q1(q{CREATE ROLE mon LOGIN;
 	GRANT USAGE ON SCHEMA hubspot_events TO mon;
 	GRANT SELECT ON hubspot_events.status TO mon;
 	GRANT EXECUTE ON FUNCTION hubspot_events.worker_info() TO mon;});
-q1("ALTER EXTENSION hubspot_events UPDATE");
-is(q1("SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events'"), '0.6.0', 'updated to 0.6.0');
+q1("ALTER EXTENSION hubspot_events UPDATE TO '0.6.0'");
+is(q1("SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events'"), '0.6.0', 'updated to 0.6.0 (the rest of this test runs the 0.7.0 library on it)');
 is(q1("SELECT api_version FROM hubspot_events.status"), '2026-09', 'status: the worker speaks 2026-09');
 is($node->safe_psql('postgres', 'SELECT api_version, pending FROM hubspot_events.status', extra_params => ['-U', 'mon']),
 	'2026-09|0', 'the monitoring role still reads status after the update');

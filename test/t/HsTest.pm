@@ -16,7 +16,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(hs_node mock_reset mock_config mock_requests mock_vids wait_until
-  mock_stats mock_oauth_expire mock_oauth_requests decode_json encode_json);
+  mock_stats mock_oauth_expire mock_oauth_requests mock_control decode_json encode_json);
 
 my $http = HTTP::Tiny->new(timeout => 30);
 my $json = JSON::PP->new->canonical;
@@ -82,6 +82,16 @@ sub mock_oauth_requests
 {
 	my $r = $http->get(mock_url() . '/__mock/oauth/requests');
 	die "mock oauth requests failed: $r->{status}" unless $r->{success};
+	return $json->decode($r->{content});
+}
+
+# POST a JSON body to one of the mock's control endpoints (/__mock/...); its decoded answer.
+sub mock_control
+{
+	my ($path, $body) = @_;
+	my $r = $http->post(mock_url() . $path,
+		{ content => $json->encode($body || {}), headers => { 'content-type' => 'application/json' } });
+	die "mock $path failed: $r->{status} $r->{content}" unless $r->{success};
 	return $json->decode($r->{content});
 }
 
