@@ -678,6 +678,30 @@ check_claimed_row_safely(HeapTuple tup, TupleDesc desc, HsClaimedRow *r,
 }
 
 /*
+ * Run an UPDATE of rows in flight given as pairs ($1 bigint[] of ids, $2
+ * text[] of one text each), planned once into *plan; what names the rows
+ * in the error.
+ */
+static void
+update_pairs(SPIPlanPtr *plan, const char *sql, Datum *ids, Datum *texts, int n, const char *what)
+{
+	Datum		values[2];
+
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(texts, n, TEXTOID, -1, false, TYPALIGN_INT));
+	spi_connect();
+	if (*plan == NULL)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+
+		*plan = keep_plan(sql, 2, types);
+	}
+	if (SPI_execute_plan(*plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record %s in the outbox", what);
+	SPI_finish();
+}
+
+/*
  * Mark claimed rows (still "sending") failed with LOCAL_VALIDATION_ERROR,
  * each with its own message: rows the worker refuses to send.  ids and
  * messages are parallel arrays of n.
@@ -688,7 +712,6 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n)
 	static SPIPlanPtr plan = NULL;
 	Datum	   *idd;
 	Datum	   *msgd;
-	Datum		values[2];
 
 	if (n <= 0)
 		return;
@@ -699,25 +722,13 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n)
 		idd[i] = Int64GetDatum(ids[i]);
 		msgd[i] = CStringGetTextDatum(messages[i]);
 	}
-	values[0] = PointerGetDatum(construct_array(idd, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(msgd, n, TEXTOID, -1, false, TYPALIGN_INT));
-
-	spi_connect();
-	if (plan == NULL)
-	{
-		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
-
-		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
-						 "   SET status = 'failed', error_category = 'LOCAL_VALIDATION_ERROR',"
-						 "       error_message = r.message, error_subcategory = NULL, http_status = NULL,"
-						 "       correlation_id = NULL, error_body = NULL, last_attempt_at = pg_catalog.now()"
-						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, message)"
-						 " WHERE o.id OPERATOR(pg_catalog.=) r.id"
-						 "   AND o.status OPERATOR(pg_catalog.=) 'sending'", 2, types);
-	}
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not mark invalid rows failed in the outbox");
-	SPI_finish();
+	update_pairs(&plan, "UPDATE " HS_SCHEMA ".outbox o"
+				 "   SET status = 'failed', error_category = 'LOCAL_VALIDATION_ERROR',"
+				 "       error_message = r.message, error_subcategory = NULL, http_status = NULL,"
+				 "       correlation_id = NULL, error_body = NULL, last_attempt_at = pg_catalog.now()"
+				 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, message)"
+				 " WHERE o.id OPERATOR(pg_catalog.=) r.id"
+				 "   AND o.status OPERATOR(pg_catalog.=) 'sending'", idd, msgd, n, "invalid rows as failed");
 }
 
 /*
@@ -945,7 +956,6 @@ hs_outbox_record_dry_run(HsBatch **batches, int n)
 	int			k = 0;
 	Datum	   *ids;
 	Datum	   *reqs;
-	Datum		values[2];
 
 	for (int i = 0; i < n; i++)
 		nrows += batches[i]->n;
@@ -964,24 +974,13 @@ hs_outbox_record_dry_run(HsBatch **batches, int n)
 			reqs[k] = req;
 		}
 	}
-	values[0] = PointerGetDatum(construct_array(ids, nrows, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(reqs, nrows, TEXTOID, -1, false, TYPALIGN_INT));
-
-	spi_connect();
-	if (plan == NULL)
-	{
-		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
-
-		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
-						 "   SET status = 'sent', sent_at = pg_catalog.now(), dry_run = true,"
-						 "       dry_run_request = r.req::pg_catalog.jsonb, http_status = NULL, correlation_id = NULL,"
-						 "       error_category = NULL, error_subcategory = NULL, error_message = NULL, error_body = NULL"
-						 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, req)"
-						 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'", 2, types);
-	}
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not record dry-run rows in the outbox");
-	SPI_finish();
+	update_pairs(&plan, "UPDATE " HS_SCHEMA ".outbox o"
+				 "   SET status = 'sent', sent_at = pg_catalog.now(), dry_run = true,"
+				 "       dry_run_request = r.req::pg_catalog.jsonb, http_status = NULL, correlation_id = NULL,"
+				 "       error_category = NULL, error_subcategory = NULL, error_message = NULL, error_body = NULL"
+				 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, req)"
+				 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
+				 ids, reqs, nrows, "dry-run rows");
 }
 
 /*
@@ -1185,6 +1184,42 @@ error_params(ArrayType *ids, const HsOutcome *o, Datum *values, char *nulls)
 }
 
 /*
+ * Plan (once per schema kind) and run one of the error UPDATEs below:
+ * sql[1] writes the attempt history (schema 0.7.0 on), sql[0] does not.
+ * Their parameters: the ids and HubSpot's error ($1 .. $7, error_params),
+ * then nextra more (extra_types, extra).
+ */
+#define HS_ERROR_MAX_EXTRA 2
+static int
+run_error_update(SPIPlanPtr *plans, const char *const *sql, ArrayType *ids, const HsOutcome *o,
+				 int nextra, const Oid *extra_types, const Datum *extra)
+{
+	int			h = with_history();
+	Datum		values[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA];
+	char		nulls[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA];
+
+	Assert(nextra <= HS_ERROR_MAX_EXTRA);
+	if (plans[h] == NULL)
+	{
+		Oid			types[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA] = {HS_ERROR_TYPES};
+
+		for (int i = 0; i < nextra; i++)
+			types[HS_ERROR_NARGS + i] = extra_types[i];
+		plans[h] = keep_plan(sql[h], HS_ERROR_NARGS + nextra, types);
+	}
+	error_params(ids, o, values, nulls);
+	for (int i = 0; i < nextra; i++)
+	{
+		values[HS_ERROR_NARGS + i] = extra[i];
+		nulls[HS_ERROR_NARGS + i] = ' ';
+	}
+	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+}
+
+#define HS_WHERE_IN_FLIGHT \
+	" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
+
+/*
  * A held request's rows: pending again, the attempt not counted (the fault
  * is the configuration's); the attempt goes into the history.
  */
@@ -1192,24 +1227,16 @@ static int
 record_hold(ArrayType *ids, const HsOutcome *o)
 {
 	static SPIPlanPtr plans[2];
-	int			h = with_history();
-	Datum		values[HS_ERROR_NARGS];
-	char		nulls[HS_ERROR_NARGS];
+	static const char *const sql[2] = {
+		"UPDATE " HS_SCHEMA ".outbox"
+		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
+		HS_WHERE_IN_FLIGHT,
+		"UPDATE " HS_SCHEMA ".outbox"
+		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
+		HS_WHERE_IN_FLIGHT
+	};
 
-	if (plans[h] == NULL)
-	{
-		Oid			types[HS_ERROR_NARGS] = {HS_ERROR_TYPES};
-
-		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox"
-							 "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
-							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
-							 : "UPDATE " HS_SCHEMA ".outbox"
-							 "   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
-							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'",
-							 h ? HS_ERROR_NARGS : 1, types);
-	}
-	error_params(ids, o, values, nulls);
-	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+	return run_error_update(plans, sql, ids, o, 0, NULL, NULL);
 }
 
 /* A failed request's rows: failed, with HubSpot's error. */
@@ -1217,69 +1244,62 @@ static int
 record_failed(ArrayType *ids, const HsOutcome *o)
 {
 	static SPIPlanPtr plans[2];
-	int			h = with_history();
-	Datum		values[HS_ERROR_NARGS];
-	char		nulls[HS_ERROR_NARGS];
+	static const char *const sql[2] = {
+		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_WHERE_IN_FLIGHT,
+		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT
+	};
 
-	if (plans[h] == NULL)
-	{
-		Oid			types[HS_ERROR_NARGS] = {HS_ERROR_TYPES};
-
-		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET
-							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
-							 : "UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET
-							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'",
-							 HS_ERROR_NARGS, types);
-	}
-	error_params(ids, o, values, nulls);
-	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+	return run_error_update(plans, sql, ids, o, 0, NULL, NULL);
 }
 
 /*
  * A rate-limited request's rows: pending until the pacing's pause ends
- * (the outcome's retry_after_ms), the attempt given back.
+ * (the outcome's retry_after_ms, $8), the attempt given back.  A request
+ * the pacing held back (no HTTP status) was not an attempt: no history.
  */
 static int
 record_rate_limited(ArrayType *ids, const HsOutcome *o)
 {
 	static SPIPlanPtr plans[2];
-	int			h = with_history();
-	Datum		values[HS_ERROR_NARGS + 1];
-	char		nulls[HS_ERROR_NARGS + 1];
+	static const char *const sql[2] = {
+		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
+		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
+		HS_WHERE_IN_FLIGHT,
+		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
+		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
+		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
+		HS_WHERE_IN_FLIGHT
+	};
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		until = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(),
+																		Max(o->retry_after_ms, 0)));
 
-	if (plans[h] == NULL)
-	{
-		Oid			types[HS_ERROR_NARGS + 1] = {HS_ERROR_TYPES, TIMESTAMPTZOID};
-
-		/* a request the pacing held back was not an attempt: no history */
-		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
-							 "  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
-							 "  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
-							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
-							 : "UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
-							 "  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
-							 " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'",
-							 HS_ERROR_NARGS + 1, types);
-	}
-	error_params(ids, o, values, nulls);
-	values[HS_ERROR_NARGS] = TimestampTzGetDatum(
-		TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), Max(o->retry_after_ms, 0)));
-	nulls[HS_ERROR_NARGS] = ' ';
-	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+	return run_error_update(plans, sql, ids, o, 1, types, &until);
 }
 
 /*
  * A retried request's rows: each pending again after its own backoff
  * (hs_retry_delay_ms, from the row's attempts), or failed once it has used
- * max_attempts.
+ * max_attempts: per row, $8 the status and $9 when (NULL: unchanged).
  */
 static int
 record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
 {
 	static SPIPlanPtr plans[2];
-	int			h = with_history();
-	Datum		values[HS_ERROR_NARGS + 2];
-	char		nulls[HS_ERROR_NARGS + 2];
+	static const char *const sql[2] = {
+		"UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
+		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET
+		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
+		"       AS r(id, status, next_at)"
+		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
+		"UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
+		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
+		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
+		"       AS r(id, status, next_at)"
+		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
+	};
+	Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		extra[2];
 	Datum	   *statuses = palloc(sizeof(Datum) * batch->n);
 	Datum	   *next_at = palloc(sizeof(Datum) * batch->n);
 	bool	   *next_null = palloc(sizeof(bool) * batch->n);
@@ -1287,22 +1307,6 @@ record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
 	int			dims[1] = {batch->n};
 	int			lbs[1] = {1};
 
-	if (plans[h] == NULL)
-	{
-		Oid			types[HS_ERROR_NARGS + 2] = {HS_ERROR_TYPES, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
-
-		plans[h] = keep_plan(h ? "UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
-							 "  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
-							 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
-							 "       AS r(id, status, next_at)"
-							 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
-							 : "UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
-							 "  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET
-							 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
-							 "       AS r(id, status, next_at)"
-							 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
-							 HS_ERROR_NARGS + 2, types);
-	}
 	for (int i = 0; i < batch->n; i++)
 	{
 		bool		exhausted = batch->attempts[i] >= hs_max_attempts;
@@ -1313,14 +1317,11 @@ record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
 			TimestampTzGetDatum(TimestampTzPlusMilliseconds(now,
 															hs_retry_delay_ms(batch->attempts[i], o->retry_after_ms)));
 	}
-	error_params(ids, o, values, nulls);
-	values[HS_ERROR_NARGS] = PointerGetDatum(construct_array(statuses, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[HS_ERROR_NARGS + 1] = PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
-																	TIMESTAMPTZOID, sizeof(TimestampTz),
-																	FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	nulls[HS_ERROR_NARGS] = ' ';
-	nulls[HS_ERROR_NARGS + 1] = ' ';
-	return SPI_execute_plan(plans[h], values, nulls, false, 0);
+	extra[0] = PointerGetDatum(construct_array(statuses, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
+	extra[1] = PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
+												  TIMESTAMPTZOID, sizeof(TimestampTz),
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	return run_error_update(plans, sql, ids, o, 2, types, extra);
 }
 
 /*
