@@ -164,13 +164,17 @@ def render(results, made, src):
     add("the same run, and scenario 1 takes the median of %s runs per variant in rotating order."
         % s.get("1", {}).get("reps", "several"))
     add("")
-    add("The cluster is a throwaway one started by `test/lib.sh` (`fsync = off`, so a commit costs no")
-    add("disk flush; `max_wal_size = 4GB`; shared_buffers at its default 128 MB), with the extension")
-    add("preloaded and its worker serving the database `bench` (`max_concurrency` 4, the default). The")
-    add("mock HubSpot (`test/mock_hubspot.py`) runs with `--lean`: it keeps no requests in memory and")
-    add("skips the JSON-schema check of bodies (it still checks routes, query, headers and the token, and")
-    add("logs every request with its wall-clock receive time). Its cost is measured in every drain (see")
-    add("scenario 2): it is not the bottleneck.")
+    c = results.get("conditions", {"fsync": "off", "mock": "lean", "vacuum_before_drain": True})
+    add("The conditions: `fsync = %s`, `synchronous_commit = on` for the application's transactions,"
+        % c.get("fsync"))
+    add("the outbox %s before each drain, the mock HubSpot (`test/mock_hubspot.py`) in %s mode"
+        % ("vacuumed" if c.get("vacuum_before_drain") else "never vacuumed", c.get("mock")))
+    add("(%s). The cluster is a throwaway one started by `test/lib.sh` (`max_wal_size = 4GB`;"
+        % ("every request recorded and its body checked against HubSpot's schema" if c.get("mock") == "full"
+           else "`--lean`: no requests kept in memory, no schema check of bodies"))
+    add("shared_buffers at its default 128 MB), with the extension preloaded and its worker serving the")
+    add("database `bench` (`max_concurrency` 4, the default). The mock's cost is measured in every drain")
+    add("(see scenario 2).")
     add("")
     add("## Method and details")
     add("")
