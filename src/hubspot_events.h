@@ -96,6 +96,8 @@ extern int	hs_progress_notice_ms;
 
 /* hubspot_events.api_version's default: HubSpot's newest date version */
 #define HS_API_VERSION_DEFAULT	"2026-09"
+/* HubSpot's OAuth token endpoint (hubspot_events.oauth_token_url's default) */
+#define HS_OAUTH_TOKEN_URL_DEFAULT	"https://api.hubapi.com/oauth/2026-03/token"
 #define HS_API_VERSION_MAX		16
 
 /* hubspot_events.endpoint */

@@ -233,7 +233,7 @@ check_oauth_token_url_impl(char **newval, void **extra, GucSource source)
 	if (!hs_url_is_acceptable(*newval, &reason))
 	{
 		GUC_check_errdetail("%s", reason);
-		GUC_check_errhint("Use an https:// URL such as https://api.hubapi.com/oauth/2026-03/token; http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost).");
+		GUC_check_errhint("Use an https:// URL such as " HS_OAUTH_TOKEN_URL_DEFAULT "; http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost).");
 		return false;
 	}
 	return true;
@@ -347,9 +347,8 @@ _PG_init(void)
 
 	DefineCustomStringVariable("hubspot_events.api_version",
 							   "Which version of HubSpot's API requests are made in.",
-							   "A date version, YYYY-03 or YYYY-09 from 2026-03 on: paths "
-							   "/marketing/marketing-events/{version}/...; v3: the legacy paths "
-							   "/marketing/v3/marketing-events/....",
+							   "A date version, YYYY-03 or YYYY-09 from 2026-03 on (HubSpot's date-versioned paths), "
+							   "or v3 (HubSpot's legacy v3 paths).",
 							   &hs_api_version,
 							   HS_API_VERSION_DEFAULT,
 							   PGC_USERSET,
@@ -535,7 +534,7 @@ _PG_init(void)
 							   "URL of HubSpot's OAuth token endpoint.",
 							   "https is required except for loopback hosts.",
 							   &hs_oauth_token_url,
-							   "https://api.hubapi.com/oauth/2026-03/token",
+							   HS_OAUTH_TOKEN_URL_DEFAULT,
 							   PGC_SIGHUP,
 							   0,
 							   check_oauth_token_url, assign_bump_generation, NULL);
