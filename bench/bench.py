@@ -764,7 +764,10 @@ class Bench:
             for mode, label in (("bulk", "1,000 rows per INSERT"), ("single", "single-row INSERTs")):
                 r = s["1"][mode]
                 row("1 write", "%s: sync_attendance / hand-written" % label, "%.2fx" % r["sync_vs_hand"], "<= 0.7x", r["sync_vs_hand"] <= 0.7)
-                row("1 write", "%s: sync_attendance / bare" % label, "%.2fx" % r["sync_vs_bare"], "<= 5x", r["sync_vs_bare"] <= 5)
+                # issue 17's targets: 3x a bare INSERT in bulk, 2x single-row (0.4.0's: 5x)
+                limit = 3 if mode == "bulk" else 2
+                row("1 write", "%s: sync_attendance / bare" % label, "%.2fx" % r["sync_vs_bare"], "<= %dx" % limit,
+                    r["sync_vs_bare"] <= limit)
                 row("1 write", "%s: hand-written / bare (reference)" % label, "%.2fx" % r["hand_vs_bare"], "", None)
                 row("1 write", "%s: the same three in wall time (sync/hand, sync/bare, hand/bare)" % label,
                     "%.2fx %.2fx %.2fx" % (r["wall_sync_vs_hand"], r["wall_sync_vs_bare"], r["wall_hand_vs_bare"]), "", None)
@@ -772,8 +775,8 @@ class Bench:
             for bs, r in sorted(s["2"]["by_batch"].items(), key=lambda kv: int(kv[0])):
                 bs = int(bs)
                 cap = " (capped at %.0f s)" % r["seconds"] if r["capped"] else ""
-                row("2 drain", "batch %d: contacts/s%s" % (bs, cap), "%.0f" % r["contacts_per_s"], ">= 20,000" if bs == 100 else "",
-                    r["contacts_per_s"] >= 20000 if bs == 100 else None)
+                row("2 drain", "batch %d: contacts/s%s" % (bs, cap), "%.0f" % r["contacts_per_s"], ">= 25,000" if bs == 100 else "",
+                    r["contacts_per_s"] >= 25000 if bs == 100 else None)
                 row("2 drain", "batch %d: requests/s" % bs, "%.0f" % r["requests_per_s"], "", None)
                 row("2 drain", "batch %d: worker CPU s per 10,000 contacts" % bs, "%.3f" % r["worker_cpu_s_per_10k"],
                     "<= 0.25" if bs == 100 else "", r["worker_cpu_s_per_10k"] <= 0.25 if bs == 100 else None)

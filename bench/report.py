@@ -231,7 +231,9 @@ def render(results, made, src):
         add("### 2. Drain throughput")
         add("")
         add("For each `batch_size` (1, 10, 100): with the worker paused, %s contacts are enqueued over 10" % format(r["contacts"], ","))
-        add("events (`hubspot_enqueue_subscriber`, 1,000 contacts per call), the outbox is vacuumed, the mock")
+        add("events (`hubspot_enqueue_subscriber`, 1,000 contacts per call), the outbox is %s, the mock"
+            % ("vacuumed" if results.get("conditions", {}).get("vacuum_before_drain", True)
+               else "checkpointed but not vacuumed (the rows freshly committed)"))
         add("is set to answer every request 2 ms late (`delay_ms=2`) with a limit nobody reaches, and the")
         add("worker's own limiter is opened (`rate_limit` 4096 per 100 ms). Then `resume()`, and the clock runs")
         add("until no row is `pending` or `sending` (polled every 0.1 s). Requests are counted by the mock;")
