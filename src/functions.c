@@ -117,8 +117,7 @@ post_counted(const char *url, const char *token, const char *body, size_t len, i
 	hs_http_post_json(url, token, body, len, res);
 	hs_parse_error_body(res->body, res->body_len, &err);
 	hs_api_read_answer(res, &err, &o);
-	hs_metrics_count_request(o.http_status, o.kind == HS_OUTCOME_SENT ? NULL : o.error_category,
-							 o.http_status == 429 ? o.error_subcategory : NULL);
+	hs_metrics_count_request(&o);
 	if (o.kind == HS_OUTCOME_SENT)
 		hs_metrics_add(HS_METRIC_CONTACTS_SENT, contacts);
 }

@@ -324,7 +324,8 @@ typedef enum HsMetric
 extern Size hs_metrics_shmem_size(void);
 extern void hs_metrics_shmem_startup(void);
 extern void hs_metrics_reset(void);
-extern void hs_metrics_count_request(int http_status, const char *category, const char *policy);
+struct HsOutcome;
+extern void hs_metrics_count_request(const struct HsOutcome *o);
 extern void hs_metrics_add(HsMetric which, int64 n);
 extern const double *hs_metrics_latency_bounds(void);
 extern void hs_metrics_add_latency(const int64 *per_bucket, int64 count, double sum);

@@ -124,31 +124,32 @@ count_named(HsNamedCount *table, const char *name)
 }
 
 /*
- * One request to HubSpot's API and its answer: http_status (0 when none
- * came), the error's category when it was not a success (NULL for a 2xx),
- * and a 429's policy (NULL otherwise).
+ * One request to HubSpot's API, by its outcome (hs_api_read_answer): its
+ * HTTP status (0 when no answer came), its category when it was not a
+ * success, and a 429's policy (the outcome's subCategory then).
  */
 void
-hs_metrics_count_request(int http_status, const char *category, const char *policy)
+hs_metrics_count_request(const HsOutcome *o)
 {
+	const char *category = o->kind == HS_OUTCOME_SENT ? NULL : o->error_category;
 	int			i;
 
 	if (metrics == NULL)
 		return;
 	SpinLockAcquire(&metrics->mutex);
 	for (i = 0; i < HS_METRICS_SLOTS - 1; i++)
-		if (metrics->by_status[i].count == 0 || metrics->by_status[i].status == http_status)
+		if (metrics->by_status[i].count == 0 || metrics->by_status[i].status == o->http_status)
 			break;
 	/* past the table: the last slot counts every other status, as -1 */
 	if (i == HS_METRICS_SLOTS - 1 && metrics->by_status[i].count == 0)
 		metrics->by_status[i].status = -1;
 	else if (metrics->by_status[i].count == 0)
-		metrics->by_status[i].status = http_status;
+		metrics->by_status[i].status = o->http_status;
 	metrics->by_status[i].count++;
 	if (category)
 		count_named(metrics->by_category, category);
-	if (http_status == 429)
-		count_named(metrics->by_policy, policy ? policy : "UNKNOWN");
+	if (o->http_status == 429)
+		count_named(metrics->by_policy, o->error_subcategory ? o->error_subcategory : "UNKNOWN");
 	SpinLockRelease(&metrics->mutex);
 }
 

@@ -91,16 +91,6 @@ read_sent_states(const char *event_id, const char *account_id)
 	return states;
 }
 
-/* Pacing learns from each answer, as in the worker. */
-static void
-verify_on_done(HsHttpRequest *req)
-{
-	HsErrorBody err;
-
-	hs_parse_error_body(req->result.body, req->result.body_len, &err);
-	(void) hs_pacing_note_answer(&req->result, &err, hs_retry_after_ms(req->result.retry_after));
-}
-
 /*
  * One page of the breakdown, paced; a 429 waits for the pacing's pause and
  * asks again (HS_VERIFY_MAX_429 times), an expired OAuth token is refreshed
@@ -114,17 +104,17 @@ read_page(const char *url, const char **token, int pages_read, HsHttpResult *res
 
 	hooks.wait_ms = hs_pacing_wait_ms;
 	hooks.on_start = hs_pacing_note_start;
-	hooks.on_done = verify_on_done;
 	for (int tries = 0;; tries++)
 	{
 		HsErrorBody err;
 		HsOutcome	o;
 
+		/* one request at a time: the answer, read once, teaches the pacing before the next */
 		hs_http_get_json(url, *token, &hooks, res);
 		hs_parse_error_body(res->body, res->body_len, &err);
+		(void) hs_pacing_note_answer(res, &err, hs_retry_after_ms(res->retry_after));
 		hs_api_read_answer(res, &err, &o);
-		hs_metrics_count_request(o.http_status, o.kind == HS_OUTCOME_SENT ? NULL : o.error_category,
-								 o.http_status == 429 ? o.error_subcategory : NULL);
+		hs_metrics_count_request(&o);
 		if (o.kind == HS_OUTCOME_SENT)
 			return;
 		if (o.kind == HS_OUTCOME_RATE_LIMITED && tries < HS_VERIFY_MAX_429)

@@ -208,8 +208,7 @@ static HsOutcomeKind
 build_outcome(HsHttpRequest *req, const HsErrorBody *err, HsOutcome *out)
 {
 	hs_api_read_answer(&req->result, err, out);
-	hs_metrics_count_request(out->http_status, out->kind == HS_OUTCOME_SENT ? NULL : out->error_category,
-							 out->http_status == 429 ? out->error_subcategory : NULL);
+	hs_metrics_count_request(out);
 	if (out->kind == HS_OUTCOME_SENT)
 	{
 		hs_shared_count_request(true, NULL, NULL);
