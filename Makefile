@@ -3,7 +3,7 @@
 # The version lives in hubspot_events.control (default_version) and nowhere
 # else; the C code's User-Agent is derived from it here.
 #
-# The install scripts.  hubspot_events--0.7.0.sql is the whole schema of
+# The install scripts.  hubspot_events--0.8.0.sql is the whole schema of
 # the current version, by topic: CREATE EXTENSION runs it alone, and it is
 # where to read today's schema.  hubspot_events--0.1.0.sql (the first
 # release) and one upgrade script per later release

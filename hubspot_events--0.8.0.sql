@@ -1,18 +1,18 @@
 \echo Use "CREATE EXTENSION hubspot_events" to load this file. \quit
 
 /*
- * hubspot_events 0.7.0: the whole schema, in one script.
+ * hubspot_events 0.8.0: the whole schema, in one script.
  *
  * This is where to read today's schema.  CREATE EXTENSION hubspot_events
  * runs this script alone; an installation of an older version reaches the
  * same schema through the upgrade scripts beside this file
  * (hubspot_events--0.1.0.sql, then hubspot_events--0.1.0--0.2.0.sql ...
- * hubspot_events--0.6.0--0.7.0.sql), which stay as released.  Both roads
+ * hubspot_events--0.7.0--0.8.0.sql), which stay as released.  Both roads
  * must end in the same catalog, object by object: sql/08_upgrade.sql
  * installs 0.1.0, updates it step by step, and compares every member's
  * definition with a fresh install of this script.
  *
- * A later version adds an upgrade script from 0.7.0 (and may one day
+ * A later version adds an upgrade script from 0.8.0 (and may one day
  * re-base on a new full script, as PostgreSQL's contrib modules do); this
  * file, once released, is not edited either.
  *
@@ -24,7 +24,8 @@
  *   5. the worker: its claim, its wake-up, its state (status)
  *   6. managing syncs: failed ones and their attempts, why rows wait,
  *      purges, pause and resume, flush
- *   7. the database the worker serves
+ *   7. connections: many HubSpot accounts
+ *   8. the database the worker serves
  *
  * Privileges: nothing is granted to PUBLIC.  EXECUTE on every function and
  * every privilege on every table and view is revoked from PUBLIC; a DBA
@@ -53,8 +54,8 @@
 --
 -- The column order is the one the upgrade scripts produce (kind and event
 -- were added in 0.3.0, attempt_history, dry_run and dry_run_request in
--- 0.7.0, at the end): a fresh install and an upgraded one have the same row
--- type.  Columns the enqueue does not write have no default, so that its
+-- 0.7.0, connection in 0.8.0, at the end): a fresh install and an upgraded
+-- one have the same row type.  Columns the enqueue does not write have no default, so that its
 -- direct insert (src/enqueue.c) applies.
 --
 -- attempt_history keeps every failed attempt of the row (time, HTTP
@@ -96,7 +97,8 @@ CREATE TABLE @extschema@.outbox (
     event               jsonb,
     attempt_history     jsonb,
     dry_run             boolean,
-    dry_run_request     jsonb
+    dry_run_request     jsonb,
+    connection          text NOT NULL DEFAULT 'default'
 ) WITH (autovacuum_vacuum_scale_factor = 0,
         autovacuum_vacuum_threshold = 10000,
         autovacuum_vacuum_insert_scale_factor = 0,
@@ -104,11 +106,12 @@ CREATE TABLE @extschema@.outbox (
         autovacuum_analyze_scale_factor = 0,
         autovacuum_analyze_threshold = 10000);
 
--- the worker's claim: only due rows are in this index, so sent rows never slow it down
-CREATE INDEX outbox_due ON @extschema@.outbox (next_attempt_at, id) WHERE status = 'pending';
--- rows in flight: a crash may leave some; the claim reads their identities
--- once through this small index
-CREATE INDEX outbox_sending ON @extschema@.outbox (id) WHERE status = 'sending';
+-- the worker's claim, per connection: only due rows are in this index, so
+-- sent rows never slow it down
+CREATE INDEX outbox_due ON @extschema@.outbox (connection, next_attempt_at, id) WHERE status = 'pending';
+-- rows in flight: a crash may leave some; each connection's claim reads its
+-- own rows' identities once through this small index
+CREATE INDEX outbox_sending ON @extschema@.outbox (connection, id) WHERE status = 'sending';
 -- failed-sync queries and purges
 CREATE INDEX outbox_failed ON @extschema@.outbox (last_attempt_at) WHERE status = 'failed';
 CREATE INDEX outbox_sent ON @extschema@.outbox (sent_at) WHERE status = 'sent';
@@ -166,6 +169,7 @@ COMMENT ON COLUMN @extschema@.outbox.dry_run IS
 'true: recorded sent by a dry run (hubspot_events.dry_run), never sent to HubSpot; NULL otherwise';
 COMMENT ON COLUMN @extschema@.outbox.dry_run_request IS
 'For a dry-run row, the request it would have gone in: {method, path, body_bytes, rows}';
+COMMENT ON COLUMN @extschema@.outbox.connection IS 'The connection (HubSpot account and credential) the row is sent through';
 
 -- The worker's persistent switches: at most one row, written by pause() and
 -- resume(); no row means not paused.  Survives restarts and pg_dump (the
@@ -184,6 +188,64 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.worker_control', '');
 
 REVOKE ALL ON TABLE @extschema@.outbox, @extschema@.worker_control FROM PUBLIC;
 
+-- A connection is one HubSpot account reached with one credential.  The
+-- connection 'default' is what the server's settings describe
+-- (access_token_file, or the OAuth settings): auth 'settings'.  Others are
+-- created by create_connection() (a token read from a server file) or
+-- connect_oauth() (an OAuth app's install).  No secret is ever in this
+-- table: token files' paths and sealed refresh tokens are in
+-- connection_secrets, which no role but the extension's owner reads.
+--
+-- A name is short and plain (letters, digits, _ . - : @, at most 63
+-- bytes): it appears in log lines, notifications and metrics labels.
+-- state: active; held (HubSpot refused the credential: 401, 403; its rows
+-- wait, the other connections go on); disconnected (an OAuth refresh was
+-- answered invalid_grant: the app was uninstalled or the token revoked;
+-- connect_oauth() again resumes it).  rate_limit and
+-- rate_limit_interval_ms: this connection's own pacing (NULL: the global
+-- settings and HubSpot's headers).
+CREATE TABLE @extschema@.connections (
+    name                    text PRIMARY KEY
+                            CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:@-]*$' AND octet_length(name) <= 63),
+    hub_id                  bigint CHECK (hub_id > 0),
+    auth                    text NOT NULL CHECK (auth IN ('settings', 'token_file', 'oauth')),
+    state                   text NOT NULL DEFAULT 'active'
+                            CHECK (state IN ('active', 'held', 'disconnected')),
+    held_reason             text,
+    created_at              timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    rate_limit              integer CHECK (rate_limit BETWEEN 1 AND 1000000),
+    rate_limit_interval_ms  integer CHECK (rate_limit_interval_ms BETWEEN 1 AND 86400000),
+    CHECK ((name = 'default') = (auth = 'settings'))
+);
+COMMENT ON TABLE @extschema@.connections IS
+'HubSpot accounts the extension sends to, each with its own credential, limits and faults; ''default'' is the server''s settings';
+COMMENT ON COLUMN @extschema@.connections.hub_id IS 'HubSpot''s account id, learned from the token answer where HubSpot gives it';
+COMMENT ON COLUMN @extschema@.connections.auth IS 'settings (the connection default), token_file (create_connection) or oauth (connect_oauth)';
+COMMENT ON COLUMN @extschema@.connections.state IS
+'active; held (HubSpot refused the credential; its rows wait); disconnected (the OAuth app was uninstalled or its token revoked; connect_oauth() again resumes it)';
+INSERT INTO @extschema@.connections (name, auth) VALUES ('default', 'settings');
+
+-- The connections' credentials: a token file's path (token_file), or the
+-- OAuth refresh token sealed with AES-256-GCM under the key in
+-- hubspot_events.secret_key_file (oauth).  Readable by the extension's
+-- owner only; the functions that use it run as the owner.
+CREATE TABLE @extschema@.connection_secrets (
+    connection      text PRIMARY KEY
+                    REFERENCES @extschema@.connections (name) ON DELETE CASCADE,
+    token_file      text,
+    refresh_token   bytea,
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK ((token_file IS NULL) <> (refresh_token IS NULL))
+);
+COMMENT ON TABLE @extschema@.connection_secrets IS
+'Each connection''s credential: a token file''s path, or a refresh token sealed with AES-256-GCM (never in clear)';
+
+-- pg_dump keeps the connections a DBA or an application created (the
+-- default row is the install script's) and their sealed secrets
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.connections', 'WHERE name <> ''default''');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.connection_secrets', '');
+REVOKE ALL ON TABLE @extschema@.connections, @extschema@.connection_secrets FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------
 -- 2. Sending now: one request to HubSpot in the caller's session
 -- ---------------------------------------------------------------------------
@@ -193,37 +255,41 @@ CREATE FUNCTION @extschema@.hubspot_upsert_subscriber(
     external_event_id text,
     subscriber_state text,
     external_account_id text,
-    contacts jsonb)
+    contacts jsonb,
+    connection text DEFAULT 'default')
 RETURNS jsonb
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_upsert_subscriber';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_upsert_subscriber(text, text, text, jsonb) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_upsert_subscriber(text, text, text, jsonb) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_upsert_subscriber(text, text, text, jsonb, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_upsert_subscriber(text, text, text, jsonb, text) IS
 'Record a marketing-event subscriber state (register, attend, cancel) for HubSpot contacts now, and return HubSpot''s answer';
 
-CREATE FUNCTION @extschema@.hubspot_upsert_event(external_event_id text, external_account_id text, event jsonb)
+CREATE FUNCTION @extschema@.hubspot_upsert_event(external_event_id text, external_account_id text, event jsonb,
+                                                 connection text DEFAULT 'default')
 RETURNS jsonb
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_upsert_event';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_upsert_event(text, text, jsonb) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_upsert_event(text, text, jsonb) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_upsert_event(text, text, jsonb, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_upsert_event(text, text, jsonb, text) IS
 'Create or update a marketing event in HubSpot now, and return HubSpot''s answer';
 
-CREATE FUNCTION @extschema@.hubspot_cancel_event(external_event_id text, external_account_id text)
+CREATE FUNCTION @extschema@.hubspot_cancel_event(external_event_id text, external_account_id text,
+                                                 connection text DEFAULT 'default')
 RETURNS jsonb
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_cancel_event';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_cancel_event(text, text) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_cancel_event(text, text) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_cancel_event(text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_cancel_event(text, text, text) IS
 'Mark a marketing event cancelled in HubSpot now, and return HubSpot''s answer';
 
 CREATE FUNCTION @extschema@.hubspot_complete_event(external_event_id text, external_account_id text,
-                                                   start_date_time timestamptz, end_date_time timestamptz)
+                                                   start_date_time timestamptz, end_date_time timestamptz,
+                                                   connection text DEFAULT 'default')
 RETURNS jsonb
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_complete_event';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_complete_event(text, text, timestamptz, timestamptz) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_complete_event(text, text, timestamptz, timestamptz) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_complete_event(text, text, timestamptz, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_complete_event(text, text, timestamptz, timestamptz, text) IS
 'Mark a marketing event completed in HubSpot now, with its start and end, and return HubSpot''s answer';
 
 -- ---------------------------------------------------------------------------
@@ -235,39 +301,41 @@ CREATE FUNCTION @extschema@.hubspot_enqueue_subscriber(
     external_event_id text,
     subscriber_state text,
     external_account_id text,
-    contacts jsonb)
+    contacts jsonb,
+    connection text DEFAULT 'default')
 RETURNS bigint[]
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_enqueue_subscriber';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_subscriber(text, text, text, jsonb) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_enqueue_subscriber(text, text, text, jsonb) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_subscriber(text, text, text, jsonb, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_subscriber(text, text, text, jsonb, text) IS
 'Validate and write subscriber-state changes to the outbox in the current transaction; the worker sends them after commit. Returns the new outbox ids';
 
--- The marketing events themselves: their upsert, cancel and complete calls
--- go through the outbox too, in order with the subscriber states.
-CREATE FUNCTION @extschema@.hubspot_enqueue_event(external_event_id text, external_account_id text, event jsonb)
+CREATE FUNCTION @extschema@.hubspot_enqueue_event(external_event_id text, external_account_id text, event jsonb,
+                                                  connection text DEFAULT 'default')
 RETURNS bigint
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_enqueue_event';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_event(text, text, jsonb) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_enqueue_event(text, text, jsonb) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_event(text, text, jsonb, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_event(text, text, jsonb, text) IS
 'Queue the creation or update of a marketing event in the outbox (sent after commit, before the event''s later subscriber states); returns the row id';
 
-CREATE FUNCTION @extschema@.hubspot_enqueue_cancel_event(external_event_id text, external_account_id text)
+CREATE FUNCTION @extschema@.hubspot_enqueue_cancel_event(external_event_id text, external_account_id text,
+                                                         connection text DEFAULT 'default')
 RETURNS bigint
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_enqueue_cancel_event';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_cancel_event(text, text) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_enqueue_cancel_event(text, text) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_cancel_event(text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_cancel_event(text, text, text) IS
 'Queue the cancellation of a marketing event in the outbox; returns the row id';
 
 CREATE FUNCTION @extschema@.hubspot_enqueue_complete_event(external_event_id text, external_account_id text,
-                                                           start_date_time timestamptz, end_date_time timestamptz)
+                                                           start_date_time timestamptz, end_date_time timestamptz,
+                                                           connection text DEFAULT 'default')
 RETURNS bigint
 LANGUAGE c VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'hubspot_enqueue_complete_event';
-REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz) IS
+REVOKE ALL ON FUNCTION @extschema@.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz, text) IS
 'Queue the completion of a marketing event in the outbox; returns the row id';
 
 -- ---------------------------------------------------------------------------
@@ -495,7 +563,11 @@ CREATE EVENT TRIGGER hubspot_events_guard_sync_triggers ON ddl_command_end
 
 -- The worker's claim, in SQL so that it can be read and tested (see
 -- test/specs/claim.spec).  Internal: only the worker calls it (rows it
--- claims are sent by nobody else), with the caller's rights.  Its rules:
+-- claims are sent by nobody else), with the caller's rights.  It claims
+-- the rows of one connection (the worker shares each turn among the
+-- connections with due rows: pending_connections()), and its rules hold
+-- within that connection (a request never mixes connections, and one
+-- connection's rows never hold back another's):
 --  * a due row: pending, and next_attempt_at passed; oldest first;
 --  * one contact's rows go out one at a time in commit order: a row waits
 --    while an older row of its contact is pending (status NOT IN
@@ -515,30 +587,21 @@ CREATE EVENT TRIGGER hubspot_events_guard_sync_triggers ON ddl_command_end
 -- replayed) matches nothing.
 -- The function runs with search_path = pg_catalog, pg_temp: every
 -- operator and function in it resolves in pg_catalog, whatever the
--- caller's path.
-CREATE FUNCTION @extschema@.claim_due(max_rows integer)
+-- caller's path.  Its planner settings: jit off (planned with max_rows
+-- unknown, its cost estimate is large enough for JIT to compile it on
+-- every call); no bitmap scans (the hash index probes for the order rules
+-- were planned as a bitmap heap scan per candidate row, 11% of the
+-- worker's CPU); no sequential scans, sorts, hash or merge joins (it has
+-- one good plan, the due rows' index in order, and stale statistics after
+-- a burst of enqueues made others look cheaper).
+CREATE FUNCTION @extschema@.claim_due(max_rows integer, conn text)
 RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
                external_account_id text, contact text, attempts integer,
                kind text, event text, contact_key text)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
--- planned with max_rows unknown, its cost estimate is large enough for JIT
--- to compile it on every call, which costs far more than the claim itself
 SET jit = off
--- The "older upsert of this row's event" check probes the hash index with
--- one key per event, which the planner takes for thousands of rows: it chose
--- a bitmap heap scan, rebuilt for every candidate row (a bitmap, a heap scan
--- start that asks the kernel for the table's size, often a BitmapAnd).  That
--- check was about 11% of the worker's CPU in a drain; a plain index scan
--- reads one bucket page.
 SET enable_bitmapscan = off
--- The claim has one good plan: walk the due rows' index in order, probe the
--- indexes per row, stop at max_rows, update by row version.  The planner
--- sees max_rows as unknown (a tenth of the table) and the outbox's
--- statistics are often stale (a burst of enqueues, then a drain), so other
--- plans can look cheaper than they are.  Other scans, sorts and joins are
--- therefore ruled out for the claim, so that its plan does not depend on
--- statistics.
 SET enable_seqscan = off
 SET enable_sort = off
 SET enable_hashjoin = off
@@ -548,6 +611,7 @@ AS $$
         SELECT o.ctid AS tid
           FROM @extschema@.outbox o
          WHERE o.status = 'pending'
+           AND o.connection = conn
            AND o.next_attempt_at <= now()
            AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
                             WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
@@ -555,11 +619,13 @@ AS $$
                               AND p.external_event_id = o.external_event_id
                               AND p.external_account_id = o.external_account_id
                               AND p.contact_key = o.contact_key
+                              AND p.connection = o.connection
                               AND p.id < o.id
                               AND p.status NOT IN ('sending', 'sent', 'failed'))
            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
                             = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                           FROM @extschema@.outbox s WHERE s.status = 'sending')), false)
+                                           FROM @extschema@.outbox s
+                                          WHERE s.status = 'sending' AND s.connection = conn)), false)
            AND (o.kind <> 'subscriber' OR (
                 NOT EXISTS (SELECT 1 FROM @extschema@.outbox e
                              WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
@@ -568,28 +634,24 @@ AS $$
                                AND e.external_account_id = o.external_account_id
                                AND e.contact_key = ''
                                AND e.kind = 'event_upsert'
+                               AND e.connection = o.connection
                                AND e.status NOT IN ('sending', 'sent', 'failed'))
                 AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
                                  = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                                FROM @extschema@.outbox s WHERE s.status = 'sending')), false)))
-         ORDER BY o.next_attempt_at, o.id
+                                                FROM @extschema@.outbox s
+                                               WHERE s.status = 'sending' AND s.connection = conn)), false)))
+         ORDER BY o.connection, o.next_attempt_at, o.id
          LIMIT max_rows
            FOR UPDATE OF o SKIP LOCKED)
-    -- By the row versions the claim has just locked (a TID scan): no
-    -- primary-key lookup per row, and no join back to the outbox, which the
-    -- planner, guessing max_rows, would plan as a hash join over the whole
-    -- table.  Locked by this statement, they cannot have moved.  (No test
-    -- of status here: it would let the planner walk the due rows' index
-    -- instead, old versions and all.)
     UPDATE @extschema@.outbox u
        SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
      WHERE u.ctid = ANY (ARRAY(SELECT due.tid FROM due))
     RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
               u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
 $$;
-REVOKE ALL ON FUNCTION @extschema@.claim_due(integer) FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.claim_due(integer) IS
-'Internal, for the worker: claim up to max_rows due rows and mark them sending';
+REVOKE ALL ON FUNCTION @extschema@.claim_due(integer, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.claim_due(integer, text) IS
+'Internal, for the worker: claim up to max_rows due rows of one connection and mark them sending';
 
 -- When the worker finds nothing to claim, it sleeps until a row can
 -- actually be claimed: the earliest next_attempt_at of the rows the claim's
@@ -598,7 +660,7 @@ COMMENT ON FUNCTION @extschema@.claim_due(integer) IS
 -- would make the worker sleep 1 ms and claim again, a thousand times a
 -- second.)  The order rules are claim_due()'s, without the due time and the
 -- locks; so are its settings.
-CREATE FUNCTION @extschema@.next_claim_at()
+CREATE FUNCTION @extschema@.next_claim_at(conn text)
 RETURNS timestamptz
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -612,17 +674,20 @@ AS $$
     SELECT o.next_attempt_at
       FROM @extschema@.outbox o
      WHERE o.status = 'pending'
+       AND o.connection = conn
        AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox p
                         WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
                             = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
                           AND p.external_event_id = o.external_event_id
                           AND p.external_account_id = o.external_account_id
                           AND p.contact_key = o.contact_key
+                          AND p.connection = o.connection
                           AND p.id < o.id
                           AND p.status NOT IN ('sending', 'sent', 'failed'))
        AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
                         = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                       FROM @extschema@.outbox s WHERE s.status = 'sending')), false)
+                                       FROM @extschema@.outbox s
+                                      WHERE s.status = 'sending' AND s.connection = conn)), false)
        AND (o.kind <> 'subscriber' OR (
             NOT EXISTS (SELECT 1 FROM @extschema@.outbox e
                          WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
@@ -631,16 +696,49 @@ AS $$
                            AND e.external_account_id = o.external_account_id
                            AND e.contact_key = ''
                            AND e.kind = 'event_upsert'
+                           AND e.connection = o.connection
                            AND e.status NOT IN ('sending', 'sent', 'failed'))
             AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
                              = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                            FROM @extschema@.outbox s WHERE s.status = 'sending')), false)))
-     ORDER BY o.next_attempt_at, o.id
+                                            FROM @extschema@.outbox s
+                                           WHERE s.status = 'sending' AND s.connection = conn)), false)))
+     ORDER BY o.connection, o.next_attempt_at, o.id
      LIMIT 1
 $$;
-REVOKE ALL ON FUNCTION @extschema@.next_claim_at() FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.next_claim_at() IS
-'When the worker can next claim a row: the earliest next_attempt_at among pending rows that no older row of their contact, and no upsert of their event, holds back (NULL when none)';
+REVOKE ALL ON FUNCTION @extschema@.next_claim_at(text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.next_claim_at(text) IS
+'When the worker can next claim a row of the connection: the earliest next_attempt_at among its pending rows that no older row of their contact, and no upsert of their event, holds back (NULL when none)';
+
+-- The connections with pending rows and the earliest next_attempt_at of
+-- each: a skip scan of the due rows' index (one probe per connection, not a
+-- read of every pending row).
+CREATE FUNCTION @extschema@.pending_connections()
+RETURNS TABLE (connection text, next_attempt_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+AS $$
+    WITH RECURSIVE c(name) AS (
+        (SELECT o.connection FROM @extschema@.outbox o
+          WHERE o.status = 'pending' ORDER BY o.connection LIMIT 1)
+        UNION ALL
+        SELECT (SELECT o.connection FROM @extschema@.outbox o
+                 WHERE o.status = 'pending' AND o.connection > c.name
+                 ORDER BY o.connection LIMIT 1)
+          FROM c WHERE c.name IS NOT NULL)
+    SELECT c.name,
+           (SELECT o.next_attempt_at FROM @extschema@.outbox o
+             WHERE o.status = 'pending' AND o.connection = c.name
+             ORDER BY o.connection, o.next_attempt_at LIMIT 1)
+      FROM c
+     WHERE c.name IS NOT NULL
+$$;
+REVOKE ALL ON FUNCTION @extschema@.pending_connections() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.pending_connections() IS
+'Internal, for the worker: each connection with pending rows, and its earliest next_attempt_at';
 
 CREATE FUNCTION @extschema@.wake()
 RETURNS void
@@ -700,7 +798,9 @@ SELECT w.pid AS worker_pid,
        w.daily_remaining AS daily_quota_remaining,
        w.today_requests,
        round(w.today_errors::numeric / nullif(w.today_requests, 0), 4) AS error_share_today,
-       @extschema@.worker_api_version() AS api_version
+       @extschema@.worker_api_version() AS api_version,
+       (SELECT count(*) FROM @extschema@.connections WHERE state = 'held') AS held_connections,
+       (SELECT count(*) FROM @extschema@.connections WHERE state = 'disconnected') AS disconnected_connections
   FROM @extschema@.worker_info() w
   LEFT JOIN @extschema@.worker_control c ON true;
 REVOKE ALL ON @extschema@.status FROM PUBLIC;
@@ -804,7 +904,7 @@ COMMENT ON FUNCTION @extschema@.metrics_text() IS
 CREATE VIEW @extschema@.failed_syncs WITH (security_barrier = true) AS
 SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,
        http_status, error_category, error_subcategory, correlation_id, error_message,
-       last_attempt_at, source, created_at, error_body, kind, event, attempt_history
+       last_attempt_at, source, created_at, error_body, kind, event, attempt_history, connection
   FROM @extschema@.outbox
  WHERE status = 'failed';
 REVOKE ALL ON @extschema@.failed_syncs FROM PUBLIC;
@@ -854,7 +954,10 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
                    ELSE pg_catalog.format('worker not running for this database (it serves "%s")', s.database) END
          WHEN 'standby' THEN 'standby: this server is a standby; the primary''s worker sends'
          WHEN 'paused' THEN 'paused: hubspot_events.resume() restarts sending'
-         WHEN 'held' THEN 'held: ' || s.held_reason
+         WHEN 'held' THEN 'held: ' || coalesce(cn.held_reason, s.held_reason, 'HubSpot refused the connection''s credential')
+         WHEN 'disconnected' THEN pg_catalog.format('disconnected: the connection "%s" needs connect_oauth() again%s', o.connection,
+              coalesce(' (' || cn.held_reason || ')', ''))
+         WHEN 'no_connection' THEN pg_catalog.format('the connection "%s" does not exist: the worker fails the row (CONNECTION_DROPPED)', o.connection)
          WHEN 'behind' THEN pg_catalog.format('behind row %s (%s)', b.behind_id,
               CASE WHEN b.behind_event THEN 'its event''s upsert goes first'
                    ELSE 'an older change of the same contact goes first' END)
@@ -870,8 +973,10 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
        b.behind_id,
        o.error_category AS last_error_category,
        o.error_message AS last_error_message,
-       o.correlation_id AS last_correlation_id
+       o.correlation_id AS last_correlation_id,
+       o.connection
   FROM @extschema@.outbox o
+  LEFT JOIN @extschema@.connections cn ON cn.name = o.connection
  CROSS JOIN (SELECT w.pid, w.state, w.database, w.held_reason,
                     w.rate_limited_until, w.rate_limit_reason,
                     coalesce(c.paused, false) AS paused
@@ -917,7 +1022,9 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
                 WHEN s.pid IS NULL OR s.database <> pg_catalog.current_database() THEN 'worker_not_running'
                 WHEN s.state = 'standby' THEN 'standby'
                 WHEN s.paused THEN 'paused'
-                WHEN s.held_reason IS NOT NULL THEN 'held'
+                WHEN cn.name IS NULL THEN 'no_connection'
+                WHEN cn.state = 'disconnected' THEN 'disconnected'
+                WHEN cn.state = 'held' OR (o.connection = 'default' AND s.held_reason IS NOT NULL) THEN 'held'
                 WHEN b.behind_id IS NOT NULL THEN 'behind'
                 WHEN s.rate_limited_until > pg_catalog.now() THEN 'rate_limited'
                 WHEN o.next_attempt_at > pg_catalog.now() AND (o.http_status = 429 OR o.attempts = 0) THEN 'rate_limited'
@@ -926,7 +1033,7 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
               END AS code
      ) r
  WHERE o.status = 'pending'
- ORDER BY o.next_attempt_at, o.id;
+ ORDER BY o.connection, o.next_attempt_at, o.id;
 REVOKE ALL ON @extschema@.waiting FROM PUBLIC;
 COMMENT ON VIEW @extschema@.waiting IS
 'Why each pending row is not sent yet (code and reason), in the order the worker claims; read it with a LIMIT';
@@ -1139,7 +1246,69 @@ COMMENT ON FUNCTION @extschema@.flush(interval) IS
 'Wake the worker and wait until nothing is due or in flight; true when drained within the timeout';
 
 -- ---------------------------------------------------------------------------
--- 7. The database the worker serves
+-- 7. Connections: many HubSpot accounts
+-- ---------------------------------------------------------------------------
+
+-- A connection with a static credential (a service key, a project app's
+-- static token, a legacy private-app token) read from a server file, like
+-- hubspot_events.access_token_file.  Superuser only: it names a server
+-- file.  Returns the new row.
+CREATE FUNCTION @extschema@.create_connection(name text, token_file text)
+RETURNS @extschema@.connections
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_create_connection';
+REVOKE ALL ON FUNCTION @extschema@.create_connection(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.create_connection(text, text) IS
+'Create a connection whose token is read from a server file (superuser only)';
+
+-- Delete a connection and its secret.  Refused while rows are pending or in
+-- flight for it, unless force: they then fail with CONNECTION_DROPPED.  The
+-- connection default cannot be dropped (it is the server's settings).
+CREATE FUNCTION @extschema@.drop_connection(name text, force boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    conn text := name;
+    waiting bigint;
+BEGIN
+    IF conn IS NULL OR force IS NULL THEN
+        RAISE EXCEPTION 'drop_connection() needs a name and force'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF conn = 'default' THEN
+        RAISE EXCEPTION 'the connection "default" cannot be dropped'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'It is the credential the server''s settings describe (hubspot_events.access_token_file or the OAuth settings).';
+    END IF;
+    PERFORM 1 FROM @extschema@.connections c WHERE c.name = conn FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'connection "%" does not exist', conn
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT count(*) INTO waiting FROM @extschema@.outbox o
+     WHERE o.connection = conn AND o.status IN ('pending', 'sending');
+    IF waiting > 0 AND NOT force THEN
+        RAISE EXCEPTION 'connection "%" has % rows pending or in flight', conn, waiting
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Wait for them (hubspot_events.flush()), or drop it with force => true: they then fail with CONNECTION_DROPPED.';
+    END IF;
+    UPDATE @extschema@.outbox o
+       SET status = 'failed', error_category = 'CONNECTION_DROPPED',
+           error_message = pg_catalog.format('the connection "%s" was dropped', conn),
+           error_subcategory = NULL, http_status = NULL, correlation_id = NULL, error_body = NULL,
+           last_attempt_at = pg_catalog.now()
+     WHERE o.connection = conn AND o.status IN ('pending', 'sending');
+    DELETE FROM @extschema@.connections c WHERE c.name = conn;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.drop_connection(text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.drop_connection(text, boolean) IS
+'Delete a connection and its secret; refused while rows wait for it unless force (they then fail with CONNECTION_DROPPED)';
+
+-- ---------------------------------------------------------------------------
+-- 8. The database the worker serves
 -- ---------------------------------------------------------------------------
 
 -- The worker serves one database (hubspot_events.database).  Say so when the
