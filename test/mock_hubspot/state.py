@@ -616,13 +616,13 @@ class State:
             raise HubError("not a token of any hub")
 
     def hub_revoke_oauth(self, hub_id):
-        """Revoke every OAuth access token issued for the hub; their number."""
+        """Revoke every OAuth access token issued for the hub; their labels."""
         with self.lock:
             self._hub(hub_id)
             revoked = [a for a in self.hub_access.values() if a.hub_id == hub_id and a.revoked is None]
             for access in revoked:
                 access.revoked = "revoked"
-            return len(revoked)
+            return sorted((a.label for a in revoked), key=lambda label: int(label.split(":")[1]))
 
     def hub_uninstall(self, hub_id):
         """The app uninstalled from the hub: its refresh tokens answer
