@@ -8,7 +8,12 @@ token is one of them is the hub's request: its log entry names the hub
 (``hub_id``) and the credential (``token_label``: ``static:<index in the
 hub's tokens list>`` or ``oauth:<n>``, the n-th access token issued for the
 hub; never the token), its answer carries the hub's rate-limit headers, the
-hub's limiter may refuse it (429), and the hub's stats count it.
+hub's limiter may refuse it (429, logged with ``limited`` hub_rate or
+hub_daily), and the hub's stats count it.  A hub's credential is looked up
+before the --token-file token and the single OAuth grant's tokens; a
+revoked one answers 401 INVALID_AUTHENTICATION even when the mock accepts
+any token (no --token-file).  The global knobs (rate_limit, token_scopes,
+faults ...) apply to a hub's requests as to any other.
 
 Everything here lives in State and is read and changed under State.lock;
 the classes hold data and the arithmetic, State (state.py) the decisions.

@@ -80,6 +80,15 @@ HUB_B = ("hub-b-token-0-0123456789",)  # hub 102's
 REDIRECT = "https://app.example/cb"
 
 
+def as_json(body):
+    """A JSON answer's object; {} if it is none (a failed check then reports, not crashes)."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def self_test(spec_paths):
     """Run the sections of SelfTest in order; 0 if every check passed."""
     test = SelfTest(spec_paths)
@@ -1152,7 +1161,7 @@ class SelfTest:
                        ([hs_headers(a[1]) for a in a_answers], [(hs_headers(b[1]), daily_headers(b[1]))
                                                                 for b in b_answers]))
             status, hdrs, body = a_answers[3]
-            obj = json.loads(body)
+            obj = as_json(body)
             self.check("hub limits: HubSpot's 429 body", obj.get("policyName") == "TEN_SECONDLY_ROLLING"
                        and obj.get("errorType") == "RATE_LIMIT" and obj.get("status") == "error"
                        and obj.get("message") == POLICY_MESSAGES["TEN_SECONDLY_ROLLING"]
@@ -1214,7 +1223,7 @@ class SelfTest:
         self.define_hubs({"hub_id": 103, "tokens": ["hub-c-token"], "daily_limit": 2})
         answers = [self.call("POST", upsert_path(ev), GOOD, auth="hub-c-token")
                    for ev in ("mock:status=429", "hd-1", "hd-2", "hd-3")]
-        obj = json.loads(answers[3][2])
+        obj = as_json(answers[3][2])
         self.check("hub limits: daily_limit", [a[0] for a in answers] == [429, 204, 204, 429]
                    and [daily_headers(a[1]) for a in answers] == [("2", "2"), ("2", "1"), ("2", "0"), ("2", "0")]
                    and hs_headers(answers[1][1])[0] == "190" and obj.get("policyName") == "DAILY"
@@ -1231,14 +1240,15 @@ class SelfTest:
         self.check("revoke: a static token", status == 200 and obj == {"ok": True, "hub_id": 101,
                                                                         "revoked": ["static:0"]}, obj)
         status, hdrs, body = self.call("POST", upsert_path("rv-1"), GOOD, auth=HUB_A[0])
-        answer, unknown = json.loads(body), json.loads(unknown_body)
+        answer, unknown = as_json(body), as_json(unknown_body)
         entry = self.last_entry()
         self.check("revoke: 401 INVALID_AUTHENTICATION, an unknown token's body", status == 401
                    and answer.get("category") == "INVALID_AUTHENTICATION" and sorted(answer) == sorted(unknown)
                    and answer.get("message") == unknown.get("message") and hs_headers(hdrs) == ("10", "10", "1000"),
                    (answer, unknown, hdrs))
         self.check("revoke: logged as the hub's", entry.get("hub_id") == 101 and entry.get("token_label") == "static:0"
-                   and entry["headers"].get("authorization") == "Bearer <revoked>" and entry.get("status") == 401, entry)
+                   and entry["headers"].get("authorization") == "Bearer <revoked>"
+                   and entry.get("status") == 401, entry)
         self.check("revoke: the hub's other token works",
                    self.call("POST", upsert_path("rv-2"), GOOD, auth=HUB_A[1])[0] == 204, "")
         a = self.hub_stats(101)
@@ -1250,8 +1260,10 @@ class SelfTest:
         self.check("revoke: re-adding the token", self.call("POST", upsert_path("rv-4"), GOOD, auth=HUB_A[0])[0] == 204
                    and self.get("/__mock/hubs")[1]["hubs"][0]["revoked"] == []
                    and self.hub_stats(101)["requests"] == 2, self.hub_stats(101))
-        for name, body in (("unknown token", {"token": "no-hub-token"}), ("unknown hub", {"hub_id": 999, "oauth": True}),
-                           ("oauth false", {"hub_id": 101, "oauth": False}), ("both", {"token": HUB_A[0], "hub_id": 101}),
+        for name, body in (("unknown token", {"token": "no-hub-token"}),
+                           ("unknown hub", {"hub_id": 999, "oauth": True}),
+                           ("oauth false", {"hub_id": 101, "oauth": False}),
+                           ("both", {"token": HUB_A[0], "hub_id": 101}),
                            ("empty", {})):
             status, obj = self.post("/__mock/hubs/revoke", body)
             self.check("revoke: refused: " + name, status == 400 and HUB_A[0] not in obj.get("error", "")
@@ -1275,7 +1287,8 @@ class SelfTest:
         with open(self.log_path, "rb") as fh:
             log_text = fh.read().decode()
         logged = self.call("GET", "/__mock/requests")[2].decode() + log_text
-        self.check("hubs: no token in any log entry", not any(t in logged for t in HUB_A + HUB_B + ("hub-c-token",)), "")
+        self.check("hubs: no token in any log entry",
+                   not any(t in logged for t in HUB_A + HUB_B + ("hub-c-token",)), "")
 
     def test_hub_oauth(self):
         """The authorization-code grant, a hub's refresh tokens, rotation, revocation of its access tokens."""
@@ -1306,7 +1319,8 @@ class SelfTest:
                    and "refresh_token" in obj.get("message", ""), obj)
         status, _, body = self.call("POST", "/oauth/v1/token?redirect_uri=x", urllib.parse.urlencode(
             {"grant_type": "authorization_code", "client_id": "cid", "client_secret": "s3cret",
-             "code": "code-201", "redirect_uri": REDIRECT}).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"},
+             "code": "code-201", "redirect_uri": REDIRECT}).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
             auth=None)
         self.check("code grant: nothing in the query string", status == 400, body)
         status, obj = self.code_grant("code-201")
@@ -1340,7 +1354,8 @@ class SelfTest:
         self.check("hub oauth: refresh", status == 200 and obj.get("hub_id") == 201 and obj.get("refresh_token")
                    == refresh and obj.get("access_token") not in (None, access) and obj.get("expires_in") == 600, obj)
         access2 = obj.get("access_token")
-        self.check("hub oauth: the refreshed token", self.call("POST", upsert_path("ho-2"), GOOD, auth=access2)[0] == 204
+        self.check("hub oauth: the refreshed token",
+                   self.call("POST", upsert_path("ho-2"), GOOD, auth=access2)[0] == 204
                    and self.last_entry().get("token_label") == "oauth:2"
                    and self.call("POST", upsert_path("ho-3"), GOOD, auth=access)[0] == 204, "")
         status, obj = self.grant()
@@ -1369,7 +1384,7 @@ class SelfTest:
                    and obj.get("revoked") == ["oauth:1", "oauth:2", "oauth:3", "oauth:4"], obj)
         status, _, body = self.call("POST", upsert_path("ho-5"), GOOD, auth=access2)
         self.check("hub oauth: a revoked access token", status == 401
-                   and json.loads(body).get("category") == "INVALID_AUTHENTICATION"
+                   and as_json(body).get("category") == "INVALID_AUTHENTICATION"
                    and self.last_entry().get("token_label") == "oauth:2", body)
         self.check("hub oauth: the other hub's token works",
                    self.call("POST", upsert_path("ho-6"), GOOD, auth=access_202)[0] == 204, "")
@@ -1379,11 +1394,12 @@ class SelfTest:
         self.call("POST", "/__mock/oauth/expire", {}, auth=None)
         status, _, body = self.call("POST", upsert_path("ho-8"), GOOD, auth=obj.get("access_token"))
         self.check("hub oauth: an expired access token", status == 401
-                   and json.loads(body).get("category") == "EXPIRED_AUTHENTICATION"
+                   and as_json(body).get("category") == "EXPIRED_AUTHENTICATION"
                    and self.last_entry().get("hub_id") == 201, body)
 
         status, obj = self.get("/__mock/oauth/issued?hub_id=201")
-        tokens = [r["token"] for r in obj.get("refresh_tokens", [])] + [a["token"] for a in obj.get("access_tokens", [])]
+        tokens = ([r["token"] for r in obj.get("refresh_tokens", [])]
+                  + [a["token"] for a in obj.get("access_tokens", [])])
         self.check("oauth/issued", status == 200 and {refresh, rotated, access, access2} <= set(tokens)
                    and access_202 not in tokens and all(r["hub_id"] == 201 for r in obj["refresh_tokens"])
                    and [r["invalid"] for r in obj["refresh_tokens"]] == ["rotated", None], obj)
@@ -1408,7 +1424,8 @@ class SelfTest:
         self.check("hub oauth: no token or code in any log", not [t for t in secrets if t in everything]
                    and "s3cret" not in json.dumps(logged), [t for t in secrets if t in everything])
         st = self.stats()
-        self.check("hub oauth: stats", st["hubs"]["201"]["tokens_issued"] == 5 and st["hubs"]["201"]["unauthorized"] == 2
+        self.check("hub oauth: stats", st["hubs"]["201"]["tokens_issued"] == 5
+                   and st["hubs"]["201"]["unauthorized"] == 2
                    and st["hubs"]["202"]["tokens_issued"] == 1, st["hubs"])
 
     def test_hub_uninstall(self):
@@ -1419,7 +1436,8 @@ class SelfTest:
         self.define_hubs({"hub_id": 301, "tokens": ["hub-301-static"]}, {"hub_id": 302})
         grants = {}
         for hub_id in (301, 302):
-            self.post("/__mock/oauth/codes", {"code": "install-%d" % hub_id, "hub_id": hub_id, "redirect_uri": REDIRECT})
+            self.post("/__mock/oauth/codes", {"code": "install-%d" % hub_id, "hub_id": hub_id,
+                                              "redirect_uri": REDIRECT})
             grants[hub_id] = self.code_grant("install-%d" % hub_id)[1]
         status, obj = self.post("/__mock/hubs/uninstall", {"hub_id": 301})
         self.check("uninstall", status == 200 and obj == {"ok": True, "hub_id": 301, "refresh_tokens_invalidated": 1,
@@ -1429,7 +1447,7 @@ class SelfTest:
                    and "uninstalled" in obj.get("error_description", ""), obj)
         status, _, body = self.call("POST", upsert_path("un-1"), GOOD, auth=grants[301].get("access_token"))
         self.check("uninstall: calls answer 401", status == 401
-                   and json.loads(body).get("category") == "INVALID_AUTHENTICATION"
+                   and as_json(body).get("category") == "INVALID_AUTHENTICATION"
                    and self.last_entry().get("hub_id") == 301, body)
         self.check("uninstall: static tokens untouched",
                    self.call("POST", upsert_path("un-2"), GOOD, auth="hub-301-static")[0] == 204, "")

@@ -157,8 +157,8 @@ class State:
                 quota.verdict = "daily"
             elif "rate_limit" in self.global_knobs and quota.remaining <= 0:
                 quota.verdict = "rate"
-            elif hub is not None and hub.verdict(now) is not None:
-                quota.verdict = hub.verdict(now)
+            elif hub is not None and (hub_verdict := hub.verdict(now)) is not None:
+                quota.verdict = hub_verdict
             else:
                 self._prune(now)
                 self.limit_window.append(now)
