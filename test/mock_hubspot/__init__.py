@@ -32,6 +32,17 @@ What it does
   (?contactIdentifier=&state=&limit=&after=) and
   ``GET .../participations/{externalAccountId}/{externalEventId}`` (the
   counters), in both path forms; participations.py documents them.
+* Hubs (optional): many HubSpot accounts, defined by ``POST /__mock/hubs``,
+  each reached with its own static tokens or the OAuth tokens issued for it
+  (the authorization-code grant installs the app in a hub, the refresh
+  grant renews them), each with its own rolling-window limiter (429
+  TEN_SECONDLY_ROLLING, or DAILY), X-HubSpot-RateLimit-* headers and stats;
+  tokens can be revoked and the app uninstalled.  A hub's request is
+  logged with ``hub_id`` and ``token_label`` (``static:<i>`` / ``oauth:<n>``,
+  never the token); other requests have both null.  The global knobs
+  (rate_limit ...) still apply to every request, the hubs' included.
+  hubs.py and control.py's docstring document them.  Without hubs nothing
+  changes.
 
 Control API (loopback only)
 ---------------------------
@@ -41,8 +52,12 @@ daily counter, storm, stats, participations and the email -> vid mapping),
 GET /__mock/stats[?window_ms=W] (counts since the last reset, see State.stats
 in state.py), POST /__mock/oauth/expire, GET /__mock/oauth/requests,
 GET /__mock/participations[?externalAccountId=A&externalEventId=E],
-POST /__mock/participations/forget and POST /__mock/participations/set
-(shapes in control.py's docstring).
+POST /__mock/participations/forget and POST /__mock/participations/set,
+GET|POST /__mock/hubs, POST /__mock/hubs/clear, POST /__mock/hubs/revoke,
+POST /__mock/hubs/uninstall, POST /__mock/oauth/codes and
+GET /__mock/oauth/issued[?hub_id=N] (shapes in control.py's docstring).
+Hubs, their tokens and the OAuth install states survive /__mock/reset
+(their counters do not); POST /__mock/hubs/clear removes them.
 
 HTTPS
 -----
@@ -65,7 +80,8 @@ Modules
   api.py       the /marketing/ API: checks a request, answers it
   faults.py    what the knobs do to an answer: fault injection, answer bodies
   participations.py  what the writes left in HubSpot, and the participation reads
-  oauth.py     the OAuth token endpoint
+  oauth.py     the OAuth token endpoint (refresh and authorization-code grants)
+  hubs.py      hubs: HubSpot accounts with their own credentials, limiter and stats
   control.py   the control API under /__mock/
   state.py     shared state: limiter, stats, known events, participations, OAuth tokens, log
   knobs.py     the knobs: documentation and parsing

@@ -6,7 +6,8 @@ token and, with token_scopes, its scopes), logged, and answered: a violation
 with HubSpot's error (400, 401, 403, 404), a valid request as the limiter and
 its knobs say (faults.py).  A subscriber-state write answered 2xx is recorded
 as the participations HubSpot holds, which the participation reads answer
-(participations.py)."""
+(participations.py).  A request made with a hub's credential is that hub's
+(hubs.py): limited, counted and answered with the hub's headers."""
 
 import hmac
 import time
@@ -37,38 +38,51 @@ def new_entry(method, raw_path, raw_query, received):
         "raw_query": raw_query, "path": {}, "operation": None, "query": {}, "headers": {},
         "body": None, "spec_errors": [], "status": None, "correlation_id": None,
         "knobs": {}, "knob_source": None, "fault_kind": None, "limited": None, "rejected": None,
-        "api_version": None, "spec": None,
+        "api_version": None, "spec": None, "hub_id": None, "token_label": None,
     }
 
 
+HUB_AUTH = {"ok": (None, "Bearer <token>"), "revoked": ("the token was revoked", "Bearer <revoked>"),
+            "uninstalled": ("the app was uninstalled from the hub", "Bearer <revoked>"),
+            "expired": ("expired", "Bearer <oauth-expired>")}
+
+
 def check_auth(headers, state):
-    """Returns (problem or None, masked header value or None)."""
+    """Returns (problem or None, masked header value or None, credential):
+    credential is (hub_id, token_label) for a hub's token (hubs.py), else None."""
     values = headers.get_all("Authorization") or []
     if not values:
-        return "missing", None
+        return "missing", None, None
     if len(values) > 1:
-        return "sent %d times" % len(values), "<duplicate>"
+        return "sent %d times" % len(values), "<duplicate>", None
     value = values[0]
     if not value.startswith("Bearer "):
-        return "must be 'Bearer <token>'", "<malformed>"
+        return "must be 'Bearer <token>'", "<malformed>", None
     token = value[len("Bearer "):]
     if not token or token != token.strip():
-        return "empty or padded token", "Bearer <wrong>"
+        return "empty or padded token", "Bearer <wrong>", None
+    hub = state.hub_credential(token)
+    if hub is not None:
+        hub_id, label, verdict = hub
+        problem, masked = HUB_AUTH[verdict]
+        if verdict == "ok" and label.startswith("oauth:"):
+            masked = "Bearer <oauth>"
+        return problem, masked, (hub_id, label)
     try:
         expected = state.expected_token()
     except OSError as exc:
         log_err("cannot read token file: %s" % exc)
-        return "token file unreadable", "Bearer <wrong>"
+        return "token file unreadable", "Bearer <wrong>", None
     if expected is not None and expected and hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8")):
-        return None, "Bearer <token>"
+        return None, "Bearer <token>", None
     issued = state.oauth_check_token(token)
     if issued == "ok":
-        return None, "Bearer <oauth>"
+        return None, "Bearer <oauth>", None
     if issued == "expired":
-        return "expired", "Bearer <oauth-expired>"
+        return "expired", "Bearer <oauth-expired>", None
     if expected is None:
-        return None, "Bearer <token>"
-    return "token does not match", "Bearer <wrong>"
+        return None, "Bearer <token>", None
+    return "token does not match", "Bearer <wrong>", None
 
 
 def check_headers(headers, route, body, problems):
@@ -166,7 +180,7 @@ class MarketingRequest:
             more = " (and %d more)" % (len(problems) - 1) if len(problems) > 1 else ""
             return self.answer_error(400, "VALIDATION_ERROR", "Invalid input JSON: %s%s" % (first, more),
                                      errors=[{"message": m, "in": w} for _, w, m in problems])
-        self.answer_valid(self.state.admit(self.remaining))
+        self.answer_valid(self.state.admit(self.remaining, self.entry["hub_id"]))
 
     def read_body(self):
         """Read the body into self.body; returns the BodyError, if any."""
@@ -178,7 +192,9 @@ class MarketingRequest:
 
     def record_headers(self):
         """Log the headers, the Authorization value masked; returns check_auth's problem."""
-        auth_problem, auth_masked = check_auth(self.handler.headers, self.state)
+        auth_problem, auth_masked, hub = check_auth(self.handler.headers, self.state)
+        if hub is not None:
+            self.entry["hub_id"], self.entry["token_label"] = hub
         headers = {}
         for name, value in self.handler.headers.items():
             name = name.lower()
@@ -297,7 +313,7 @@ class MarketingRequest:
         entry["spec_errors"] = ["%s %s: %s" % p for p in self.problems]
         self.state.record(entry)
         self.handler.send_json(status, payload, corr=corr, close=close,
-                               ratelimit=self.state.quota_view(self.remaining))
+                               ratelimit=self.state.quota_view(self.remaining, entry["hub_id"]))
 
     # ---- answers to valid requests ---------------------------------------------
 
@@ -310,7 +326,7 @@ class MarketingRequest:
         inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
         inputs = inputs if isinstance(inputs, list) else []
 
-        if quota.verdict is not None:  # storm, daily or rate limit
+        if quota.verdict is not None:  # storm, daily or rate limit, or the hub's
             return self.answer_limited(quota)
         rejection = faults.find_bad_input(self.state, self.handler.headers, knobs, event_id, inputs,
                                           attendance="/attendance/" in self.route["template"])
@@ -341,9 +357,9 @@ class MarketingRequest:
         return knobs
 
     def answer_limited(self, quota):
-        """429 from the limiter (rate_limit, daily_limit, storm_ms)."""
+        """429 from the limiter (rate_limit, daily_limit, storm_ms, or the hub's limits)."""
         corr, entry = self.corr, self.entry
-        policy = "DAILY" if quota.verdict == "daily" else "TEN_SECONDLY_ROLLING"
+        policy = "DAILY" if quota.verdict in ("daily", "hub_daily") else "TEN_SECONDLY_ROLLING"
         payload = {"status": "error", "message": POLICY_MESSAGES[policy], "errorType": "RATE_LIMIT",
                    "correlationId": corr, "policyName": policy}
         extra = []

@@ -107,11 +107,24 @@ change the table through GET /__mock/participations and POST
 
 Log entry fields added for these: ``fault_kind`` (the injected fault: a
 fault_mix kind, or status/close/hang for fault_kind), ``limited``
-(rate|daily|storm) and ``rejected`` (bad_vid|bad_event); null otherwise.
+(rate|daily|storm, or hub_rate|hub_daily: a hub's own limits, see hubs.py)
+and ``rejected`` (bad_vid|bad_event); null otherwise.
+
+Hubs (POST /__mock/hubs, control.py) have their own rate_limit,
+rate_window_ms and daily_limit; a hub's request must pass the global
+limits above and then its hub's (order: storm, global daily, global rate,
+hub daily, hub rate), is counted by both, and is answered with its hub's
+X-HubSpot-RateLimit-* headers (those of the limits the hub has; the global
+ones for the limits it has not), a 429 of the global limiter included.
 
 OAuth (global only, /__mock/config; the token endpoint is
 ``POST /oauth/v1/token`` and ``POST /oauth/2026-03/token``, form-encoded
-``grant_type=refresh_token&client_id=..&client_secret=..&refresh_token=..``):
+``grant_type=refresh_token&client_id=..&client_secret=..&refresh_token=..``,
+or ``grant_type=authorization_code&client_id=..&client_secret=..&redirect_uri=..&code=..``
+with a code minted by POST /__mock/oauth/codes: it installs the app in the
+code's hub and answers new tokens with the hub's "hub_id"; refresh tokens
+issued for a hub refresh for that hub.  The knobs below apply to both
+grants; oauth_refresh_token only to refresh tokens issued for no hub):
 
   oauth_client_id=, oauth_client_secret=, oauth_refresh_token=
                       what the endpoint expects (without a client id
@@ -119,7 +132,9 @@ OAuth (global only, /__mock/config; the token endpoint is
   oauth_expires_in=N  expires_in of the tokens it issues (default 1800 s)
   oauth_rotate=1      every refresh issues a new refresh token and only the
                       newest is accepted from then on (a config without
-                      oauth_rotate accepts the configured one again)
+                      oauth_rotate accepts the configured one again; a
+                      hub's replaced refresh token stays invalid: 400
+                      invalid_grant)
   oauth_fail=bad_refresh_token|invalid_grant|500   answer every token
                       request with that failure (HubSpot's shape
                       {"status":"BAD_REFRESH_TOKEN",...}, OAuth 2.0's
@@ -139,8 +154,12 @@ get 401 EXPIRED_AUTHENTICATION.  ``POST /__mock/oauth/expire`` expires every
 issued token now (HubSpot revoking early).  Issued tokens and a rotated
 refresh token survive /__mock/reset.  ``GET /__mock/oauth/requests`` lists
 the token requests (path, content type, grant type, client id, whether the
-secret and refresh token matched, status, and previous_token_left_ms: how
-much lifetime the token issued before still had), never the secrets; /__mock/stats
+secret and refresh token matched, status, refusal: the error code answered
+(BAD_CLIENT_ID, invalid_grant, ...), and previous_token_left_ms: how
+much lifetime the token issued before still had; for a hub's grant also
+hub_id, code_ok and redirect_uri_ok (authorization code), refresh_label
+(refresh:<n>) and access_label (oauth:<n>) of the tokens used and issued),
+never the secrets nor the code; /__mock/stats
 counts token_requests, tokens_issued, token_failures, expired_401 and
 oauth_authorized (/marketing/ requests authorized by an issued token).
 """

@@ -1,6 +1,11 @@
 """The OAuth token endpoint: POST /oauth/v1/token and /oauth/2026-03/token,
-the refresh grant (form-encoded).  Its knobs (oauth_*) are documented in
-knobs.py; the tokens it issues live in State."""
+form-encoded: the refresh grant
+(grant_type=refresh_token&client_id=..&client_secret=..&refresh_token=..)
+and the authorization-code grant that installs the app in a hub
+(grant_type=authorization_code&client_id=..&client_secret=..&redirect_uri=..&code=..,
+the code minted by POST /__mock/oauth/codes, see control.py).  Its knobs
+(oauth_*) are documented in knobs.py; the tokens it issues live in State
+(for hubs: hubs.py)."""
 
 import re
 import time
@@ -10,6 +15,8 @@ from .common import BodyError, new_correlation_id
 
 OAUTH_PATHS = ("/oauth/v1/token", "/oauth/2026-03/token")
 FORM_FIELDS = {"grant_type", "client_id", "client_secret", "refresh_token"}
+CODE_FORM_FIELDS = {"grant_type", "client_id", "client_secret", "redirect_uri", "code"}
+GRANT_TYPES = ("refresh_token", "authorization_code")
 
 
 def field(form, name):
@@ -18,8 +25,8 @@ def field(form, name):
 
 
 def serve(handler, raw_path, raw_query):
-    """POST /oauth/v1/token and /oauth/2026-03/token: the refresh grant.
-    Records what it checked, never the secrets."""
+    """POST /oauth/v1/token and /oauth/2026-03/token: the refresh and the
+    authorization-code grants.  Records what it checked, never the secrets."""
     TokenRequest(handler, raw_path, raw_query).serve()
 
 
@@ -35,7 +42,7 @@ class TokenRequest:
         self.entry = {"time": time.time(), "method": handler.command, "path": raw_path, "query": raw_query,
                       "content_type": headers.get("Content-Type"), "accept": headers.get("Accept"),
                       "authorization": "present" if headers.get("Authorization") else None,
-                      "grant_type": None, "problems": [], "status": None}
+                      "grant_type": None, "hub_id": None, "problems": [], "status": None, "refusal": None}
 
     def serve(self):
         entry, corr = self.entry, self.corr
@@ -53,15 +60,19 @@ class TokenRequest:
             self.state.oauth_refused()
             return self.answer(400, {"status": "BAD_REQUEST", "message": "; ".join(entry["problems"]),
                                      "correlationId": corr})
-        if entry["grant_type"] != "refresh_token":
+        if entry["grant_type"] not in GRANT_TYPES:
             self.state.oauth_refused()
             return self.answer(400, {"status": "BAD_GRANT_TYPE", "message": "missing or unknown grant type",
                                      "correlationId": corr})
         echo = self.state.oauth_echo()
         if echo is not None:
             return self.answer_echo(echo, body)
-        status, obj, info = self.state.oauth_grant(field(form, "client_id"), field(form, "client_secret"),
-                                                  field(form, "refresh_token"))
+        if entry["grant_type"] == "authorization_code":
+            status, obj, info = self.state.oauth_code_grant(field(form, "client_id"), field(form, "client_secret"),
+                                                            field(form, "code"), field(form, "redirect_uri"))
+        else:
+            status, obj, info = self.state.oauth_grant(field(form, "client_id"), field(form, "client_secret"),
+                                                      field(form, "refresh_token"))
         entry.update(info)
         if status != 200 and "error" not in obj:
             obj["correlationId"] = corr
@@ -84,7 +95,8 @@ class TokenRequest:
         for name, values in form.items():
             if len(values) > 1:
                 problems.append("%s given %d times" % (name, len(values)))
-        unknown = sorted(set(form) - FORM_FIELDS)
+        allowed = CODE_FORM_FIELDS if field(form, "grant_type") == "authorization_code" else FORM_FIELDS
+        unknown = sorted(set(form) - allowed)
         if unknown:
             problems.append("unexpected parameters %s" % ", ".join(unknown))
         return form
@@ -92,6 +104,8 @@ class TokenRequest:
     def answer(self, status, obj):
         """Record the request, wait oauth_delay_ms, answer (unless the client left)."""
         self.entry["status"] = status
+        if status != 200:  # the answer's error code: BAD_CLIENT_ID, invalid_grant, ...
+            self.entry["refusal"] = obj.get("error") or obj.get("status")
         self.state.oauth_record(self.entry)
         delay = self.state.oauth_delay_s()
         if delay and not self.handler.wait(delay):

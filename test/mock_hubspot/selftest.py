@@ -71,6 +71,24 @@ def hs_headers(hdrs):
     return tuple(hdrs.get("x-hubspot-ratelimit-" + k) for k in ("max", "remaining", "interval-milliseconds"))
 
 
+def daily_headers(hdrs):
+    return tuple(hdrs.get("x-hubspot-ratelimit-" + k) for k in ("daily", "daily-remaining"))
+
+
+HUB_A = ("hub-a-token-0-0123456789", "hub-a-token-1-0123456789")  # hub 101's static tokens
+HUB_B = ("hub-b-token-0-0123456789",)  # hub 102's
+REDIRECT = "https://app.example/cb"
+
+
+def as_json(body):
+    """A JSON answer's object; {} if it is none (a failed check then reports, not crashes)."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def self_test(spec_paths):
     """Run the sections of SelfTest in order; 0 if every check passed."""
     test = SelfTest(spec_paths)
@@ -87,7 +105,8 @@ class SelfTest:
     SECTIONS = ("test_basics", "test_versions", "test_validation", "test_answer_knobs", "test_connection_and_log",
                 "test_limits", "test_bad_input", "test_faults", "test_storm_and_stats", "test_oauth",
                 "test_events_and_attendance", "test_echoes", "test_participations", "test_participation_control",
-                "test_participation_reads", "test_knob_docs")
+                "test_participation_reads", "test_hubs", "test_hub_limits", "test_hub_revocation", "test_hub_oauth",
+                "test_hub_uninstall", "test_knob_docs")
 
     def __init__(self, spec_paths):
         self.tmpdir = tempfile.mkdtemp(prefix="mock_hubspot_selftest.")
@@ -240,6 +259,27 @@ class SelfTest:
     def table(self, **query):
         path = "/__mock/participations" + ("?" + urllib.parse.urlencode(query) if query else "")
         return json.loads(self.call("GET", path, auth=None)[2])
+
+    def post(self, path, obj):
+        """(status, answer object) of a control POST."""
+        status, _, body = self.call("POST", path, obj if isinstance(obj, bytes) else json.dumps(obj).encode(),
+                                    auth=None)
+        return status, json.loads(body)
+
+    def get(self, path):
+        status, _, body = self.call("GET", path, auth=None)
+        return status, json.loads(body)
+
+    def define_hubs(self, *hubs):
+        return self.post("/__mock/hubs", {"hubs": list(hubs)})
+
+    def hub_stats(self, hub_id):
+        return self.stats()["hubs"].get(str(hub_id), {})
+
+    def code_grant(self, code, redirect_uri=REDIRECT, path="/oauth/v1/token", **fields):
+        """An authorization-code grant: (status, answer)."""
+        return self.grant(path, **dict({"grant_type": "authorization_code", "refresh_token": None, "code": code,
+                                        "redirect_uri": redirect_uri}, **fields))
 
     def control(self, name, obj):
         status, _, body = self.call("POST", "/__mock/participations/" + name,
@@ -1020,6 +1060,414 @@ class SelfTest:
                    ([a[0] for a in answers], st))
         self.check("reads: a write refused by the limiter leaves nothing",
                    self.table(externalEventId="rd")["participations"] == [], "")
+        self.config({})
+        self.call("POST", "/__mock/reset", {}, auth=None)
+
+    def test_hubs(self):
+        """Hubs: their definition, log fields, headers and stats."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.config({})
+        status, obj = self.define_hubs({"hub_id": 101, "tokens": list(HUB_A), "rate_limit": 3, "rate_window_ms": 1000},
+                                       {"hub_id": 102, "tokens": list(HUB_B), "rate_limit": 5, "rate_window_ms": 1000,
+                                        "daily_limit": 100})
+        self.check("hubs: defined", status == 200 and [h["hub_id"] for h in obj.get("hubs", [])] == [101, 102]
+                   and obj["hubs"][0]["tokens"] == ["static:0", "static:1"] and obj["hubs"][0]["rate_limit"] == 3
+                   and obj["hubs"][1]["daily_limit"] == 100 and obj["hubs"][0]["installed"] is False
+                   and not any(t in json.dumps(obj) for t in HUB_A + HUB_B), obj)
+        status, obj = self.define_hubs({"hub_id": 103, "tokens": []})
+        self.check("hubs: defaults", status == 200 and obj["hubs"][0]["rate_window_ms"] == 10000
+                   and obj["hubs"][0]["rate_limit"] is None and obj["hubs"][0]["daily_limit"] is None, obj)
+        status, obj = self.get("/__mock/hubs")
+        self.check("hubs: listed", status == 200 and [h["hub_id"] for h in obj["hubs"]] == [101, 102, 103]
+                   and obj["hubs"][0]["stats"]["requests"] == 0, obj)
+        for name, body in (("a token of two hubs", {"hubs": [{"hub_id": 104, "tokens": [HUB_A[1]]}]}),
+                           ("unknown field", {"hubs": [{"hub_id": 104, "tokens": [], "limit": 3}]}),
+                           ("bad hub_id", {"hubs": [{"hub_id": "104", "tokens": []}]}),
+                           ("hub_id twice", {"hubs": [{"hub_id": 104}, {"hub_id": 104}]}),
+                           ("a token twice", {"hubs": [{"hub_id": 104, "tokens": ["t-1", "t-1"]}]}),
+                           ("bad rate_window_ms", {"hubs": [{"hub_id": 104, "rate_window_ms": 0}]}),
+                           ("padded token", {"hubs": [{"hub_id": 104, "tokens": [" t-2"]}]}),
+                           ("not a list", {"hubs": {"hub_id": 104}}), ("no hubs", {})):
+            status, obj = self.post("/__mock/hubs", body)
+            self.check("hubs: refused: " + name, status == 400 and obj.get("ok") is False
+                       and HUB_A[1] not in obj.get("error", ""), (status, obj))
+        self.check("hubs: a refused post changes nothing",
+                   [h["hub_id"] for h in self.get("/__mock/hubs")[1]["hubs"]] == [101, 102, 103], "")
+
+        # the token-file token: no hub, the old headers
+        status, hdrs, _ = self.call("POST", upsert_path("hub-none"), GOOD)
+        entry = self.last_entry()
+        self.check("hubs: the token file's token is no hub's", status == 204 and entry.get("hub_id") is None
+                   and "token_label" in entry and entry["token_label"] is None
+                   and hs_headers(hdrs)[0] == "190", (entry, hdrs))
+        status, hdrs, _ = self.call("POST", upsert_path("hub-a"), GOOD, auth=HUB_A[1])
+        entry = self.last_entry()
+        self.check("hubs: a static token is its hub's", status == 204 and entry.get("hub_id") == 101
+                   and entry.get("token_label") == "static:1"
+                   and entry["headers"].get("authorization") == "Bearer <token>", entry)
+        self.check("hubs: the hub's headers", hs_headers(hdrs) == ("3", "2", "1000")
+                   and daily_headers(hdrs) == (None, None), hdrs)
+        status, hdrs, _ = self.call("POST", upsert_path("hub-b"), vid_inputs([1, 2, 3]), auth=HUB_B[0])
+        self.check("hubs: the other hub's headers", status == 204 and self.last_entry().get("hub_id") == 102
+                   and self.last_entry().get("token_label") == "static:0"
+                   and hs_headers(hdrs) == ("5", "4", "1000") and daily_headers(hdrs) == ("100", "99"), hdrs)
+        status, hdrs, _ = self.call("POST", "/marketing/v3/marketing-events/events/x/register/upsert", GOOD,
+                                    auth=HUB_B[0])
+        self.check("hubs: an invalid request is the hub's too", status == 400
+                   and self.last_entry().get("hub_id") == 102 and hs_headers(hdrs) == ("5", "4", "1000"),
+                   (status, hdrs))
+        status, hdrs, _ = self.call("POST", upsert_path("hub-c"), GOOD, auth=None, headers={
+            "Authorization": "Bearer " + "no-hub-token"})
+        self.check("hubs: an unknown token is no hub's", status == 401 and self.last_entry().get("hub_id") is None,
+                   (status, self.last_entry()))
+        hub_b = self.hub_stats(102)
+        self.check("hubs: stats", hub_b.get("requests") == 2 and hub_b.get("ok") == 1 and hub_b.get("limited") == 0
+                   and hub_b.get("unauthorized") == 0 and hub_b.get("contacts") == 4 and hub_b.get("contacts_ok") == 3
+                   and hub_b.get("by_status") == {"204": 1, "400": 1} and hub_b.get("max_in_window") == 2
+                   and hub_b.get("window_used") == 1 and hub_b.get("daily_used") == 1
+                   and isinstance(hub_b.get("first_request_time"), float)
+                   and hub_b["first_request_time"] <= hub_b["last_request_time"] <= time.time(), hub_b)
+        self.check("hubs: stats in GET /__mock/hubs too", self.get("/__mock/hubs")[1]["hubs"][1]["stats"]["requests"]
+                   == 2 and self.hub_stats(103) == dict(self.hub_stats(103), requests=0, first_request_time=None), "")
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        hubs = self.get("/__mock/hubs")[1]["hubs"]
+        self.check("hubs: reset keeps the hubs, clears their counters",
+                   [h["hub_id"] for h in hubs] == [101, 102, 103] and hubs[1]["stats"]["requests"] == 0
+                   and hubs[1]["stats"]["daily_used"] == 0 and hubs[1]["stats"]["max_in_window"] == 0
+                   and self.call("POST", upsert_path("hub-b2"), GOOD, auth=HUB_B[0])[0] == 204, hubs)
+
+    def test_hub_limits(self):
+        """Each hub's limiter, on its own and under the global one; max_in_window."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.config({})
+        self.define_hubs({"hub_id": 101, "tokens": list(HUB_A), "rate_limit": 3, "rate_window_ms": 1000},
+                         {"hub_id": 102, "tokens": list(HUB_B), "rate_limit": 5, "rate_window_ms": 1000,
+                          "daily_limit": 100})
+        start = time.monotonic()
+        a_answers, b_answers = [], []
+        for n in range(6):  # interleaved: 4 of hub 101 (both tokens), 6 of hub 102
+            if n < 4:
+                a_answers.append(self.call("POST", upsert_path("la-%d" % n), GOOD, auth=HUB_A[n % 2]))
+            b_answers.append(self.call("POST", upsert_path("lb-%d" % n), GOOD, auth=HUB_B[0]))
+        in_window = time.monotonic() - start < 0.9
+        if in_window:
+            self.check("hub limits: each hub limited on its own", [a[0] for a in a_answers] == [204, 204, 204, 429]
+                       and [b[0] for b in b_answers] == [204] * 5 + [429],
+                       ([a[0] for a in a_answers], [b[0] for b in b_answers]))
+            self.check("hub limits: the headers of each", [hs_headers(a[1]) for a in a_answers]
+                       == [("3", "2", "1000"), ("3", "1", "1000"), ("3", "0", "1000"), ("3", "0", "1000")]
+                       and [hs_headers(b[1])[1] for b in b_answers] == ["4", "3", "2", "1", "0", "0"]
+                       and [daily_headers(b[1]) for b in b_answers][4:] == [("100", "95"), ("100", "95")],
+                       ([hs_headers(a[1]) for a in a_answers], [(hs_headers(b[1]), daily_headers(b[1]))
+                                                                for b in b_answers]))
+            status, hdrs, body = a_answers[3]
+            obj = as_json(body)
+            self.check("hub limits: HubSpot's 429 body", obj.get("policyName") == "TEN_SECONDLY_ROLLING"
+                       and obj.get("errorType") == "RATE_LIMIT" and obj.get("status") == "error"
+                       and obj.get("message") == POLICY_MESSAGES["TEN_SECONDLY_ROLLING"]
+                       and obj.get("correlationId") == hdrs.get("x-hubspot-correlation-id"), obj)
+            entries = json.loads(self.call("GET", "/__mock/requests")[2])
+            limited = [(e["hub_id"], e["token_label"], e["limited"]) for e in entries if e["status"] == 429]
+            self.check("hub limits: logged", limited == [(101, "static:1", "hub_rate"), (102, "static:0", "hub_rate")],
+                       limited)
+            a, b = self.hub_stats(101), self.hub_stats(102)
+            self.check("hub limits: stats", a["requests"] == 4 and a["ok"] == 3 and a["limited"] == 1
+                       and a["by_limit"] == {"hub_rate": 1} and a["max_in_window"] == 4 and a["window_used"] == 3
+                       and b["requests"] == 6 and b["limited"] == 1 and b["max_in_window"] == 6
+                       and self.stats()["responses_429"] == 2, (a, b))
+        time.sleep(max(0.0, start + 1.05 - time.monotonic()))
+        self.check("hub limits: the window rolls", self.call("POST", upsert_path("la-late"), GOOD,
+                                                             auth=HUB_A[0])[0] == 204, "")
+
+        # a client that keeps to the limit: max_in_window <= rate_limit
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.define_hubs({"hub_id": 101, "tokens": list(HUB_A), "rate_limit": 3, "rate_window_ms": 400})
+        statuses = []
+        for n in range(9):
+            if n and n % 3 == 0:
+                time.sleep(0.45)
+            statuses.append(self.call("POST", upsert_path("paced-%d" % n), GOOD, auth=HUB_A[0])[0])
+        a = self.hub_stats(101)
+        self.check("hub limits: max_in_window of a paced client", statuses == [204] * 9 and a["max_in_window"] == 3
+                   and a["window_ms"] == 400 and a["limited"] == 0, (statuses, a))
+
+        # concurrency: exactly rate_limit pass
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.define_hubs({"hub_id": 101, "tokens": list(HUB_A), "rate_limit": 3, "rate_window_ms": 5000})
+        results = []
+        workers = [threading.Thread(target=lambda n=n: results.append(
+            self.call("POST", upsert_path("hpar-%d" % n), GOOD, auth=HUB_A[n % 2])[0])) for n in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        a = self.hub_stats(101)
+        self.check("hub limits: concurrent requests", sorted(results) == [204] * 3 + [429] * 5
+                   and a["ok"] == 3 and a["limited"] == 5 and a["max_in_window"] == 8, (results, a))
+
+        # the global rate_limit still applies on top of the hubs'
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.define_hubs({"hub_id": 101, "tokens": list(HUB_A), "rate_limit": 3, "rate_window_ms": 10000},
+                         {"hub_id": 102, "tokens": list(HUB_B), "rate_limit": 5, "rate_window_ms": 10000})
+        self.config({"rate_limit": 2, "rate_window_ms": 10000})
+        answers = [self.call("POST", upsert_path("g-%d" % n), GOOD, auth=token)
+                   for n, token in enumerate((HUB_A[0], HUB_B[0], HUB_A[0]))]
+        self.check("hub limits: the global rate_limit on top", [a[0] for a in answers] == [204, 204, 429]
+                   and self.last_entry().get("limited") == "rate" and hs_headers(answers[2][1]) == ("3", "2", "10000")
+                   and self.stats()["window_used"] == 2 and self.hub_stats(101)["window_used"] == 1,
+                   ([a[0] for a in answers], self.last_entry(), answers[2][1]))
+        self.config({})
+
+        # a hub's daily limit; a mock:status=429 answer is not counted
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.define_hubs({"hub_id": 103, "tokens": ["hub-c-token"], "daily_limit": 2})
+        answers = [self.call("POST", upsert_path(ev), GOOD, auth="hub-c-token")
+                   for ev in ("mock:status=429", "hd-1", "hd-2", "hd-3")]
+        obj = as_json(answers[3][2])
+        self.check("hub limits: daily_limit", [a[0] for a in answers] == [429, 204, 204, 429]
+                   and [daily_headers(a[1]) for a in answers] == [("2", "2"), ("2", "1"), ("2", "0"), ("2", "0")]
+                   and hs_headers(answers[1][1])[0] == "190" and obj.get("policyName") == "DAILY"
+                   and self.last_entry().get("limited") == "hub_daily", answers)
+        self.call("POST", "/__mock/hubs/clear", {}, auth=None)
+
+    def test_hub_revocation(self):
+        """Revoking a static token, re-adding it, clearing the hubs; no token in the log."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.config({})
+        self.define_hubs({"hub_id": 101, "tokens": list(HUB_A), "rate_limit": 10, "rate_window_ms": 1000})
+        status, _, unknown_body = self.call("POST", upsert_path("rv-0"), GOOD, auth="no-hub-token")
+        status, obj = self.post("/__mock/hubs/revoke", {"token": HUB_A[0]})
+        self.check("revoke: a static token", status == 200 and obj == {"ok": True, "hub_id": 101,
+                                                                        "revoked": ["static:0"]}, obj)
+        status, hdrs, body = self.call("POST", upsert_path("rv-1"), GOOD, auth=HUB_A[0])
+        answer, unknown = as_json(body), as_json(unknown_body)
+        entry = self.last_entry()
+        self.check("revoke: 401 INVALID_AUTHENTICATION, an unknown token's body", status == 401
+                   and answer.get("category") == "INVALID_AUTHENTICATION" and sorted(answer) == sorted(unknown)
+                   and answer.get("message") == unknown.get("message") and hs_headers(hdrs) == ("10", "10", "1000"),
+                   (answer, unknown, hdrs))
+        self.check("revoke: logged as the hub's", entry.get("hub_id") == 101 and entry.get("token_label") == "static:0"
+                   and entry["headers"].get("authorization") == "Bearer <revoked>"
+                   and entry.get("status") == 401, entry)
+        self.check("revoke: the hub's other token works",
+                   self.call("POST", upsert_path("rv-2"), GOOD, auth=HUB_A[1])[0] == 204, "")
+        a = self.hub_stats(101)
+        self.check("revoke: stats", a["unauthorized"] == 1 and a["requests"] == 2 and a["max_in_window"] == 1
+                   and self.get("/__mock/hubs")[1]["hubs"][0]["revoked"] == ["static:0"], a)
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.check("revoke: survives reset", self.call("POST", upsert_path("rv-3"), GOOD, auth=HUB_A[0])[0] == 401, "")
+        self.define_hubs({"hub_id": 101, "tokens": list(HUB_A), "rate_limit": 10, "rate_window_ms": 1000})
+        self.check("revoke: re-adding the token", self.call("POST", upsert_path("rv-4"), GOOD, auth=HUB_A[0])[0] == 204
+                   and self.get("/__mock/hubs")[1]["hubs"][0]["revoked"] == []
+                   and self.hub_stats(101)["requests"] == 2, self.hub_stats(101))
+        for name, body in (("unknown token", {"token": "no-hub-token"}),
+                           ("unknown hub", {"hub_id": 999, "oauth": True}),
+                           ("oauth false", {"hub_id": 101, "oauth": False}),
+                           ("both", {"token": HUB_A[0], "hub_id": 101}),
+                           ("empty", {})):
+            status, obj = self.post("/__mock/hubs/revoke", body)
+            self.check("revoke: refused: " + name, status == 400 and HUB_A[0] not in obj.get("error", "")
+                       and "no-hub-token" not in obj.get("error", ""), (status, obj))
+
+        # without a token file any token is accepted, but a revoked one is not
+        self.state.token_file, token_file = None, self.state.token_file
+        try:
+            self.post("/__mock/hubs/revoke", {"token": HUB_A[0]})
+            self.check("revoke: refused even when any token goes",
+                       self.call("POST", upsert_path("rv-5"), GOOD, auth="any-token")[0] == 204
+                       and self.call("POST", upsert_path("rv-6"), GOOD, auth=HUB_A[0])[0] == 401, "")
+        finally:
+            self.state.token_file = token_file
+
+        status, obj = self.post("/__mock/hubs/clear", {})
+        self.check("hubs/clear", status == 200 and obj == {"ok": True, "removed": 1}
+                   and self.get("/__mock/hubs")[1]["hubs"] == [] and self.stats()["hubs"] == {}
+                   and self.call("POST", upsert_path("rv-7"), GOOD, auth=HUB_A[1])[0] == 401
+                   and self.last_entry().get("hub_id") is None, obj)
+        with open(self.log_path, "rb") as fh:
+            log_text = fh.read().decode()
+        logged = self.call("GET", "/__mock/requests")[2].decode() + log_text
+        self.check("hubs: no token in any log entry",
+                   not any(t in logged for t in HUB_A + HUB_B + ("hub-c-token",)), "")
+
+    def test_hub_oauth(self):
+        """The authorization-code grant, a hub's refresh tokens, rotation, revocation of its access tokens."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1"})
+        self.define_hubs({"hub_id": 201, "rate_limit": 4, "rate_window_ms": 1000}, {"hub_id": 202})
+        self.check("codes: minted", self.post("/__mock/oauth/codes", {"code": "code-201", "hub_id": 201,
+                                                                      "redirect_uri": REDIRECT}) ==
+                   (200, {"ok": True, "hub_id": 201}), "")
+        for name, body in (("unknown hub", {"code": "code-x", "hub_id": 999, "redirect_uri": REDIRECT}),
+                           ("minted twice", {"code": "code-201", "hub_id": 201, "redirect_uri": REDIRECT}),
+                           ("no redirect_uri", {"code": "code-y", "hub_id": 201}),
+                           ("unknown field", {"code": "code-z", "hub_id": 201, "redirect_uri": REDIRECT, "x": 1})):
+            self.check("codes: refused: " + name, self.post("/__mock/oauth/codes", body)[0] == 400, body)
+
+        status, obj = self.code_grant("code-201", client_secret="wrong")
+        self.check("code grant: wrong client secret", status == 400 and obj.get("status") == "BAD_CLIENT_SECRET"
+                   and "correlationId" in obj, obj)
+        self.check("code grant: wrong client id", self.code_grant("code-201", client_id="x")[1].get("status")
+                   == "BAD_CLIENT_ID", "")
+        status, obj = self.code_grant("code-201", redirect_uri="https://evil.example/cb")
+        self.check("code grant: wrong redirect_uri", status == 400 and obj.get("error") == "invalid_grant"
+                   and "redirect_uri" in obj.get("error_description", ""), obj)
+        self.check("code grant: no redirect_uri", self.code_grant("code-201", redirect_uri=None)[1].get("error")
+                   == "invalid_grant", "")
+        status, obj = self.code_grant("code-201", refresh_token="rt-1")
+        self.check("code grant: an unknown field", status == 400 and obj.get("status") == "BAD_REQUEST"
+                   and "refresh_token" in obj.get("message", ""), obj)
+        status, _, body = self.call("POST", "/oauth/v1/token?redirect_uri=x", urllib.parse.urlencode(
+            {"grant_type": "authorization_code", "client_id": "cid", "client_secret": "s3cret",
+             "code": "code-201", "redirect_uri": REDIRECT}).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            auth=None)
+        self.check("code grant: nothing in the query string", status == 400, body)
+        status, obj = self.code_grant("code-201")
+        self.check("code grant: success", status == 200 and set(obj) == {
+            "token_type", "refresh_token", "access_token", "expires_in", "hub_id", "token_use"}
+            and obj["token_type"] == "bearer" and obj["hub_id"] == 201 and obj["expires_in"] == 1800
+            and obj["token_use"] == "access_token" and obj["access_token"].startswith("oat-mock-")
+            and obj["refresh_token"].startswith("rt-mock-"), obj)
+        access, refresh = obj.get("access_token"), obj.get("refresh_token")
+        status, obj = self.code_grant("code-201")
+        self.check("code grant: a code is single use", status == 400 and obj.get("error") == "invalid_grant"
+                   and "already used" in obj.get("error_description", ""), obj)
+        self.check("code grant: an unknown code", self.code_grant("code-nope")[1].get("error") == "invalid_grant", "")
+        self.post("/__mock/oauth/codes", {"code": "code-202", "hub_id": 202, "redirect_uri": REDIRECT})
+        self.config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_refresh_token": "rt-1",
+                     "oauth_expires_in": 600})
+        status, obj = self.code_grant("code-202", path="/oauth/2026-03/token")
+        self.check("code grant: the 2026-03 path, oauth_expires_in", status == 200 and obj.get("hub_id") == 202
+                   and obj.get("expires_in") == 600, obj)
+        access_202, refresh_202 = obj.get("access_token"), obj.get("refresh_token")
+        self.check("code grant: the app is installed", [h["installed"] for h in self.get("/__mock/hubs")[1]["hubs"]]
+                   == [True, True], "")
+
+        status, hdrs, _ = self.call("POST", upsert_path("ho-1"), GOOD, auth=access)
+        entry = self.last_entry()
+        self.check("hub oauth: the access token is its hub's", status == 204 and entry.get("hub_id") == 201
+                   and entry.get("token_label") == "oauth:1"
+                   and entry["headers"].get("authorization") == "Bearer <oauth>"
+                   and hs_headers(hdrs) == ("4", "3", "1000"), (entry, hdrs))
+        status, obj = self.grant(refresh_token=refresh)
+        self.check("hub oauth: refresh", status == 200 and obj.get("hub_id") == 201 and obj.get("refresh_token")
+                   == refresh and obj.get("access_token") not in (None, access) and obj.get("expires_in") == 600, obj)
+        access2 = obj.get("access_token")
+        self.check("hub oauth: the refreshed token",
+                   self.call("POST", upsert_path("ho-2"), GOOD, auth=access2)[0] == 204
+                   and self.last_entry().get("token_label") == "oauth:2"
+                   and self.call("POST", upsert_path("ho-3"), GOOD, auth=access)[0] == 204, "")
+        status, obj = self.grant()
+        self.check("hub oauth: the single refresh token still works", status == 200 and "hub_id" not in obj, obj)
+        self.call("POST", upsert_path("ho-4"), GOOD, auth=obj.get("access_token"))
+        entry = self.last_entry()
+        self.check("hub oauth: its access token is no hub's", entry.get("status") == 204 and entry.get("hub_id") is None
+                   and entry.get("token_label") is None, entry)
+
+        self.config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret", "oauth_rotate": True})
+        status, obj = self.grant(refresh_token=refresh)
+        rotated = obj.get("refresh_token")
+        self.check("hub oauth: rotation", status == 200 and obj.get("hub_id") == 201
+                   and rotated not in (None, refresh), obj)
+        status, obj = self.grant(refresh_token=refresh)
+        self.check("hub oauth: the replaced refresh token is refused", status == 400
+                   and obj.get("error") == "invalid_grant", obj)
+        self.config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret"})
+        self.check("hub oauth: ... for good", self.grant(refresh_token=refresh)[0] == 400
+                   and self.grant(refresh_token=rotated)[0] == 200, "")
+        self.check("hub oauth: the client is checked", self.grant(refresh_token=rotated, client_secret="x")[1]
+                   .get("status") == "BAD_CLIENT_SECRET", "")
+
+        status, obj = self.post("/__mock/hubs/revoke", {"hub_id": 201, "oauth": True})
+        self.check("hub oauth: revoke the access tokens", status == 200 and obj.get("hub_id") == 201
+                   and obj.get("revoked") == ["oauth:1", "oauth:2", "oauth:3", "oauth:4"], obj)
+        status, _, body = self.call("POST", upsert_path("ho-5"), GOOD, auth=access2)
+        self.check("hub oauth: a revoked access token", status == 401
+                   and as_json(body).get("category") == "INVALID_AUTHENTICATION"
+                   and self.last_entry().get("token_label") == "oauth:2", body)
+        self.check("hub oauth: the other hub's token works",
+                   self.call("POST", upsert_path("ho-6"), GOOD, auth=access_202)[0] == 204, "")
+        status, obj = self.grant(refresh_token=rotated)
+        self.check("hub oauth: a refresh after the revocation", status == 200 and
+                   self.call("POST", upsert_path("ho-7"), GOOD, auth=obj.get("access_token"))[0] == 204, obj)
+        self.call("POST", "/__mock/oauth/expire", {}, auth=None)
+        status, _, body = self.call("POST", upsert_path("ho-8"), GOOD, auth=obj.get("access_token"))
+        self.check("hub oauth: an expired access token", status == 401
+                   and as_json(body).get("category") == "EXPIRED_AUTHENTICATION"
+                   and self.last_entry().get("hub_id") == 201, body)
+
+        status, obj = self.get("/__mock/oauth/issued?hub_id=201")
+        tokens = ([r["token"] for r in obj.get("refresh_tokens", [])]
+                  + [a["token"] for a in obj.get("access_tokens", [])])
+        self.check("oauth/issued", status == 200 and {refresh, rotated, access, access2} <= set(tokens)
+                   and access_202 not in tokens and all(r["hub_id"] == 201 for r in obj["refresh_tokens"])
+                   and [r["invalid"] for r in obj["refresh_tokens"]] == ["rotated", None], obj)
+        self.check("oauth/issued: every hub", refresh_202 in json.dumps(self.get("/__mock/oauth/issued")[1])
+                   and self.get("/__mock/oauth/issued?hub_id=999")[0] == 400
+                   and self.get("/__mock/oauth/issued?hub_id=x")[0] == 400, "")
+        logged = json.loads(self.call("GET", "/__mock/oauth/requests", auth=None)[2])
+        codes = [e for e in logged if e.get("grant_type") == "authorization_code"]
+        self.check("hub oauth: the code grants logged", [(e["status"], e["hub_id"], e["refusal"]) for e in codes] == [
+            (400, 201, "BAD_CLIENT_SECRET"), (400, 201, "BAD_CLIENT_ID"), (400, 201, "invalid_grant"),
+            (400, 201, "invalid_grant"), (400, None, "BAD_REQUEST"), (400, None, "BAD_REQUEST"), (200, 201, None),
+            (400, 201, "invalid_grant"), (400, None, "invalid_grant"), (200, 202, None)]
+            and codes[6]["code_ok"] and codes[6]["redirect_uri_ok"] and not codes[2]["redirect_uri_ok"]
+            and not codes[7]["code_ok"] and codes[6]["access_label"] == "oauth:1", codes)
+        refreshes = [e for e in logged if e.get("hub_id") is not None and e.get("grant_type") == "refresh_token"]
+        self.check("hub oauth: the refreshes logged", [(e["status"], e.get("refresh_label"), e.get("refusal"))
+                                                      for e in refreshes][:3] ==
+                   [(200, "refresh:1", None), (200, "refresh:1", None), (400, "refresh:1", "invalid_grant")], refreshes)
+        secrets = ["code-201", "code-202"] + tokens + [access_202, refresh_202]
+        with open(self.log_path, "rb") as fh:
+            everything = json.dumps(logged) + self.call("GET", "/__mock/requests")[2].decode() + fh.read().decode()
+        self.check("hub oauth: no token or code in any log", not [t for t in secrets if t in everything]
+                   and "s3cret" not in json.dumps(logged), [t for t in secrets if t in everything])
+        st = self.stats()
+        self.check("hub oauth: stats", st["hubs"]["201"]["tokens_issued"] == 5
+                   and st["hubs"]["201"]["unauthorized"] == 2
+                   and st["hubs"]["202"]["tokens_issued"] == 1, st["hubs"])
+
+    def test_hub_uninstall(self):
+        """Uninstall: refresh answers invalid_grant, calls 401; the other hub goes on; a reinstall."""
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        self.config({"oauth_client_id": "cid", "oauth_client_secret": "s3cret"})
+        self.post("/__mock/hubs/clear", {})
+        self.define_hubs({"hub_id": 301, "tokens": ["hub-301-static"]}, {"hub_id": 302})
+        grants = {}
+        for hub_id in (301, 302):
+            self.post("/__mock/oauth/codes", {"code": "install-%d" % hub_id, "hub_id": hub_id,
+                                              "redirect_uri": REDIRECT})
+            grants[hub_id] = self.code_grant("install-%d" % hub_id)[1]
+        status, obj = self.post("/__mock/hubs/uninstall", {"hub_id": 301})
+        self.check("uninstall", status == 200 and obj == {"ok": True, "hub_id": 301, "refresh_tokens_invalidated": 1,
+                                                          "access_tokens_revoked": 1}, obj)
+        status, obj = self.grant(refresh_token=grants[301].get("refresh_token"))
+        self.check("uninstall: refresh answers invalid_grant", status == 400 and obj.get("error") == "invalid_grant"
+                   and "uninstalled" in obj.get("error_description", ""), obj)
+        status, _, body = self.call("POST", upsert_path("un-1"), GOOD, auth=grants[301].get("access_token"))
+        self.check("uninstall: calls answer 401", status == 401
+                   and as_json(body).get("category") == "INVALID_AUTHENTICATION"
+                   and self.last_entry().get("hub_id") == 301, body)
+        self.check("uninstall: static tokens untouched",
+                   self.call("POST", upsert_path("un-2"), GOOD, auth="hub-301-static")[0] == 204, "")
+        self.check("uninstall: the other hub goes on",
+                   self.call("POST", upsert_path("un-3"), GOOD, auth=grants[302].get("access_token"))[0] == 204
+                   and self.grant(refresh_token=grants[302].get("refresh_token"))[0] == 200, "")
+        self.check("uninstall: installed false", [h["installed"] for h in self.get("/__mock/hubs")[1]["hubs"]]
+                   == [False, True], "")
+        self.check("uninstall: an unknown hub", self.post("/__mock/hubs/uninstall", {"hub_id": 999})[0] == 400, "")
+        self.post("/__mock/oauth/codes", {"code": "reinstall-301", "hub_id": 301, "redirect_uri": REDIRECT})
+        status, obj = self.code_grant("reinstall-301")
+        self.check("reinstall", status == 200 and obj.get("hub_id") == 301
+                   and self.grant(refresh_token=obj.get("refresh_token"))[0] == 200
+                   and self.call("POST", upsert_path("un-4"), GOOD, auth=obj.get("access_token"))[0] == 204
+                   and self.last_entry().get("token_label") == "oauth:2"
+                   and self.get("/__mock/hubs")[1]["hubs"][0]["installed"] is True, obj)
+        self.check("reinstall: the old tokens stay invalid",
+                   self.grant(refresh_token=grants[301].get("refresh_token"))[0] == 400
+                   and self.call("POST", upsert_path("un-5"), GOOD, auth=grants[301].get("access_token"))[0] == 401, "")
+        self.post("/__mock/hubs/clear", {})
         self.config({})
         self.call("POST", "/__mock/reset", {}, auth=None)
 

@@ -1,6 +1,6 @@
 """The mock's shared state: the limiter and its quotas, the stats, the events
 known to exist, the participations HubSpot holds (participations.py, under
-the same lock), OAuth's tokens, and the request log."""
+the same lock), the hubs (hubs.py), OAuth's tokens, and the request log."""
 
 import collections
 import hmac
@@ -12,6 +12,7 @@ import threading
 import time
 
 from .common import RATE_INTERVAL_MS, RATE_MAX, iso_now, log_err
+from .hubs import AccessToken, Hub, HubError, RefreshToken, new_secret
 from .participations import Participations
 from .spec import DEFAULT_DATE_VERSIONS
 
@@ -29,6 +30,7 @@ class Quota:
         self.retry_after = None  # seconds, for a storm
         self.admitted_at = None  # time.monotonic() of the admission
         self.counted = False  # holds a place in the window and the daily count
+        self.hub = None  # the Hub of a hub's request: its limiter counts it too, its headers are sent
 
 
 def max_in_window(times, window_s):
@@ -67,6 +69,12 @@ class State:
         self.current_refresh = None  # a rotated refresh token (survives reset); None: the configured one
         self.last_expiry = None  # time.monotonic() expiry of the token issued last
         self.oauth_log = []
+        # the hubs (hubs.py) and what they hold; all of it survives reset (their counters do not)
+        self.hubs = {}  # hub_id -> Hub
+        self.hub_tokens = {}  # static token -> (hub_id, index in the hub's tokens)
+        self.hub_access = {}  # OAuth access token -> AccessToken
+        self.hub_refresh = {}  # OAuth refresh token -> RefreshToken
+        self.oauth_codes = {}  # authorization code -> {"hub_id", "redirect_uri", "used"}
         self.known_events = {}  # (externalEventId, externalAccountId) -> monotonic time of its first upsert
         # what the subscriber-state writes left in HubSpot (not with --lean)
         self.participations = Participations(self.lock, keep=not lean)
@@ -120,19 +128,28 @@ class State:
             quota.daily_remaining = max(0, quota.daily - self.daily_used)
         return quota
 
-    def quota_view(self, legacy_remaining):
+    def quota_view(self, legacy_remaining, hub_id=None):
         """Headers for a request that is not admitted (it failed validation)."""
         with self.lock:
-            return self._quota(legacy_remaining, time.monotonic())
+            now = time.monotonic()
+            quota = self._quota(legacy_remaining, now)
+            hub = self.hubs.get(hub_id) if hub_id is not None else None
+            if hub is not None:
+                hub.fill_headers(quota, now)
+            return quota
 
-    def admit(self, legacy_remaining):
+    def admit(self, legacy_remaining, hub_id=None):
         """The limiter's decision for a validated request; returns a Quota
-        whose verdict is None (counted: answer it) or rate|daily|storm (429)."""
+        whose verdict is None (counted: answer it) or rate|daily|storm, or
+        for a hub's request hub_rate|hub_daily (429).  A hub's request is
+        counted by the global limiter and by its hub's, and its headers are
+        the hub's (hubs.py)."""
         with self.lock:
             now = time.monotonic()  # taken under the lock: the window stays sorted
             self.stats_validated.append(now)
             quota = self._quota(legacy_remaining, now)
             quota.admitted_at = now
+            hub = quota.hub = self.hubs.get(hub_id) if hub_id is not None else None
             if self.storm_until is not None and now < self.storm_until:
                 quota.verdict, quota.remaining = "storm", 0
                 quota.retry_after = max(1, math.ceil(self.storm_until - now))
@@ -140,6 +157,8 @@ class State:
                 quota.verdict = "daily"
             elif "rate_limit" in self.global_knobs and quota.remaining <= 0:
                 quota.verdict = "rate"
+            elif hub is not None and (hub_verdict := hub.verdict(now)) is not None:
+                quota.verdict = hub_verdict
             else:
                 self._prune(now)
                 self.limit_window.append(now)
@@ -149,6 +168,12 @@ class State:
                     quota.remaining = max(0, quota.max - len(self.limit_window))
                 if quota.daily is not None:
                     quota.daily_remaining = max(0, quota.daily - self.daily_used)
+                if hub is not None:
+                    hub.count(now)
+            if hub is not None:
+                hub.fill_headers(quota, now)
+                if quota.verdict == "storm":
+                    quota.remaining = 0
             return quota
 
     def release(self, quota):
@@ -164,6 +189,9 @@ class State:
             self.daily_used = max(0, self.daily_used - 1)
             if quota.daily is not None:
                 quota.daily_remaining = max(0, quota.daily - self.daily_used)
+            if quota.hub is not None:
+                quota.hub.uncount(quota.admitted_at)
+                quota.hub.fill_headers(quota, time.monotonic())
 
     # ---- the global knobs, known events ------------------------------------
 
@@ -277,6 +305,7 @@ class State:
                 "token_failures": self.stats_oauth["token_failures"],
                 "expired_401": self.stats_oauth["expired_401"],
                 "oauth_authorized": self.stats_oauth["oauth_authorized"],
+                "hubs": {str(hub_id): hub.stats(now, max_in_window) for hub_id, hub in sorted(self.hubs.items())},
             }
 
     # ---- per-event counts, the fault dice, the request log ---------------------
@@ -305,6 +334,10 @@ class State:
             if not self.lean:
                 self.entries.append(entry)
             self._count(entry, quota)
+            hub = self.hubs.get(entry.get("hub_id")) if entry.get("hub_id") is not None else None
+            if hub is not None:
+                admitted = quota.admitted_at if quota is not None else None
+                hub.note(entry, admitted if admitted is not None else time.monotonic())
             if self.log_file is not None:
                 line = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
                 try:
@@ -324,6 +357,8 @@ class State:
             self.oauth_log = []
             self.known_events = {}
             self.participations.clear_locked()
+            for hub in self.hubs.values():
+                hub.reset_counters()
             self.reset_stats()
 
     # ---- OAuth ---------------------------------------------------------------
@@ -347,36 +382,62 @@ class State:
                 self.issued[token] = min(self.issued[token], now)
             if self.last_expiry is not None:
                 self.last_expiry = min(self.last_expiry, now)
-            return len(self.issued)
+            for access in self.hub_access.values():
+                access.expiry = min(access.expiry, now)
+            for hub in self.hubs.values():
+                if hub.last_expiry is not None:
+                    hub.last_expiry = min(hub.last_expiry, now)
+            return len(self.issued) + len(self.hub_access)
+
+    def _client_info(self, client_id, client_secret):
+        """What the token endpoint notes of the client credentials (caller holds the lock)."""
+        knobs = self.global_knobs
+        want_id, want_secret = knobs.get("oauth_client_id"), knobs.get("oauth_client_secret")
+        return {
+            "client_id": client_id,
+            "client_id_ok": want_id is not None and client_id == want_id,
+            "client_secret_ok": want_secret is not None and client_secret is not None
+            and hmac.compare_digest(client_secret.encode(), want_secret.encode()),
+        }
+
+    def _forced_failure(self):
+        """oauth_fail's answer, or None (caller holds the lock)."""
+        fail = self.global_knobs.get("oauth_fail")
+        if fail == "500":
+            return 500, {"status": "error", "message": "internal error"}
+        if fail == "invalid_grant":
+            return 400, {"error": "invalid_grant", "error_description": "refresh token is invalid"}
+        if fail == "bad_refresh_token":
+            return 400, {"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}
+        return None
+
+    @staticmethod
+    def _client_failure(info):
+        if not info["client_id_ok"]:
+            return 400, {"status": "BAD_CLIENT_ID", "message": "missing or unknown client id"}
+        if not info["client_secret_ok"]:
+            return 400, {"status": "BAD_CLIENT_SECRET", "message": "missing or invalid client secret"}
+        return None
 
     def oauth_grant(self, client_id, client_secret, refresh_token):
-        """The token endpoint's decision: (status, answer object, record fields)."""
+        """The refresh grant's decision: (status, answer object, record fields).
+        A refresh token issued for a hub is the hub's (oauth_hub_refresh);
+        any other one is checked against oauth_refresh_token."""
         with self.lock:
             knobs = self.global_knobs
             self.stats_oauth["token_requests"] += 1
-            want_id = knobs.get("oauth_client_id")
+            hub_refresh = self.hub_refresh.get(refresh_token) if refresh_token is not None else None
+            if hub_refresh is not None:
+                return self._oauth_hub_refresh(client_id, client_secret, refresh_token, hub_refresh)
             want_refresh = self.current_refresh or knobs.get("oauth_refresh_token")
-            info = {
-                "client_id": client_id,
-                "client_id_ok": want_id is not None and client_id == want_id,
-                "client_secret_ok": knobs.get("oauth_client_secret") is not None and client_secret is not None
-                and hmac.compare_digest(client_secret.encode(), knobs["oauth_client_secret"].encode()),
-                "refresh_token_ok": want_refresh is not None and refresh_token is not None
-                and hmac.compare_digest(refresh_token.encode(), want_refresh.encode()),
-            }
-            fail = knobs.get("oauth_fail")
-            problem = None
-            if fail == "500":
-                problem = (500, {"status": "error", "message": "internal error"})
-            elif fail == "invalid_grant":
-                problem = (400, {"error": "invalid_grant", "error_description": "refresh token is invalid"})
-            elif fail == "bad_refresh_token" or (info["client_id_ok"] and info["client_secret_ok"]
-                                                 and not info["refresh_token_ok"]):
+            info = self._client_info(client_id, client_secret)
+            info["refresh_token_ok"] = (want_refresh is not None and refresh_token is not None
+                                        and hmac.compare_digest(refresh_token.encode(), want_refresh.encode()))
+            problem = self._forced_failure()
+            if problem is None and info["client_id_ok"] and info["client_secret_ok"] and not info["refresh_token_ok"]:
                 problem = (400, {"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"})
-            elif not info["client_id_ok"]:
-                problem = (400, {"status": "BAD_CLIENT_ID", "message": "missing or unknown client id"})
-            elif not info["client_secret_ok"]:
-                problem = (400, {"status": "BAD_CLIENT_SECRET", "message": "missing or invalid client secret"})
+            if problem is None:
+                problem = self._client_failure(info)
             if problem is not None:
                 self.stats_oauth["token_failures"] += 1
                 return problem[0], problem[1], info
@@ -395,6 +456,206 @@ class State:
             self.stats_oauth["tokens_issued"] += 1
             return 200, {"token_type": "bearer", "refresh_token": new_refresh, "access_token": token,
                          "expires_in": expires_in, "token_use": "access_token"}, info
+
+    def _oauth_hub_refresh(self, client_id, client_secret, refresh_token, record):
+        """The refresh grant with a refresh token issued for a hub (caller holds the lock)."""
+        hub = self.hubs.get(record.hub_id)
+        info = self._client_info(client_id, client_secret)
+        info.update({"hub_id": record.hub_id, "refresh_label": record.label,
+                     "refresh_token_ok": record.invalid is None and hub is not None})
+        problem = self._forced_failure() or self._client_failure(info)
+        if problem is None and not info["refresh_token_ok"]:
+            why = {"uninstalled": "the app was uninstalled from hub %d" % record.hub_id,
+                   "rotated": "the refresh token was replaced by a newer one",
+                   "revoked": "the refresh token was revoked"}.get(record.invalid, "unknown hub")
+            info["refresh_token_invalid"] = record.invalid or "no_hub"
+            problem = (400, {"error": "invalid_grant", "error_description": "refresh token is invalid: " + why})
+        if problem is not None:
+            self.stats_oauth["token_failures"] += 1
+            return problem[0], problem[1], info
+        new_refresh = refresh_token
+        if self.global_knobs.get("oauth_rotate"):
+            record.invalid = "rotated"
+            new_refresh = self._issue_refresh(hub)
+            info["rotated"] = True
+        return 200, self._issue_access(hub, new_refresh, info), info
+
+    def _issue_refresh(self, hub):
+        hub.refresh_seq += 1
+        token = new_secret("rt-mock-", 16)
+        self.hub_refresh[token] = RefreshToken(hub.hub_id, hub.refresh_seq)
+        return token
+
+    def _issue_access(self, hub, refresh_token, info):
+        """A new access token for the hub: the token endpoint's 200 answer (caller holds the lock)."""
+        expires_in = self.global_knobs.get("oauth_expires_in", 1800)
+        now = time.monotonic()
+        if hub.last_expiry is not None:
+            info["previous_token_left_ms"] = int(round((hub.last_expiry - now) * 1000))
+        hub.access_seq += 1
+        token = new_secret("oat-mock-", 24)
+        self.hub_access[token] = AccessToken(hub.hub_id, hub.access_seq, now + expires_in)
+        hub.last_expiry = now + expires_in
+        hub.counts["tokens_issued"] += 1
+        self.stats_oauth["tokens_issued"] += 1
+        info["access_label"] = "oauth:%d" % hub.access_seq
+        return {"token_type": "bearer", "refresh_token": refresh_token, "access_token": token,
+                "expires_in": expires_in, "hub_id": hub.hub_id, "token_use": "access_token"}
+
+    def oauth_code_grant(self, client_id, client_secret, code, redirect_uri):
+        """The authorization-code grant's decision: (status, answer object, record fields).
+        Success installs the app in the code's hub."""
+        with self.lock:
+            self.stats_oauth["token_requests"] += 1
+            minted = self.oauth_codes.get(code) if code is not None else None
+            hub = self.hubs.get(minted["hub_id"]) if minted is not None else None
+            info = self._client_info(client_id, client_secret)
+            info.update({"hub_id": minted["hub_id"] if minted is not None else None,
+                         "code_ok": minted is not None and not minted["used"] and hub is not None,
+                         "redirect_uri_ok": minted is not None and redirect_uri == minted["redirect_uri"]})
+            problem = self._forced_failure() or self._client_failure(info)
+            if problem is None:
+                why = None
+                if minted is None:
+                    why = "unknown authorization code" if code else "missing authorization code"
+                elif minted["used"]:
+                    why = "the authorization code was already used"
+                elif hub is None:
+                    why = "the authorization code's hub no longer exists"
+                elif not info["redirect_uri_ok"]:
+                    why = "redirect_uri does not match the authorization request"
+                if why is not None:
+                    problem = (400, {"error": "invalid_grant", "error_description": why})
+            if problem is not None:
+                self.stats_oauth["token_failures"] += 1
+                return problem[0], problem[1], info
+            minted["used"] = True
+            hub.installed = True
+            return 200, self._issue_access(hub, self._issue_refresh(hub), info), info
+
+    # ---- hubs (hubs.py; the control endpoints in control.py) --------------
+
+    def hub_credential(self, token):
+        """(hub_id, token_label, "ok"|"revoked"|"uninstalled"|"expired") of a
+        hub's credential, None for any other token."""
+        with self.lock:
+            static = self.hub_tokens.get(token)
+            if static is not None:
+                hub_id, index = static
+                revoked = index in self.hubs[hub_id].revoked
+                return hub_id, "static:%d" % index, "revoked" if revoked else "ok"
+            access = self.hub_access.get(token)
+            if access is None:
+                return None
+            if access.revoked is not None:
+                return access.hub_id, access.label, access.revoked
+            if time.monotonic() < access.expiry:
+                self.stats_oauth["oauth_authorized"] += 1
+                return access.hub_id, access.label, "ok"
+            self.stats_oauth["expired_401"] += 1
+            return access.hub_id, access.label, "expired"
+
+    def hubs_define(self, definitions):
+        """Add or replace hubs (hubs.parse_hub's definitions); raises HubError
+        (and changes nothing) if a static token would belong to two hubs."""
+        with self.lock:
+            ids = [d["hub_id"] for d in definitions]
+            if len(set(ids)) != len(ids):
+                raise HubError("a hub_id is given twice")
+            tokens = {t: owner for t, owner in self.hub_tokens.items() if owner[0] not in ids}
+            for d in definitions:
+                for index, token in enumerate(d["tokens"]):
+                    owner = tokens.get(token)
+                    if owner is not None:
+                        raise HubError("hub %d: tokens[%d] is already a token of hub %d" % (d["hub_id"], index,
+                                                                                        owner[0]))
+                    tokens[token] = (d["hub_id"], index)
+            for d in definitions:
+                hub = self.hubs.get(d["hub_id"])
+                if hub is None:
+                    self.hubs[d["hub_id"]] = Hub(d)
+                else:
+                    hub.define(d)
+            self.hub_tokens = tokens
+            return self._hubs_view(ids)
+
+    def _hubs_view(self, ids=None):
+        now = time.monotonic()
+        return [self.hubs[i].view(now, max_in_window) for i in sorted(self.hubs) if ids is None or i in ids]
+
+    def hubs_view(self):
+        with self.lock:
+            return self._hubs_view()
+
+    def hubs_clear(self):
+        """Remove every hub, its tokens (static and OAuth) and the authorization codes."""
+        with self.lock:
+            removed = len(self.hubs)
+            self.hubs, self.hub_tokens, self.hub_access, self.hub_refresh, self.oauth_codes = {}, {}, {}, {}, {}
+            return removed
+
+    def _hub(self, hub_id):
+        hub = self.hubs.get(hub_id)
+        if hub is None:
+            raise HubError("no hub %r" % (hub_id,))
+        return hub
+
+    def hub_revoke_token(self, token):
+        """Revoke one token of a hub (static, OAuth access or refresh): (hub_id, label)."""
+        with self.lock:
+            static = self.hub_tokens.get(token)
+            if static is not None:
+                self.hubs[static[0]].revoked.add(static[1])
+                return static[0], "static:%d" % static[1]
+            for table, field in ((self.hub_access, "revoked"), (self.hub_refresh, "invalid")):
+                record = table.get(token)
+                if record is not None:
+                    if getattr(record, field) is None:
+                        setattr(record, field, "revoked")
+                    return record.hub_id, record.label
+            raise HubError("not a token of any hub")
+
+    def hub_revoke_oauth(self, hub_id):
+        """Revoke every OAuth access token issued for the hub; their labels."""
+        with self.lock:
+            self._hub(hub_id)
+            revoked = [a for a in self.hub_access.values() if a.hub_id == hub_id and a.revoked is None]
+            for access in revoked:
+                access.revoked = "revoked"
+            return sorted((a.label for a in revoked), key=lambda label: int(label.split(":")[1]))
+
+    def hub_uninstall(self, hub_id):
+        """The app uninstalled from the hub: its refresh tokens answer
+        invalid_grant, its access tokens 401.  (refresh, access) counts."""
+        with self.lock:
+            self._hub(hub_id).installed = False
+            refresh = [r for r in self.hub_refresh.values() if r.hub_id == hub_id and r.invalid is None]
+            for record in refresh:
+                record.invalid = "uninstalled"
+            access = [a for a in self.hub_access.values() if a.hub_id == hub_id and a.revoked is None]
+            for record in access:
+                record.revoked = "uninstalled"
+            return len(refresh), len(access)
+
+    def oauth_mint_code(self, code, hub_id, redirect_uri):
+        with self.lock:
+            self._hub(hub_id)
+            if code in self.oauth_codes:
+                raise HubError("that code was minted before: codes are single use")
+            self.oauth_codes[code] = {"hub_id": hub_id, "redirect_uri": redirect_uri, "used": False}
+
+    def oauth_issued(self, hub_id=None):
+        """The OAuth tokens issued for a hub (every hub: None), for tests."""
+        with self.lock:
+            if hub_id is not None:
+                self._hub(hub_id)
+            now = time.monotonic()
+            refresh = [{"hub_id": r.hub_id, "label": r.label, "token": t, "invalid": r.invalid}
+                       for t, r in self.hub_refresh.items() if hub_id is None or r.hub_id == hub_id]
+            access = [{"hub_id": a.hub_id, "label": a.label, "token": t, "revoked": a.revoked,
+                       "expires_in_ms": max(0, int(round((a.expiry - now) * 1000)))}
+                      for t, a in self.hub_access.items() if hub_id is None or a.hub_id == hub_id]
+            return refresh, access
 
     def oauth_refused(self):
         """Count a token request refused before the grant's decision."""
