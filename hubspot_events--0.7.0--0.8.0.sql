@@ -228,17 +228,20 @@ COMMENT ON FUNCTION @extschema@.pending_connections() IS
 -- argument, 'default' when omitted: existing calls keep working.  A new
 -- argument is a new signature: the 0.7.0 functions are replaced, and the
 -- EXECUTE grants a DBA gave on them are carried over to the new ones.
-CREATE TEMPORARY TABLE hs_carried_grants ON COMMIT DROP AS
-SELECT p.proname::text AS name, a.grantee, a.is_grantable
-  FROM pg_catalog.pg_proc p
- CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
- WHERE p.pronamespace = '@extschema@'::regnamespace
-   AND p.proname IN ('hubspot_upsert_subscriber', 'hubspot_upsert_event', 'hubspot_cancel_event',
-                     'hubspot_complete_event', 'hubspot_enqueue_subscriber', 'hubspot_enqueue_event',
-                     'hubspot_enqueue_cancel_event', 'hubspot_enqueue_complete_event')
-   AND a.privilege_type = 'EXECUTE'
-   AND a.grantee <> p.proowner
-   AND a.grantee <> 0;
+-- (kept in a transaction-local setting: a table made here would become a
+-- member of the extension)
+SELECT pg_catalog.set_config('hubspot_events_upgrade.carried_grants', coalesce((
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'name', p.proname, 'grantee', a.grantee::regrole::text, 'grantable', a.is_grantable))
+      FROM pg_catalog.pg_proc p
+     CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+     WHERE p.pronamespace = '@extschema@'::regnamespace
+       AND p.proname IN ('hubspot_upsert_subscriber', 'hubspot_upsert_event', 'hubspot_cancel_event',
+                         'hubspot_complete_event', 'hubspot_enqueue_subscriber', 'hubspot_enqueue_event',
+                         'hubspot_enqueue_cancel_event', 'hubspot_enqueue_complete_event')
+       AND a.privilege_type = 'EXECUTE'
+       AND a.grantee <> p.proowner
+       AND a.grantee <> 0), '[]')::text, true);
 
 DROP FUNCTION @extschema@.hubspot_upsert_subscriber(text, text, text, jsonb);
 DROP FUNCTION @extschema@.hubspot_upsert_event(text, text, jsonb);
@@ -335,14 +338,15 @@ DO $$
 DECLARE
     g record;
 BEGIN
-    FOR g IN SELECT c.name, c.grantee, c.is_grantable, p.oid::regprocedure AS fn
-               FROM hs_carried_grants c
+    FOR g IN SELECT p.oid::regprocedure AS fn, c.grantee, c.grantable
+               FROM pg_catalog.jsonb_to_recordset(
+                      pg_catalog.current_setting('hubspot_events_upgrade.carried_grants')::jsonb)
+                      AS c(name text, grantee text, grantable boolean)
                JOIN pg_catalog.pg_proc p
                  ON p.proname = c.name AND p.pronamespace = '@extschema@'::regnamespace
     LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I%s', g.fn,
-                                  pg_catalog.pg_get_userbyid(g.grantee),
-                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', g.fn, g.grantee,
+                                  CASE WHEN g.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
 END
 $$;

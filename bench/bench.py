@@ -263,8 +263,8 @@ class Bench:
 
     def claim_body(self, limit, conn=None):
         """claim_due's statement as installed, with max_rows as a constant."""
-        src = self.q1("SELECT prosrc FROM pg_proc WHERE oid = 'hubspot_events.claim_due(integer)'::regprocedure")
-        return re.sub(r"\bmax_rows\b", str(int(limit)), src)
+        src = self.q1("SELECT prosrc FROM pg_proc WHERE oid = 'hubspot_events.claim_due(integer, text)'::regprocedure")
+        return re.sub(r"\bconn\b", "'default'", re.sub(r"\bmax_rows\b", str(int(limit)), src))
 
     def claim_explain(self, label, limit=400, conn=None, force=False):
         """The claim's plan as the worker runs it (auto_explain of claim_due's
@@ -286,7 +286,7 @@ class Bench:
             cur.execute("SET auto_explain.log_buffers = on")
             cur.execute("BEGIN")
             t = time.perf_counter()
-            cur.execute("SELECT count(*) FROM hubspot_events.claim_due(%s)", (limit,))
+            cur.execute("SELECT count(*) FROM hubspot_events.claim_due(%s, 'default')", (limit,))
             t_fn = time.perf_counter() - t
             cur.execute("ROLLBACK")
             cur.execute("SET auto_explain.log_min_duration = -1")
@@ -651,7 +651,7 @@ class Bench:
                 cur = curs[i]
                 cur.execute("BEGIN")
                 t = time.perf_counter()
-                cur.execute("SELECT count(*) FROM hubspot_events.claim_due(%s)", (max_rows,))
+                cur.execute("SELECT count(*) FROM hubspot_events.claim_due(%s, 'default')", (max_rows,))
                 got[i] = cur.fetchone()[0]
                 if k >= warmup:
                     times[i].append(time.perf_counter() - t)

@@ -113,7 +113,7 @@ RESET hubspot_events.access_token_file;
 -- ---- privileges ----
 CREATE ROLE hs_app;
 -- not executable by PUBLIC
-SELECT has_function_privilege('public', 'hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb)', 'EXECUTE') AS public_may_execute;
+SELECT has_function_privilege('public', 'hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb, text)', 'EXECUTE') AS public_may_execute;
 GRANT USAGE ON SCHEMA hubspot_events, hs_test TO hs_app;
 GRANT EXECUTE ON FUNCTION hs_test.try(text) TO hs_app;
 SET ROLE hs_app;
@@ -129,11 +129,11 @@ SET hubspot_events.batch_size = 10;
 RESET hubspot_events.batch_size;
 RESET ROLE;
 -- the documented GRANT
-GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb) TO hs_app;
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb, text) TO hs_app;
 SET ROLE hs_app;
 SELECT hubspot_events.hubspot_upsert_subscriber('webinar-2026-03', 'register', 'acme', '{"vid": 1}')->'http_status' AS granted_call;
 RESET ROLE;
-REVOKE ALL ON FUNCTION hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb) FROM hs_app;
+REVOKE ALL ON FUNCTION hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb, text) FROM hs_app;
 REVOKE ALL ON FUNCTION hs_test.try(text) FROM hs_app;
 REVOKE ALL ON SCHEMA hubspot_events, hs_test FROM hs_app;
 DROP ROLE hs_app;

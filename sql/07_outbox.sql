@@ -67,7 +67,7 @@ CREATE ROLE hs_enqueuer;
 GRANT USAGE ON SCHEMA hubspot_events TO hs_enqueuer;
 GRANT USAGE ON SCHEMA hs_test TO hs_enqueuer;
 GRANT EXECUTE ON FUNCTION hs_test.try(text) TO hs_enqueuer;
-GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) TO hs_enqueuer;
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb, text) TO hs_enqueuer;
 SET ROLE hs_enqueuer;
 -- enqueues without any privilege on the outbox
 SELECT array_length(hubspot_events.hubspot_enqueue_subscriber('webinar-role', 'register', 'acme', '{"vid": 5}'), 1) AS enqueued;
@@ -86,7 +86,7 @@ SELECT * FROM try($$SELECT hubspot_events.resume()$$);
 SELECT * FROM try($$SELECT hubspot_events.hubspot_upsert_subscriber('e', 'register', 'acme', '{"vid": 1}')$$);
 RESET ROLE;
 SELECT external_event_id, contact - 'interactionDateTime' AS contact, source, status FROM hubspot_events.outbox WHERE external_event_id = 'webinar-role';
-REVOKE ALL ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) FROM hs_enqueuer;
+REVOKE ALL ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb, text) FROM hs_enqueuer;
 REVOKE ALL ON FUNCTION hs_test.try(text) FROM hs_enqueuer;
 REVOKE ALL ON SCHEMA hubspot_events, hs_test FROM hs_enqueuer;
 DROP ROLE hs_enqueuer;

@@ -1,7 +1,7 @@
 --
 -- 08_upgrade: install the oldest version and update step by step; the
 -- result is, object by object and definition by definition, what a fresh
--- install (the full script hubspot_events--0.7.0.sql) creates.
+-- install (the full script hubspot_events--0.8.0.sql) creates.
 --
 CREATE DATABASE hs_upgrade;
 \c hs_upgrade
@@ -46,6 +46,21 @@ ALTER EXTENSION hubspot_events UPDATE TO '0.7.0';
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 SELECT count(*) AS outbox_has_attempt_history FROM pg_attribute
  WHERE attrelid = 'hubspot_events.outbox'::regclass AND attname = 'attempt_history';
+-- 0.8.0: connections; every sending and enqueueing function takes one (a new
+-- signature: the EXECUTE a DBA granted on the old one is carried over)
+CREATE ROLE hs_upg_app;
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) TO hs_upg_app WITH GRANT OPTION;
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_cancel_event(text, text) TO hs_upg_app;
+ALTER EXTENSION hubspot_events UPDATE TO '0.8.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+SELECT p.oid::regprocedure AS function, a.privilege_type, a.is_grantable
+  FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) a
+ WHERE p.pronamespace = 'hubspot_events'::regnamespace AND a.grantee = 'hs_upg_app'::regrole
+ ORDER BY 1;
+SELECT count(*) AS outbox_rows_on_default FROM hubspot_events.outbox WHERE connection = 'default';
+REVOKE ALL ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb, text) FROM hs_upg_app CASCADE;
+REVOKE ALL ON FUNCTION hubspot_events.hubspot_cancel_event(text, text, text) FROM hs_upg_app;
+DROP ROLE hs_upg_app;
 -- the chain's trace: a column added by ALTER TABLE ... ADD COLUMN with a
 -- default keeps that default as its "missing" value
 SELECT attname AS added_by_the_chain FROM pg_attribute

@@ -85,13 +85,13 @@ SELECT kind, external_event_id, subscriber_state, contact_key, contact IS NULL A
   FROM outbox ORDER BY id;
 -- the claim: the event's upsert first; its subscriber states wait for it,
 -- another event's do not; the complete and the cancel wait their turn
-SELECT kind, external_event_id, contact::jsonb->'vid' AS vid FROM claim_due(100) ORDER BY id;
-SELECT count(*) AS claimed_again FROM claim_due(100);
+SELECT kind, external_event_id, contact::jsonb->'vid' AS vid FROM claim_due(100, 'default') ORDER BY id;
+SELECT count(*) AS claimed_again FROM claim_due(100, 'default');
 -- once the upsert is sent, the subscribers and the complete are due
 UPDATE outbox SET status = 'sent', sent_at = now() WHERE kind = 'event_upsert';
-SELECT kind, external_event_id, contact::jsonb->'vid' AS vid, event IS NOT NULL AS has_body FROM claim_due(100) ORDER BY id;
+SELECT kind, external_event_id, contact::jsonb->'vid' AS vid, event IS NOT NULL AS has_body FROM claim_due(100, 'default') ORDER BY id;
 UPDATE outbox SET status = 'sent', sent_at = now() WHERE status = 'sending';
-SELECT kind FROM claim_due(100);
+SELECT kind FROM claim_due(100, 'default');
 DELETE FROM outbox;
 
 -- rows in flight: a contact's newer row waits while its older row is
@@ -103,10 +103,10 @@ INSERT INTO outbox (external_event_id, subscriber_state, external_account_id, co
   ('x y', 'attend', 'acme', '{"vid": 1}', '1', 'pending', 'test'),
   ('x', 'attend', 'y acme', '{"vid": 1}', '1', 'pending', 'test'),
   ('z', 'attend', 'acme', NULL, NULL, 'pending', 'test');
-SELECT external_event_id, external_account_id, subscriber_state FROM claim_due(100) ORDER BY id;
+SELECT external_event_id, external_account_id, subscriber_state FROM claim_due(100, 'default') ORDER BY id;
 -- once the older row is sent, the newer one is due
 UPDATE outbox SET status = 'sent', sent_at = now() WHERE status = 'sending';
-SELECT external_event_id, external_account_id, subscriber_state FROM claim_due(100) ORDER BY id;
+SELECT external_event_id, external_account_id, subscriber_state FROM claim_due(100, 'default') ORDER BY id;
 DELETE FROM outbox;
 
 -- the claim's plan: one ordered scan of the due rows' index, and one probe
@@ -120,7 +120,7 @@ SELECT sum(idx_scan) FILTER (WHERE indexrelname = 'outbox_due') AS due0,
        sum(idx_scan) FILTER (WHERE indexrelname = 'outbox_pending_contact') AS contact0
   FROM pg_stat_user_indexes WHERE schemaname = 'hubspot_events' \gset
 BEGIN;
-SELECT count(*) AS claimed FROM claim_due(400);
+SELECT count(*) AS claimed FROM claim_due(400, 'default');
 ROLLBACK;
 SELECT pg_stat_force_next_flush();
 SELECT sum(idx_scan) FILTER (WHERE indexrelname = 'outbox_due') - :due0 AS due_index_scans,

@@ -168,6 +168,8 @@ batch_subset(const HsBatch *b, int first, int n)
 	HsBatch    *s = batch_new(b->api_root, b->kind, b->by_email, b->external_event_id,
 							  b->subscriber_state, b->external_account_id, Max(n, 1));
 
+	s->conn = b->conn;
+
 	s->attendance = b->attendance;
 	memcpy(s->ids, b->ids + first, sizeof(int64) * n);
 	memcpy(s->attempts, b->attempts + first, sizeof(int) * n);
@@ -187,6 +189,8 @@ hs_batch_pick(const HsBatch *b, const int *idx, int n)
 {
 	HsBatch    *s = batch_new(b->api_root, b->kind, b->by_email, b->external_event_id,
 							  b->subscriber_state, b->external_account_id, Max(n, 1));
+
+	s->conn = b->conn;
 
 	s->attendance = b->attendance;
 	for (int i = 0; i < n; i++)
@@ -237,6 +241,7 @@ hs_batch_merge(HsBatch **parts, int nparts)
 
 	for (int i = 0; i < nparts; i++)
 		n += parts[i]->n;
+	m->conn = nparts > 0 ? parts[0]->conn : NULL;
 	m->ids = palloc(sizeof(int64) * Max(n, 1));
 	m->attempts = palloc(sizeof(int) * Max(n, 1));
 	for (int i = 0; i < nparts; i++)

@@ -86,20 +86,21 @@ typedef enum OutboxColumn
 	OC_SOURCE,
 	OC_KIND,
 	OC_EVENT,
+	OC_CONNECTION,				/* from schema 0.8.0 on */
 	NUM_OUTBOX_COLUMNS
 } OutboxColumn;
 
 static const char *const column_names[NUM_OUTBOX_COLUMNS] = {
 	"id", "created_at", "external_event_id", "subscriber_state", "external_account_id",
 	"contact", "contact_key", "status", "attempts", "next_attempt_at", "last_attempt_at",
-	"error_category", "error_message", "source", "kind", "event"
+	"error_category", "error_message", "source", "kind", "event", "connection"
 };
 
 /* the shipped type of each column written here (typmod -1 for all) */
 static const Oid column_types[NUM_OUTBOX_COLUMNS] = {
 	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
 	JSONBOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID
 };
 
 typedef struct OutboxWriter
@@ -296,7 +297,7 @@ outbox_shape_is_shipped(Relation rel, AttrNumber *attnum)
 		}
 	}
 	for (int c = 0; c < NUM_OUTBOX_COLUMNS; c++)
-		if (attnum[c] == InvalidAttrNumber)
+		if (attnum[c] == InvalidAttrNumber && c != OC_CONNECTION)
 			return false;		/* the SPI INSERT reports it */
 	return true;
 }
@@ -417,6 +418,10 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 	SET_TEXT(OC_KIND, row->kind ? row->kind : "subscriber");
 	if (row->event)
 		SET(OC_EVENT, JsonbPGetDatum(row->event));
+	if (writer.attnum[OC_CONNECTION] != InvalidAttrNumber)
+		SET_TEXT(OC_CONNECTION, row->connection ? row->connection : "default");
+	else if (row->connection != NULL && strcmp(row->connection, "default") != 0)
+		elog(ERROR, "the outbox has no connection column");	/* checked before: hs_connection_require */
 	if (row->error_message == NULL)
 		SET_TEXT(OC_STATUS, "pending");
 	else

@@ -174,6 +174,7 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	Jsonb	   *last_body = NULL;
 	StringInfoData out;
 	bool		refreshed = false;
+	const char *conn;
 
 	hs_check_not_null(fcinfo, argnames, 4);
 	event_id = hs_id_argument(fcinfo, 0, "external_event_id");
@@ -181,9 +182,10 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 	account_id = hs_id_argument(fcinfo, 2, "external_account_id");
 	hs_check_jsonb_argument_size("contacts", PG_GETARG_DATUM(3), HS_CONTACTS_SIZE_HINT);
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
+	conn = hs_connection_argument(fcinfo, 4);
 
 	/* a dry run needs no credential: it may come before there is one */
-	token = hs_dry_run ? NULL : hs_get_access_token();
+	token = hs_dry_run ? NULL : hs_connection_access_token(conn);
 	api_root = hs_api_root();
 	attendance = (hs_endpoint == HS_ENDPOINT_ATTENDANCE);
 
@@ -213,7 +215,7 @@ hubspot_upsert_subscriber(PG_FUNCTION_ARGS)
 			continue;
 		}
 		post_counted(url, token, body.data, body.len, count, &res);
-		if (!refreshed && hs_oauth_enabled() && hs_answer_is_expired_token(&res))
+		if (!refreshed && conn == NULL && hs_oauth_enabled() && hs_answer_is_expired_token(&res))
 		{
 			/* the OAuth token expired early: refresh once and send again */
 			hs_oauth_token_expired(token);
@@ -277,6 +279,7 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	Datum	   *ids;
 	int			n = 0;
+	const char *conn;
 
 	hs_check_not_null(fcinfo, argnames, 4);
 	event_id = hs_id_argument(fcinfo, 0, "external_event_id");
@@ -284,6 +287,7 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 	account_id = hs_id_argument(fcinfo, 2, "external_account_id");
 	hs_check_jsonb_argument_size("contacts", PG_GETARG_DATUM(3), HS_CONTACTS_SIZE_HINT);
 	contacts = hs_validate_contacts(PG_GETARG_JSONB_P(3));
+	conn = hs_connection_argument(fcinfo, 4);
 
 	ids = palloc(sizeof(Datum) * list_length(contacts));
 	foreach(lc, contacts)
@@ -297,6 +301,7 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 		row.contact = hs_contact_to_jsonb(c);
 		row.contact_key = hs_contact_key(c);
 		row.source = "hubspot_enqueue_subscriber";
+		row.connection = conn;
 		ids[n++] = Int64GetDatum(hs_outbox_insert(&row));
 	}
 
@@ -311,7 +316,7 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
  * contact counts.
  */
 static Datum
-send_event_request(const char *url, const char *body)
+send_event_request(const char *url, const char *body, const char *conn)
 {
 	const char *token;
 	HsHttpResult res = {0};
@@ -324,7 +329,7 @@ send_event_request(const char *url, const char *body)
 		append_dry_run_request(&out, url, body);
 		return dry_run_answer(&out, 1, -1);
 	}
-	token = hs_get_access_token();
+	token = hs_connection_access_token(conn);
 	post_counted(url, token, body, body ? strlen(body) : 0, 1, &res);
 	if (!res.transport_ok || res.http_status < 200 || res.http_status > 299)
 		hs_report_http_failure(&res, NULL);
@@ -354,10 +359,11 @@ event_ids(FunctionCallInfo fcinfo, const char *const *argnames, int nargs,
 
 static int64
 enqueue_event_row(const char *kind, const char *event_id, const char *account_id,
-				  Jsonb *event, const char *source)
+				  Jsonb *event, const char *source, const char *conn)
 {
 	HsOutboxRow row = {0};
 
+	row.connection = conn;
 	row.kind = kind;
 	row.external_event_id = event_id;
 	row.external_account_id = account_id;
@@ -379,16 +385,18 @@ hubspot_upsert_event(PG_FUNCTION_ARGS)
 	Jsonb	   *event;
 	char	   *item;
 	StringInfoData body;
+	const char *conn;
 
 	event_ids(fcinfo, argnames, 3, &event_id, &account_id);
 	hs_check_jsonb_argument_size("event", PG_GETARG_DATUM(2), HS_EVENT_SIZE_HINT);
 	event = hs_validate_event(PG_GETARG_JSONB_P(2), event_id, account_id);
+	conn = hs_connection_argument(fcinfo, 3);
 	item = JsonbToCString(NULL, &event->root, VARSIZE(event));
 	initStringInfo(&body);
 	hs_api_inputs_body(&body, &item, 1);
 	PG_RETURN_DATUM(send_event_request(hs_api_url(hs_api_root(), HS_CALL_EVENT_UPSERT,
 												  NULL, NULL, NULL),
-									   body.data));
+									   body.data, conn));
 }
 
 PG_FUNCTION_INFO_V1(hubspot_enqueue_event);
@@ -406,7 +414,7 @@ hubspot_enqueue_event(PG_FUNCTION_ARGS)
 	hs_check_jsonb_argument_size("event", PG_GETARG_DATUM(2), HS_EVENT_SIZE_HINT);
 	event = hs_validate_event(PG_GETARG_JSONB_P(2), event_id, account_id);
 	PG_RETURN_INT64(enqueue_event_row("event_upsert", event_id, account_id, event,
-									  "hubspot_enqueue_event"));
+									  "hubspot_enqueue_event", hs_connection_argument(fcinfo, 3)));
 }
 
 PG_FUNCTION_INFO_V1(hubspot_cancel_event);
@@ -421,7 +429,8 @@ hubspot_cancel_event(PG_FUNCTION_ARGS)
 
 	event_ids(fcinfo, argnames, 2, &event_id, &account_id);
 	PG_RETURN_DATUM(send_event_request(hs_api_url(hs_api_root(), HS_CALL_EVENT_CANCEL, event_id,
-												  NULL, account_id), NULL));
+												  NULL, account_id), NULL,
+									   hs_connection_argument(fcinfo, 2)));
 }
 
 PG_FUNCTION_INFO_V1(hubspot_enqueue_cancel_event);
@@ -436,7 +445,7 @@ hubspot_enqueue_cancel_event(PG_FUNCTION_ARGS)
 
 	event_ids(fcinfo, argnames, 2, &event_id, &account_id);
 	PG_RETURN_INT64(enqueue_event_row("event_cancel", event_id, account_id, NULL,
-									  "hubspot_enqueue_cancel_event"));
+									  "hubspot_enqueue_cancel_event", hs_connection_argument(fcinfo, 2)));
 }
 
 PG_FUNCTION_INFO_V1(hubspot_complete_event);
@@ -458,7 +467,8 @@ hubspot_complete_event(PG_FUNCTION_ARGS)
 	body = hs_event_complete_body(PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TIMESTAMPTZ(3));
 	PG_RETURN_DATUM(send_event_request(hs_api_url(hs_api_root(), HS_CALL_EVENT_COMPLETE, event_id,
 												  NULL, account_id),
-									   JsonbToCString(NULL, &body->root, VARSIZE(body))));
+									   JsonbToCString(NULL, &body->root, VARSIZE(body)),
+									   hs_connection_argument(fcinfo, 4)));
 }
 
 PG_FUNCTION_INFO_V1(hubspot_enqueue_complete_event);
@@ -479,5 +489,5 @@ hubspot_enqueue_complete_event(PG_FUNCTION_ARGS)
 	event_ids(fcinfo, argnames, 4, &event_id, &account_id);
 	body = hs_event_complete_body(PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TIMESTAMPTZ(3));
 	PG_RETURN_INT64(enqueue_event_row("event_complete", event_id, account_id, body,
-									  "hubspot_enqueue_complete_event"));
+									  "hubspot_enqueue_complete_event", hs_connection_argument(fcinfo, 4)));
 }

@@ -66,6 +66,7 @@ typedef struct HsSlot
 	HsReceive	recv;
 	char		errbuf[CURL_ERROR_SIZE];
 	HsHttpRequest *req;			/* the request it is serving */
+	const char *token;			/* the token it sent (redacted from the answer) */
 } HsSlot;
 
 static CURLM *hs_multi = NULL;
@@ -384,6 +385,7 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	reset_receive_headers(&slot->recv);
 	slot->errbuf[0] = '\0';
 	slot->req = req;
+	slot->token = token;
 
 	if (token != NULL)
 	{
@@ -450,9 +452,6 @@ start_slot(HsSlot *slot, HsHttpRequest *req, const char *token)
 	slot->attached = true;
 }
 
-/* the token of the hs_http_post_many call in progress (for finish_slot) */
-static const char *hs_current_token = NULL;
-
 #define HS_SECRET_REMOVED "[token removed]"
 
 /*
@@ -504,9 +503,9 @@ copy_without_secret(const char *data, size_t len, const char *secret, size_t *ou
 }
 
 static char *
-header_without_secret(const char *value)
+header_without_secret(const char *value, const char *token)
 {
-	return value[0] ? copy_without_secret(value, strlen(value), hs_current_token, NULL) : NULL;
+	return value[0] ? copy_without_secret(value, strlen(value), token, NULL) : NULL;
 }
 
 /*
@@ -541,11 +540,11 @@ finish_slot(HsSlot *slot, CURLcode rc)
 		result->transport_ok = true;
 		result->http_status = status;
 	}
-	result->body = copy_without_secret(r->body ? r->body : "", r->len, hs_current_token,
+	result->body = copy_without_secret(r->body ? r->body : "", r->len, slot->token,
 									   &result->body_len);
-	result->content_type = header_without_secret(r->content_type);
-	result->correlation_id = header_without_secret(r->correlation_id);
-	result->retry_after = header_without_secret(r->retry_after);
+	result->content_type = header_without_secret(r->content_type, slot->token);
+	result->correlation_id = header_without_secret(r->correlation_id, slot->token);
+	result->retry_after = header_without_secret(r->retry_after, slot->token);
 	result->ratelimit_max = r->ratelimit_max;
 	result->ratelimit_remaining = r->ratelimit_remaining;
 	result->ratelimit_interval_ms = r->ratelimit_interval_ms;
@@ -576,24 +575,51 @@ finish_slot(HsSlot *slot, CURLcode rc)
  */
 #define HS_MAX_INLINE_WAIT_MS 2000
 
-/* Start requests while slots are free and pacing allows; *wait: the pacing's wait (0: none). */
+/*
+ * Start requests while slots are free and pacing allows, each with its own
+ * token (req->token) or the call's.  Requests go in order, except that one
+ * whose pacing says wait (another connection's limit) lets the later ones
+ * of other connections go first.  *wait: the shortest wait of the requests
+ * held back (0: none); *left: requests not started.
+ */
 static void
-start_requests(HsHttpRequest *reqs, int nreqs, int *next, int nslots, int *active,
-			   const char *token, const HsSendHooks *hooks, int64 *wait)
+start_requests(HsHttpRequest *reqs, int nreqs, int nslots, int *active,
+			   const char *token, const HsSendHooks *hooks, int64 *wait, int *left)
 {
+	int			scan = 0;
+
 	*wait = 0;
-	for (int i = 0; i < nslots && *next < nreqs; i++)
+	*left = 0;
+	for (int i = 0; i < nslots; i++)
 	{
 		if (hs_slots[i].req != NULL)
 			continue;
-		if (hooks->wait_ms && (*wait = hooks->wait_ms()) > 0)
+		for (; scan < nreqs; scan++)
+		{
+			HsHttpRequest *req = &reqs[scan];
+			int64		w;
+
+			if (req->started)
+				continue;
+			if (hooks->wait_ms && (w = hooks->wait_ms(req)) > 0)
+			{
+				*wait = (*wait == 0) ? w : Min(*wait, w);
+				continue;
+			}
+			req->started = true;
+			if (hooks->on_start)
+				hooks->on_start(req);
+			start_slot(&hs_slots[i], req, req->token ? req->token : token);
+			(*active)++;
+			scan++;
 			break;
-		reqs[*next].started = true;
-		if (hooks->on_start)
-			hooks->on_start();
-		start_slot(&hs_slots[i], &reqs[(*next)++], token);
-		(*active)++;
+		}
+		if (scan >= nreqs)
+			break;
 	}
+	for (int j = 0; j < nreqs; j++)
+		if (!reqs[j].started)
+			(*left)++;
 }
 
 /* Drive the transfers in flight one slice; finish those done.  Returns how many are still active. */
@@ -668,7 +694,6 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 				  int max_concurrency, const HsSendHooks *hooks)
 {
 	HsTransferGuard *guard;
-	int			next = 0;
 	int			active = 0;
 	int			nslots = Max(1, Min(max_concurrency, nreqs));
 	static const HsSendHooks no_hooks = {0};
@@ -679,7 +704,6 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 		reqs[i].done = reqs[i].started = false;
 	release_all_slots();
 	ensure_slots(nslots);
-	hs_current_token = token;
 
 	/* if an ERROR interrupts us, the caller's context reset detaches the transfers */
 	guard = palloc(sizeof(HsTransferGuard));
@@ -691,11 +715,12 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 	for (;;)
 	{
 		int64		wait;
+		int			left;
 
-		start_requests(reqs, nreqs, &next, nslots, &active, token, hooks, &wait);
+		start_requests(reqs, nreqs, nslots, &active, token, hooks, &wait, &left);
 		if (active == 0)
 		{
-			if (next >= nreqs || wait > HS_MAX_INLINE_WAIT_MS)
+			if (left == 0 || wait > HS_MAX_INLINE_WAIT_MS)
 				break;			/* done, or the rest must wait too long: unsent */
 			/* nothing in flight: wait for pacing, in slices */
 			if (hooks->sleep_ms)

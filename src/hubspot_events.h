@@ -28,6 +28,8 @@
  *	  verify.c      verify_event(): HubSpot's participations compared with what was sent
  *	  notify.c      the worker's notifications (NOTIFY hubspot_events), sent at its commits
  *	  worker.c      the background worker that drains the outbox
+ *	  worker_connections.c  the worker's view of each connection: pacing, hold, token
+ *	  connections.c the connections' SQL functions, and checking a row's connection
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
  *	  trigger_event.c  sync_event(), the trigger for events tables
  *	  schema_version.c  which versions of the extension's schema the library serves
@@ -236,6 +238,7 @@ typedef struct HsOutboxRow
 	const char *source;			/* "hubspot_enqueue_subscriber" or "schema.table" */
 	const char *error_message;	/* NULL for a valid row */
 	Jsonb	   *event;			/* event rows: the body as sent (upsert, complete) */
+	const char *connection;		/* NULL: "default" */
 } HsOutboxRow;
 
 /*
@@ -347,8 +350,8 @@ extern void hs_failed_rows_add(HsFailedRows *failed, const int64 *ids, int n);
 extern bool hs_notify_pending(void);
 extern void hs_notify_flush(void);
 extern void hs_notify_failed(const HsFailedRows *failed);
-extern void hs_notify_held(const char *reason);
-extern void hs_notify_released(void);
+extern void hs_notify_held(const char *conn, const char *reason);
+extern void hs_notify_released(const char *conn);
 extern void hs_notify_daily_quota_low(int64 remaining, int64 limit);
 extern void hs_notify_daily_limit(TimestampTz resumes_at);
 
@@ -380,6 +383,7 @@ typedef struct HsClaimedRow
 	char	   *contact_key;	/* the vid as text, or the email in lower case; "" for event rows */
 	char	   *contact;		/* JSON text as sent: the contact, or the event's body ("" for none) */
 	int			attempts;		/* this one included */
+	struct HsConn *conn;		/* the connection it was claimed for */
 } HsClaimedRow;
 
 /*
@@ -407,6 +411,7 @@ typedef struct HsBatch
 	struct HsBatch *sibling;	/* the other half, when this is half of a split */
 	size_t		bytes;			/* the contacts' JSON, for the byte budget */
 	char	   *build_error;	/* the request could not be built: its rows fail alone */
+	struct HsConn *conn;		/* the worker's connection it goes through */
 } HsBatch;
 
 typedef enum HsOutcomeKind
@@ -447,9 +452,10 @@ extern uint64 hs_outbox_purge_retention(int seconds);
 extern bool hs_outbox_vacuum(MemoryContext cxt);
 extern bool hs_outbox_paused(void);
 extern char *hs_outbox_replicated_by(void);
-extern List *hs_outbox_claim(int limit, HsFailedRows *failed);
+extern List *hs_outbox_claim(int limit, const char *conn, HsFailedRows *failed);
+extern void hs_outbox_fail_dropped(const char *conn, HsFailedRows *failed);
 extern void hs_outbox_fail_invalid(const int64 *ids, char **messages, int n);
-extern int64 hs_outbox_next_due_ms(void);
+extern int64 hs_outbox_next_due_ms(const char *conn);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome, HsFailedRows *failed);
 extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);
 extern void hs_outbox_record_dry_run(HsBatch **batches, int n);
@@ -462,6 +468,7 @@ extern int	hs_schema_version(void);
 
 #define HS_SCHEMA_0_5_0		500	/* next_claim_at() */
 #define HS_SCHEMA_0_7_0		700	/* outbox.attempt_history, dry_run, dry_run_request */
+#define HS_SCHEMA_0_8_0		800	/* connections, outbox.connection, claim per connection */
 
 /* ---- shared.c ---- */
 
@@ -510,6 +517,7 @@ extern void hs_shared_count_request(bool success, const char *category, const ch
 
 /* ---- token.c ---- */
 extern const char *hs_get_access_token(void);
+extern const char *hs_connection_access_token(const char *conn);
 
 /* ---- secret_file.c ---- */
 extern char *hs_read_secret_file(const char *setting, const char *what, const char *what_a,
@@ -616,6 +624,7 @@ typedef struct HsHttpRequest
 	const char *body;
 	size_t		body_len;
 	const char *content_type;	/* a "Content-Type: ..." header line; NULL: JSON */
+	const char *token;			/* its bearer token; NULL: the call's */
 	bool		get;			/* a GET (no body) instead of a POST */
 	int			timeout_ms;		/* 0: hubspot_events.request_timeout_ms */
 	void	   *arg;			/* the caller's */
@@ -629,9 +638,9 @@ extern char *hs_url_escape(const char *s);
 typedef struct HsSendHooks
 {
 	bool		(*stop_check) (void);	/* true: abandon */
-	int64		(*wait_ms) (void);	/* pacing: wait before the next start */
+	int64		(*wait_ms) (HsHttpRequest *req);	/* pacing: wait before it starts */
 	void		(*sleep_ms) (int64 ms); /* how to wait (default pg_usleep) */
-	void		(*on_start) (void);
+	void		(*on_start) (HsHttpRequest *req);
 	void		(*on_done) (HsHttpRequest *req);
 } HsSendHooks;
 
@@ -691,16 +700,77 @@ extern bool hs_parse_breakdown(const char *body, size_t len, List **items, char 
 extern char *hs_sanitize_remote_text(const char *s, size_t len);
 
 /* ---- pacing.c ---- */
-extern int64 hs_pacing_wait_ms(void);
-extern void hs_pacing_note_start(void);
-extern char *hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err,
+typedef struct HsPacer HsPacer;
+extern HsPacer *hs_pacer_create(MemoryContext cxt, bool publish);
+extern void hs_pacer_set_limits(HsPacer *p, int rate_limit, int rate_interval_ms);
+extern int64 hs_pacing_wait_ms(HsPacer *p);
+extern void hs_pacing_note_start(HsPacer *p);
+extern int	hs_pacing_room(HsPacer *p, int max);
+extern char *hs_pacing_note_answer(HsPacer *p, const HsHttpResult *res, const HsErrorBody *err,
 								   int64 retry_after_ms);
-extern TimestampTz hs_pacing_paused_until(void);
+extern TimestampTz hs_pacing_paused_until(const HsPacer *p);
 extern int64 hs_retry_delay_ms(int attempts, int64 retry_after_ms);
-extern bool hs_pacing_daily(int64 *limit, int64 *remaining);
+extern bool hs_pacing_daily(const HsPacer *p, int64 *limit, int64 *remaining);
 extern int64 hs_retry_after_ms(const char *value);
 extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);
+
+/* ---- worker_connections.c ---- */
+
+/* connections.auth */
+#define HS_AUTH_SETTINGS	's'		/* the connection default: the server's settings */
+#define HS_AUTH_TOKEN_FILE	't'
+#define HS_AUTH_OAUTH		'o'
+
+/* The worker's view of one connection (hubspot_events.connections). */
+typedef struct HsConn
+{
+	char		name[NAMEDATALEN];	/* the hash key */
+	bool		is_default;
+	bool		exists;			/* in the connections table at the last claim */
+	char		auth;			/* HS_AUTH_* */
+	bool		disconnected;	/* state 'disconnected': nothing is sent until connect_oauth() */
+	bool		table_held;		/* the table says 'held' */
+	int64		hub_id;			/* 0: unknown */
+	char	   *token_file;		/* token_file connections, TopMemoryContext */
+	HsPacer    *pacer;
+	int64		next_ms;		/* at the last claim: its earliest row is due in this many ms */
+	/* the hold (not the default's: worker.c's) */
+	bool		held;
+	bool		hold_changed;	/* the table does not say so yet */
+	char		held_reason[256];
+	TimestampTz held_since;
+	uint64		held_generation;
+	struct stat held_stat;
+	bool		held_stat_ok;
+	/* its token, read from token_file */
+	char	   *token;
+	char	   *token_path;
+	struct stat token_stat;
+	uint64		token_generation;
+	/* this turn */
+	const char *token_now;		/* the token its requests carry */
+	int			claimed;		/* rows claimed */
+	bool		went_through;	/* a request was answered other than hold */
+	bool		recorded_this_turn;
+	char	   *turn_hold;		/* why this turn holds it */
+} HsConn;
+
+extern HsConn *hs_conn_get(const char *name);
+extern HsConn *hs_conn_default(void);
+extern List *hs_conn_load_pending(void);
+extern void hs_conn_hold(HsConn *c, const char *reason);
+extern bool hs_conn_hold_released(HsConn *c);
+extern void hs_conn_record_state(HsConn *c, bool went_through);
+extern const char *hs_conn_token(HsConn *c);
+
+/* ---- connections.c ---- */
+/* the connection a row or a call names, checked (22023 when unknown); NULL: default */
+extern const char *hs_connection_argument(struct FunctionCallInfoBaseData *fcinfo, int i);
+extern void hs_connection_require(const char *name);
+extern char *hs_connection_problem(const char *name);
+extern bool hs_connection_name_is_valid(const char *name);
+extern char *hs_connection_credential(const char *name, char *auth);
 
 /* ---- answer.c ---- */
 extern Jsonb *hs_body_to_jsonb(const char *body, size_t len);

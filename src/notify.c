@@ -11,8 +11,8 @@
  *
  *	  Kinds and their fields (docs/operations.md):
  *	    failed           count, ids (the first HS_NOTIFY_MAX_IDS): one per turn
- *	    held             reason
- *	    released         (none): a held queue's requests go through again
+ *	    held             reason (connection: the one held)
+ *	    released         (none): a held connection's requests go through again
  *	    daily_quota_low  remaining, limit: under 10% of the daily limit left
  *	    daily_limit      resumes_at: HubSpot answered 429 DAILY
  *
@@ -47,14 +47,22 @@ queue_payload(StringInfo payload)
 	MemoryContextSwitchTo(old);
 }
 
-/* {"kind": kind, "connection": "default" (the only one so far), */
+/* {"kind": kind, "connection": conn, */
 static void
-begin_payload(StringInfo buf, const char *kind)
+begin_conn_payload(StringInfo buf, const char *kind, const char *conn)
 {
 	initStringInfo(buf);
 	appendStringInfoString(buf, "{\"kind\":");
 	escape_json(buf, kind);
-	appendStringInfoString(buf, ",\"connection\":\"default\"");
+	appendStringInfoString(buf, ",\"connection\":");
+	escape_json(buf, conn ? conn : "default");
+}
+
+/* {"kind": kind, "connection": "default", */
+static void
+begin_payload(StringInfo buf, const char *kind)
+{
+	begin_conn_payload(buf, kind, "default");
 }
 
 /* Whether payloads wait for a commit. */
@@ -108,12 +116,12 @@ hs_notify_failed(const HsFailedRows *failed)
 
 /* The queue is held (a 401, a 403 MISSING_SCOPES, settings that cannot work). */
 void
-hs_notify_held(const char *reason)
+hs_notify_held(const char *conn, const char *reason)
 {
 	StringInfoData buf;
 	char	   *shown = pnstrdup(reason, Min(strlen(reason), 1000));
 
-	begin_payload(&buf, "held");
+	begin_conn_payload(&buf, "held", conn);
 	appendStringInfoString(&buf, ",\"reason\":");
 	escape_json(&buf, shown);
 	appendStringInfoChar(&buf, '}');
@@ -122,11 +130,11 @@ hs_notify_held(const char *reason)
 
 /* A held queue's requests go through again. */
 void
-hs_notify_released(void)
+hs_notify_released(const char *conn)
 {
 	StringInfoData buf;
 
-	begin_payload(&buf, "released");
+	begin_conn_payload(&buf, "released", conn);
 	appendStringInfoChar(&buf, '}');
 	queue_payload(&buf);
 }

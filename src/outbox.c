@@ -37,6 +37,7 @@
 #include "utils/syscache.h"
 
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_plan_conn = NULL;
 
 /* The outbox's owner; throws when the extension is not installed. */
 static Oid
@@ -111,11 +112,12 @@ hs_outbox_insert(const HsOutboxRow *row)
 {
 	Oid			owner;
 	OwnerRights rights;
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[10];
+	char		nulls[10];
 	int			rc;
 	bool		isnull;
 	int64		id;
+	bool		with_connection;
 
 	/* a library newer than this database's schema says so, once, clearly */
 	hs_require_schema();
@@ -158,6 +160,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 	TEXT_ARG(5, row->source);
 	TEXT_ARG(6, row->error_message);
 	TEXT_ARG(7, row->kind ? row->kind : "subscriber");
+	TEXT_ARG(9, row->connection ? row->connection : "default");
 #undef TEXT_ARG
 	if (row->event)
 	{
@@ -173,7 +176,26 @@ hs_outbox_insert(const HsOutboxRow *row)
 	spi_connect();
 	owner_rights_enter(owner, &rights);
 
-	if (insert_plan == NULL)
+	/* from schema 0.8.0 on, the connection is written, never left to the column's default */
+	with_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+	if (with_connection && insert_plan_conn == NULL)
+	{
+		Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, JSONBOID, TEXTOID};
+
+		insert_plan_conn = keep_plan("INSERT INTO " HS_SCHEMA ".outbox"
+									 " (external_event_id, subscriber_state, external_account_id,"
+									 "  contact, contact_key, source,"
+									 "  status, error_category, error_message, last_attempt_at, kind, event, connection)"
+									 " VALUES ($1, $2, $3, $4, $5, $6,"
+									 "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END,"
+									 "  CASE WHEN $7 IS NULL THEN NULL ELSE 'LOCAL_VALIDATION_ERROR' END,"
+									 "  $7,"
+									 "  CASE WHEN $7 IS NULL THEN NULL ELSE pg_catalog.now() END, $8, $9, $10)"
+									 " RETURNING id",
+									 10, types);
+	}
+	if (!with_connection && insert_plan == NULL)
 	{
 		Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, JSONBOID};
@@ -191,7 +213,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 								9, types);
 	}
 
-	rc = SPI_execute_plan(insert_plan, values, nulls, false, 1);
+	rc = SPI_execute_plan(with_connection ? insert_plan_conn : insert_plan, values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -747,30 +769,42 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n)
  * allocated in the caller's memory context.
  */
 List *
-hs_outbox_claim(int limit, HsFailedRows *failed)
+hs_outbox_claim(int limit, const char *conn, HsFailedRows *failed)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_080 = NULL;
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext scratch;
-	Datum		values[1];
+	Datum		values[2];
+	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
 	List	   *rows = NIL;
 	int64	   *bad_ids = NULL;
 	char	  **bad_msgs = NULL;
 	int			nbad = 0;
 
 	spi_connect();
-	if (plan == NULL)
+	if (per_connection && plan_080 == NULL)
+	{
+		Oid			types[2] = {INT4OID, TEXTOID};
+
+		/* the claim itself is SQL in the extension: claim_due() */
+		plan_080 = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
+							 "       kind, event, contact_key"
+							 "  FROM " HS_SCHEMA ".claim_due($1, $2)",
+							 2, types);
+	}
+	if (!per_connection && plan == NULL)
 	{
 		Oid			types[1] = {INT4OID};
 
-		/* the claim itself is SQL in the extension: claim_due() */
 		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
 						 "       kind, event, contact_key"
 						 "  FROM " HS_SCHEMA ".claim_due($1)",
 						 1, types);
 	}
 	values[0] = Int32GetDatum(limit);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+	values[1] = CStringGetTextDatum(conn ? conn : "default");
+	if (SPI_execute_plan(per_connection ? plan_080 : plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim outbox rows");
 
 	scratch = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events claimed row",
@@ -831,6 +865,50 @@ hs_outbox_claim(int limit, HsFailedRows *failed)
 }
 
 /*
+ * The pending rows of a connection the connections table no longer has
+ * (dropped while a transaction that enqueued for it was in progress, or
+ * an operator's edit) fail with CONNECTION_DROPPED.
+ */
+void
+hs_outbox_fail_dropped(const char *conn, HsFailedRows *failed)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox o"
+						 "   SET status = 'failed', error_category = 'CONNECTION_DROPPED',"
+						 "       error_message = pg_catalog.format('the connection \"%s\" does not exist', $1),"
+						 "       error_subcategory = NULL, http_status = NULL, correlation_id = NULL,"
+						 "       error_body = NULL, last_attempt_at = pg_catalog.now()"
+						 " WHERE o.connection OPERATOR(pg_catalog.=) $1"
+						 "   AND o.status OPERATOR(pg_catalog.=) 'pending'"
+						 "   AND NOT EXISTS (SELECT 1 FROM " HS_SCHEMA ".connections c"
+						 "                    WHERE c.name OPERATOR(pg_catalog.=) $1)"
+						 " RETURNING o.id", 1, types);
+	}
+	values[0] = CStringGetTextDatum(conn);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not fail the rows of a dropped connection");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		hs_failed_rows_add(failed, &id, 1);
+	}
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("hubspot_events worker: %llu rows of the connection \"%s\", which does not exist, failed with CONNECTION_DROPPED",
+						(unsigned long long) SPI_processed, conn)));
+	SPI_finish();
+}
+
+/*
  * Milliseconds until a pending row can next be claimed; -1 when none can.
  * From schema 0.5.0 on, next_claim_at() applies the claim's order rules (a
  * due row held back by a retrying row of its contact or by its event's
@@ -838,15 +916,29 @@ hs_outbox_claim(int limit, HsFailedRows *failed)
  * of any pending row.
  */
 int64
-hs_outbox_next_due_ms(void)
+hs_outbox_next_due_ms(const char *conn)
 {
 	static SPIPlanPtr plan_040 = NULL;
 	static SPIPlanPtr plan_050 = NULL;
+	static SPIPlanPtr plan_080 = NULL;
 	SPIPlanPtr	plan;
 	int64		ms = -1;
+	Datum		values[1];
 
 	spi_connect();
-	if (hs_schema_version() >= HS_SCHEMA_0_5_0)
+	values[0] = CStringGetTextDatum(conn ? conn : "default");
+	if (hs_schema_version() >= HS_SCHEMA_0_8_0)
+	{
+		if (plan_080 == NULL)
+		{
+			Oid			types[1] = {TEXTOID};
+
+			plan_080 = keep_plan("SELECT (pg_catalog.extract('epoch', " HS_SCHEMA ".next_claim_at($1) OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())"
+								 "        OPERATOR(pg_catalog.*) 1000::pg_catalog.numeric)::pg_catalog.int8", 1, types);
+		}
+		plan = plan_080;
+	}
+	else if (hs_schema_version() >= HS_SCHEMA_0_5_0)
 	{
 		if (plan_050 == NULL)
 			plan_050 = keep_plan("SELECT (pg_catalog.extract('epoch', " HS_SCHEMA ".next_claim_at() OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())"
@@ -861,7 +953,7 @@ hs_outbox_next_due_ms(void)
 								 "  FROM " HS_SCHEMA ".outbox WHERE status OPERATOR(pg_catalog.=) 'pending'", 0, NULL);
 		plan = plan_040;
 	}
-	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, plan == plan_080 ? values : NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next due row");
 	if (SPI_processed > 0)
 	{

@@ -22,8 +22,11 @@
  *	  hubspot_events.daily_reset_time (HubSpot resets at midnight in the
  *	  account's time zone).
  *
- * All of this is the worker's own state; the pause and the daily figures
- * are also published in shared memory for hubspot_events.status.
+ * The state is a pacer per connection (HsPacer: one HubSpot account and
+ * credential has its own limits); the connection default's pause and daily
+ * figures are also published in shared memory for hubspot_events.status.
+ * hubspot_events.rate_limit and rate_limit_interval_ms are replaced by a
+ * connection's own (connections.rate_limit, rate_limit_interval_ms).
  *
  *-------------------------------------------------------------------------
  */
@@ -46,23 +49,58 @@
 /* the longest Retry-After honoured, in either form: one day */
 #define HS_RETRY_AFTER_MAX_MS INT64CONST(86400000)
 
-static int64 starts[HS_MAX_TRACKED];	/* ms, a ring */
-static int	nstarts = 0;
-static int	first = 0;
+/*
+ * One connection's pacing (a HubSpot account reached with one credential):
+ * its recent starts, what HubSpot's headers said of its limit, its 429
+ * pause, its daily quota.  The worker keeps one per connection; verify.c
+ * one for its reads.
+ */
+struct HsPacer
+{
+	int64		starts[HS_MAX_TRACKED]; /* ms, a ring */
+	int			nstarts;
+	int			first;
+	int			rate_limit;		/* the connection's own; 0: hubspot_events.rate_limit */
+	int			rate_interval_ms;	/* 0: hubspot_events.rate_limit_interval_ms */
+	bool		publish;		/* the pause and daily figures go to shared memory (status) */
+	int			header_limit;	/* 0: HubSpot did not say */
+	int			header_interval_ms;
+	int64		paused_until_ms;
 
-static int	header_limit = 0;	/* 0: HubSpot did not say */
-static int	header_interval_ms = 0;
-static int64 paused_until_ms = 0;
+	/*
+	 * The daily quota left, as HubSpot last said, within the current daily
+	 * period (it only goes down until daily_reset_time).  Answers to
+	 * concurrent requests complete in any order, so the smallest figure of
+	 * the period wins.
+	 */
+	int64		daily_remaining;
+	int64		daily_limit;
+	TimestampTz daily_period_end;
+	char		daily_period_setting[128];
+};
 
 /*
- * The daily quota left, as HubSpot last said, within the current daily
- * period (it only goes down until daily_reset_time).  Answers to concurrent
- * requests complete in any order, so the smallest figure of the period wins.
+ * A new pacer, in cxt.  publish: its daily figures are the ones
+ * hubspot_events.status shows (the connection default's).
  */
-static int64 daily_remaining = -1;
-static int64 daily_limit = -1;
-static TimestampTz daily_period_end = 0;
-static char *daily_period_setting = NULL;
+HsPacer *
+hs_pacer_create(MemoryContext cxt, bool publish)
+{
+	HsPacer    *p = MemoryContextAllocZero(cxt, sizeof(HsPacer));
+
+	p->publish = publish;
+	p->daily_remaining = -1;
+	p->daily_limit = -1;
+	return p;
+}
+
+/* The connection's own limit and window (0: the global settings). */
+void
+hs_pacer_set_limits(HsPacer *p, int rate_limit, int rate_interval_ms)
+{
+	p->rate_limit = Max(rate_limit, 0);
+	p->rate_interval_ms = Max(rate_interval_ms, 0);
+}
 
 static int64
 now_ms(void)
@@ -71,43 +109,45 @@ now_ms(void)
 }
 
 static int
-effective_limit(void)
+effective_limit(const HsPacer *p)
 {
-	int			limit = hs_rate_limit;
+	int			limit = p->rate_limit > 0 ? p->rate_limit : hs_rate_limit;
 
-	if (header_limit > 0 && header_limit < limit)
-		limit = header_limit;
+	if (p->header_limit > 0 && p->header_limit < limit)
+		limit = p->header_limit;
 	return Min(Max(limit, 1), HS_MAX_TRACKED);
 }
 
 static int
-effective_interval_ms(void)
+effective_interval_ms(const HsPacer *p)
 {
-	return header_interval_ms > 0 ? header_interval_ms : hs_rate_limit_interval_ms;
+	if (p->header_interval_ms > 0)
+		return p->header_interval_ms;
+	return p->rate_interval_ms > 0 ? p->rate_interval_ms : hs_rate_limit_interval_ms;
 }
 
 static void
-forget_old(int64 now)
+forget_old(HsPacer *p, int64 now)
 {
-	int64		horizon = now - effective_interval_ms() - HS_WINDOW_MARGIN_MS;
+	int64		horizon = now - effective_interval_ms(p) - HS_WINDOW_MARGIN_MS;
 
-	while (nstarts > 0 && starts[first] <= horizon)
+	while (p->nstarts > 0 && p->starts[p->first] <= horizon)
 	{
-		first = (first + 1) % HS_MAX_TRACKED;
-		nstarts--;
+		p->first = (p->first + 1) % HS_MAX_TRACKED;
+		p->nstarts--;
 	}
 }
 
 static void
-record_start(int64 t)
+record_start(HsPacer *p, int64 t)
 {
-	if (nstarts == HS_MAX_TRACKED)
+	if (p->nstarts == HS_MAX_TRACKED)
 	{
-		first = (first + 1) % HS_MAX_TRACKED;
-		nstarts--;
+		p->first = (p->first + 1) % HS_MAX_TRACKED;
+		p->nstarts--;
 	}
-	starts[(first + nstarts) % HS_MAX_TRACKED] = t;
-	nstarts++;
+	p->starts[(p->first + p->nstarts) % HS_MAX_TRACKED] = t;
+	p->nstarts++;
 }
 
 /*
@@ -115,20 +155,20 @@ record_start(int64 t)
  * now.
  */
 int64
-hs_pacing_wait_ms(void)
+hs_pacing_wait_ms(HsPacer *p)
 {
 	int64		now = now_ms();
 	int64		wait = 0;
-	int			limit = effective_limit();
+	int			limit = effective_limit(p);
 
-	if (paused_until_ms > now)
-		wait = paused_until_ms - now;
-	forget_old(now);
-	if (nstarts >= limit)
+	if (p->paused_until_ms > now)
+		wait = p->paused_until_ms - now;
+	forget_old(p, now);
+	if (p->nstarts >= limit)
 	{
 		/* the (nstarts - limit + 1)-th oldest start must leave the window */
-		int			idx = (first + (nstarts - limit)) % HS_MAX_TRACKED;
-		int64		free_at = starts[idx] + effective_interval_ms() + HS_WINDOW_MARGIN_MS;
+		int			idx = (p->first + (p->nstarts - limit)) % HS_MAX_TRACKED;
+		int64		free_at = p->starts[idx] + effective_interval_ms(p) + HS_WINDOW_MARGIN_MS;
 
 		wait = Max(wait, free_at - now);
 	}
@@ -137,16 +177,33 @@ hs_pacing_wait_ms(void)
 
 /* A request starts now. */
 void
-hs_pacing_note_start(void)
+hs_pacing_note_start(HsPacer *p)
 {
-	record_start(now_ms());
+	record_start(p, now_ms());
+}
+
+/*
+ * How many requests may start now without waiting (the window's room), at
+ * most max; 0 during a pause.
+ */
+int
+hs_pacing_room(HsPacer *p, int max)
+{
+	int64		now = now_ms();
+	int			room;
+
+	if (p->paused_until_ms > now)
+		return 0;
+	forget_old(p, now);
+	room = effective_limit(p) - p->nstarts;
+	return Min(Max(room, 0), max);
 }
 
 /* The time the sender is paused until (a 429), 0 when it is not. */
 TimestampTz
-hs_pacing_paused_until(void)
+hs_pacing_paused_until(const HsPacer *p)
 {
-	return paused_until_ms > now_ms() ? paused_until_ms * 1000 : 0;
+	return p->paused_until_ms > now_ms() ? p->paused_until_ms * 1000 : 0;
 }
 
 /*
@@ -192,23 +249,22 @@ next_daily_reset(void)
  * after a later one's); a new period, or a new daily_reset_time, starts over.
  */
 static void
-note_daily_remaining(int64 limit, int64 remaining)
+note_daily_remaining(HsPacer *p, int64 limit, int64 remaining)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (now >= daily_period_end || daily_period_setting == NULL ||
-		strcmp(daily_period_setting, hs_daily_reset_time) != 0)
+	if (now >= p->daily_period_end ||
+		strncmp(p->daily_period_setting, hs_daily_reset_time, sizeof(p->daily_period_setting)) != 0)
 	{
-		daily_period_end = next_daily_reset();
-		if (daily_period_setting)
-			pfree(daily_period_setting);
-		daily_period_setting = MemoryContextStrdup(TopMemoryContext, hs_daily_reset_time);
-		daily_remaining = -1;
+		p->daily_period_end = next_daily_reset();
+		strlcpy(p->daily_period_setting, hs_daily_reset_time, sizeof(p->daily_period_setting));
+		p->daily_remaining = -1;
 	}
-	if (daily_remaining < 0 || remaining < daily_remaining)
-		daily_remaining = remaining;
-	daily_limit = limit;
-	hs_shared_set_daily(limit, daily_remaining);
+	if (p->daily_remaining < 0 || remaining < p->daily_remaining)
+		p->daily_remaining = remaining;
+	p->daily_limit = limit;
+	if (p->publish)
+		hs_shared_set_daily(limit, p->daily_remaining);
 }
 
 /* An HTTP date (Retry-After), as seconds since the epoch; -1 when unreadable. */
@@ -260,7 +316,8 @@ hs_retry_after_ms(const char *value)
  * or NULL.
  */
 char *
-hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err, int64 retry_after_ms)
+hs_pacing_note_answer(HsPacer *p, const HsHttpResult *res, const HsErrorBody *err,
+					  int64 retry_after_ms)
 {
 	int64		now = now_ms();
 
@@ -268,20 +325,20 @@ hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err, int64 ret
 		return NULL;
 
 	if (res->ratelimit_max > 0)
-		header_limit = (int) Min(res->ratelimit_max, (int64) HS_MAX_TRACKED);
+		p->header_limit = (int) Min(res->ratelimit_max, (int64) HS_MAX_TRACKED);
 	if (res->ratelimit_interval_ms > 0)
-		header_interval_ms = (int) Min(res->ratelimit_interval_ms, (int64) 3600000);
+		p->header_interval_ms = (int) Min(res->ratelimit_interval_ms, (int64) 3600000);
 	if (res->ratelimit_max > 0 && res->ratelimit_remaining >= 0)
 	{
 		/* usage HubSpot counted in the window that we did not: count it as ours */
 		int64		used = res->ratelimit_max - res->ratelimit_remaining;
 
-		forget_old(now);
-		while (nstarts < used && nstarts < HS_MAX_TRACKED)
-			record_start(now);
+		forget_old(p, now);
+		while (p->nstarts < used && p->nstarts < HS_MAX_TRACKED)
+			record_start(p, now);
 	}
 	if (res->ratelimit_daily_remaining >= 0)
-		note_daily_remaining(res->ratelimit_daily, res->ratelimit_daily_remaining);
+		note_daily_remaining(p, res->ratelimit_daily, res->ratelimit_daily_remaining);
 
 	if (res->http_status == 429)
 	{
@@ -291,16 +348,16 @@ hs_pacing_note_answer(const HsHttpResult *res, const HsErrorBody *err, int64 ret
 		{
 			TimestampTz reset = next_daily_reset();
 
-			paused_until_ms = reset / 1000;
+			p->paused_until_ms = reset / 1000;
 			return psprintf("HubSpot's daily limit is reached; sending resumes at %s (hubspot_events.daily_reset_time = '%s')",
 							timestamptz_to_str(reset), hs_daily_reset_time);
 		}
 		else
 		{
-			int64		pause = Max((int64) effective_interval_ms(),
+			int64		pause = Max((int64) effective_interval_ms(p),
 								Min(retry_after_ms, HS_RETRY_AFTER_MAX_MS));
 
-			paused_until_ms = Max(paused_until_ms, now + pause);
+			p->paused_until_ms = Max(p->paused_until_ms, now + pause);
 			return psprintf("HubSpot's %s rate limit was reached; sending pauses for %lld ms",
 							policy[0] ? policy : "rate", (long long) pause);
 		}
@@ -349,12 +406,12 @@ hs_parse_daily_reset_time(const char *value, int *hh, int *mm, char *zone, size_
  * false when no answer of this period told it.
  */
 bool
-hs_pacing_daily(int64 *limit, int64 *remaining)
+hs_pacing_daily(const HsPacer *p, int64 *limit, int64 *remaining)
 {
-	if (daily_remaining < 0 || daily_limit <= 0 || GetCurrentTimestamp() >= daily_period_end)
+	if (p->daily_remaining < 0 || p->daily_limit <= 0 || GetCurrentTimestamp() >= p->daily_period_end)
 		return false;
-	*limit = daily_limit;
-	*remaining = daily_remaining;
+	*limit = p->daily_limit;
+	*remaining = p->daily_remaining;
 	return true;
 }
 

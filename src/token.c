@@ -99,3 +99,32 @@ hs_get_access_token(void)
 	}
 	return cached_token;
 }
+
+/*
+ * The access token of a connection for a call from this session: the
+ * server's settings' (hs_get_access_token) for the default (conn NULL),
+ * else the connection's token file, read at each call.  The token is
+ * palloc'd in the caller's context for a connection's file.
+ */
+const char *
+hs_connection_access_token(const char *conn)
+{
+	char		auth;
+	char	   *path;
+	struct stat st;
+
+	if (conn == NULL)
+		return hs_get_access_token();
+	path = hs_connection_credential(conn, &auth);
+	if (auth == HS_AUTH_OAUTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("calls from a session through the OAuth connection \"%s\" are not supported yet", conn),
+				 errhint("Enqueue them (hubspot_enqueue_subscriber): the worker sends through every connection.")));
+	if (path == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the connection \"%s\" has no token file", conn)));
+	return hs_read_secret_file("connection_secrets.token_file", "access token", "an access token",
+							   path, &st, CurrentMemoryContext);
+}

@@ -12,7 +12,7 @@
  *	  CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON my_attendance
  *	  FOR EACH ROW EXECUTE FUNCTION hubspot_events.sync_attendance(
  *		  'event_id=<col>', 'state=<col>', 'vid=<col>', 'account_id=<col>',
- *		  'at=<col>', 'properties=<col>', 'on_delete=cancel');
+ *		  'at=<col>', 'properties=<col>', 'connection=<col>', 'on_delete=cancel');
  *
  * Design decisions:
  *
@@ -116,7 +116,7 @@ PG_FUNCTION_INFO_V1(hubspot_backfill_batch);
 PG_FUNCTION_INFO_V1(hubspot_backfill_batch_by_key);
 
 #define VALID_KEYS_HINT \
-	"The keys are event_id, state, vid or email (one of them), and account_id (required), and at, properties, on_delete and on_invalid (optional)."
+	"The keys are event_id, state, vid or email (one of them), and account_id (required), and at, properties, connection, on_delete and on_invalid (optional)."
 
 #define VALID_STATES_HINT \
 	"Valid states are \"register\", \"attend\" and \"cancel\" (also accepted: \"registered\", \"attended\", \"cancelled\", \"canceled\", in any letter case)."
@@ -133,15 +133,16 @@ typedef enum ValueKey
 	VK_AT,
 	VK_PROPERTIES,
 	VK_EMAIL,
+	VK_CONNECTION,
 	NUM_VALUE_KEYS
 } ValueKey;
 
 static const char *const value_key_names[NUM_VALUE_KEYS] = {
-	"event_id", "state", "vid", "account_id", "at", "properties", "email"
+	"event_id", "state", "vid", "account_id", "at", "properties", "email", "connection"
 };
 /* vid or email: exactly one of them, checked apart */
 static const bool value_key_required[NUM_VALUE_KEYS] = {
-	true, true, false, true, false, false, false
+	true, true, false, true, false, false, false, false
 };
 
 /* How a mapped column's value is read. */
@@ -619,6 +620,11 @@ check_constant(ValueKey key, const char *text, Jsonb **jsonb_out)
 		case VK_STATE:
 			if (!hs_parse_state(text, &state))
 				return psprintf("invalid subscriber_state \"%s\"", text);
+			return NULL;
+		case VK_CONNECTION:
+			/* whether it exists is checked per row: it may be created after the trigger */
+			if (!hs_connection_name_is_valid(text))
+				return psprintf("invalid connection name \"%s\"", text);
 			return NULL;
 		default:
 			break;
@@ -1133,6 +1139,8 @@ typedef struct RowValues
 	char	   *vid_text;		/* the contact's id, as text */
 	char	   *event;			/* NULL when the column is NULL */
 	char	   *account;
+	bool		connection_null;	/* mapped, and NULL in this row */
+	char	   *connection;		/* NULL: the default (not mapped) */
 	bool		have_at;
 	Datum		d_at;
 	bool		have_props;		/* a usable properties value */
@@ -1164,6 +1172,15 @@ read_row_values(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel, R
 		rv->event = value_text(&v[VK_EVENT_ID], d_event);
 	if (get_value(&v[VK_ACCOUNT_ID], tuple, desc, &d_account))
 		rv->account = value_text(&v[VK_ACCOUNT_ID], d_account);
+	if (v[VK_CONNECTION].given)
+	{
+		Datum		d_conn;
+
+		if (get_value(&v[VK_CONNECTION], tuple, desc, &d_conn))
+			rv->connection = value_text(&v[VK_CONNECTION], d_conn);
+		else
+			rv->connection_null = true;
+	}
 	if (v[VK_AT].given && !cancel)
 		rv->have_at = get_value(&v[VK_AT], tuple, desc, &rv->d_at);
 	if (v[VK_PROPERTIES].given)
@@ -1233,6 +1250,10 @@ validate_row(const RowValues *rv, Jsonb *input, HsSubscriberState *state, HsCont
 	if (rv->account == NULL)
 		return pstrdup("external_account_id must not be null");
 	if ((msg = hs_check_external_id("external_account_id", rv->account)) != NULL)
+		return msg;
+	if (rv->connection_null)
+		return pstrdup("connection must not be null");
+	if (rv->connection && (msg = hs_connection_problem(rv->connection)) != NULL)
 		return msg;
 	if (rv->props_error != NULL)
 		return rv->props_error;
@@ -1308,6 +1329,7 @@ row_to_outbox(SyncConfig *cfg, TupleDesc desc, HeapTuple tuple, bool cancel,
 	row->source = table;
 	row->external_event_id = rv.event;
 	row->external_account_id = rv.account;
+	row->connection = (rv.connection && strcmp(rv.connection, "default") != 0) ? rv.connection : NULL;
 	if (msg == NULL)
 	{
 		row->subscriber_state = hs_state_name(state);
@@ -1409,7 +1431,8 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 		identity_changed = value_changed(&cfg->v[VK_EVENT_ID], oldtup, newtup, desc) ||
 			value_changed(&cfg->v[VK_VID], oldtup, newtup, desc) ||
 			value_changed(&cfg->v[VK_EMAIL], oldtup, newtup, desc) ||
-			value_changed(&cfg->v[VK_ACCOUNT_ID], oldtup, newtup, desc);
+			value_changed(&cfg->v[VK_ACCOUNT_ID], oldtup, newtup, desc) ||
+			value_changed(&cfg->v[VK_CONNECTION], oldtup, newtup, desc);
 
 		if (identity_changed && cfg->on_delete_cancel &&
 			row_to_outbox(cfg, desc, oldtup, true, table, &rows[nrows]))

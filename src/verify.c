@@ -23,6 +23,7 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 /* a breakdown of more pages than this is refused: 1,000,000 participations */
@@ -44,33 +45,51 @@ typedef struct HsSentState
 
 /* The latest sent state of each contact of the event (not a dry run's). */
 static List *
-read_sent_states(const char *event_id, const char *account_id)
+read_sent_states(const char *event_id, const char *account_id, const char *conn)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
+	static SPIPlanPtr plan_080 = NULL;
+	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+	Datum		values[3];
 	List	   *states = NIL;
 	MemoryContext caller = CurrentMemoryContext;
 
 	values[0] = CStringGetTextDatum(event_id);
 	values[1] = CStringGetTextDatum(account_id);
+	values[2] = CStringGetTextDatum(conn ? conn : "default");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
+	if ((per_connection ? plan_080 : plan) == NULL)
 	{
-		Oid			types[2] = {TEXTOID, TEXTOID};
+		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+		SPIPlanPtr	p;
 
-		plan = SPI_prepare("SELECT DISTINCT ON (o.contact_key) o.contact_key, o.subscriber_state, o.sent_at,"
-						   "       o.correlation_id::pg_catalog.text, o.contact::pg_catalog.text"
-						   "  FROM " HS_SCHEMA ".outbox o"
-						   " WHERE o.external_event_id OPERATOR(pg_catalog.=) $1"
-						   "   AND o.external_account_id OPERATOR(pg_catalog.=) $2"
-						   "   AND o.kind OPERATOR(pg_catalog.=) 'subscriber'"
-						   "   AND o.status OPERATOR(pg_catalog.=) 'sent' AND o.dry_run IS NOT TRUE"
-						   " ORDER BY o.contact_key, o.id DESC", 2, types);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
+		p = SPI_prepare(per_connection ?
+						"SELECT DISTINCT ON (o.contact_key) o.contact_key, o.subscriber_state, o.sent_at,"
+						"       o.correlation_id::pg_catalog.text, o.contact::pg_catalog.text"
+						"  FROM " HS_SCHEMA ".outbox o"
+						" WHERE o.external_event_id OPERATOR(pg_catalog.=) $1"
+						"   AND o.external_account_id OPERATOR(pg_catalog.=) $2"
+						"   AND o.connection OPERATOR(pg_catalog.=) $3"
+						"   AND o.kind OPERATOR(pg_catalog.=) 'subscriber'"
+						"   AND o.status OPERATOR(pg_catalog.=) 'sent' AND o.dry_run IS NOT TRUE"
+						" ORDER BY o.contact_key, o.id DESC" :
+						"SELECT DISTINCT ON (o.contact_key) o.contact_key, o.subscriber_state, o.sent_at,"
+						"       o.correlation_id::pg_catalog.text, o.contact::pg_catalog.text"
+						"  FROM " HS_SCHEMA ".outbox o"
+						" WHERE o.external_event_id OPERATOR(pg_catalog.=) $1"
+						"   AND o.external_account_id OPERATOR(pg_catalog.=) $2"
+						"   AND o.kind OPERATOR(pg_catalog.=) 'subscriber'"
+						"   AND o.status OPERATOR(pg_catalog.=) 'sent' AND o.dry_run IS NOT TRUE"
+						" ORDER BY o.contact_key, o.id DESC", per_connection ? 3 : 2, types);
+		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "could not prepare the outbox's sent states");
+		if (per_connection)
+			plan_080 = p;
+		else
+			plan = p;
 	}
-	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(per_connection ? plan_080 : plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the outbox's sent states");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -96,14 +115,31 @@ read_sent_states(const char *event_id, const char *account_id)
  * asks again (HS_VERIFY_MAX_429 times), an expired OAuth token is refreshed
  * once; any other failure is the call's ERROR.
  */
+/* this backend's pacing of its reads (one connection at a time) */
+static HsPacer *verify_pacer = NULL;
+
+static int64
+verify_wait_ms(HsHttpRequest *req)
+{
+	return hs_pacing_wait_ms(verify_pacer);
+}
+
 static void
-read_page(const char *url, const char **token, int pages_read, HsHttpResult *res)
+verify_note_start(HsHttpRequest *req)
+{
+	hs_pacing_note_start(verify_pacer);
+}
+
+static void
+read_page(const char *url, const char **token, const char *conn, int pages_read, HsHttpResult *res)
 {
 	HsSendHooks hooks = {0};
 	bool		refreshed = false;
 
-	hooks.wait_ms = hs_pacing_wait_ms;
-	hooks.on_start = hs_pacing_note_start;
+	if (verify_pacer == NULL)
+		verify_pacer = hs_pacer_create(TopMemoryContext, false);
+	hooks.wait_ms = verify_wait_ms;
+	hooks.on_start = verify_note_start;
 	for (int tries = 0;; tries++)
 	{
 		HsErrorBody err;
@@ -112,14 +148,14 @@ read_page(const char *url, const char **token, int pages_read, HsHttpResult *res
 		/* one request at a time: the answer, read once, teaches the pacing before the next */
 		hs_http_get_json(url, *token, &hooks, res);
 		hs_parse_error_body(res->body, res->body_len, &err);
-		(void) hs_pacing_note_answer(res, &err, hs_retry_after_ms(res->retry_after));
+		(void) hs_pacing_note_answer(verify_pacer, res, &err, hs_retry_after_ms(res->retry_after));
 		hs_api_read_answer(res, &err, &o);
 		hs_metrics_count_request(&o);
 		if (o.kind == HS_OUTCOME_SENT)
 			return;
 		if (o.kind == HS_OUTCOME_RATE_LIMITED && tries < HS_VERIFY_MAX_429)
 			continue;			/* the next start waits for the pause */
-		if (!refreshed && hs_oauth_enabled() && hs_answer_is_expired_token(res))
+		if (!refreshed && conn == NULL && hs_oauth_enabled() && hs_answer_is_expired_token(res))
 		{
 			hs_oauth_token_expired(*token);
 			*token = hs_get_access_token();
@@ -133,9 +169,9 @@ read_page(const char *url, const char **token, int pages_read, HsHttpResult *res
 
 /* Every participation HubSpot holds for the event, read to the last page. */
 static List *
-read_breakdown(const char *event_id, const char *account_id)
+read_breakdown(const char *event_id, const char *account_id, const char *conn)
 {
-	const char *token = hs_get_access_token();
+	const char *token = hs_connection_access_token(conn);
 	char	   *root = hs_api_root();
 	char	   *after = NULL;
 	List	   *items = NIL;
@@ -150,7 +186,7 @@ read_breakdown(const char *event_id, const char *account_id)
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("the breakdown of marketing event \"%s\" has more than %d pages",
 							event_id, HS_VERIFY_MAX_PAGES)));
-		read_page(hs_api_breakdown_url(root, event_id, account_id, after), &token, page, &res);
+		read_page(hs_api_breakdown_url(root, event_id, account_id, after), &token, conn, page, &res);
 		if (!hs_parse_breakdown(res.body, res.body_len, &items, &next))
 			ereport(ERROR,
 					(errcode(ERRCODE_HS_UNEXPECTED),
@@ -210,10 +246,11 @@ match_participations(List *sent, List *held)
 
 /* Enqueue a contact's latest sent state again, as it was sent; returns the new row's id. */
 static int64
-enqueue_again(const char *event_id, const char *account_id, const HsSentState *s)
+enqueue_again(const char *event_id, const char *account_id, const char *conn, const HsSentState *s)
 {
 	HsOutboxRow row = {0};
 
+	row.connection = conn;
 	row.external_event_id = event_id;
 	row.subscriber_state = s->state;
 	row.external_account_id = account_id;
@@ -248,20 +285,15 @@ hubspot_verify_event(PG_FUNCTION_ARGS)
 	hs_check_not_null(fcinfo, argnames, 4);
 	event_id = hs_id_argument(fcinfo, 0, "external_event_id");
 	account_id = hs_id_argument(fcinfo, 1, "external_account_id");
-	connection = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	repair = PG_GETARG_BOOL(3);
-	if (strcmp(connection, "default") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown connection \"%s\"", hs_sanitize_remote_text(connection, strlen(connection))),
-				 errhint("The only connection is \"default\", the one the server's settings describe.")));
 	hs_require_schema();
+	connection = (char *) hs_connection_argument(fcinfo, 2);
 
 	InitMaterializedSRF(fcinfo, 0);
-	sent = read_sent_states(event_id, account_id);
+	sent = read_sent_states(event_id, account_id, connection);
 	if (sent == NIL)
 		PG_RETURN_VOID();		/* nothing sent: nothing to compare, no request */
-	match_participations(sent, read_breakdown(event_id, account_id));
+	match_participations(sent, read_breakdown(event_id, account_id, connection));
 
 	foreach(lc, sent)
 	{
@@ -284,7 +316,7 @@ hubspot_verify_event(PG_FUNCTION_ARGS)
 		else
 			nulls[4] = true;
 		if (repair)
-			values[5] = Int64GetDatum(enqueue_again(event_id, account_id, s));
+			values[5] = Int64GetDatum(enqueue_again(event_id, account_id, connection, s));
 		else
 			nulls[5] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

@@ -71,6 +71,8 @@ static bool logged_standby = false;
 /* this turn's rows that ended failed (NOTIFY); what was told of a hold and of the daily quota */
 static HsFailedRows turn_failed;
 static bool hold_notified = false;
+/* the connection default was paused by a 429 at the last claim */
+static bool default_rate_limited = false;
 static bool daily_low_notified = false;
 static TimestampTz daily_limit_notified = 0;
 static bool logged_no_extension = false;
@@ -154,7 +156,7 @@ hold_queue(const char *reason)
 	/* told once per hold, not at every retry of a held queue: released ends it */
 	if (!hold_notified || new_reason)
 	{
-		hs_notify_held(reason);
+		hs_notify_held("default", reason);
 		if (!hold_notified)
 			hs_metrics_add(HS_METRIC_HOLDS, 1);
 	}
@@ -199,6 +201,10 @@ hold_released(void)
 
 /* ---- one request's outcome ---- */
 
+/* A request's connection (the worker's request arg is its HsInFlight). */
+typedef struct HsInFlight HsInFlight;
+static HsConn *batch_conn(HsHttpRequest *req);
+
 /*
  * Fill the outcome of one request from its answer (hs_api_read_answer; a
  * 429 waits at least until the pacing's pause ends), and report it to
@@ -215,7 +221,7 @@ build_outcome(HsHttpRequest *req, const HsErrorBody *err, HsOutcome *out)
 		return out->kind;
 	}
 	if (out->kind == HS_OUTCOME_RATE_LIMITED)
-		out->retry_after_ms = Max(out->retry_after_ms, hs_pacing_wait_ms());
+		out->retry_after_ms = Max(out->retry_after_ms, hs_pacing_wait_ms(batch_conn(req)->pacer));
 	hs_shared_count_request(false, out->error_category, out->error_message);
 	return out->kind;
 }
@@ -257,29 +263,57 @@ worker_sleep_ms(int64 ms)
  * A request of a wave: its batch, and its answer's body as parsed once, when
  * it arrives (the pacing, the outcome and the rejection all read it).
  */
-typedef struct HsInFlight
+struct HsInFlight
 {
 	HsBatch    *batch;
 	HsErrorBody err;
-} HsInFlight;
+};
+
+static HsConn *
+batch_conn(HsHttpRequest *req)
+{
+	HsBatch    *b = ((HsInFlight *) req->arg)->batch;
+
+	return b->conn ? b->conn : hs_conn_default();
+}
+
+/* Pacing per connection: a request waits for its own connection's window. */
+static int64
+worker_wait_ms(HsHttpRequest *req)
+{
+	return hs_pacing_wait_ms(batch_conn(req)->pacer);
+}
+
+static void
+worker_on_start(HsHttpRequest *req)
+{
+	hs_pacing_note_start(batch_conn(req)->pacer);
+}
 
 /* Pacing learns from every answer as it arrives, so a 429 stops the next starts at once. */
 static void
 worker_on_done(HsHttpRequest *req)
 {
 	HsInFlight *f = (HsInFlight *) req->arg;
+	HsConn	   *c = batch_conn(req);
 	char	   *pause;
 
 	hs_parse_error_body(req->result.body, req->result.body_len, &f->err);
-	pause = hs_pacing_note_answer(&req->result, &f->err, hs_retry_after_ms(req->result.retry_after));
+	pause = hs_pacing_note_answer(c->pacer, &req->result, &f->err,
+								  hs_retry_after_ms(req->result.retry_after));
 	if (pause)
 	{
-		ereport(LOG, (errmsg("hubspot_events worker: %s", pause)));
-		hs_shared_set_pause(hs_pacing_paused_until(), pause);
+		if (c->is_default)
+			ereport(LOG, (errmsg("hubspot_events worker: %s", pause)));
+		else
+			ereport(LOG, (errmsg("hubspot_events worker: connection \"%s\": %s", c->name, pause)));
+		if (!c->is_default)
+			return;
+		hs_shared_set_pause(hs_pacing_paused_until(c->pacer), pause);
 		if (f->err.policy_name && pg_strcasecmp(f->err.policy_name, "DAILY") == 0 &&
-			hs_pacing_paused_until() != daily_limit_notified)
+			hs_pacing_paused_until(c->pacer) != daily_limit_notified)
 		{
-			daily_limit_notified = hs_pacing_paused_until();
+			daily_limit_notified = hs_pacing_paused_until(c->pacer);
 			hs_notify_daily_limit(daily_limit_notified);
 		}
 	}
@@ -356,15 +390,15 @@ sibling_rejection(const HsInFlight *flights, const HsRejection *rej, int n, cons
  * stopped it.
  */
 static bool
-send_in_waves(List *batches, const char *token, List **results, char **hold_reason)
+send_in_waves(List *batches, List **results, char **hold_reason)
 {
 	HsSendHooks hooks = {0};
 	List	   *wave = batches;
 
 	hooks.stop_check = worker_stop_check;
-	hooks.wait_ms = hs_pacing_wait_ms;
+	hooks.wait_ms = worker_wait_ms;
 	hooks.sleep_ms = worker_sleep_ms;
-	hooks.on_start = hs_pacing_note_start;
+	hooks.on_start = worker_on_start;
 	hooks.on_done = worker_on_done;
 
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: sending");
@@ -386,10 +420,11 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 			reqs[i].url = b->url;
 			reqs[i].body = b->body;
 			reqs[i].body_len = b->body_len;
+			reqs[i].token = b->conn->token_now;
 			reqs[i].arg = &flights[i];
 			i++;
 		}
-		if (!hs_http_post_many(reqs, n, token, hs_max_concurrency, &hooks))
+		if (!hs_http_post_many(reqs, n, NULL, hs_max_concurrency, &hooks))
 			return false;
 		for (i = 0; i < n; i++)
 			if (reqs[i].started)
@@ -405,7 +440,7 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 			{
 				/* the pacing held it back: pending again, no attempt used */
 				tr->outcome.kind = HS_OUTCOME_RATE_LIMITED;
-				tr->outcome.retry_after_ms = Max(hs_pacing_wait_ms(), 0);
+				tr->outcome.retry_after_ms = Max(hs_pacing_wait_ms(b->conn->pacer), 0);
 				tr->unstarted = true;
 				*results = lappend(*results, tr);
 				continue;
@@ -427,11 +462,18 @@ send_in_waves(List *batches, const char *token, List **results, char **hold_reas
 					   b->kind == HS_KIND_SUBSCRIBER &&
 					   split_attendance_errors(&reqs[i], b, &tr->outcome, results)))
 			{
-				if (tr->outcome.kind == HS_OUTCOME_HOLD && *hold_reason == NULL)
-					*hold_reason = psprintf("HubSpot answered HTTP %d %s: %s",
-											tr->outcome.http_status,
-											tr->outcome.error_category ? tr->outcome.error_category : "",
-											tr->outcome.error_message ? tr->outcome.error_message : "");
+				if (tr->outcome.kind == HS_OUTCOME_HOLD)
+				{
+					char	  **why = b->conn->is_default ? hold_reason : &b->conn->turn_hold;
+
+					if (*why == NULL)
+						*why = psprintf("HubSpot answered HTTP %d %s: %s",
+										tr->outcome.http_status,
+										tr->outcome.error_category ? tr->outcome.error_category : "",
+										tr->outcome.error_message ? tr->outcome.error_message : "");
+				}
+				else
+					b->conn->went_through = true;
 				*results = lappend(*results, tr);
 			}
 			free_answer(&reqs[i]);
@@ -455,16 +497,17 @@ dry_run_batches(List *batches, List **results)
 	foreach(lc, batches)
 	{
 		HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
+		HsBatch    *b = (HsBatch *) lfirst(lc);
 		int64		wait;
 
-		while ((wait = hs_pacing_wait_ms()) > 0)
+		while ((wait = hs_pacing_wait_ms(b->conn->pacer)) > 0)
 		{
 			if (worker_stop_check())
 				return false;
 			worker_sleep_ms(Min(wait, 1000));
 		}
-		hs_pacing_note_start();
-		tr->batch = (HsBatch *) lfirst(lc);
+		hs_pacing_note_start(b->conn->pacer);
+		tr->batch = b;
 		tr->outcome.kind = HS_OUTCOME_DRY_RUN;
 		*results = lappend(*results, tr);
 		hs_metrics_add(HS_METRIC_DRY_RUN_REQUESTS, 1);
@@ -514,14 +557,14 @@ take_unbuilt(List *batches, List **results)
  * a failed refresh.
  */
 static const char *
-fetch_token(MemoryContext turn_cxt, char **error)
+fetch_token(MemoryContext turn_cxt, HsConn *c, char **error)
 {
 	const char *volatile token = NULL;
 
 	*error = NULL;
 	PG_TRY();
 	{
-		token = hs_get_access_token();
+		token = c->is_default ? hs_get_access_token() : hs_conn_token(c);
 	}
 	PG_CATCH();
 	{
@@ -735,17 +778,27 @@ record_outcomes(List *results)
 				add_failed(&one.failed);
 		}
 	}
-	/* the requests the pacing held back share one outcome: one statement */
-	if (unsent != NIL)
+	/* the requests the pacing held back share one outcome per connection: one statement each */
+	while (unsent != NIL)
 	{
 		HsTurnResult merged = *(HsTurnResult *) linitial(unsent);
+		HsConn	   *c = merged.batch->conn;
 		HsBatch   **parts = palloc(sizeof(HsBatch *) * list_length(unsent));
 		int			nparts = 0;
+		List	   *rest = NIL;
 
 		foreach(lc, unsent)
-			parts[nparts++] = ((HsTurnResult *) lfirst(lc))->batch;
+		{
+			HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+
+			if (tr->batch->conn == c)
+				parts[nparts++] = tr->batch;
+			else
+				rest = lappend(rest, tr);
+		}
 		merged.batch = hs_batch_merge(parts, nparts);
 		(void) record_in_subxact(record_one_step, &merged, "the requests held back by the pacing");
+		unsent = rest;
 	}
 }
 
@@ -778,7 +831,6 @@ static bool
 turn_gate(long *wait_ms)
 {
 	char	   *problem;
-	TimestampTz rate_paused;
 
 	if (RecoveryInProgress())
 	{
@@ -803,29 +855,156 @@ turn_gate(long *wait_ms)
 		return false;
 	}
 
-	/* OAuth settings that cannot work hold the queue until a reload fixes them */
+	/*
+	 * OAuth settings that cannot work hold the connection default until a
+	 * reload fixes them; the other connections go on.
+	 */
 	problem = hs_oauth_settings_problem();
 	if (problem)
-	{
 		hold_queue(psprintf("the OAuth settings cannot work: %s", problem));
-		return false;
-	}
-
-	if (held && !hold_released())
-		return false;
-
-	/* a 429 paused the sender: wait for the window (or the daily reset) */
-	rate_paused = hs_pacing_paused_until();
-	if (rate_paused != 0)
-	{
-		long		ms = (long) ((rate_paused - GetCurrentTimestamp()) / 1000);
-
-		hs_shared_set_state("rate limited", NULL);
-		*wait_ms = Max(Min(ms, (long) hs_poll_interval_ms), 1);
-		return false;
-	}
-	hs_shared_set_pause(0, NULL);
 	return true;
+}
+
+/*
+ * Whether a connection may be sent through now: not held (or its hold may
+ * be tried again), not disconnected, not paused by a 429, and its window
+ * has room.  Otherwise *soonest_ms (when it is >= 0 or -1 for none) becomes
+ * the sooner of itself and when this connection may be tried again.
+ */
+static void
+note_soonest(int64 *soonest_ms, int64 ms)
+{
+	ms = Max(ms, 1);
+	if (*soonest_ms < 0 || ms < *soonest_ms)
+		*soonest_ms = ms;
+}
+
+static bool
+conn_ready(HsConn *c, int64 *soonest_ms)
+{
+	TimestampTz paused;
+
+	if (c->is_default)
+	{
+		if (held && !hold_released())
+			return false;
+	}
+	else
+	{
+		if (c->disconnected)
+			return false;		/* until connect_oauth() makes it active again */
+		if (c->held && !hs_conn_hold_released(c))
+		{
+			note_soonest(soonest_ms, HS_HOLD_RETRY_MS);
+			return false;
+		}
+	}
+	paused = hs_pacing_paused_until(c->pacer);
+	if (paused != 0)
+	{
+		if (c->is_default)
+			default_rate_limited = true;
+		note_soonest(soonest_ms, (paused - GetCurrentTimestamp()) / 1000);
+		return false;
+	}
+	if (c->is_default)
+		hs_shared_set_pause(0, NULL);
+	if (hs_pacing_room(c->pacer, 1) == 0)
+	{
+		note_soonest(soonest_ms, hs_pacing_wait_ms(c->pacer));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Claim a connection's due rows, at most max_rows and what its window lets
+ * start now; each claimed row knows its connection.  When it has none,
+ * *soonest_ms learns when one will be due.
+ */
+static List *
+claim_for(HsConn *c, int max_rows, int64 *soonest_ms)
+{
+	int			room = hs_pacing_room(c->pacer, HS_MAX_CLAIM);
+	int64		n = Min((int64) max_rows, (int64) room * hs_batch_size);
+	List	   *rows;
+	ListCell   *lc;
+
+	if (n <= 0)
+		return NIL;
+	rows = hs_outbox_claim((int) n, c->is_default ? NULL : c->name, &turn_failed);
+	foreach(lc, rows)
+		((HsClaimedRow *) lfirst(lc))->conn = c;
+	if (rows == NIL)
+	{
+		int64		due = hs_outbox_next_due_ms(c->is_default ? NULL : c->name);
+
+		if (due >= 0)
+			note_soonest(soonest_ms, due);
+	}
+	return rows;
+}
+
+/*
+ * The claim of a turn, shared fairly among the connections with due rows:
+ * each ready connection claims at most its share of claim_size() (and at
+ * least a request's worth), starting each turn with the next connection
+ * (round robin), so that one connection's backlog never delays another's
+ * new rows by more than a turn.  Rows of a connection the table no longer
+ * has fail (CONNECTION_DROPPED).  *soonest_ms: when, if nothing was
+ * claimed, a connection may have rows to send (-1: none).
+ */
+static List *
+claim_connections(int64 *soonest_ms)
+{
+	static uint32 rotation = 0;
+	List	   *pending;
+	List	   *rows = NIL;
+	HsConn	  **ready;
+	int			nready = 0;
+	int			budget = claim_size();
+	int			share;
+	ListCell   *lc;
+
+	*soonest_ms = -1;
+	/* status says "rate limited" while the default's 429 pause lasts, whatever else is due */
+	default_rate_limited = hs_pacing_paused_until(hs_conn_default()->pacer) != 0;
+	if (hs_schema_version() < HS_SCHEMA_0_8_0)
+	{
+		/* one connection, the default, before connections existed */
+		HsConn	   *c = hs_conn_default();
+
+		return conn_ready(c, soonest_ms) ? claim_for(c, budget, soonest_ms) : NIL;
+	}
+
+	pending = hs_conn_load_pending();
+	ready = palloc(sizeof(HsConn *) * Max(list_length(pending), 1));
+	foreach(lc, pending)
+	{
+		HsConn	   *c = (HsConn *) lfirst(lc);
+
+		c->turn_hold = NULL;
+		c->went_through = false;
+		if (!c->exists)
+			hs_outbox_fail_dropped(c->name, &turn_failed);
+		else if (c->next_ms > 0)
+			note_soonest(soonest_ms, c->next_ms);
+		else if (conn_ready(c, soonest_ms))
+			ready[nready++] = c;
+	}
+	if (nready == 0)
+		return NIL;
+	share = Max(hs_batch_size, budget / nready);
+	for (int k = 0; k < nready && budget > 0; k++)
+	{
+		HsConn	   *c = ready[(rotation + k) % nready];
+		List	   *got = claim_for(c, Min(share, budget), soonest_ms);
+
+		budget -= list_length(got);
+		rows = list_concat(rows, got);
+	}
+	rotation++;
+	return rows;
 }
 
 /*
@@ -957,11 +1136,9 @@ claim_phase(MemoryContext turn_cxt, List **rows, int64 *next_due_ms)
 		{
 			MemoryContext old = MemoryContextSwitchTo(turn_cxt);
 
-			*rows = hs_outbox_claim(claim_size(), &turn_failed);
+			*rows = claim_connections(next_due_ms);
 			MemoryContextSwitchTo(old);
 			result = *rows != NIL ? HS_CLAIM_ROWS : HS_CLAIM_NOTHING_DUE;
-			if (result == HS_CLAIM_NOTHING_DUE)
-				*next_due_ms = hs_outbox_next_due_ms();
 		}
 	}
 
@@ -1006,8 +1183,10 @@ idle_housekeeping(MemoryContext turn_cxt)
  * when SIGTERM stopped the sending.
  */
 static bool
-resend_expired(MemoryContext turn_cxt, const char *token, List **results, char **hold_reason)
+resend_expired(MemoryContext turn_cxt, List **results, char **hold_reason)
 {
+	HsConn	   *def = hs_conn_default();
+	const char *token = def->token_now;
 	List	   *expired = NIL;
 	List	   *kept = NIL;
 	char	   *token_error = NULL;
@@ -1017,7 +1196,7 @@ resend_expired(MemoryContext turn_cxt, const char *token, List **results, char *
 	{
 		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
 
-		if (is_expired_outcome(&tr->outcome))
+		if (is_expired_outcome(&tr->outcome) && tr->batch->conn == def)
 			expired = lappend(expired, tr->batch);
 		else
 			kept = lappend(kept, tr);
@@ -1026,15 +1205,16 @@ resend_expired(MemoryContext turn_cxt, const char *token, List **results, char *
 		return true;
 	*results = kept;
 	*hold_reason = first_hold_reason(kept);
-	hs_oauth_token_expired(token);
-	token = fetch_token(turn_cxt, &token_error);
+	if (token)
+		hs_oauth_token_expired(token);
+	def->token_now = fetch_token(turn_cxt, def, &token_error);
 	if (token_error != NULL)
 	{
 		hold_all(expired, results);
 		*hold_reason = token_error;
 		return true;
 	}
-	return send_in_waves(expired, token, results, hold_reason);
+	return send_in_waves(expired, results, hold_reason);
 }
 
 /*
@@ -1046,27 +1226,67 @@ resend_expired(MemoryContext turn_cxt, const char *token, List **results, char *
 static bool
 send_phase(MemoryContext turn_cxt, List *rows, List **results, char **hold_reason)
 {
-	List	   *batches;
-	const char *token;
-	char	   *token_error = NULL;
+	List	   *batches = NIL;
+	List	   *sendable = NIL;
+	ListCell   *lc;
+	int			start = 0;
+	int			nrows = list_length(rows);
+	bool		default_sent = false;
 
 	hs_shared_set_state("sending", NULL);
-	batches = hs_batch_group(rows, hs_batch_size);
+	foreach(lc, rows)
+		((HsClaimedRow *) lfirst(lc))->conn->token_now = NULL;
+	/* each connection's rows (claimed together, in claim order) coalesced apart */
+	while (start < nrows)
+	{
+		HsConn	   *c = ((HsClaimedRow *) list_nth(rows, start))->conn;
+		int			end = start;
+		List	   *part = NIL;
+		List	   *group;
+		ListCell   *lb;
+
+		while (end < nrows && ((HsClaimedRow *) list_nth(rows, end))->conn == c)
+			part = lappend(part, list_nth(rows, end++));
+		group = hs_batch_group(part, hs_batch_size);
+		foreach(lb, group)
+			((HsBatch *) lfirst(lb))->conn = c;
+		batches = list_concat(batches, group);
+		start = end;
+	}
 	batches = take_unbuilt(batches, results);
 	if (hs_dry_run)
 		return dry_run_batches(batches, results);
 
-	token = fetch_token(turn_cxt, &token_error);
-	if (token_error != NULL)
+	/* each connection's token; a connection without one is held */
+	foreach(lc, batches)
 	{
-		hold_all(batches, results);
-		*hold_reason = token_error;
-		return true;
+		HsBatch    *b = (HsBatch *) lfirst(lc);
+		HsConn	   *c = b->conn;
+		char	   *token_error = NULL;
+
+		if (c->token_now == NULL && c->turn_hold == NULL && !(c->is_default && *hold_reason))
+		{
+			c->token_now = fetch_token(turn_cxt, c, &token_error);
+			if (token_error != NULL)
+			{
+				if (c->is_default)
+					*hold_reason = token_error;
+				else
+					c->turn_hold = token_error;
+			}
+		}
+		if (c->token_now == NULL)
+			hold_all(list_make1(b), results);
+		else
+		{
+			sendable = lappend(sendable, b);
+			default_sent |= c->is_default;
+		}
 	}
-	if (!send_in_waves(batches, token, results, hold_reason))
+	if (!send_in_waves(sendable, results, hold_reason))
 		return false;
-	if (hs_oauth_enabled())
-		return resend_expired(turn_cxt, token, results, hold_reason);
+	if (default_sent && hs_oauth_enabled())
+		return resend_expired(turn_cxt, results, hold_reason);
 	return true;
 }
 
@@ -1091,23 +1311,55 @@ turn_notes(List *results, const char *hold_reason)
 
 		foreach(lc, results)
 		{
-			HsOutcomeKind k = ((HsTurnResult *) lfirst(lc))->outcome.kind;
+			HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
+			HsOutcomeKind k = tr->outcome.kind;
 
-			if (k != HS_OUTCOME_HOLD && !((HsTurnResult *) lfirst(lc))->unstarted)
+			if (k != HS_OUTCOME_HOLD && !tr->unstarted &&
+				(tr->batch->conn == NULL || tr->batch->conn->is_default))
 			{
-				hs_notify_released();
+				hs_notify_released("default");
 				hold_notified = false;
 				break;
 			}
 		}
 	}
-	if (hs_pacing_daily(&limit, &remaining))
+	if (hs_pacing_daily(hs_conn_default()->pacer, &limit, &remaining))
 	{
 		if (remaining * 10 < limit && !daily_low_notified)
 			hs_notify_daily_quota_low(remaining, limit);
 		daily_low_notified = (remaining * 10 < limit);
 	}
 	hs_notify_flush();
+}
+
+/*
+ * The connections (not the default) whose requests were held this turn are
+ * held, and the table says so; a held one whose request went through is
+ * active again.
+ */
+static void
+record_connection_holds(List *results)
+{
+	ListCell   *lc;
+
+	foreach(lc, results)
+	{
+		HsConn	   *c = ((HsTurnResult *) lfirst(lc))->batch->conn;
+
+		if (c == NULL || c->is_default || c->recorded_this_turn)
+			continue;
+		c->recorded_this_turn = true;
+		if (c->turn_hold)
+			hs_conn_hold(c, c->turn_hold);
+		hs_conn_record_state(c, c->went_through);
+	}
+	foreach(lc, results)
+	{
+		HsConn	   *c = ((HsTurnResult *) lfirst(lc))->batch->conn;
+
+		if (c)
+			c->recorded_this_turn = false;
+	}
 }
 
 /* The outcomes and what they tell listeners, recorded in a short transaction of their own. */
@@ -1119,13 +1371,17 @@ record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
 	record_outcomes(results);
+	record_connection_holds(results);
 	turn_notes(results, hold_reason);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(turn_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
-	if (!held)
+	/* the default's hold outlasts a turn of the other connections */
+	if (held)
+		hs_shared_set_state("held", held_reason_logged);
+	else
 		hs_shared_set_state("idle", NULL);
 }
 
@@ -1174,7 +1430,10 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 			return false;
 		case HS_CLAIM_NOTHING_DUE:
 			idle_housekeeping(turn_cxt);
-			hs_shared_set_state("idle", NULL);
+			if (held)
+				hs_shared_set_state("held", held_reason_logged);
+			else
+				hs_shared_set_state(default_rate_limited ? "rate limited" : "idle", NULL);
 			if (next_due_ms >= 0 && next_due_ms < *wait_ms)
 				*wait_ms = Max(next_due_ms, 1);
 			return false;

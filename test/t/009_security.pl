@@ -62,22 +62,22 @@ my %settings = (
 #   manage     pause, resume, purges, backfill: only roles granted them
 #   internal   the worker and superusers
 my @functions = (
-	[ 'hubspot_events.hubspot_upsert_subscriber(text,text,text,jsonb)', 'direct',
+	[ 'hubspot_events.hubspot_upsert_subscriber(text,text,text,jsonb,text)', 'direct',
 		q{SELECT hubspot_events.hubspot_upsert_subscriber('webinar-sec', 'register', 'acme', '{"vid": 1}')} ],
-	[ 'hubspot_events.hubspot_enqueue_subscriber(text,text,text,jsonb)', 'enqueue',
+	[ 'hubspot_events.hubspot_enqueue_subscriber(text,text,text,jsonb,text)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-sec', 'register', 'acme', '{"vid": 1}')} ],
 	[ 'hubspot_events.sync_attendance()', 'trigger', q{SELECT hubspot_events.sync_attendance()} ],
-	[ 'hubspot_events.hubspot_upsert_event(text,text,jsonb)', 'direct',
+	[ 'hubspot_events.hubspot_upsert_event(text,text,jsonb,text)', 'direct',
 		q{SELECT hubspot_events.hubspot_upsert_event('webinar-sec', 'acme', '{"eventName": "S", "eventOrganizer": "Acme"}')} ],
-	[ 'hubspot_events.hubspot_cancel_event(text,text)', 'direct',
+	[ 'hubspot_events.hubspot_cancel_event(text,text,text)', 'direct',
 		q{SELECT hubspot_events.hubspot_cancel_event('webinar-sec', 'acme')} ],
-	[ 'hubspot_events.hubspot_complete_event(text,text,timestamptz,timestamptz)', 'direct',
+	[ 'hubspot_events.hubspot_complete_event(text,text,timestamptz,timestamptz,text)', 'direct',
 		q{SELECT hubspot_events.hubspot_complete_event('webinar-sec', 'acme', now(), now())} ],
-	[ 'hubspot_events.hubspot_enqueue_event(text,text,jsonb)', 'enqueue',
+	[ 'hubspot_events.hubspot_enqueue_event(text,text,jsonb,text)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_event('webinar-sec', 'acme', '{"eventName": "S", "eventOrganizer": "Acme"}')} ],
-	[ 'hubspot_events.hubspot_enqueue_cancel_event(text,text)', 'enqueue',
+	[ 'hubspot_events.hubspot_enqueue_cancel_event(text,text,text)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_cancel_event('webinar-sec', 'acme')} ],
-	[ 'hubspot_events.hubspot_enqueue_complete_event(text,text,timestamptz,timestamptz)', 'enqueue',
+	[ 'hubspot_events.hubspot_enqueue_complete_event(text,text,timestamptz,timestamptz,text)', 'enqueue',
 		q{SELECT hubspot_events.hubspot_enqueue_complete_event('webinar-sec', 'acme', now(), now())} ],
 	[ 'hubspot_events.sync_event()', 'trigger', q{SELECT hubspot_events.sync_event()} ],
 	[ 'hubspot_events.retry_failed(bigint[],boolean)', 'operator', q{SELECT hubspot_events.retry_failed()} ],
@@ -101,8 +101,12 @@ my @functions = (
 		q{SELECT hubspot_events.backfill_report('public.app_att', 'app_att_sync', 0, 0, false)} ],
 	[ 'hubspot_events.backfill(regclass,name,integer,bigint)', 'manage',
 		q{CALL hubspot_events.backfill('public.app_att', 'app_att_sync')} ],
-	[ 'hubspot_events.claim_due(integer)', 'internal', q{SELECT * FROM hubspot_events.claim_due(1)} ],
-	[ 'hubspot_events.next_claim_at()', 'internal', q{SELECT hubspot_events.next_claim_at()} ],
+	[ 'hubspot_events.claim_due(integer,text)', 'internal', q{SELECT * FROM hubspot_events.claim_due(1, 'default')} ],
+	[ 'hubspot_events.next_claim_at(text)', 'internal', q{SELECT hubspot_events.next_claim_at('default')} ],
+	[ 'hubspot_events.pending_connections()', 'internal', q{SELECT * FROM hubspot_events.pending_connections()} ],
+	[ 'hubspot_events.create_connection(text,text)', 'internal',
+		q{SELECT hubspot_events.create_connection('sec', '/nonexistent')} ],
+	[ 'hubspot_events.drop_connection(text,boolean)', 'manage', q{SELECT hubspot_events.drop_connection('sec-none')} ],
 	[ 'hubspot_events.check_sync_triggers(regclass)', 'internal', q{SELECT hubspot_events.check_sync_triggers('public.app_att')} ],
 	[ 'hubspot_events.guard_sync_triggers()', 'internal', q{SELECT hubspot_events.guard_sync_triggers()} ],
 );
@@ -118,17 +122,19 @@ my %relations = (
 	'hubspot_events.metrics' => { app => '', ops => 'SELECT' },
 	'hubspot_events.backfill_runs' => { app => '', ops => '' },
 	'hubspot_events.backfill_progress' => { app => '', ops => '' },
+	'hubspot_events.connections' => { app => '', ops => '' },
+	'hubspot_events.connection_secrets' => { app => '', ops => '' },
 );
 
 # The documented GRANTs (docs/security.md, "Roles"; the app and ops ones also in
 # README, "The GRANTs"), run as they are written there.
 my $app_grants = q{
 GRANT USAGE ON SCHEMA hubspot_events TO app;
-GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb) TO app;
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb, text) TO app;
 GRANT EXECUTE ON FUNCTION hubspot_events.sync_attendance() TO app;
-GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_event(text, text, jsonb),
-                          hubspot_events.hubspot_enqueue_cancel_event(text, text),
-                          hubspot_events.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz),
+GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_event(text, text, jsonb, text),
+                          hubspot_events.hubspot_enqueue_cancel_event(text, text, text),
+                          hubspot_events.hubspot_enqueue_complete_event(text, text, timestamptz, timestamptz, text),
                           hubspot_events.sync_event() TO app;
 };
 my $ops_grants = q{
@@ -290,7 +296,7 @@ for my $v ('off', '0', 'false', 'none', '-', '/dev/null', $dir)
 # ===========================================================================
 q1("CREATE ROLE sender LOGIN");
 q1("GRANT USAGE ON SCHEMA hubspot_events TO sender");
-q1("GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb) TO sender");
+q1("GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_upsert_subscriber(text, text, text, jsonb, text) TO sender");
 
 # the system's CA bundle does not know our CA: the direct function refuses
 my ($rc, $out, $err) = as_role('sender', q{SELECT hubspot_events.hubspot_upsert_subscriber('webinar-tls', 'register', 'acme', '{"vid": 701}')});

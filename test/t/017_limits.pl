@@ -18,8 +18,8 @@ sub q1 { $node->safe_psql('postgres', $_[0]) }
 q1(q{
 	CREATE ROLE enq LOGIN;
 	GRANT USAGE ON SCHEMA hubspot_events TO enq;
-	GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb),
-	                          hubspot_events.hubspot_enqueue_event(text, text, jsonb) TO enq;
+	GRANT EXECUTE ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb, text),
+	                          hubspot_events.hubspot_enqueue_event(text, text, jsonb, text) TO enq;
 	CREATE TABLE big (j jsonb);
 	GRANT SELECT ON big TO enq;
 	-- the issue's 20 MB properties object, stored (toasted and compressed)

@@ -414,7 +414,7 @@ is(v1(q{SELECT count(*) FROM hubspot_events.verify_event('v-ev', 'acme')}), '0',
 
 # errors: an unknown connection, and a credential without the read scope
 my ($vrc, $vout, $verr) = $ver->psql('postgres', q{SELECT * FROM hubspot_events.verify_event('v-ev', 'acme', 'tenant-1')});
-like($verr, qr/ERROR:  unknown connection "tenant-1"/, 'an unknown connection is an error');
+like($verr, qr/ERROR:  connection "tenant-1" does not exist/, 'an unknown connection is an error');
 mock_config({ token_scopes => 'crm.objects.marketing_events.write' });
 ($vrc, $vout, $verr) = $ver->psql('postgres', q{SELECT * FROM hubspot_events.verify_event('v-ev', 'acme')}, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($verr, qr/ERROR:  42501: hubspot answered HTTP 403 MISSING_SCOPES/, 'a credential without crm.objects.marketing_events.read: 42501, in HubSpot\'s words');
