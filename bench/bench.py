@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import pwd
 import re
 import platform
 import statistics
@@ -22,7 +23,7 @@ import urllib.request
 import psycopg2
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
-ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "1,2,3,4,5").split(",") if x.strip()}
+ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "1,2,3,4,5,6").split(",") if x.strip()}
 # BENCH_BATCHES=100: only these batch sizes in scenario 2 (development)
 BATCHES = [int(x) for x in os.environ.get("BENCH_BATCHES", "1,10,100").split(",") if x.strip()]
 # BENCH_DRAIN_REPS=N: drains at batch_size 100 in scenario 2, the median counts (default 5)
@@ -630,6 +631,107 @@ class Bench:
         self.results["scenarios"]["4"] = res
         self.settings(**WORKER_NO_LIMIT)
 
+    # ---- 6. fairness among connections ------------------------------------
+
+    def s6_fairness(self):
+        """Issue 15: 100 connections, each its own HubSpot account at the mock
+        (a hub with its own token and limit).  One has a backlog of 100,000
+        contacts and a limit of 10 requests/s; the 99 others get single new
+        rows, one every 50 ms, for the measured time.  Reports the small
+        rows' commit-to-request latency and the large one's throughput as a
+        share of its limit."""
+        nconn, big_limit, bs = 100, 10, 100
+        duration = max(15.0, 60.0 * SCALE)
+        backlog = 100000
+        log("6. fairness: %d connections, one with a backlog of %d contacts at %d requests/s, %.0f s measured"
+            % (nconn, backlog, big_limit, duration))
+        self.clear_outbox()
+        self.settings(batch_size=bs, rate_limit=1000, rate_limit_interval_ms=10000)
+        self.mock_reset(NO_LIMIT)
+        tokdir = os.path.join(self.args.out, "fairness-tokens")
+        os.makedirs(tokdir, exist_ok=True)
+        os.chmod(tokdir, 0o700)
+        pg_uid = pwd.getpwnam("postgres").pw_uid
+        os.chown(tokdir, pg_uid, -1)
+        hubs = []
+        for n in range(1, nconn + 1):
+            tok = "bench-fair-%d-%s" % (n, os.urandom(8).hex())
+            path = os.path.join(tokdir, "c%d" % n)
+            with open(path, "w") as fh:
+                fh.write(tok)
+            os.chmod(path, 0o600)
+            os.chown(path, pg_uid, -1)
+            hubs.append({"hub_id": 5000 + n, "tokens": [tok], "rate_limit": big_limit if n == 1 else 100,
+                         "rate_window_ms": 1000 if n == 1 else 10000})
+            self.q("SELECT hubspot_events.create_connection(%s, %s)", ("fair-c%d" % n, path))
+        self.mock("/__mock/hubs", {"hubs": hubs})
+        self.q("UPDATE hubspot_events.connections SET rate_limit = %s, rate_limit_interval_ms = 1000 WHERE name = 'fair-c1'",
+               (big_limit,))
+        self.q("SELECT cardinality(hubspot_events.hubspot_enqueue_subscriber('fair-big', 'register', 'acct-fair-c1',"
+               " (SELECT jsonb_agg(jsonb_build_object('vid', v)) FROM generate_series(1, %s) v), 'fair-c1'))", (backlog,))
+        self.resume()
+        time.sleep(3.0)  # the backlog's drain is under way
+        offset = os.path.getsize(self.args.mock_log)
+        s0 = self.mock("/__mock/stats")["hubs"]["5001"]
+        t0 = time.time()
+        conn = psycopg2.connect(host=self.args.pghost, port=self.args.pgport, user="postgres", dbname=self.args.dbname)
+        committed = {}
+        i = 0
+        with conn.cursor() as cur:
+            while time.time() - t0 < duration:
+                n = 2 + i % (nconn - 1)
+                vid = 7000000 + i
+                cur.execute("SELECT hubspot_events.hubspot_enqueue_subscriber('fair-small', 'register', %s,"
+                            " jsonb_build_array(jsonb_build_object('vid', %s::bigint)), %s)",
+                            ("acct-fair-c%d" % n, vid, "fair-c%d" % n))
+                conn.commit()
+                committed[vid] = time.time()
+                i += 1
+                time.sleep(0.05)
+        conn.close()
+        t1 = time.time()
+        s1 = self.mock("/__mock/stats")["hubs"]["5001"]
+        deadline = time.time() + 10
+        while time.time() < deadline and self.q1("SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id = 'fair-small' AND status <> 'sent'"):
+            time.sleep(0.1)
+        received, wrong_hub = {}, 0
+        with open(self.args.mock_log, "rb") as fh:
+            fh.seek(offset)
+            for line in fh:
+                e = json.loads(line)
+                if (e.get("path") or {}).get("externalEventId") != "fair-small":
+                    continue
+                acct = (e.get("query") or {}).get("externalAccountId", "")
+                if e.get("hub_id") != 5000 + int(acct.rsplit("c", 1)[1]):
+                    wrong_hub += 1
+                for c in (e.get("body") or {}).get("inputs", []):
+                    received.setdefault(int(c["vid"]), e["time"])
+        lat = sorted((received[v] - t) * 1000 for v, t in committed.items() if v in received)
+
+        def pct(p):
+            return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else float("nan")
+        big_contacts = s1["contacts_ok"] - s0["contacts_ok"]
+        allowed = big_limit * bs * (t1 - t0)
+        hubs_stats = self.mock("/__mock/stats")["hubs"]
+        over = [h for h, st in hubs_stats.items() if int(h) > 5000 and int(h) <= 5000 + nconn
+                and st["max_in_window"] > (big_limit if h == "5001" else 100)]
+        limited = sum(st["limited"] for h, st in hubs_stats.items() if 5000 < int(h) <= 5000 + nconn)
+        res = {"connections": nconn, "seconds": t1 - t0, "small_rows": len(committed), "small_received": len(lat),
+               "small_p50_ms": pct(50), "small_p99_ms": pct(99), "small_max_ms": lat[-1] if lat else float("nan"),
+               "big_limit_per_s": big_limit, "big_contacts": big_contacts, "big_allowed": allowed,
+               "big_share": big_contacts / allowed if allowed else 0.0, "big_max_in_window": s1["max_in_window"],
+               "hubs_over_limit": over, "responses_429": limited, "wrong_hub": wrong_hub}
+        log("   small rows: %d/%d received, p50 %.1f ms, p99 %.1f ms, max %.1f ms; the large connection: %d contacts in %.1f s,"
+            " %.1f%% of its limit; hubs over their limit: %d; 429s: %d; wrong hub: %d"
+            % (len(lat), len(committed), res["small_p50_ms"], res["small_p99_ms"], res["small_max_ms"], big_contacts,
+               t1 - t0, 100 * res["big_share"], len(over), limited, wrong_hub))
+        self.pause()
+        for n in range(1, nconn + 1):
+            self.q("SELECT hubspot_events.drop_connection(%s, force => true)", ("fair-c%d" % n,))
+        self.mock("/__mock/hubs/clear", {})
+        self.results["scenarios"]["6"] = res
+        self.settings(**WORKER_NO_LIMIT)
+
     # ---- 5. stability ------------------------------------------------------
 
     PENDING_SQL = """INSERT INTO hubspot_events.outbox (external_event_id, subscriber_state, external_account_id, contact, contact_key, source)
@@ -803,6 +905,15 @@ class Bench:
             if r["capped"]:
                 row("5 stability", "contacts sent of %d (drain stopped at %.0f s)" % (n_target(r), r["seconds"]),
                     "%d" % r["contacts"], "all", False)
+        if "6" in s:
+            r = s["6"]
+            row("6 fairness", "%d connections: small rows' commit to request p50" % r["connections"], "%.1f ms" % r["small_p50_ms"], "", None)
+            row("6 fairness", "small rows' commit to request p99 (one connection 100,000 behind)", "%.1f ms" % r["small_p99_ms"],
+                "< 1,000 ms", r["small_p99_ms"] < 1000)
+            row("6 fairness", "the backlogged connection's throughput, share of its limit (%d requests/s)" % r["big_limit_per_s"],
+                "%.1f%%" % (100 * r["big_share"]), ">= 90%", r["big_share"] >= 0.9)
+            row("6 fairness", "connections over their own limit in any window; 429s", "%d; %d" % (len(r["hubs_over_limit"]), r["responses_429"]),
+                "0; 0", not r["hubs_over_limit"] and r["responses_429"] == 0)
         return rows
 
     def machine(self):
@@ -830,7 +941,8 @@ def main():
     if os.environ.get("BENCH_AB"):
         b.ab_drains(os.environ["BENCH_AB"].split("|"), int(os.environ.get("BENCH_AB_REPS", "3")))
         return
-    steps = {1: b.s1_write_overhead, 2: b.s2_drain, 3: b.s3_latency, 4: b.s4_paced, 5: b.s5_stability}
+    steps = {1: b.s1_write_overhead, 2: b.s2_drain, 3: b.s3_latency, 4: b.s4_paced, 5: b.s5_stability,
+             6: b.s6_fairness}
     for k in sorted(ONLY):
         t = time.time()
         steps[k]()

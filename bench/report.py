@@ -342,6 +342,29 @@ def render(results, made, src):
             add("| %s sent rows, as the drain left them | %.2f ms | %.2f ms | %.2fx |" % (format(r["sent_rows_during_claim"], ","), r["claim_ms_as_left"], r["claim_ms_baseline_as_left"], r["claim_ratio_as_left"]))
         add("| %s sent rows, after VACUUM ANALYZE (table %.0f MB) | %.2f ms | %.2f ms | %.2fx |" % (format(r["sent_rows_during_claim"], ","), r["outbox_bytes_with_sent"] / 1e6, r["claim_ms_with_sent"], r["claim_ms_without_sent"], r["claim_ratio"]))
         add("")
+    if "6" in s:
+        r = s["6"]
+        add("### 6. Fairness among connections")
+        add("")
+        add("%d connections (issue 15), each its own HubSpot account at the mock: a hub with its own token" % r["connections"])
+        add("and its own limit. One connection has a backlog of 100,000 contacts and a limit of %d requests" % r["big_limit_per_s"])
+        add("per second (at the mock, and on its row in `hubspot_events.connections`); the %d others get single" % (r["connections"] - 1))
+        add("new rows, one every 50 ms in turn, for %.0f s while the backlog drains. For each single row, the" % r["seconds"])
+        add("time from its commit to its request at the mock; for the backlogged connection, the contacts")
+        add("HubSpot accepted in that time against what its limit allows (%d requests/s of 100 contacts)." % r["big_limit_per_s"])
+        add("")
+        add("| single rows | p50 | p99 | max | backlogged connection | share of its limit | hubs over their limit | 429s | requests to a wrong hub |")
+        add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("| %d of %d | %.1f ms | %.1f ms | %.1f ms | %s contacts | %.1f%% | %d | %d | %d |"
+            % (r["small_received"], r["small_rows"], r["small_p50_ms"], r["small_p99_ms"], r["small_max_ms"],
+               format(r["big_contacts"], ","), 100 * r["big_share"], len(r["hubs_over_limit"]), r["responses_429"],
+               r["wrong_hub"]))
+        add("")
+        add("The worker shares each turn among the connections with due rows (round robin, each at most its")
+        add("share of the claim and what its own window lets start now), so a connection's backlog costs")
+        add("the others one turn at most; the backlogged connection is held to its limit by its own pacer")
+        add("(the 5% below it is the pacer's safety margin on the window, 50 ms of 1 s).")
+        add("")
     if made:
         add("## Plots")
         add("")

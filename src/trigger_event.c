@@ -48,7 +48,7 @@
 PG_FUNCTION_INFO_V1(hubspot_sync_event);
 
 #define EVENT_KEYS_HINT \
-	"The keys are event_id, account_id, name and organizer (required), and type, description, url, start, end, cancelled, completed, properties, on_delete and on_invalid (optional)."
+	"The keys are event_id, account_id, name and organizer (required), and type, description, url, start, end, cancelled, completed, properties, connection, on_delete and on_invalid (optional)."
 
 typedef enum EventKey
 {
@@ -64,18 +64,22 @@ typedef enum EventKey
 	EK_CANCELLED,
 	EK_COMPLETED,
 	EK_PROPERTIES,
+	EK_CONNECTION,				/* not a field of the event: the connection it goes through */
 	NUM_EVENT_KEYS
 } EventKey;
 
+/* the event's fields are the keys EK_NAME .. EK_LAST_FIELD */
+#define EK_LAST_FIELD EK_PROPERTIES
+
 static const char *const key_names[NUM_EVENT_KEYS] = {
 	"event_id", "account_id", "name", "organizer", "type", "description", "url",
-	"start", "end", "cancelled", "completed", "properties"
+	"start", "end", "cancelled", "completed", "properties", "connection"
 };
 
 /* the input object's field for each key (NULL: an id, not a field) */
 static const char *const field_names[NUM_EVENT_KEYS] = {
 	NULL, NULL, "eventName", "eventOrganizer", "eventType", "eventDescription", "eventUrl",
-	"startDateTime", "endDateTime", "eventCancelled", "eventCompleted", "customProperties"
+	"startDateTime", "endDateTime", "eventCancelled", "eventCompleted", "customProperties", NULL
 };
 
 typedef struct EventMapping
@@ -263,6 +267,7 @@ row_to_event(const EventConfig *cfg, const Trigger *trigger, TupleDesc desc, Hea
 	StringInfoData out;
 	char	   *msg = NULL;
 	char	   *hint = NULL;
+	char	   *conn_problem = NULL;
 	Jsonb	   *input_jsonb = NULL;
 
 	memset(row, 0, sizeof(*row));
@@ -271,11 +276,22 @@ row_to_event(const EventConfig *cfg, const Trigger *trigger, TupleDesc desc, Hea
 	row->external_account_id = account_id;
 	row->contact_key = "";
 	row->source = table;
+	if (cfg->m[EK_CONNECTION].given)
+	{
+		char	   *conn = mapped_text(&cfg->m[EK_CONNECTION], tuple, desc, &d);
+
+		if (conn == NULL)
+			conn_problem = pstrdup("connection must not be null");
+		else if ((conn_problem = hs_connection_problem(conn)) == NULL && strcmp(conn, "default") != 0)
+			row->connection = conn;
+		else if (conn_problem != NULL)
+			row->connection = conn;
+	}
 
 	initStringInfo(&input);
 	appendStringInfoString(&input, "{\"_\":0");
 	if (!cancel)
-		for (int k = EK_NAME; k < NUM_EVENT_KEYS; k++)
+		for (int k = EK_NAME; k <= EK_LAST_FIELD; k++)
 			if (cfg->m[k].given)
 				append_field(&input, k, &cfg->m[k], tuple, desc);
 	appendStringInfoChar(&input, '}');
@@ -286,6 +302,8 @@ row_to_event(const EventConfig *cfg, const Trigger *trigger, TupleDesc desc, Hea
 		msg = pstrdup("external_account_id must not be null");
 	else if ((msg = hs_check_external_id("external_event_id", event_id)) == NULL)
 		msg = hs_check_external_id("external_account_id", account_id);
+	if (msg == NULL)
+		msg = conn_problem;
 
 	/* the placeholder key "_" keeps the text an object when no field is mapped */
 	if (msg == NULL || !cancel)
@@ -387,10 +405,11 @@ hubspot_sync_event(PG_FUNCTION_ARGS)
 		HeapTuple	oldtup = td->tg_trigtuple;
 		HeapTuple	newtup = td->tg_newtuple;
 		bool		identity_changed = mapping_changed(&cfg.m[EK_EVENT_ID], oldtup, newtup, desc) ||
-			mapping_changed(&cfg.m[EK_ACCOUNT_ID], oldtup, newtup, desc);
+			mapping_changed(&cfg.m[EK_ACCOUNT_ID], oldtup, newtup, desc) ||
+			mapping_changed(&cfg.m[EK_CONNECTION], oldtup, newtup, desc);
 		bool		changed = identity_changed;
 
-		for (int k = EK_NAME; k < NUM_EVENT_KEYS && !changed; k++)
+		for (int k = EK_NAME; k <= EK_LAST_FIELD && !changed; k++)
 			changed = mapping_changed(&cfg.m[k], oldtup, newtup, desc);
 		if (identity_changed && cfg.on_delete_cancel)
 		{
