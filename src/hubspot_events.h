@@ -30,6 +30,7 @@
  *	  worker.c      the background worker that drains the outbox
  *	  worker_connections.c  the worker's view of each connection: pacing, hold, token
  *	  connections.c the connections' SQL functions, and checking a row's connection
+ *	  conn_tokens.c the OAuth connections' access tokens, shared through shared memory
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
  *	  trigger_event.c  sync_event(), the trigger for events tables
  *	  schema_version.c  which versions of the extension's schema the library serves
@@ -703,6 +704,9 @@ extern char *hs_sanitize_remote_text(const char *s, size_t len);
 typedef struct HsPacer HsPacer;
 extern HsPacer *hs_pacer_create(MemoryContext cxt, bool publish);
 extern void hs_pacer_set_limits(HsPacer *p, int rate_limit, int rate_interval_ms);
+extern void hs_pacer_share(HsPacer *p, uint64 key);
+extern Size hs_pacing_shmem_size(void);
+extern void hs_pacing_shmem_init(void);
 extern int64 hs_pacing_wait_ms(HsPacer *p);
 extern void hs_pacing_note_start(HsPacer *p);
 extern int	hs_pacing_room(HsPacer *p, int max);
@@ -763,6 +767,18 @@ extern void hs_conn_hold(HsConn *c, const char *reason);
 extern bool hs_conn_hold_released(HsConn *c);
 extern void hs_conn_record_state(HsConn *c, bool went_through);
 extern const char *hs_conn_token(HsConn *c);
+
+/* ---- conn_tokens.c ---- */
+extern Size hs_conn_tokens_shmem_size(void);
+extern void hs_conn_tokens_shmem_init(void);
+extern bool hs_conn_tokens_available(void);
+extern bool hs_conn_token_copy(const char *name, int64 min_life_ms, char *out, size_t outlen,
+							   char *problem, size_t problemlen);
+extern void hs_conn_token_set(const char *name, const char *token, TimestampTz expires_at);
+extern void hs_conn_token_fail(const char *name, const char *problem);
+extern void hs_conn_token_forget(const char *name, const char *token);
+extern void hs_conn_token_want(const char *name);
+extern List *hs_conn_tokens_wanted(void);
 
 /* ---- connections.c ---- */
 /* the connection a row or a call names, checked (22023 when unknown); NULL: default */

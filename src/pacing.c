@@ -39,6 +39,8 @@
 
 #include "common/pg_prng.h"
 #include "pgtime.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/memutils.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -49,23 +51,53 @@
 /* the longest Retry-After honoured, in either form: one day */
 #define HS_RETRY_AFTER_MAX_MS INT64CONST(86400000)
 
+/* the starts a window shared between databases keeps (HubSpot's limits are at most 250 per window) */
+#define HS_SHARED_TRACKED 1024
+#define HS_SHARED_WINDOWS 64
+
 /*
- * One connection's pacing (a HubSpot account reached with one credential):
- * its recent starts, what HubSpot's headers said of its limit, its 429
- * pause, its daily quota.  The worker keeps one per connection; verify.c
- * one for its reads.
+ * A rolling window: the recent starts of one HubSpot account's requests
+ * (a ring), what HubSpot's headers said of its limit, and its 429 pause.
+ * Each pacer has one of its own; pacers of different databases' workers
+ * that send to the same account share one in shared memory instead
+ * (hs_pacer_share), so that together they keep to the account's limit.
  */
-struct HsPacer
+typedef struct HsWindow
 {
-	int64		starts[HS_MAX_TRACKED]; /* ms, a ring */
+	uint64		key;			/* shared windows: the account's key (0: free) */
+	TimestampTz last_used;		/* shared windows */
+	int			cap;			/* the ring's size */
 	int			nstarts;
 	int			first;
-	int			rate_limit;		/* the connection's own; 0: hubspot_events.rate_limit */
-	int			rate_interval_ms;	/* 0: hubspot_events.rate_limit_interval_ms */
-	bool		publish;		/* the pause and daily figures go to shared memory (status) */
 	int			header_limit;	/* 0: HubSpot did not say */
 	int			header_interval_ms;
 	int64		paused_until_ms;
+	int64		starts[FLEXIBLE_ARRAY_MEMBER];	/* ms */
+} HsWindow;
+
+#define HS_WINDOW_SIZE(cap) MAXALIGN(offsetof(HsWindow, starts) + sizeof(int64) * (cap))
+
+typedef struct HsSharedWindows
+{
+	slock_t		mutex;
+	char		windows[FLEXIBLE_ARRAY_MEMBER];	/* HS_SHARED_WINDOWS of HS_WINDOW_SIZE(HS_SHARED_TRACKED) */
+} HsSharedWindows;
+
+static HsSharedWindows *shared_windows = NULL;
+
+/*
+ * One connection's pacing (a HubSpot account reached with one credential):
+ * its window, its own limit, its daily quota.  The worker keeps one per
+ * connection; verify.c one for its reads.
+ */
+struct HsPacer
+{
+	HsWindow   *window;			/* own or shared */
+	bool		shared;			/* window is in shared memory: under the mutex */
+	HsWindow   *own;
+	int			rate_limit;		/* the connection's own; 0: hubspot_events.rate_limit */
+	int			rate_interval_ms;	/* 0: hubspot_events.rate_limit_interval_ms */
+	bool		publish;		/* the pause and daily figures go to shared memory (status) */
 
 	/*
 	 * The daily quota left, as HubSpot last said, within the current daily
@@ -79,6 +111,28 @@ struct HsPacer
 	char		daily_period_setting[128];
 };
 
+Size
+hs_pacing_shmem_size(void)
+{
+	return MAXALIGN(offsetof(HsSharedWindows, windows) + HS_SHARED_WINDOWS * HS_WINDOW_SIZE(HS_SHARED_TRACKED));
+}
+
+/* In the shared-memory startup hook, under AddinShmemInitLock. */
+void
+hs_pacing_shmem_init(void)
+{
+	bool		found;
+
+	shared_windows = ShmemInitStruct("hubspot_events rate windows", hs_pacing_shmem_size(), &found);
+	if (!found)
+	{
+		memset(shared_windows, 0, hs_pacing_shmem_size());
+		SpinLockInit(&shared_windows->mutex);
+		for (int i = 0; i < HS_SHARED_WINDOWS; i++)
+			((HsWindow *) (shared_windows->windows + i * HS_WINDOW_SIZE(HS_SHARED_TRACKED)))->cap = HS_SHARED_TRACKED;
+	}
+}
+
 /*
  * A new pacer, in cxt.  publish: its daily figures are the ones
  * hubspot_events.status shows (the connection default's).
@@ -88,6 +142,9 @@ hs_pacer_create(MemoryContext cxt, bool publish)
 {
 	HsPacer    *p = MemoryContextAllocZero(cxt, sizeof(HsPacer));
 
+	p->own = MemoryContextAllocZero(cxt, HS_WINDOW_SIZE(HS_MAX_TRACKED));
+	p->own->cap = HS_MAX_TRACKED;
+	p->window = p->own;
 	p->publish = publish;
 	p->daily_remaining = -1;
 	p->daily_limit = -1;
@@ -102,6 +159,70 @@ hs_pacer_set_limits(HsPacer *p, int rate_limit, int rate_interval_ms)
 	p->rate_interval_ms = Max(rate_interval_ms, 0);
 }
 
+/*
+ * Pace with the window of the HubSpot account key (its hub id, or a hash
+ * of its credential where the hub is unknown), shared with every other
+ * database's worker that sends to it; key 0: the pacer's own window.
+ * Without shared memory (not preloaded), or with every shared window
+ * taken by accounts used in the last minute, the pacer keeps its own.
+ */
+void
+hs_pacer_share(HsPacer *p, uint64 key)
+{
+	HsWindow   *found = NULL;
+	HsWindow   *oldest = NULL;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (key == 0 || shared_windows == NULL)
+	{
+		p->window = p->own;
+		p->shared = false;
+		return;
+	}
+	if (p->shared && p->window->key == key)
+		return;
+	SpinLockAcquire(&shared_windows->mutex);
+	for (int i = 0; i < HS_SHARED_WINDOWS && found == NULL; i++)
+	{
+		HsWindow   *w = (HsWindow *) (shared_windows->windows + i * HS_WINDOW_SIZE(HS_SHARED_TRACKED));
+
+		if (w->key == key)
+			found = w;
+		else if (oldest == NULL || w->key == 0 || (oldest->key != 0 && w->last_used < oldest->last_used))
+			oldest = w;
+	}
+	if (found == NULL && oldest != NULL &&
+		(oldest->key == 0 || TimestampDifferenceExceeds(oldest->last_used, now, 60000)))
+	{
+		found = oldest;
+		found->key = key;
+		found->nstarts = found->first = 0;
+		found->header_limit = found->header_interval_ms = 0;
+		found->paused_until_ms = 0;
+	}
+	if (found)
+		found->last_used = now;
+	SpinLockRelease(&shared_windows->mutex);
+	p->window = found ? found : p->own;
+	p->shared = (found != NULL);
+}
+
+/* The pacer's window, locked when shared; window_done() unlocks. */
+static HsWindow *
+window_of(const HsPacer *p)
+{
+	if (p->shared)
+		SpinLockAcquire(&shared_windows->mutex);
+	return p->window;
+}
+
+static void
+window_done(const HsPacer *p)
+{
+	if (p->shared)
+		SpinLockRelease(&shared_windows->mutex);
+}
+
 static int64
 now_ms(void)
 {
@@ -109,45 +230,45 @@ now_ms(void)
 }
 
 static int
-effective_limit(const HsPacer *p)
+effective_limit(const HsPacer *p, const HsWindow *w)
 {
 	int			limit = p->rate_limit > 0 ? p->rate_limit : hs_rate_limit;
 
-	if (p->header_limit > 0 && p->header_limit < limit)
-		limit = p->header_limit;
-	return Min(Max(limit, 1), HS_MAX_TRACKED);
+	if (w->header_limit > 0 && w->header_limit < limit)
+		limit = w->header_limit;
+	return Min(Max(limit, 1), w->cap);
 }
 
 static int
-effective_interval_ms(const HsPacer *p)
+effective_interval_ms(const HsPacer *p, const HsWindow *w)
 {
-	if (p->header_interval_ms > 0)
-		return p->header_interval_ms;
+	if (w->header_interval_ms > 0)
+		return w->header_interval_ms;
 	return p->rate_interval_ms > 0 ? p->rate_interval_ms : hs_rate_limit_interval_ms;
 }
 
 static void
-forget_old(HsPacer *p, int64 now)
+forget_old(const HsPacer *p, HsWindow *w, int64 now)
 {
-	int64		horizon = now - effective_interval_ms(p) - HS_WINDOW_MARGIN_MS;
+	int64		horizon = now - effective_interval_ms(p, w) - HS_WINDOW_MARGIN_MS;
 
-	while (p->nstarts > 0 && p->starts[p->first] <= horizon)
+	while (w->nstarts > 0 && w->starts[w->first] <= horizon)
 	{
-		p->first = (p->first + 1) % HS_MAX_TRACKED;
-		p->nstarts--;
+		w->first = (w->first + 1) % w->cap;
+		w->nstarts--;
 	}
 }
 
 static void
-record_start(HsPacer *p, int64 t)
+record_start(HsWindow *w, int64 t)
 {
-	if (p->nstarts == HS_MAX_TRACKED)
+	if (w->nstarts == w->cap)
 	{
-		p->first = (p->first + 1) % HS_MAX_TRACKED;
-		p->nstarts--;
+		w->first = (w->first + 1) % w->cap;
+		w->nstarts--;
 	}
-	p->starts[(p->first + p->nstarts) % HS_MAX_TRACKED] = t;
-	p->nstarts++;
+	w->starts[(w->first + w->nstarts) % w->cap] = t;
+	w->nstarts++;
 }
 
 /*
@@ -159,19 +280,21 @@ hs_pacing_wait_ms(HsPacer *p)
 {
 	int64		now = now_ms();
 	int64		wait = 0;
-	int			limit = effective_limit(p);
+	HsWindow   *w = window_of(p);
+	int			limit = effective_limit(p, w);
 
-	if (p->paused_until_ms > now)
-		wait = p->paused_until_ms - now;
-	forget_old(p, now);
-	if (p->nstarts >= limit)
+	if (w->paused_until_ms > now)
+		wait = w->paused_until_ms - now;
+	forget_old(p, w, now);
+	if (w->nstarts >= limit)
 	{
 		/* the (nstarts - limit + 1)-th oldest start must leave the window */
-		int			idx = (p->first + (p->nstarts - limit)) % HS_MAX_TRACKED;
-		int64		free_at = p->starts[idx] + effective_interval_ms(p) + HS_WINDOW_MARGIN_MS;
+		int			idx = (w->first + (w->nstarts - limit)) % w->cap;
+		int64		free_at = w->starts[idx] + effective_interval_ms(p, w) + HS_WINDOW_MARGIN_MS;
 
 		wait = Max(wait, free_at - now);
 	}
+	window_done(p);
 	return Max(wait, 0);
 }
 
@@ -179,7 +302,10 @@ hs_pacing_wait_ms(HsPacer *p)
 void
 hs_pacing_note_start(HsPacer *p)
 {
-	record_start(p, now_ms());
+	HsWindow   *w = window_of(p);
+
+	record_start(w, now_ms());
+	window_done(p);
 }
 
 /*
@@ -190,12 +316,15 @@ int
 hs_pacing_room(HsPacer *p, int max)
 {
 	int64		now = now_ms();
-	int			room;
+	int			room = 0;
+	HsWindow   *w = window_of(p);
 
-	if (p->paused_until_ms > now)
-		return 0;
-	forget_old(p, now);
-	room = effective_limit(p) - p->nstarts;
+	if (w->paused_until_ms <= now)
+	{
+		forget_old(p, w, now);
+		room = effective_limit(p, w) - w->nstarts;
+	}
+	window_done(p);
 	return Min(Max(room, 0), max);
 }
 
@@ -203,7 +332,11 @@ hs_pacing_room(HsPacer *p, int max)
 TimestampTz
 hs_pacing_paused_until(const HsPacer *p)
 {
-	return p->paused_until_ms > now_ms() ? p->paused_until_ms * 1000 : 0;
+	HsWindow   *w = window_of(p);
+	int64		until = w->paused_until_ms;
+
+	window_done(p);
+	return until > now_ms() ? until * 1000 : 0;
 }
 
 /*
@@ -263,8 +396,6 @@ note_daily_remaining(HsPacer *p, int64 limit, int64 remaining)
 	if (p->daily_remaining < 0 || remaining < p->daily_remaining)
 		p->daily_remaining = remaining;
 	p->daily_limit = limit;
-	if (p->publish)
-		hs_shared_set_daily(limit, p->daily_remaining);
 }
 
 /* An HTTP date (Retry-After), as seconds since the epoch; -1 when unreadable. */
@@ -320,49 +451,58 @@ hs_pacing_note_answer(HsPacer *p, const HsHttpResult *res, const HsErrorBody *er
 					  int64 retry_after_ms)
 {
 	int64		now = now_ms();
+	HsWindow   *w;
+	char	   *said = NULL;
+	bool		daily_429 = false;
+	int64		pause_ms = 0;
+	const char *policy = err->policy_name ? err->policy_name : "";
 
 	if (!res->transport_ok)
 		return NULL;
+	if (res->ratelimit_daily_remaining >= 0)
+		note_daily_remaining(p, res->ratelimit_daily, res->ratelimit_daily_remaining);
+	if (res->http_status == 429 && pg_strcasecmp(policy, "DAILY") == 0)
+		daily_429 = true;
+	/* no palloc or time zone work under a shared window's spinlock: the daily reset first */
+	if (daily_429)
+		pause_ms = next_daily_reset() / 1000 - now;
 
+	w = window_of(p);
 	if (res->ratelimit_max > 0)
-		p->header_limit = (int) Min(res->ratelimit_max, (int64) HS_MAX_TRACKED);
+		w->header_limit = (int) Min(res->ratelimit_max, (int64) w->cap);
 	if (res->ratelimit_interval_ms > 0)
-		p->header_interval_ms = (int) Min(res->ratelimit_interval_ms, (int64) 3600000);
+		w->header_interval_ms = (int) Min(res->ratelimit_interval_ms, (int64) 3600000);
 	if (res->ratelimit_max > 0 && res->ratelimit_remaining >= 0)
 	{
 		/* usage HubSpot counted in the window that we did not: count it as ours */
 		int64		used = res->ratelimit_max - res->ratelimit_remaining;
 
-		forget_old(p, now);
-		while (p->nstarts < used && p->nstarts < HS_MAX_TRACKED)
-			record_start(p, now);
+		forget_old(p, w, now);
+		while (w->nstarts < used && w->nstarts < w->cap)
+			record_start(w, now);
 	}
-	if (res->ratelimit_daily_remaining >= 0)
-		note_daily_remaining(p, res->ratelimit_daily, res->ratelimit_daily_remaining);
-
 	if (res->http_status == 429)
 	{
-		const char *policy = err->policy_name ? err->policy_name : "";
-
-		if (pg_strcasecmp(policy, "DAILY") == 0)
-		{
-			TimestampTz reset = next_daily_reset();
-
-			p->paused_until_ms = reset / 1000;
-			return psprintf("HubSpot's daily limit is reached; sending resumes at %s (hubspot_events.daily_reset_time = '%s')",
-							timestamptz_to_str(reset), hs_daily_reset_time);
-		}
+		if (daily_429)
+			w->paused_until_ms = now + pause_ms;
 		else
 		{
-			int64		pause = Max((int64) effective_interval_ms(p),
-								Min(retry_after_ms, HS_RETRY_AFTER_MAX_MS));
-
-			p->paused_until_ms = Max(p->paused_until_ms, now + pause);
-			return psprintf("HubSpot's %s rate limit was reached; sending pauses for %lld ms",
-							policy[0] ? policy : "rate", (long long) pause);
+			pause_ms = Max((int64) effective_interval_ms(p, w),
+						   Min(retry_after_ms, HS_RETRY_AFTER_MAX_MS));
+			w->paused_until_ms = Max(w->paused_until_ms, now + pause_ms);
 		}
 	}
-	return NULL;
+	window_done(p);
+
+	if (res->http_status != 429)
+		return NULL;
+	if (daily_429)
+		said = psprintf("HubSpot's daily limit is reached; sending resumes at %s (hubspot_events.daily_reset_time = '%s')",
+						timestamptz_to_str((now + pause_ms) * 1000), hs_daily_reset_time);
+	else
+		said = psprintf("HubSpot's %s rate limit was reached; sending pauses for %lld ms",
+						policy[0] ? policy : "rate", (long long) pause_ms);
+	return said;
 }
 
 /*

@@ -45,6 +45,8 @@ hs_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(HsWorkerShared)));
 	RequestAddinShmemSpace(hs_metrics_shmem_size());
+	RequestAddinShmemSpace(hs_conn_tokens_shmem_size());
+	RequestAddinShmemSpace(hs_pacing_shmem_size());
 	hs_oauth_shmem_request();
 }
 
@@ -67,6 +69,8 @@ hs_shmem_startup(void)
 		hs_shared->daily_remaining = -1;
 	}
 	hs_metrics_shmem_startup();
+	hs_conn_tokens_shmem_init();
+	hs_pacing_shmem_init();
 	hs_oauth_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }

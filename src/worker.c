@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "access/xlog.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
@@ -301,6 +302,15 @@ worker_on_done(HsHttpRequest *req)
 	hs_parse_error_body(req->result.body, req->result.body_len, &f->err);
 	pause = hs_pacing_note_answer(c->pacer, &req->result, &f->err,
 								  hs_retry_after_ms(req->result.retry_after));
+	if (c->is_default && req->result.ratelimit_daily_remaining >= 0)
+	{
+		int64		limit,
+					remaining;
+
+		/* status shows the default's daily quota */
+		if (hs_pacing_daily(c->pacer, &limit, &remaining))
+			hs_shared_set_daily(limit, remaining);
+	}
 	if (pause)
 	{
 		if (c->is_default)
@@ -578,6 +588,34 @@ fetch_token(MemoryContext turn_cxt, HsConn *c, char **error)
 	}
 	PG_END_TRY();
 	return token;
+}
+
+/*
+ * The HubSpot account a connection sends to, as a key for the rate window
+ * that every database's worker sending to it shares (hs_pacer_share): its
+ * hub id when known, else a hash of its credential (for OAuth settings,
+ * the client and the refresh token's file, which outlive the access
+ * tokens).  The top bit tells a hash from a hub id.
+ */
+static uint64
+account_key(const HsConn *c)
+{
+	StringInfoData buf;
+	uint64		h;
+
+	if (c->hub_id > 0)
+		return (uint64) c->hub_id;
+	initStringInfo(&buf);
+	if (c->is_default && hs_oauth_enabled())
+		appendStringInfo(&buf, "oauth %s %s", hs_oauth_client_id, hs_oauth_refresh_token_file);
+	else if (c->token_now)
+		appendStringInfo(&buf, "token %s", c->token_now);
+	else
+		return 0;
+	h = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0x4853);
+	explicit_bzero(buf.data, buf.len);
+	pfree(buf.data);
+	return h | (UINT64CONST(1) << 63);
 }
 
 /* Every batch held: rows pending again, no attempt used. */
@@ -1274,6 +1312,8 @@ send_phase(MemoryContext turn_cxt, List *rows, List **results, char **hold_reaso
 				else
 					c->turn_hold = token_error;
 			}
+			else
+				hs_pacer_share(c->pacer, account_key(c));
 		}
 		if (c->token_now == NULL)
 			hold_all(list_make1(b), results);
