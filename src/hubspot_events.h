@@ -11,6 +11,7 @@
  *	  token.c       the access token: the file's, or OAuth's
  *	  secret_file.c reading a secret from the file a setting names, never logged
  *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared
+ *	  secret_box.c  sealing secrets (AES-256-GCM) under the key of secret_key_file
  *	  url_check.c   which URLs may receive a secret (https; http to loopback only)
  *	  hubspot_api.c HubSpot's API: its version, every call's URL and body, reading an answer
  *	  http.c        libcurl: HubSpot requests, interruptible (transport only)
@@ -120,6 +121,7 @@ extern char *hs_oauth_client_id;
 extern char *hs_oauth_client_secret_file;
 extern char *hs_oauth_refresh_token_file;
 extern char *hs_oauth_token_url;
+extern char *hs_secret_key_file;
 
 #define HS_OAUTH_CLIENT_ID_MAX	256
 #define HS_OAUTH_URL_MAX		1024
@@ -527,6 +529,17 @@ extern const char *hs_oauth_access_token(void);
 extern void hs_oauth_token_expired(const char *token);
 extern int64 hs_oauth_refresh_count(void);
 extern void hs_oauth_request_timeout_assigned(int newval);
+
+/* ---- secret_box.c ---- */
+/*
+ * Secrets sealed with AES-256-GCM under the key in the file named by
+ * hubspot_events.secret_key_file.  aad binds a sealed secret to its record
+ * (a connection's name): it opens with the same aad only.
+ */
+extern bool hs_secret_key_configured(void);
+extern void hs_secret_require_key(void);
+extern bytea *hs_secret_seal(const char *plain, size_t len, const char *aad);
+extern char *hs_secret_open(const bytea *sealed, const char *aad);
 
 /* ---- url_check.c ---- */
 extern bool hs_url_is_acceptable(const char *url, char **reason);
