@@ -10,7 +10,8 @@
  *	  validate_event.c  the same for marketing events (upsert, complete)
  *	  token.c       the access token: the file's, or OAuth's
  *	  secret_file.c reading a secret from the file a setting names, never logged
- *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared
+ *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared; the grants
+ *	                of the connections (authorization code, a connection's refresh)
  *	  secret_box.c  sealing secrets (AES-256-GCM) under the key of secret_key_file
  *	  url_check.c   which URLs may receive a secret (https; http to loopback only)
  *	  hubspot_api.c HubSpot's API: its version, every call's URL and body, reading an answer
@@ -529,6 +530,21 @@ extern const char *hs_oauth_access_token(void);
 extern void hs_oauth_token_expired(const char *token);
 extern int64 hs_oauth_refresh_count(void);
 extern void hs_oauth_request_timeout_assigned(int newval);
+
+/* What the token endpoint granted a connection; palloc'd, wiped by hs_oauth_grant_wipe. */
+typedef struct HsOAuthGrant
+{
+	char	   *access_token;
+	char	   *refresh_token;	/* NULL: the answer had none (keep the one sent) */
+	int64		expires_in_s;
+	int64		hub_id;			/* the installing account; 0: the answer did not say */
+} HsOAuthGrant;
+
+extern void hs_oauth_check_client(void);
+extern void hs_oauth_code_grant(const char *code, const char *redirect_uri, HsOAuthGrant *out);
+extern bool hs_oauth_refresh_grant(const char *refresh_token, HsOAuthGrant *out,
+								   bool *invalid_grant, char **error);
+extern void hs_oauth_grant_wipe(HsOAuthGrant *grant);
 
 /* ---- secret_box.c ---- */
 /*
