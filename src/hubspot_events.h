@@ -13,6 +13,8 @@
  *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared; the grants
  *	                of the connections (authorization code, a connection's refresh)
  *	  secret_box.c  sealing secrets (AES-256-GCM) under the key of secret_key_file
+ *	  connection_secret.c  the OAuth connections' rows and sealed refresh tokens, as their owner
+ *	  connect_oauth.c  connect_oauth(): an OAuth install's code exchanged, its token stored
  *	  url_check.c   which URLs may receive a secret (https; http to loopback only)
  *	  hubspot_api.c HubSpot's API: its version, every call's URL and body, reading an answer
  *	  http.c        libcurl: HubSpot requests, interruptible (transport only)
@@ -556,6 +558,16 @@ extern bool hs_secret_key_configured(void);
 extern void hs_secret_require_key(void);
 extern bytea *hs_secret_seal(const char *plain, size_t len, const char *aad);
 extern char *hs_secret_open(const bytea *sealed, const char *aad);
+
+/* ---- connection_secret.c ---- */
+/* a connection's refresh token, opened (palloc'd; the caller wipes it), or NULL when none */
+extern char *hs_connection_refresh_token(const char *name);
+/* seal and store a connection's (rotated) refresh token; false when it is not an OAuth connection */
+extern bool hs_connection_store_refresh_token(const char *name, const char *refresh_token);
+/* for connect_oauth: refuse (42710) a name taken by another kind of connection */
+extern void hs_connection_check_oauth_name(const char *name);
+/* for connect_oauth: the active OAuth connection name, its token sealed; its row */
+extern Datum hs_connection_save_oauth(const char *name, int64 hub_id, const char *refresh_token);
 
 /* ---- url_check.c ---- */
 extern bool hs_url_is_acceptable(const char *url, char **reason);
