@@ -30,7 +30,7 @@ PG_CONFIG  ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags json-c 2>/dev/null || echo -I/usr/include/json-c) \
               -DHUBSPOT_EVENTS_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered
-SHLIB_LINK  = -lcurl -ljson-c
+SHLIB_LINK  = -lcurl -ljson-c -lcrypto
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -1307,6 +1307,30 @@ REVOKE ALL ON FUNCTION @extschema@.drop_connection(text, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.drop_connection(text, boolean) IS
 'Delete a connection and its secret; refused while rows wait for it unless force (they then fail with CONNECTION_DROPPED)';
 
+-- The end of an OAuth app's install flow (HubSpot's authorization-code
+-- grant): the application's redirect handler passes the one-time code
+-- HubSpot sent to its redirect URL, and the redirect_uri it was issued for.
+-- The code is exchanged at hubspot_events.oauth_token_url with the app's
+-- client id and secret (the server's OAuth settings); the refresh token of
+-- the answer is sealed (AES-256-GCM, under the key in
+-- hubspot_events.secret_key_file) into connection_secrets, and the
+-- connection's row is returned, with the hub_id of the installing account.
+-- Connecting a name again (a new code for the same account) replaces its
+-- refresh token and makes it active again; a name keeps its HubSpot
+-- account (a code another account granted is refused).  Refused before the
+-- code is spent when no key is configured, the app's settings are missing,
+-- or the name is taken by a token_file connection.  Not SECURITY DEFINER: it
+-- writes the connections' tables with their owner's rights, and the
+-- refresh token never passes through SQL.  A DBA grants it to the role of
+-- the application that handles the redirect.
+CREATE FUNCTION @extschema@.connect_oauth(name text, code text, redirect_uri text)
+RETURNS @extschema@.connections
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'hubspot_connect_oauth';
+REVOKE ALL ON FUNCTION @extschema@.connect_oauth(text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.connect_oauth(text, text, text) IS
+'Connect a HubSpot account with the authorization code of an OAuth install; its refresh token is stored sealed, never in clear';
+
 -- ---------------------------------------------------------------------------
 -- 8. The database the worker serves
 -- ---------------------------------------------------------------------------

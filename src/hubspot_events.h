@@ -10,7 +10,11 @@
  *	  validate_event.c  the same for marketing events (upsert, complete)
  *	  token.c       the access token: the file's, or OAuth's
  *	  secret_file.c reading a secret from the file a setting names, never logged
- *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared
+ *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared; the grants
+ *	                of the connections (authorization code, a connection's refresh)
+ *	  secret_box.c  sealing secrets (AES-256-GCM) under the key of secret_key_file
+ *	  connection_secret.c  the OAuth connections' rows and sealed refresh tokens, as their owner
+ *	  connect_oauth.c  connect_oauth(): an OAuth install's code exchanged, its token stored
  *	  url_check.c   which URLs may receive a secret (https; http to loopback only)
  *	  hubspot_api.c HubSpot's API: its version, every call's URL and body, reading an answer
  *	  http.c        libcurl: HubSpot requests, interruptible (transport only)
@@ -123,6 +127,7 @@ extern char *hs_oauth_client_id;
 extern char *hs_oauth_client_secret_file;
 extern char *hs_oauth_refresh_token_file;
 extern char *hs_oauth_token_url;
+extern char *hs_secret_key_file;
 
 #define HS_OAUTH_CLIENT_ID_MAX	256
 #define HS_OAUTH_URL_MAX		1024
@@ -536,6 +541,42 @@ extern const char *hs_oauth_access_token(void);
 extern void hs_oauth_token_expired(const char *token);
 extern int64 hs_oauth_refresh_count(void);
 extern void hs_oauth_request_timeout_assigned(int newval);
+
+/* What the token endpoint granted a connection; palloc'd, wiped by hs_oauth_grant_wipe. */
+typedef struct HsOAuthGrant
+{
+	char	   *access_token;
+	char	   *refresh_token;	/* NULL: the answer had none (keep the one sent) */
+	int64		expires_in_s;
+	int64		hub_id;			/* the installing account; 0: the answer did not say */
+} HsOAuthGrant;
+
+extern void hs_oauth_check_client(void);
+extern void hs_oauth_code_grant(const char *code, const char *redirect_uri, HsOAuthGrant *out);
+extern bool hs_oauth_refresh_grant(const char *refresh_token, HsOAuthGrant *out,
+								   bool *invalid_grant, char **error);
+extern void hs_oauth_grant_wipe(HsOAuthGrant *grant);
+
+/* ---- secret_box.c ---- */
+/*
+ * Secrets sealed with AES-256-GCM under the key in the file named by
+ * hubspot_events.secret_key_file.  aad binds a sealed secret to its record
+ * (a connection's name): it opens with the same aad only.
+ */
+extern bool hs_secret_key_configured(void);
+extern void hs_secret_require_key(void);
+extern bytea *hs_secret_seal(const char *plain, size_t len, const char *aad);
+extern char *hs_secret_open(const bytea *sealed, const char *aad);
+
+/* ---- connection_secret.c ---- */
+/* a connection's refresh token, opened (palloc'd; the caller wipes it), or NULL when none */
+extern char *hs_connection_refresh_token(const char *name);
+/* seal and store a connection's (rotated) refresh token; false when it is not an OAuth connection */
+extern bool hs_connection_store_refresh_token(const char *name, const char *refresh_token);
+/* for connect_oauth: refuse (42710) a name taken by another kind of connection */
+extern void hs_connection_check_oauth_name(const char *name);
+/* for connect_oauth: the active OAuth connection name, its token sealed; its row */
+extern Datum hs_connection_save_oauth(const char *name, int64 hub_id, const char *refresh_token);
 
 /* ---- url_check.c ---- */
 extern bool hs_url_is_acceptable(const char *url, char **reason);

@@ -57,6 +57,7 @@ char	   *hs_oauth_client_id = NULL;
 char	   *hs_oauth_client_secret_file = NULL;
 char	   *hs_oauth_refresh_token_file = NULL;
 char	   *hs_oauth_token_url = NULL;
+char	   *hs_secret_key_file = NULL;
 
 uint64		hs_settings_generation = 0;
 
@@ -234,6 +235,46 @@ check_oauth_token_url_impl(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("%s", reason);
 		GUC_check_errhint("Use an https:// URL such as " HS_OAUTH_TOKEN_URL_DEFAULT "; http:// is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost).");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * secret_key_file: empty (no key: connect_oauth refuses), or an absolute
+ * path outside the data directory.  A key inside the data directory would
+ * travel with every base backup and file copy of it, beside the secrets it
+ * protects.  The file itself is read when a secret is sealed or opened
+ * (secret_box.c), never here: the check repeats nothing of its content.
+ */
+static bool
+check_secret_key_file(char **newval, void **extra, GucSource source)
+{
+	char		path[MAXPGPATH];
+	size_t		dlen;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;			/* empty: no key */
+	if (!check_access_token_file(newval, extra, source))
+		return false;
+	if (!is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("The path \"%s\" is not absolute.", *newval);
+		GUC_check_errhint("Name the key file by its absolute path, outside the data directory.");
+		return false;
+	}
+	if (strlen(*newval) >= MAXPGPATH)
+	{
+		GUC_check_errdetail("The path is longer than %d bytes.", MAXPGPATH - 1);
+		return false;
+	}
+	strlcpy(path, *newval, sizeof(path));
+	canonicalize_path(path);
+	dlen = DataDir ? strlen(DataDir) : 0;
+	if (dlen > 0 && strncmp(path, DataDir, dlen) == 0 && (path[dlen] == '/' || path[dlen] == '\0'))
+	{
+		GUC_check_errdetail("The path \"%s\" is inside the data directory, which base backups copy.", *newval);
+		GUC_check_errhint("Keep the key file outside the data directory, so that a backup of the data does not carry the key to its secrets.");
 		return false;
 	}
 	return true;
@@ -538,6 +579,22 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_oauth_token_url, assign_bump_generation, NULL);
+
+	/*
+	 * The key that seals the connections' refresh tokens (secret_box.c): a
+	 * file, never a value, read from postgresql.conf only, its name hidden
+	 * like the other secret files'.
+	 */
+	DefineCustomStringVariable("hubspot_events.secret_key_file",
+							   "Path of the file holding the key that seals the connections' OAuth refresh tokens.",
+							   "The file holds 32 random bytes as 64 hexadecimal characters (openssl rand -hex 32), "
+							   "readable by the server's operating-system user only; an absolute path outside "
+							   "the data directory. Empty: hubspot_events.connect_oauth() refuses.",
+							   &hs_secret_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   check_secret_key_file, assign_bump_generation, NULL);
 
 	MarkGUCPrefixReserved("hubspot_events");
 

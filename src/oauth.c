@@ -40,6 +40,13 @@
  * (explicit_bzero) from every buffer that held them, and never reach a log
  * line, an error message or a table.
  *
+ * The connections (connect_oauth.c, the worker) use the same token request
+ * for their own grants, outside the shared state: the authorization-code
+ * grant that installs the app in an account (hs_oauth_code_grant), and the
+ * refresh of a connection's own refresh token (hs_oauth_refresh_grant,
+ * which reports a failure instead of throwing it).  They need the client id
+ * and secret only; the refresh token file is the connection default's.
+ *
  *-------------------------------------------------------------------------
  */
 #include "hubspot_events.h"
@@ -105,8 +112,31 @@ typedef struct HsTokenAnswer
 	char		access_token[HS_SECRET_MAX + 1];
 	char		refresh_token[HS_SECRET_MAX + 1];
 	int64		expires_in;
+	int64		hub_id;			/* the answer's hub_id; 0: none */
 	const char *problem;		/* why a 2xx answer is not usable; NULL: it is */
 } HsTokenAnswer;
+
+/*
+ * One grant asked of the token endpoint: what its form carries besides the
+ * grant type and the client's id and secret, and how its failures read.
+ */
+typedef struct HsGrantRequest
+{
+	const char *grant_type;		/* "refresh_token" or "authorization_code" */
+	const char *what;			/* in messages: "the refresh", "the authorization code" */
+	const char *action;			/* "token refresh", "authorization code exchange" */
+	const char *reject_hint;	/* the hint of a rejection (4xx) */
+	const char *fail_hint;		/* the hint of any other failure */
+	int			nfields;
+	const char *names[2];
+	const char *values[2];
+	bool		secret[2];		/* wiped, and taken out of everything shown */
+	bool		(*stop_check) (void);	/* NULL: CHECK_FOR_INTERRUPTS only */
+	int			timeout_ms;		/* 0: the session's request_timeout_ms */
+} HsGrantRequest;
+
+/* the last rejection reported: HubSpot said the refresh token is dead */
+static bool last_rejection_dead_token = false;
 
 /* ---- shared memory ---- */
 
@@ -463,6 +493,10 @@ parse_token_answer(const char *body, size_t len, HsTokenAnswer *ans)
 			ans->problem = "it has no expires_in of a positive number of seconds";
 		else
 			ans->expires_in = json_object_get_int64(v);
+		/* the installing account, where the answer names it (else unknown) */
+		if (json_object_object_get_ex(root, "hub_id", &v) && v != NULL &&
+			json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0)
+			ans->hub_id = json_object_get_int64(v);
 	}
 	if (ans->problem)
 		explicit_bzero(ans, offsetof(HsTokenAnswer, problem));
@@ -652,95 +686,105 @@ parse_token_error(const HsHttpResult *res, char **status, char **message,
 }
 
 /*
- * Raise the ERROR for a refresh the token endpoint answered with anything
+ * Raise the ERROR for a grant the token endpoint answered with anything
  * but 2xx: rejected (4xx but 408 and 429: the credentials) or failed.  An
  * endpoint that echoes what it was sent must not put it in our log, so the
- * secret and the refresh token are taken out of everything shown.
+ * client secret and every secret field of the grant (the refresh token, the
+ * authorization code) are taken out of everything shown.  Notes in
+ * last_rejection_dead_token whether HubSpot said the refresh token is dead.
  */
 pg_noreturn static void
-report_refresh_failure(const HsHttpResult *res, const char *secret, const char *refresh)
+report_grant_failure(const HsHttpResult *res, const HsGrantRequest *g, const char *secret)
 {
-	const char *secrets[2] = {secret, refresh};
+	const char *secrets[3] = {secret, NULL, NULL};
 	HsHttpResult clean = *res;
 	char	   *status = NULL;
 	char	   *message = NULL;
 	char	   *correlation_id = NULL;
 	bool		rejected;
 
+	for (int i = 0; i < g->nfields; i++)
+		if (g->secret[i])
+			secrets[i + 1] = g->values[i];
 	/* the secrets out of the whole answer first, before any part of it is cut */
-	clean.body = redact_secrets(res->body, res->body_len, secrets, 2, &clean.body_len);
-	clean.correlation_id = redact_string(res->correlation_id, secrets, 2);
+	clean.body = redact_secrets(res->body, res->body_len, secrets, 3, &clean.body_len);
+	clean.correlation_id = redact_string(res->correlation_id, secrets, 3);
 	parse_token_error(&clean, &status, &message, &correlation_id);
 	if (message == NULL && clean.body_len > 0)
 		message = hs_sanitize_remote_text(clean.body, Min(clean.body_len, 200));
 	/* and out of what JSON decoding produced */
-	status = redact_string(status, secrets, 2);
-	message = redact_string(message, secrets, 2);
-	correlation_id = redact_string(correlation_id, secrets, 2);
+	status = redact_string(status, secrets, 3);
+	message = redact_string(message, secrets, 3);
+	correlation_id = redact_string(correlation_id, secrets, 3);
 	rejected = res->http_status >= 400 && res->http_status <= 499 &&
 		res->http_status != 408 && res->http_status != 429;
+	/* OAuth 2.0's invalid_grant, or HubSpot's own word for an unknown refresh token */
+	last_rejection_dead_token = res->http_status == 400 && status != NULL &&
+		(strcmp(status, "invalid_grant") == 0 || strcmp(status, "BAD_REFRESH_TOKEN") == 0);
 	ereport(ERROR,
 			(errcode(rejected ? ERRCODE_HS_TOKEN_REJECTED : ERRCODE_HS_TOKEN_ENDPOINT),
-			 errmsg("the OAuth token endpoint %s the refresh: HTTP %ld%s%s%s%s",
-					rejected ? "rejected" : "failed",
+			 errmsg("the OAuth token endpoint %s %s: HTTP %ld%s%s%s%s",
+					rejected ? "rejected" : "failed", g->what,
 					res->http_status,
 					status ? " " : "", status ? status : "",
 					message ? ": " : "", message ? message : ""),
 			 correlation_id ? errdetail("correlationId: %s.", correlation_id) : 0,
 			 rejected ?
-			 errhint("Check hubspot_events.oauth_client_id and the files named by hubspot_events.oauth_client_secret_file and hubspot_events.oauth_refresh_token_file; a refresh token stops working when the app is uninstalled.") :
-			 errhint("HubSpot's token endpoint may be unavailable; the refresh is tried again on the next call.")));
+			 errhint("%s", g->reject_hint) :
+			 errhint("%s", g->fail_hint)));
 }
 
 /*
- * Ask the token endpoint for an access token with the refresh token given
- * (or the file's when it is empty).  Fills *ans; throws HS006 when the
- * endpoint rejects the refresh, HS007 when it fails otherwise, the files'
- * errors when they cannot be read, and 57P01 (ERRCODE_ADMIN_SHUTDOWN) when
- * the stop check (the worker's shutdown) abandoned the request.  The
- * request's time limit is the server's request_timeout_ms, not the
- * session's: others may be waiting for this refresh.
+ * Ask the token endpoint for the grant g with the app's client id and the
+ * client secret from its file.  Fills *ans; throws HS006 when the endpoint
+ * rejects the grant, HS007 when it fails otherwise, the file's errors when
+ * it cannot be read, and 57P01 (ERRCODE_ADMIN_SHUTDOWN) when g's stop check
+ * abandoned the request.  Every copy of a secret is wiped.
  */
 static void
-request_token(const char *refresh_token, HsTokenAnswer *ans)
+request_grant(const HsGrantRequest *g, HsTokenAnswer *ans)
 {
 	struct stat st;
 	char	   *volatile secret = NULL;
-	char	   *volatile refresh = NULL;
 	char	   *volatile body = NULL;
 	char	   *volatile esc_secret = NULL;
-	char	   *volatile esc_refresh = NULL;
+	char	   *volatile esc_values[2] = {NULL, NULL};
 	HsHttpResult res = {0};
 	bool		finished = false;
 
+	Assert(g->nfields <= 2);
 	secret = hs_read_secret_file("oauth_client_secret_file", "client secret", "a client secret",
 								 hs_oauth_client_secret_file, &st, CurrentMemoryContext);
 	PG_TRY();
 	{
-		if (refresh_token[0] != '\0')
-			refresh = pstrdup(refresh_token);
-		else
-			refresh = hs_read_secret_file("oauth_refresh_token_file", "refresh token", "a refresh token",
-										  hs_oauth_refresh_token_file, &st, CurrentMemoryContext);
-		esc_secret = escape_secret(secret);
-		esc_refresh = escape_secret(refresh);
-		{
-			/* allocated once at its size: no unwiped first attempt is left behind */
-			static const char fmt[] = "grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s";
-			char	   *esc_id = hs_url_escape(hs_oauth_client_id);
-			size_t		size = sizeof(fmt) + strlen(esc_id) + strlen(esc_secret) + strlen(esc_refresh);
+		char	   *esc_id = hs_url_escape(hs_oauth_client_id);
+		size_t		size;
+		char	   *p;
 
-			body = palloc(size);
-			snprintf(body, size, fmt, esc_id, esc_secret, esc_refresh);
+		esc_secret = escape_secret(secret);
+		size = strlen("grant_type=") + strlen(g->grant_type) + strlen("&client_id=") + strlen(esc_id) +
+			strlen("&client_secret=") + strlen(esc_secret) + 1;
+		for (int i = 0; i < g->nfields; i++)
+		{
+			esc_values[i] = escape_secret(g->values[i]);
+			size += 2 + strlen(g->names[i]) + strlen(esc_values[i]);
 		}
+		/* allocated once at its size: no unwiped first attempt is left behind */
+		body = palloc(size);
+		p = body;
+		p += snprintf(p, size, "grant_type=%s&client_id=%s&client_secret=%s",
+					  g->grant_type, esc_id, esc_secret);
+		for (int i = 0; i < g->nfields; i++)
+			p += snprintf(p, size - (p - body), "&%s=%s", g->names[i], esc_values[i]);
+
 		res.body = NULL;
-		finished = hs_http_post_form(hs_oauth_token_url, body, strlen(body), oauth_stop_check,
-									 server_timeout_ms(), &res);
+		finished = hs_http_post_form(hs_oauth_token_url, body, strlen(body), g->stop_check,
+									 g->timeout_ms, &res);
 
 		if (!finished)
 			ereport(ERROR,
 					(errcode(ERRCODE_ADMIN_SHUTDOWN),
-					 errmsg("the OAuth token refresh was abandoned: the process is shutting down")));
+					 errmsg("the OAuth %s was abandoned: the process is shutting down", g->action)));
 		if (!res.transport_ok)
 			ereport(ERROR,
 					(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
@@ -757,22 +801,71 @@ request_token(const char *refresh_token, HsTokenAnswer *ans)
 						 res.correlation_id ? errdetail("correlationId: %s.", res.correlation_id) : 0));
 		}
 		else
-			report_refresh_failure(&res, secret, refresh);
+			report_grant_failure(&res, g, secret);
 	}
 	PG_FINALLY();
 	{
-		if (secret)
-			explicit_bzero(secret, strlen(secret));
-		if (refresh)
-			explicit_bzero(refresh, strlen(refresh));
+		explicit_bzero(secret, strlen(secret));
 		if (esc_secret)
 			explicit_bzero(esc_secret, strlen(esc_secret));
-		if (esc_refresh)
-			explicit_bzero(esc_refresh, strlen(esc_refresh));
+		for (int i = 0; i < 2; i++)
+			if (esc_values[i])
+				explicit_bzero(esc_values[i], strlen(esc_values[i]));
 		if (body)
 			explicit_bzero(body, strlen(body));
 		if (res.body)
 			explicit_bzero(res.body, res.body_len);
+	}
+	PG_END_TRY();
+}
+
+#define HS_REFRESH_REJECTED_HINT \
+	"Check hubspot_events.oauth_client_id and the files named by hubspot_events.oauth_client_secret_file and hubspot_events.oauth_refresh_token_file; a refresh token stops working when the app is uninstalled."
+
+/* The refresh grant with refresh_token (not empty), as the shared state's refresher does it. */
+static void
+refresh_grant_request(const char *refresh_token, const char *reject_hint, HsTokenAnswer *ans)
+{
+	HsGrantRequest g = {0};
+
+	g.grant_type = "refresh_token";
+	g.what = "the refresh";
+	g.action = "token refresh";
+	g.reject_hint = reject_hint;
+	g.fail_hint = "HubSpot's token endpoint may be unavailable; the refresh is tried again on the next call.";
+	g.nfields = 1;
+	g.names[0] = "refresh_token";
+	g.values[0] = refresh_token;
+	g.secret[0] = true;
+	/* the server's time limit, not the session's: others may be waiting for this refresh */
+	g.stop_check = oauth_stop_check;
+	g.timeout_ms = server_timeout_ms();
+	request_grant(&g, ans);
+}
+
+/*
+ * Ask the token endpoint for an access token with the refresh token given
+ * (or the file's when it is empty).  Fills *ans; throws as request_grant.
+ */
+static void
+request_token(const char *refresh_token, HsTokenAnswer *ans)
+{
+	struct stat st;
+	char	   *volatile refresh = NULL;
+
+	PG_TRY();
+	{
+		if (refresh_token[0] != '\0')
+			refresh = pstrdup(refresh_token);
+		else
+			refresh = hs_read_secret_file("oauth_refresh_token_file", "refresh token", "a refresh token",
+										  hs_oauth_refresh_token_file, &st, CurrentMemoryContext);
+		refresh_grant_request(refresh, HS_REFRESH_REJECTED_HINT, ans);
+	}
+	PG_FINALLY();
+	{
+		if (refresh)
+			explicit_bzero(refresh, strlen(refresh));
 	}
 	PG_END_TRY();
 }
@@ -1044,4 +1137,217 @@ hs_oauth_refresh_count(void)
 	n = s->refreshes;
 	state_unlock();
 	return n;
+}
+
+/* ---- grants for the connections (connect_oauth, the worker) ---- */
+
+/*
+ * Why the app's client settings cannot be used for a grant of a connection,
+ * or NULL: the client id and the client secret's file must be set (the
+ * refresh token file is the connection default's, and not needed here).
+ * The reason is palloc'd.
+ */
+static char *
+client_problem(void)
+{
+	if (!hs_oauth_enabled())
+		return pstrdup("hubspot_events.oauth_client_id is not set");
+	if (!is_set(hs_oauth_client_secret_file))
+		return pstrdup("hubspot_events.oauth_client_id is set but hubspot_events.oauth_client_secret_file is not");
+	return NULL;
+}
+
+/* Throw (55000) when the app's client settings cannot be used for a grant. */
+void
+hs_oauth_check_client(void)
+{
+	char	   *problem = client_problem();
+
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the OAuth app's settings are incomplete: %s", problem),
+				 errhint("Set hubspot_events.oauth_client_id and hubspot_events.oauth_client_secret_file (the HubSpot app's client id, and a file holding its client secret) in postgresql.conf, then reload the configuration.")));
+}
+
+/* The grant from a token answer, in palloc'd copies; the answer is wiped. */
+static void
+grant_from_answer(HsTokenAnswer *ans, HsOAuthGrant *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->access_token = pstrdup(ans->access_token);
+	out->refresh_token = ans->refresh_token[0] != '\0' ? pstrdup(ans->refresh_token) : NULL;
+	out->expires_in_s = ans->expires_in;
+	out->hub_id = ans->hub_id;
+	explicit_bzero(ans, sizeof(*ans));
+}
+
+/* Wipe and free a grant's tokens. */
+void
+hs_oauth_grant_wipe(HsOAuthGrant *grant)
+{
+	if (grant->access_token)
+	{
+		explicit_bzero(grant->access_token, strlen(grant->access_token));
+		pfree(grant->access_token);
+	}
+	if (grant->refresh_token)
+	{
+		explicit_bzero(grant->refresh_token, strlen(grant->refresh_token));
+		pfree(grant->refresh_token);
+	}
+	memset(grant, 0, sizeof(*grant));
+}
+
+/*
+ * The authorization-code grant: the end of HubSpot's install flow.  The
+ * code (single use) and the redirect_uri it was issued for are exchanged,
+ * with the app's client id and secret, for the installing account's tokens
+ * (and its hub_id, where the answer carries it).  The session's request
+ * timeout applies, and query cancel interrupts it.  Throws 55000 when the
+ * client settings are missing, HS006 when the endpoint rejects the code
+ * (used, expired, another redirect_uri, another app's), HS007 when it fails
+ * otherwise; the code is taken out of every message.  The caller wipes the
+ * grant (hs_oauth_grant_wipe).
+ */
+void
+hs_oauth_code_grant(const char *code, const char *redirect_uri, HsOAuthGrant *out)
+{
+	HsGrantRequest g = {0};
+	HsTokenAnswer *ans;
+
+	hs_oauth_check_client();
+	g.grant_type = "authorization_code";
+	g.what = "the authorization code";
+	g.action = "authorization code exchange";
+	g.reject_hint = "An authorization code works once, shortly after HubSpot issued it, with the redirect_uri it was issued for; check also hubspot_events.oauth_client_id and the file named by hubspot_events.oauth_client_secret_file.";
+	g.fail_hint = "HubSpot's token endpoint may be unavailable: call hubspot_events.connect_oauth() again (with a new authorization code if HubSpot then says this one was used).";
+	g.nfields = 2;
+	g.names[0] = "redirect_uri";
+	g.values[0] = redirect_uri;
+	g.secret[0] = false;
+	g.names[1] = "code";
+	g.values[1] = code;
+	g.secret[1] = true;
+	g.stop_check = NULL;
+	g.timeout_ms = 0;
+
+	ans = palloc0(sizeof(HsTokenAnswer));
+	PG_TRY();
+	{
+		request_grant(&g, ans);
+	}
+	PG_CATCH();
+	{
+		explicit_bzero(ans, sizeof(HsTokenAnswer));
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	grant_from_answer(ans, out);
+	pfree(ans);
+}
+
+/*
+ * Whether a refresh grant's ERROR is a failure to report to the caller
+ * (the endpoint's answer, the transport, the settings or the files), not
+ * one to raise (an interrupt, the process's shutdown, out of memory, a
+ * bug).
+ */
+static bool
+reportable_grant_failure(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_HS_TOKEN_REJECTED ||
+		sqlerrcode == ERRCODE_HS_TOKEN_ENDPOINT ||
+		sqlerrcode == ERRCODE_HS_TRANSPORT ||
+		sqlerrcode == ERRCODE_HS_TIMEOUT ||
+		sqlerrcode == ERRCODE_CONFIG_FILE_ERROR ||
+		sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE ||
+		sqlerrcode == ERRCODE_INVALID_PARAMETER_VALUE ||	/* a setting refused at start */
+		sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE || /* a file's permissions */
+		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_SYSTEM_ERROR;	/* a file's other errors */
+}
+
+/*
+ * The refresh grant with a connection's refresh token (not the settings'
+ * file), for the worker, which must not throw for a refresh that failed:
+ * true with *out filled (the caller wipes it with hs_oauth_grant_wipe, and
+ * stores out->refresh_token when HubSpot rotated it); false with
+ * *invalid_grant when HubSpot answered 400 invalid_grant or
+ * BAD_REFRESH_TOKEN (the app was uninstalled or the token revoked: the
+ * connection needs connect_oauth again); false with *error (palloc'd, no
+ * secret in it) for every other failure.  Interrupts and the worker's
+ * shutdown (the stop check) are raised, as for the settings' refresh.  The
+ * server's request timeout applies.  Uses no shared state: the caller keeps
+ * the connection's access token.
+ */
+bool
+hs_oauth_refresh_grant(const char *refresh_token, HsOAuthGrant *out, bool *invalid_grant,
+					   char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	HsTokenAnswer *ans;
+	char	   *problem;
+
+	memset(out, 0, sizeof(*out));
+	*invalid_grant = false;
+	*error = NULL;
+	problem = client_problem();
+	if (problem)
+	{
+		*error = psprintf("the OAuth app's settings are incomplete: %s", problem);
+		return false;
+	}
+	if (refresh_token == NULL || refresh_token[0] == '\0')
+	{
+		*error = pstrdup("the connection has no refresh token");
+		return false;
+	}
+
+	ans = palloc0(sizeof(HsTokenAnswer));
+	last_rejection_dead_token = false;
+	PG_TRY();
+	{
+		refresh_grant_request(refresh_token,
+							  "A refresh token stops working when the app is uninstalled or the token revoked: connect the account again with hubspot_events.connect_oauth().",
+							  ans);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		explicit_bzero(ans, sizeof(HsTokenAnswer));
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		/* only request_grant raises 57P01 as an ERROR: the stop check's */
+		if (edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		{
+			FlushErrorState();
+			stop_for_shutdown();
+		}
+		if (!reportable_grant_failure(edata->sqlerrcode))
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		*invalid_grant = edata->sqlerrcode == ERRCODE_HS_TOKEN_REJECTED && last_rejection_dead_token;
+		if (edata->detail)
+		{
+			/* "correlationId: ...." as a parenthesis of the message */
+			int			dlen = strlen(edata->detail);
+
+			if (dlen > 0 && edata->detail[dlen - 1] == '.')
+				dlen--;
+			*error = psprintf("%s (%.*s)", edata->message, dlen, edata->detail);
+		}
+		else
+			*error = pstrdup(edata->message);
+		FreeErrorData(edata);
+		pfree(ans);
+		return false;
+	}
+	PG_END_TRY();
+	grant_from_answer(ans, out);
+	pfree(ans);
+	return true;
 }

@@ -9,7 +9,7 @@
 set -euo pipefail
 
 HS_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HS_PACKAGES=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
+HS_PACKAGES=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev libssl-dev
              python3 python3-psycopg2 make gcc pkg-config libipc-run-perl openssl)
 HS_RUN_AS=postgres
 
