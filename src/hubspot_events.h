@@ -358,6 +358,7 @@ extern void hs_notify_flush(void);
 extern void hs_notify_failed(const HsFailedRows *failed);
 extern void hs_notify_held(const char *conn, const char *reason);
 extern void hs_notify_released(const char *conn);
+extern void hs_notify_disconnected(const char *conn, const char *reason);
 extern void hs_notify_daily_quota_low(int64 remaining, int64 limit);
 extern void hs_notify_daily_limit(TimestampTz resumes_at);
 
@@ -767,6 +768,8 @@ extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 #define HS_AUTH_TOKEN_FILE	't'
 #define HS_AUTH_OAUTH		'o'
 
+#define HS_CONN_OAUTH_TOKEN_MAX 1024
+
 /* The worker's view of one connection (hubspot_events.connections). */
 typedef struct HsConn
 {
@@ -793,6 +796,13 @@ typedef struct HsConn
 	char	   *token_path;
 	struct stat token_stat;
 	uint64		token_generation;
+	/* OAuth connections */
+	char	   *refresh_token;	/* opened for a refresh this turn, wiped after it */
+	char	   *new_refresh_token;	/* HubSpot rotated it: to store */
+	int64		new_hub_id;		/* learned from the token answer: to store */
+	char	   *disconnected_reason;	/* the refresh was answered invalid_grant: to record */
+	char		oauth_token[HS_CONN_OAUTH_TOKEN_MAX];	/* a copy of the shared access token */
+	bool		has_pending;	/* it has pending rows (else only a session waits for its token) */
 	/* this turn */
 	const char *token_now;		/* the token its requests carry */
 	int			claimed;		/* rows claimed */
@@ -803,7 +813,9 @@ typedef struct HsConn
 
 extern HsConn *hs_conn_get(const char *name);
 extern HsConn *hs_conn_default(void);
-extern List *hs_conn_load_pending(void);
+extern List *hs_conn_load_pending(List *wanted);
+extern void hs_conn_prepare_oauth(HsConn *c, MemoryContext turn_cxt);
+extern void hs_conn_refresh_oauth(HsConn *c, MemoryContext turn_cxt);
 extern void hs_conn_hold(HsConn *c, const char *reason);
 extern bool hs_conn_hold_released(HsConn *c);
 extern void hs_conn_record_state(HsConn *c, bool went_through);

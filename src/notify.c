@@ -13,6 +13,7 @@
  *	    failed           count, ids (the first HS_NOTIFY_MAX_IDS): one per turn
  *	    held             reason (connection: the one held)
  *	    released         (none): a held connection's requests go through again
+ *	    disconnected     reason: an OAuth connection's refresh was answered invalid_grant
  *	    daily_quota_low  remaining, limit: under 10% of the daily limit left
  *	    daily_limit      resumes_at: HubSpot answered 429 DAILY
  *
@@ -122,6 +123,20 @@ hs_notify_held(const char *conn, const char *reason)
 	char	   *shown = pnstrdup(reason, Min(strlen(reason), 1000));
 
 	begin_conn_payload(&buf, "held", conn);
+	appendStringInfoString(&buf, ",\"reason\":");
+	escape_json(&buf, shown);
+	appendStringInfoChar(&buf, '}');
+	queue_payload(&buf);
+}
+
+/* An OAuth connection's refresh was answered invalid_grant: uninstalled, or revoked. */
+void
+hs_notify_disconnected(const char *conn, const char *reason)
+{
+	StringInfoData buf;
+	char	   *shown = pnstrdup(reason, Min(strlen(reason), 1000));
+
+	begin_conn_payload(&buf, "disconnected", conn);
 	appendStringInfoString(&buf, ",\"reason\":");
 	escape_json(&buf, shown);
 	appendStringInfoChar(&buf, '}');

@@ -252,16 +252,22 @@ oauth_exit_callback(int code, Datum arg)
 
 /* ---- settings ---- */
 
-bool
-hs_oauth_enabled(void)
-{
-	return hs_oauth_client_id != NULL && hs_oauth_client_id[0] != '\0';
-}
-
 static bool
 is_set(const char *v)
 {
 	return v != NULL && v[0] != '\0';
+}
+
+/*
+ * Whether the connection default's credential is OAuth: the app's client
+ * id and a refresh token file are set.  An app's client id without a
+ * refresh token file serves the other connections' installs
+ * (connect_oauth) only; the default then uses access_token_file, if set.
+ */
+bool
+hs_oauth_enabled(void)
+{
+	return is_set(hs_oauth_client_id) && is_set(hs_oauth_refresh_token_file);
 }
 
 /*
@@ -272,12 +278,10 @@ is_set(const char *v)
 char *
 hs_oauth_settings_problem(void)
 {
-	if (hs_oauth_enabled())
+	if (is_set(hs_oauth_client_id))
 	{
 		if (!is_set(hs_oauth_client_secret_file))
 			return pstrdup("hubspot_events.oauth_client_id is set but hubspot_events.oauth_client_secret_file is not");
-		if (!is_set(hs_oauth_refresh_token_file))
-			return pstrdup("hubspot_events.oauth_client_id is set but hubspot_events.oauth_refresh_token_file is not");
 		return NULL;
 	}
 	if (is_set(hs_oauth_client_secret_file))
@@ -1150,7 +1154,7 @@ hs_oauth_refresh_count(void)
 static char *
 client_problem(void)
 {
-	if (!hs_oauth_enabled())
+	if (!is_set(hs_oauth_client_id))
 		return pstrdup("hubspot_events.oauth_client_id is not set");
 	if (!is_set(hs_oauth_client_secret_file))
 		return pstrdup("hubspot_events.oauth_client_id is set but hubspot_events.oauth_client_secret_file is not");

@@ -14,6 +14,14 @@
  */
 #include "hubspot_events.h"
 
+#include "pgstat.h"
+
+#include "utils/timestamp.h"
+
+#include "storage/latch.h"
+
+#include "miscadmin.h"
+
 #include <sys/stat.h>
 
 #include "utils/memutils.h"
@@ -101,6 +109,56 @@ hs_get_access_token(void)
 }
 
 /*
+ * An OAuth connection's access token for a call from this session: the one
+ * the worker shares (conn_tokens.c).  When there is none, or it expires
+ * within a minute, the worker is asked for one and waited for, up to
+ * hubspot_events.request_timeout_ms; its reason for having none is the
+ * call's ERROR.
+ */
+static const char *
+oauth_connection_token(const char *conn)
+{
+	char		buf[HS_CONN_OAUTH_TOKEN_MAX];
+	char		problem[256];
+	bool		asked = false;
+	TimestampTz deadline = GetCurrentTimestamp() + (TimestampTz) hs_request_timeout_ms * 1000;
+
+	if (!hs_conn_tokens_available() || hs_shared == NULL || hs_shared->worker_pid == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the OAuth connection \"%s\" needs the hubspot_events worker, which is not running", conn),
+				 errhint("The worker refreshes the OAuth connections' tokens: load hubspot_events in shared_preload_libraries.")));
+	for (;;)
+	{
+		if (hs_conn_token_copy(conn, 60000, buf, sizeof(buf), problem, sizeof(problem)))
+		{
+			char	   *token = pstrdup(buf);
+
+			explicit_bzero(buf, sizeof(buf));
+			return token;
+		}
+		if (asked && problem[0] != '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
+					 errmsg("no OAuth access token for the connection \"%s\": %s", conn, problem)));
+		if (!asked)
+		{
+			hs_conn_token_want(conn);
+			hs_wake_now();
+			asked = true;
+		}
+		if (GetCurrentTimestamp() >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_HS_TIMEOUT),
+					 errmsg("the worker did not refresh the OAuth connection \"%s\"'s token within hubspot_events.request_timeout_ms (%d ms)",
+							conn, hs_request_timeout_ms)));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
  * The access token of a connection for a call from this session: the
  * server's settings' (hs_get_access_token) for the default (conn NULL),
  * else the connection's token file, read at each call.  The token is
@@ -117,10 +175,7 @@ hs_connection_access_token(const char *conn)
 		return hs_get_access_token();
 	path = hs_connection_credential(conn, &auth);
 	if (auth == HS_AUTH_OAUTH)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("calls from a session through the OAuth connection \"%s\" are not supported yet", conn),
-				 errhint("Enqueue them (hubspot_enqueue_subscriber): the worker sends through every connection.")));
+		return oauth_connection_token(conn);
 	if (path == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -69,6 +69,9 @@ static TimestampTz last_retention = 0;
 static uint64 claimed_since_vacuum = 0;
 static bool logged_standby = false;
 
+/* the connections the last claim looked at (their OAuth refreshes and states to record) */
+static List *turn_conns = NIL;
+
 /* this turn's rows that ended failed (NOTIFY); what was told of a hold and of the daily quota */
 static HsFailedRows turn_failed;
 static bool hold_notified = false;
@@ -204,6 +207,7 @@ hold_released(void)
 
 /* A request's connection (the worker's request arg is its HsInFlight). */
 typedef struct HsInFlight HsInFlight;
+static bool is_expired_outcome(const HsOutcome *o);
 static HsConn *batch_conn(HsHttpRequest *req);
 
 /*
@@ -472,7 +476,13 @@ send_in_waves(List *batches, List **results, char **hold_reason)
 					   b->kind == HS_KIND_SUBSCRIBER &&
 					   split_attendance_errors(&reqs[i], b, &tr->outcome, results)))
 			{
-				if (tr->outcome.kind == HS_OUTCOME_HOLD)
+				if (tr->outcome.kind == HS_OUTCOME_HOLD && b->conn->auth == HS_AUTH_OAUTH &&
+					is_expired_outcome(&tr->outcome))
+				{
+					/* HubSpot expired the connection's token early: the next turn refreshes it */
+					hs_conn_token_forget(b->conn->name, b->conn->token_now);
+				}
+				else if (tr->outcome.kind == HS_OUTCOME_HOLD)
 				{
 					char	  **why = b->conn->is_default ? hold_reason : &b->conn->turn_hold;
 
@@ -1005,6 +1015,7 @@ claim_connections(int64 *soonest_ms)
 	ListCell   *lc;
 
 	*soonest_ms = -1;
+	turn_conns = NIL;
 	/* status says "rate limited" while the default's 429 pause lasts, whatever else is due */
 	default_rate_limited = hs_pacing_paused_until(hs_conn_default()->pacer) != 0;
 	if (hs_schema_version() < HS_SCHEMA_0_8_0)
@@ -1015,7 +1026,8 @@ claim_connections(int64 *soonest_ms)
 		return conn_ready(c, soonest_ms) ? claim_for(c, budget, soonest_ms) : NIL;
 	}
 
-	pending = hs_conn_load_pending();
+	pending = hs_conn_load_pending(hs_conn_tokens_wanted());
+	turn_conns = pending;
 	ready = palloc(sizeof(HsConn *) * Max(list_length(pending), 1));
 	foreach(lc, pending)
 	{
@@ -1023,12 +1035,27 @@ claim_connections(int64 *soonest_ms)
 
 		c->turn_hold = NULL;
 		c->went_through = false;
-		if (!c->exists)
+		if (!c->has_pending)
+		{
+			/* only a session waits for its OAuth token */
+			if (!c->exists)
+				hs_conn_token_fail(c->name, "the connection does not exist");
+			else if (c->auth != HS_AUTH_OAUTH)
+				hs_conn_token_fail(c->name, "the connection is not an OAuth connection");
+			else if (c->disconnected)
+				hs_conn_token_fail(c->name, "the connection is disconnected: connect it again with connect_oauth()");
+			else
+				hs_conn_prepare_oauth(c, CurrentMemoryContext);
+		}
+		else if (!c->exists)
 			hs_outbox_fail_dropped(c->name, &turn_failed);
 		else if (c->next_ms > 0)
 			note_soonest(soonest_ms, c->next_ms);
 		else if (conn_ready(c, soonest_ms))
+		{
+			hs_conn_prepare_oauth(c, CurrentMemoryContext);
 			ready[nready++] = c;
+		}
 	}
 	if (nready == 0)
 		return NIL;
@@ -1256,6 +1283,63 @@ resend_expired(MemoryContext turn_cxt, List **results, char **hold_reason)
 }
 
 /*
+ * Outside any transaction: refresh the OAuth connections' access tokens
+ * the claim found missing or about to expire (hs_conn_prepare_oauth opened
+ * their refresh tokens).
+ */
+static void
+refresh_oauth_connections(MemoryContext turn_cxt)
+{
+	ListCell   *lc;
+
+	foreach(lc, turn_conns)
+	{
+		HsConn	   *c = (HsConn *) lfirst(lc);
+
+		if (c->refresh_token)
+		{
+			pgstat_report_activity(STATE_RUNNING, "hubspot_events: refreshing a connection's OAuth token");
+			hs_conn_refresh_oauth(c, turn_cxt);
+		}
+	}
+}
+
+/* Whether a refresh left something for the table: a rotated token, a hub id, a disconnection. */
+static bool
+oauth_state_to_record(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, turn_conns)
+	{
+		HsConn	   *c = (HsConn *) lfirst(lc);
+
+		if (c->new_refresh_token || c->new_hub_id > 0 || (c->disconnected_reason && !c->disconnected))
+			return true;
+	}
+	return false;
+}
+
+/* The connections' states a turn that claimed nothing learned, in a transaction of their own. */
+static void
+record_oauth_alone(MemoryContext turn_cxt)
+{
+	ListCell   *lc;
+
+	if (!oauth_state_to_record())
+		return;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	foreach(lc, turn_conns)
+		hs_conn_record_state((HsConn *) lfirst(lc), false);
+	hs_notify_flush();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(turn_cxt);
+}
+
+/*
  * The sending, outside any transaction: the claimed rows coalesced into
  * requests, sent in waves with the token (all held when there is none).
  * Returns false when SIGTERM stopped it: the rows stay "sending", pending
@@ -1272,6 +1356,7 @@ send_phase(MemoryContext turn_cxt, List *rows, List **results, char **hold_reaso
 	bool		default_sent = false;
 
 	hs_shared_set_state("sending", NULL);
+	refresh_oauth_connections(turn_cxt);
 	foreach(lc, rows)
 		((HsClaimedRow *) lfirst(lc))->conn->token_now = NULL;
 	/* each connection's rows (claimed together, in claim order) coalesced apart */
@@ -1389,9 +1474,17 @@ record_connection_holds(List *results)
 		if (c == NULL || c->is_default || c->recorded_this_turn)
 			continue;
 		c->recorded_this_turn = true;
-		if (c->turn_hold)
+		if (c->turn_hold && !c->disconnected_reason)
 			hs_conn_hold(c, c->turn_hold);
 		hs_conn_record_state(c, c->went_through);
+	}
+	/* the connections only a refresh touched (a session waits for their token) */
+	foreach(lc, turn_conns)
+	{
+		HsConn	   *c = (HsConn *) lfirst(lc);
+
+		if (!c->recorded_this_turn)
+			hs_conn_record_state(c, false);
 	}
 	foreach(lc, results)
 	{
@@ -1469,6 +1562,9 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 			hs_shared_set_state("paused", NULL);
 			return false;
 		case HS_CLAIM_NOTHING_DUE:
+			/* sessions may wait for an OAuth connection's token */
+			refresh_oauth_connections(turn_cxt);
+			record_oauth_alone(turn_cxt);
 			idle_housekeeping(turn_cxt);
 			if (held)
 				hs_shared_set_state("held", held_reason_logged);

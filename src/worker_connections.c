@@ -23,7 +23,9 @@
 
 #include <sys/stat.h>
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -98,37 +100,50 @@ set_token_file(HsConn *c, const char *path)
 }
 
 /*
- * The connections with pending rows, each with its earliest next_attempt_at
- * (*next_ms: ms from now, <= 0 when due) and what the connections table says
- * of it, read in the caller's transaction (the claim's).  A List of HsConn
- * (the worker's entries, updated); c->exists is false for a connection the
- * table does not have (dropped: its rows fail with CONNECTION_DROPPED).
+ * The connections with pending rows (c->has_pending), each with its
+ * earliest next_attempt_at (c->next_ms: ms from now, <= 0 when due), and
+ * those named in wanted (OAuth connections whose token a session waits
+ * for), with what the connections table says of each, read in the caller's
+ * transaction (the claim's).  A List of HsConn (the worker's entries,
+ * updated); c->exists is false for a connection the table does not have
+ * (dropped: its rows fail with CONNECTION_DROPPED).
  */
 List *
-hs_conn_load_pending(void)
+hs_conn_load_pending(List *wanted)
 {
 	static SPIPlanPtr plan = NULL;
 	List	   *result = NIL;
 	TimestampTz now = GetCurrentTimestamp();
+	Datum		values[1];
+	Datum	   *names;
+	int			n = 0;
+	ListCell   *lc;
 
+	names = palloc(sizeof(Datum) * Max(list_length(wanted), 1));
+	foreach(lc, wanted)
+		names[n++] = CStringGetTextDatum((char *) lfirst(lc));
+	values[0] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (plan == NULL)
 	{
-		plan = SPI_prepare("SELECT p.connection, p.next_attempt_at, c.name IS NOT NULL, c.auth, c.state,"
-						   "       c.hub_id, c.rate_limit, c.rate_limit_interval_ms, s.token_file"
+		Oid			types[1] = {TEXTARRAYOID};
+
+		plan = SPI_prepare("SELECT coalesce(p.connection, w.name), p.next_attempt_at, c.name IS NOT NULL, c.auth, c.state,"
+						   "       c.hub_id, c.rate_limit, c.rate_limit_interval_ms, s.token_file, p.connection IS NOT NULL"
 						   "  FROM " HS_SCHEMA ".pending_connections() p"
+						   "  FULL JOIN pg_catalog.unnest($1) w(name) ON w.name OPERATOR(pg_catalog.=) p.connection"
 						   "  LEFT JOIN " HS_SCHEMA ".connections c"
-						   "         ON c.name OPERATOR(pg_catalog.=) p.connection"
+						   "         ON c.name OPERATOR(pg_catalog.=) coalesce(p.connection, w.name)"
 						   "  LEFT JOIN " HS_SCHEMA ".connection_secrets s"
-						   "         ON s.connection OPERATOR(pg_catalog.=) p.connection",
-						   0, NULL);
+						   "         ON s.connection OPERATOR(pg_catalog.=) coalesce(p.connection, w.name)",
+						   1, types);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the connections' query: %s",
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
 	}
-	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the connections");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -142,6 +157,7 @@ hs_conn_load_pending(void)
 		if (name == NULL || strlen(name) >= NAMEDATALEN)
 			continue;			/* cannot be: the outbox's names come from the table's */
 		c = hs_conn_get(name);
+		c->has_pending = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 		d = SPI_getbinval(tup, desc, 2, &isnull);
 		c->next_ms = isnull ? 0 : (int64) ((DatumGetTimestampTz(d) - now) / 1000);
 		c->exists = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
@@ -151,11 +167,16 @@ hs_conn_load_pending(void)
 			char	   *state = SPI_getvalue(tup, desc, 5);
 			int			limit = 0,
 						interval = 0;
+			bool		was_flagged = c->disconnected || c->table_held;
 
 			c->auth = (auth && strcmp(auth, "oauth") == 0) ? HS_AUTH_OAUTH :
 				(auth && strcmp(auth, "settings") == 0) ? HS_AUTH_SETTINGS : HS_AUTH_TOKEN_FILE;
+
 			c->disconnected = (state && strcmp(state, "disconnected") == 0);
 			c->table_held = (state && strcmp(state, "held") == 0);
+			/* made active again by someone else (connect_oauth() again): try it now */
+			if (was_flagged && !c->disconnected && !c->table_held && !c->hold_changed)
+				c->held = false;
 			d = SPI_getbinval(tup, desc, 6, &isnull);
 			c->hub_id = isnull ? 0 : DatumGetInt64(d);
 			d = SPI_getbinval(tup, desc, 7, &isnull);
@@ -244,21 +265,53 @@ void
 hs_conn_record_state(HsConn *c, bool went_through)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr hub_plan = NULL;
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	const char *state;
 
 	if (c->is_default)
 		return;
-	if (c->held && c->hold_changed)
+	if (c->new_refresh_token)
+	{
+		/* HubSpot rotated it: the new one, sealed, in place of the old (it wipes the copy) */
+		(void) hs_connection_store_refresh_token(c->name, c->new_refresh_token);
+		pfree(c->new_refresh_token);
+		c->new_refresh_token = NULL;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (c->new_hub_id > 0)
+	{
+		Oid			types[2] = {TEXTOID, INT8OID};
+
+		if (hub_plan == NULL)
+		{
+			hub_plan = SPI_prepare("UPDATE " HS_SCHEMA ".connections SET hub_id = $2"
+								   " WHERE name OPERATOR(pg_catalog.=) $1", 2, types);
+			if (hub_plan == NULL)
+				elog(ERROR, "could not prepare the connection's hub update");
+			SPI_keepplan(hub_plan);
+		}
+		values[0] = CStringGetTextDatum(c->name);
+		values[1] = Int64GetDatum(c->new_hub_id);
+		if (SPI_execute_plan(hub_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not record the connection's hub id");
+		c->hub_id = c->new_hub_id;
+		c->new_hub_id = 0;
+	}
+
+	if (c->disconnected_reason && !c->disconnected)
+		state = "disconnected";
+	else if (c->held && c->hold_changed)
 		state = "held";
 	else if (!c->held && went_through && c->table_held)
 		state = "active";
 	else
+	{
+		SPI_finish();
 		return;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	}
 	if (plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
@@ -275,6 +328,8 @@ hs_conn_record_state(HsConn *c, bool went_through)
 	values[1] = CStringGetTextDatum(state);
 	if (strcmp(state, "held") == 0)
 		values[2] = CStringGetTextDatum(c->held_reason);
+	else if (strcmp(state, "disconnected") == 0)
+		values[2] = CStringGetTextDatum(c->disconnected_reason);
 	else
 		nulls[2] = 'n';
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
@@ -287,6 +342,13 @@ hs_conn_record_state(HsConn *c, bool went_through)
 		hs_metrics_add(HS_METRIC_HOLDS, 1);
 		c->table_held = true;
 	}
+	else if (strcmp(state, "disconnected") == 0)
+	{
+		hs_notify_disconnected(c->name, c->disconnected_reason);
+		c->disconnected = true;
+		pfree(c->disconnected_reason);
+		c->disconnected_reason = NULL;
+	}
 	else
 	{
 		hs_notify_released(c->name);
@@ -297,20 +359,12 @@ hs_conn_record_state(HsConn *c, bool went_through)
 
 /* ---- tokens ---- */
 
-/*
- * The token of a connection that is not the default: its token file's
- * content, read again when the file changes.  Throws when it cannot be
- * read (the caller holds the connection with the message).
- */
-const char *
-hs_conn_token(HsConn *c)
+/* A token file's credential, read again when the file changes; throws when it cannot be read. */
+static const char *
+file_token(HsConn *c)
 {
 	struct stat st;
 
-	if (c->auth == HS_AUTH_OAUTH)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("the worker does not send through OAuth connections yet")));
 	if (c->token_file == NULL || c->token_file[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -339,4 +393,130 @@ hs_conn_token(HsConn *c)
 	c->token_stat = st;
 	c->token_generation = hs_settings_generation;
 	return c->token;
+}
+
+/*
+ * The token of a connection that is not the default: its token file's, or
+ * its OAuth access token as the worker last got it (hs_conn_refresh_oauth).
+ * Throws when there is none (the caller holds the connection with the
+ * message).
+ */
+const char *
+hs_conn_token(HsConn *c)
+{
+	char		problem[256];
+
+	if (c->auth != HS_AUTH_OAUTH)
+		return file_token(c);
+	if (!hs_conn_token_copy(c->name, 0, c->oauth_token, sizeof(c->oauth_token), problem, sizeof(problem)))
+		ereport(ERROR,
+				(errcode(ERRCODE_HS_TOKEN_ENDPOINT),
+				 errmsg("no OAuth access token for the connection \"%s\"%s%s", c->name,
+						problem[0] ? ": " : "", problem)));
+	return c->oauth_token;
+}
+
+/* An OAuth token shorter-lived than this is refreshed before it is used */
+#define HS_CONN_TOKEN_MIN_LIFE_MS 300000
+
+/*
+ * In a transaction (the claim's): an OAuth connection whose token is
+ * missing or about to expire gets its refresh token opened, for
+ * hs_conn_refresh_oauth() after the commit.  A refresh token that cannot be
+ * opened (no key, another key, damaged) holds the connection, with why.
+ */
+void
+hs_conn_prepare_oauth(HsConn *c, MemoryContext turn_cxt)
+{
+	char		ignored[HS_CONN_OAUTH_TOKEN_MAX];
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (c->auth != HS_AUTH_OAUTH || c->disconnected || !c->exists)
+		return;
+	if (hs_conn_token_copy(c->name, HS_CONN_TOKEN_MIN_LIFE_MS, ignored, sizeof(ignored), NULL, 0))
+	{
+		explicit_bzero(ignored, sizeof(ignored));
+		return;
+	}
+	PG_TRY();
+	{
+		char	   *rt;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		rt = hs_connection_refresh_token(c->name);
+		if (rt)
+		{
+			c->refresh_token = MemoryContextStrdup(TopMemoryContext, rt);
+			explicit_bzero(rt, strlen(rt));
+		}
+		else
+			c->turn_hold = MemoryContextStrdup(turn_cxt, "the connection has no refresh token: connect it again with connect_oauth()");
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(turn_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		c->turn_hold = psprintf("its refresh token cannot be opened: %s", edata->message);
+		hs_conn_token_fail(c->name, c->turn_hold);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Outside any transaction: refresh the OAuth connection's access token
+ * with the refresh token hs_conn_prepare_oauth() opened, and share it.  An
+ * answer invalid_grant (the app was uninstalled, the token revoked)
+ * disconnects the connection; another failure holds it.  What the table
+ * must learn (a rotated refresh token, the hub id, the disconnection) is
+ * written by hs_conn_record_state() in the next transaction.
+ */
+void
+hs_conn_refresh_oauth(HsConn *c, MemoryContext turn_cxt)
+{
+	HsOAuthGrant grant;
+	bool		invalid_grant = false;
+	char	   *error = NULL;
+
+	if (c->refresh_token == NULL)
+		return;
+	if (hs_oauth_refresh_grant(c->refresh_token, &grant, &invalid_grant, &error))
+	{
+		hs_conn_token_set(c->name, grant.access_token,
+						  GetCurrentTimestamp() + (TimestampTz) Max(grant.expires_in_s, 60) * USECS_PER_SEC);
+		if (grant.refresh_token && strcmp(grant.refresh_token, c->refresh_token) != 0)
+			c->new_refresh_token = MemoryContextStrdup(TopMemoryContext, grant.refresh_token);
+		if (grant.hub_id > 0 && grant.hub_id != c->hub_id)
+			c->new_hub_id = grant.hub_id;
+		hs_oauth_grant_wipe(&grant);
+		if (c->disconnected_reason)
+		{
+			pfree(c->disconnected_reason);
+			c->disconnected_reason = NULL;
+		}
+	}
+	else if (invalid_grant)
+	{
+		c->disconnected_reason = MemoryContextStrdup(TopMemoryContext,
+													 error ? error : "the OAuth refresh was answered invalid_grant");
+		hs_conn_token_fail(c->name, psprintf("the connection is disconnected: %s", c->disconnected_reason));
+		ereport(LOG,
+				(errmsg("hubspot_events worker: the connection \"%s\" is disconnected: %s", c->name, c->disconnected_reason),
+				 errdetail("Its rows wait; nothing is sent through it until connect_oauth() connects it again. The other connections go on.")));
+	}
+	else
+	{
+		c->turn_hold = MemoryContextStrdup(turn_cxt, error ? error : "the OAuth refresh failed");
+		hs_conn_token_fail(c->name, c->turn_hold);
+	}
+	explicit_bzero(c->refresh_token, strlen(c->refresh_token));
+	pfree(c->refresh_token);
+	c->refresh_token = NULL;
 }

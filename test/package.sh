@@ -24,7 +24,7 @@ HS_PKG_NAME="postgresql-$HS_PKG_PGVERSION-hubspot-events"
 # the package is for Debian's PostgreSQL 15, whatever PG_CONFIG says
 export PG_CONFIG="/usr/lib/postgresql/$HS_PKG_PGVERSION/bin/pg_config"
 HS_PKG_TOOLS=(dpkg-dev debhelper postgresql-server-dev-all lintian fakeroot
-              libcurl4-openssl-dev libjson-c-dev pkg-config binutils)
+              libcurl4-openssl-dev libjson-c-dev libssl-dev pkg-config binutils)
 
 passed=0
 failed=0

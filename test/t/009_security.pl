@@ -50,6 +50,7 @@ my %settings = (
 	'hubspot_events.oauth_client_id' => 'plain',
 	'hubspot_events.oauth_client_secret_file' => 'secret_file',
 	'hubspot_events.oauth_refresh_token_file' => 'secret_file',
+	'hubspot_events.secret_key_file' => 'secret_file',
 	'hubspot_events.oauth_token_url' => 'routing',
 );
 
@@ -107,6 +108,8 @@ my @functions = (
 	[ 'hubspot_events.create_connection(text,text)', 'internal',
 		q{SELECT hubspot_events.create_connection('sec', '/nonexistent')} ],
 	[ 'hubspot_events.drop_connection(text,boolean)', 'manage', q{SELECT hubspot_events.drop_connection('sec-none')} ],
+	[ 'hubspot_events.connect_oauth(text,text,text)', 'manage',
+		q{SELECT hubspot_events.connect_oauth('sec', 'code', 'https://app.example/cb')} ],
 	[ 'hubspot_events.check_sync_triggers(regclass)', 'internal', q{SELECT hubspot_events.check_sync_triggers('public.app_att')} ],
 	[ 'hubspot_events.guard_sync_triggers()', 'internal', q{SELECT hubspot_events.guard_sync_triggers()} ],
 );
