@@ -70,12 +70,34 @@ class Bench:
                         "conditions": {"fsync": FSYNC, "mock": MOCK_MODE,
                                        "vacuum_before_drain": VACUUM_BEFORE_DRAIN,
                                        "synchronous_commit": "on (the application's transactions)"}}
+        self.results["conditions"].update(self.server_settings())
         self.mock_pid = self.find_mock_pid()
         # The worker started with the cluster, before the database "bench" existed, and
         # exited; the postmaster restarts it a few seconds later.  No scenario starts before.
         self.worker_pid(timeout_s=60)
 
     # ---- plumbing --------------------------------------------------------
+
+    # the cluster's settings as it runs them, printed with the figures
+    SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes", "wal_level",
+                "shared_buffers", "wal_buffers", "max_wal_size", "checkpoint_timeout", "work_mem",
+                "autovacuum", "jit", "hubspot_events.max_concurrency", "hubspot_events.poll_interval_ms",
+                "hubspot_events.vacuum_after", "hubspot_events.sent_retention")
+
+    def server_settings(self):
+        vals = {}
+        for name in self.SETTINGS:
+            vals[name] = self.q1("SELECT current_setting(%s, true)", (name,))
+        out = {"settings": vals}
+        # where the data directory is: fsync = on means what its disk makes of a flush
+        datadir = self.q1("SELECT current_setting('data_directory')")
+        try:
+            fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", datadir],
+                                capture_output=True, text=True, check=True).stdout.split()
+            out["data_directory_fs"] = " ".join(fs)
+        except (OSError, subprocess.CalledProcessError):
+            pass
+        return out
 
     def q(self, sql, params=None):
         with self.conn.cursor() as cur:
@@ -948,8 +970,11 @@ def main():
              6: b.s6_fairness}
     for k in sorted(ONLY):
         t = time.time()
+        load0 = open("/proc/loadavg").read().split()[:3]
         steps[k]()
         b.results["scenarios"][str(k)]["wall_s"] = time.time() - t
+        # the machine's load over each scenario (1, 5, 15 min averages at its start and end)
+        b.results["scenarios"][str(k)]["loadavg"] = [load0, open("/proc/loadavg").read().split()[:3]]
         with open(os.path.join(args.out, "results.json"), "w") as fh:
             json.dump(b.results, fh, indent=1, default=str)
     b.results["machine"] = b.machine()
