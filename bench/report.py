@@ -44,80 +44,204 @@ def gnuplot(script):
     return True
 
 
+def batch(s2, bs):
+    """scenario 2's figures for one batch size (int keys in the run, str keys in results.json)."""
+    by = s2["by_batch"]
+    return by.get(bs, by.get(str(bs)))
+
+
+def mb(kb):
+    return kb / 1024.0
+
+
 def plots(results, out, docs):
-    made = []
+    """The plots, each with its caption (what is plotted and what to see, from
+    the data): {scenario: (file, alt text, caption)}."""
+    made = {}
     s = results["scenarios"]
     if "2" in s:
         data = os.path.join(out, "drain.dat")
+        rows = sorted(s["2"]["by_batch"].items(), key=lambda kv: int(kv[0]))
         with open(data, "w") as fh:
-            for i, (bs, r) in enumerate(sorted(s["2"]["by_batch"].items(), key=lambda kv: int(kv[0]))):
-                fh.write("%d %s %.1f %.1f %.4f\n" % (i, bs, r["contacts_per_s"], r["requests_per_s"], r["worker_cpu_s_per_10k"]))
+            for i, (bs, r) in enumerate(rows):
+                fh.write("%d %s %.1f %.1f %.4f %s %s\n" % (i, bs, r["contacts_per_s"], r["requests_per_s"], r["worker_cpu_s_per_10k"],
+                                                         format(round(r["contacts_per_s"]), ","), format(round(r["requests_per_s"]), ",")))
+        top = max(r["contacts_per_s"] for _, r in rows)
+        cpus = [r["worker_cpu_s_per_10k"] for _, r in rows]
         png = os.path.join(docs, "bench-drain.png")
+        # two panels: throughput (bars at i - 1/6 and i + 1/6: two series, gap 1) and the
+        # worker's CPU per contact, each value printed on its bar
         if gnuplot("""
-set terminal pngcairo size 900,520 font "sans,11" noenhanced
+set terminal pngcairo size 1000,520 font "sans,11" noenhanced
 set output "%s"
-set title "Drain throughput by batch_size (mock answering in 2 ms, no rate limit)"
+set multiplot layout 1,2 title "Drain by batch_size (scenario 2: mock answering in 2 ms, no rate limit)"
 set style data histograms
-set style histogram clustered gap 1
 set style fill solid 0.8 border -1
-set logscale y
-set yrange [10:*]
-set ylabel "per second (log scale)"
-set y2label "worker CPU s per 10,000 contacts"
-set logscale y2
-set y2tics
-set ytics nomirror
-set xlabel "batch_size"
-set key top left
+set boxwidth 1
 set grid ytics
-plot "%s" using 3:xtic(2) title "contacts/s", "" using 4 title "requests/s", \\
-     "" using 1:5 axes x1y2 with linespoints lw 2 pt 7 title "worker CPU s / 10,000 contacts (right)"
-""" % (png, data)):
-            made.append(("bench-drain.png", "Drain throughput and the worker's CPU cost by batch size (scenario 2)"))
-    lat = os.path.join(out, "latency_ms.txt")
-    if "3" in s and os.path.exists(lat):
+set xlabel "batch_size (contacts per request)"
+set xrange [-0.6:%d.6]
+set title "Throughput"
+set style histogram clustered gap 1
+set logscale y
+set yrange [10:%g]
+set format y "%%.0f"
+set ylabel "per second (log scale)"
+set key top left Left reverse samplen 2
+plot "%s" using 3:xtic(2) lc rgb "#1f77b4" title "contacts/s", "" using 4 lc rgb "#ff7f0e" title "requests/s", \\
+     "" using ($1-1.0/6):($3*1.3):6 with labels notitle, \\
+     "" using ($1+1.0/6):($4*1.3):7 with labels notitle, \\
+     25000 with lines dt 2 lw 1.5 lc rgb "#1f77b4" title "target at batch 100: 25,000 contacts/s", \\
+     19 with lines dt 2 lw 1.5 lc rgb "#ff7f0e" title "HubSpot: 19 requests/s per account (Professional)"
+set title "The worker's CPU per contact"
+unset logscale y
+set yrange [0:%g]
+set format y "%%.2f"
+set ylabel "worker CPU s per 10,000 contacts"
+set style histogram clustered gap 2
+set key top right Left reverse samplen 2
+plot "%s" using 5:xtic(2) lc rgb "#2ca02c" notitle, \\
+     "" using 1:($5):(sprintf("%%.3f s", $5)) with labels offset 0,0.8 notitle, \\
+     0.25 with lines dt 2 lw 1.5 lc rgb "#2ca02c" title "target at batch 100: 0.25 s"
+unset multiplot
+""" % (png, len(rows) - 1, 10 ** (len("%d" % int(max(top, 25000))) + 1), data, max(cpus) * 1.25, data)):
+            first, last = rows[0], rows[-1]
+            made["2"] = ("bench-drain.png", "Drain throughput and the worker's CPU cost by batch size (scenario 2)",
+                         "Left: contacts and requests sent per second at each `batch_size` (log scale); right: the "
+                         "worker's CPU seconds per 10,000 contacts; dashed, the targets at batch_size 100 and HubSpot's "
+                         "limit for one Professional account (19 requests/s). From batch_size %s to %s, contacts/s grow "
+                         "%.0f-fold (%s to %s) while the worker's CPU per contact falls from %.3f to %.3f s per 10,000: "
+                         "much of its cost is per request, so larger batches cost less per contact."
+                         % (first[0], last[0], last[1]["contacts_per_s"] / first[1]["contacts_per_s"],
+                            format(round(first[1]["contacts_per_s"]), ","), format(round(last[1]["contacts_per_s"]), ","),
+                            first[1]["worker_cpu_s_per_10k"], last[1]["worker_cpu_s_per_10k"]))
+    lat_path = os.path.join(out, "latency_ms.txt")
+    if "3" in s and os.path.exists(lat_path):
+        r = s["3"]
+        lat = sorted(float(x) for x in open(lat_path).read().split())
+        n = len(lat)
+        # a log x axis: the body (1 to 3 ms) and the tail (up to the max and
+        # the 25 ms target) both readable; latencies at or below the left
+        # edge (those below 0 too) are drawn on it
+        steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+        positive = [x for x in lat if x > 0]
+        lo = max([t for t in steps if t <= (positive[0] if positive else 1) / 1.2] or [0.1])
+        hi = min([t for t in steps if t >= max(lat[-1], 25) * 1.3] or [steps[-1]])
+        under = sum(1 for x in lat if x <= lo)
+        data = os.path.join(out, "latency.dat")
+        with open(data, "w") as fh:
+            for i, x in enumerate(lat):
+                fh.write("%.3f %.4f\n" % (max(x, lo), 100.0 * (i + 1) / n))
         png = os.path.join(docs, "bench-latency.png")
-        n = s["3"]["received"]
         if gnuplot("""
-set terminal pngcairo size 900,520 font "sans,11" noenhanced
-set output "%s"
-set title "Commit-to-request latency, %d single-row commits at idle (cumulative)"
-set xlabel "ms from COMMIT returning to the mock receiving the request"
-set ylabel "share of commits"
-set yrange [0:1]
+set terminal pngcairo size 900,560 font "sans,11" noenhanced
+set output "%(png)s"
+set title "Commit-to-request latency, %(n)d single-row commits at idle (cumulative)"
+set xlabel "ms from COMMIT returning to the mock receiving the request (log scale)"
+set ylabel "%% of commits sent within x ms"
+set logscale x
+set xrange [%(lo)g:%(hi)g]
+set xtics (%(xtics)s)
+set yrange [0:112]
+set ytics 0,10,100
 set grid
-set key bottom right
-set arrow from 5, graph 0 to 5, graph 1 nohead dt 2 lc rgb "#888888"
-set arrow from 25, graph 0 to 25, graph 1 nohead dt 2 lc rgb "#888888"
-set label "p50 target" at 5, 0.1 offset 0.5,0
-set label "p99 target" at 25, 0.1 offset 0.5,0
-set xrange [*:30]
-plot "%s" using 1:($0+1)/%d with steps lw 2 title "commits"
-""" % (png, n, lat, n)):
-            made.append(("bench-latency.png", "Commit-to-request latency distribution (scenario 3)"))
+unset key
+set arrow from 5, graph 0 to 5, graph 1 nohead dt 2 lw 1.5 lc rgb "#555555"
+set arrow from 25, graph 0 to 25, graph 1 nohead dt 2 lw 1.5 lc rgb "#555555"
+set label "p50 target 5 ms" at 5, 3 left rotate by 90 offset -1.3,0 tc rgb "#555555"
+set label "p99 target 25 ms" at 25, 3 left rotate by 90 offset -1.3,0 tc rgb "#555555"
+set label "p50 %(p50).2f ms" at %(p50x)g, 50 point pt 7 ps 1.2 lc rgb "#d62728" offset 1,-0.8
+set label "p99 %(p99).2f ms" at %(p99x)g, 99 point pt 7 ps 1.2 lc rgb "#d62728" offset 1,-0.8
+set label "max %(max).2f ms" at %(maxx)g, 100 center point pt 6 ps 1.2 lc rgb "#d62728" offset 0,1.2
+plot "%(data)s" using 1:2 with steps lw 2 lc rgb "#1f77b4" notitle
+""" % dict(png=png, n=n, lo=lo, hi=hi, data=data, p50=r["p50_ms"], p99=r["p99_ms"], max=r["max_ms"],
+           p50x=max(r["p50_ms"], lo), p99x=max(r["p99_ms"], lo), maxx=max(lat[-1], lo),
+           xtics=", ".join('"%g" %g' % (t, t) for t in steps if lo <= t <= hi))):
+            within5 = sum(1 for x in lat if x <= 5) / n
+            within25 = sum(1 for x in lat if x <= 25) / n
+            made["3"] = ("bench-latency.png", "Commit-to-request latency distribution (scenario 3)",
+                         "The share of the %d commits whose request reached the mock within x ms (x on a log scale), with "
+                         "the two targets as dashed lines. Half are sent within %.2f ms and 99%% within %.2f ms; "
+                         "%.1f%% are within the p50 target (5 ms) and %.1f%% within the p99 target (25 ms); the slowest "
+                         "took %.2f ms.%s"
+                         % (n, r["p50_ms"], r["p99_ms"], 100 * within5, 100 * within25, r["max_ms"],
+                            (" The %d at or below %g ms (%d below 0) are drawn at the left edge." % (under, lo, r["negative"]))
+                            if under else ""))
     rss = os.path.join(out, "rss.txt")
     if "5" in s and os.path.exists(rss) and os.path.getsize(rss) > 0:
+        r = s["5"]
+        samples = [tuple(float(v) for v in line.split()) for line in open(rss) if line.strip()]
+        # the sending rate: averages over windows of a thirtieth of the drain (at least 1 s)
+        window = max(1.0, samples[-1][0] / 30)
+        rates = []
+        t0, n0 = samples[0][0], samples[0][1]
+        for el, done, _, _ in samples[1:]:
+            if el - t0 >= window - 1e-6:
+                rates.append(((n0 + done) / 2, (done - n0) / (el - t0)))
+                t0, n0 = el, done
+        data = os.path.join(out, "rss.dat")
+        with open(data, "w") as fh:
+            for el, done, vmrss, anon in samples:
+                fh.write("%d %.2f %.2f\n" % (done, mb(vmrss), mb(anon)))
+        rdata = os.path.join(out, "rate.dat")
+        with open(rdata, "w") as fh:
+            for x, y in rates:
+                fh.write("%d %.1f\n" % (x, y))
+        ymax = max(mb(v) for _, _, v, _ in samples) * 1.15
+        y2max = max([y for _, y in rates] or [1]) * 1.15
         png = os.path.join(docs, "bench-rss.png")
+        # two panels on the same x axis: the memory (both lines in MB, from zero) and the
+        # sending rate; the legend under the memory panel's axis, out of the data
         if gnuplot("""
-set terminal pngcairo size 900,520 font "sans,11" noenhanced
+set terminal pngcairo size 900,700 font "sans,11" noenhanced
 set output "%s"
-set title "The worker's memory while it sends %d contacts (scenario 5)"
-set xlabel "contacts sent"
-set ylabel "MB"
+set multiplot title "The worker's memory while it sends %s contacts (scenario 5)"
+set lmargin at screen 0.10
+set rmargin at screen 0.95
 set grid
-set key top left
 set format x "%%.0s%%c"
-set y2label "contacts/s (10 s average)"
-set y2tics
-set ytics nomirror
-prev_t = 0; prev_n = 0
-rate(t, n) = (r = (t > prev_t ? (n - prev_n) / (t - prev_t) : 0), prev_t = t, prev_n = n, r)
-plot "%s" using 2:($3/1024) with lines lw 2 title "VmRSS, MB (includes shared buffers touched)", \\
-     "" using 2:($4/1024) with lines lw 2 title "RssAnon, MB (private memory)", \\
-     "" every 10 using 2:(rate($1, $2)) axes x1y2 with lines lw 2 title "sending rate, contacts/s (right)"
-""" % (png, s["5"]["contacts"], rss)):
-            made.append(("bench-rss.png", "The worker's resident memory over the 1,000,000-contact run (scenario 5)"))
+set xrange [0:*]
+set origin 0,0.36
+set size 1,0.60
+set tmargin at screen 0.90
+set bmargin at screen 0.47
+set ylabel "MB"
+set yrange [0:%g]
+set format x ""
+set key outside bottom center horizontal
+plot "%s" using 1:2 with lines lw 2 lc rgb "#9467bd" title "VmRSS (includes the shared buffers touched)", \\
+     "" using 1:3 with lines lw 2 lc rgb "#2ca02c" title "RssAnon (private memory: a leak would show here)"
+set tmargin at screen 0.34
+set bmargin at screen 0.09
+set format x "%%.0s%%c"
+set xlabel "contacts sent"
+set ylabel "contacts/s"
+set yrange [0:%g]
+set key outside bottom center horizontal
+unset key
+set label 1 "sending rate (%.0f s averages)" at graph 0.02, graph 0.12
+plot "%s" using 1:2 with linespoints lw 1.5 pt 7 ps 0.6 lc rgb "#1f77b4" notitle
+unset multiplot
+""" % (png, format(n_target(r), ","), ymax, data, y2max, window, rdata)):
+            cap = []
+            if r.get("anon_growth_kb") is not None:
+                cap.append("RssAnon, the worker's private memory, is %.1f MB after the first %s contacts and %.1f MB at the "
+                           "end (%+.1f MB); VmRSS grows from %.1f to %.1f MB as the worker touches more of the shared "
+                           "buffers (up to `shared_buffers`), which is not its own memory."
+                           % (mb(r["anon_after_first_kb"]), format(r["rss_first_at"], ","), mb(r["anon_end_kb"]),
+                              mb(r["anon_growth_kb"]), mb(samples[0][2]), mb(samples[-1][2])))
+            if rates:
+                ys = [y for _, y in rates]
+                cap.append("The sending rate ranges from %.0f to %.0f contacts/s over the drain (%.0f on average); "
+                           "the memory does not follow it." % (min(ys), max(ys), r["contacts_per_s"]))
+            made["5"] = ("bench-rss.png", "The worker's resident memory over the %s-contact run (scenario 5)"
+                         % format(n_target(r), ","), "Top: the worker's memory (MB, from zero); bottom: how fast it sent "
+                         "(contacts/s, from zero), both against the contacts sent so far. " + " ".join(cap))
     return made
+
+
+def n_target(r):
+    return r.get("target_contacts", r["contacts"])
 
 
 def write_docs(results, out, src):
@@ -130,6 +254,15 @@ def write_docs(results, out, src):
     with open(os.path.join(docs, "benchmarks.md"), "w") as fh:
         fh.write(md)
     print("wrote %s/benchmarks.md, benchmarks.json and %d plot(s)" % (docs, len(made)), file=sys.stderr)
+
+
+def figure(L, made, scenario):
+    if scenario in made:
+        f, title, caption = made[scenario]
+        L.append("![%s](%s)" % (title, f))
+        L.append("")
+        L.append("*%s*" % caption)
+        L.append("")
 
 
 def render(results, made, src):
@@ -269,6 +402,7 @@ def render(results, made, src):
                    x["requests_per_s"], x["worker_cpu_s_per_10k"], 100 * x["worker_cpu_share"],
                    100 * (x["mock_cpu_share"] or 0), x["mock_cpu_ms_per_request"] or 0))
         add("")
+    figure(L, made, "2")
     if "3" in s:
         r = s["3"]
         add("### 3. Commit-to-request latency")
@@ -287,6 +421,7 @@ def render(results, made, src):
         add("(A latency below 0 means the request reached the mock before the client saw its COMMIT")
         add("return: the worker is woken during the commit.)")
         add("")
+    figure(L, made, "3")
     if "4" in s:
         r = s["4"]
         add("### 4. Paced delivery")
@@ -347,6 +482,7 @@ def render(results, made, src):
             add("| %s sent rows, as the drain left them | %.2f ms | %.2f ms | %.2fx |" % (format(r["sent_rows_during_claim"], ","), r["claim_ms_as_left"], r["claim_ms_baseline_as_left"], r["claim_ratio_as_left"]))
         add("| %s sent rows, after VACUUM ANALYZE (table %.0f MB) | %.2f ms | %.2f ms | %.2fx |" % (format(r["sent_rows_during_claim"], ","), r["outbox_bytes_with_sent"] / 1e6, r["claim_ms_with_sent"], r["claim_ms_without_sent"], r["claim_ratio"]))
         add("")
+    figure(L, made, "5")
     if "6" in s:
         r = s["6"]
         add("### 6. Fairness among connections")
@@ -370,12 +506,6 @@ def render(results, made, src):
         add("the others one turn at most; the backlogged connection is held to its limit by its own pacer")
         add("(the 5% below it is the pacer's safety margin on the window, 50 ms of 1 s).")
         add("")
-    if made:
-        add("## Plots")
-        add("")
-        for f, title in made:
-            add("![%s](%s)" % (title, f))
-            add("")
     # The analysis of earlier rounds (what was changed, what it gained, what is
     # left) is written by hand in docs/benchmarks.md itself: carried over from
     # the file this run replaces, when it has one.
