@@ -256,6 +256,15 @@ def write_docs(results, out, src):
     print("wrote %s/benchmarks.md, benchmarks.json and %d plot(s)" % (docs, len(made)), file=sys.stderr)
 
 
+def when(iso):
+    """results["started"] (ISO 8601, UTC) as "YYYY-MM-DD HH:MM UTC"."""
+    return (iso or "?")[:16].replace("T", " ") + (" UTC" if iso else "")
+
+
+def first(load):
+    return load[0] if load else "?"
+
+
 def figure(L, made, scenario):
     if scenario in made:
         f, title, caption = made[scenario]
@@ -265,16 +274,105 @@ def figure(L, made, scenario):
         L.append("")
 
 
+# HubSpot's limits per app and account (/work/shared/hubspot/FACTS.md, "Rate limits"):
+# requests per 10 s, and per day where the plan has one
+LIMITS = (("Free / Starter", 100, 250000), ("a marketplace OAuth app, per installing account", 110, None),
+          ("Professional / Enterprise", 190, 625000), ("with the API limit increase add-on", 250, 1000000))
+
+
+def ceiling(L, s):
+    """The real ceiling (issue 17): HubSpot's limit per account, and what the
+    worker's measured capacity (scenario 2, batch_size 100) means next to it."""
+    add = L.append
+    add("## The real ceiling: HubSpot's rate limit")
+    add("")
+    b = batch(s["2"], 100) if "2" in s else None
+    if not b:
+        add("HubSpot accepts 100 to 190 requests per 10 s from one app into one account (250 with the API limit")
+        add("add-on): at 100 contacts per request, 1,000 to 1,900 contacts/s per HubSpot account. This run did not")
+        add("drain at `batch_size` 100 (scenario 2), so it does not say how many accounts one worker can serve.")
+        add("")
+        return
+    rate, cpu = b["contacts_per_s"], b["worker_cpu_s_per_10k"]
+    per = cpu / 10000  # worker CPU seconds per contact
+
+    def accounts(req):
+        return rate / (req * 10.0)
+
+    def share(req):
+        return req * 10.0 * per
+    add("**HubSpot, not the extension, is the ceiling: it accepts 100 to 190 requests per 10 s from one app")
+    add("into one account, which at 100 contacts per request is 1,000 to 1,900 contacts/s per HubSpot account.**")
+    add("**One worker sent %s contacts/s in this run (to a mock HubSpot answering in 2 ms: the real round trip"
+        % format(round(rate), ","))
+    add("is longer, see below), enough for about %.0f accounts at their full Professional" % accounts(190))
+    add("limit (%.0f at Free/Starter), each taking %.1f%% of one CPU core (%.1f%% at Free/Starter).**"
+        % (accounts(100), 100 * share(190), 100 * share(100)))
+    add("")
+    add("The computation: the worker's capacity is scenario 2's drain at `batch_size` 100 (%s): **%s contacts/s**"
+        % ("the median of %d drains" % len(b["runs"]) if len(b.get("runs", [])) > 1 else "one drain",
+           format(round(rate), ",")))
+    add("and **%.3f worker CPU s per 10,000 contacts** (%.1f µs per contact). An account at its full limit of L"
+        % (cpu, per * 1e6))
+    add("requests per 10 s sends L × 100 / 10 contacts/s; one worker serves %s / (L × 10) such accounts, and each"
+        % format(round(rate), ","))
+    add("takes L × 10 × %.3f / 10,000 of a core:" % cpu)
+    add("")
+    add("| HubSpot's limit per app and account | requests per 10 s | contacts/s at batch 100 | accounts one worker serves at that limit | worker CPU per account at that limit |")
+    add("|---|---:|---:|---:|---:|")
+    for name, req, _ in LIMITS:
+        add("| %s | %d | %s | %s / %s = %.1f | %s × %.3f / 10,000 = %.1f%% of a core |"
+            % (name, req, format(req * 10, ","), format(round(rate), ","), format(req * 10, ","), accounts(req),
+               format(req * 10, ","), cpu, 100 * share(req)))
+    add("")
+    add("What this does not include:")
+    add("")
+    add("- **HubSpot's round trip.** The mock answered each request in 2 ms. The worker keeps at most")
+    add("  `max_concurrency` requests in flight (4 by default), so against a round trip of R ms it sends at most")
+    add("  `max_concurrency` × `batch_size` contacts per R ms: with 4 and 100, 4,000 contacts/s at R = 100 ms and")
+    add("  2,000 at R = 200 ms, about one Professional account at its limit (this run does not measure HubSpot's")
+    add("  round trip). With round trips that long, the requests in flight, not the CPU, bound the accounts one")
+    add("  worker serves: raise `max_concurrency` (up to 64) to serve more.")
+    add("- **HubSpot's daily limit.** Each account also has a daily limit: %s requests (Free/Starter,"
+        % " / ".join(format(d, ",") for _, _, d in LIMITS if d))
+    add("  Professional/Enterprise, the add-on), which spread over 24 hours is %s contacts/s at 100 per"
+        % " / ".join(format(round(d * 100 / 86400), ",") for _, _, d in LIMITS if d))
+    add("  request. A backlog can go at the 10-second limit for hours, not all day.")
+    add("- **One account per connection.** The drain is one connection; serving several accounts means one")
+    add("  connection each (`hubspot_events.connections`, issue 15), each with its own token and pacing, the")
+    add("  worker sharing its turns among them (scenario 6).")
+    add("- **One process.** The worker is one process, so it uses at most one core: in the drain it used %.0f%%"
+        % (100 * b["worker_cpu_share"]))
+    add("  of one, and waited the rest of the time (for the mock's answers and for the disk).")
+    add("")
+
+
 def render(results, made, src):
     m = results.get("machine", {})
     s = results["scenarios"]
     L = []
     add = L.append
+    c = results.get("conditions", {"fsync": "off", "mock": "lean", "vacuum_before_drain": True})
+    st = c.get("settings", {})
     add("# Benchmarks")
     add("")
     add("Produced by `bash bench/run.sh`, as root (issue 6); this file, `benchmarks.json` (every figure) and the")
     add("plots are written by the run. Scale: **%s** (1 is the full size of issue 6)." % results["scale"])
+    if float(results["scale"]) != 1:
+        add("**A scaled-down development run: its figures are not the suite's.**")
     add("")
+    add("Every figure up to the Analysis (which compares earlier runs) comes from one run (scenarios %s),"
+        % ", ".join(sorted(s, key=int)))
+    add("started %s and ended %s, on %s cores of %s;"
+        % (when(results.get("started")), m.get("date"), m.get("cores"), m.get("cpu")))
+    add("load average (1 min) %s at the start and %s at the end; `fsync = %s`, `synchronous_commit = %s`, `shared_buffers`"
+        % (first(results.get("loadavg_at_start")), first(m.get("loadavg_at_end")), st.get("fsync", c.get("fsync")),
+           st.get("synchronous_commit", "on"), ))
+    add("%s, the mock HubSpot in %s mode. The machine, every setting and the load during each scenario:"
+        % (st.get("shared_buffers", "128MB"), c.get("mock")))
+    add("[The machine and the run](#the-machine-and-the-run).")
+    add("")
+    ceiling(L, s)
     add("## Results")
     add("")
     add(fmt_table(results["rows"], markdown=True))
@@ -288,26 +386,48 @@ def render(results, made, src):
     add("| memory | %s GB |" % m.get("memory_gb"))
     add("| kernel | Linux %s |" % m.get("kernel"))
     add("| PostgreSQL | %s%s |" % (m.get("pg"), (" (`%s`)" % m["pg_config"]) if m.get("pg_config") else ""))
-    add("| date | %s |" % m.get("date"))
+    if c.get("data_directory_fs"):
+        add("| the cluster's data directory | %s (a throwaway cluster in the run's work folder) |" % c["data_directory_fs"])
+    add("| date | started %s, ended %s |" % (when(results.get("started")), m.get("date")))
     add("| load average (1, 5, 15 min) | %s at the start, %s at the end |"
         % (" ".join(results.get("loadavg_at_start", [])), " ".join(m.get("loadavg_at_end", []))))
     add("")
+    loads = [(k, s[k]["loadavg"]) for k in sorted(s, key=int) if s[k].get("loadavg")]
+    if loads:
+        add("The load during each scenario (load average over 1, 5 and 15 minutes at its start and end, and its duration):")
+        add("")
+        add("| scenario | duration | load at the start | load at the end |")
+        add("|---|---:|---|---|")
+        for k, (a, b) in loads:
+            add("| %s | %.0f s | %s | %s |" % (k, s[k].get("wall_s", 0), " ".join(a), " ".join(b)))
+        add("")
     add("Nothing else is known to have run on the machine: the load average above says how busy it was.")
+    if loads:
+        add("(The benchmark's own processes, the client, the backend, the worker and the mock, keep about one")
+        add("core busy, which the 1-minute figure counts.)")
     add("Absolute figures vary between machines and runs; the targets that can be are ratios measured in")
     add("the same run, and scenario 1 takes the median of %s runs per variant in rotating order."
         % s.get("1", {}).get("reps", "several"))
     add("")
-    c = results.get("conditions", {"fsync": "off", "mock": "lean", "vacuum_before_drain": True})
-    add("The conditions: `fsync = %s`, `synchronous_commit = on` for the application's transactions,"
-        % c.get("fsync"))
+    add("The conditions: `fsync = %s`, `synchronous_commit = %s` for the application's transactions,"
+        % (st.get("fsync", c.get("fsync")), st.get("synchronous_commit", "on")))
     add("the outbox %s before each drain, the mock HubSpot (`test/mock_hubspot.py`) in %s mode"
         % ("vacuumed" if c.get("vacuum_before_drain") else "never vacuumed", c.get("mock")))
-    add("(%s). The cluster is a throwaway one started by `test/lib.sh` (`max_wal_size = 4GB`;"
+    add("(%s). The cluster is a throwaway one started by `test/lib.sh`, with the extension preloaded and"
         % ("every request recorded and its body checked against HubSpot's schema" if c.get("mock") == "full"
            else "`--lean`: no requests kept in memory, no schema check of bodies"))
-    add("shared_buffers at its default 128 MB), with the extension preloaded and its worker serving the")
-    add("database `bench` (`max_concurrency` 4, the default). The mock's cost is measured in every drain")
-    add("(see scenario 2).")
+    add("its worker serving the database `bench`. The mock's cost is measured in every drain (see scenario 2).")
+    if st:
+        add("The settings as the cluster ran them (`current_setting()` at the start of the run; the scenarios")
+        add("then set the worker's `batch_size` and `rate_limit` as each one says):")
+        add("")
+        add("| setting | value |")
+        add("|---|---|")
+        for k, v in st.items():
+            add("| `%s` | %s |" % (k, "(not set)" if v is None else v))
+    else:
+        add("(`max_wal_size = 4GB`; shared_buffers at its default 128 MB; `max_concurrency` 4, the default:")
+        add("this run did not record the cluster's settings.)")
     add("")
     add("## Method and details")
     add("")
