@@ -445,9 +445,9 @@ def render(results, made, src):
         nstmt = -(-r["rows"] // per_stmt)
         add("lower bound for the hand-written way. %s rows per run: **bulk** is %s" % (format(r["rows"], ","),
             "one statement" if nstmt == 1 else "%d statements" % nstmt))
-        add("`INSERT ... SELECT` of %s rows%s, one transaction each, sent by the client (the application's"
-            % (format(per_stmt, ","), "" if nstmt == 1 else " each"))
-        add("bulk write of issue 17: a 10,000-row INSERT); **single** is")
+        add("`INSERT ... SELECT` of %s rows%s, sent by the client (the application's bulk write of issue"
+            % (format(per_stmt, ","), " in its own transaction" if nstmt == 1 else " each, one transaction each"))
+        add("17: a 10,000-row INSERT); **single** is")
         add("a server-side `DO` loop of single-row `INSERT ... VALUES` statements, committing every 1,000 rows")
         add("(no client round trip per row, so the figure is the server's cost). The worker is paused (its")
         add("outbox rows are not sent meanwhile); every run starts from truncated tables after a CHECKPOINT.")
@@ -456,7 +456,7 @@ def render(results, made, src):
         if has_cpu:
             add("Each run is timed twice: wall time at the client, and the CPU time of the backend that runs")
             add("the INSERTs (`/proc/<pid>/schedstat`, nanoseconds). The machine was shared, and wall time")
-            add("swung with other people's load (in a profiling run under heavy load the wall-time ratio")
+            add("swung with other people's load (in an earlier profiling run under heavy load the wall-time ratio")
             add("sync/hand came out 0.69x, against about 1.0x on a quieter machine), so the targets are judged")
             add("on the backend's CPU time; both are shown.")
             add("")
@@ -624,7 +624,8 @@ def render(results, made, src):
         add("The worker shares each turn among the connections with due rows (round robin, each at most its")
         add("share of the claim and what its own window lets start now), so a connection's backlog costs")
         add("the others one turn at most; the backlogged connection is held to its limit by its own pacer")
-        add("(the 5% below it is the pacer's safety margin on the window, 50 ms of 1 s).")
+        add("(%.1f%% below it here; the pacer's safety margin on the window, 50 ms of 1 s, is 5%% of it)."
+            % (100 * (1 - r["big_share"])))
         add("")
     # The analysis of earlier rounds (what was changed, what it gained, what is
     # left) is written by hand in docs/benchmarks.md itself: carried over from
