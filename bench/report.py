@@ -238,8 +238,8 @@ unset multiplot
                               mb(r["anon_growth_kb"]), mb(samples[0][2]), mb(samples[-1][2])))
             if rates:
                 ys = [y for _, y in rates]
-                cap.append("The sending rate ranges from %.0f to %.0f contacts/s over the drain (%.0f on average); "
-                           "the memory does not follow it." % (min(ys), max(ys), r["contacts_per_s"]))
+                cap.append("The sending rate ranges from %s to %s contacts/s over the drain (%s on average); "
+                           "the memory does not follow it." % tuple(format(round(v), ",") for v in (min(ys), max(ys), r["contacts_per_s"])))
             made["5"] = ("bench-rss.png", "The worker's resident memory over the %s-contact run (scenario 5)"
                          % format(n_target(r), ","), "Top: the worker's memory (MB, from zero); bottom: how fast it sent "
                          "(contacts/s, from zero), both against the contacts sent so far. " + " ".join(cap))
