@@ -169,7 +169,8 @@ plot "%(data)s" using 1:2 with steps lw 2 lc rgb "#1f77b4" notitle
                          "%.1f%% are within the p50 target (5 ms) and %.1f%% within the p99 target (25 ms); the slowest "
                          "took %.2f ms.%s"
                          % (n, r["p50_ms"], r["p99_ms"], 100 * within5, 100 * within25, r["max_ms"],
-                            (" The %d at or below %g ms (%d below 0) are drawn at the left edge." % (under, lo, r["negative"]))
+                            (" %d latenc%s at or below %g ms (%d below 0) %s drawn at the left edge."
+                             % (under, "y" if under == 1 else "ies", lo, r["negative"], "is" if under == 1 else "are"))
                             if under else ""))
     rss = os.path.join(out, "rss.txt")
     if "5" in s and os.path.exists(rss) and os.path.getsize(rss) > 0:
