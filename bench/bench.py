@@ -70,12 +70,34 @@ class Bench:
                         "conditions": {"fsync": FSYNC, "mock": MOCK_MODE,
                                        "vacuum_before_drain": VACUUM_BEFORE_DRAIN,
                                        "synchronous_commit": "on (the application's transactions)"}}
+        self.results["conditions"].update(self.server_settings())
         self.mock_pid = self.find_mock_pid()
         # The worker started with the cluster, before the database "bench" existed, and
         # exited; the postmaster restarts it a few seconds later.  No scenario starts before.
         self.worker_pid(timeout_s=60)
 
     # ---- plumbing --------------------------------------------------------
+
+    # the cluster's settings as it runs them, printed with the figures
+    SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes", "wal_level",
+                "shared_buffers", "wal_buffers", "max_wal_size", "checkpoint_timeout", "work_mem",
+                "autovacuum", "jit", "hubspot_events.max_concurrency", "hubspot_events.poll_interval_ms",
+                "hubspot_events.vacuum_after", "hubspot_events.sent_retention")
+
+    def server_settings(self):
+        vals = {}
+        for name in self.SETTINGS:
+            vals[name] = self.q1("SELECT current_setting(%s, true)", (name,))
+        out = {"settings": vals}
+        # where the data directory is: fsync = on means what its disk makes of a flush
+        datadir = self.q1("SELECT current_setting('data_directory')")
+        try:
+            fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", datadir],
+                                capture_output=True, text=True, check=True).stdout.split()
+            out["data_directory_fs"] = " ".join(fs)
+        except (OSError, subprocess.CalledProcessError):
+            pass
+        return out
 
     def q(self, sql, params=None):
         with self.conn.cursor() as cur:
@@ -322,8 +344,10 @@ class Bench:
 
     def s1_write_overhead(self):
         n = scaled(100000)
+        # issue 17: the application's bulk write is a 10,000-row INSERT (fewer when scaled down)
+        per_stmt = min(10000, n)
         reps = int(os.environ.get("BENCH_WRITE_REPS", "5"))
-        log("1. write overhead: %d rows per run, %d runs per variant" % (n, reps))
+        log("1. write overhead: %d rows per run (bulk: %d rows per INSERT), %d runs per variant" % (n, per_stmt, reps))
         self.q("""
             DROP TABLE IF EXISTS att_bare, att_sync, att_hand, hand_outbox CASCADE;
             CREATE TABLE att_bare (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -382,8 +406,8 @@ class Bench:
                     cpu0 = self.oncpu_s(bpid)
                     start = time.perf_counter()
                     if mode == "bulk":
-                        for lo in range(1, n + 1, 1000):
-                            self.q(bulk_sql.format(t=t), (lo, min(n, lo + 999)))
+                        for lo in range(1, n + 1, per_stmt):
+                            self.q(bulk_sql.format(t=t), (lo, min(n, lo + per_stmt - 1)))
                     else:
                         self.q(loop_sql.format(t=t, n=n))
                     el = time.perf_counter() - start
@@ -400,7 +424,7 @@ class Bench:
                 self.perf_stop(h)
         check = self.q1("SELECT count(*) FROM hubspot_events.outbox")
         self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, hubspot_events.outbox")
-        res = {"rows": n, "reps": reps, "contact_sync": ours, "contact_hand": hand, "last_outbox_rows": check}
+        res = {"rows": n, "bulk_rows_per_statement": per_stmt, "reps": reps, "contact_sync": ours, "contact_hand": hand, "last_outbox_rows": check}
         for mode in ("bulk", "single"):
             med = {v: statistics.median(times[(mode, v)]) for v in ("bare", "sync", "hand")}
             cmed = {v: statistics.median(cpus[(mode, v)]) for v in ("bare", "sync", "hand")}
@@ -863,7 +887,8 @@ class Bench:
         def row(sc, what, value, target, ok):
             rows.append((sc, what, value, target, None if ok is None else ("PASS" if ok else "MISS")))
         if "1" in s:
-            for mode, label in (("bulk", "1,000 rows per INSERT"), ("single", "single-row INSERTs")):
+            per_stmt = s["1"].get("bulk_rows_per_statement", 1000)
+            for mode, label in (("bulk", "%s rows per INSERT" % format(per_stmt, ",")), ("single", "single-row INSERTs")):
                 r = s["1"][mode]
                 row("1 write", "%s: sync_attendance / hand-written" % label, "%.2fx" % r["sync_vs_hand"], "<= 0.7x", r["sync_vs_hand"] <= 0.7)
                 # issue 17's targets: 3x a bare INSERT in bulk, 2x single-row (0.4.0's: 5x)
@@ -945,8 +970,11 @@ def main():
              6: b.s6_fairness}
     for k in sorted(ONLY):
         t = time.time()
+        load0 = open("/proc/loadavg").read().split()[:3]
         steps[k]()
         b.results["scenarios"][str(k)]["wall_s"] = time.time() - t
+        # the machine's load over each scenario (1, 5, 15 min averages at its start and end)
+        b.results["scenarios"][str(k)]["loadavg"] = [load0, open("/proc/loadavg").read().split()[:3]]
         with open(os.path.join(args.out, "results.json"), "w") as fh:
             json.dump(b.results, fh, indent=1, default=str)
     b.results["machine"] = b.machine()

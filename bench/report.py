@@ -40,84 +40,215 @@ def gnuplot(script):
     if not shutil.which("gnuplot"):
         print("gnuplot not found: no plot", file=sys.stderr)
         return False
-    subprocess.run(["gnuplot"], input=script.encode(), check=True)
+    p = subprocess.run(["gnuplot"], input=script.encode())
+    if p.returncode != 0:
+        # (a plot is not worth the report: e.g. too few samples in a scaled-down run)
+        print("gnuplot failed: no plot", file=sys.stderr)
+        return False
     return True
 
 
+def batch(s2, bs):
+    """scenario 2's figures for one batch size (int keys in the run, str keys in results.json)."""
+    by = s2["by_batch"]
+    return by.get(bs, by.get(str(bs)))
+
+
+def mb(kb):
+    return kb / 1024.0
+
+
 def plots(results, out, docs):
-    made = []
+    """The plots, each with its caption (what is plotted and what to see, from
+    the data): {scenario: (file, alt text, caption)}."""
+    made = {}
     s = results["scenarios"]
     if "2" in s:
         data = os.path.join(out, "drain.dat")
+        rows = sorted(s["2"]["by_batch"].items(), key=lambda kv: int(kv[0]))
         with open(data, "w") as fh:
-            for i, (bs, r) in enumerate(sorted(s["2"]["by_batch"].items(), key=lambda kv: int(kv[0]))):
-                fh.write("%d %s %.1f %.1f %.4f\n" % (i, bs, r["contacts_per_s"], r["requests_per_s"], r["worker_cpu_s_per_10k"]))
+            for i, (bs, r) in enumerate(rows):
+                fh.write("%d %s %.1f %.1f %.4f %s %s\n" % (i, bs, r["contacts_per_s"], r["requests_per_s"], r["worker_cpu_s_per_10k"],
+                                                         format(round(r["contacts_per_s"]), ","), format(round(r["requests_per_s"]), ",")))
+        top = max(r["contacts_per_s"] for _, r in rows)
+        cpus = [r["worker_cpu_s_per_10k"] for _, r in rows]
         png = os.path.join(docs, "bench-drain.png")
+        # two panels: throughput (bars at i - 1/6 and i + 1/6: two series, gap 1) and the
+        # worker's CPU per contact, each value printed on its bar
         if gnuplot("""
-set terminal pngcairo size 900,520 font "sans,11" noenhanced
+set terminal pngcairo size 1000,520 font "sans,11" noenhanced
 set output "%s"
-set title "Drain throughput by batch_size (mock answering in 2 ms, no rate limit)"
+set multiplot layout 1,2 title "Drain by batch_size (scenario 2: mock answering in 2 ms, no rate limit)"
 set style data histograms
-set style histogram clustered gap 1
 set style fill solid 0.8 border -1
-set logscale y
-set yrange [10:*]
-set ylabel "per second (log scale)"
-set y2label "worker CPU s per 10,000 contacts"
-set logscale y2
-set y2tics
-set ytics nomirror
-set xlabel "batch_size"
-set key top left
+set boxwidth 1
 set grid ytics
-plot "%s" using 3:xtic(2) title "contacts/s", "" using 4 title "requests/s", \\
-     "" using 1:5 axes x1y2 with linespoints lw 2 pt 7 title "worker CPU s / 10,000 contacts (right)"
-""" % (png, data)):
-            made.append(("bench-drain.png", "Drain throughput and the worker's CPU cost by batch size (scenario 2)"))
-    lat = os.path.join(out, "latency_ms.txt")
-    if "3" in s and os.path.exists(lat):
+set xlabel "batch_size (contacts per request)"
+set xrange [-0.6:%d.6]
+set title "Throughput"
+set style histogram clustered gap 1
+set logscale y
+set yrange [10:%g]
+set format y "%%.0f"
+set ylabel "per second (log scale)"
+set key top left Left reverse samplen 2
+plot "%s" using 3:xtic(2) lc rgb "#1f77b4" title "contacts/s", "" using 4 lc rgb "#ff7f0e" title "requests/s", \\
+     "" using ($1-1.0/6):($3*1.3):6 with labels notitle, \\
+     "" using ($1+1.0/6):($4*1.3):7 with labels notitle, \\
+     25000 with lines dt 2 lw 1.5 lc rgb "#1f77b4" title "target at batch 100: 25,000 contacts/s", \\
+     19 with lines dt 2 lw 1.5 lc rgb "#ff7f0e" title "HubSpot, one account: 19 requests/s"
+set title "The worker's CPU per contact"
+unset logscale y
+set yrange [0:%g]
+set format y "%%.2f"
+set ylabel "worker CPU s per 10,000 contacts"
+set style histogram clustered gap 2
+set key top right Left reverse samplen 2
+plot "%s" using 5:xtic(2) lc rgb "#2ca02c" notitle, \\
+     "" using 1:($5):(sprintf("%%.3f s", $5)) with labels offset 0,0.8 notitle, \\
+     0.25 with lines dt 2 lw 1.5 lc rgb "#2ca02c" title "target at batch 100: 0.25 s"
+unset multiplot
+""" % (png, len(rows) - 1, 10 ** (len("%d" % int(max(top, 25000))) + 1), data, max(cpus) * 1.25, data)):
+            first, last = rows[0], rows[-1]
+            made["2"] = ("bench-drain.png", "Drain throughput and the worker's CPU cost by batch size (scenario 2)",
+                         "Left: contacts and requests sent per second at each `batch_size` (log scale); right: the "
+                         "worker's CPU seconds per 10,000 contacts; dashed, the targets at batch_size 100 and HubSpot's "
+                         "limit for one Professional account (19 requests/s). From batch_size %s to %s, contacts/s grow "
+                         "%.0f-fold (%s to %s) while the worker's CPU per contact falls from %.3f to %.3f s per 10,000: "
+                         "much of its cost is per request, so larger batches cost less per contact."
+                         % (first[0], last[0], last[1]["contacts_per_s"] / first[1]["contacts_per_s"],
+                            format(round(first[1]["contacts_per_s"]), ","), format(round(last[1]["contacts_per_s"]), ","),
+                            first[1]["worker_cpu_s_per_10k"], last[1]["worker_cpu_s_per_10k"]))
+    lat_path = os.path.join(out, "latency_ms.txt")
+    if "3" in s and os.path.exists(lat_path):
+        r = s["3"]
+        lat = sorted(float(x) for x in open(lat_path).read().split())
+        n = len(lat)
+        # a log x axis: the body (1 to 3 ms) and the tail (up to the max and
+        # the 25 ms target) both readable; latencies at or below the left
+        # edge (those below 0 too) are drawn on it
+        steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+        positive = [x for x in lat if x > 0]
+        lo = max([t for t in steps if t <= (positive[0] if positive else 1) / 1.2] or [0.1])
+        hi = min([t for t in steps if t >= max(lat[-1], 25) * 1.3] or [steps[-1]])
+        under = sum(1 for x in lat if x <= lo)
+        data = os.path.join(out, "latency.dat")
+        with open(data, "w") as fh:
+            for i, x in enumerate(lat):
+                fh.write("%.3f %.4f\n" % (max(x, lo), 100.0 * (i + 1) / n))
         png = os.path.join(docs, "bench-latency.png")
-        n = s["3"]["received"]
         if gnuplot("""
-set terminal pngcairo size 900,520 font "sans,11" noenhanced
-set output "%s"
-set title "Commit-to-request latency, %d single-row commits at idle (cumulative)"
-set xlabel "ms from COMMIT returning to the mock receiving the request"
-set ylabel "share of commits"
-set yrange [0:1]
+set terminal pngcairo size 900,560 font "sans,11" noenhanced
+set output "%(png)s"
+set title "Commit-to-request latency, %(n)d single-row commits at idle (cumulative)"
+set xlabel "ms from COMMIT returning to the mock receiving the request (log scale)"
+set ylabel "%% of commits sent within x ms"
+set logscale x
+set xrange [%(lo)g:%(hi)g]
+set xtics (%(xtics)s)
+set yrange [0:112]
+set ytics 0,10,100
 set grid
-set key bottom right
-set arrow from 5, graph 0 to 5, graph 1 nohead dt 2 lc rgb "#888888"
-set arrow from 25, graph 0 to 25, graph 1 nohead dt 2 lc rgb "#888888"
-set label "p50 target" at 5, 0.1 offset 0.5,0
-set label "p99 target" at 25, 0.1 offset 0.5,0
-set xrange [*:30]
-plot "%s" using 1:($0+1)/%d with steps lw 2 title "commits"
-""" % (png, n, lat, n)):
-            made.append(("bench-latency.png", "Commit-to-request latency distribution (scenario 3)"))
+unset key
+set arrow from 5, graph 0 to 5, graph 1 nohead dt 2 lw 1.5 lc rgb "#555555"
+set arrow from 25, graph 0 to 25, graph 1 nohead dt 2 lw 1.5 lc rgb "#555555"
+set label "p50 target 5 ms" at 5, 3 left rotate by 90 offset -1.3,0 tc rgb "#555555"
+set label "p99 target 25 ms" at 25, 3 left rotate by 90 offset -1.3,0 tc rgb "#555555"
+set label "p50 %(p50).2f ms" at %(p50x)g, 50 point pt 7 ps 1.2 lc rgb "#d62728" offset 1,-0.8
+set label "p99 %(p99).2f ms" at %(p99x)g, 99 point pt 7 ps 1.2 lc rgb "#d62728" offset 1,-0.8
+set label "max %(max).2f ms" at %(maxx)g, 100 center point pt 6 ps 1.2 lc rgb "#d62728" offset 0,1.2
+plot "%(data)s" using 1:2 with steps lw 2 lc rgb "#1f77b4" notitle
+""" % dict(png=png, n=n, lo=lo, hi=hi, data=data, p50=r["p50_ms"], p99=r["p99_ms"], max=r["max_ms"],
+           p50x=max(r["p50_ms"], lo), p99x=max(r["p99_ms"], lo), maxx=max(lat[-1], lo),
+           xtics=", ".join('"%g" %g' % (t, t) for t in steps if lo <= t <= hi))):
+            within5 = sum(1 for x in lat if x <= 5) / n
+            within25 = sum(1 for x in lat if x <= 25) / n
+            made["3"] = ("bench-latency.png", "Commit-to-request latency distribution (scenario 3)",
+                         "The share of the %d commits whose request reached the mock within x ms (x on a log scale), with "
+                         "the two targets as dashed lines. Half are sent within %.2f ms and 99%% within %.2f ms; "
+                         "%.1f%% are within the p50 target (5 ms) and %.1f%% within the p99 target (25 ms); the slowest "
+                         "took %.2f ms.%s"
+                         % (n, r["p50_ms"], r["p99_ms"], 100 * within5, 100 * within25, r["max_ms"],
+                            (" %d latenc%s at or below %g ms (%d below 0) %s drawn at the left edge."
+                             % (under, "y" if under == 1 else "ies", lo, r["negative"], "is" if under == 1 else "are"))
+                            if under else ""))
     rss = os.path.join(out, "rss.txt")
     if "5" in s and os.path.exists(rss) and os.path.getsize(rss) > 0:
+        r = s["5"]
+        samples = [tuple(float(v) for v in line.split()) for line in open(rss) if line.strip()]
+        # the sending rate: averages over windows of a thirtieth of the drain (at least 1 s)
+        window = max(1.0, samples[-1][0] / 30)
+        rates = []
+        t0, n0 = samples[0][0], samples[0][1]
+        for el, done, _, _ in samples[1:]:
+            if el - t0 >= window - 1e-6:
+                rates.append(((n0 + done) / 2, (done - n0) / (el - t0)))
+                t0, n0 = el, done
+        data = os.path.join(out, "rss.dat")
+        with open(data, "w") as fh:
+            for el, done, vmrss, anon in samples:
+                fh.write("%d %.2f %.2f\n" % (done, mb(vmrss), mb(anon)))
+        rdata = os.path.join(out, "rate.dat")
+        # (a drain shorter than a window: its average)
+        points = rates or [(samples[-1][1], r["contacts_per_s"])]
+        with open(rdata, "w") as fh:
+            for x, y in points:
+                fh.write("%d %.1f\n" % (x, y))
+        ymax = max(mb(v) for _, _, v, _ in samples) * 1.15
+        y2max = max(y for _, y in points) * 1.15
         png = os.path.join(docs, "bench-rss.png")
+        # two panels on the same x axis: the memory (both lines in MB, from zero) and the
+        # sending rate; the legend under the memory panel's axis, out of the data
         if gnuplot("""
-set terminal pngcairo size 900,520 font "sans,11" noenhanced
+set terminal pngcairo size 900,700 font "sans,11" noenhanced
 set output "%s"
-set title "The worker's memory while it sends %d contacts (scenario 5)"
-set xlabel "contacts sent"
-set ylabel "MB"
+set multiplot title "The worker's memory while it sends %s contacts (scenario 5)"
+set lmargin at screen 0.10
+set rmargin at screen 0.95
 set grid
-set key top left
 set format x "%%.0s%%c"
-set y2label "contacts/s (10 s average)"
-set y2tics
-set ytics nomirror
-prev_t = 0; prev_n = 0
-rate(t, n) = (r = (t > prev_t ? (n - prev_n) / (t - prev_t) : 0), prev_t = t, prev_n = n, r)
-plot "%s" using 2:($3/1024) with lines lw 2 title "VmRSS, MB (includes shared buffers touched)", \\
-     "" using 2:($4/1024) with lines lw 2 title "RssAnon, MB (private memory)", \\
-     "" every 10 using 2:(rate($1, $2)) axes x1y2 with lines lw 2 title "sending rate, contacts/s (right)"
-""" % (png, s["5"]["contacts"], rss)):
-            made.append(("bench-rss.png", "The worker's resident memory over the 1,000,000-contact run (scenario 5)"))
+set xrange [0:*]
+set origin 0,0.36
+set size 1,0.60
+set tmargin at screen 0.90
+set bmargin at screen 0.47
+set ylabel "MB"
+set yrange [0:%g]
+set format x ""
+set key outside bottom center horizontal
+plot "%s" using 1:2 with lines lw 2 lc rgb "#9467bd" title "VmRSS (includes the shared buffers touched)", \\
+     "" using 1:3 with lines lw 2 lc rgb "#2ca02c" title "RssAnon (private memory: a leak would show here)"
+set tmargin at screen 0.34
+set bmargin at screen 0.09
+set format x "%%.0s%%c"
+set xlabel "contacts sent"
+set ylabel "contacts/s"
+set yrange [0:%g]
+set key outside bottom center horizontal
+unset key
+set label 1 "sending rate (%.0f s averages)" at graph 0.02, graph 0.12
+plot "%s" using 1:2 with linespoints lw 1.5 pt 7 ps 0.6 lc rgb "#1f77b4" notitle
+unset multiplot
+""" % (png, format(n_target(r), ","), ymax, data, y2max, window, rdata)):
+            cap = []
+            if r.get("anon_growth_kb") is not None:
+                cap.append("RssAnon, the worker's private memory, is %.1f MB after the first %s contacts and %.1f MB at the "
+                           "end (%+.1f MB); VmRSS grows from %.1f to %.1f MB as the worker touches more of the shared "
+                           "buffers (up to `shared_buffers`), which is not its own memory."
+                           % (mb(r["anon_after_first_kb"]), format(r["rss_first_at"], ","), mb(r["anon_end_kb"]),
+                              mb(r["anon_growth_kb"]), mb(samples[0][2]), mb(samples[-1][2])))
+            if rates:
+                ys = [y for _, y in rates]
+                cap.append("The sending rate ranges from %s to %s contacts/s over the drain (%s on average); "
+                           "the memory does not follow it." % tuple(format(round(v), ",") for v in (min(ys), max(ys), r["contacts_per_s"])))
+            made["5"] = ("bench-rss.png", "The worker's resident memory over the %s-contact run (scenario 5)"
+                         % format(n_target(r), ","), "Top: the worker's memory (MB, from zero); bottom: how fast it sent "
+                         "(contacts/s, from zero), both against the contacts sent so far. " + " ".join(cap))
     return made
+
+
+def n_target(r):
+    return r.get("target_contacts", r["contacts"])
 
 
 def write_docs(results, out, src):
@@ -132,16 +263,128 @@ def write_docs(results, out, src):
     print("wrote %s/benchmarks.md, benchmarks.json and %d plot(s)" % (docs, len(made)), file=sys.stderr)
 
 
+def when(iso):
+    """results["started"] (ISO 8601, UTC) as "YYYY-MM-DD HH:MM UTC"."""
+    return (iso or "?")[:16].replace("T", " ") + (" UTC" if iso else "")
+
+
+def first(load):
+    return load[0] if load else "?"
+
+
+def figure(L, made, scenario):
+    if scenario in made:
+        f, title, caption = made[scenario]
+        L.append("![%s](%s)" % (title, f))
+        L.append("")
+        L.append("*%s*" % caption)
+        L.append("")
+
+
+# HubSpot's limits per app and account (/work/shared/hubspot/FACTS.md, "Rate limits"):
+# requests per 10 s, and per day where the plan has one
+LIMITS = (("Free / Starter", 100, 250000), ("a marketplace OAuth app, per installing account", 110, None),
+          ("Professional / Enterprise", 190, 625000), ("with the API limit increase add-on", 250, 1000000))
+
+
+def ceiling(L, s, st):
+    """The real ceiling (issue 17): HubSpot's limit per account, and what the
+    worker's measured capacity (scenario 2, batch_size 100) means next to it."""
+    add = L.append
+    add("## The real ceiling: HubSpot's rate limit")
+    add("")
+    b = batch(s["2"], 100) if "2" in s else None
+    if not b:
+        add("HubSpot accepts 100 to 190 requests per 10 s from one app into one account (250 with the API limit")
+        add("add-on): at 100 contacts per request, 1,000 to 1,900 contacts/s per HubSpot account. This run did not")
+        add("drain at `batch_size` 100 (scenario 2), so it does not say how many accounts one worker can serve.")
+        add("")
+        return
+    rate, cpu = b["contacts_per_s"], b["worker_cpu_s_per_10k"]
+    per = cpu / 10000  # worker CPU seconds per contact
+    conc = int(st.get("hubspot_events.max_concurrency") or 4)
+
+    def accounts(req):
+        return rate / (req * 10.0)
+
+    def share(req):
+        return req * 10.0 * per
+    add("**HubSpot, not the extension, is the ceiling: it accepts 100 to 190 requests per 10 s from one app")
+    add("into one account, which at 100 contacts per request is 1,000 to 1,900 contacts/s per HubSpot account.**")
+    add("**One worker sent %s contacts/s in this run (to a mock HubSpot answering in 2 ms: the real round trip"
+        % format(round(rate), ","))
+    add("is longer, see below), enough for about %.0f accounts at their full Professional" % accounts(190))
+    add("limit (%.0f at Free/Starter), each taking %.1f%% of one CPU core (%.1f%% at Free/Starter).**"
+        % (accounts(100), 100 * share(190), 100 * share(100)))
+    add("")
+    add("The computation: the worker's capacity is scenario 2's drain at `batch_size` 100 (%s): **%s contacts/s**"
+        % ("the median of %d drains" % len(b["runs"]) if len(b.get("runs", [])) > 1 else "one drain",
+           format(round(rate), ",")))
+    add("and **%.3f worker CPU s per 10,000 contacts** (%.1f µs per contact). An account at its full limit of L"
+        % (cpu, per * 1e6))
+    add("requests per 10 s sends L × 100 / 10 contacts/s; one worker serves %s / (L × 10) such accounts, and each"
+        % format(round(rate), ","))
+    add("takes L × 10 × %.3f / 10,000 of a core:" % cpu)
+    add("")
+    add("| HubSpot's limit per app and account | requests per 10 s | contacts/s at batch 100 | accounts one worker serves at that limit | worker CPU per account at that limit |")
+    add("|---|---:|---:|---:|---:|")
+    for name, req, _ in LIMITS:
+        add("| %s | %d | %s | %s / %s = %.1f | %s × %.3f / 10,000 = %.1f%% of a core |"
+            % (name, req, format(req * 10, ","), format(round(rate), ","), format(req * 10, ","), accounts(req),
+               format(req * 10, ","), cpu, 100 * share(req)))
+    add("")
+    add("What this does not include:")
+    add("")
+    add("- **HubSpot's round trip.** The mock answered each request in 2 ms. The worker keeps at most")
+    add("  `max_concurrency` requests in flight (%d in this run%s), so against a round trip of R ms it"
+        % (conc, ", the default" if conc == 4 else "; the default is 4"))
+    add("  sends at most `max_concurrency` × `batch_size` contacts per R ms: with %d and 100, %s contacts/s at"
+        % (conc, format(conc * 100 * 10, ",")))
+    add("  R = 100 ms and %s at R = 200 ms, about %s Professional account%s at %s limit (this run does not measure"
+        % (format(conc * 100 * 5, ","), "one" if conc * 500 < 2850 else "%.0f" % (conc * 500 / 1900.0),
+           "" if conc * 500 < 2850 else "s", "its" if conc * 500 < 2850 else "their"))
+    add("  HubSpot's round trip). With round trips that long, the requests in flight, not the CPU, bound the")
+    add("  accounts one worker serves: raise `max_concurrency` (up to 64) to serve more.")
+    add("- **HubSpot's daily limit.** Each account also has a daily limit: %s requests (Free/Starter,"
+        % " / ".join(format(d, ",") for _, _, d in LIMITS if d))
+    add("  Professional/Enterprise, the add-on), which spread over 24 hours is %s contacts/s at 100 per"
+        % " / ".join(format(round(d * 100 / 86400), ",") for _, _, d in LIMITS if d))
+    add("  request. A backlog can go at the 10-second limit for hours, not all day.")
+    add("- **One account per connection.** The drain is one connection; serving several accounts means one")
+    add("  connection each (`hubspot_events.connections`, issue 15), each with its own token and pacing, the")
+    add("  worker sharing its turns among them (scenario 6).")
+    add("- **One process.** The worker is one process, so it uses at most one core: in the drain it used %.0f%%"
+        % (100 * b["worker_cpu_share"]))
+    add("  of one, and waited the rest of the time (for the mock's answers and for the disk).")
+    add("")
+
+
 def render(results, made, src):
     m = results.get("machine", {})
     s = results["scenarios"]
     L = []
     add = L.append
+    c = results.get("conditions", {"fsync": "off", "mock": "lean", "vacuum_before_drain": True})
+    st = c.get("settings", {})
     add("# Benchmarks")
     add("")
     add("Produced by `bash bench/run.sh`, as root (issue 6); this file, `benchmarks.json` (every figure) and the")
     add("plots are written by the run. Scale: **%s** (1 is the full size of issue 6)." % results["scale"])
+    if float(results["scale"]) != 1:
+        add("**A scaled-down development run: its figures are not the suite's.**")
     add("")
+    add("Every figure up to the Analysis (which compares earlier runs) comes from one run (scenarios %s),"
+        % ", ".join(sorted(s, key=int)))
+    add("started %s and ended %s, on %s cores of %s;"
+        % (when(results.get("started")), m.get("date"), m.get("cores"), m.get("cpu")))
+    add("load average (1 min) %s at the start and %s at the end; `fsync = %s`, `synchronous_commit = %s`, `shared_buffers`"
+        % (first(results.get("loadavg_at_start")), first(m.get("loadavg_at_end")), st.get("fsync", c.get("fsync")),
+           st.get("synchronous_commit", "on"), ))
+    add("%s, the mock HubSpot in %s mode. The machine, every setting and the load during each scenario:"
+        % (st.get("shared_buffers", "128MB"), c.get("mock")))
+    add("[The machine and the run](#the-machine-and-the-run).")
+    add("")
+    ceiling(L, s, st)
     add("## Results")
     add("")
     add(fmt_table(results["rows"], markdown=True))
@@ -155,26 +398,48 @@ def render(results, made, src):
     add("| memory | %s GB |" % m.get("memory_gb"))
     add("| kernel | Linux %s |" % m.get("kernel"))
     add("| PostgreSQL | %s%s |" % (m.get("pg"), (" (`%s`)" % m["pg_config"]) if m.get("pg_config") else ""))
-    add("| date | %s |" % m.get("date"))
+    if c.get("data_directory_fs"):
+        add("| the cluster's data directory | %s (a throwaway cluster in the run's work folder) |" % c["data_directory_fs"])
+    add("| date | started %s, ended %s |" % (when(results.get("started")), m.get("date")))
     add("| load average (1, 5, 15 min) | %s at the start, %s at the end |"
         % (" ".join(results.get("loadavg_at_start", [])), " ".join(m.get("loadavg_at_end", []))))
     add("")
+    loads = [(k, s[k]["loadavg"]) for k in sorted(s, key=int) if s[k].get("loadavg")]
+    if loads:
+        add("The load during each scenario (load average over 1, 5 and 15 minutes at its start and end, and its duration):")
+        add("")
+        add("| scenario | duration | load at the start | load at the end |")
+        add("|---|---:|---|---|")
+        for k, (a, b) in loads:
+            add("| %s | %.0f s | %s | %s |" % (k, s[k].get("wall_s", 0), " ".join(a), " ".join(b)))
+        add("")
     add("Nothing else is known to have run on the machine: the load average above says how busy it was.")
+    if loads:
+        add("(The benchmark's own processes, the client, the backend, the worker and the mock, keep about one")
+        add("core busy, which the 1-minute figure counts.)")
     add("Absolute figures vary between machines and runs; the targets that can be are ratios measured in")
     add("the same run, and scenario 1 takes the median of %s runs per variant in rotating order."
         % s.get("1", {}).get("reps", "several"))
     add("")
-    c = results.get("conditions", {"fsync": "off", "mock": "lean", "vacuum_before_drain": True})
-    add("The conditions: `fsync = %s`, `synchronous_commit = on` for the application's transactions,"
-        % c.get("fsync"))
+    add("The conditions: `fsync = %s`, `synchronous_commit = %s` for the application's transactions,"
+        % (st.get("fsync", c.get("fsync")), st.get("synchronous_commit", "on")))
     add("the outbox %s before each drain, the mock HubSpot (`test/mock_hubspot.py`) in %s mode"
         % ("vacuumed" if c.get("vacuum_before_drain") else "never vacuumed", c.get("mock")))
-    add("(%s). The cluster is a throwaway one started by `test/lib.sh` (`max_wal_size = 4GB`;"
+    add("(%s). The cluster is a throwaway one started by `test/lib.sh`, with the extension preloaded and"
         % ("every request recorded and its body checked against HubSpot's schema" if c.get("mock") == "full"
            else "`--lean`: no requests kept in memory, no schema check of bodies"))
-    add("shared_buffers at its default 128 MB), with the extension preloaded and its worker serving the")
-    add("database `bench` (`max_concurrency` 4, the default). The mock's cost is measured in every drain")
-    add("(see scenario 2).")
+    add("its worker serving the database `bench`. The mock's cost is measured in every drain (see scenario 2).")
+    if st:
+        add("The settings as the cluster ran them (`current_setting()` at the start of the run; the scenarios")
+        add("then set the worker's `batch_size` and `rate_limit` as each one says):")
+        add("")
+        add("| setting | value |")
+        add("|---|---|")
+        for k, v in st.items():
+            add("| `%s` | %s |" % (k, "(not set)" if v is None else v))
+    else:
+        add("(`max_wal_size = 4GB`; shared_buffers at its default 128 MB; `max_concurrency` 4, the default:")
+        add("this run did not record the cluster's settings.)")
     add("")
     add("## Method and details")
     add("")
@@ -188,8 +453,13 @@ def render(results, made, src):
         add("PL/pgSQL `AFTER ... FOR EACH ROW` trigger inserting the same jsonb (checked in the run:")
         add("`%s` both ways) into `hand_outbox`, created `LIKE hubspot_events.outbox INCLUDING ALL` (the same" % r["contact_sync"])
         add("columns, defaults, CHECK and all six indexes). It validates nothing and wakes nobody, so it is a")
-        add("lower bound for the hand-written way. %s rows per run: **bulk** is 100 statements" % format(r["rows"], ","))
-        add("`INSERT ... SELECT` of 1,000 rows each, one transaction each, sent by the client; **single** is")
+        per_stmt = r.get("bulk_rows_per_statement", 1000)
+        nstmt = -(-r["rows"] // per_stmt)
+        add("lower bound for the hand-written way. %s rows per run: **bulk** is %s" % (format(r["rows"], ","),
+            "one statement" if nstmt == 1 else "%d statements" % nstmt))
+        add("`INSERT ... SELECT` of %s rows%s, sent by the client (the application's bulk write of issue"
+            % (format(per_stmt, ","), " in its own transaction" if nstmt == 1 else " each, one transaction each"))
+        add("17: a 10,000-row INSERT); **single** is")
         add("a server-side `DO` loop of single-row `INSERT ... VALUES` statements, committing every 1,000 rows")
         add("(no client round trip per row, so the figure is the server's cost). The worker is paused (its")
         add("outbox rows are not sent meanwhile); every run starts from truncated tables after a CHECKPOINT.")
@@ -198,7 +468,7 @@ def render(results, made, src):
         if has_cpu:
             add("Each run is timed twice: wall time at the client, and the CPU time of the backend that runs")
             add("the INSERTs (`/proc/<pid>/schedstat`, nanoseconds). The machine was shared, and wall time")
-            add("swung with other people's load (in a profiling run under heavy load the wall-time ratio")
+            add("swung with other people's load (in an earlier profiling run under heavy load the wall-time ratio")
             add("sync/hand came out 0.69x, against about 1.0x on a quieter machine), so the targets are judged")
             add("on the backend's CPU time; both are shown.")
             add("")
@@ -264,6 +534,7 @@ def render(results, made, src):
                    x["requests_per_s"], x["worker_cpu_s_per_10k"], 100 * x["worker_cpu_share"],
                    100 * (x["mock_cpu_share"] or 0), x["mock_cpu_ms_per_request"] or 0))
         add("")
+    figure(L, made, "2")
     if "3" in s:
         r = s["3"]
         add("### 3. Commit-to-request latency")
@@ -282,6 +553,7 @@ def render(results, made, src):
         add("(A latency below 0 means the request reached the mock before the client saw its COMMIT")
         add("return: the worker is woken during the commit.)")
         add("")
+    figure(L, made, "3")
     if "4" in s:
         r = s["4"]
         add("### 4. Paced delivery")
@@ -342,6 +614,7 @@ def render(results, made, src):
             add("| %s sent rows, as the drain left them | %.2f ms | %.2f ms | %.2fx |" % (format(r["sent_rows_during_claim"], ","), r["claim_ms_as_left"], r["claim_ms_baseline_as_left"], r["claim_ratio_as_left"]))
         add("| %s sent rows, after VACUUM ANALYZE (table %.0f MB) | %.2f ms | %.2f ms | %.2fx |" % (format(r["sent_rows_during_claim"], ","), r["outbox_bytes_with_sent"] / 1e6, r["claim_ms_with_sent"], r["claim_ms_without_sent"], r["claim_ratio"]))
         add("")
+    figure(L, made, "5")
     if "6" in s:
         r = s["6"]
         add("### 6. Fairness among connections")
@@ -363,14 +636,9 @@ def render(results, made, src):
         add("The worker shares each turn among the connections with due rows (round robin, each at most its")
         add("share of the claim and what its own window lets start now), so a connection's backlog costs")
         add("the others one turn at most; the backlogged connection is held to its limit by its own pacer")
-        add("(the 5% below it is the pacer's safety margin on the window, 50 ms of 1 s).")
+        add("(%.1f%% below it here; the pacer's safety margin on the window, 50 ms of 1 s, is 5%% of it)."
+            % (100 * (1 - r["big_share"])))
         add("")
-    if made:
-        add("## Plots")
-        add("")
-        for f, title in made:
-            add("![%s](%s)" % (title, f))
-            add("")
     # The analysis of earlier rounds (what was changed, what it gained, what is
     # left) is written by hand in docs/benchmarks.md itself: carried over from
     # the file this run replaces, when it has one.

@@ -4,9 +4,12 @@
 # Installs what is missing (gnuplot-nox, python3-psycopg2...), builds and
 # installs the extension (PG_CONFIG=/path/to/pg_config chooses the server,
 # Debian's PostgreSQL 15 by default, as for test/run.sh), starts the mock
-# HubSpot (--lean) and a throwaway cluster as the "postgres" OS user, runs the
-# five scenarios (fsync on, the mock in full mode), prints one table with each target and PASS/MISS, and writes
-# docs/benchmarks.md and its plots.  Nothing is left running.
+# HubSpot (full mode) and a throwaway cluster as the "postgres" OS user, runs
+# the six scenarios (fsync on, the mock in full mode), prints one table with
+# each target and PASS/MISS, and writes docs/benchmarks.md (HubSpot's ceiling
+# against the worker's capacity, the figures, the machine, the load and the
+# settings, all from this run), docs/benchmarks.json and the plots.  Nothing
+# is left running.  bench/report.py rewrites the docs from a kept run.
 #
 #   BENCH_SCALE=0.1      shorter runs for development (row counts scaled; the
 #                        documented figures come from BENCH_SCALE=1)
