@@ -146,7 +146,13 @@ hs_connection_problem(const char *name)
 		RegisterXactCallback(forget_known, NULL);
 		callback_registered = true;
 	}
-	known_names = lappend(known_names, MemoryContextStrdup(TopTransactionContext, name));
+	{
+		/* the list and its names live as long as the transaction */
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		known_names = lappend(known_names, pstrdup(name));
+		MemoryContextSwitchTo(old);
+	}
 	return NULL;
 }
 
@@ -296,7 +302,7 @@ hs_connection_credential(const char *name, char *auth)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = CStringGetTextDatum(name);
-	if (SPI_execute_with_args("SELECT c.auth, s.token_file FROM " HS_SCHEMA ".connections c"
+	if (SPI_execute_with_args("SELECT c.auth, s.token_file, c.state, c.held_reason FROM " HS_SCHEMA ".connections c"
 							  "  LEFT JOIN " HS_SCHEMA ".connection_secrets s"
 							  "         ON s.connection OPERATOR(pg_catalog.=) c.name"
 							  " WHERE c.name OPERATOR(pg_catalog.=) $1",
@@ -311,7 +317,15 @@ hs_connection_credential(const char *name, char *auth)
 		(a && strcmp(a, "settings") == 0) ? HS_AUTH_SETTINGS : HS_AUTH_TOKEN_FILE;
 	{
 		char	   *p = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		char	   *state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		char	   *reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
 
+		if (state && strcmp(state, "disconnected") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the connection \"%s\" is disconnected", name),
+					 reason ? errdetail("%s", reason) : 0,
+					 errhint("The HubSpot app was uninstalled or its token revoked: connect it again with connect_oauth().")));
 		if (p)
 			path = MemoryContextStrdup(caller, p);
 	}

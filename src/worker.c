@@ -477,9 +477,17 @@ send_in_waves(List *batches, List **results, char **hold_reason)
 					   split_attendance_errors(&reqs[i], b, &tr->outcome, results)))
 			{
 				if (tr->outcome.kind == HS_OUTCOME_HOLD && b->conn->auth == HS_AUTH_OAUTH &&
-					is_expired_outcome(&tr->outcome))
+					tr->outcome.http_status == 401 &&
+					(is_expired_outcome(&tr->outcome) ||
+					 TimestampDifferenceExceeds(b->conn->token_refreshed_at, GetCurrentTimestamp(), HS_HOLD_RETRY_MS)))
 				{
-					/* HubSpot expired the connection's token early: the next turn refreshes it */
+					/*
+					 * HubSpot refused an OAuth connection's access token (expired
+					 * early, revoked, the app uninstalled): the next turn refreshes
+					 * it, and the refresh tells which (an uninstall answers
+					 * invalid_grant).  Only a token refreshed in the last minute
+					 * that is refused holds the connection.
+					 */
 					hs_conn_token_forget(b->conn->name, b->conn->token_now);
 				}
 				else if (tr->outcome.kind == HS_OUTCOME_HOLD)
@@ -940,7 +948,11 @@ conn_ready(HsConn *c, int64 *soonest_ms)
 	else
 	{
 		if (c->disconnected)
-			return false;		/* until connect_oauth() makes it active again */
+		{
+			/* until connect_oauth() makes it active again; a session waiting for its token is told */
+			hs_conn_token_fail(c->name, "the connection is disconnected: connect it again with connect_oauth()");
+			return false;
+		}
 		if (c->held && !hs_conn_hold_released(c))
 		{
 			note_soonest(soonest_ms, HS_HOLD_RETRY_MS);

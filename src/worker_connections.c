@@ -113,6 +113,7 @@ hs_conn_load_pending(List *wanted)
 {
 	static SPIPlanPtr plan = NULL;
 	List	   *result = NIL;
+	MemoryContext caller = CurrentMemoryContext;
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		values[1];
 	Datum	   *names;
@@ -188,7 +189,13 @@ hs_conn_load_pending(List *wanted)
 			hs_pacer_set_limits(c->pacer, limit, interval);
 			set_token_file(c, SPI_getvalue(tup, desc, 9));
 		}
-		result = lappend(result, c);
+		{
+			/* the list outlives SPI's memory: the caller's */
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
+			result = lappend(result, c);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	SPI_finish();
 	return result;
@@ -491,6 +498,7 @@ hs_conn_refresh_oauth(HsConn *c, MemoryContext turn_cxt)
 	{
 		hs_conn_token_set(c->name, grant.access_token,
 						  GetCurrentTimestamp() + (TimestampTz) Max(grant.expires_in_s, 60) * USECS_PER_SEC);
+		c->token_refreshed_at = GetCurrentTimestamp();
 		if (grant.refresh_token && strcmp(grant.refresh_token, c->refresh_token) != 0)
 			c->new_refresh_token = MemoryContextStrdup(TopMemoryContext, grant.refresh_token);
 		if (grant.hub_id > 0 && grant.hub_id != c->hub_id)
