@@ -32,9 +32,7 @@
 /* The owner's rights, entered around each statement's execution. */
 typedef struct SecretsOwner
 {
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	HsOwnerRights rights;
 } SecretsOwner;
 
 /* What an error while sealing or opening a connection's token is about. */
@@ -51,21 +49,13 @@ typedef struct SecretErrorContext
 static Oid
 secrets_owner(void)
 {
-	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
-	Oid			rel = OidIsValid(nsp) ? get_relname_relid("connection_secrets", nsp) : InvalidOid;
-	HeapTuple	tup;
-	Oid			owner;
+	Oid			owner = hs_relation_owner("connection_secrets");
 
-	if (!OidIsValid(rel))
+	if (!OidIsValid(owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("the hubspot_events connections do not exist in this database"),
 				 errhint("Run ALTER EXTENSION hubspot_events UPDATE (connections came with version 0.8.0).")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", rel);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
 	return owner;
 }
 
@@ -77,20 +67,13 @@ as_owner(SecretsOwner *r)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	GetUserIdAndSecContext(&r->save_userid, &r->save_sec_context);
-	SetUserIdAndSecContext(owner, r->save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	r->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	hs_owner_rights_enter(owner, &r->rights);
 }
 
 static void
 as_caller(const SecretsOwner *r)
 {
-	AtEOXact_GUC(true, r->save_nestlevel);
-	SetUserIdAndSecContext(r->save_userid, r->save_sec_context);
+	hs_owner_rights_leave(&r->rights);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 }

@@ -71,21 +71,13 @@ hs_connection_name_is_valid(const char *name)
 static Oid
 connections_owner(void)
 {
-	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
-	Oid			rel = OidIsValid(nsp) ? get_relname_relid("connections", nsp) : InvalidOid;
-	HeapTuple	tup;
-	Oid			owner;
+	Oid			owner = hs_relation_owner("connections");
 
-	if (!OidIsValid(rel))
+	if (!OidIsValid(owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("connections other than \"default\" need the extension's schema 0.8.0 or later"),
 				 errhint("Run ALTER EXTENSION hubspot_events UPDATE.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", rel);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
 	return owner;
 }
 
@@ -101,8 +93,7 @@ hs_connection_problem(const char *name)
 {
 	static SPIPlanPtr plan = NULL;
 	ListCell   *lc;
-	Oid			save_userid;
-	int			save_sec_context;
+	HsOwnerRights rights;
 	Oid			owner;
 	Datum		values[1];
 	bool		found;
@@ -117,9 +108,7 @@ hs_connection_problem(const char *name)
 						hs_sanitize_remote_text(name, Min(strlen(name), 200)));
 
 	owner = connections_owner();
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	hs_owner_rights_enter(owner, &rights);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (plan == NULL)
@@ -137,7 +126,7 @@ hs_connection_problem(const char *name)
 		elog(ERROR, "could not look the connection up");
 	found = SPI_processed > 0;
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	hs_owner_rights_leave(&rights);
 
 	if (!found)
 		return psprintf("connection \"%s\" does not exist", name);
@@ -288,17 +277,14 @@ hubspot_create_connection(PG_FUNCTION_ARGS)
 char *
 hs_connection_credential(const char *name, char *auth)
 {
-	Oid			save_userid;
-	int			save_sec_context;
+	HsOwnerRights rights;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
 	char	   *path = NULL;
 	char	   *a;
 	MemoryContext caller = CurrentMemoryContext;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(connections_owner(), save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	hs_owner_rights_enter(connections_owner(), &rights);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	values[0] = CStringGetTextDatum(name);
@@ -330,6 +316,6 @@ hs_connection_credential(const char *name, char *auth)
 			path = MemoryContextStrdup(caller, p);
 	}
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	hs_owner_rights_leave(&rights);
 	return path;
 }

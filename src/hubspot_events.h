@@ -35,6 +35,7 @@
  *	  worker_connections.c  the worker's view of each connection: pacing, hold, token
  *	  connections.c the connections' SQL functions, and checking a row's connection
  *	  conn_tokens.c the OAuth connections' access tokens, shared through shared memory
+ *	  owner_rights.c  statements run with the rights of the extension's tables' owner
  *	  trigger.c     sync_attendance(), the trigger for attendance tables
  *	  trigger_event.c  sync_event(), the trigger for events tables
  *	  schema_version.c  which versions of the extension's schema the library serves
@@ -821,6 +822,18 @@ extern void hs_conn_hold(HsConn *c, const char *reason);
 extern bool hs_conn_hold_released(HsConn *c);
 extern void hs_conn_record_state(HsConn *c, bool went_through);
 extern const char *hs_conn_token(HsConn *c);
+
+/* ---- owner_rights.c ---- */
+typedef struct HsOwnerRights
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} HsOwnerRights;
+
+extern Oid	hs_relation_owner(const char *relname);
+extern void hs_owner_rights_enter(Oid owner, HsOwnerRights *r);
+extern void hs_owner_rights_leave(const HsOwnerRights *r);
 
 /* ---- conn_tokens.c ---- */
 extern Size hs_conn_tokens_shmem_size(void);

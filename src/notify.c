@@ -66,6 +66,20 @@ begin_payload(StringInfo buf, const char *kind)
 	begin_conn_payload(buf, kind, "default");
 }
 
+/* {"kind": kind, "connection": conn, "reason": reason (its first 1,000 bytes)} */
+static void
+queue_reason(const char *kind, const char *conn, const char *reason)
+{
+	StringInfoData buf;
+	char	   *shown = pnstrdup(reason, Min(strlen(reason), 1000));
+
+	begin_conn_payload(&buf, kind, conn);
+	appendStringInfoString(&buf, ",\"reason\":");
+	escape_json(&buf, shown);
+	appendStringInfoChar(&buf, '}');
+	queue_payload(&buf);
+}
+
 /* Whether payloads wait for a commit. */
 bool
 hs_notify_pending(void)
@@ -119,28 +133,14 @@ hs_notify_failed(const HsFailedRows *failed)
 void
 hs_notify_held(const char *conn, const char *reason)
 {
-	StringInfoData buf;
-	char	   *shown = pnstrdup(reason, Min(strlen(reason), 1000));
-
-	begin_conn_payload(&buf, "held", conn);
-	appendStringInfoString(&buf, ",\"reason\":");
-	escape_json(&buf, shown);
-	appendStringInfoChar(&buf, '}');
-	queue_payload(&buf);
+	queue_reason("held", conn, reason);
 }
 
 /* An OAuth connection's refresh was answered invalid_grant: uninstalled, or revoked. */
 void
 hs_notify_disconnected(const char *conn, const char *reason)
 {
-	StringInfoData buf;
-	char	   *shown = pnstrdup(reason, Min(strlen(reason), 1000));
-
-	begin_conn_payload(&buf, "disconnected", conn);
-	appendStringInfoString(&buf, ",\"reason\":");
-	escape_json(&buf, shown);
-	appendStringInfoChar(&buf, '}');
-	queue_payload(&buf);
+	queue_reason("disconnected", conn, reason);
 }
 
 /* A held queue's requests go through again. */

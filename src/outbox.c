@@ -43,16 +43,8 @@ static SPIPlanPtr insert_plan_conn = NULL;
 static Oid
 outbox_owner(void)
 {
-	Oid			rel = hs_outbox_relid();
-	HeapTuple	tup;
-	Oid			owner;
-
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", rel);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+	(void) hs_outbox_relid();
+	return hs_relation_owner("outbox");
 }
 
 static SPIPlanPtr
@@ -74,44 +66,12 @@ spi_connect(void)
 		elog(ERROR, "SPI_connect failed");
 }
 
-/*
- * The outbox owner's rights, for the statements that write the outbox on a
- * caller's behalf: the owner's user id inside a security-restricted
- * operation, and, as a SECURITY DEFINER function with SET search_path
- * would, nothing the caller put on their search_path is found meanwhile
- * (the statements are qualified too).
- */
-typedef struct OwnerRights
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} OwnerRights;
-
-static void
-owner_rights_enter(Oid owner, OwnerRights *r)
-{
-	GetUserIdAndSecContext(&r->save_userid, &r->save_sec_context);
-	SetUserIdAndSecContext(owner, r->save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	r->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-}
-
-static void
-owner_rights_leave(const OwnerRights *r)
-{
-	AtEOXact_GUC(true, r->save_nestlevel);
-	SetUserIdAndSecContext(r->save_userid, r->save_sec_context);
-}
 
 int64
 hs_outbox_insert(const HsOutboxRow *row)
 {
 	Oid			owner;
-	OwnerRights rights;
+	HsOwnerRights rights;
 	Datum		values[10];
 	char		nulls[10];
 	int			rc;
@@ -174,7 +134,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 	}
 
 	spi_connect();
-	owner_rights_enter(owner, &rights);
+	hs_owner_rights_enter(owner, &rights);
 
 	/* from schema 0.8.0 on, the connection is written, never left to the column's default */
 	with_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
@@ -218,7 +178,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
-	owner_rights_leave(&rights);
+	hs_owner_rights_leave(&rights);
 	SPI_finish();
 
 	if (row->error_message == NULL)
@@ -239,7 +199,7 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 {
 	static SPIPlanPtr delete_own_plan = NULL;
 	Oid			owner;
-	OwnerRights rights;
+	HsOwnerRights rights;
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
@@ -265,7 +225,7 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 	values[6] = CStringGetTextDatum(row->contact_key ? row->contact_key : "");
 
 	spi_connect();
-	owner_rights_enter(owner, &rights);
+	hs_owner_rights_enter(owner, &rights);
 
 	if (delete_own_plan == NULL)
 	{
@@ -289,7 +249,7 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 		elog(ERROR, "outbox delete failed: %s", SPI_result_code_string(rc));
 	deleted = (SPI_processed > 0);
 
-	owner_rights_leave(&rights);
+	hs_owner_rights_leave(&rights);
 	SPI_finish();
 	return deleted;
 }
