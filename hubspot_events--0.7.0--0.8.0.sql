@@ -565,3 +565,28 @@ AS 'MODULE_PATHNAME', 'hubspot_connect_oauth';
 REVOKE ALL ON FUNCTION @extschema@.connect_oauth(text, text, text) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.connect_oauth(text, text, text) IS
 'Connect a HubSpot account with the authorization code of an OAuth install; its refresh token is stored sealed, never in clear';
+
+-- Every worker of the cluster, from shared memory: with
+-- hubspot_events.databases, the launcher and a worker per database it
+-- serves (kind 'launcher', 'launched'); without, the one static worker of
+-- hubspot_events.database (kind 'static').  Cluster-wide: it names every
+-- served database and their workers' last errors, so it is granted to no
+-- role by default (docs/security.md).
+CREATE FUNCTION @extschema@.workers_info(
+    OUT pid integer, OUT kind text, OUT datid oid, OUT database text, OUT state text,
+    OUT held_reason text, OUT started_at timestamptz, OUT requests bigint,
+    OUT successes bigint, OUT errors bigint, OUT last_error text)
+RETURNS SETOF record
+LANGUAGE c VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'hubspot_workers_info';
+REVOKE ALL ON FUNCTION @extschema@.workers_info() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.workers_info() IS
+'Every worker of the cluster (the launcher, a worker per database, or the static worker), from shared memory';
+
+CREATE VIEW @extschema@.workers AS
+SELECT pid, kind, datid, database, state, held_reason, started_at,
+       requests, successes, errors, last_error
+  FROM @extschema@.workers_info();
+REVOKE ALL ON @extschema@.workers FROM PUBLIC;
+COMMENT ON VIEW @extschema@.workers IS
+'Every worker of the cluster: the launcher and the worker of each database it serves, or the static worker';

@@ -806,6 +806,31 @@ SELECT w.pid AS worker_pid,
 REVOKE ALL ON @extschema@.status FROM PUBLIC;
 COMMENT ON VIEW @extschema@.status IS 'The worker and the outbox at a glance';
 
+-- Every worker of the cluster, from shared memory: with
+-- hubspot_events.databases, the launcher and a worker per database it
+-- serves (kind 'launcher', 'launched'); without, the one static worker of
+-- hubspot_events.database (kind 'static').  Cluster-wide: it names every
+-- served database and their workers' last errors, so it is granted to no
+-- role by default (docs/security.md).
+CREATE FUNCTION @extschema@.workers_info(
+    OUT pid integer, OUT kind text, OUT datid oid, OUT database text, OUT state text,
+    OUT held_reason text, OUT started_at timestamptz, OUT requests bigint,
+    OUT successes bigint, OUT errors bigint, OUT last_error text)
+RETURNS SETOF record
+LANGUAGE c VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'hubspot_workers_info';
+REVOKE ALL ON FUNCTION @extschema@.workers_info() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.workers_info() IS
+'Every worker of the cluster (the launcher, a worker per database, or the static worker), from shared memory';
+
+CREATE VIEW @extschema@.workers AS
+SELECT pid, kind, datid, database, state, held_reason, started_at,
+       requests, successes, errors, last_error
+  FROM @extschema@.workers_info();
+REVOKE ALL ON @extschema@.workers FROM PUBLIC;
+COMMENT ON VIEW @extschema@.workers IS
+'Every worker of the cluster: the launcher and the worker of each database it serves, or the static worker';
+
 -- metrics: counters since the worker started (shared memory; every request
 -- to HubSpot's API, the worker's and the direct calls') and gauges of the
 -- outbox and the worker, with Prometheus' names; metrics_text() gives the
@@ -1336,12 +1361,14 @@ COMMENT ON FUNCTION @extschema@.connect_oauth(text, text, text) IS
 -- ---------------------------------------------------------------------------
 
 -- The worker serves one database (hubspot_events.database).  Say so when the
--- extension is created anywhere else.
+-- extension is created anywhere else.  With hubspot_events.databases, the
+-- launcher serves the databases it lists (status says when it does not).
 DO $$
 DECLARE
     served text := coalesce(current_setting('hubspot_events.database', true), 'postgres');
+    listed text := coalesce(current_setting('hubspot_events.databases', true), '');
 BEGIN
-    IF served <> current_database() THEN
+    IF listed = '' AND served <> current_database() THEN
         RAISE WARNING 'the hubspot_events worker serves the database "%", not "%"', served, current_database()
             USING DETAIL = 'Rows enqueued in this database are kept in its outbox but not sent.',
                   HINT = 'Set hubspot_events.database to this database in postgresql.conf and restart, or use the extension in "' || served || '".';

@@ -27,12 +27,14 @@
  *	                whether to split again
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
  *	  order_lock.c  per-key advisory locks before the id: commit order is id order
- *	  shared.c      shared memory: the worker's state, wake-up at commit
+ *	  shared.c      shared memory: the workers' state (a slot per database), wake-up at commit
  *	  metrics.c     counters for monitoring (requests by status, latency...), in shared memory
  *	  verify.c      verify_event(): HubSpot's participations compared with what was sent
  *	  notify.c      the worker's notifications (NOTIFY hubspot_events), sent at its commits
  *	  worker.c      the background worker that drains the outbox
  *	  worker_connections.c  the worker's view of each connection: pacing, hold, token
+ *	  launcher.c    many databases: the launcher that starts a worker per database, and
+ *	                stopping a database's worker before DROP DATABASE
  *	  connections.c the connections' SQL functions, and checking a row's connection
  *	  conn_tokens.c the OAuth connections' access tokens, shared through shared memory
  *	  owner_rights.c  statements run with the rights of the extension's tables' owner
@@ -113,6 +115,8 @@ extern int	hs_progress_notice_ms;
 #define HS_ENDPOINT_ATTENDANCE	1
 
 extern char *hs_database;
+extern char *hs_databases;
+extern int	hs_max_databases;
 extern int	hs_poll_interval_ms;
 extern int	hs_max_concurrency;
 extern int	hs_max_attempts;
@@ -309,6 +313,7 @@ extern void hs_sync_event_check(struct RelationData *rel, const struct Trigger *
 
 /* ---- init.c: the background worker's registration ---- */
 extern void hs_register_worker(void);
+extern void hs_register_launcher(void);
 
 /* ---- functions.c: the arguments of the SQL-callable functions ---- */
 struct FunctionCallInfoBaseData;
@@ -362,6 +367,10 @@ extern void hs_notify_released(const char *conn);
 extern void hs_notify_disconnected(const char *conn, const char *reason);
 extern void hs_notify_daily_quota_low(int64 remaining, int64 limit);
 extern void hs_notify_daily_limit(TimestampTz resumes_at);
+
+/* ---- launcher.c ---- */
+extern PGDLLEXPORT void hubspot_events_launcher_main(Datum arg);
+extern void hs_launcher_install_hooks(void);
 
 /* ---- worker.c ---- */
 extern PGDLLEXPORT void hubspot_events_worker_main(Datum arg);
@@ -482,9 +491,17 @@ extern int	hs_schema_version(void);
 
 #define HS_MAX_CATEGORIES 24
 
+/*
+ * One worker's state and counters.  Without hubspot_events.databases there
+ * is one (the static worker of hubspot_events.database); with it, one per
+ * database the launcher serves (hubspot_events.max_databases of them).
+ */
 typedef struct HsWorkerShared
 {
 	slock_t		mutex;
+	/* launcher mode: the database of the slot; kept when its worker stops (its counters) */
+	Oid			dboid;
+	bool		in_use;			/* launcher mode: a worker was started for it, not yet reaped */
 	pid_t		worker_pid;		/* 0: not running */
 	Latch	   *worker_latch;
 	char		state[64];		/* "idle", "sending", "held", "paused", "standby"... */
@@ -512,9 +529,16 @@ typedef struct HsWorkerShared
 	}			by_category[HS_MAX_CATEGORIES];
 } HsWorkerShared;
 
-extern HsWorkerShared *hs_shared;	/* NULL unless preloaded */
+/*
+ * This process's worker slot: the static worker's (every process, without
+ * hubspot_events.databases), or a launched worker's own; NULL otherwise
+ * (a backend in launcher mode finds its database's slot by its OID).
+ */
+extern HsWorkerShared *hs_shared;
 
-extern void hs_shared_init(void);	/* from _PG_init, when preloaded */
+/* from _PG_init, when preloaded; with_launcher: hubspot_events.databases is set */
+extern void hs_shared_init(bool with_launcher);
+extern bool hs_shared_launcher_mode(void);
 extern void hs_wake_at_commit(void);
 extern void hs_wake_now(void);
 extern void hs_shared_set_state(const char *state, const char *held_reason);
@@ -522,6 +546,28 @@ extern void hs_shared_settings_loaded(void);
 extern void hs_shared_set_daily(int64 limit, int64 remaining);
 extern void hs_shared_set_pause(TimestampTz until, const char *reason);
 extern void hs_shared_count_request(bool success, const char *category, const char *message);
+
+/* a launched worker: its slot, unless the launcher gave it away or its database is being dropped */
+extern bool hs_shared_attach_launched(Oid dboid, int slot, Latch *latch);
+
+/* the launcher's side (launcher.c) */
+extern bool hs_parse_database_list(const char *value, bool *all, List **names, char **error);
+extern int	hs_shared_slot_count(void);
+extern bool hs_shared_launcher_attach(Latch *latch);
+extern void hs_shared_launcher_detach(void);
+extern void hs_shared_launcher_set_state(const char *state);
+extern int	hs_shared_take_retry_requests(Oid *dboids, int max);
+extern bool hs_shared_database_stopping(Oid dboid);
+extern int	hs_shared_find_slot(Oid dboid, bool in_use_only);
+extern int	hs_shared_assign_slot(Oid dboid);
+extern void hs_shared_release_slot(int slot);
+extern void hs_shared_forget_databases(const Oid *existing, int n);
+extern pid_t hs_shared_slot_pid(int slot);
+
+/* stopping a database's worker before a statement that needs it gone (launcher.c) */
+extern pid_t hs_shared_mark_stopping(Oid dboid, bool *marked);
+extern void hs_shared_unmark_stopping(Oid dboid);
+extern bool hs_shared_database_served(Oid dboid);
 
 /* ---- token.c ---- */
 extern const char *hs_get_access_token(void);

@@ -42,6 +42,8 @@ static const struct config_enum_entry endpoint_options[] = {
 	{NULL, 0, false}
 };
 char	   *hs_database = NULL;
+char	   *hs_databases = NULL;
+int			hs_max_databases = 16;
 int			hs_poll_interval_ms = 1000;
 int			hs_max_concurrency = 4;
 int			hs_max_attempts = 10;
@@ -106,6 +108,22 @@ check_database_name(char **newval, void **extra, GucSource source)
 	if (strlen(*newval) >= NAMEDATALEN)
 	{
 		GUC_check_errdetail("The database name is longer than %d bytes.", NAMEDATALEN - 1);
+		return false;
+	}
+	return true;
+}
+
+/* hubspot_events.databases: empty, "*", or a list of names (shared.c reads it) */
+static bool
+check_database_list(char **newval, void **extra, GucSource source)
+{
+	bool		all;
+	char	   *error;
+
+	if (!hs_parse_database_list(*newval, &all, NULL, &error))
+	{
+		GUC_check_errdetail("%s", error);
+		GUC_check_errhint("Name the databases, as in 'appdb, \"Tenant A\"', or write '*' for every database that allows connections.");
 		return false;
 	}
 	return true;
@@ -332,6 +350,26 @@ hs_register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/*
+ * Instead of the static worker when hubspot_events.databases is set: the
+ * launcher (launcher.c), which starts a worker per database.
+ */
+void
+hs_register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "hubspot_events", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "hubspot_events_launcher_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "hubspot_events launcher", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "hubspot_events launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
 void
 _PG_init(void)
 {
@@ -431,6 +469,31 @@ _PG_init(void)
 								   PGC_POSTMASTER,
 								   0,
 								   check_database_name, NULL, NULL);
+
+	DefineCustomStringVariable("hubspot_events.databases",
+							   "Databases served by a worker each, started by a launcher: a list of names, or * for every database.",
+							   "Names are separated by commas (double-quote a name with capitals, spaces or commas); "
+							   "* is every database that allows connections, templates excepted; a worker exits "
+							   "where the extension is not installed and is tried again later. "
+							   "Empty: the one worker serves hubspot_events.database. "
+							   "Setting it where it was empty, or emptying it, needs a restart; a reload "
+							   "changes the databases the launcher serves.",
+							   &hs_databases,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_database_list, NULL, NULL);
+
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("hubspot_events.max_databases",
+								"Largest number of databases served at once with hubspot_events.databases.",
+								"Each has a worker (a background worker process: max_worker_processes must "
+								"leave room for them and the launcher) and a slot of shared memory.",
+								&hs_max_databases,
+								16, 1, 1024,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 
 	DefineCustomIntVariable("hubspot_events.poll_interval_ms",
 							"Longest time the worker sleeps before looking for due retries.",
@@ -600,9 +663,26 @@ _PG_init(void)
 
 	if (process_shared_preload_libraries_in_progress)
 	{
-		hs_shared_init();
+		/* hubspot_events.databases at server start: a launcher and a worker per database */
+		bool		all;
+		List	   *names;
+		char	   *error;
+		bool		with_launcher;
+
+		with_launcher = hs_parse_database_list(hs_databases, &all, &names, &error) &&
+			(all || names != NIL);
+		list_free_deep(names);
+
+		hs_shared_init(with_launcher);
+		if (with_launcher)
+			hs_launcher_install_hooks();
 		if (!IsBinaryUpgrade)
-			hs_register_worker();
+		{
+			if (with_launcher)
+				hs_register_launcher();
+			else
+				hs_register_worker();
+		}
 	}
 
 	rc = curl_global_init(CURL_GLOBAL_ALL);

@@ -4,7 +4,10 @@
  *	  The background worker that drains the outbox to HubSpot.
  *
  * One worker, registered when the library is in shared_preload_libraries,
- * serves the database named by hubspot_events.database.  Its loop:
+ * serves the database named by hubspot_events.database; or, with
+ * hubspot_events.databases, the launcher (launcher.c) starts one per
+ * database, with the database's OID as its argument, each with a slot of
+ * its own in shared memory.  Its loop:
  *
  *	1. sleep on its latch until a transaction that enqueued commits (see
  *	   shared.c), or hubspot_events.poll_interval_ms passes, or the next
@@ -36,6 +39,7 @@
 #include "common/hashfn.h"
 #include "access/xlog.h"
 #include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -82,6 +86,8 @@ static TimestampTz daily_limit_notified = 0;
 static bool logged_no_extension = false;
 static bool logged_schema_problem = false;
 static bool logged_replicated = false;
+/* the database served: hubspot_events.database, or the launcher's database's name */
+static const char *served_database = NULL;
 
 static void
 worker_detach_shared(int code, Datum arg)
@@ -1102,7 +1108,7 @@ outbox_usable(void)
 		if (!logged_no_extension)
 			ereport(LOG,
 					(errmsg("hubspot_events worker: the extension hubspot_events (0.2.0 or later) is not installed in database \"%s\"; waiting for it",
-							hs_database)));
+							served_database)));
 		logged_no_extension = true;
 		hs_shared_set_state("waiting for CREATE EXTENSION", NULL);
 		return false;
@@ -1643,24 +1649,76 @@ worker_pin_settings(void)
 		SetConfigOption(pins[i].name, pins[i].value, PGC_SUSET, PGC_S_OVERRIDE);
 }
 
+/*
+ * A worker the launcher started (arg: the database's OID; bgw_extra: its
+ * slot): attached to its slot and connected.  false when it has nothing to
+ * do: its slot is not its own, its database is being dropped, or the
+ * extension is not installed there (the launcher tries again later, or at
+ * once after CREATE EXTENSION).
+ */
+static bool
+launched_worker_start(Oid dboid)
+{
+	int			slot;
+	bool		available;
+
+	memcpy(&slot, MyBgworkerEntry->bgw_extra, sizeof(slot));
+	if (!hs_shared_attach_launched(dboid, slot, MyLatch))
+		return false;
+	before_shmem_exit(worker_detach_shared, (Datum) 0);
+	hs_shared_settings_loaded();
+	/* a token refresh in flight honours SIGHUP and SIGTERM too */
+	hs_oauth_set_stop_check(worker_stop_check);
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	worker_pin_settings();
+	pgstat_report_appname("hubspot_events worker");
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	served_database = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	available = hs_outbox_available();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (!available)
+	{
+		/* no line at LOG: the launcher tries such a database every few seconds */
+		ereport(DEBUG1,
+				(errmsg("hubspot_events worker: the extension is not installed in database \"%s\"; exiting",
+						served_database)));
+		hs_shared_set_state("no extension", NULL);
+		return false;
+	}
+	return true;
+}
+
 void
 hubspot_events_worker_main(Datum arg)
 {
 	MemoryContext turn_cxt;
+	Oid			launched_for = DatumGetObjectId(arg);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	worker_attach_shared();
-	hs_shared_settings_loaded();
-	/* a token refresh in flight honours SIGHUP and SIGTERM too */
-	hs_oauth_set_stop_check(worker_stop_check);
-	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
-	worker_pin_settings();
-	pgstat_report_appname("hubspot_events worker");
+	if (OidIsValid(launched_for))
+	{
+		if (!launched_worker_start(launched_for))
+			proc_exit(0);
+	}
+	else
+	{
+		worker_attach_shared();
+		hs_shared_settings_loaded();
+		/* a token refresh in flight honours SIGHUP and SIGTERM too */
+		hs_oauth_set_stop_check(worker_stop_check);
+		BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
+		worker_pin_settings();
+		pgstat_report_appname("hubspot_events worker");
+		served_database = hs_database;
+	}
 	ereport(LOG,
-			(errmsg("hubspot_events worker started for database \"%s\"", hs_database)));
+			(errmsg("hubspot_events worker started for database \"%s\"", served_database)));
 
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "hubspot_events worker turn",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -1696,6 +1754,9 @@ hubspot_events_worker_main(Datum arg)
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
 
+		/* a launched worker whose extension was dropped gives its slot back */
+		if (OidIsValid(launched_for) && logged_no_extension)
+			break;
 		if (did_work || ShutdownRequestPending)
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1704,6 +1765,9 @@ hubspot_events_worker_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 	}
 	ereport(LOG, (errmsg("hubspot_events worker shutting down")));
+	/* a launched worker: the launcher starts it again when it should */
+	if (OidIsValid(launched_for))
+		proc_exit(0);
 	/* exit code 1: the postmaster restarts it after bgw_restart_time, unless the server is stopping */
 	proc_exit(1);
 }

@@ -31,6 +31,8 @@ my %settings = (
 	'hubspot_events.api_base_url' => 'routing',
 	'hubspot_events.ca_file' => 'routing',
 	'hubspot_events.database' => 'plain',
+	'hubspot_events.databases' => 'plain',
+	'hubspot_events.max_databases' => 'plain',
 	'hubspot_events.request_timeout_ms' => 'plain',
 	'hubspot_events.batch_size' => 'plain',
 	'hubspot_events.poll_interval_ms' => 'plain',
@@ -112,6 +114,8 @@ my @functions = (
 		q{SELECT hubspot_events.connect_oauth('sec', 'code', 'https://app.example/cb')} ],
 	[ 'hubspot_events.check_sync_triggers(regclass)', 'internal', q{SELECT hubspot_events.check_sync_triggers('public.app_att')} ],
 	[ 'hubspot_events.guard_sync_triggers()', 'internal', q{SELECT hubspot_events.guard_sync_triggers()} ],
+	# cluster-wide: every served database's name and last error (docs/security.md)
+	[ 'hubspot_events.workers_info()', 'internal', q{SELECT * FROM hubspot_events.workers_info()} ],
 );
 
 # Every relation of the extension, and what the documented roles may do.
@@ -127,6 +131,7 @@ my %relations = (
 	'hubspot_events.backfill_progress' => { app => '', ops => '' },
 	'hubspot_events.connections' => { app => '', ops => '' },
 	'hubspot_events.connection_secrets' => { app => '', ops => '' },
+	'hubspot_events.workers' => { app => '', ops => '' },
 );
 
 # The documented GRANTs (docs/security.md, "Roles"; the app and ops ones also in
