@@ -541,6 +541,7 @@ extern void hs_shared_init(bool with_launcher);
 extern bool hs_shared_launcher_mode(void);
 extern void hs_wake_at_commit(void);
 extern void hs_wake_now(void);
+extern bool hs_shared_worker_running(void);
 extern void hs_shared_set_state(const char *state, const char *held_reason);
 extern void hs_shared_settings_loaded(void);
 extern void hs_shared_set_daily(int64 limit, int64 remaining);

@@ -244,6 +244,21 @@ request_retry(void)
 		SetLatch(latch);
 }
 
+/* Whether the worker that serves this process's database runs. */
+bool
+hs_shared_worker_running(void)
+{
+	HsWorkerShared *s = slot_lock();
+	bool		running = false;
+
+	if (s != NULL)
+	{
+		running = (s->worker_pid != 0);
+		SpinLockRelease(&s->mutex);
+	}
+	return running;
+}
+
 void
 hs_wake_now(void)
 {

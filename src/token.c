@@ -123,7 +123,7 @@ oauth_connection_token(const char *conn)
 	bool		asked = false;
 	TimestampTz deadline = GetCurrentTimestamp() + (TimestampTz) hs_request_timeout_ms * 1000;
 
-	if (!hs_conn_tokens_available() || hs_shared == NULL || hs_shared->worker_pid == 0)
+	if (!hs_conn_tokens_available() || !hs_shared_worker_running())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the OAuth connection \"%s\" needs the hubspot_events worker, which is not running", conn),

@@ -107,6 +107,32 @@ is_deeply([ mock_vids('db3-ev') ], [31], "the mock received db3's contact");
 is(activity('hubspot_events worker', 'db3'), '1', 'db3 has its worker');
 
 # ---------------------------------------------------------------------------
+# 2b. Two databases sending to one HubSpot account share its limit
+# ---------------------------------------------------------------------------
+# db1 and db2 send with the same credential (the default's token file): one
+# HubSpot account, 10 requests a second at the mock; each worker is allowed
+# 10 a second too, so only a window they share keeps them under the account's
+mock_reset();
+mock_config({ rate_limit => 10, rate_window_ms => 1000 });
+$node->append_conf('postgresql.conf', "hubspot_events.rate_limit = 10\nhubspot_events.rate_limit_interval_ms = 1000\nhubspot_events.batch_size = 10\n");
+$node->reload;
+sleep 1;
+for my $db ('db1', 'db2')
+{
+	q_in($db, "SELECT hubspot_events.pause()");
+	enqueue($db, "shared-$db", 1001 .. 1300);
+}
+q_in($_, "SELECT hubspot_events.resume()") for 'db1', 'db2';
+ok(wait_until(sub { sent('db1', 'shared-db1') eq '300' && sent('db2', 'shared-db2') eq '300' }, 90),
+	'db1 and db2 each send their 300 contacts (30 requests each) to the one account');
+my $st = mock_stats();
+cmp_ok($st->{max_accepted_in_window}, '<=', 10, "the account's limit (10 a second) was never exceeded in any window: $st->{max_accepted_in_window}");
+is($st->{responses_429}, 0, 'no request was answered 429');
+mock_config({});
+$node->append_conf('postgresql.conf', "hubspot_events.rate_limit = 1000\nhubspot_events.rate_limit_interval_ms = 10000\nhubspot_events.batch_size = 100\n");
+$node->reload;
+
+# ---------------------------------------------------------------------------
 # 3. DROP DATABASE of a served database, without FORCE
 # ---------------------------------------------------------------------------
 my $db3_oid = q_in('postgres', "SELECT oid FROM pg_database WHERE datname = 'db3'");
