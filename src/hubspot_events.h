@@ -850,6 +850,7 @@ typedef struct HsConn
 	int64		new_hub_id;		/* learned from the token answer: to store */
 	char	   *disconnected_reason;	/* the refresh was answered invalid_grant: to record */
 	TimestampTz token_refreshed_at;	/* when this worker last got its access token (0: never) */
+	bool		reauth_pending;	/* HubSpot refused its token (401): refreshed, not yet proven */
 	char		oauth_token[HS_CONN_OAUTH_TOKEN_MAX];	/* a copy of the shared access token */
 	bool		has_pending;	/* it has pending rows (else only a session waits for its token) */
 	/* this turn */

@@ -484,17 +484,17 @@ send_in_waves(List *batches, List **results, char **hold_reason)
 			{
 				if (tr->outcome.kind == HS_OUTCOME_HOLD && b->conn->auth == HS_AUTH_OAUTH &&
 					tr->outcome.http_status == 401 &&
-					(is_expired_outcome(&tr->outcome) ||
-					 TimestampDifferenceExceeds(b->conn->token_refreshed_at, GetCurrentTimestamp(), HS_HOLD_RETRY_MS)))
+					(is_expired_outcome(&tr->outcome) || !b->conn->reauth_pending))
 				{
 					/*
 					 * HubSpot refused an OAuth connection's access token (expired
 					 * early, revoked, the app uninstalled): the next turn refreshes
 					 * it, and the refresh tells which (an uninstall answers
-					 * invalid_grant).  Only a token refreshed in the last minute
-					 * that is refused holds the connection.
+					 * invalid_grant).  A new token refused again before any
+					 * request went through holds the connection.
 					 */
 					hs_conn_token_forget(b->conn->name, b->conn->token_now);
+					b->conn->reauth_pending = true;
 				}
 				else if (tr->outcome.kind == HS_OUTCOME_HOLD)
 				{
@@ -507,7 +507,10 @@ send_in_waves(List *batches, List **results, char **hold_reason)
 										tr->outcome.error_message ? tr->outcome.error_message : "");
 				}
 				else
+				{
 					b->conn->went_through = true;
+					b->conn->reauth_pending = false;
+				}
 				*results = lappend(*results, tr);
 			}
 			free_answer(&reqs[i]);
