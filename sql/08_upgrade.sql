@@ -60,6 +60,9 @@ SELECT p.oid::regprocedure AS function, a.privilege_type, a.is_grantable
 SELECT count(*) AS outbox_rows_on_default FROM hubspot_events.outbox WHERE connection = 'default';
 REVOKE ALL ON FUNCTION hubspot_events.hubspot_enqueue_subscriber(text, text, text, jsonb, text) FROM hs_upg_app CASCADE;
 REVOKE ALL ON FUNCTION hubspot_events.hubspot_cancel_event(text, text, text) FROM hs_upg_app;
+-- the carried GRANTs were made by the update's script: PostgreSQL records them
+-- as the extension's initial privileges, which only DROP OWNED removes
+DROP OWNED BY hs_upg_app;
 DROP ROLE hs_upg_app;
 -- the chain's trace: a column added by ALTER TABLE ... ADD COLUMN with a
 -- default keeps that default as its "missing" value
