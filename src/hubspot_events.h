@@ -802,7 +802,7 @@ extern void hs_pacing_note_start(HsPacer *p);
 extern int	hs_pacing_room(HsPacer *p, int max);
 extern char *hs_pacing_note_answer(HsPacer *p, const HsHttpResult *res, const HsErrorBody *err,
 								   int64 retry_after_ms);
-extern TimestampTz hs_pacing_paused_until(const HsPacer *p);
+extern TimestampTz hs_pacing_paused_until(HsPacer *p);
 extern int64 hs_retry_delay_ms(int attempts, int64 retry_after_ms);
 extern bool hs_pacing_daily(const HsPacer *p, int64 *limit, int64 *remaining);
 extern int64 hs_retry_after_ms(const char *value);

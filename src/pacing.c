@@ -53,7 +53,7 @@
 
 /* the starts a window shared between databases keeps (HubSpot's limits are at most 250 per window) */
 #define HS_SHARED_TRACKED 1024
-#define HS_SHARED_WINDOWS 64
+#define HS_SHARED_WINDOWS 256
 
 /*
  * A rolling window: the recent starts of one HubSpot account's requests
@@ -85,6 +85,8 @@ typedef struct HsSharedWindows
 
 static HsSharedWindows *shared_windows = NULL;
 
+static void record_start(HsWindow *w, int64 t);
+
 /*
  * One connection's pacing (a HubSpot account reached with one credential):
  * its window, its own limit, its daily quota.  The worker keeps one per
@@ -94,6 +96,7 @@ struct HsPacer
 {
 	HsWindow   *window;			/* own or shared */
 	bool		shared;			/* window is in shared memory: under the mutex */
+	uint64		shared_key;		/* the account's key of the shared window */
 	HsWindow   *own;
 	int			rate_limit;		/* the connection's own; 0: hubspot_events.rate_limit */
 	int			rate_interval_ms;	/* 0: hubspot_events.rate_limit_interval_ms */
@@ -179,8 +182,19 @@ hs_pacer_share(HsPacer *p, uint64 key)
 		p->shared = false;
 		return;
 	}
-	if (p->shared && p->window->key == key)
-		return;
+	if (p->shared && p->shared_key == key)
+	{
+		SpinLockAcquire(&shared_windows->mutex);
+		if (p->window->key == key)
+		{
+			p->window->last_used = now;
+			SpinLockRelease(&shared_windows->mutex);
+			return;
+		}
+		SpinLockRelease(&shared_windows->mutex);
+		p->window = p->own;
+		p->shared = false;
+	}
 	SpinLockAcquire(&shared_windows->mutex);
 	for (int i = 0; i < HS_SHARED_WINDOWS && found == NULL; i++)
 	{
@@ -201,18 +215,49 @@ hs_pacer_share(HsPacer *p, uint64 key)
 		found->paused_until_ms = 0;
 	}
 	if (found)
+	{
 		found->last_used = now;
+		/* what this pacer started on its own window still counts in the account's */
+		if (!p->shared)
+		{
+			HsWindow   *own = p->own;
+			int64		now_ms_ = now / 1000;
+
+			for (int i = 0; i < own->nstarts; i++)
+			{
+				int64		t = own->starts[(own->first + i) % own->cap];
+
+				if (t > now_ms_ - 3600000)
+					record_start(found, t);
+			}
+			found->paused_until_ms = Max(found->paused_until_ms, own->paused_until_ms);
+			if (found->header_limit == 0)
+			{
+				found->header_limit = Min(own->header_limit, found->cap);
+				found->header_interval_ms = own->header_interval_ms;
+			}
+		}
+	}
 	SpinLockRelease(&shared_windows->mutex);
 	p->window = found ? found : p->own;
 	p->shared = (found != NULL);
+	p->shared_key = found ? key : 0;
 }
 
 /* The pacer's window, locked when shared; window_done() unlocks. */
 static HsWindow *
-window_of(const HsPacer *p)
+window_of(HsPacer *p)
 {
 	if (p->shared)
+	{
 		SpinLockAcquire(&shared_windows->mutex);
+		if (p->window->key == p->shared_key)
+			return p->window;
+		/* given to another account meanwhile (unused for a minute): back to its own */
+		SpinLockRelease(&shared_windows->mutex);
+		p->window = p->own;
+		p->shared = false;
+	}
 	return p->window;
 }
 
@@ -305,6 +350,8 @@ hs_pacing_note_start(HsPacer *p)
 	HsWindow   *w = window_of(p);
 
 	record_start(w, now_ms());
+	if (p->shared)
+		w->last_used = GetCurrentTimestamp();
 	window_done(p);
 }
 
@@ -330,7 +377,7 @@ hs_pacing_room(HsPacer *p, int max)
 
 /* The time the sender is paused until (a 429), 0 when it is not. */
 TimestampTz
-hs_pacing_paused_until(const HsPacer *p)
+hs_pacing_paused_until(HsPacer *p)
 {
 	HsWindow   *w = window_of(p);
 	int64		until = w->paused_until_ms;
