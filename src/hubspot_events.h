@@ -792,7 +792,7 @@ extern char *hs_sanitize_remote_text(const char *s, size_t len);
 
 /* ---- pacing.c ---- */
 typedef struct HsPacer HsPacer;
-extern HsPacer *hs_pacer_create(MemoryContext cxt, bool publish);
+extern HsPacer *hs_pacer_create(MemoryContext cxt);
 extern void hs_pacer_set_limits(HsPacer *p, int rate_limit, int rate_interval_ms);
 extern void hs_pacer_share(HsPacer *p, uint64 key);
 extern Size hs_pacing_shmem_size(void);
@@ -849,7 +849,6 @@ typedef struct HsConn
 	char	   *new_refresh_token;	/* HubSpot rotated it: to store */
 	int64		new_hub_id;		/* learned from the token answer: to store */
 	char	   *disconnected_reason;	/* the refresh was answered invalid_grant: to record */
-	TimestampTz token_refreshed_at;	/* when this worker last got its access token (0: never) */
 	bool		reauth_pending;	/* HubSpot refused its token (401): refreshed, not yet proven */
 	char		oauth_token[HS_CONN_OAUTH_TOKEN_MAX];	/* a copy of the shared access token */
 	bool		has_pending;	/* it has pending rows (else only a session waits for its token) */

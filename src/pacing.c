@@ -100,7 +100,6 @@ struct HsPacer
 	HsWindow   *own;
 	int			rate_limit;		/* the connection's own; 0: hubspot_events.rate_limit */
 	int			rate_interval_ms;	/* 0: hubspot_events.rate_limit_interval_ms */
-	bool		publish;		/* the pause and daily figures go to shared memory (status) */
 
 	/*
 	 * The daily quota left, as HubSpot last said, within the current daily
@@ -137,18 +136,17 @@ hs_pacing_shmem_init(void)
 }
 
 /*
- * A new pacer, in cxt.  publish: its daily figures are the ones
- * hubspot_events.status shows (the connection default's).
+ * A new pacer, in cxt.  (The worker publishes the connection default's
+ * daily figures for hubspot_events.status.)
  */
 HsPacer *
-hs_pacer_create(MemoryContext cxt, bool publish)
+hs_pacer_create(MemoryContext cxt)
 {
 	HsPacer    *p = MemoryContextAllocZero(cxt, sizeof(HsPacer));
 
 	p->own = MemoryContextAllocZero(cxt, HS_WINDOW_SIZE(HS_MAX_TRACKED));
 	p->own->cap = HS_MAX_TRACKED;
 	p->window = p->own;
-	p->publish = publish;
 	p->daily_remaining = -1;
 	p->daily_limit = -1;
 	return p;

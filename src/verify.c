@@ -137,7 +137,7 @@ read_page(const char *url, const char **token, const char *conn, int pages_read,
 	bool		refreshed = false;
 
 	if (verify_pacer == NULL)
-		verify_pacer = hs_pacer_create(TopMemoryContext, false);
+		verify_pacer = hs_pacer_create(TopMemoryContext);
 	hooks.wait_ms = verify_wait_ms;
 	hooks.on_start = verify_note_start;
 	for (int tries = 0;; tries++)

@@ -76,7 +76,7 @@ hs_conn_get(const char *name)
 		c->is_default = (strcmp(c->name, "default") == 0);
 		c->auth = c->is_default ? HS_AUTH_SETTINGS : HS_AUTH_TOKEN_FILE;
 		c->exists = c->is_default;
-		c->pacer = hs_pacer_create(TopMemoryContext, c->is_default);
+		c->pacer = hs_pacer_create(TopMemoryContext);
 	}
 	return c;
 }
@@ -498,7 +498,6 @@ hs_conn_refresh_oauth(HsConn *c, MemoryContext turn_cxt)
 	{
 		hs_conn_token_set(c->name, grant.access_token,
 						  GetCurrentTimestamp() + (TimestampTz) Max(grant.expires_in_s, 60) * USECS_PER_SEC);
-		c->token_refreshed_at = GetCurrentTimestamp();
 		if (grant.refresh_token && strcmp(grant.refresh_token, c->refresh_token) != 0)
 			c->new_refresh_token = MemoryContextStrdup(TopMemoryContext, grant.refresh_token);
 		if (grant.hub_id > 0 && grant.hub_id != c->hub_id)
