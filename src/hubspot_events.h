@@ -19,6 +19,7 @@
  *	  hubspot_api.c HubSpot's API: its version, every call's URL and body, reading an answer
  *	  http.c        libcurl: HubSpot requests, interruptible (transport only)
  *	  hs_json.c     JSON (json-c): HubSpot's error answers and per-contact errors
+ *	  jsonb_build.c building jsonb values in C (contacts, raw rows), no text round trip
  *	  answer.c      HubSpot's answers turned into SQLSTATEs, ERRORs and jsonb
  *	  pacing.c      the client-side rate limiter, 429 pauses, Retry-After, the daily reset,
  *	                a retry's backoff
@@ -751,6 +752,16 @@ extern bool hs_http_post_form(const char *url, const char *body, size_t body_len
  * when set.  Throws when libcurl refuses an option.
  */
 extern void hs_http_set_tls(void *easy);
+
+/* ---- jsonb_build.c ---- */
+
+extern void hs_jsonb_push_key(JsonbParseState **ps, const char *key);
+extern void hs_jsonb_push_string(JsonbParseState **ps, const char *s);
+extern void hs_jsonb_push_numeric(JsonbParseState **ps, Numeric num);
+extern void hs_jsonb_push_int64(JsonbParseState **ps, int64 n);
+extern void hs_jsonb_push_null(JsonbParseState **ps);
+extern void hs_jsonb_push_jsonb(JsonbParseState **ps, Jsonb *jb);
+extern void hs_jsonb_push_string_object(JsonbParseState **ps, List *names, List *values);
 
 /* ---- hs_json.c ---- */
 

@@ -1028,64 +1028,6 @@ value_jsonb(MappedValue *mv, Datum value, char **error)
 	return result;
 }
 
-static void
-push_key(JsonbParseState **ps, const char *key)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, key);
-	v.val.string.len = strlen(key);
-	pushJsonbValue(ps, WJB_KEY, &v);
-}
-
-static void
-push_string(JsonbParseState **ps, const char *s)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, s);
-	v.val.string.len = strlen(s);
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static void
-push_numeric(JsonbParseState **ps, Numeric num)
-{
-	JsonbValue	v;
-
-	v.type = jbvNumeric;
-	v.val.numeric = num;
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static void
-push_null(JsonbParseState **ps)
-{
-	JsonbValue	v;
-
-	v.type = jbvNull;
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static void
-push_jsonb(JsonbParseState **ps, Jsonb *jb)
-{
-	JsonbValue	v;
-
-	if (JB_ROOT_IS_SCALAR(jb))
-	{
-		(void) JsonbExtractScalar(&jb->root, &v);
-		pushJsonbValue(ps, WJB_VALUE, &v);
-		return;
-	}
-	v.type = jbvBinary;
-	v.val.binary.data = &jb->root;
-	v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
 /*
  * Push the interactionDateTime of a non-NULL "at" value as the validator
  * takes it: epoch milliseconds for a timestamp that PostgreSQL converts to
@@ -1100,13 +1042,13 @@ push_at(JsonbParseState **ps, MappedValue *mv, Datum value)
 
 	if (mv->is_const || mv->form == VF_TEXT)
 	{
-		push_string(ps, value_text(mv, value));
+		hs_jsonb_push_string(ps, value_text(mv, value));
 		return;
 	}
 	switch (mv->form)
 	{
 		case VF_INT:
-			push_numeric(ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
+			hs_jsonb_push_numeric(ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
 																 CStringGetDatum(value_text(mv, value)),
 																 ObjectIdGetDatum(InvalidOid),
 																 Int32GetDatum(-1))));
@@ -1125,9 +1067,9 @@ push_at(JsonbParseState **ps, MappedValue *mv, Datum value)
 			elog(ERROR, "unexpected form %d of an \"at\" column", (int) mv->form);
 	}
 	if (overflow == 0 && !TIMESTAMP_NOT_FINITE(ts) && hs_timestamptz_to_ms(ts) >= 0)
-		push_numeric(ps, int64_to_numeric(hs_timestamptz_to_ms(ts)));
+		hs_jsonb_push_numeric(ps, int64_to_numeric(hs_timestamptz_to_ms(ts)));
 	else
-		push_string(ps, value_text(mv, value));
+		hs_jsonb_push_string(ps, value_text(mv, value));
 }
 
 /* One image of a row, as its mapped columns read (row_to_outbox's first phase). */
@@ -1204,24 +1146,24 @@ build_contact_input(SyncConfig *cfg, const RowValues *rv)
 	JsonbParseState *ps = NULL;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, rv->id_name);
+	hs_jsonb_push_key(&ps, rv->id_name);
 	if (rv->id_key == VK_VID && !v[VK_VID].is_const &&
 		(v[VK_VID].form == VF_INT || v[VK_VID].form == VF_NUMERIC))
-		push_numeric(&ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
+		hs_jsonb_push_numeric(&ps, DatumGetNumeric(DirectFunctionCall3(numeric_in,
 															  CStringGetDatum(rv->vid_text),
 															  ObjectIdGetDatum(InvalidOid),
 															  Int32GetDatum(-1))));
 	else
-		push_string(&ps, rv->vid_text);
+		hs_jsonb_push_string(&ps, rv->vid_text);
 	if (rv->have_at)
 	{
-		push_key(&ps, "interactionDateTime");
+		hs_jsonb_push_key(&ps, "interactionDateTime");
 		push_at(&ps, &v[VK_AT], rv->d_at);
 	}
 	if (rv->have_props)
 	{
-		push_key(&ps, "properties");
-		push_jsonb(&ps, rv->props);
+		hs_jsonb_push_key(&ps, "properties");
+		hs_jsonb_push_jsonb(&ps, rv->props);
 	}
 	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
@@ -1273,30 +1215,30 @@ raw_contact(SyncConfig *cfg, const RowValues *rv, bool cancel)
 	JsonbParseState *ps = NULL;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, rv->id_name);
-	push_string(&ps, rv->vid_text);
+	hs_jsonb_push_key(&ps, rv->id_name);
+	hs_jsonb_push_string(&ps, rv->vid_text);
 	if (v[VK_AT].given && !cancel)
 	{
-		push_key(&ps, "interactionDateTime");
+		hs_jsonb_push_key(&ps, "interactionDateTime");
 		if (rv->have_at)
-			push_string(&ps, value_text(&v[VK_AT], rv->d_at));
+			hs_jsonb_push_string(&ps, value_text(&v[VK_AT], rv->d_at));
 		else
-			push_null(&ps);
+			hs_jsonb_push_null(&ps);
 	}
 	if (v[VK_PROPERTIES].given)
 	{
-		push_key(&ps, "properties");
+		hs_jsonb_push_key(&ps, "properties");
 		if (rv->have_props)
-			push_jsonb(&ps, rv->props);
+			hs_jsonb_push_jsonb(&ps, rv->props);
 		else if (rv->props_error != NULL)
 		{
 			/* the json text as it came, as far as text can hold it */
 			char	   *raw = TextDatumGetCString(rv->d_props);
 
-			push_string(&ps, hs_sanitize_remote_text(raw, strlen(raw)));
+			hs_jsonb_push_string(&ps, hs_sanitize_remote_text(raw, strlen(raw)));
 		}
 		else
-			push_null(&ps);
+			hs_jsonb_push_null(&ps);
 	}
 	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }

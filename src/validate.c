@@ -989,14 +989,36 @@ hs_contact_key(const HsContact *c)
 	return psprintf(INT64_FORMAT, c->vid);
 }
 
+/*
+ * The contact as hs_append_contact_json writes it, built as jsonb directly
+ * (the same keys and values; jsonb orders an object's keys by itself).
+ */
 Jsonb *
-hs_contact_to_jsonb(const HsContact *contact)
+hs_contact_to_jsonb(const HsContact *c)
 {
-	StringInfoData buf;
+	JsonbParseState *ps = NULL;
 
-	initStringInfo(&buf);
-	hs_append_contact_json(&buf, contact);
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	if (c->email)
+	{
+		hs_jsonb_push_key(&ps, "email");
+		hs_jsonb_push_string(&ps, c->email);
+	}
+	else
+	{
+		hs_jsonb_push_key(&ps, "vid");
+		hs_jsonb_push_int64(&ps, c->vid);
+	}
+	hs_jsonb_push_key(&ps, "interactionDateTime");
+	hs_jsonb_push_int64(&ps, c->interaction_ms);
+	hs_jsonb_push_key(&ps, "properties");
+	hs_jsonb_push_string_object(&ps, c->prop_names, c->prop_values);
+	if (c->email)
+	{
+		hs_jsonb_push_key(&ps, "contactProperties");
+		hs_jsonb_push_string_object(&ps, c->cprop_names, c->cprop_values);
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
 
 /* Epoch milliseconds as the spec's date-time: UTC, ISO 8601, milliseconds. */
