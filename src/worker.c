@@ -69,6 +69,20 @@ static bool held_token_stat_ok = false;
 static char held_reason_logged[256];
 
 static TimestampTz last_retention = 0;
+
+/*
+ * Rows in flight ("sending") outside a turn are left by a crash, a failover,
+ * an outcome that could not be recorded, or an operator's edit.  The worker
+ * looks for them at its first turn, after a turn that failed or could not
+ * record an outcome, and otherwise at most once a second (not at every turn:
+ * the index of rows in flight is full of the old versions of the rows a
+ * drain has claimed until the outbox is vacuumed, and reading it every turn
+ * cost about 2% of the worker's time in a drain).
+ */
+#define HS_IN_FLIGHT_CHECK_EVERY_MS 1000
+static bool in_flight_known_clear = false;
+static bool record_failed = false;
+static TimestampTz last_in_flight_check = 0;
 /* rows claimed since the worker last vacuumed the outbox */
 static uint64 claimed_since_vacuum = 0;
 static bool logged_standby = false;
@@ -720,6 +734,7 @@ record_in_subxact(void (*step) (void *arg), void *arg, const char *what)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		record_failed = true;
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("hubspot_events worker: could not record %s: %s", what, edata->message),
@@ -1204,7 +1219,14 @@ claim_phase(MemoryContext turn_cxt, List **rows, int64 *next_due_ms)
 		result = HS_CLAIM_UNUSABLE;
 	else
 	{
-		recover_in_flight();
+		if (!in_flight_known_clear ||
+			TimestampDifferenceExceeds(last_in_flight_check, GetCurrentTimestamp(),
+									   HS_IN_FLIGHT_CHECK_EVERY_MS))
+		{
+			recover_in_flight();
+			in_flight_known_clear = true;
+			last_in_flight_check = GetCurrentTimestamp();
+		}
 		if (hs_sent_retention_s > 0 &&
 			TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), HS_RETENTION_EVERY_MS))
 		{
@@ -1521,7 +1543,20 @@ static void
 record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 {
 	SetCurrentStatementStartTimestamp();
+	record_failed = false;
 	StartTransactionCommand();
+
+	/*
+	 * The record's commit does not wait for the disk (synchronous_commit
+	 * off, for this transaction only): a record lost in a crash leaves its
+	 * rows "sending", and the next worker sends them again, which the outbox
+	 * allows anyway (a crash between a request and its record does the
+	 * same).  The claim's commit still waits: the attempt it counts must be
+	 * on disk before the request goes out, or a row that crashes the server
+	 * would be tried forever.  The next claim's commit flushes this one.
+	 */
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
 	record_outcomes(results);
@@ -1529,6 +1564,8 @@ record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 	turn_notes(results, hold_reason);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* every row of the turn recorded, unless record_in_subxact could not */
+	in_flight_known_clear = !record_failed;
 	MemoryContextSwitchTo(turn_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
@@ -1599,6 +1636,8 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	}
 
 	claimed_since_vacuum += list_length(rows);
+	/* until the record phase has committed, this turn's rows are in flight */
+	in_flight_known_clear = false;
 	if (!send_phase(turn_cxt, rows, &results, &hold_reason))
 		return true;			/* SIGTERM: the rows stay "sending", pending again at the next turn */
 	record_phase(turn_cxt, results, hold_reason);
@@ -1747,6 +1786,7 @@ hubspot_events_worker_main(Datum arg)
 			EmitErrorReport();
 			AbortOutOfAnyTransaction();
 			FlushErrorState();
+			in_flight_known_clear = false;
 			MemoryContextReset(turn_cxt);
 			RESUME_INTERRUPTS();
 			pgstat_report_activity(STATE_IDLE, NULL);
