@@ -15,6 +15,7 @@ import pwd
 import re
 import platform
 import statistics
+import uuid
 import subprocess
 import sys
 import time
@@ -373,6 +374,16 @@ class Bench:
             END $$;
             CREATE TRIGGER to_hubspot AFTER INSERT OR UPDATE OR DELETE ON att_hand
               FOR EACH ROW EXECUTE FUNCTION hand_enqueue();
+            -- The floors: what writing one outbox row per application row costs at the least,
+            -- with no trigger and no validation at all: one statement inserts the application's
+            -- rows (into att_bare, as the bare variant) and, from its RETURNING, their outbox
+            -- rows (the same values as hand_enqueue's).  Into a copy of the outbox with all its
+            -- indexes, with its primary key only, and with no index.
+            DROP TABLE IF EXISTS floor_all, floor_pk, floor_none;
+            CREATE TABLE floor_all (LIKE hubspot_events.outbox INCLUDING ALL);
+            CREATE TABLE floor_pk (LIKE hubspot_events.outbox INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS);
+            ALTER TABLE floor_pk ADD PRIMARY KEY (id);
+            CREATE TABLE floor_none (LIKE hubspot_events.outbox INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS);
         """)
         # the same jsonb? one row each way
         self.clear_outbox()
@@ -392,20 +403,38 @@ class Bench:
                     IF i % 1000 = 0 THEN COMMIT; END IF;
                 END LOOP;
             END $$"""
+        # a floor variant: the bare INSERT with its outbox rows written by the same statement
+        floor_cte = ("WITH ins AS ({ins} RETURNING webinar, status, hubspot_vid, checked_in)"
+                     " INSERT INTO {f} (external_event_id, subscriber_state, external_account_id, contact, contact_key, source)"
+                     " SELECT webinar, status, 'acme', jsonb_build_object('vid', hubspot_vid,"
+                     "   'interactionDateTime', (extract(epoch FROM checked_in) * 1000)::bigint, 'properties', '{{}}'::jsonb),"
+                     "   hubspot_vid::text, 'public.att_bare' FROM ins")
+        bulk_floor_sql = floor_cte.format(
+            ins="INSERT INTO att_bare (webinar, status, hubspot_vid, checked_in)"
+                " SELECT 'webinar-' || (i %% 10), 'register', i, now() FROM generate_series(%s::bigint, %s::bigint) i",
+            f="{f}")
+        variants = ["bare", "sync", "hand", "floor_all", "floor_pk", "floor_none"]
         times = {}
         cpus = {}
         bpid = self.conn.get_backend_pid()
         for rep in range(reps):
-            order = ["bare", "sync", "hand"]
-            order = order[rep % 3:] + order[:rep % 3]
+            order = variants[rep % len(variants):] + variants[:rep % len(variants)]
             for mode in ("bulk", "single"):
                 for v in order:
+                    if v.startswith("floor_") and mode == "single":
+                        # (a statement per row pays an executor start and end for each of its two
+                        # INSERTs: slower than the trigger's direct insert, so no floor)
+                        continue
                     t = "att_" + v
-                    self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, hubspot_events.outbox")
+                    self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none,"
+                           " hubspot_events.outbox")
                     self.q("CHECKPOINT")
                     cpu0 = self.oncpu_s(bpid)
                     start = time.perf_counter()
-                    if mode == "bulk":
+                    if v.startswith("floor_") and mode == "bulk":
+                        for lo in range(1, n + 1, per_stmt):
+                            self.q(bulk_floor_sql.replace("{f}", v), (lo, min(n, lo + per_stmt - 1)))
+                    elif mode == "bulk":
                         for lo in range(1, n + 1, per_stmt):
                             self.q(bulk_sql.format(t=t), (lo, min(n, lo + per_stmt - 1)))
                     else:
@@ -423,7 +452,7 @@ class Bench:
                 self.q(loop_sql.format(t="att_" + v, n=n))
                 self.perf_stop(h)
         check = self.q1("SELECT count(*) FROM hubspot_events.outbox")
-        self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, hubspot_events.outbox")
+        self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none, hubspot_events.outbox")
         res = {"rows": n, "bulk_rows_per_statement": per_stmt, "reps": reps, "contact_sync": ours, "contact_hand": hand, "last_outbox_rows": check}
         for mode in ("bulk", "single"):
             med = {v: statistics.median(times[(mode, v)]) for v in ("bare", "sync", "hand")}
@@ -442,6 +471,12 @@ class Bench:
                 "wall_sync_vs_bare": med["sync"] / med["bare"],
                 "wall_hand_vs_bare": med["hand"] / med["bare"],
             }
+            if mode == "bulk":
+                # the floors: backend CPU of the bare rows with their outbox rows written set-based
+                floors = [v for v in variants if v.startswith("floor_")]
+                res[mode]["floor_cpu_seconds"] = {v: statistics.median(cpus[(mode, v)]) for v in floors}
+                res[mode]["floor_cpu_all"] = {v: cpus[(mode, v)] for v in floors}
+                res[mode]["floor_vs_bare"] = {v: statistics.median(cpus[(mode, v)]) / cmed["bare"] for v in floors}
         self.results["scenarios"]["1"] = res
         self.resume()
 
@@ -526,9 +561,60 @@ class Bench:
                     % (bs, len(runs), out["contacts_per_s"], out["worker_cpu_s_per_10k"]))
             out["runs"] = runs
             res["by_batch"][bs] = out
+        if 100 in BATCHES:
+            res["sql_floor"] = self.drain_sql_floor(n)
         self.results["scenarios"]["2"] = res
         if PROFILE:
             self.memory_contexts("after-drains")
+
+    def drain_sql_floor(self, n, reps=3):
+        """The least SQL a drain runs per contact in the outbox's design: each row claimed
+        (pending to sending, the attempt counted) and recorded (sending to sent), 800 rows at
+        a time as the worker claims them at batch_size 100, run by this session's backend on
+        the same freshly enqueued, never vacuumed rows, with nothing else: no request, no
+        JSON, no checks of the claimed rows, no vacuum.  Two ways: the worker's own claim
+        (claim_due, with the order rules) and its record's UPDATE; and two bare UPDATEs by id
+        (no order rules).  Backend CPU per 10,000 contacts, the median of `reps` each."""
+        claim = {
+            "claim_due": "SELECT pg_catalog.array_agg(id) FROM hubspot_events.claim_due(800, 'default')",
+            "bare_updates": "WITH d AS (SELECT id FROM hubspot_events.outbox WHERE status = 'pending'"
+                            " AND connection = 'default' ORDER BY connection, next_attempt_at, id LIMIT 800)"
+                            " , u AS (UPDATE hubspot_events.outbox o SET status = 'sending', attempts = o.attempts + 1,"
+                            " last_attempt_at = now() FROM d WHERE o.id = d.id RETURNING o.id)"
+                            " SELECT pg_catalog.array_agg(id) FROM u",
+        }
+        record = ("UPDATE hubspot_events.outbox o SET status = 'sent', sent_at = now(), http_status = 204,"
+                  " correlation_id = r.cid::uuid, error_category = NULL, error_subcategory = NULL,"
+                  " error_message = NULL, error_body = NULL"
+                  " FROM ROWS FROM (unnest(%s::bigint[]), unnest(%s::text[])) AS r(id, cid)"
+                  " WHERE o.id = r.id AND o.status = 'sending'")
+        bpid = self.conn.get_backend_pid()
+        out = {}
+        for rep in range(reps):
+            for way, claim_sql in claim.items():
+                self.fill_for_drain("floor-%d" % rep, n)
+                cpu = 0.0
+                done = 0
+                while True:
+                    c0 = self.oncpu_s(bpid)
+                    with self.conn.cursor() as cur:
+                        cur.execute("BEGIN")
+                        cur.execute(claim_sql)
+                        ids = cur.fetchone()[0]
+                        cur.execute("COMMIT")
+                        if ids:
+                            cur.execute("BEGIN")
+                            cur.execute(record, (ids, [str(uuid.uuid4()) for _ in ids]))
+                            cur.execute("COMMIT")
+                    cpu += self.oncpu_s(bpid) - c0
+                    if not ids:
+                        break
+                    done += len(ids)
+                out.setdefault(way, []).append(cpu / done * 10000 if done else None)
+                log("   SQL floor, %s and the record: %d contacts, %.3f backend CPU s per 10,000"
+                    % (way, done, out[way][-1] or 0))
+        self.clear_outbox()
+        return {"per_10k": {w: statistics.median(v) for w, v in out.items()}, "runs": out, "rows_per_claim": 800}
 
     def ab_drains(self, variants, reps):
         """Development: batch-100 drains alternating between variants (SQL run before each drain),
@@ -896,6 +982,9 @@ class Bench:
                 row("1 write", "%s: sync_attendance / bare" % label, "%.2fx" % r["sync_vs_bare"], "<= %dx" % limit,
                     r["sync_vs_bare"] <= limit)
                 row("1 write", "%s: hand-written / bare (reference)" % label, "%.2fx" % r["hand_vs_bare"], "", None)
+                if "floor_vs_bare" in r:
+                    row("1 write", "%s: the floor, outbox rows written set-based with no trigger / bare (reference)" % label,
+                        "%.2fx" % r["floor_vs_bare"]["floor_all"], "", None)
                 row("1 write", "%s: the same three in wall time (sync/hand, sync/bare, hand/bare)" % label,
                     "%.2fx %.2fx %.2fx" % (r["wall_sync_vs_hand"], r["wall_sync_vs_bare"], r["wall_hand_vs_bare"]), "", None)
         if "2" in s:
@@ -907,6 +996,9 @@ class Bench:
                 row("2 drain", "batch %d: requests/s" % bs, "%.0f" % r["requests_per_s"], "", None)
                 row("2 drain", "batch %d: worker CPU s per 10,000 contacts" % bs, "%.3f" % r["worker_cpu_s_per_10k"],
                     "<= 0.25" if bs == 100 else "", r["worker_cpu_s_per_10k"] <= 0.25 if bs == 100 else None)
+            if s["2"].get("sql_floor"):
+                row("2 drain", "the floor, claim_due and the record's UPDATE alone: CPU s per 10,000 contacts (reference)",
+                    "%.3f" % s["2"]["sql_floor"]["per_10k"]["claim_due"], "", None)
         if "3" in s:
             r = s["3"]
             row("3 latency", "commit to request p50", "%.2f ms" % r["p50_ms"], "<= 5 ms", r["p50_ms"] <= 5)
