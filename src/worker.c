@@ -1545,18 +1545,6 @@ record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 	SetCurrentStatementStartTimestamp();
 	record_failed = false;
 	StartTransactionCommand();
-
-	/*
-	 * The record's commit does not wait for the disk (synchronous_commit
-	 * off, for this transaction only): a record lost in a crash leaves its
-	 * rows "sending", and the next worker sends them again, which the outbox
-	 * allows anyway (a crash between a request and its record does the
-	 * same).  The claim's commit still waits: the attempt it counts must be
-	 * on disk before the request goes out, or a row that crashes the server
-	 * would be tried forever.  The next claim's commit flushes this one.
-	 */
-	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
 	record_outcomes(results);
