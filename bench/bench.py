@@ -384,6 +384,11 @@ class Bench:
             CREATE TABLE floor_pk (LIKE hubspot_events.outbox INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS);
             ALTER TABLE floor_pk ADD PRIMARY KEY (id);
             CREATE TABLE floor_none (LIKE hubspot_events.outbox INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS);
+            -- and a narrow intake: only what a row must carry, no index, no constraint
+            DROP TABLE IF EXISTS floor_intake;
+            CREATE TABLE floor_intake (id bigint GENERATED ALWAYS AS IDENTITY, external_event_id text,
+                                       subscriber_state text, external_account_id text, contact jsonb,
+                                       contact_key text, source text);
         """)
         # the same jsonb? one row each way
         self.clear_outbox()
@@ -413,7 +418,7 @@ class Bench:
             ins="INSERT INTO att_bare (webinar, status, hubspot_vid, checked_in)"
                 " SELECT 'webinar-' || (i %% 10), 'register', i, now() FROM generate_series(%s::bigint, %s::bigint) i",
             f="{f}")
-        variants = ["bare", "sync", "hand", "floor_all", "floor_pk", "floor_none"]
+        variants = ["bare", "sync", "hand", "floor_all", "floor_pk", "floor_none", "floor_intake"]
         times = {}
         cpus = {}
         bpid = self.conn.get_backend_pid()
@@ -426,7 +431,7 @@ class Bench:
                         # INSERTs: slower than the trigger's direct insert, so no floor)
                         continue
                     t = "att_" + v
-                    self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none,"
+                    self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none, floor_intake,"
                            " hubspot_events.outbox")
                     self.q("CHECKPOINT")
                     cpu0 = self.oncpu_s(bpid)
@@ -452,7 +457,7 @@ class Bench:
                 self.q(loop_sql.format(t="att_" + v, n=n))
                 self.perf_stop(h)
         check = self.q1("SELECT count(*) FROM hubspot_events.outbox")
-        self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none, hubspot_events.outbox")
+        self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none, floor_intake, hubspot_events.outbox")
         res = {"rows": n, "bulk_rows_per_statement": per_stmt, "reps": reps, "contact_sync": ours, "contact_hand": hand, "last_outbox_rows": check}
         for mode in ("bulk", "single"):
             med = {v: statistics.median(times[(mode, v)]) for v in ("bare", "sync", "hand")}
@@ -572,11 +577,18 @@ class Bench:
         (pending to sending, the attempt counted) and recorded (sending to sent), 800 rows at
         a time as the worker claims them at batch_size 100, run by this session's backend on
         the same freshly enqueued, never vacuumed rows, with nothing else: no request, no
-        JSON, no checks of the claimed rows, no vacuum.  Two ways: the worker's own claim
-        (claim_due, with the order rules) and its record's UPDATE; and two bare UPDATEs by id
-        (no order rules).  Backend CPU per 10,000 contacts, the median of `reps` each."""
+        JSON, no checks of the claimed rows, no vacuum.  Three ways: the worker's own claim
+        (claim_due, with the order rules) and its record's UPDATE; two bare UPDATEs by id (no
+        order rules); and one UPDATE per contact (the record only: the floor of a design with one
+        row version per contact).  Backend CPU per 10,000 contacts, the median of `reps` each."""
         claim = {
             "claim_due": "SELECT pg_catalog.array_agg(id) FROM hubspot_events.claim_due(800, 'default')",
+            # one row version per contact: the claim reads the due rows and changes none of them
+            # (in such a design the claim would be one row of its own per turn), the record is
+            # the row's only new version
+            "one_version": "SELECT pg_catalog.array_agg(id) FROM (SELECT id FROM hubspot_events.outbox"
+                           " WHERE status = 'pending' AND connection = 'default'"
+                           " ORDER BY connection, next_attempt_at, id LIMIT 800) d",
             "bare_updates": "WITH d AS (SELECT id FROM hubspot_events.outbox WHERE status = 'pending'"
                             " AND connection = 'default' ORDER BY connection, next_attempt_at, id LIMIT 800)"
                             " , u AS (UPDATE hubspot_events.outbox o SET status = 'sending', attempts = o.attempts + 1,"
@@ -587,7 +599,7 @@ class Bench:
                   " correlation_id = r.cid::uuid, error_category = NULL, error_subcategory = NULL,"
                   " error_message = NULL, error_body = NULL"
                   " FROM ROWS FROM (unnest(%s::bigint[]), unnest(%s::text[])) AS r(id, cid)"
-                  " WHERE o.id = r.id AND o.status = 'sending'")
+                  " WHERE o.id = r.id AND o.status = %s")
         bpid = self.conn.get_backend_pid()
         out = {}
         for rep in range(reps):
@@ -604,7 +616,8 @@ class Bench:
                         cur.execute("COMMIT")
                         if ids:
                             cur.execute("BEGIN")
-                            cur.execute(record, (ids, [str(uuid.uuid4()) for _ in ids]))
+                            cur.execute(record, (ids, [str(uuid.uuid4()) for _ in ids],
+                                                 "pending" if way == "one_version" else "sending"))
                             cur.execute("COMMIT")
                     cpu += self.oncpu_s(bpid) - c0
                     if not ids:
