@@ -29,11 +29,32 @@ def parse_json_strict(raw):
     """Parse bytes as UTF-8 JSON; reject NaN/Infinity and duplicate keys.
 
     Returns the value; raises JSONProblem with a readable message."""
+    return parse_json_body(raw)[0]
+
+
+# what json.dumps(..., separators=(",", ":")) never writes outside a string
+# (whitespace; "-0", which it writes 0) and never writes raw inside one (\, DEL)
+_NOT_COMPACT = ("\\", "\x7f", " ", "\t", "\n", "\r", "-0")
+
+
+def parse_json_body(raw):
+    """parse_json_strict's value, and the text of raw if it is exactly the
+    value's compact JSON (what json.dumps(value, separators=(",", ":"))
+    writes), else None: the request log then writes the text as it came
+    instead of writing the value again (State.record).
+
+    The text is taken only when it is plain ASCII without backslashes or DEL
+    (so every string is written as it came), has no whitespace and no "-0"
+    (so no separator or integer is written otherwise), and every number
+    with a fraction or an exponent is written as repr(float) writes it;
+    keys cannot repeat (an error here).  Otherwise None, whatever the
+    reason."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JSONProblem("body is not valid UTF-8 (%s)" % exc) from None
     duplicates = []
+    odd_floats = []
 
     def pairs_hook(pairs):
         obj = {}
@@ -46,15 +67,24 @@ def parse_json_strict(raw):
     def bad_constant(name):
         raise JSONProblem("invalid JSON literal %s" % name)
 
+    def parse_float(token):  # json's own parse_float is float
+        value = float(token)
+        if repr(value) != token:
+            odd_floats.append(token)
+        return value
+
     try:
-        value = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=bad_constant)
+        value = json.loads(text, object_pairs_hook=pairs_hook, parse_constant=bad_constant,
+                           parse_float=parse_float)
     except JSONProblem:
         raise
     except (ValueError, RecursionError) as exc:
         raise JSONProblem("body is not valid JSON: %s" % exc) from None
     if duplicates:
         raise JSONProblem("duplicate object key(s): %s" % ", ".join(sorted(set(duplicates))))
-    return value
+    if odd_floats or not text.isascii() or any(s in text for s in _NOT_COMPACT):
+        return value, None
+    return value, text
 
 
 def json_type_name(value):
