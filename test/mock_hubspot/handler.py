@@ -37,6 +37,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def version_string(self):
         return self.server_version
 
+    _date = (None, None)  # (second, its Date header value)
+
+    def date_time_string(self, timestamp=None):
+        """The Date header's value: the stdlib's, made once a second."""
+        if timestamp is None:
+            timestamp = time.time()
+        second = int(timestamp)
+        cached_second, text = Handler._date
+        if cached_second != second:
+            text = super().date_time_string(second)
+            Handler._date = (second, text)
+        return text
+
     def log_message(self, fmt, *args):  # quiet unless --verbose
         if self.server.state.verbose:
             log_err("%s %s" % (self.address_string(), fmt % args))
