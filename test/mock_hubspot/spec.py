@@ -202,16 +202,30 @@ class FastChecks:
 
     def __init__(self, spec):
         self.spec = spec
+        # the document's own schemas (alive as long as it): only those are
+        # compiled and remembered, a schema made by a caller is walked
+        self.doc_nodes = set()
+        stack = [spec.doc]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                self.doc_nodes.add(id(node))
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
         self.namespace = {"_isfinite": math.isfinite, "_enum_ok": _enum_ok, "_MISSING": _MISSING}
         self.by_schema = {}  # id(schema) -> (schema, function)
         self.names = {}  # id(resolved node) -> (node, function name)
         self.lock = threading.Lock()
 
     def check(self, schema):
-        """The compiled check of schema (made on first use)."""
+        """The compiled check of schema (made on first use); None if schema
+        is not one of the document's."""
         hit = self.by_schema.get(id(schema))
         if hit is not None and hit[0] is schema:
             return hit[1]
+        if id(schema) not in self.doc_nodes:
+            return None
         with self.lock:
             lines, queue = [], []
             name = self._name(schema, queue)
@@ -488,7 +502,8 @@ class Spec:
 
         A compiled check (FastChecks) answers first; only a value it does
         not pass is walked (walk), which finds and words the problems."""
-        if not self.fast.check(schema)(value, depth):
+        check = self.fast.check(schema)
+        if check is None or not check(value, depth):
             self.walk(schema, value, where, problems, depth)
 
     def walk(self, schema, value, where, problems, depth=0):
