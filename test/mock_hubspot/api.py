@@ -149,6 +149,7 @@ class MarketingRequest:
         """Check the request: a violation is answered 401, 400 or 404 (logged
         with its spec_errors), a valid request goes on to answer_valid."""
         body_error = self.read_body()
+        self.handler.hold_handling_lock()  # until the answer is sent (or a wait)
         auth_problem = self.record_headers()
         self.parse_body()
         self.parse_query()

@@ -1635,6 +1635,28 @@ class SelfTest:
             str(uuid.UUID(c)) == c and uuid.UUID(c).version == 4 and uuid.UUID(c).variant == uuid.RFC_4122
             for c in ids), ids[:3])
 
+        # the handling lock is not held while a request waits (delay_ms, hang)
+        done = {}
+
+        def slow(name, path):
+            try:
+                done[name] = self.call("POST", path, GOOD, timeout=3)[0]
+            except OSError as exc:  # the hang: no answer
+                done[name] = type(exc).__name__
+
+        threads = [threading.Thread(target=slow, args=("delay", upsert_path("mock:delay_ms=1500")), daemon=True),
+                   threading.Thread(target=slow, args=("hang", upsert_path("mock:hang=1")), daemon=True)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        statuses = [self.call("POST", upsert_path("meanwhile-%d" % n), GOOD)[0] for n in range(3)]
+        took = time.monotonic() - started
+        for thread in threads:
+            thread.join(10)
+        self.check("a waiting request holds up no other", statuses == [204] * 3 and took < 1.0
+                   and done == {"delay": 204, "hang": "TimeoutError"}, (statuses, took, done))
+
         # end to end: every --log line is json.dumps of its entry
         self.call("POST", "/__mock/reset", {}, auth=None)
         for body in (json.dumps(GOOD, separators=(",", ":")).encode(), json.dumps(GOOD).encode(),
