@@ -86,6 +86,9 @@ Modules
   state.py     shared state: limiter, stats, known events, participations, OAuth tokens, log
   knobs.py     the knobs: documentation and parsing
   spec.py      OpenAPI specs: loading, routing, a small JSON-schema validator
+               (with compiled checks in front of it for the valid bodies)
   common.py    helpers and HubSpot's texts
   selftest.py  --self-test
+  cpubench.py  not part of the mock: its CPU per request, for a batch size
+               (python3 test/mock_hubspot/cpubench.py --help)
 """

@@ -17,7 +17,7 @@ from . import faults, participations
 from .common import (AUTH_MESSAGE, DAILY_MAX, EXPIRED_MESSAGE, POLICY_MESSAGES, SCOPES_MESSAGE, BodyError,
                      log_err, new_correlation_id)
 from .knobs import knob_pairs_from_event_id, parse_knobs
-from .spec import JSONProblem, parse_json_strict
+from .spec import JSONProblem, parse_json_body
 
 USER_AGENT_PREFIX = "hubspot_events/"
 HANG_MAX_S = 120.0
@@ -138,6 +138,7 @@ class MarketingRequest:
         self.problems = []  # (kind, where, message)
         self.body = b""
         self.parsed = self.parse_problem = None
+        self.body_json = None  # the body's text if it is the parsed value's compact JSON
         self.query = {}
         self.spec = self.route = None
         self.params = {}
@@ -148,6 +149,7 @@ class MarketingRequest:
         """Check the request: a violation is answered 401, 400 or 404 (logged
         with its spec_errors), a valid request goes on to answer_valid."""
         body_error = self.read_body()
+        self.handler.hold_handling_lock()  # until the answer is sent (or a wait)
         auth_problem = self.record_headers()
         self.parse_body()
         self.parse_query()
@@ -210,7 +212,7 @@ class MarketingRequest:
         """Parse the JSON body (strictly); a problem is noted for check_body."""
         if self.body:
             try:
-                self.parsed = parse_json_strict(self.body)
+                self.parsed, self.body_json = parse_json_body(self.body)
                 self.entry["body"] = self.parsed
             except JSONProblem as exc:
                 self.parse_problem = str(exc)
@@ -311,7 +313,7 @@ class MarketingRequest:
             payload.update(more)
         entry["status"], entry["correlation_id"] = status, corr
         entry["spec_errors"] = ["%s %s: %s" % p for p in self.problems]
-        self.state.record(entry)
+        self.state.record(entry, body_json=self.body_json)
         self.handler.send_json(status, payload, corr=corr, close=close,
                                ratelimit=self.state.quota_view(self.remaining, entry["hub_id"]))
 
@@ -367,7 +369,7 @@ class MarketingRequest:
             extra.append(("Retry-After", str(quota.retry_after)))
         entry["limited"] = quota.verdict
         entry["status"], entry["correlation_id"] = 429, corr
-        self.state.record(entry, quota)
+        self.state.record(entry, quota, self.body_json)
         self.handler.send_json(429, payload, corr=corr, extra=extra, ratelimit=quota)
 
     def answer_rejected(self, quota, kind, message, context, errors):
@@ -377,7 +379,7 @@ class MarketingRequest:
                    "category": "VALIDATION_ERROR", "context": context, "errors": errors}
         entry["rejected"] = kind
         entry["status"], entry["correlation_id"] = 400, corr
-        self.state.record(entry, quota)
+        self.state.record(entry, quota, self.body_json)
         self.handler.send_json(400, payload, corr=corr, ratelimit=quota)
 
     def check_event_known(self, event_id, inputs, quota):
@@ -398,7 +400,7 @@ class MarketingRequest:
             if not state.event_known(str(event_id), str(account)):
                 entry["rejected"] = "unknown_event"
                 entry["status"], entry["correlation_id"] = 404, corr
-                state.record(entry, quota)
+                state.record(entry, quota, self.body_json)
                 self.handler.send_json(404, {"status": "error", "correlationId": corr, "category": "OBJECT_NOT_FOUND",
                                              "message": "Marketing event %s does not exist" % event_id},
                                        corr=corr, ratelimit=quota)
@@ -409,7 +411,7 @@ class MarketingRequest:
         """close / hang: reset the connection or never answer, after delay_ms;
         status and correlation_id stay null in the log."""
         handler = self.handler
-        self.state.record(self.entry, quota)
+        self.state.record(self.entry, quota, self.body_json)
         if plan.delay_s and not handler.wait(plan.delay_s):
             handler.close_connection = True
             handler.answered = True
@@ -456,7 +458,7 @@ class MarketingRequest:
             quota.remaining = knobs["ratelimit_remaining"]
 
         entry["status"], entry["correlation_id"] = status, corr
-        state.record(entry, quota)
+        state.record(entry, quota, self.body_json)
         if plan.delay_s and not handler.wait(plan.delay_s):
             handler.answered = True
             handler.close_connection = True

@@ -108,6 +108,13 @@ WRITE_KINDS = ("upsert", "email-upsert", "create", "email-create")
 BY_EMAIL = ("email-upsert", "email-create")
 
 
+# a participation record: (state, occurredAt, createdAt, source, api_version, writes)
+# (a tuple, replaced by each write: a batch write makes up to 100, they are
+# kept until a reset, and a tuple of strings and numbers is small and soon
+# left alone by the garbage collector)
+STATE, OCCURRED_AT, CREATED_AT, SOURCE, API_VERSION, WRITES = range(6)
+
+
 def route_kind(route):
     """breakdown|counters|upsert|email-upsert|create|email-create, or None."""
     if route is None:
@@ -221,18 +228,17 @@ class Participations:
 
     def _row(self, key, vid, rec):
         return {"externalAccountId": key[0], "externalEventId": key[1], "contactId": vid,
-                "email": self.contacts.get(vid), "state": rec["state"], "occurredAt": rec["occurredAt"],
-                "createdAt": rec["createdAt"], "id": rec["id"], "source": rec["source"],
-                "api_version": rec["api_version"], "writes": rec["writes"]}
+                "email": self.contacts.get(vid), "state": rec[STATE], "occurredAt": rec[OCCURRED_AT],
+                "createdAt": rec[CREATED_AT], "id": derived_id(key[0], key[1], str(vid)), "source": rec[SOURCE],
+                "api_version": rec[API_VERSION], "writes": rec[WRITES]}
 
     def _put(self, key, vid, state, occurred_at, source, api_version):
         table = self.tables.setdefault(key, {})
         self.contacts.setdefault(vid, None)
         rec = table.get(vid)
-        if rec is None:
-            rec = table[vid] = {"id": derived_id(key[0], key[1], str(vid)), "createdAt": iso_now(), "writes": 0}
-        rec.update(state=state, occurredAt=occurred_at, source=source, api_version=api_version)
-        rec["writes"] += 1
+        # (its id, derived_id of key and vid, is made when it is shown)
+        created, writes = (iso_now(), 0) if rec is None else (rec[CREATED_AT], rec[WRITES])
+        rec = table[vid] = (state, occurred_at, created, source, api_version, writes + 1)
         return rec
 
     # ---- the writes (api.py) ---------------------------------------------
@@ -251,19 +257,40 @@ class Participations:
         if not self.keep or state is None:
             return
         key = ("" if account is None else account, event)
+        by_email = kind in BY_EMAIL
+        # _put's work inlined (a batch is up to 100 contacts, the benchmark's
+        # drain rate is bounded by the mock): one createdAt for the records
+        # this write creates
+        created = None
         with self.lock:
+            table = self.tables.get(key)
+            contacts = self.contacts
             for item in inputs:
                 if not isinstance(item, dict):
                     continue
-                if kind in BY_EMAIL:
+                if by_email:
                     email = item.get("email")
                     vid = self._vid_for_email(email) if isinstance(email, str) and email else None
                 else:
-                    vid = item.get("vid") if is_int(item.get("vid")) else None
+                    vid = item.get("vid")
+                    if not (type(vid) is int or is_int(vid)):
+                        continue
                 if vid is None:
                     continue
                 when = item.get("interactionDateTime")
-                self._put(key, vid, state, when if is_int(when) else now_ms(), kind, api_version)
+                if not (type(when) is int or is_int(when)):
+                    when = now_ms()
+                if table is None:
+                    table = self.tables.setdefault(key, {})
+                if vid not in contacts:
+                    contacts[vid] = None
+                rec = table.get(vid)
+                if rec is None:
+                    if created is None:
+                        created = iso_now()
+                    table[vid] = (state, when, created, kind, api_version, 1)
+                else:
+                    table[vid] = (state, when, rec[CREATED_AT], kind, api_version, rec[WRITES] + 1)
 
     def note_event_names(self, inputs):
         """events/upsert: the names the breakdown's marketingEvent shows."""
@@ -279,15 +306,15 @@ class Participations:
 
     def _item(self, key, vid, rec):
         return {
-            "id": rec["id"],
-            "createdAt": rec["createdAt"],
+            "id": derived_id(key[0], key[1], str(vid)),
+            "createdAt": rec[CREATED_AT],
             "associations": {
                 "contact": {"contactId": str(vid), "email": self.contacts.get(vid) or ""},
                 "marketingEvent": {"marketingEventId": derived_id(key[0], key[1]),
                                    "name": self.event_names.get(key, ""),
                                    "externalAccountId": key[0], "externalEventId": key[1]},
             },
-            "properties": {"attendanceState": rec["state"], "occurredAt": rec["occurredAt"]},
+            "properties": {"attendanceState": rec[STATE], "occurredAt": rec[OCCURRED_AT]},
         }
 
     def read(self, kind, params, query):
@@ -296,14 +323,14 @@ class Participations:
         with self.lock:
             table = self.tables.get(key, {})
             if kind == "counters":
-                states = [rec["state"] for rec in table.values()]
+                states = [rec[STATE] for rec in table.values()]
                 return {"attended": states.count("ATTENDED"), "cancelled": states.count("CANCELLED"),
                         "noShows": states.count("NO_SHOW"), "registered": states.count("REGISTERED")}
             wanted_state = query_value(query, "state")
             who = query_value(query, "contactIdentifier")
             vid = self._resolve(who, allocate=False) if who else None
             matching = sorted(v for v, rec in table.items()
-                              if (not who or v == vid) and (wanted_state is None or rec["state"] == wanted_state))
+                              if (not who or v == vid) and (wanted_state is None or rec[STATE] == wanted_state))
             limit = int(query_value(query, "limit") or LIMIT_DEFAULT)
             after = query_value(query, "after")
             start = decode_cursor(after) if after else None

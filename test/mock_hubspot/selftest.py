@@ -13,15 +13,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 
 from . import control as control_module
 from . import knobs as knobs_module
 from . import participations as participations_module
-from .common import POLICY_MESSAGES
+from .common import POLICY_MESSAGES, new_correlation_id
 from .knobs import GLOBAL_ONLY_KNOBS, KNOB_PARSERS
 from .server import make_server
-from .spec import Specs
-from .state import State, max_in_window
+from .spec import Spec, Specs, parse_json_body
+from .state import State, log_line, max_in_window
 
 TOKEN = "pat-na1-selftest-0123456789abcdef"
 GOOD = {"inputs": [{"vid": 123, "interactionDateTime": 1700000000000, "properties": {}}]}
@@ -89,6 +90,78 @@ def as_json(body):
     return obj if isinstance(obj, dict) else {}
 
 
+# ---- random values for test_fast_paths --------------------------------------
+
+ODD_VALUES = (None, True, False, 0, -1, 1.5, float("inf"), float("-inf"), 2 ** 31, -2 ** 31 - 1, 2 ** 63,
+              -2 ** 63 - 1, 2 ** 63 - 1, "", "x", "REGISTERED", [], {}, [1], {"a": 1}, {"": None})
+
+
+def schema_instance(spec, schema, rng, depth=0):
+    """A value of schema (random optional members), as a body would hold it."""
+    try:
+        node = spec.resolve(schema)
+    except KeyError:  # a $ref to nothing
+        return rng.choice(ODD_VALUES)
+    if not isinstance(node, dict) or depth > 12:
+        return None
+    if isinstance(node.get("enum"), list) and node["enum"]:
+        return rng.choice(node["enum"])
+    kind = node.get("type")
+    if kind == "object" or "properties" in node:
+        props = node.get("properties") or {}
+        required = node.get("required") or []
+        obj = {}
+        for name, sub in props.items():
+            if name in required or rng.random() < 0.5:
+                obj[name] = schema_instance(spec, sub, rng, depth + 1)
+        extra = node.get("additionalProperties", True)
+        if isinstance(extra, dict):
+            for n in range(rng.randrange(3)):
+                obj["k%d" % n] = schema_instance(spec, extra, rng, depth + 1)
+        return obj
+    if kind == "array":
+        return [schema_instance(spec, node.get("items", {}), rng, depth + 1) for _ in range(rng.randrange(4))]
+    if kind == "integer":
+        low, high = {"int32": (-2 ** 31, 2 ** 31 - 1)}.get(node.get("format"), (-2 ** 63, 2 ** 63 - 1))
+        return rng.choice((low, high, 0, rng.randrange(low, high)))
+    if kind == "number":
+        return rng.choice((0, 1.25, -3))
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "string":
+        return rng.choice(("", "a b", "2026-01-01T00:00:00Z", "\u00e9\"\\"))
+    return rng.choice(ODD_VALUES)
+
+
+def mutated(value, rng):
+    """value with one random change somewhere (a copy)."""
+    value = json.loads(json.dumps(value))
+    path, node = [], value
+    while isinstance(node, (dict, list)) and node and rng.random() < 0.8:
+        key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+        path.append((node, key))
+        node = node[key]
+    change = rng.randrange(4)
+    if change == 0 or not path:
+        new = rng.choice(ODD_VALUES)
+        if rng.random() < 0.1:
+            for _ in range(rng.randrange(90, 110)):
+                new = [new] if rng.random() < 0.5 else {"x": new}
+    elif change == 1 and isinstance(path[-1][0], dict):
+        del path[-1][0][path[-1][1]]
+        return value
+    elif change == 2 and isinstance(node, dict):
+        node["unexpected-%d" % rng.randrange(3)] = rng.choice(ODD_VALUES)
+        return value
+    else:
+        new = rng.choice(ODD_VALUES)
+    if not path:
+        return new
+    parent, key = path[-1]
+    parent[key] = new
+    return value
+
+
 def self_test(spec_paths):
     """Run the sections of SelfTest in order; 0 if every check passed."""
     test = SelfTest(spec_paths)
@@ -106,7 +179,7 @@ class SelfTest:
                 "test_limits", "test_bad_input", "test_faults", "test_storm_and_stats", "test_oauth",
                 "test_events_and_attendance", "test_echoes", "test_participations", "test_participation_control",
                 "test_participation_reads", "test_hubs", "test_hub_limits", "test_hub_revocation", "test_hub_oauth",
-                "test_hub_uninstall", "test_knob_docs")
+                "test_hub_uninstall", "test_knob_docs", "test_fast_paths")
 
     def __init__(self, spec_paths):
         self.tmpdir = tempfile.mkdtemp(prefix="mock_hubspot_selftest.")
@@ -1469,6 +1542,134 @@ class SelfTest:
                    and self.call("POST", upsert_path("un-5"), GOOD, auth=grants[301].get("access_token"))[0] == 401, "")
         self.post("/__mock/hubs/clear", {})
         self.config({})
+        self.call("POST", "/__mock/reset", {}, auth=None)
+
+    def test_fast_paths(self):
+        """The compiled schema checks, the compact body text and the log line
+        agree with what they stand for (Spec.walk, json.dumps)."""
+        rng = random.Random(7)
+        disagree, fast_valid, generated = [], 0, 0
+        odd_schemas = [{"$ref": "#/components/schemas/NoSuchSchema"}, {"type": ["string", "null"]},
+                       {"type": "number"}, {"items": {"type": "number", "format": "int64"}},
+                       {"enum": [1, "1", True, None]}, {"additionalProperties": False,
+                                                        "properties": {"a": {"format": "int32"}}},
+                       {"properties": {"self": {"$ref": "#/components/schemas/Odd6"}}, "required": ["x"]}]
+        odd_spec = Spec({"info": {"version": "v3"}, "paths": {},
+                         "components": {"schemas": {"Odd%d" % n: s for n, s in enumerate(odd_schemas)}}})
+        cases = []
+        for version, spec in sorted(self.state.specs.by_version.items()):
+            schemas = []
+            for route in spec.routes:
+                content = (route["body"] or {}).get("content") or {}
+                media = content.get("application/json") or next(iter(content.values()), None) or {}
+                if media.get("schema") is not None:
+                    schemas.append(media["schema"])
+                schemas.extend(p["schema"] for p in route["params"] if isinstance(p.get("schema"), dict))
+            schemas.extend(spec.doc["components"]["schemas"].values())
+            cases.extend((version, spec, schema, True) for schema in schemas)
+        cases.extend(("odd", odd_spec, schema, False) for schema in odd_spec.doc["components"]["schemas"].values())
+        for version, spec, schema, own in cases:
+            check = spec.fast.check(schema)
+            odd = [] if own else (list(ODD_VALUES) + [[v] for v in ODD_VALUES]
+                                  + [{"self": {"self": v, "x": 1}, "x": 1} for v in ODD_VALUES])
+            for n in range(12 + len(odd)):
+                valid = schema_instance(spec, schema, rng)
+                value = valid if n < 4 else mutated(valid, rng) if n < 12 else odd[n - 12]
+                generated += 1
+                walked, validated = [], []
+                spec.walk(schema, value, "", walked)
+                spec.validate(schema, value, "", validated)
+                passed = check(value, 0)
+                if (passed and walked) or validated != walked:
+                    disagree.append((version, schema, value, walked, validated))
+                if n < 4 and not walked and own:
+                    fast_valid += passed
+                    if not passed:
+                        disagree.append((version, schema, "valid, not passed", value))
+        self.check("fast checks: never pass what the walk rejects, same problems", not disagree,
+                   repr(disagree[:3])[:2000])
+        self.check("fast checks: pass the valid values", fast_valid > 200, (fast_valid, generated))
+        spec = self.state.specs.by_version["v3"]
+        problems = []
+        spec.validate({"type": "string"}, 5, "x", problems)
+        self.check("fast checks: a schema not in the document is walked",
+                   spec.fast.check({"type": "string"}) is None and problems == [("x", "expected string, got integer")],
+                   problems)
+        deep = {"inputs": [{"vid": 1, "interactionDateTime": 1, "properties": {"a": "b"}}]}
+        schema = spec.doc["components"]["schemas"]["BatchInputMarketingEventSubscriber"]
+        verdicts = []
+        for depth in range(94, 100):
+            problems = []
+            spec.walk(schema, deep, "", problems, depth)
+            verdicts.append((depth, spec.fast.check(schema)(deep, depth), problems))
+        self.check("fast checks: the depth limit is the walk's",
+                   [(d, p) for d, p, _ in verdicts] == [(d, d < 97) for d in range(94, 100)]
+                   and verdicts[3][2] == [("inputs[0].properties.a", "nesting too deep")], verdicts)
+
+        bodies = [json.dumps(GOOD, separators=(",", ":")), json.dumps(GOOD), '{"a":1.5,"b":[true,false,null]}',
+                  '{"a":1.50}', '{"a":1e5}', '{"a":-0}', '{"a":-0.0}', '{"a":-5,"b":"-0"}', '{"a":"\\u00e9"}',
+                  '{"a":"\u00e9"}', '{"a":"\\/"}', '{"a":"\x7f"}', '{"a":12345678901234567890123}', '[]', '"x"',
+                  '{"a":{},"b":[],"c":""}', ' {"a":1}', '{"a":1}\n', '{"a": "b c"}', '{"a":"b c"}', '3',
+                  '{"a":1e400}', '{"a":0.1}', '{"a":"x\\"y"}']
+        bodies += [json.dumps(schema_instance(spec, {"$ref": "#/components/schemas/" + n}, rng),
+                              separators=(",", ":"))
+                   for n in sorted(spec.doc["components"]["schemas"])]
+        wrong, compact = [], 0
+        for text in bodies:
+            value, body_json = parse_json_body(text.encode("utf-8"))
+            if body_json is not None:
+                compact += 1
+                if body_json != json.dumps(value, separators=(",", ":")):
+                    wrong.append(text)
+                entry = {"seq": 1, "headers": {"a": "b"}, "body": value, "status": 204, "x": float("nan")}
+                for variant in (entry, {"body": value}, {"body": value, "z": 1}, {"a": [], "body": value}):
+                    if log_line(variant, body_json) != json.dumps(variant, separators=(",", ":"), default=str) + "\n":
+                        wrong.append(("log", text))
+        self.check("compact body text is json.dumps's", not wrong and compact >= 10, (wrong, compact))
+        self.check("a batch as the extension writes it is compact",
+                   parse_json_body(json.dumps(vid_inputs(range(100)), separators=(",", ":")).encode())[1]
+                   is not None, "")
+
+        ids = [new_correlation_id() for _ in range(1000)]
+        self.check("correlation ids are uuid4's", len(set(ids)) == 1000 and all(
+            str(uuid.UUID(c)) == c and uuid.UUID(c).version == 4 and uuid.UUID(c).variant == uuid.RFC_4122
+            for c in ids), ids[:3])
+
+        # the handling lock is not held while a request waits (delay_ms, hang)
+        done = {}
+
+        def slow(name, path):
+            try:
+                done[name] = self.call("POST", path, GOOD, timeout=3)[0]
+            except OSError as exc:  # the hang: no answer
+                done[name] = type(exc).__name__
+
+        threads = [threading.Thread(target=slow, args=("delay", upsert_path("mock:delay_ms=1500")), daemon=True),
+                   threading.Thread(target=slow, args=("hang", upsert_path("mock:hang=1")), daemon=True)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        statuses = [self.call("POST", upsert_path("meanwhile-%d" % n), GOOD)[0] for n in range(3)]
+        took = time.monotonic() - started
+        for thread in threads:
+            thread.join(10)
+        self.check("a waiting request holds up no other", statuses == [204] * 3 and took < 1.0
+                   and done == {"delay": 204, "hang": "TimeoutError"}, (statuses, took, done))
+
+        # end to end: every --log line is json.dumps of its entry
+        self.call("POST", "/__mock/reset", {}, auth=None)
+        for body in (json.dumps(GOOD, separators=(",", ":")).encode(), json.dumps(GOOD).encode(),
+                     b'{"inputs":[{"vid":1,"interactionDateTime":1.5e3,"properties":{}}]}',
+                     b'{"inputs":[{"vid":5,"interactionDateTime":1,"properties":{"a":"\\u00e9 x"}}]}',
+                     b'{"inputs":[{"vid":5,"vid":6,"interactionDateTime":1,"properties":{}}]}', b'{"inputs":'):
+            self.call("POST", upsert_path("log-line"), body)
+        entries = json.loads(self.call("GET", "/__mock/requests")[2])
+        with open(self.log_path, "rb") as fh:
+            lines = fh.read().decode().splitlines()[-len(entries):]
+        expected = [json.dumps(e, separators=(",", ":"), default=str) for e in entries]
+        self.check("log lines are json.dumps of the entries", len(entries) == 6 and lines == expected,
+                   (len(entries), [(a, b) for a, b in zip(lines, expected) if a != b][:2]))
         self.call("POST", "/__mock/reset", {}, auth=None)
 
     def test_knob_docs(self):

@@ -5,6 +5,7 @@ import socket
 import socketserver
 import ssl
 import sys
+import threading
 
 from .common import log_err
 from .handler import Handler
@@ -59,4 +60,5 @@ def make_server(host, port, state, tls_context=None):
     server = cls((bind_host, port), Handler)
     server.state = state
     server.ssl_context = tls_context
+    server.handling_lock = threading.Lock()  # Handler.hold_handling_lock
     return server
