@@ -16,26 +16,28 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
-void
-hs_jsonb_push_key(JsonbParseState **ps, const char *key)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, key);
-	v.val.string.len = strlen(key);
-	pushJsonbValue(ps, WJB_KEY, &v);
-}
-
-void
-hs_jsonb_push_string(JsonbParseState **ps, const char *s)
+/* A string as a key (WJB_KEY) or as a value (WJB_VALUE). */
+static void
+push_text(JsonbParseState **ps, JsonbIteratorToken token, const char *s)
 {
 	JsonbValue	v;
 
 	v.type = jbvString;
 	v.val.string.val = unconstify(char *, s);
 	v.val.string.len = strlen(s);
-	pushJsonbValue(ps, WJB_VALUE, &v);
+	pushJsonbValue(ps, token, &v);
+}
+
+void
+hs_jsonb_push_key(JsonbParseState **ps, const char *key)
+{
+	push_text(ps, WJB_KEY, key);
+}
+
+void
+hs_jsonb_push_string(JsonbParseState **ps, const char *s)
+{
+	push_text(ps, WJB_VALUE, s);
 }
 
 void
