@@ -1067,7 +1067,7 @@ push_at(JsonbParseState **ps, MappedValue *mv, Datum value)
 			elog(ERROR, "unexpected form %d of an \"at\" column", (int) mv->form);
 	}
 	if (overflow == 0 && !TIMESTAMP_NOT_FINITE(ts) && hs_timestamptz_to_ms(ts) >= 0)
-		hs_jsonb_push_numeric(ps, int64_to_numeric(hs_timestamptz_to_ms(ts)));
+		hs_jsonb_push_int64(ps, hs_timestamptz_to_ms(ts));
 	else
 		hs_jsonb_push_string(ps, value_text(mv, value));
 }
