@@ -408,16 +408,12 @@ class Bench:
                     IF i % 1000 = 0 THEN COMMIT; END IF;
                 END LOOP;
             END $$"""
-        # a floor variant: the bare INSERT with its outbox rows written by the same statement
-        floor_cte = ("WITH ins AS ({ins} RETURNING webinar, status, hubspot_vid, checked_in)"
+        # a floor variant: the bare bulk INSERT, its outbox rows written by the same statement
+        floor_sql = ("WITH ins AS (" + bulk_sql.format(t="att_bare") + " RETURNING webinar, status, hubspot_vid, checked_in)"
                      " INSERT INTO {f} (external_event_id, subscriber_state, external_account_id, contact, contact_key, source)"
                      " SELECT webinar, status, 'acme', jsonb_build_object('vid', hubspot_vid,"
                      "   'interactionDateTime', (extract(epoch FROM checked_in) * 1000)::bigint, 'properties', '{{}}'::jsonb),"
                      "   hubspot_vid::text, 'public.att_bare' FROM ins")
-        bulk_floor_sql = floor_cte.format(
-            ins="INSERT INTO att_bare (webinar, status, hubspot_vid, checked_in)"
-                " SELECT 'webinar-' || (i %% 10), 'register', i, now() FROM generate_series(%s::bigint, %s::bigint) i",
-            f="{f}")
         variants = ["bare", "sync", "hand", "floor_all", "floor_pk", "floor_none", "floor_intake"]
         times = {}
         cpus = {}
@@ -438,7 +434,7 @@ class Bench:
                     start = time.perf_counter()
                     if v.startswith("floor_") and mode == "bulk":
                         for lo in range(1, n + 1, per_stmt):
-                            self.q(bulk_floor_sql.replace("{f}", v), (lo, min(n, lo + per_stmt - 1)))
+                            self.q(floor_sql.format(f=v), (lo, min(n, lo + per_stmt - 1)))
                     elif mode == "bulk":
                         for lo in range(1, n + 1, per_stmt):
                             self.q(bulk_sql.format(t=t), (lo, min(n, lo + per_stmt - 1)))
