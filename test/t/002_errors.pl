@@ -102,7 +102,11 @@ is(q1("SELECT string_agg(format('%s:%s', status, attempts), ',') FROM hubspot_ev
 	'pending:0,pending:0', 'rows stay pending, attempts untouched');
 is(q1("SELECT worker_state FROM hubspot_events.status"), 'held', 'worker_state is held');
 sleep 1;
-is(scalar(@{ mock_requests() }), 1, 'a held queue sends nothing more');
+# (the 429 row above is deleted, but the worker may have claimed it just
+# before: its last request can reach the mock after the reset)
+my @since_hold = grep { ($_->{path}{externalEventId} // '') ne 'mock:status=429;retry_after=1' } @{ mock_requests() };
+is(scalar(@since_hold), 1, 'a held queue sends nothing more')
+  or diag(join("\n", map { "$_->{time} $_->{method} $_->{raw_path} -> " . ($_->{status} // '?') } @{ mock_requests() }));
 ok($node->log_contains(qr/holding the queue: HubSpot answered HTTP 401 INVALID_AUTHENTICATION/, $log_offset), 'one clear log line');
 my $lines = () = slurp_file($node->logfile, $log_offset) =~ /holding the queue/g;
 is($lines, 1, 'logged once, not per row or per poll');
