@@ -30,6 +30,8 @@
 #   BENCH_FSYNC=off      lab conditions: no disk flush at commit (default on)
 #   BENCH_MOCK=lean      lab conditions: the mock keeps no requests, checks no bodies (default full)
 #   BENCH_VACUUM=1       lab conditions: vacuum the outbox before each drain (default: never)
+#   BENCH_EXPERIMENT=intake  only bench/intake_floor.py: the floors of an intake design
+#                        against the outbox's (issue 17's next step), nothing else
 #   HS_KEEP=1            keep the work folder (server log, mock log, raw results)
 #
 # Not part of test/run.sh or CI: figures depend on the machine.
@@ -61,6 +63,15 @@ hs_start_cluster "shared_preload_libraries = 'hubspot_events'" "hubspot_events.d
 
 hs_psql -d postgres -q -c "CREATE DATABASE bench" >/dev/null
 hs_psql -d bench -q -c "CREATE EXTENSION hubspot_events" >/dev/null
+
+if [ "${BENCH_EXPERIMENT:-}" = intake ]; then
+    # issue 17's next step: the floors of an intake design against the outbox's (bench/intake_floor.py)
+    # (in a database the worker does not serve: it would take the claimed rows for a crash's)
+    hs_psql -d postgres -q -c "CREATE DATABASE bench_intake" >/dev/null
+    hs_psql -d bench_intake -q -c "SET client_min_messages = error" -c "CREATE EXTENSION hubspot_events" >/dev/null
+    /usr/bin/python3 "$HS_SRC/bench/intake_floor.py" --pghost "$HS_PGHOST" --pgport "$HS_PGPORT" --dbname bench_intake
+    exit $?
+fi
 
 export BENCH_OUT="$HS_WORK/results"
 mkdir -p "$BENCH_OUT"
