@@ -578,6 +578,20 @@ extern const char *hs_connection_access_token(const char *conn);
 /* ---- secret_file.c ---- */
 extern char *hs_read_secret_file(const char *setting, const char *what, const char *what_a,
 								 const char *path, struct stat *st, MemoryContext cxt);
+extern bool hs_same_file(const struct stat *now, const struct stat *then);
+
+/* A secret read from a file, kept until the file or the settings change. */
+typedef struct HsSecretFileCache
+{
+	char	   *value;			/* the secret (TopMemoryContext), NULL when none */
+	char	   *path;			/* the file it was read from */
+	struct stat st;				/* that file when it was read */
+	uint64		generation;		/* hs_settings_generation when it was read */
+} HsSecretFileCache;
+
+extern const char *hs_secret_file_cached(HsSecretFileCache *cache, const char *setting,
+										 const char *what, const char *what_a, const char *path);
+extern void hs_secret_file_forget(HsSecretFileCache *cache);
 
 /* ---- oauth.c ---- */
 extern Size hs_oauth_shmem_size(void);
@@ -851,10 +865,7 @@ typedef struct HsConn
 	struct stat held_stat;
 	bool		held_stat_ok;
 	/* its token, read from token_file */
-	char	   *token;
-	char	   *token_path;
-	struct stat token_stat;
-	uint64		token_generation;
+	HsSecretFileCache token;
 	/* OAuth connections */
 	char	   *refresh_token;	/* opened for a refresh this turn, wiped after it */
 	char	   *new_refresh_token;	/* HubSpot rotated it: to store */

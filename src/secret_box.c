@@ -88,19 +88,6 @@ forget_key(void)
 	explicit_bzero(&key_cache, sizeof(key_cache));
 }
 
-static bool
-same_file_as_read(const struct stat *now)
-{
-	const struct stat *then = &key_cache.st;
-
-	return now->st_dev == then->st_dev && now->st_ino == then->st_ino &&
-		now->st_size == then->st_size &&
-		now->st_mtim.tv_sec == then->st_mtim.tv_sec &&
-		now->st_mtim.tv_nsec == then->st_mtim.tv_nsec &&
-		now->st_ctim.tv_sec == then->st_ctim.tv_sec &&
-		now->st_ctim.tv_nsec == then->st_ctim.tv_nsec;
-}
-
 /* Record OpenSSL's first queued error as the failure's reason, and clear the queue. */
 static void
 note_failure(HsCryptoFailure *f, const char *step)
@@ -179,7 +166,7 @@ load_key(void)
 		key_cache.generation == hs_settings_generation &&
 		strcmp(key_cache.path, path) == 0 &&
 		stat(path, &st) == 0 &&
-		same_file_as_read(&st))
+		hs_same_file(&st, &key_cache.st))
 		return;
 
 	forget_key();

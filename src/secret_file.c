@@ -120,3 +120,61 @@ hs_read_secret_file(const char *setting, const char *what, const char *what_a,
 	explicit_bzero(buf, sizeof(buf));
 	return result;
 }
+
+/*
+ * Whether a file named by a setting is still the one read before: the same
+ * device and inode (not replaced by a rename), size, and modification and
+ * change times to the nanosecond (not rewritten in place, not chmod'ed).
+ * Every cache of a file's contents, and every hold a file's change
+ * releases, asks this one question.
+ */
+bool
+hs_same_file(const struct stat *now, const struct stat *then)
+{
+	return now->st_dev == then->st_dev && now->st_ino == then->st_ino &&
+		now->st_size == then->st_size &&
+		now->st_mtim.tv_sec == then->st_mtim.tv_sec &&
+		now->st_mtim.tv_nsec == then->st_mtim.tv_nsec &&
+		now->st_ctim.tv_sec == then->st_ctim.tv_sec &&
+		now->st_ctim.tv_nsec == then->st_ctim.tv_nsec;
+}
+
+/* Wipe a cached secret (not left behind in freed memory) and forget its file. */
+void
+hs_secret_file_forget(HsSecretFileCache *cache)
+{
+	if (cache->value)
+	{
+		explicit_bzero(cache->value, strlen(cache->value));
+		pfree(cache->value);
+	}
+	if (cache->path)
+		pfree(cache->path);
+	memset(cache, 0, sizeof(*cache));
+}
+
+/*
+ * The secret in the file at path, read again only when the file is not the
+ * one read before (hs_same_file), the path changed, or the configuration
+ * was reloaded; kept in TopMemoryContext.  Throws as hs_read_secret_file,
+ * with nothing cached.
+ */
+const char *
+hs_secret_file_cached(HsSecretFileCache *cache, const char *setting,
+					  const char *what, const char *what_a, const char *path)
+{
+	struct stat st;
+
+	if (cache->value != NULL &&
+		cache->generation == hs_settings_generation &&
+		strcmp(cache->path, path) == 0 &&
+		stat(path, &st) == 0 &&
+		hs_same_file(&st, &cache->st))
+		return cache->value;
+	hs_secret_file_forget(cache);
+	cache->value = hs_read_secret_file(setting, what, what_a, path, &st, TopMemoryContext);
+	cache->path = MemoryContextStrdup(TopMemoryContext, path);
+	cache->st = st;
+	cache->generation = hs_settings_generation;
+	return cache->value;
+}

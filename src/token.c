@@ -26,38 +26,8 @@
 
 #include "utils/memutils.h"
 
-static char *cached_token = NULL;
-static char *cached_path = NULL;
-static uint64 cached_generation = 0;
-static struct stat cached_stat;
-
-static bool
-same_file_state(const struct stat *a, const struct stat *b)
-{
-	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
-		a->st_size == b->st_size &&
-		a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
-		a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-		a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
-		a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
-static void
-forget_token(void)
-{
-	if (cached_token)
-	{
-		/* do not leave the secret behind in freed memory */
-		explicit_bzero(cached_token, strlen(cached_token));
-		pfree(cached_token);
-		cached_token = NULL;
-	}
-	if (cached_path)
-	{
-		pfree(cached_path);
-		cached_path = NULL;
-	}
-}
+/* the access token file's token, as last read */
+static HsSecretFileCache file_token;
 
 /*
  * The access token to send: OAuth's when hubspot_events.oauth_client_id is
@@ -68,44 +38,26 @@ const char *
 hs_get_access_token(void)
 {
 	const char *path = hs_access_token_file;
-	struct stat st;
 
 	/* OAuth, when configured, takes precedence over the static token file */
 	hs_oauth_check_settings();
 	if (hs_oauth_enabled())
 	{
-		forget_token();
+		hs_secret_file_forget(&file_token);
 		return hs_oauth_access_token();
 	}
 
 	if (path == NULL || path[0] == '\0')
 	{
-		forget_token();
+		hs_secret_file_forget(&file_token);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("no HubSpot access token is configured"),
 				 errhint("Set hubspot_events.access_token_file to the path of a file holding the token, then reload the configuration.")));
 	}
 
-	if (cached_token != NULL &&
-		cached_generation == hs_settings_generation &&
-		strcmp(cached_path, path) == 0 &&
-		stat(path, &st) == 0 &&
-		same_file_state(&st, &cached_stat))
-		return cached_token;
-
-	forget_token();
-	{
-		char	   *token = hs_read_secret_file("access_token_file", "access token",
-												"an access token", path, &st,
-												TopMemoryContext);
-
-		cached_token = token;
-		cached_path = MemoryContextStrdup(TopMemoryContext, path);
-		cached_stat = st;
-		cached_generation = hs_settings_generation;
-	}
-	return cached_token;
+	return hs_secret_file_cached(&file_token, "access_token_file", "access token",
+								 "an access token", path);
 }
 
 /*

@@ -248,10 +248,7 @@ hs_conn_hold_released(HsConn *c)
 		release = true;
 	else if (stat_ok != c->held_stat_ok)
 		release = true;
-	else if (stat_ok &&
-			 (st.st_ino != c->held_stat.st_ino || st.st_size != c->held_stat.st_size ||
-			  st.st_mtim.tv_sec != c->held_stat.st_mtim.tv_sec ||
-			  st.st_mtim.tv_nsec != c->held_stat.st_mtim.tv_nsec))
+	else if (stat_ok && !hs_same_file(&st, &c->held_stat))
 		release = true;
 	else if (TimestampDifferenceExceeds(c->held_since, GetCurrentTimestamp(), HS_CONN_HOLD_RETRY_MS))
 		release = true;
@@ -370,36 +367,12 @@ hs_conn_record_state(HsConn *c, bool went_through)
 static const char *
 file_token(HsConn *c)
 {
-	struct stat st;
-
 	if (c->token_file == NULL || c->token_file[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the connection \"%s\" has no token file", c->name)));
-	if (c->token != NULL && c->token_generation == hs_settings_generation &&
-		c->token_path && strcmp(c->token_path, c->token_file) == 0 &&
-		stat(c->token_file, &st) == 0 &&
-		st.st_ino == c->token_stat.st_ino && st.st_size == c->token_stat.st_size &&
-		st.st_mtim.tv_sec == c->token_stat.st_mtim.tv_sec &&
-		st.st_mtim.tv_nsec == c->token_stat.st_mtim.tv_nsec)
-		return c->token;
-	if (c->token)
-	{
-		explicit_bzero(c->token, strlen(c->token));
-		pfree(c->token);
-		c->token = NULL;
-	}
-	if (c->token_path)
-	{
-		pfree(c->token_path);
-		c->token_path = NULL;
-	}
-	c->token = hs_read_secret_file("connection_secrets.token_file", "access token", "an access token",
-								   c->token_file, &st, TopMemoryContext);
-	c->token_path = MemoryContextStrdup(TopMemoryContext, c->token_file);
-	c->token_stat = st;
-	c->token_generation = hs_settings_generation;
-	return c->token;
+	return hs_secret_file_cached(&c->token, "connection_secrets.token_file", "access token",
+								 "an access token", c->token_file);
 }
 
 /*
