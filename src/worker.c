@@ -190,7 +190,13 @@ hold_queue(const char *reason)
 	held_since = GetCurrentTimestamp();
 	held_generation = hs_settings_generation;
 	held_token_stat_ok = token_file_stat(&held_token_stat);
-	hs_shared_set_state("held", reason);
+	/*
+	 * Inside the record's transaction, record_phase publishes the hold once
+	 * that transaction has committed: status never says held while the
+	 * turn's rows are still in flight in the outbox.
+	 */
+	if (!IsTransactionState())
+		hs_shared_set_state("held", reason);
 }
 
 /* Whether a held queue may be tried again; clears the hold when so. */
@@ -208,10 +214,7 @@ hold_released(void)
 		release = true;
 	else if (stat_ok != held_token_stat_ok)
 		release = true;
-	else if (stat_ok &&
-			 (st.st_ino != held_token_stat.st_ino || st.st_size != held_token_stat.st_size ||
-			  st.st_mtim.tv_sec != held_token_stat.st_mtim.tv_sec ||
-			  st.st_mtim.tv_nsec != held_token_stat.st_mtim.tv_nsec))
+	else if (stat_ok && !hs_same_file(&st, &held_token_stat))
 		release = true;
 	else if (TimestampDifferenceExceeds(held_since, GetCurrentTimestamp(), HS_HOLD_RETRY_MS))
 		release = true;
@@ -1603,6 +1606,9 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	switch (claim_phase(turn_cxt, &rows, &next_due_ms))
 	{
 		case HS_CLAIM_UNUSABLE:
+			/* a hold the claim's transaction made (dry_run before 0.7.0) shows once it ended */
+			if (held)
+				hs_shared_set_state("held", held_reason_logged);
 			return false;
 		case HS_CLAIM_PAUSED:
 			hs_shared_set_state("paused", NULL);
