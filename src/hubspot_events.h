@@ -9,7 +9,7 @@
  *	  validate.c    input validation and normalisation (shared with the outbox)
  *	  validate_event.c  the same for marketing events (upsert, complete)
  *	  token.c       the access token: the file's, or OAuth's
- *	  secret_file.c reading a secret from the file a setting names, never logged
+ *	  secret_file.c reading a secret from the file a setting names, never logged; kept until the file changes
  *	  oauth.c       OAuth refresh: tokens from the token endpoint, shared; the grants
  *	                of the connections (authorization code, a connection's refresh)
  *	  secret_box.c  sealing secrets (AES-256-GCM) under the key of secret_key_file
@@ -33,6 +33,8 @@
  *	  verify.c      verify_event(): HubSpot's participations compared with what was sent
  *	  notify.c      the worker's notifications (NOTIFY hubspot_events), sent at its commits
  *	  worker.c      the background worker that drains the outbox
+ *	  hold.c        a hold on a configuration fault (the queue's or a connection's), and
+ *	                what ends it
  *	  worker_connections.c  the worker's view of each connection: pacing, hold, token
  *	  launcher.c    many databases: the launcher that starts a worker per database, and
  *	                stopping a database's worker before DROP DATABASE
@@ -834,6 +836,21 @@ extern int64 hs_retry_after_ms(const char *value);
 extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);
 
+/* ---- hold.c ---- */
+typedef struct HsHold
+{
+	bool		held;
+	char		reason[256];	/* the last hold's, kept after it ends */
+	TimestampTz since;
+	uint64		generation;		/* hs_settings_generation when held */
+	struct stat file_st;		/* the file whose change ends it, when held */
+	bool		file_seen;		/* it existed then */
+} HsHold;
+
+extern void hs_hold_set(HsHold *h, const char *reason, const char *file, bool *was_held,
+						bool *new_reason);
+extern bool hs_hold_try(HsHold *h, const char *file, int retry_ms, bool *ended);
+
 /* ---- worker_connections.c ---- */
 
 /* connections.auth */
@@ -857,13 +874,8 @@ typedef struct HsConn
 	HsPacer    *pacer;
 	int64		next_ms;		/* at the last claim: its earliest row is due in this many ms */
 	/* the hold (not the default's: worker.c's) */
-	bool		held;
+	HsHold		hold;
 	bool		hold_changed;	/* the table does not say so yet */
-	char		held_reason[256];
-	TimestampTz held_since;
-	uint64		held_generation;
-	struct stat held_stat;
-	bool		held_stat_ok;
 	/* its token, read from token_file */
 	HsSecretFileCache token;
 	/* OAuth connections */

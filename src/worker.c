@@ -60,13 +60,8 @@
 /* a subscriber state answered 404 while its event's upsert is recent waits this long */
 #define HS_EVENT_PROPAGATION_MS 5000
 
-/* Why the queue is held (a configuration fault), if it is. */
-static bool held = false;
-static TimestampTz held_since = 0;
-static uint64 held_generation = 0;
-static struct stat held_token_stat;
-static bool held_token_stat_ok = false;
-static char held_reason_logged[256];
+/* The queue's hold on a configuration fault (the default connection's; hold.c). */
+static HsHold hold;
 
 static TimestampTz last_retention = 0;
 
@@ -157,22 +152,22 @@ worker_stop_check(void)
 
 /* ---- holding the queue on configuration faults ---- */
 
-/* The file whose change releases a hold: the refresh token's with OAuth, else the token's. */
-static bool
-token_file_stat(struct stat *st)
+/* The file whose change ends a hold: the refresh token's with OAuth, else the token's. */
+static const char *
+hold_file(void)
 {
-	const char *path = hs_oauth_enabled() ? hs_oauth_refresh_token_file : hs_access_token_file;
-
-	return path && path[0] && stat(path, st) == 0;
+	return hs_oauth_enabled() ? hs_oauth_refresh_token_file : hs_access_token_file;
 }
 
 /* Hold the queue; one log line, unless it is already held for the same reason. */
 static void
 hold_queue(const char *reason)
 {
-	bool		new_reason = strncmp(held_reason_logged, reason, sizeof(held_reason_logged) - 1) != 0;
+	bool		was_held;
+	bool		new_reason;
 
-	if (!held || new_reason)
+	hs_hold_set(&hold, reason, hold_file(), &was_held, &new_reason);
+	if (!was_held || new_reason)
 		ereport(LOG,
 				(errmsg("hubspot_events worker: holding the queue: %s", reason),
 				 errdetail("Rows stay pending and their attempts are not counted."),
@@ -185,11 +180,6 @@ hold_queue(const char *reason)
 			hs_metrics_add(HS_METRIC_HOLDS, 1);
 	}
 	hold_notified = true;
-	held = true;
-	strlcpy(held_reason_logged, reason, sizeof(held_reason_logged));
-	held_since = GetCurrentTimestamp();
-	held_generation = hs_settings_generation;
-	held_token_stat_ok = token_file_stat(&held_token_stat);
 	/*
 	 * Inside the record's transaction, record_phase publishes the hold once
 	 * that transaction has committed: status never says held while the
@@ -203,27 +193,13 @@ hold_queue(const char *reason)
 static bool
 hold_released(void)
 {
-	struct stat st;
-	bool		stat_ok;
-	bool		release = false;
+	bool		ended;
 
-	if (!held)
-		return true;
-	stat_ok = token_file_stat(&st);
-	if (hs_settings_generation != held_generation)
-		release = true;
-	else if (stat_ok != held_token_stat_ok)
-		release = true;
-	else if (stat_ok && !hs_same_file(&st, &held_token_stat))
-		release = true;
-	else if (TimestampDifferenceExceeds(held_since, GetCurrentTimestamp(), HS_HOLD_RETRY_MS))
-		release = true;
-	if (release)
-	{
-		held = false;
+	if (!hs_hold_try(&hold, hold_file(), HS_HOLD_RETRY_MS, &ended))
+		return false;
+	if (ended)
 		ereport(LOG, (errmsg("hubspot_events worker: trying the held queue again")));
-	}
-	return release;
+	return true;
 }
 
 /* ---- one request's outcome ---- */
@@ -969,7 +945,7 @@ conn_ready(HsConn *c, int64 *soonest_ms)
 
 	if (c->is_default)
 	{
-		if (held && !hold_released())
+		if (hold.held && !hold_released())
 			return false;
 	}
 	else
@@ -980,7 +956,7 @@ conn_ready(HsConn *c, int64 *soonest_ms)
 			hs_conn_token_fail(c->name, "the connection is disconnected: connect it again with connect_oauth()");
 			return false;
 		}
-		if (c->held && !hs_conn_hold_released(c))
+		if (c->hold.held && !hs_conn_hold_released(c))
 		{
 			note_soonest(soonest_ms, HS_HOLD_RETRY_MS);
 			return false;
@@ -1561,8 +1537,8 @@ record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
 	/* the default's hold outlasts a turn of the other connections */
-	if (held)
-		hs_shared_set_state("held", held_reason_logged);
+	if (hold.held)
+		hs_shared_set_state("held", hold.reason);
 	else
 		hs_shared_set_state("idle", NULL);
 }
@@ -1607,8 +1583,8 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 	{
 		case HS_CLAIM_UNUSABLE:
 			/* a hold the claim's transaction made (dry_run before 0.7.0) shows once it ended */
-			if (held)
-				hs_shared_set_state("held", held_reason_logged);
+			if (hold.held)
+				hs_shared_set_state("held", hold.reason);
 			return false;
 		case HS_CLAIM_PAUSED:
 			hs_shared_set_state("paused", NULL);
@@ -1618,8 +1594,8 @@ worker_turn(MemoryContext turn_cxt, long *wait_ms)
 			refresh_oauth_connections(turn_cxt);
 			record_oauth_alone(turn_cxt);
 			idle_housekeeping(turn_cxt);
-			if (held)
-				hs_shared_set_state("held", held_reason_logged);
+			if (hold.held)
+				hs_shared_set_state("held", hold.reason);
 			else
 				hs_shared_set_state(default_rate_limited ? "rate limited" : "idle", NULL);
 			if (next_due_ms >= 0 && next_due_ms < *wait_ms)

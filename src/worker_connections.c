@@ -177,7 +177,7 @@ hs_conn_load_pending(List *wanted)
 			c->table_held = (state && strcmp(state, "held") == 0);
 			/* made active again by someone else (connect_oauth() again): try it now */
 			if (was_flagged && !c->disconnected && !c->table_held && !c->hold_changed)
-				c->held = false;
+				c->hold.held = false;
 			d = SPI_getbinval(tup, desc, 6, &isnull);
 			c->hub_id = isnull ? 0 : DatumGetInt64(d);
 			d = SPI_getbinval(tup, desc, 7, &isnull);
@@ -203,12 +203,6 @@ hs_conn_load_pending(List *wanted)
 
 /* ---- holds ---- */
 
-static bool
-token_file_stat(const HsConn *c, struct stat *st)
-{
-	return c->token_file && c->token_file[0] && stat(c->token_file, st) == 0;
-}
-
 /*
  * Hold a connection (not the default: worker.c holds that one): its rows
  * wait, attempts untouched; one log line per reason.  The table says so
@@ -217,47 +211,31 @@ token_file_stat(const HsConn *c, struct stat *st)
 void
 hs_conn_hold(HsConn *c, const char *reason)
 {
-	bool		new_reason = strncmp(c->held_reason, reason, sizeof(c->held_reason) - 1) != 0;
+	bool		was_held;
+	bool		new_reason;
 
-	if (!c->held || new_reason)
+	hs_hold_set(&c->hold, reason, c->token_file, &was_held, &new_reason);
+	if (!was_held || new_reason)
+	{
 		ereport(LOG,
 				(errmsg("hubspot_events worker: holding the connection \"%s\": %s", c->name, reason),
 				 errdetail("Its rows stay pending and their attempts are not counted; the other connections go on."),
 				 errhint("Sending through it resumes after its token file changes, the configuration is reloaded, or one minute.")));
-	if (!c->held || new_reason)
 		c->hold_changed = true;
-	c->held = true;
-	strlcpy(c->held_reason, reason, sizeof(c->held_reason));
-	c->held_since = GetCurrentTimestamp();
-	c->held_generation = hs_settings_generation;
-	c->held_stat_ok = token_file_stat(c, &c->held_stat);
+	}
 }
 
 /* Whether a held connection may be tried again; clears the hold when so. */
 bool
 hs_conn_hold_released(HsConn *c)
 {
-	struct stat st;
-	bool		stat_ok;
-	bool		release = false;
+	bool		ended;
 
-	if (!c->held)
-		return true;
-	stat_ok = token_file_stat(c, &st);
-	if (hs_settings_generation != c->held_generation)
-		release = true;
-	else if (stat_ok != c->held_stat_ok)
-		release = true;
-	else if (stat_ok && !hs_same_file(&st, &c->held_stat))
-		release = true;
-	else if (TimestampDifferenceExceeds(c->held_since, GetCurrentTimestamp(), HS_CONN_HOLD_RETRY_MS))
-		release = true;
-	if (release)
-	{
-		c->held = false;
+	if (!hs_hold_try(&c->hold, c->token_file, HS_CONN_HOLD_RETRY_MS, &ended))
+		return false;
+	if (ended)
 		ereport(LOG, (errmsg("hubspot_events worker: trying the held connection \"%s\" again", c->name)));
-	}
-	return release;
+	return true;
 }
 
 /*
@@ -307,9 +285,9 @@ hs_conn_record_state(HsConn *c, bool went_through)
 
 	if (c->disconnected_reason && !c->disconnected)
 		state = "disconnected";
-	else if (c->held && c->hold_changed)
+	else if (c->hold.held && c->hold_changed)
 		state = "held";
-	else if (!c->held && went_through && c->table_held)
+	else if (!c->hold.held && went_through && c->table_held)
 		state = "active";
 	else
 	{
@@ -331,7 +309,7 @@ hs_conn_record_state(HsConn *c, bool went_through)
 	values[0] = CStringGetTextDatum(c->name);
 	values[1] = CStringGetTextDatum(state);
 	if (strcmp(state, "held") == 0)
-		values[2] = CStringGetTextDatum(c->held_reason);
+		values[2] = CStringGetTextDatum(c->hold.reason);
 	else if (strcmp(state, "disconnected") == 0)
 		values[2] = CStringGetTextDatum(c->disconnected_reason);
 	else
@@ -342,7 +320,7 @@ hs_conn_record_state(HsConn *c, bool went_through)
 
 	if (strcmp(state, "held") == 0)
 	{
-		hs_notify_held(c->name, c->held_reason);
+		hs_notify_held(c->name, c->hold.reason);
 		hs_metrics_add(HS_METRIC_HOLDS, 1);
 		c->table_held = true;
 	}
