@@ -479,7 +479,7 @@ extern int64 hs_outbox_next_due_ms(const char *conn);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome, HsFailedRows *failed);
 extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);
 extern void hs_outbox_record_dry_run(HsBatch **batches, int n);
-extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *account_id);
+extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *account_id, const char *conn);
 
 /* ---- schema_version.c ---- */
 extern char *hs_schema_problem(char **hint);

@@ -929,40 +929,52 @@ hs_outbox_next_due_ms(const char *conn)
 
 /*
  * Whether the event has an upsert pending, in flight, or sent in the last
- * HS_EVENT_RECENT_S seconds: a subscriber state HubSpot answers 404 for is
- * then waiting for the event to exist (or to propagate), not wrong.
- * (outbox_event_upserts indexes these rows from 0.5.0 on; on an older schema
- * the same statement scans.)
+ * HS_EVENT_RECENT_S seconds through the same connection (an event lives in
+ * the HubSpot account its upsert reached): a subscriber state HubSpot
+ * answers 404 for is then waiting for the event to exist (or to propagate),
+ * not wrong.  (outbox_event_upserts indexes these rows from 0.5.0 on; on an
+ * older schema the same statement scans.  Before 0.8.0 there is one
+ * connection.)
  */
 #define HS_EVENT_RECENT_S 300
+#define HS_UPSERT_RECENT_SQL(conn_clause) \
+	"SELECT EXISTS (SELECT 1 FROM " HS_SCHEMA ".outbox e" \
+	" WHERE (e.external_event_id OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) e.external_account_id)" \
+	"       OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) $2)" \
+	"   AND e.external_event_id OPERATOR(pg_catalog.=) $1" \
+	"   AND e.external_account_id OPERATOR(pg_catalog.=) $2" \
+	"   AND e.kind OPERATOR(pg_catalog.=) 'event_upsert'" conn_clause \
+	"   AND (e.status OPERATOR(pg_catalog.=) ANY ('{pending,sending}'::pg_catalog.text[])" \
+	"        OR (e.status OPERATOR(pg_catalog.=) 'sent' AND e.sent_at OPERATOR(pg_catalog.>)" \
+	"            (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $3::pg_catalog.float8)))))"
 
 bool
-hs_outbox_event_upsert_recent(const char *event_id, const char *account_id)
+hs_outbox_event_upsert_recent(const char *event_id, const char *account_id, const char *conn)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
+	static SPIPlanPtr plan_080 = NULL;
+	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+	Datum		values[4];
 	bool		found = false;
 
 	spi_connect();
-	if (plan == NULL)
+	if (per_connection && plan_080 == NULL)
+	{
+		Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, TEXTOID};
+
+		plan_080 = keep_plan(HS_UPSERT_RECENT_SQL("   AND e.connection OPERATOR(pg_catalog.=) $4"), 4, types);
+	}
+	if (!per_connection && plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
 
-		plan = keep_plan("SELECT EXISTS (SELECT 1 FROM " HS_SCHEMA ".outbox e"
-						 " WHERE (e.external_event_id OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) e.external_account_id)"
-						 "       OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) $2)"
-						 "   AND e.external_event_id OPERATOR(pg_catalog.=) $1"
-						 "   AND e.external_account_id OPERATOR(pg_catalog.=) $2"
-						 "   AND e.kind OPERATOR(pg_catalog.=) 'event_upsert'"
-						 "   AND (e.status OPERATOR(pg_catalog.=) ANY ('{pending,sending}'::pg_catalog.text[])"
-						 "        OR (e.status OPERATOR(pg_catalog.=) 'sent' AND e.sent_at OPERATOR(pg_catalog.>)"
-						 "            (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $3::pg_catalog.float8)))))",
-						 3, types);
+		plan = keep_plan(HS_UPSERT_RECENT_SQL(""), 3, types);
 	}
 	values[0] = CStringGetTextDatum(event_id);
 	values[1] = CStringGetTextDatum(account_id);
 	values[2] = Int32GetDatum(HS_EVENT_RECENT_S);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	values[3] = CStringGetTextDatum(conn ? conn : "default");
+	if (SPI_execute_plan(per_connection ? plan_080 : plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the event's upsert");
 	if (SPI_processed > 0)
 	{

@@ -763,7 +763,8 @@ record_one_step(void *arg)
 
 	if (tr->outcome.kind == HS_OUTCOME_FAILED && tr->outcome.http_status == 404 &&
 		b->kind == HS_KIND_SUBSCRIBER && b->external_event_id && b->external_account_id &&
-		hs_outbox_event_upsert_recent(b->external_event_id, b->external_account_id))
+		hs_outbox_event_upsert_recent(b->external_event_id, b->external_account_id,
+									  b->conn ? b->conn->name : NULL))
 	{
 		tr->outcome.kind = HS_OUTCOME_RETRY;
 		tr->outcome.retry_after_ms = Max(tr->outcome.retry_after_ms, HS_EVENT_PROPAGATION_MS);

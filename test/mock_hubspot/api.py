@@ -383,21 +383,22 @@ class MarketingRequest:
         self.handler.send_json(400, payload, corr=corr, ratelimit=quota)
 
     def check_event_known(self, event_id, inputs, quota):
-        """known_events: an upsert creates its events; a subscriber state or a
-        participation read of an event not (yet) known is answered 404 here.
+        """known_events: an upsert creates its events in the hub it reached; a
+        subscriber state or a participation read of an event not (yet) known in
+        its hub is answered 404 here.
         False if answered."""
         state, entry, corr = self.state, self.entry, self.corr
         template = self.route["template"]
         reads = participations.route_kind(self.route) in participations.READ_KINDS
         if template.endswith("/events/upsert"):
-            state.note_events(inputs)
+            state.note_events(inputs, entry.get("hub_id"))
             state.participations.note_event_names(inputs)
         elif event_id is not None and ("{subscriberState}" in template or "/attendance/" in template or reads):
             account = (entry.get("query") or {}).get("externalAccountId")
             account = account[0] if isinstance(account, list) else account
             if reads:
                 account = self.params.get("externalAccountId")
-            if not state.event_known(str(event_id), str(account)):
+            if not state.event_known(str(event_id), str(account), entry.get("hub_id")):
                 entry["rejected"] = "unknown_event"
                 entry["status"], entry["correlation_id"] = 404, corr
                 state.record(entry, quota, self.body_json)

@@ -54,8 +54,10 @@ except for the server-wide knobs marked [server] below):
                       attendance) or a participation read (breakdown,
                       counters) for an (externalEventId, externalAccountId)
                       that no events/upsert request created since the last
-                      reset is answered 404 OBJECT_NOT_FOUND "Marketing event
-                      ... does not exist" (logged with rejected=unknown_event)
+                      reset, in the same hub (a hub's token; the default
+                      token's requests are one hub of their own), is
+                      answered 404 OBJECT_NOT_FOUND "Marketing event ...
+                      does not exist" (logged with rejected=unknown_event)
   known_events_delay_ms=N  [server] with known_events: an upserted event is
                       known only N ms after its upsert (HubSpot's propagation)
 

@@ -765,6 +765,15 @@ class SelfTest:
                    self.last_entry())
         self.check("known_events: then it is known", self.call("POST", upsert_path("ke-1"), GOOD)[0] == 204
                    and self.call("POST", upsert_path("ke-1", account="acct 2"), GOOD)[0] == 404, "")
+        # an event lives in the hub (the HubSpot account) its upsert reached
+        self.define_hubs({"hub_id": 301, "tokens": ["ke-hub-a"]}, {"hub_id": 302, "tokens": ["ke-hub-b"]})
+        status, _, _ = self.call("POST", "/marketing/v3/marketing-events/events/upsert",
+                                 {"inputs": [dict(event, externalEventId="ke-2")]}, auth="ke-hub-a")
+        self.check("known_events: known in its hub only", status == 204
+                   and self.call("POST", upsert_path("ke-2"), GOOD, auth="ke-hub-a")[0] == 204
+                   and self.call("POST", upsert_path("ke-2"), GOOD, auth="ke-hub-b")[0] == 404
+                   and self.call("POST", upsert_path("ke-2"), GOOD)[0] == 404, "")
+        self.post("/__mock/hubs/clear", {})
 
         self.config({"bad_vids": [5]})
         inputs = [dict(GOOD["inputs"][0], vid=v) for v in (4, 5)]

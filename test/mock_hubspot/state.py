@@ -132,7 +132,9 @@ class State:
         self.hub_access = {}  # OAuth access token -> AccessToken
         self.hub_refresh = {}  # OAuth refresh token -> RefreshToken
         self.oauth_codes = {}  # authorization code -> {"hub_id", "redirect_uri", "used"}
-        self.known_events = {}  # (externalEventId, externalAccountId) -> monotonic time of its first upsert
+        # (hub id or None, externalEventId, externalAccountId) -> monotonic time of its first
+        # upsert: an event lives in the HubSpot account (hub) it was created in
+        self.known_events = {}
         # what the subscriber-state writes left in HubSpot (not with --lean)
         self.participations = Participations(self.lock, keep=not lean)
         self.reset_stats()
@@ -278,20 +280,21 @@ class State:
             if "seed" in knobs:
                 self.rng.seed(knobs["seed"])
 
-    def event_known(self, event_id, account_id):
-        """known_events: whether an events/upsert created this event (True without the knob)."""
+    def event_known(self, event_id, account_id, hub_id=None):
+        """known_events: whether an events/upsert into this hub created this event (True
+        without the knob)."""
         with self.lock:
             if not self.global_knobs.get("known_events"):
                 return True
-            since = self.known_events.get((event_id, account_id))
+            since = self.known_events.get((hub_id, event_id, account_id))
             delay = self.global_knobs.get("known_events_delay_ms", 0) / 1000.0
             return since is not None and time.monotonic() >= since + delay
 
-    def note_events(self, inputs):
+    def note_events(self, inputs, hub_id=None):
         with self.lock:
             for item in inputs:
                 if isinstance(item, dict):
-                    key = (str(item.get("externalEventId")), str(item.get("externalAccountId")))
+                    key = (hub_id, str(item.get("externalEventId")), str(item.get("externalAccountId")))
                     self.known_events.setdefault(key, time.monotonic())
 
     def served_date_versions(self):

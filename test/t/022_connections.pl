@@ -223,6 +223,25 @@ q1("SELECT hubspot_events.drop_connection('c11')");
 is(q1("SELECT count(*) FROM hubspot_events.connections WHERE name IN ('c10', 'c11')"), '0', 'both are gone');
 q1("SELECT hubspot_events.resume()");
 
+# ---------------------------------------------------------------------------
+# 7. An event upserted through one connection is not another account's: a
+#    404 from another hub is not taken for the event's propagation
+# ---------------------------------------------------------------------------
+mock_config({ known_events => 1 });
+q1(q{SELECT hubspot_events.hubspot_enqueue_event('shared-ev', 'acct-x', '{"eventName": "Launch", "eventOrganizer": "Acme"}', 'c12')});
+ok(wait_until(sub { q1("SELECT status FROM hubspot_events.outbox WHERE external_event_id = 'shared-ev' AND kind = 'event_upsert'") eq 'sent' }),
+	'the event is upserted through c12');
+q1(q{SELECT hubspot_events.hubspot_enqueue_subscriber('shared-ev', 'register', 'acct-x', '[{"vid": 1}]', 'c13')});
+sub shared_row { q1("SELECT format('%s|%s|%s', status, attempts, http_status) FROM hubspot_events.outbox WHERE external_event_id = 'shared-ev' AND kind = 'subscriber'") }
+ok(wait_until(sub { shared_row() eq 'failed|1|404' }, 15),
+	'the same event id through c13 (another hub, which has no such event) fails at its first 404: c12\'s upsert is not its')
+  or diag(shared_row());
+my @shared = grep { ($_->{path}{externalEventId} // '') eq 'shared-ev' } @{ mock_requests() };
+is(join(',', map { "$_->{hub_id}:$_->{status}" } @shared), '1013:404', 'the mock saw the subscriber state once, answered 404 at hub 1013');
+is(join(',', map { "$_->{hub_id}:$_->{status}" } grep { $_->{raw_path} =~ m{/events/upsert$} } @{ mock_requests() }),
+	'1012:204', 'and the event\'s upsert at hub 1012');
+mock_config({});
+
 mock_control('/__mock/hubs/clear', {});
 $node->stop;
 done_testing();
