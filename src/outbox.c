@@ -188,20 +188,34 @@ hs_outbox_insert(const HsOutboxRow *row)
 
 /*
  * Delete an outbox row this transaction wrote and nobody else ever saw: row
- * id, written by (sub)transaction xmin, still pending, of the kind, state
- * and key of *row.  With the outbox owner's rights, as hs_outbox_insert.
+ * id, written by (sub)transaction xmin, still pending, of the kind, state,
+ * key and connection of *row.  With the outbox owner's rights, as hs_outbox_insert.
  * Returns whether a row was deleted.  A row whose writer was rolled back (a
  * subtransaction), or that is no longer pending or is another row, is left
  * alone: the caller may hold a stale id without harm.
  */
+#define HS_DELETE_OWN_SQL(conn_clause) \
+	"DELETE FROM " HS_SCHEMA ".outbox" \
+	" WHERE id OPERATOR(pg_catalog.=) $1" \
+	"   AND xmin OPERATOR(pg_catalog.=) $2" \
+	"   AND status OPERATOR(pg_catalog.=) 'pending'" \
+	"   AND kind OPERATOR(pg_catalog.=) $3" \
+	"   AND (subscriber_state OPERATOR(pg_catalog.=) $4" \
+	"        OR (subscriber_state IS NULL AND $4 IS NULL))" \
+	"   AND external_event_id OPERATOR(pg_catalog.=) $5" \
+	"   AND external_account_id OPERATOR(pg_catalog.=) $6" \
+	"   AND contact_key OPERATOR(pg_catalog.=) $7" conn_clause
+
 bool
 hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 {
 	static SPIPlanPtr delete_own_plan = NULL;
+	static SPIPlanPtr delete_own_plan_080 = NULL;
+	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
 	Oid			owner;
 	HsOwnerRights rights;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 	bool		deleted;
 
@@ -223,28 +237,25 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 	values[4] = CStringGetTextDatum(row->external_event_id ? row->external_event_id : "");
 	values[5] = CStringGetTextDatum(row->external_account_id ? row->external_account_id : "");
 	values[6] = CStringGetTextDatum(row->contact_key ? row->contact_key : "");
+	values[7] = CStringGetTextDatum(row->connection ? row->connection : "default");
 
 	spi_connect();
 	hs_owner_rights_enter(owner, &rights);
 
-	if (delete_own_plan == NULL)
+	if (per_connection && delete_own_plan_080 == NULL)
+	{
+		Oid			types[8] = {INT8OID, XIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+
+		delete_own_plan_080 = keep_plan(HS_DELETE_OWN_SQL("   AND connection OPERATOR(pg_catalog.=) $8"), 8, types);
+	}
+	if (!per_connection && delete_own_plan == NULL)
 	{
 		Oid			types[7] = {INT8OID, XIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 
-		delete_own_plan = keep_plan("DELETE FROM " HS_SCHEMA ".outbox"
-									" WHERE id OPERATOR(pg_catalog.=) $1"
-									"   AND xmin OPERATOR(pg_catalog.=) $2"
-									"   AND status OPERATOR(pg_catalog.=) 'pending'"
-									"   AND kind OPERATOR(pg_catalog.=) $3"
-									"   AND (subscriber_state OPERATOR(pg_catalog.=) $4"
-									"        OR (subscriber_state IS NULL AND $4 IS NULL))"
-									"   AND external_event_id OPERATOR(pg_catalog.=) $5"
-									"   AND external_account_id OPERATOR(pg_catalog.=) $6"
-									"   AND contact_key OPERATOR(pg_catalog.=) $7",
-									7, types);
+		delete_own_plan = keep_plan(HS_DELETE_OWN_SQL(""), 7, types);
 	}
 
-	rc = SPI_execute_plan(delete_own_plan, values, nulls, false, 0);
+	rc = SPI_execute_plan(per_connection ? delete_own_plan_080 : delete_own_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "outbox delete failed: %s", SPI_result_code_string(rc));
 	deleted = (SPI_processed > 0);

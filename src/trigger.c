@@ -284,7 +284,7 @@ hs_check_trigger_type(Relation rel, const Trigger *trigger, const char *fname)
  * triggers remember, per transaction, the cancels they wrote for a DELETE
  * (or for the old image of an UPDATE that changed the key), by key: the
  * kind of row, the table (a partitioned table counts as one: its root),
- * event, account and contact.  When the same transaction then enqueues a
+ * event, account, contact and connection.  When the same transaction then enqueues a
  * valid non-cancel state of a key, the pending cancels of that key it wrote
  * are deleted from the outbox first: nobody else ever saw them.
  *
@@ -378,6 +378,9 @@ own_cancel_hash(Oid root_relid, const HsOutboxRow *row)
 	appendStringInfoString(&buf, row->external_account_id ? row->external_account_id : "");
 	appendBinaryStringInfo(&buf, "", 1);
 	appendStringInfoString(&buf, row->contact_key ? row->contact_key : "");
+	appendBinaryStringInfo(&buf, "", 1);
+	/* a row moved to another connection is another HubSpot account's: its cancel stays */
+	appendStringInfoString(&buf, row->connection ? row->connection : "default");
 	h = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
 	pfree(buf.data);
 	return h;
@@ -477,6 +480,7 @@ hs_trigger_drop_own_cancels(Oid root_relid, const HsOutboxRow *row)
 	cancel.external_event_id = row->external_event_id;
 	cancel.external_account_id = row->external_account_id;
 	cancel.contact_key = row->contact_key;
+	cancel.connection = row->connection;
 	if (row->kind == NULL || strcmp(row->kind, "subscriber") == 0)
 	{
 		cancel.kind = "subscriber";

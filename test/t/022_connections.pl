@@ -204,6 +204,25 @@ is(q1("SELECT string_agg(format('%s:%s:%s', external_event_id, connection, statu
 	'trg:c6:sent,trg:ghost:failed,trg:default:failed,trg2:c7:sent', 'each row with its connection (the column, or the constant)');
 like(q1("SELECT string_agg(error_message, ' | ' ORDER BY id) FROM hubspot_events.failed_syncs WHERE external_event_id = 'trg'"),
 	qr/connection "ghost" does not exist \| connection must not be null/, 'an unknown or NULL connection is an invalid row');
+# A row moved to another connection (an UPDATE of its connection, or a
+# DELETE and an INSERT in one transaction), with on_delete=cancel: the old
+# connection's account gets its cancel first.  Only a cancel of the same
+# connection is the transaction's own to drop.
+q1("CREATE TABLE att3 (id serial PRIMARY KEY, ev text, vid bigint, st text, acct text, conn text)");
+q1("CREATE TRIGGER sync AFTER INSERT OR UPDATE OR DELETE ON att3 FOR EACH ROW EXECUTE FUNCTION
+    hubspot_events.sync_attendance('event_id=ev', 'vid=vid', 'state=st', 'account_id=acct', 'connection=conn', 'on_delete=cancel')");
+sub moved { q1("SELECT string_agg(format('%s:%s', connection, subscriber_state), ',' ORDER BY id) FROM hubspot_events.outbox WHERE external_event_id = '$_[0]'") }
+q1("INSERT INTO att3 (ev, vid, st, acct, conn) VALUES ('mv-u', 21, 'register', 'acct-m', 'c14')");
+q1("UPDATE att3 SET conn = 'c15' WHERE ev = 'mv-u'");
+is(moved('mv-u'), 'c14:register,c14:cancel,c15:register', 'an UPDATE of the connection: a cancel to the old one, then the state to the new');
+q1("INSERT INTO att3 (ev, vid, st, acct, conn) VALUES ('mv-d', 22, 'register', 'acct-m', 'c14')");
+q1("BEGIN; DELETE FROM att3 WHERE ev = 'mv-d'; INSERT INTO att3 (ev, vid, st, acct, conn) VALUES ('mv-d', 22, 'register', 'acct-m', 'c15'); COMMIT;");
+is(moved('mv-d'), 'c14:register,c14:cancel,c15:register', 'deleted and inserted again for another connection: the same');
+q1("BEGIN; DELETE FROM att3 WHERE ev = 'mv-d'; INSERT INTO att3 (ev, vid, st, acct, conn) VALUES ('mv-d', 22, 'register', 'acct-m', 'c15'); COMMIT;");
+is(moved('mv-d'), 'c14:register,c14:cancel,c15:register,c15:register',
+	'deleted and inserted again for the same connection: its cancel is dropped, as without connections');
+ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id IN ('mv-u', 'mv-d') AND status = 'sent'") == 7 }),
+	'all seven are sent');
 my %hub_of = map { (($_->{path}{externalEventId} // '') . ':' . ($_->{query}{externalAccountId} // '')) => $_->{hub_id} } @{ mock_requests() };
 is($hub_of{'trg:acct-c6'}, 1006, 'the trigger row of c6 reached hub 1006');
 is($hub_of{'trg2:acct-c7'}, 1007, 'the constant connection c7 reached hub 1007');
