@@ -43,11 +43,11 @@ hs_hold_set(HsHold *h, const char *reason, const char *file, bool *was_held, boo
 /*
  * Whether sending may be tried (again): not held, or held and the
  * configuration reloaded since, file changed (or appeared, or went), or
- * retry_ms passed.  A hold that ends is cleared, and true is returned once
+ * HS_HOLD_RETRY_MS passed.  A hold that ends is cleared, and true is returned once
  * with *ended set, for the caller to say so.
  */
 bool
-hs_hold_try(HsHold *h, const char *file, int retry_ms, bool *ended)
+hs_hold_try(HsHold *h, const char *file, bool *ended)
 {
 	struct stat st;
 	bool		seen;
@@ -59,7 +59,7 @@ hs_hold_try(HsHold *h, const char *file, int retry_ms, bool *ended)
 	if (hs_settings_generation != h->generation ||
 		seen != h->file_seen ||
 		(seen && !hs_same_file(&st, &h->file_st)) ||
-		TimestampDifferenceExceeds(h->since, GetCurrentTimestamp(), retry_ms))
+		TimestampDifferenceExceeds(h->since, GetCurrentTimestamp(), HS_HOLD_RETRY_MS))
 	{
 		h->held = false;
 		*ended = true;

@@ -837,6 +837,8 @@ extern bool hs_parse_daily_reset_time(const char *value, int *hh, int *mm,
 									  char *zone, size_t zonelen);
 
 /* ---- hold.c ---- */
+#define HS_HOLD_RETRY_MS 60000	/* a hold, the queue's or a connection's, is tried again after this */
+
 typedef struct HsHold
 {
 	bool		held;
@@ -849,7 +851,7 @@ typedef struct HsHold
 
 extern void hs_hold_set(HsHold *h, const char *reason, const char *file, bool *was_held,
 						bool *new_reason);
-extern bool hs_hold_try(HsHold *h, const char *file, int retry_ms, bool *ended);
+extern bool hs_hold_try(HsHold *h, const char *file, bool *ended);
 
 /* ---- worker_connections.c ---- */
 

@@ -24,8 +24,6 @@
 
 #include <sys/stat.h>
 
-#include "utils/memutils.h"
-
 /* the access token file's token, as last read */
 static HsSecretFileCache file_token;
 

@@ -33,8 +33,6 @@
  */
 #include "hubspot_events.h"
 
-#include <sys/stat.h>
-
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "access/xlog.h"
@@ -54,7 +52,6 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#define HS_HOLD_RETRY_MS	60000	/* a held queue is tried again after this */
 #define HS_ERROR_PAUSE_MS	1000	/* pause after an unexpected ERROR */
 #define HS_RETENTION_EVERY_MS 60000 /* how often sent rows are purged */
 /* a subscriber state answered 404 while its event's upsert is recent waits this long */
@@ -195,7 +192,7 @@ hold_released(void)
 {
 	bool		ended;
 
-	if (!hs_hold_try(&hold, hold_file(), HS_HOLD_RETRY_MS, &ended))
+	if (!hs_hold_try(&hold, hold_file(), &ended))
 		return false;
 	if (ended)
 		ereport(LOG, (errmsg("hubspot_events worker: trying the held queue again")));

@@ -21,8 +21,6 @@
  */
 #include "hubspot_events.h"
 
-#include <sys/stat.h>
-
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "utils/array.h"
@@ -32,9 +30,6 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
-
-/* a held connection is tried again after this, as the worker's own hold */
-#define HS_CONN_HOLD_RETRY_MS 60000
 
 static HTAB *conns = NULL;
 static HsConn *default_conn = NULL;
@@ -231,7 +226,7 @@ hs_conn_hold_released(HsConn *c)
 {
 	bool		ended;
 
-	if (!hs_hold_try(&c->hold, c->token_file, HS_CONN_HOLD_RETRY_MS, &ended))
+	if (!hs_hold_try(&c->hold, c->token_file, &ended))
 		return false;
 	if (ended)
 		ereport(LOG, (errmsg("hubspot_events worker: trying the held connection \"%s\" again", c->name)));
