@@ -390,6 +390,9 @@ class Bench:
                                        subscriber_state text, external_account_id text, contact jsonb,
                                        contact_key text, source text);
         """)
+        if os.environ.get("BENCH_S1_SQL"):
+            # development: a change to try (e.g. the outbox without its indexes), run after the setup
+            self.q(os.environ["BENCH_S1_SQL"])
         # the same jsonb? one row each way
         self.clear_outbox()
         self.q("INSERT INTO att_sync (webinar, status, hubspot_vid, checked_in) VALUES ('w', 'register', 7, '2026-03-01 17:00:00+00')")

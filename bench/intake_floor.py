@@ -15,6 +15,13 @@ outbox's, measured in one sitting (so that a slow or busy machine weighs on both
      claim_due and record: the order rules stay claim_due's, and the worker pays the index
      entries the application's write no longer does.
 
+  S, B with each contact's order kept: a sweep reads the intake's K oldest rows (ORDER BY id
+     LIMIT K, K=20000 by default: a sequential scan and a bounded sort), the caller keeps their
+     ctids and ids, and each claim takes the next 800 of them by ctid (a TID scan, the id checked
+     again), with B's rules and move.  The kept rows are visible rows with an id up to some X, a
+     set that holds every older row of each of its contacts (an older row of a contact committed
+     first, order_lock.c), so claims in id order keep each contact's order.
+
   B with a BRIN index on id (the write only): what a claim by id ranges would cost the write
      (one way to keep each contact's rows in id order without a per-contact index, see the Analysis).
 
@@ -48,6 +55,7 @@ N = int(os.environ.get("N", "100000"))
 R = int(os.environ.get("R", "3"))
 PER_STATEMENT = 10000
 PER_CLAIM = 800
+SWEEP = int(os.environ.get("SWEEP", "20000"))
 
 conn = psycopg2.connect(host=args.pghost, port=args.pgport, user="postgres", dbname=args.dbname)
 conn.autocommit = True
@@ -112,9 +120,15 @@ OVERRIDING SYSTEM VALUE
 SELECT id, created_at, external_event_id, subscriber_state, external_account_id, contact, contact_key,
        'sending', attempts + 1, next_attempt_at, now(), source, kind, connection FROM moved
 RETURNING id, (SELECT max(tid) FROM due)"""
+# S, B with the order kept: a sweep reads the intake's oldest rows (ORDER BY id LIMIT K: a
+# sequential scan and a bounded sort), the worker keeps them (ctid, id) and claims them in id
+# order, 800 at a time, by their ctids (a TID scan), with the same rules and the same move
+SWEEP_S = "SELECT ctid::text, id FROM exp_intake ORDER BY id LIMIT %s"
+CLAIM_S = CLAIM_B.replace("WHERE i.ctid >= %s::tid", "WHERE i.ctid = ANY (%s::tid[]) AND i.id = ANY (%s::bigint[])")
 CLAIM_SETTINGS = ("SET LOCAL jit = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off;"
                   " SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-TARGET = {"bare": None, "A": "hubspot_events.outbox", "B": "exp_intake", "C": "exp_intake", "B_brin": "exp_intake_brin"}
+TARGET = {"bare": None, "A": "hubspot_events.outbox", "B": "exp_intake", "C": "exp_intake", "B_brin": "exp_intake_brin",
+          "S": "exp_intake"}
 MOVE_C = """WITH moved AS (DELETE FROM exp_intake RETURNING *)
 INSERT INTO hubspot_events.outbox (id, created_at, external_event_id, subscriber_state, external_account_id, contact,
                                    contact_key, source, kind, connection)
@@ -137,11 +151,19 @@ def drain(way):
         c0 = cpu()
         q(MOVE_C)
         spent += cpu() - c0
+    staged = []
     while True:
         c0 = cpu()
+        if way == "S" and not staged:
+            staged = q(SWEEP_S, (SWEEP,))
         q("BEGIN")
         if way in ("A", "C"):
             ids = q(CLAIM_A)[0][0]
+        elif way == "S":
+            q(CLAIM_SETTINGS)
+            take, staged = staged[:PER_CLAIM], staged[PER_CLAIM:]
+            rows = q(CLAIM_S, ([t for t, _ in take], [i for _, i in take], PER_CLAIM)) if take else []
+            ids = [r[0] for r in rows] or None
         else:
             q(CLAIM_SETTINGS)
             rows = q(CLAIM_B, (page, PER_CLAIM))
@@ -153,7 +175,7 @@ def drain(way):
         q("COMMIT")
         if ids:
             q("BEGIN")
-            q(RECORD.format(t="exp_queue" if way == "B" else "hubspot_events.outbox"),
+            q(RECORD.format(t="exp_queue" if way in ("B", "S") else "hubspot_events.outbox"),
               (ids, [str(uuid.uuid4()) for _ in ids]))
             q("COMMIT")
         spent += cpu() - c0
@@ -167,11 +189,11 @@ def drain(way):
 
 res = {}
 for r in range(R):
-    for way in ("bare", "A", "B", "C", "B_brin"):
+    for way in ("bare", "A", "B", "C", "B_brin", "S"):
         q("TRUNCATE hubspot_events.outbox, exp_intake, exp_intake_brin, exp_queue, exp_bare")
         q("CHECKPOINT")
         res.setdefault(("write", way), []).append(write(way))
-        if way in ("A", "B", "C"):
+        if way in ("A", "B", "C", "S"):
             q("CHECKPOINT")
             res.setdefault(("drain", way), []).append(drain(way))
         print("== intake floor: run %d, %s: write %.3f s%s" % (
@@ -193,3 +215,5 @@ print("== drain SQL: A, claim_due and the record %.3f; B, the intake's claim and
       " C, the move, claim_due and the record %.3f (C/A %.2f)" % (
           per(m[("drain", "A")]), per(m[("drain", "B")]), m[("drain", "B")] / m[("drain", "A")],
           per(m[("drain", "C")]), m[("drain", "C")] / m[("drain", "A")]))
+print("== drain SQL: S, B with each contact's order kept (a sweep of the %d oldest rows, claims by ctid) %.3f (S/A %.2f)" % (
+          SWEEP, per(m[("drain", "S")]), m[("drain", "S")] / m[("drain", "A")]))
