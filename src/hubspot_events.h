@@ -474,7 +474,7 @@ extern bool hs_outbox_paused(void);
 extern char *hs_outbox_replicated_by(void);
 extern List *hs_outbox_claim(int limit, const char *conn, HsFailedRows *failed);
 extern void hs_outbox_fail_dropped(const char *conn, HsFailedRows *failed);
-extern void hs_outbox_fail_invalid(const int64 *ids, char **messages, int n);
+extern void hs_outbox_fail_invalid(const int64 *ids, char **messages, int n, const char *conn);
 extern int64 hs_outbox_next_due_ms(const char *conn);
 extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome, HsFailedRows *failed);
 extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);

@@ -672,24 +672,35 @@ check_claimed_row_safely(HeapTuple tup, TupleDesc desc, HsClaimedRow *r,
 
 /*
  * Run an UPDATE of rows in flight given as pairs ($1 bigint[] of ids, $2
- * text[] of one text each), planned once into *plan; what names the rows
- * in the error.
+ * text[] of one text each), planned once per schema kind into plans[]:
+ * plans[0] runs sql, plans[1] (schema 0.8.0 on) sql and "AND o.connection =
+ * r.conn", each row's connection unnested from $3 (conns), so that each row
+ * is looked up by id and connection (see HS_RECORD_SENT_SQL).  sql ends
+ * with its WHERE, and unnests $1 and $2 as its r(id, <text>) with
+ * HS_PAIRS_CONN in place of the third; what names the rows in the error.
  */
+#define HS_PAIRS_FROM(text_column) \
+	"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))" \
+	"       AS r(id, " text_column ", conn)"
 static void
-update_pairs(SPIPlanPtr *plan, const char *sql, Datum *ids, Datum *texts, int n, const char *what)
+update_pairs(SPIPlanPtr *plans, const char *sql, Datum *ids, Datum *texts, Datum *conns, int n,
+			 const char *what)
 {
-	Datum		values[2];
+	int			h = hs_schema_version() >= HS_SCHEMA_0_8_0 ? 1 : 0;
+	Datum		values[3];
 
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_array(texts, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(conns, n, TEXTOID, -1, false, TYPALIGN_INT));
 	spi_connect();
-	if (*plan == NULL)
+	if (plans[h] == NULL)
 	{
-		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+		Oid			types[3] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 
-		*plan = keep_plan(sql, 2, types);
+		plans[h] = keep_plan(h == 1 ? psprintf("%s AND o.connection OPERATOR(pg_catalog.=) r.conn", sql) : sql,
+							 3, types);
 	}
-	if (SPI_execute_plan(*plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(plans[h], values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record %s in the outbox", what);
 	SPI_finish();
 }
@@ -700,28 +711,32 @@ update_pairs(SPIPlanPtr *plan, const char *sql, Datum *ids, Datum *texts, int n,
  * messages are parallel arrays of n.
  */
 void
-hs_outbox_fail_invalid(const int64 *ids, char **messages, int n)
+hs_outbox_fail_invalid(const int64 *ids, char **messages, int n, const char *conn)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
 	Datum	   *idd;
 	Datum	   *msgd;
+	Datum	   *connd;
+	Datum		c = CStringGetTextDatum(conn ? conn : "default");
 
 	if (n <= 0)
 		return;
 	idd = palloc(sizeof(Datum) * n);
 	msgd = palloc(sizeof(Datum) * n);
+	connd = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
 	{
 		idd[i] = Int64GetDatum(ids[i]);
 		msgd[i] = CStringGetTextDatum(messages[i]);
+		connd[i] = c;
 	}
-	update_pairs(&plan, "UPDATE " HS_SCHEMA ".outbox o"
+	update_pairs(plans, "UPDATE " HS_SCHEMA ".outbox o"
 				 "   SET status = 'failed', error_category = 'LOCAL_VALIDATION_ERROR',"
 				 "       error_message = r.message, error_subcategory = NULL, http_status = NULL,"
 				 "       correlation_id = NULL, error_body = NULL, last_attempt_at = pg_catalog.now()"
-				 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, message)"
+				 HS_PAIRS_FROM("message")
 				 " WHERE o.id OPERATOR(pg_catalog.=) r.id"
-				 "   AND o.status OPERATOR(pg_catalog.=) 'sending'", idd, msgd, n, "invalid rows as failed");
+				 "   AND o.status OPERATOR(pg_catalog.=) 'sending'", idd, msgd, connd, n, "invalid rows as failed");
 }
 
 /*
@@ -821,7 +836,7 @@ hs_outbox_claim(int limit, const char *conn, HsFailedRows *failed)
 
 	if (nbad > 0)
 	{
-		hs_outbox_fail_invalid(bad_ids, bad_msgs, nbad);
+		hs_outbox_fail_invalid(bad_ids, bad_msgs, nbad, conn);
 		hs_failed_rows_add(failed, bad_ids, nbad);
 		ereport(LOG,
 				(errmsg("hubspot_events worker: %d claimed row%s failed the worker's checks and %s marked failed (LOCAL_VALIDATION_ERROR)",
@@ -1026,11 +1041,12 @@ is_canonical_uuid(const char *s)
 void
 hs_outbox_record_dry_run(HsBatch **batches, int n)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2];
 	int			nrows = 0;
 	int			k = 0;
 	Datum	   *ids;
 	Datum	   *reqs;
+	Datum	   *conns;
 
 	for (int i = 0; i < n; i++)
 		nrows += batches[i]->n;
@@ -1038,24 +1054,27 @@ hs_outbox_record_dry_run(HsBatch **batches, int n)
 		return;
 	ids = palloc(sizeof(Datum) * nrows);
 	reqs = palloc(sizeof(Datum) * nrows);
+	conns = palloc(sizeof(Datum) * nrows);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		req = CStringGetTextDatum(hs_api_dry_run_request(batches[i]->url, batches[i]->body_len,
 																	 batches[i]->n));
+		Datum		conn = CStringGetTextDatum(batches[i]->conn ? batches[i]->conn->name : "default");
 
 		for (int j = 0; j < batches[i]->n; j++, k++)
 		{
 			ids[k] = Int64GetDatum(batches[i]->ids[j]);
 			reqs[k] = req;
+			conns[k] = conn;
 		}
 	}
-	update_pairs(&plan, "UPDATE " HS_SCHEMA ".outbox o"
+	update_pairs(plans, "UPDATE " HS_SCHEMA ".outbox o"
 				 "   SET status = 'sent', sent_at = pg_catalog.now(), dry_run = true,"
 				 "       dry_run_request = r.req::pg_catalog.jsonb, http_status = NULL, correlation_id = NULL,"
 				 "       error_category = NULL, error_subcategory = NULL, error_message = NULL, error_body = NULL"
-				 "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(id, req)"
+				 HS_PAIRS_FROM("req")
 				 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
-				 ids, reqs, nrows, "dry-run rows");
+				 ids, reqs, conns, nrows, "dry-run rows");
 }
 
 /*
@@ -1195,22 +1214,37 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 }
 
 /* A sent request's rows: sent, with its status and correlation id; no error. */
+/* the rows' connection, from schema 0.8.0 on: parameter $n */
+#define HS_AND_CONNECTION(n) " AND connection OPERATOR(pg_catalog.=) $" CppAsString2(n)
+
+#define HS_RECORD_SENT_ONE_SQL \
+	"UPDATE " HS_SCHEMA ".outbox" \
+	"   SET status = 'sent', sent_at = pg_catalog.now(), http_status = $2," \
+	"       correlation_id = $3::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL," \
+	"       error_message = NULL, error_body = NULL" \
+	" WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'"
+
 static int
-record_sent(ArrayType *ids, const HsOutcome *o)
+record_sent(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
 	static SPIPlanPtr sent_plan = NULL;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	static SPIPlanPtr sent_plan_080 = NULL;
+	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 
-	if (sent_plan == NULL)
+	if (per_connection && sent_plan_080 == NULL)
+	{
+		Oid			types[4] = {INT8ARRAYOID, INT4OID, TEXTOID, TEXTOID};
+
+		/* by id and connection, as HS_RECORD_SENT_SQL */
+		sent_plan_080 = keep_plan(HS_RECORD_SENT_ONE_SQL HS_AND_CONNECTION(4), 4, types);
+	}
+	if (!per_connection && sent_plan == NULL)
 	{
 		Oid			types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
 
-		sent_plan = keep_plan("UPDATE " HS_SCHEMA ".outbox"
-							  "   SET status = 'sent', sent_at = pg_catalog.now(), http_status = $2,"
-							  "       correlation_id = $3::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL,"
-							  "       error_message = NULL, error_body = NULL"
-							  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND status OPERATOR(pg_catalog.=) 'sending'", 3, types);
+		sent_plan = keep_plan(HS_RECORD_SENT_ONE_SQL, 3, types);
 	}
 	values[0] = PointerGetDatum(ids);
 	values[1] = Int32GetDatum(o->http_status);
@@ -1218,7 +1252,8 @@ record_sent(ArrayType *ids, const HsOutcome *o)
 		values[2] = CStringGetTextDatum(o->correlation_id);
 	else
 		nulls[2] = 'n';
-	return SPI_execute_plan(sent_plan, values, nulls, false, 0);
+	values[3] = CStringGetTextDatum(conn);
+	return SPI_execute_plan(per_connection ? sent_plan_080 : sent_plan, values, nulls, false, 0);
 }
 
 /*
@@ -1250,11 +1285,20 @@ record_sent(ArrayType *ids, const HsOutcome *o)
 	"     '$[last - " CppAsString2(HS_ATTEMPT_HISTORY_MAX) " + 1 to last]'::pg_catalog.jsonpath)"
 #define HS_HISTORY_SET ", attempt_history = " HS_HISTORY_EXPR
 
-/* Whether this database's schema has attempt_history (0.7.0 on): index of the plan to use. */
+/*
+ * Which of an error UPDATE's three statements this database's schema takes:
+ * 0 before 0.7.0; 1 from 0.7.0 (it writes attempt_history); 2 from 0.8.0
+ * (the same, and it looks each row up by id and connection, as the record
+ * of sent rows does, so that no plan walks a whole index by its second
+ * column: see HS_RECORD_SENT_SQL).
+ */
+#define HS_ERROR_KINDS 3
 static int
-with_history(void)
+error_plan_kind(void)
 {
-	return hs_schema_version() >= HS_SCHEMA_0_7_0 ? 1 : 0;
+	int			v = hs_schema_version();
+
+	return v >= HS_SCHEMA_0_8_0 ? 2 : v >= HS_SCHEMA_0_7_0 ? 1 : 0;
 }
 
 static void
@@ -1287,28 +1331,30 @@ error_params(ArrayType *ids, const HsOutcome *o, Datum *values, char *nulls)
 }
 
 /*
- * Plan (once per schema kind) and run one of the error UPDATEs below:
- * sql[1] writes the attempt history (schema 0.7.0 on), sql[0] does not.
- * Their parameters: the ids and HubSpot's error ($1 .. $7, error_params),
- * then nextra more (extra_types, extra).
+ * Plan (once per schema kind, error_plan_kind) and run one of the error
+ * UPDATEs below.  Their parameters: the ids and HubSpot's error ($1 .. $7,
+ * error_params), then nextra more (extra_types, extra), then, in sql[2]
+ * only, the rows' connection (conn).
  */
 #define HS_ERROR_MAX_EXTRA 2
 static int
 run_error_update(SPIPlanPtr *plans, const char *const *sql, ArrayType *ids, const HsOutcome *o,
-				 int nextra, const Oid *extra_types, const Datum *extra)
+				 int nextra, const Oid *extra_types, const Datum *extra, const char *conn)
 {
-	int			h = with_history();
-	Datum		values[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA];
-	char		nulls[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA];
+	int			h = error_plan_kind();
+	int			nargs = HS_ERROR_NARGS + nextra + (h == 2 ? 1 : 0);
+	Datum		values[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA + 1];
+	char		nulls[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA + 1];
 
 	Assert(nextra <= HS_ERROR_MAX_EXTRA);
 	if (plans[h] == NULL)
 	{
-		Oid			types[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA] = {HS_ERROR_TYPES};
+		Oid			types[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA + 1] = {HS_ERROR_TYPES};
 
 		for (int i = 0; i < nextra; i++)
 			types[HS_ERROR_NARGS + i] = extra_types[i];
-		plans[h] = keep_plan(sql[h], HS_ERROR_NARGS + nextra, types);
+		types[HS_ERROR_NARGS + nextra] = TEXTOID;
+		plans[h] = keep_plan(sql[h], nargs, types);
 	}
 	error_params(ids, o, values, nulls);
 	for (int i = 0; i < nextra; i++)
@@ -1316,6 +1362,8 @@ run_error_update(SPIPlanPtr *plans, const char *const *sql, ArrayType *ids, cons
 		values[HS_ERROR_NARGS + i] = extra[i];
 		nulls[HS_ERROR_NARGS + i] = ' ';
 	}
+	values[HS_ERROR_NARGS + nextra] = CStringGetTextDatum(conn);
+	nulls[HS_ERROR_NARGS + nextra] = ' ';
 	return SPI_execute_plan(plans[h], values, nulls, false, 0);
 }
 
@@ -1327,32 +1375,37 @@ run_error_update(SPIPlanPtr *plans, const char *const *sql, ArrayType *ids, cons
  * is the configuration's); the attempt goes into the history.
  */
 static int
-record_hold(ArrayType *ids, const HsOutcome *o)
+record_hold(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
-	static SPIPlanPtr plans[2];
-	static const char *const sql[2] = {
+	static SPIPlanPtr plans[HS_ERROR_KINDS];
+	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox"
 		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
 		HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox"
 		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
-		HS_WHERE_IN_FLIGHT
+		HS_WHERE_IN_FLIGHT,
+		"UPDATE " HS_SCHEMA ".outbox"
+		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
+		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(8)
 	};
 
-	return run_error_update(plans, sql, ids, o, 0, NULL, NULL);
+	return run_error_update(plans, sql, ids, o, 0, NULL, NULL, conn);
 }
 
 /* A failed request's rows: failed, with HubSpot's error. */
 static int
-record_failed(ArrayType *ids, const HsOutcome *o)
+record_failed(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
-	static SPIPlanPtr plans[2];
-	static const char *const sql[2] = {
+	static SPIPlanPtr plans[HS_ERROR_KINDS];
+	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_WHERE_IN_FLIGHT,
+		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT
+		HS_AND_CONNECTION(8)
 	};
 
-	return run_error_update(plans, sql, ids, o, 0, NULL, NULL);
+	return run_error_update(plans, sql, ids, o, 0, NULL, NULL, conn);
 }
 
 /*
@@ -1361,23 +1414,27 @@ record_failed(ArrayType *ids, const HsOutcome *o)
  * the pacing held back (no HTTP status) was not an attempt: no history.
  */
 static int
-record_rate_limited(ArrayType *ids, const HsOutcome *o)
+record_rate_limited(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
-	static SPIPlanPtr plans[2];
-	static const char *const sql[2] = {
+	static SPIPlanPtr plans[HS_ERROR_KINDS];
+	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
 		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
 		HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
 		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
 		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
-		HS_WHERE_IN_FLIGHT
+		HS_WHERE_IN_FLIGHT,
+		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
+		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
+		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
+		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(9)
 	};
 	Oid			types[1] = {TIMESTAMPTZOID};
 	Datum		until = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(),
 																		Max(o->retry_after_ms, 0)));
 
-	return run_error_update(plans, sql, ids, o, 1, types, &until);
+	return run_error_update(plans, sql, ids, o, 1, types, &until, conn);
 }
 
 /*
@@ -1386,10 +1443,10 @@ record_rate_limited(ArrayType *ids, const HsOutcome *o)
  * max_attempts: per row, $8 the status and $9 when (NULL: unchanged).
  */
 static int
-record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
+record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o, const char *conn)
 {
-	static SPIPlanPtr plans[2];
-	static const char *const sql[2] = {
+	static SPIPlanPtr plans[HS_ERROR_KINDS];
+	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
 		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET
 		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
@@ -1399,7 +1456,13 @@ record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
 		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
 		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
 		"       AS r(id, status, next_at)"
+		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
+		"UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
+		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
+		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
+		"       AS r(id, status, next_at)"
 		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
+		"   AND o.connection OPERATOR(pg_catalog.=) $10"
 	};
 	Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID};
 	Datum		extra[2];
@@ -1424,7 +1487,7 @@ record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o)
 	extra[1] = PointerGetDatum(construct_md_array(next_at, next_null, 1, dims, lbs,
 												  TIMESTAMPTZOID, sizeof(TimestampTz),
 												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	return run_error_update(plans, sql, ids, o, 2, types, extra);
+	return run_error_update(plans, sql, ids, o, 2, types, extra, conn);
 }
 
 /*
@@ -1437,6 +1500,7 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o, HsFailedRows *failed)
 	Datum	   *idd = palloc(sizeof(Datum) * batch->n);
 	ArrayType  *ids;
 	int			rc;
+	const char *conn = batch->conn ? batch->conn->name : "default";
 
 	for (int i = 0; i < batch->n; i++)
 		idd[i] = Int64GetDatum(batch->ids[i]);
@@ -1446,23 +1510,23 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o, HsFailedRows *failed)
 	switch (o->kind)
 	{
 		case HS_OUTCOME_HOLD:
-			rc = record_hold(ids, o);
+			rc = record_hold(ids, o, conn);
 			break;
 		case HS_OUTCOME_SENT:
-			rc = record_sent(ids, o);
+			rc = record_sent(ids, o, conn);
 			break;
 		case HS_OUTCOME_FAILED:
-			rc = record_failed(ids, o);
+			rc = record_failed(ids, o, conn);
 			hs_failed_rows_add(failed, batch->ids, batch->n);
 			break;
 		case HS_OUTCOME_RETRY:
-			rc = record_retry(ids, batch, o);
+			rc = record_retry(ids, batch, o, conn);
 			for (int i = 0; i < batch->n; i++)
 				if (batch->attempts[i] >= hs_max_attempts)
 					hs_failed_rows_add(failed, &batch->ids[i], 1);
 			break;
 		case HS_OUTCOME_RATE_LIMITED:
-			rc = record_rate_limited(ids, o);
+			rc = record_rate_limited(ids, o, conn);
 			break;
 		default:
 			elog(ERROR, "unexpected outcome kind %d", (int) o->kind);
