@@ -1,0 +1,281 @@
+/* hubspot_events 0.8.0 -> 0.9.0: the outbox's intake (issue 17): new rows written without an index entry. */
+\echo Use "ALTER EXTENSION hubspot_events UPDATE TO '0.9.0'" to load this file. \quit
+
+-- The outbox becomes a partitioned table of two partitions, on a new column
+-- "intake":
+--   outbox_intake (intake = true): the rows the extension's own writes (the
+--     triggers, the enqueue functions) add, pending and valid; no btree index,
+--     so that the application's transaction pays no index entry for them
+--     (docs/intake.md); the worker moves each row out when it claims it;
+--   outbox_rows (intake = false): every other row (claimed, sent, failed,
+--     waiting for a retry, event rows, rows a DBA inserts), with the
+--     outbox's indexes, which keep their names.
+-- Every query, UPDATE, DELETE and TRUNCATE of outbox goes on working.  A
+-- partitioned table's unique index must hold its partition key, so outbox
+-- has no primary key of its own; outbox_rows keeps outbox_pkey, and ids come
+-- from one sequence.
+
+-- The id: from a sequence of its own, no longer the identity column of one
+-- table (PostgreSQL 17 and later refuse to attach a partition that has one).
+-- DROP IDENTITY drops the identity's sequence: the new one, of the same
+-- name, goes on from its value.  (The old one leaves the extension first, so
+-- that pg_dump's list of the extension's data forgets it.)
+ALTER EXTENSION hubspot_events DROP SEQUENCE @extschema@.outbox_id_seq;
+DO $upgrade$
+DECLARE
+    v bigint;
+    c boolean;
+BEGIN
+    SELECT s.last_value, s.is_called INTO v, c FROM @extschema@.outbox_id_seq s;
+    ALTER TABLE @extschema@.outbox ALTER COLUMN id DROP IDENTITY;
+    CREATE SEQUENCE @extschema@.outbox_id_seq AS bigint;
+    PERFORM pg_catalog.setval('@extschema@.outbox_id_seq', v, c);
+END
+$upgrade$;
+ALTER TABLE @extschema@.outbox ALTER COLUMN id SET DEFAULT pg_catalog.nextval('@extschema@.outbox_id_seq'::pg_catalog.regclass);
+
+ALTER TABLE @extschema@.outbox RENAME TO outbox_rows;
+ALTER TABLE @extschema@.outbox_rows ADD COLUMN intake boolean NOT NULL DEFAULT false;
+
+CREATE TABLE @extschema@.outbox (
+    id                  bigint NOT NULL DEFAULT pg_catalog.nextval('@extschema@.outbox_id_seq'::pg_catalog.regclass),
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    external_event_id   text,
+    subscriber_state    text,
+    external_account_id text,
+    contact             jsonb,
+    contact_key         text,
+    status              text NOT NULL DEFAULT 'pending'
+                        CONSTRAINT outbox_status_check CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+    attempts            integer NOT NULL DEFAULT 0,
+    next_attempt_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_attempt_at     timestamptz,
+    sent_at             timestamptz,
+    http_status         integer,
+    error_category      text,
+    error_subcategory   text,
+    correlation_id      uuid,
+    error_message       text,
+    error_body          jsonb,
+    source              text,
+    kind                text NOT NULL DEFAULT 'subscriber'
+                        CONSTRAINT outbox_kind_check
+                        CHECK (kind IN ('subscriber', 'event_upsert', 'event_cancel', 'event_complete')),
+    event               jsonb,
+    attempt_history     jsonb,
+    dry_run             boolean,
+    dry_run_request     jsonb,
+    connection          text NOT NULL DEFAULT 'default',
+    intake              boolean NOT NULL DEFAULT false
+) PARTITION BY LIST (intake);
+ALTER SEQUENCE @extschema@.outbox_id_seq OWNED BY @extschema@.outbox.id;
+ALTER TABLE @extschema@.outbox ATTACH PARTITION @extschema@.outbox_rows FOR VALUES IN (false);
+CREATE TABLE @extschema@.outbox_intake PARTITION OF @extschema@.outbox FOR VALUES IN (true)
+  WITH (autovacuum_vacuum_scale_factor = 0,
+        autovacuum_vacuum_threshold = 10000,
+        autovacuum_vacuum_insert_scale_factor = 0,
+        autovacuum_vacuum_insert_threshold = 10000,
+        autovacuum_analyze_scale_factor = 0,
+        autovacuum_analyze_threshold = 10000);
+
+-- What a DBA granted on the outbox is granted on the new one (the grants
+-- stay on outbox_rows too: a role that read it still does)
+DO $upgrade$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
+               FROM pg_catalog.pg_class r
+              CROSS JOIN LATERAL pg_catalog.aclexplode(r.relacl) a
+              WHERE r.oid OPERATOR(pg_catalog.=) '@extschema@.outbox_rows'::pg_catalog.regclass
+                AND a.grantee OPERATOR(pg_catalog.<>) r.relowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON TABLE @extschema@.outbox TO %s%s', g.privilege_type,
+                                  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(g.grantee::pg_catalog.regrole::pg_catalog.text) END,
+                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$upgrade$;
+REVOKE ALL ON TABLE @extschema@.outbox, @extschema@.outbox_intake FROM PUBLIC;
+
+COMMENT ON TABLE @extschema@.outbox IS
+'Subscriber-state changes waiting for, or done with, delivery to HubSpot; one row per contact and change';
+COMMENT ON TABLE @extschema@.outbox_rows IS
+'The outbox''s rows the worker has taken, and every row not written by the extension''s own enqueue (a partition of outbox)';
+COMMENT ON TABLE @extschema@.outbox_intake IS
+'The outbox''s new rows, written by the triggers and the enqueue functions without an index entry, until the worker takes them (a partition of outbox)';
+COMMENT ON COLUMN @extschema@.outbox.contact IS 'The contact as it is sent ({"vid", "interactionDateTime", "properties"}), or the raw values of a row that failed local validation';
+COMMENT ON COLUMN @extschema@.outbox.contact_key IS 'The contact''s identity within its event and account (the vid as text), for per-contact ordering';
+COMMENT ON COLUMN @extschema@.outbox.status IS 'pending, sending, sent or failed';
+COMMENT ON COLUMN @extschema@.outbox.correlation_id IS 'HubSpot''s correlation id of the last answer (NULL when it was not a UUID; the raw answer is in error_body)';
+COMMENT ON COLUMN @extschema@.outbox.source IS 'What enqueued the row: hubspot_enqueue_subscriber, or schema.table for a trigger';
+COMMENT ON COLUMN @extschema@.outbox.kind IS
+'subscriber (a contact''s state), or event_upsert, event_cancel, event_complete (the marketing event itself)';
+COMMENT ON COLUMN @extschema@.outbox.event IS
+'For event_upsert, the event as it is sent (MarketingEventCreateRequestParams); for event_complete, {startDateTime, endDateTime}; else NULL';
+COMMENT ON COLUMN @extschema@.outbox.attempt_history IS
+'The row''s failed attempts, oldest first, the last 10: [{attempt, at, http_status, category, subcategory, message, correlation_id}]';
+COMMENT ON COLUMN @extschema@.outbox.dry_run IS
+'true: recorded sent by a dry run (hubspot_events.dry_run), never sent to HubSpot; NULL otherwise';
+COMMENT ON COLUMN @extschema@.outbox.dry_run_request IS
+'For a dry-run row, the request it would have gone in: {method, path, body_bytes, rows}';
+COMMENT ON COLUMN @extschema@.outbox.connection IS 'The connection (HubSpot account and credential) the row is sent through';
+COMMENT ON COLUMN @extschema@.outbox.intake IS
+'true while the row is in the intake (outbox_intake): written by the extension''s enqueue, not yet taken by the worker';
+
+-- pg_dump keeps both partitions' rows and the new sequence (outbox_rows is
+-- the table it kept before)
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_intake', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_id_seq', '');
+
+-- The views read the partitioned outbox again (the rename took them along)
+CREATE OR REPLACE VIEW @extschema@.status AS
+SELECT w.pid AS worker_pid,
+       CASE WHEN w.pid IS NOT NULL AND w.database <> pg_catalog.current_database()
+            THEN 'not serving this database'
+            ELSE w.state END AS worker_state,
+       w.database AS worker_database,
+       coalesce(c.paused, false) AS paused,
+       w.held_reason,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'pending' AND next_attempt_at <= pg_catalog.now()) AS due,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'sending') AS sending,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'sent') AS sent,
+       (SELECT count(*) FROM @extschema@.outbox WHERE status = 'failed') AS failed,
+       pg_catalog.now() - (SELECT min(created_at) FROM @extschema@.outbox WHERE status = 'pending') AS oldest_pending_age,
+       w.requests, w.successes, w.errors, w.errors_by_category,
+       w.last_success_at, w.last_error_at, w.last_error, w.started_at,
+       w.settings_loaded_at AS worker_settings_loaded_at,
+       w.rate_limited_until, w.rate_limit_reason,
+       w.daily_remaining AS daily_quota_remaining,
+       w.today_requests,
+       round(w.today_errors::numeric / nullif(w.today_requests, 0), 4) AS error_share_today,
+       @extschema@.worker_api_version() AS api_version,
+       (SELECT count(*) FROM @extschema@.connections WHERE state = 'held') AS held_connections,
+       (SELECT count(*) FROM @extschema@.connections WHERE state = 'disconnected') AS disconnected_connections
+  FROM @extschema@.worker_info() w
+  LEFT JOIN @extschema@.worker_control c ON true;
+
+CREATE OR REPLACE VIEW @extschema@.metrics AS
+SELECT c.name, c.labels, c.value
+  FROM @extschema@.metrics_counters() c
+UNION ALL
+SELECT 'hubspot_events_outbox_rows', pg_catalog.jsonb_build_object('status', s.status), s.n::double precision
+  FROM (VALUES ('pending', (SELECT count(*) FROM @extschema@.outbox WHERE status = 'pending')),
+               ('sending', (SELECT count(*) FROM @extschema@.outbox WHERE status = 'sending')),
+               ('sent', (SELECT count(*) FROM @extschema@.outbox WHERE status = 'sent')),
+               ('failed', (SELECT count(*) FROM @extschema@.outbox WHERE status = 'failed'))) s(status, n)
+UNION ALL
+SELECT 'hubspot_events_outbox_oldest_age_seconds', pg_catalog.jsonb_build_object('status', a.status),
+       coalesce(pg_catalog.date_part('epoch', pg_catalog.now() - a.oldest), 0)
+  FROM (VALUES ('pending', (SELECT min(created_at) FROM @extschema@.outbox WHERE status = 'pending')),
+               ('sending', (SELECT min(created_at) FROM @extschema@.outbox WHERE status = 'sending'))) a(status, oldest)
+UNION ALL
+SELECT g.name, '{}'::jsonb, g.value
+  FROM @extschema@.worker_info() w
+ CROSS JOIN LATERAL (VALUES
+       ('hubspot_events_worker_up',
+        CASE WHEN w.pid IS NOT NULL AND w.database = pg_catalog.current_database() THEN 1 ELSE 0 END::double precision),
+       ('hubspot_events_held', CASE WHEN w.held_reason IS NOT NULL THEN 1 ELSE 0 END::double precision),
+       ('hubspot_events_rate_limited', CASE WHEN w.rate_limited_until IS NOT NULL THEN 1 ELSE 0 END::double precision),
+       ('hubspot_events_daily_quota_remaining', w.daily_remaining::double precision)) g(name, value)
+ WHERE g.value IS NOT NULL;
+
+CREATE OR REPLACE VIEW @extschema@.failed_syncs WITH (security_barrier = true) AS
+SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,
+       http_status, error_category, error_subcategory, correlation_id, error_message,
+       last_attempt_at, source, created_at, error_body, kind, event, attempt_history, connection
+  FROM @extschema@.outbox
+ WHERE status = 'failed';
+
+CREATE OR REPLACE VIEW @extschema@.waiting WITH (security_barrier = true) AS
+SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account_id,
+       o.contact_key, o.created_at, o.attempts, o.next_attempt_at,
+       r.code,
+       CASE r.code
+         WHEN 'worker_not_running' THEN
+              CASE WHEN s.pid IS NULL THEN 'worker not running'
+                   ELSE pg_catalog.format('worker not running for this database (it serves "%s")', s.database) END
+         WHEN 'standby' THEN 'standby: this server is a standby; the primary''s worker sends'
+         WHEN 'paused' THEN 'paused: hubspot_events.resume() restarts sending'
+         WHEN 'held' THEN 'held: ' || coalesce(cn.held_reason, s.held_reason, 'HubSpot refused the connection''s credential')
+         WHEN 'disconnected' THEN pg_catalog.format('disconnected: the connection "%s" needs connect_oauth() again%s', o.connection,
+              coalesce(' (' || cn.held_reason || ')', ''))
+         WHEN 'no_connection' THEN pg_catalog.format('the connection "%s" does not exist: the worker fails the row (CONNECTION_DROPPED)', o.connection)
+         WHEN 'behind' THEN pg_catalog.format('behind row %s (%s)', b.behind_id,
+              CASE WHEN b.behind_event THEN 'its event''s upsert goes first'
+                   ELSE 'an older change of the same contact goes first' END)
+         WHEN 'rate_limited' THEN pg_catalog.format('rate limited until %s%s',
+              greatest(o.next_attempt_at, s.rate_limited_until),
+              coalesce(' (' || s.rate_limit_reason || ')', ''))
+         WHEN 'backoff' THEN pg_catalog.format('backoff until %s (attempt %s of %s, last error: %s)',
+              o.next_attempt_at, o.attempts,
+              coalesce(pg_catalog.current_setting('hubspot_events.max_attempts', true), '?'),
+              coalesce(o.error_category || ': ' || o.error_message, o.error_category, o.error_message, 'none recorded'))
+         ELSE 'due: goes in the worker''s next turn'
+       END AS reason,
+       b.behind_id,
+       o.error_category AS last_error_category,
+       o.error_message AS last_error_message,
+       o.correlation_id AS last_correlation_id,
+       o.connection
+  FROM @extschema@.outbox o
+  LEFT JOIN @extschema@.connections cn ON cn.name = o.connection
+ CROSS JOIN (SELECT w.pid, w.state, w.database, w.held_reason,
+                    w.rate_limited_until, w.rate_limit_reason,
+                    coalesce(c.paused, false) AS paused
+               FROM @extschema@.worker_info() w
+               LEFT JOIN @extschema@.worker_control c ON true) s
+ CROSS JOIN LATERAL (
+       SELECT coalesce(
+                (SELECT min(p.id) FROM @extschema@.outbox p
+                  WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                      = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                    AND p.external_event_id = o.external_event_id
+                    AND p.external_account_id = o.external_account_id
+                    AND p.contact_key = o.contact_key
+                    AND p.id < o.id
+                    AND p.status NOT IN ('sending', 'sent', 'failed')),
+                (SELECT min(f.id) FROM @extschema@.outbox f
+                  WHERE f.status = 'sending'
+                    AND f.external_event_id = o.external_event_id
+                    AND f.external_account_id = o.external_account_id
+                    AND f.contact_key = o.contact_key)) AS contact_behind,
+              CASE WHEN o.kind = 'subscriber' THEN coalesce(
+                (SELECT min(e.id) FROM @extschema@.outbox e
+                  WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                      = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                    AND e.external_event_id = o.external_event_id
+                    AND e.external_account_id = o.external_account_id
+                    AND e.contact_key = ''
+                    AND e.kind = 'event_upsert'
+                    AND e.status NOT IN ('sending', 'sent', 'failed')),
+                (SELECT min(f.id) FROM @extschema@.outbox f
+                  WHERE f.status = 'sending'
+                    AND f.kind = 'event_upsert'
+                    AND f.external_event_id = o.external_event_id
+                    AND f.external_account_id = o.external_account_id)) END AS event_behind
+        OFFSET 0   -- evaluated once per row, not once per reference below
+     ) k
+ CROSS JOIN LATERAL (
+       SELECT coalesce(k.contact_behind, k.event_behind) AS behind_id,
+              k.contact_behind IS NULL AND k.event_behind IS NOT NULL AS behind_event
+     ) b
+ CROSS JOIN LATERAL (
+       SELECT CASE
+                WHEN s.pid IS NULL OR s.database <> pg_catalog.current_database() THEN 'worker_not_running'
+                WHEN s.state = 'standby' THEN 'standby'
+                WHEN s.paused THEN 'paused'
+                WHEN cn.name IS NULL THEN 'no_connection'
+                WHEN cn.state = 'disconnected' THEN 'disconnected'
+                WHEN cn.state = 'held' OR (o.connection = 'default' AND s.held_reason IS NOT NULL) THEN 'held'
+                WHEN b.behind_id IS NOT NULL THEN 'behind'
+                WHEN s.rate_limited_until > pg_catalog.now() THEN 'rate_limited'
+                WHEN o.next_attempt_at > pg_catalog.now() AND (o.http_status = 429 OR o.attempts = 0) THEN 'rate_limited'
+                WHEN o.next_attempt_at > pg_catalog.now() THEN 'backoff'
+                ELSE 'due'
+              END AS code
+     ) r
+ WHERE o.status = 'pending'
+ ORDER BY o.connection, o.next_attempt_at, o.id;
