@@ -279,3 +279,227 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
      ) r
  WHERE o.status = 'pending'
  ORDER BY o.connection, o.next_attempt_at, o.id;
+
+-- The worker's claim of rows in outbox_rows (retries, rows moved there to
+-- wait, replays, a DBA's rows) reads that partition alone; the intake's rows
+-- are claimed by the worker's own statement (src/intake.c), which keeps each
+-- contact's order across both.
+CREATE OR REPLACE FUNCTION @extschema@.claim_due(max_rows integer, conn text)
+RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
+               external_account_id text, contact text, attempts integer,
+               kind text, event text, contact_key text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    WITH due AS (
+        SELECT o.ctid AS tid
+          FROM @extschema@.outbox_rows o
+         WHERE o.status = 'pending'
+           AND o.connection = conn
+           AND o.next_attempt_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows p
+                            WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                                = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                              AND p.external_event_id = o.external_event_id
+                              AND p.external_account_id = o.external_account_id
+                              AND p.contact_key = o.contact_key
+                              AND p.connection = o.connection
+                              AND p.id < o.id
+                              AND p.status NOT IN ('sending', 'sent', 'failed'))
+           AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
+                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                           FROM @extschema@.outbox_rows s
+                                          WHERE s.status = 'sending' AND s.connection = conn)), false)
+           AND (o.kind <> 'subscriber' OR (
+                NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows e
+                             WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                                 = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                               AND e.external_event_id = o.external_event_id
+                               AND e.external_account_id = o.external_account_id
+                               AND e.contact_key = ''
+                               AND e.kind = 'event_upsert'
+                               AND e.connection = o.connection
+                               AND e.status NOT IN ('sending', 'sent', 'failed'))
+                AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
+                                 = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                                FROM @extschema@.outbox_rows s
+                                               WHERE s.status = 'sending' AND s.connection = conn)), false)))
+         ORDER BY o.connection, o.next_attempt_at, o.id
+         LIMIT max_rows
+           FOR UPDATE OF o SKIP LOCKED)
+    UPDATE @extschema@.outbox_rows u
+       SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
+     WHERE u.ctid = ANY (ARRAY(SELECT due.tid FROM due))
+    RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
+              u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.next_claim_at(conn text)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    SELECT o.next_attempt_at
+      FROM @extschema@.outbox_rows o
+     WHERE o.status = 'pending'
+       AND o.connection = conn
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows p
+                        WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                            = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                          AND p.external_event_id = o.external_event_id
+                          AND p.external_account_id = o.external_account_id
+                          AND p.contact_key = o.contact_key
+                          AND p.connection = o.connection
+                          AND p.id < o.id
+                          AND p.status NOT IN ('sending', 'sent', 'failed'))
+       AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
+                        = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                       FROM @extschema@.outbox_rows s
+                                      WHERE s.status = 'sending' AND s.connection = conn)), false)
+       AND (o.kind <> 'subscriber' OR (
+            NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows e
+                         WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                             = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                           AND e.external_event_id = o.external_event_id
+                           AND e.external_account_id = o.external_account_id
+                           AND e.contact_key = ''
+                           AND e.kind = 'event_upsert'
+                           AND e.connection = o.connection
+                           AND e.status NOT IN ('sending', 'sent', 'failed'))
+            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
+                             = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                            FROM @extschema@.outbox_rows s
+                                           WHERE s.status = 'sending' AND s.connection = conn)), false)))
+     ORDER BY o.connection, o.next_attempt_at, o.id
+     LIMIT 1
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.pending_connections()
+RETURNS TABLE (connection text, next_attempt_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+AS $$
+    WITH RECURSIVE c(name) AS (
+        (SELECT o.connection FROM @extschema@.outbox_rows o
+          WHERE o.status = 'pending' ORDER BY o.connection LIMIT 1)
+        UNION ALL
+        SELECT (SELECT o.connection FROM @extschema@.outbox_rows o
+                 WHERE o.status = 'pending' AND o.connection > c.name
+                 ORDER BY o.connection LIMIT 1)
+          FROM c WHERE c.name IS NOT NULL)
+    SELECT c.name,
+           (SELECT o.next_attempt_at FROM @extschema@.outbox_rows o
+             WHERE o.status = 'pending' AND o.connection = c.name
+             ORDER BY o.connection, o.next_attempt_at LIMIT 1)
+      FROM c
+     WHERE c.name IS NOT NULL
+$$;
+
+-- The worker's claim of intake rows (src/intake.c keeps them, from a sweep
+-- of the intake, and gives their ctids and ids, at most the oldest of each
+-- contact): those of the connection still pending, with no row of their
+-- contact pending or in flight in outbox_rows and no upsert of their event
+-- pending or in flight there (claim_due's rules: an intake row is younger
+-- than every row of its contact in outbox_rows), are moved there already
+-- sending, the attempt counted.  Rows a session holds locked are skipped.
+CREATE FUNCTION @extschema@.claim_intake(tids tid[], ids bigint[], conn text)
+RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
+               external_account_id text, contact text, attempts integer,
+               kind text, event text, contact_key text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    WITH c AS (
+        SELECT o.ctid AS tid
+          FROM ONLY @extschema@.outbox_intake o
+         WHERE o.ctid = ANY (tids)
+           AND o.id = ANY (ids)
+           AND o.status = 'pending'
+           AND o.kind = 'subscriber'
+           AND o.connection = conn
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows p
+                            WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
+                                = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
+                              AND p.external_event_id = o.external_event_id
+                              AND p.external_account_id = o.external_account_id
+                              AND p.contact_key = o.contact_key
+                              AND p.connection = o.connection
+                              AND p.status NOT IN ('sending', 'sent', 'failed'))
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows e
+                            WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
+                                = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
+                              AND e.external_event_id = o.external_event_id
+                              AND e.external_account_id = o.external_account_id
+                              AND e.contact_key = ''
+                              AND e.kind = 'event_upsert'
+                              AND e.connection = o.connection
+                              AND e.status NOT IN ('sending', 'sent', 'failed'))
+           AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
+                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                           FROM @extschema@.outbox_rows s
+                                          WHERE s.status = 'sending' AND s.connection = conn)), false)
+           AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
+                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                                           FROM @extschema@.outbox_rows s
+                                          WHERE s.status = 'sending' AND s.connection = conn)), false)
+           FOR UPDATE OF o SKIP LOCKED)
+    UPDATE @extschema@.outbox u
+       SET intake = false, status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
+     WHERE u.intake
+       AND u.ctid = ANY (ARRAY(SELECT c.tid FROM c))
+    RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
+              u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key
+$$;
+REVOKE ALL ON FUNCTION @extschema@.claim_intake(tid[], bigint[], text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.claim_intake(tid[], bigint[], text) IS
+'Internal, for the worker: claim the given intake rows of one connection that the order rules let through, moving them to outbox_rows as sending';
+
+-- The worker moves intake rows to outbox_rows as they are: rows that must
+-- wait behind a row of their contact there, a connection's backlog that
+-- cannot be sent soon, and rows that are not pending subscriber rows (a
+-- DBA's edit).  Rows a session holds locked are skipped.  Returns the ids
+-- moved.
+CREATE FUNCTION @extschema@.move_intake(tids tid[], ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET enable_seqscan = off
+AS $$
+    WITH c AS (
+        SELECT o.ctid AS tid
+          FROM ONLY @extschema@.outbox_intake o
+         WHERE o.ctid = ANY (tids)
+           AND o.id = ANY (ids)
+           FOR UPDATE OF o SKIP LOCKED)
+    UPDATE @extschema@.outbox u
+       SET intake = false
+     WHERE u.intake
+       AND u.ctid = ANY (ARRAY(SELECT c.tid FROM c))
+    RETURNING u.id
+$$;
+REVOKE ALL ON FUNCTION @extschema@.move_intake(tid[], bigint[]) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.move_intake(tid[], bigint[]) IS
+'Internal, for the worker: move the given intake rows to outbox_rows as they are';

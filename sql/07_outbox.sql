@@ -12,8 +12,15 @@ SELECT column_name, data_type, is_nullable, column_default
  WHERE table_schema = 'hubspot_events' AND table_name = 'outbox'
  ORDER BY ordinal_position;
 SELECT relpersistence AS persistence FROM pg_class WHERE oid = 'hubspot_events.outbox'::regclass;
-SELECT indexrelid::regclass AS index, pg_get_indexdef(indexrelid) AS definition
-  FROM pg_index WHERE indrelid = 'hubspot_events.outbox'::regclass ORDER BY 1;
+-- a partitioned table (0.9.0): the extension's new rows in the intake, with
+-- no btree index (the application's write pays none), the others in
+-- outbox_rows, with the indexes
+SELECT c.oid::regclass AS partition, pg_get_expr(c.relpartbound, c.oid) AS bound, c.relpersistence AS persistence
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'hubspot_events.outbox'::regclass ORDER BY 1;
+SELECT indrelid::regclass AS partition, indexrelid::regclass AS index, pg_get_indexdef(indexrelid) AS definition
+  FROM pg_index WHERE indrelid IN ('hubspot_events.outbox'::regclass, 'hubspot_events.outbox_rows'::regclass,
+                                   'hubspot_events.outbox_intake'::regclass) ORDER BY 1, 2;
 -- pg_dump keeps the rows
 SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'hubspot_events' ORDER BY 1;
 SELECT column_name FROM information_schema.columns

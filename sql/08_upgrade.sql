@@ -1,7 +1,7 @@
 --
 -- 08_upgrade: install the oldest version and update step by step; the
 -- result is, object by object and definition by definition, what a fresh
--- install (the full script hubspot_events--0.8.0.sql) creates.
+-- install (the full script hubspot_events--0.8.0.sql, then the update to 0.9.0) creates.
 --
 CREATE DATABASE hs_upgrade;
 \c hs_upgrade
@@ -64,21 +64,37 @@ REVOKE ALL ON FUNCTION hubspot_events.hubspot_cancel_event(text, text, text) FRO
 -- as the extension's initial privileges, which only DROP OWNED removes
 DROP OWNED BY hs_upg_app;
 DROP ROLE hs_upg_app;
+-- 0.9.0: the outbox partitioned (issue 17): the rows it had are in
+-- outbox_rows, the extension's new rows go into outbox_intake; ids go on
+-- from the same sequence; a DBA's GRANT on the outbox is kept
+CREATE ROLE hs_upg_reader;
+GRANT SELECT ON hubspot_events.outbox TO hs_upg_reader;
+SELECT max(id) AS last_id_before FROM hubspot_events.outbox \gset
+ALTER EXTENSION hubspot_events UPDATE TO '0.9.0';
+SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
+SELECT tableoid::regclass AS partition, status, count(*) FROM hubspot_events.outbox GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT (hubspot_events.hubspot_enqueue_subscriber('upg-evt', 'register', 'acme', '[{"vid": 3}]'))[1] > :last_id_before AS ids_go_on;
+INSERT INTO upg_att VALUES ('upg-evt', 'attend', 2, 'acme');
+SELECT tableoid::regclass AS partition, status, count(*) FROM hubspot_events.outbox GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT has_table_privilege('hs_upg_reader', 'hubspot_events.outbox', 'SELECT') AS grant_kept;
+DROP OWNED BY hs_upg_reader;
+DROP ROLE hs_upg_reader;
 -- the chain's trace: a column added by ALTER TABLE ... ADD COLUMN with a
--- default keeps that default as its "missing" value
+-- default keeps that default as its "missing" value (the outbox's rows are
+-- in outbox_rows, the table the chain altered)
 SELECT attname AS added_by_the_chain FROM pg_attribute
- WHERE attrelid = 'hubspot_events.outbox'::regclass AND atthasmissing ORDER BY attnum;
+ WHERE attrelid = 'hubspot_events.outbox_rows'::regclass AND atthasmissing ORDER BY attnum;
 
 -- A fresh install, in a database of its own (the regress database's
 -- install carries the other tests' GRANTs): CREATE EXTENSION runs the full
--- script of the default version, not the chain, so no column was added
--- later
+-- script of 0.8.0, not the chain, then the update to 0.9.0: only the
+-- column that update adds was added later
 CREATE DATABASE hs_fresh;
 \c hs_fresh
 CREATE EXTENSION hubspot_events;
 SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events';
 SELECT attname AS added_by_the_chain FROM pg_attribute
- WHERE attrelid = 'hubspot_events.outbox'::regclass AND atthasmissing ORDER BY attnum;
+ WHERE attrelid = 'hubspot_events.outbox_rows'::regclass AND atthasmissing ORDER BY attnum;
 
 \c contrib_regression
 SELECT dblink_connect('fresh', format('host=%s port=%s dbname=hs_fresh user=%s',

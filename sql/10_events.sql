@@ -83,14 +83,31 @@ COMMIT;
 SELECT kind, external_event_id, subscriber_state, contact_key, contact IS NULL AS no_contact,
        event - 'customProperties' AS event, source, status
   FROM outbox ORDER BY id;
--- the claim: the event's upsert first; its subscriber states wait for it,
--- another event's do not; the complete and the cancel wait their turn
+-- the claim: the event's upsert first (its rows are in outbox_rows:
+-- claim_due); its subscriber states (in the intake: claim_intake, given
+-- the rows the worker keeps) wait for it, another event's do not; the
+-- complete and the cancel wait their turn
+SELECT tableoid::regclass AS partition, kind, count(*) FROM outbox GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT kind, external_event_id, contact::jsonb->'vid' AS vid FROM claim_due(100, 'default') ORDER BY id;
+SELECT kind, external_event_id, contact::jsonb->'vid' AS vid
+  FROM claim_intake((SELECT array_agg(ctid) FROM ONLY outbox_intake), (SELECT array_agg(id) FROM ONLY outbox_intake), 'default')
+ ORDER BY id;
 SELECT count(*) AS claimed_again FROM claim_due(100, 'default');
--- once the upsert is sent, the subscribers and the complete are due
+SELECT count(*) AS claimed_again
+  FROM claim_intake((SELECT array_agg(ctid) FROM ONLY outbox_intake), (SELECT array_agg(id) FROM ONLY outbox_intake), 'default');
+-- once the upsert is sent, the complete is due, then the subscribers: a
+-- row of their event in flight holds them back (the worker claims the rows
+-- of outbox_rows first, those of the intake after)
 UPDATE outbox SET status = 'sent', sent_at = now() WHERE kind = 'event_upsert';
 SELECT kind, external_event_id, contact::jsonb->'vid' AS vid, event IS NOT NULL AS has_body FROM claim_due(100, 'default') ORDER BY id;
+SELECT kind, external_event_id, contact::jsonb->'vid' AS vid, event IS NOT NULL AS has_body
+  FROM claim_intake((SELECT array_agg(ctid) FROM ONLY outbox_intake), (SELECT array_agg(id) FROM ONLY outbox_intake), 'default')
+ ORDER BY id;
+SELECT tableoid::regclass AS partition, status, count(*) FROM outbox GROUP BY 1, 2 ORDER BY 1, 2;
 UPDATE outbox SET status = 'sent', sent_at = now() WHERE status = 'sending';
+SELECT kind, external_event_id, contact::jsonb->'vid' AS vid
+  FROM claim_intake((SELECT array_agg(ctid) FROM ONLY outbox_intake), (SELECT array_agg(id) FROM ONLY outbox_intake), 'default')
+ ORDER BY id;
 SELECT kind FROM claim_due(100, 'default');
 DELETE FROM outbox;
 

@@ -51,6 +51,7 @@
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
@@ -87,20 +88,21 @@ typedef enum OutboxColumn
 	OC_KIND,
 	OC_EVENT,
 	OC_CONNECTION,				/* from schema 0.8.0 on */
+	OC_INTAKE,					/* from schema 0.9.0 on: the partition key, true */
 	NUM_OUTBOX_COLUMNS
 } OutboxColumn;
 
 static const char *const column_names[NUM_OUTBOX_COLUMNS] = {
 	"id", "created_at", "external_event_id", "subscriber_state", "external_account_id",
 	"contact", "contact_key", "status", "attempts", "next_attempt_at", "last_attempt_at",
-	"error_category", "error_message", "source", "kind", "event", "connection"
+	"error_category", "error_message", "source", "kind", "event", "connection", "intake"
 };
 
 /* the shipped type of each column written here (typmod -1 for all) */
 static const Oid column_types[NUM_OUTBOX_COLUMNS] = {
 	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
 	JSONBOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, BOOLOID
 };
 
 typedef struct OutboxWriter
@@ -126,6 +128,7 @@ static OutboxWriter writer;
  */
 static bool shape_known = false;
 static Oid	shape_relid = InvalidOid;
+static Oid	shape_parent = InvalidOid;	/* the partitioned outbox, when shape_relid is the intake */
 static bool shape_direct = false;
 static AttrNumber shape_attnum[NUM_OUTBOX_COLUMNS];
 static bool callbacks_registered = false;
@@ -207,7 +210,7 @@ writer_relcache_callback(Datum arg, Oid relid)
 {
 	if (writer.open && (relid == InvalidOid || relid == writer.relid))
 		writer.stale = true;
-	if (relid == InvalidOid || relid == shape_relid)
+	if (relid == InvalidOid || relid == shape_relid || relid == shape_parent)
 		shape_known = false;
 }
 
@@ -225,6 +228,24 @@ is_int4_zero(Node *expr)
 {
 	return expr != NULL && IsA(expr, Const) && ((Const *) expr)->consttype == INT4OID &&
 		!((Const *) expr)->constisnull && DatumGetInt32(((Const *) expr)->constvalue) == 0;
+}
+
+/*
+ * The expression is nextval() of a sequence given as a constant (the id's
+ * default from schema 0.9.0 on): that sequence, else InvalidOid.
+ */
+static Oid
+nextval_sequence(Node *expr)
+{
+	FuncExpr   *f = (FuncExpr *) expr;
+	Node	   *arg;
+
+	if (expr == NULL || !IsA(expr, FuncExpr) || f->funcid != F_NEXTVAL || list_length(f->args) != 1)
+		return InvalidOid;
+	arg = linitial(f->args);
+	if (!IsA(arg, Const) || ((Const *) arg)->constisnull || ((Const *) arg)->consttype != REGCLASSOID)
+		return InvalidOid;
+	return DatumGetObjectId(((Const *) arg)->constvalue);
 }
 
 /*
@@ -275,7 +296,9 @@ outbox_shape_is_shipped(Relation rel, AttrNumber *attnum)
 		switch (c)
 		{
 			case OC_ID:
-				if (att->attidentity == '\0')
+				/* an identity (before 0.9.0), or nextval() of the outbox's sequence */
+				if (att->attidentity == '\0' &&
+					!OidIsValid(nextval_sequence(build_column_default(rel, att->attnum))))
 					return false;
 				break;
 			case OC_CREATED_AT:
@@ -297,9 +320,28 @@ outbox_shape_is_shipped(Relation rel, AttrNumber *attnum)
 		}
 	}
 	for (int c = 0; c < NUM_OUTBOX_COLUMNS; c++)
-		if (attnum[c] == InvalidAttrNumber && c != OC_CONNECTION)
+		if (attnum[c] == InvalidAttrNumber && c != OC_CONNECTION && c != OC_INTAKE)
 			return false;		/* the SPI INSERT reports it */
 	return true;
+}
+
+/*
+ * From schema 0.9.0 on the direct path writes the intake, a partition of
+ * the outbox.  The rows the SPI INSERT would route there must meet the same
+ * conditions on the partitioned outbox itself: no row security, no rules
+ * and no triggers of its own (its row triggers are the intake's too).
+ * A relcache invalidation of the parent comes with one of the partition's.
+ */
+static bool
+parent_is_plain(Relation rel)
+{
+	Relation	parent = table_open(get_partition_parent(RelationGetRelid(rel), false), AccessShareLock);
+	bool		plain = parent->trigdesc == NULL && parent->rd_rules == NULL &&
+		!parent->rd_rel->relrowsecurity;
+
+	shape_parent = RelationGetRelid(parent);
+	table_close(parent, AccessShareLock);
+	return plain;
 }
 
 /*
@@ -334,7 +376,8 @@ writer_open(Oid relid)
 		/* the relcache entry is locked and current: what it says holds until an invalidation */
 		if (!shape_known || shape_relid != relid)
 		{
-			shape_direct = outbox_shape_is_shipped(rel, shape_attnum);
+			shape_direct = outbox_shape_is_shipped(rel, shape_attnum) &&
+				(rel->rd_rel->relispartition ? parent_is_plain(rel) : true);
 			shape_relid = relid;
 			shape_known = true;
 		}
@@ -348,7 +391,10 @@ writer_open(Oid relid)
 			writer.relid = relid;
 			writer.owner = rel->rd_rel->relowner;
 			desc = RelationGetDescr(rel);
-			writer.seqoid = hs_identity_sequence(rel, writer.attnum[OC_ID]);
+			if (TupleDescAttr(desc, writer.attnum[OC_ID] - 1)->attidentity != '\0')
+				writer.seqoid = hs_identity_sequence(rel, writer.attnum[OC_ID]);
+			else
+				writer.seqoid = nextval_sequence(build_column_default(rel, writer.attnum[OC_ID]));
 			writer.estate = CreateExecutorState();
 			MemoryContextSwitchTo(writer.estate->es_query_cxt);
 			writer.rri = makeNode(ResultRelInfo);
@@ -371,10 +417,13 @@ writer_open(Oid relid)
 
 /*
  * Insert one outbox row directly.  Returns false (nothing written) when the
- * direct path cannot be used; *id is the new row's id.
+ * direct path cannot be used; *id is the new row's id, *tid where it is.
+ * From schema 0.9.0 on only the intake is written here, so only a valid
+ * subscriber row (pending); any other goes through the SPI INSERT, into
+ * outbox_rows.
  */
 bool
-hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
+hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id, ItemPointer tid)
 {
 	TupleDesc	desc;
 	Datum	   *values;
@@ -389,7 +438,11 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 		writer.open = false;	/* left by an ended transaction: its resources are gone */
 	if (writer.open && writer.stale)
 		writer_close();
-	if (!writer.open && !writer_open(hs_outbox_relid()))
+	if (hs_schema_version() >= HS_SCHEMA_0_9_0 &&
+		(row->error_message != NULL || (row->kind != NULL && strcmp(row->kind, "subscriber") != 0)))
+		return false;
+	if (!writer.open && !writer_open(hs_schema_version() >= HS_SCHEMA_0_9_0 ?
+									 hs_outbox_intake_relid() : hs_outbox_relid()))
 		return false;
 
 	desc = RelationGetDescr(writer.rel);
@@ -418,6 +471,8 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 	SET_TEXT(OC_KIND, row->kind ? row->kind : "subscriber");
 	if (row->event)
 		SET(OC_EVENT, JsonbPGetDatum(row->event));
+	if (writer.attnum[OC_INTAKE] != InvalidAttrNumber)
+		SET(OC_INTAKE, BoolGetDatum(true));
 	if (writer.attnum[OC_CONNECTION] != InvalidAttrNumber)
 		SET_TEXT(OC_CONNECTION, row->connection ? row->connection : "default");
 	else if (row->connection != NULL && strcmp(row->connection, "default") != 0)
@@ -452,12 +507,29 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id)
 	if (desc->constr != NULL)
 		ExecConstraints(writer.rri, writer.slot, writer.estate);
 	table_tuple_insert(writer.rel, writer.slot, GetCurrentCommandId(true), 0, NULL);
+	if (tid != NULL)
+		ItemPointerCopy(&writer.slot->tts_tid, tid);
 	(void) hs_insert_index_tuples(writer.rri, writer.slot, writer.estate);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	ExecClearTuple(writer.slot);
 	MemoryContextSwitchTo(oldcxt);
 	ResetPerTupleExprContext(writer.estate);
 	return true;
+}
+
+/* The intake's OID (schema 0.9.0 on); throws when it does not exist. */
+Oid
+hs_outbox_intake_relid(void)
+{
+	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("outbox_intake", nsp) : InvalidOid;
+
+	if (!OidIsValid(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the hubspot_events outbox's intake does not exist in this database"),
+				 errhint("Run ALTER EXTENSION hubspot_events UPDATE.")));
+	return rel;
 }
 
 /* The outbox's OID; throws when the extension is not installed. */

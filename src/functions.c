@@ -302,7 +302,7 @@ hubspot_enqueue_subscriber(PG_FUNCTION_ARGS)
 		row.contact_key = hs_contact_key(c);
 		row.source = "hubspot_enqueue_subscriber";
 		row.connection = conn;
-		ids[n++] = Int64GetDatum(hs_outbox_insert(&row));
+		ids[n++] = Int64GetDatum(hs_outbox_insert(&row, NULL));
 	}
 
 	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -370,7 +370,7 @@ enqueue_event_row(const char *kind, const char *event_id, const char *account_id
 	row.event = event;
 	row.contact_key = "";
 	row.source = source;
-	return hs_outbox_insert(&row);
+	return hs_outbox_insert(&row, NULL);
 }
 
 PG_FUNCTION_INFO_V1(hubspot_upsert_event);

@@ -27,6 +27,8 @@
  *	  batch.c       claimed rows coalesced into requests; halves of a rejected one, and
  *	                whether to split again
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
+ *	  intake.c      the worker's rows kept from the outbox's intake: sweeps, and claims in
+ *	                each contact's order
  *	  order_lock.c  per-key advisory locks before the id: commit order is id order
  *	  shared.c      shared memory: the workers' state (a slot per database), wake-up at commit
  *	  metrics.c     counters for monitoring (requests by status, latency...), in shared memory
@@ -260,18 +262,19 @@ typedef struct HsOutboxRow
  * the outbox's owner (the caller needs no privilege on the outbox), and wake
  * the worker when the transaction commits.  Returns the new id.
  */
-extern int64 hs_outbox_insert(const HsOutboxRow *row);
+extern int64 hs_outbox_insert(const HsOutboxRow *row, ItemPointer tid);
 /*
  * Delete row id of the outbox, written by this transaction as (sub)transaction
  * xmin and seen by nobody else, if it is still pending with the kind, state and
  * key of *row; with the owner's rights.  Returns whether it was deleted.
  */
-extern bool hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row);
+extern bool hs_outbox_delete_own(int64 id, TransactionId xmin, ItemPointer tid, const HsOutboxRow *row);
 
 /* ---- enqueue.c ---- */
 /* hs_outbox_insert by a direct heap and index insert; false when it cannot be used */
-extern bool hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id);
+extern bool hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id, ItemPointer tid);
 extern Oid	hs_outbox_relid(void);
+extern Oid	hs_outbox_intake_relid(void);
 
 /* ---- order_lock.c ---- */
 /* before a row's id, serialise the writers of its key (event, account, contact) */
@@ -287,7 +290,7 @@ extern AttrNumber hs_find_column(TupleDesc desc, const char *name);
 extern void hs_bpchar_rtrim(char *text);
 /* cancels a trigger wrote, dropped when the same transaction brings their key back */
 extern Oid	hs_trigger_root_relid(struct RelationData *rel);
-extern void hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id);
+extern void hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id, ItemPointer tid);
 extern void hs_trigger_drop_own_cancels(Oid root_relid, const HsOutboxRow *row);
 extern void hs_check_trigger_type(struct RelationData *rel, const struct Trigger *trigger,
 								  const char *fname);
@@ -480,6 +483,16 @@ extern void hs_outbox_record(HsBatch *batch, const HsOutcome *outcome, HsFailedR
 extern void hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n);
 extern void hs_outbox_record_dry_run(HsBatch **batches, int n);
 extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *account_id, const char *conn);
+extern List *hs_outbox_claim_intake(const char *conn, const ItemPointerData *tids, const int64 *ids, int n,
+									HsFailedRows *failed);
+extern int	hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n, int64 **moved);
+
+/* ---- intake.c (the worker's rows kept from the outbox's intake) ---- */
+extern void hs_intake_sweep(void);
+extern List *hs_intake_connections(void);
+extern List *hs_intake_claim(const char *conn, int max_rows, HsFailedRows *failed);
+extern void hs_intake_forget(void);
+extern void hs_intake_unready(const char *conn);
 
 /* ---- schema_version.c ---- */
 extern char *hs_schema_problem(char **hint);
@@ -489,6 +502,7 @@ extern int	hs_schema_version(void);
 #define HS_SCHEMA_0_5_0		500	/* next_claim_at() */
 #define HS_SCHEMA_0_7_0		700	/* outbox.attempt_history, dry_run, dry_run_request */
 #define HS_SCHEMA_0_8_0		800	/* connections, outbox.connection, claim per connection */
+#define HS_SCHEMA_0_9_0		900	/* outbox partitioned: outbox_intake and outbox_rows */
 
 /* ---- shared.c ---- */
 
@@ -898,7 +912,7 @@ typedef struct HsConn
 
 extern HsConn *hs_conn_get(const char *name);
 extern HsConn *hs_conn_default(void);
-extern List *hs_conn_load_pending(List *wanted);
+extern List *hs_conn_load_pending(List *wanted, List *intake);
 extern void hs_conn_prepare_oauth(HsConn *c, MemoryContext turn_cxt);
 extern void hs_conn_refresh_oauth(HsConn *c, MemoryContext turn_cxt);
 extern void hs_conn_hold(HsConn *c, const char *reason);

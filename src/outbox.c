@@ -38,6 +38,7 @@
 
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr insert_plan_conn = NULL;
+static SPIPlanPtr insert_plan_intake = NULL;
 
 /* The outbox's owner; throws when the extension is not installed. */
 static Oid
@@ -67,8 +68,13 @@ spi_connect(void)
 }
 
 
+/*
+ * Write one outbox row; returns its id, and where it is in *tid (when tid is
+ * not NULL).  From schema 0.9.0 on a valid subscriber row goes into the
+ * intake (intake = true), any other into outbox_rows.
+ */
 int64
-hs_outbox_insert(const HsOutboxRow *row)
+hs_outbox_insert(const HsOutboxRow *row, ItemPointer tid)
 {
 	Oid			owner;
 	HsOwnerRights rights;
@@ -78,6 +84,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 	bool		isnull;
 	int64		id;
 	bool		with_connection;
+	bool		with_intake;
 
 	/* a library newer than this database's schema says so, once, clearly */
 	hs_require_schema();
@@ -89,7 +96,7 @@ hs_outbox_insert(const HsOutboxRow *row)
 	hs_order_lock(row);
 
 	/* the fast way (enqueue.c), unless the outbox is not as shipped (triggers, row security, ...) */
-	if (hs_outbox_insert_direct(row, &id))
+	if (hs_outbox_insert_direct(row, &id, tid))
 	{
 		if (row->error_message == NULL)
 			hs_wake_at_commit();
@@ -138,7 +145,27 @@ hs_outbox_insert(const HsOutboxRow *row)
 
 	/* from schema 0.8.0 on, the connection is written, never left to the column's default */
 	with_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
-	if (with_connection && insert_plan_conn == NULL)
+	with_intake = hs_schema_version() >= HS_SCHEMA_0_9_0;
+	if (with_intake && insert_plan_intake == NULL)
+	{
+		Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, JSONBOID, TEXTOID};
+
+		insert_plan_intake = keep_plan("INSERT INTO " HS_SCHEMA ".outbox"
+									   " (external_event_id, subscriber_state, external_account_id,"
+									   "  contact, contact_key, source,"
+									   "  status, error_category, error_message, last_attempt_at, kind, event, connection,"
+									   "  intake)"
+									   " VALUES ($1, $2, $3, $4, $5, $6,"
+									   "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END,"
+									   "  CASE WHEN $7 IS NULL THEN NULL ELSE 'LOCAL_VALIDATION_ERROR' END,"
+									   "  $7,"
+									   "  CASE WHEN $7 IS NULL THEN NULL ELSE pg_catalog.now() END, $8, $9, $10,"
+									   "  $7 IS NULL AND $8 OPERATOR(pg_catalog.=) 'subscriber')"
+									   " RETURNING id, ctid",
+									   10, types);
+	}
+	if (with_connection && !with_intake && insert_plan_conn == NULL)
 	{
 		Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, JSONBOID, TEXTOID};
@@ -173,10 +200,19 @@ hs_outbox_insert(const HsOutboxRow *row)
 								9, types);
 	}
 
-	rc = SPI_execute_plan(with_connection ? insert_plan_conn : insert_plan, values, nulls, false, 1);
+	rc = SPI_execute_plan(with_intake ? insert_plan_intake : with_connection ? insert_plan_conn : insert_plan,
+						  values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (tid != NULL)
+	{
+		if (with_intake)
+			ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+															  &isnull)), tid);
+		else
+			ItemPointerSetInvalid(tid);
+	}
 
 	hs_owner_rights_leave(&rights);
 	SPI_finish();
@@ -207,15 +243,18 @@ hs_outbox_insert(const HsOutboxRow *row)
 	"   AND contact_key OPERATOR(pg_catalog.=) $7" conn_clause
 
 bool
-hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
+hs_outbox_delete_own(int64 id, TransactionId xmin, ItemPointer tid, const HsOutboxRow *row)
 {
 	static SPIPlanPtr delete_own_plan = NULL;
 	static SPIPlanPtr delete_own_plan_080 = NULL;
+	static SPIPlanPtr delete_own_plan_090 = NULL;
 	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+	/* the intake has no index: the row is found where it was written (a TID scan) */
+	bool		by_tid = hs_schema_version() >= HS_SCHEMA_0_9_0;
 	Oid			owner;
 	HsOwnerRights rights;
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 	bool		deleted;
 
@@ -238,10 +277,20 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 	values[5] = CStringGetTextDatum(row->external_account_id ? row->external_account_id : "");
 	values[6] = CStringGetTextDatum(row->contact_key ? row->contact_key : "");
 	values[7] = CStringGetTextDatum(row->connection ? row->connection : "default");
+	if (by_tid && (tid == NULL || !ItemPointerIsValid(tid)))
+		return false;			/* not written by this library: left alone */
+	values[8] = by_tid ? PointerGetDatum(tid) : (Datum) 0;
 
 	spi_connect();
 	hs_owner_rights_enter(owner, &rights);
 
+	if (by_tid && delete_own_plan_090 == NULL)
+	{
+		Oid			types[9] = {INT8OID, XIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIDOID};
+
+		delete_own_plan_090 = keep_plan(HS_DELETE_OWN_SQL("   AND connection OPERATOR(pg_catalog.=) $8"
+														  "   AND ctid OPERATOR(pg_catalog.=) $9"), 9, types);
+	}
 	if (per_connection && delete_own_plan_080 == NULL)
 	{
 		Oid			types[8] = {INT8OID, XIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
@@ -255,7 +304,8 @@ hs_outbox_delete_own(int64 id, TransactionId xmin, const HsOutboxRow *row)
 		delete_own_plan = keep_plan(HS_DELETE_OWN_SQL(""), 7, types);
 	}
 
-	rc = SPI_execute_plan(per_connection ? delete_own_plan_080 : delete_own_plan, values, nulls, false, 0);
+	rc = SPI_execute_plan(by_tid ? delete_own_plan_090 : per_connection ? delete_own_plan_080 : delete_own_plan,
+						  values, nulls, false, 0);
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "outbox delete failed: %s", SPI_result_code_string(rc));
 	deleted = (SPI_processed > 0);
@@ -740,58 +790,21 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n, const char *con
 }
 
 /*
- * Claim up to limit due rows, oldest first: pending, next_attempt_at
- * passed, and no older row of the same (event, account, contact) still
- * pending or sending (so that one contact's changes reach HubSpot in commit
- * order, and no request holds two rows of one contact).  They are marked
- * sending, with the attempt counted.
- *
- * No row is trusted: anyone who may update the outbox can put any value in
- * it (a replay of failed rows puts back rows that failed local validation,
- * with NULLs and raw values).  Each claimed row is checked again
- * (check_claimed_row); one that does not pass is marked failed
- * (LOCAL_VALIDATION_ERROR, with what is wrong) in the same transaction and
- * is not returned.  Returns a List of HsClaimedRow, the rows that passed,
- * allocated in the caller's memory context.
+ * The rows a claim statement just returned (SPI_tuptable: id,
+ * external_event_id, subscriber_state, external_account_id, contact,
+ * attempts, kind, event, contact_key), each checked again
+ * (check_claimed_row); ends the SPI connection.  The rows that do not pass
+ * are marked failed (LOCAL_VALIDATION_ERROR) and added to *failed.  Returns
+ * the others, oldest first, allocated in caller.
  */
-List *
-hs_outbox_claim(int limit, const char *conn, HsFailedRows *failed)
+static List *
+take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 {
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr plan_080 = NULL;
-	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext scratch;
-	Datum		values[2];
-	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
 	List	   *rows = NIL;
 	int64	   *bad_ids = NULL;
 	char	  **bad_msgs = NULL;
 	int			nbad = 0;
-
-	spi_connect();
-	if (per_connection && plan_080 == NULL)
-	{
-		Oid			types[2] = {INT4OID, TEXTOID};
-
-		/* the claim itself is SQL in the extension: claim_due() */
-		plan_080 = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
-							 "       kind, event, contact_key"
-							 "  FROM " HS_SCHEMA ".claim_due($1, $2)",
-							 2, types);
-	}
-	if (!per_connection && plan == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
-						 "       kind, event, contact_key"
-						 "  FROM " HS_SCHEMA ".claim_due($1)",
-						 1, types);
-	}
-	values[0] = Int32GetDatum(limit);
-	values[1] = CStringGetTextDatum(conn ? conn : "default");
-	if (SPI_execute_plan(per_connection ? plan_080 : plan, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not claim outbox rows");
 
 	scratch = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events claimed row",
 									ALLOCSET_SMALL_SIZES);
@@ -848,6 +861,156 @@ hs_outbox_claim(int limit, const char *conn, HsFailedRows *failed)
 	/* the RETURNING order is not the claim order: oldest first */
 	list_sort(rows, claimed_row_cmp);
 	return rows;
+}
+
+/*
+ * Claim up to limit due rows, oldest first: pending, next_attempt_at
+ * passed, and no older row of the same (event, account, contact) still
+ * pending or sending (so that one contact's changes reach HubSpot in commit
+ * order, and no request holds two rows of one contact).  They are marked
+ * sending, with the attempt counted.
+ *
+ * No row is trusted: anyone who may update the outbox can put any value in
+ * it (a replay of failed rows puts back rows that failed local validation,
+ * with NULLs and raw values).  Each claimed row is checked again
+ * (check_claimed_row); one that does not pass is marked failed
+ * (LOCAL_VALIDATION_ERROR, with what is wrong) in the same transaction and
+ * is not returned.  Returns a List of HsClaimedRow, the rows that passed,
+ * allocated in the caller's memory context.
+ */
+List *
+hs_outbox_claim(int limit, const char *conn, HsFailedRows *failed)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_080 = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		values[2];
+	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+
+	spi_connect();
+	if (per_connection && plan_080 == NULL)
+	{
+		Oid			types[2] = {INT4OID, TEXTOID};
+
+		/* the claim itself is SQL in the extension: claim_due() */
+		plan_080 = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
+							 "       kind, event, contact_key"
+							 "  FROM " HS_SCHEMA ".claim_due($1, $2)",
+							 2, types);
+	}
+	if (!per_connection && plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
+						 "       kind, event, contact_key"
+						 "  FROM " HS_SCHEMA ".claim_due($1)",
+						 1, types);
+	}
+	values[0] = Int32GetDatum(limit);
+	values[1] = CStringGetTextDatum(conn ? conn : "default");
+	if (SPI_execute_plan(per_connection ? plan_080 : plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim outbox rows");
+
+	return take_claimed_rows(caller, conn, failed);
+}
+
+/* A tid[] of n TIDs. */
+static ArrayType *
+tid_array(const ItemPointerData *tids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = PointerGetDatum(&tids[i]);
+	return construct_array(d, n, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT);
+}
+
+static ArrayType *
+int8_array(const int64 *ids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(ids[i]);
+	return construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+}
+
+/*
+ * Claim intake rows of a connection (schema 0.9.0 on): the n rows given by
+ * where they are and their ids (intake.c keeps them), those the order rules
+ * let through (claim_intake()), moved to outbox_rows as sending.  Returns
+ * the claimed rows as hs_outbox_claim does, checked again, oldest first.
+ */
+List *
+hs_outbox_claim_intake(const char *conn, const ItemPointerData *tids, const int64 *ids, int n,
+					   HsFailedRows *failed)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		values[3];
+
+	if (n <= 0)
+		return NIL;
+	values[0] = PointerGetDatum(tid_array(tids, n));
+	values[1] = PointerGetDatum(int8_array(ids, n));
+	values[2] = CStringGetTextDatum(conn ? conn : "default");
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[3] = {TIDARRAYOID, INT8ARRAYOID, TEXTOID};
+
+		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
+						 "       kind, event, contact_key"
+						 "  FROM " HS_SCHEMA ".claim_intake($1, $2, $3)",
+						 3, types);
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim intake rows");
+	return take_claimed_rows(caller, conn, failed);
+}
+
+/*
+ * Move the n intake rows given (where they are, their ids) to outbox_rows as
+ * they are (move_intake()).  Returns how many moved; their ids in *moved
+ * (palloc'd in the caller's context) when moved is not NULL.
+ */
+int
+hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n, int64 **moved)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		values[2];
+	int			count;
+
+	if (moved)
+		*moved = NULL;
+	if (n <= 0)
+		return 0;
+	values[0] = PointerGetDatum(tid_array(tids, n));
+	values[1] = PointerGetDatum(int8_array(ids, n));
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TIDARRAYOID, INT8ARRAYOID};
+
+		plan = keep_plan("SELECT " HS_SCHEMA ".move_intake($1, $2)", 2, types);
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not move intake rows");
+	count = (int) SPI_processed;
+	if (moved && count > 0)
+	{
+		*moved = MemoryContextAlloc(caller, sizeof(int64) * count);
+		for (int i = 0; i < count; i++)
+		{
+			bool		isnull;
+
+			(*moved)[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+	}
+	SPI_finish();
+	return count;
 }
 
 /*

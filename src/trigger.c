@@ -305,6 +305,7 @@ hs_check_trigger_type(Relation rel, const Trigger *trigger, const char *fname)
 typedef struct OwnCancel
 {
 	int64		id;				/* the outbox row */
+	ItemPointerData tid;		/* where it was written */
 	TransactionId xmin;			/* the (sub)transaction that wrote it */
 	SubTransactionId dropped_in;	/* the subtransaction that deleted it, or Invalid */
 	struct OwnCancel *older;	/* an older cancel of the same key */
@@ -407,7 +408,7 @@ hs_trigger_root_relid(Relation rel)
  * root_relid (or the old image of an UPDATE that changed its key).
  */
 void
-hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id)
+hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id, ItemPointer tid)
 {
 	static bool callbacks_registered = false;
 	uint64		h;
@@ -445,6 +446,10 @@ hs_trigger_cancel_written(Oid root_relid, const HsOutboxRow *row, int64 id)
 		entry->newest = NULL;
 	c = MemoryContextAlloc(TopTransactionContext, sizeof(OwnCancel));
 	c->id = id;
+	if (tid != NULL)
+		ItemPointerCopy(tid, &c->tid);
+	else
+		ItemPointerSetInvalid(&c->tid);
 	c->xmin = GetCurrentTransactionIdIfAny();
 	c->dropped_in = InvalidSubTransactionId;
 	c->older = entry->newest;
@@ -495,7 +500,7 @@ hs_trigger_drop_own_cancels(Oid root_relid, const HsOutboxRow *row)
 			continue;			/* deleted already */
 		if (!TransactionIdIsValid(c->xmin) || !TransactionIdIsCurrentTransactionId(c->xmin))
 			continue;			/* its writer was rolled back: it is gone */
-		if (hs_outbox_delete_own(c->id, c->xmin, &cancel))
+		if (hs_outbox_delete_own(c->id, c->xmin, &c->tid, &cancel))
 		{
 			MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 
@@ -1343,6 +1348,7 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 	int			nrows = 0;
 	Oid			root_relid;
 	int64		id;
+	ItemPointerData tid;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -1400,9 +1406,9 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 		if (!replaced[i] && rows[i].subscriber_state != NULL &&
 			strcmp(rows[i].subscriber_state, "cancel") != 0)
 			hs_trigger_drop_own_cancels(root_relid, &rows[i]);
-		id = hs_outbox_insert(&rows[i]);
+		id = hs_outbox_insert(&rows[i], &tid);
 		if (replaced[i])
-			hs_trigger_cancel_written(root_relid, &rows[i], id);
+			hs_trigger_cancel_written(root_relid, &rows[i], id, &tid);
 	}
 
 	return PointerGetDatum(NULL);
@@ -1562,7 +1568,7 @@ backfill_row(BackfillSetup *b, TupleTableSlot *slot, MemoryContext rowcxt)
 
 	if (row_to_outbox(b->cfg, b->desc, tuple, false, b->table, &row))
 	{
-		(void) hs_outbox_insert(&row);
+		(void) hs_outbox_insert(&row, NULL);
 		enqueued = true;
 	}
 	MemoryContextSwitchTo(oldcxt);

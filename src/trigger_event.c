@@ -377,6 +377,7 @@ hubspot_sync_event(PG_FUNCTION_ARGS)
 	int			nrows = 0;
 	Oid			root_relid;
 	int64		id;
+	ItemPointerData tid;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -425,9 +426,9 @@ hubspot_sync_event(PG_FUNCTION_ARGS)
 		/* an upsert drops the cancel this transaction wrote for the event (trigger.c) */
 		if (!replaced[i])
 			hs_trigger_drop_own_cancels(root_relid, &rows[i]);
-		id = hs_outbox_insert(&rows[i]);
+		id = hs_outbox_insert(&rows[i], &tid);
 		if (replaced[i])
-			hs_trigger_cancel_written(root_relid, &rows[i], id);
+			hs_trigger_cancel_written(root_relid, &rows[i], id, &tid);
 	}
 	return PointerGetDatum(NULL);
 }

@@ -257,7 +257,7 @@ enqueue_again(const char *event_id, const char *account_id, const char *conn, co
 	row.contact = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s->contact)));
 	row.contact_key = s->key;
 	row.source = "verify_event";
-	return hs_outbox_insert(&row);
+	return hs_outbox_insert(&row, NULL);
 }
 
 PG_FUNCTION_INFO_V1(hubspot_verify_event);

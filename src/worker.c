@@ -994,6 +994,9 @@ claim_for(HsConn *c, int max_rows, int64 *soonest_ms)
 	if (n <= 0)
 		return NIL;
 	rows = hs_outbox_claim((int) n, c->is_default ? NULL : c->name, &turn_failed);
+	/* then the intake's rows (schema 0.9.0 on), younger than any of its contacts' rows above */
+	if (hs_schema_version() >= HS_SCHEMA_0_9_0 && list_length(rows) < n)
+		rows = list_concat(rows, hs_intake_claim(c->name, (int) n - list_length(rows), &turn_failed));
 	foreach(lc, rows)
 		((HsClaimedRow *) lfirst(lc))->conn = c;
 	if (rows == NIL)
@@ -1039,7 +1042,11 @@ claim_connections(int64 *soonest_ms)
 		return conn_ready(c, soonest_ms) ? claim_for(c, budget, soonest_ms) : NIL;
 	}
 
-	pending = hs_conn_load_pending(hs_conn_tokens_wanted());
+	/* the intake's rows (schema 0.9.0 on): read again when due, then their connections */
+	if (hs_schema_version() >= HS_SCHEMA_0_9_0)
+		hs_intake_sweep();
+	pending = hs_conn_load_pending(hs_conn_tokens_wanted(),
+								   hs_schema_version() >= HS_SCHEMA_0_9_0 ? hs_intake_connections() : NIL);
 	turn_conns = pending;
 	ready = palloc(sizeof(HsConn *) * Max(list_length(pending), 1));
 	foreach(lc, pending)
@@ -1069,6 +1076,8 @@ claim_connections(int64 *soonest_ms)
 			hs_conn_prepare_oauth(c, CurrentMemoryContext);
 			ready[nready++] = c;
 		}
+		else if (hs_schema_version() >= HS_SCHEMA_0_9_0)
+			hs_intake_unready(c->name);
 	}
 	if (nready == 0)
 		return NIL;
@@ -1755,6 +1764,8 @@ hubspot_events_worker_main(Datum arg)
 			AbortOutOfAnyTransaction();
 			FlushErrorState();
 			in_flight_known_clear = false;
+			/* what the claim took from the intake may have been rolled back */
+			hs_intake_forget();
 			MemoryContextReset(turn_cxt);
 			RESUME_INTERRUPTS();
 			pgstat_report_activity(STATE_IDLE, NULL);

@@ -104,36 +104,46 @@ set_token_file(HsConn *c, const char *path)
  * (dropped: its rows fail with CONNECTION_DROPPED).
  */
 List *
-hs_conn_load_pending(List *wanted)
+hs_conn_load_pending(List *wanted, List *intake)
 {
 	static SPIPlanPtr plan = NULL;
 	List	   *result = NIL;
 	MemoryContext caller = CurrentMemoryContext;
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		values[1];
+	Datum		values[2];
 	Datum	   *names;
+	Datum	   *inames;
 	int			n = 0;
+	int			ni = 0;
 	ListCell   *lc;
 
 	names = palloc(sizeof(Datum) * Max(list_length(wanted), 1));
 	foreach(lc, wanted)
 		names[n++] = CStringGetTextDatum((char *) lfirst(lc));
 	values[0] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+	inames = palloc(sizeof(Datum) * Max(list_length(intake), 1));
+	foreach(lc, intake)
+		inames[ni++] = CStringGetTextDatum((char *) lfirst(lc));
+	values[1] = PointerGetDatum(construct_array(inames, ni, TEXTOID, -1, false, TYPALIGN_INT));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (plan == NULL)
 	{
-		Oid			types[1] = {TEXTARRAYOID};
+		Oid			types[2] = {TEXTARRAYOID, TEXTARRAYOID};
 
+		/* $2: the connections with rows kept from the intake (intake.c), due now */
 		plan = SPI_prepare("SELECT coalesce(p.connection, w.name), p.next_attempt_at, c.name IS NOT NULL, c.auth, c.state,"
 						   "       c.hub_id, c.rate_limit, c.rate_limit_interval_ms, s.token_file, p.connection IS NOT NULL"
-						   "  FROM " HS_SCHEMA ".pending_connections() p"
+						   "  FROM (SELECT coalesce(q.connection, i.name) AS connection,"
+						   "               CASE WHEN i.name IS NULL THEN q.next_attempt_at END AS next_attempt_at"
+						   "          FROM " HS_SCHEMA ".pending_connections() q"
+						   "          FULL JOIN pg_catalog.unnest($2) i(name) ON i.name OPERATOR(pg_catalog.=) q.connection) p"
 						   "  FULL JOIN pg_catalog.unnest($1) w(name) ON w.name OPERATOR(pg_catalog.=) p.connection"
 						   "  LEFT JOIN " HS_SCHEMA ".connections c"
 						   "         ON c.name OPERATOR(pg_catalog.=) coalesce(p.connection, w.name)"
 						   "  LEFT JOIN " HS_SCHEMA ".connection_secrets s"
 						   "         ON s.connection OPERATOR(pg_catalog.=) coalesce(p.connection, w.name)",
-						   1, types);
+						   2, types);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the connections' query: %s",
 				 SPI_result_code_string(SPI_result));

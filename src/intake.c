@@ -1,0 +1,496 @@
+/*-------------------------------------------------------------------------
+ *
+ * intake.c
+ *	  The worker's rows kept from the outbox's intake (schema 0.9.0 on).
+ *
+ * The triggers and the enqueue functions write new rows into
+ * outbox_intake, a partition of the outbox with no btree index, so that
+ * the application's transaction pays no index entry (docs/intake.md).
+ * The worker finds them by a sweep: a sequential scan of the intake with
+ * the claim's snapshot, which keeps, per connection, the ctid, id and
+ * contact of its oldest rows (at least HS_INTAKE_KEEP of them).  Each turn
+ * then claims a connection's next kept rows in id order, at most the oldest
+ * of each contact, by ctid (claim_intake(), a TID scan), which moves them
+ * into outbox_rows already sending.
+ *
+ * Why one contact's rows still go out in commit order: the rows kept for a
+ * connection are its rows visible to the sweep's snapshot with an id up to
+ * some X.  An older row of the same contact committed before the younger
+ * one took the contact's order lock (order_lock.c), so it is visible to the
+ * same snapshot, and its id is smaller: it is kept too.  A row that commits
+ * after the sweep is younger than every kept row of its contact and waits
+ * for a later sweep.  claim_intake() also lets no row through whose
+ * contact has a row pending or in flight in outbox_rows (every such row is
+ * older: it got there from the intake, or it is a retry or a replay).
+ *
+ * Kept rows the claim did not take because their contact must wait are
+ * moved to outbox_rows as pending (move_intake()), where claim_due()'s
+ * rules keep them behind.  So are a connection's kept rows once it has not
+ * been ready to send for HS_INTAKE_STALL_MS (its pacing, a 429's pause, a
+ * hold; hs_intake_unready): its backlog then waits in outbox_rows, at
+ * HubSpot's pace, and the intake, which every sweep reads whole, stays
+ * small for the other connections.  Rows of the
+ * intake that are not pending subscriber rows (an operator's edit) are
+ * moved as they are.  A kept row the claim neither took nor could move
+ * (deleted, changed or locked since the sweep) makes the next claim sweep
+ * again, before any other row of its connection is taken.
+ *
+ * When to sweep: at every claim while the intake is small (the last sweep
+ * saw at most HS_INTAKE_SMALL rows), else when a connection's kept rows
+ * have run out while the intake held more, and at least every
+ * HS_INTAKE_RESWEEP_MS.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hubspot_events.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define HS_INTAKE_KEEP 20000		/* kept rows per connection, at least */
+#define HS_INTAKE_SMALL 20000		/* a sweep that saw no more rows is cheap: at every claim */
+#define HS_INTAKE_RESWEEP_MS 1000	/* else, at least this often */
+#define HS_INTAKE_STALL_MS 500		/* a connection not ready this long has its kept rows moved */
+#define HS_INTAKE_FETCH 10000		/* rows per fetch of the sweep's cursor */
+
+typedef struct KeptRow
+{
+	int64		id;
+	uint64		contact;		/* a hash of (event, account, contact key) */
+	ItemPointerData tid;
+	bool		taken;			/* claimed, moved, or found gone */
+} KeptRow;
+
+typedef struct KeptConn
+{
+	char		name[NAMEDATALEN];	/* hash key */
+	KeptRow    *rows;			/* in id order after the sweep */
+	int			n;
+	int			cap;
+	int			next;			/* rows before it are all taken */
+	bool		partial;		/* the sweep kept only the oldest of its rows */
+} KeptConn;
+
+/* Since when a connection with kept rows has not been ready to send (across sweeps). */
+typedef struct UnreadyConn
+{
+	char		name[NAMEDATALEN];	/* hash key */
+	TimestampTz since;
+} UnreadyConn;
+
+static MemoryContext intake_cxt = NULL;
+static HTAB *kept = NULL;
+static bool must_sweep = true;
+static TimestampTz last_sweep = 0;
+static int64 last_seen = 0;		/* rows the last sweep saw */
+static HTAB *unready = NULL;
+
+static int
+kept_row_cmp(const void *a, const void *b)
+{
+	int64		x = ((const KeptRow *) a)->id;
+	int64		y = ((const KeptRow *) b)->id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* Keep only the keep oldest rows of c. */
+static void
+trim(KeptConn *c, int keep)
+{
+	qsort(c->rows, c->n, sizeof(KeptRow), kept_row_cmp);
+	if (c->n > keep)
+	{
+		c->n = keep;
+		c->partial = true;
+	}
+}
+
+static uint64
+contact_hash(const char *event, const char *account, const char *key)
+{
+	StringInfoData buf;
+	uint64		h;
+
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, event, strlen(event) + 1);
+	appendBinaryStringInfo(&buf, account, strlen(account) + 1);
+	appendBinaryStringInfo(&buf, key, strlen(key));
+	h = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
+	pfree(buf.data);
+	return h;
+}
+
+/* Whether the kept rows must be read again before the next claim. */
+static bool
+sweep_due(void)
+{
+	HASH_SEQ_STATUS seq;
+	KeptConn   *c;
+	bool		due = false;
+
+	if (must_sweep || kept == NULL || last_seen <= HS_INTAKE_SMALL)
+		return true;
+	if (TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), HS_INTAKE_RESWEEP_MS))
+		return true;
+	hash_seq_init(&seq, kept);
+	while ((c = (KeptConn *) hash_seq_search(&seq)) != NULL)
+		if (c->partial && c->next >= c->n)
+			due = true;
+	return due;
+}
+
+/* Forget every kept row: the next claim sweeps (after a turn that failed). */
+void
+hs_intake_forget(void)
+{
+	must_sweep = true;
+	kept = NULL;
+	if (intake_cxt)
+		MemoryContextReset(intake_cxt);
+}
+
+/*
+ * Read the intake again, when due (sweep_due), in the claim's transaction.
+ * Rows that are not pending subscriber rows are moved to outbox_rows.
+ */
+void
+hs_intake_sweep(void)
+{
+	static SPIPlanPtr plan = NULL;
+	HASHCTL		ctl;
+	Portal		portal;
+	int			keep = (int) Min(Max((int64) HS_INTAKE_KEEP, last_seen / 4), (int64) INT_MAX / 4);
+	int64		seen = 0;
+	ItemPointerData *odd_tids = NULL;
+	int64	   *odd_ids = NULL;
+	int			nodd = 0;
+	int			odd_cap = 0;
+	HASH_SEQ_STATUS seq;
+	KeptConn   *c;
+	MemoryContext scratch;
+
+	if (!sweep_due())
+		return;
+	if (intake_cxt == NULL)
+		intake_cxt = AllocSetContextCreate(TopMemoryContext, "hubspot_events intake",
+										   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(intake_cxt);
+	kept = NULL;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(KeptConn);
+	ctl.hcxt = intake_cxt;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("SELECT ctid, id, connection, external_event_id, external_account_id, contact_key,"
+						   "       status OPERATOR(pg_catalog.=) 'pending' AND kind OPERATOR(pg_catalog.=) 'subscriber'"
+						   "  FROM ONLY " HS_SCHEMA ".outbox_intake",
+						   0, NULL);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the intake's sweep: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+	}
+	kept = hash_create("hubspot_events kept intake rows", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	scratch = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events intake sweep", ALLOCSET_DEFAULT_SIZES);
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	for (;;)
+	{
+		MemoryContext outer = MemoryContextSwitchTo(scratch);
+
+		SPI_cursor_fetch(portal, true, HS_INTAKE_FETCH);
+		if (SPI_processed == 0)
+		{
+			MemoryContextSwitchTo(outer);
+			break;
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		n_tid,
+						n_id,
+						n_conn,
+						n_ev,
+						n_acc,
+						n_key,
+						n_ok;
+			Datum		tid = SPI_getbinval(tup, desc, 1, &n_tid);
+			Datum		id = SPI_getbinval(tup, desc, 2, &n_id);
+			Datum		conn = SPI_getbinval(tup, desc, 3, &n_conn);
+			Datum		ev = SPI_getbinval(tup, desc, 4, &n_ev);
+			Datum		acc = SPI_getbinval(tup, desc, 5, &n_acc);
+			Datum		key = SPI_getbinval(tup, desc, 6, &n_key);
+			Datum		ok = SPI_getbinval(tup, desc, 7, &n_ok);
+			char	   *name = n_conn ? NULL : TextDatumGetCString(conn);
+			MemoryContext old;
+			KeptRow    *r;
+			bool		found;
+			bool		takeable;
+			uint64		contact = 0;
+
+			seen++;
+			if (n_tid)
+				continue;
+			takeable = !(n_id || n_ok || !DatumGetBool(ok) || n_ev || n_acc || n_key ||
+						 name == NULL || strlen(name) >= NAMEDATALEN);
+			if (takeable)
+				contact = contact_hash(TextDatumGetCString(ev), TextDatumGetCString(acc),
+									   TextDatumGetCString(key));
+			old = MemoryContextSwitchTo(intake_cxt);
+			if (!takeable)
+			{
+				/* not a row the claim can take: to outbox_rows, as it is */
+				if (!n_id)
+				{
+					if (nodd == odd_cap)
+					{
+						odd_cap = Max(64, odd_cap * 2);
+						odd_tids = odd_tids ? repalloc(odd_tids, sizeof(ItemPointerData) * odd_cap) :
+							palloc(sizeof(ItemPointerData) * odd_cap);
+						odd_ids = odd_ids ? repalloc(odd_ids, sizeof(int64) * odd_cap) :
+							palloc(sizeof(int64) * odd_cap);
+					}
+					ItemPointerCopy((ItemPointer) DatumGetPointer(tid), &odd_tids[nodd]);
+					odd_ids[nodd++] = DatumGetInt64(id);
+				}
+				MemoryContextSwitchTo(old);
+				continue;
+			}
+			c = (KeptConn *) hash_search(kept, name, HASH_ENTER, &found);
+			if (!found)
+			{
+				c->cap = 256;
+				c->rows = palloc(sizeof(KeptRow) * c->cap);
+				c->n = 0;
+				c->next = 0;
+				c->partial = false;
+			}
+			if (c->n == c->cap)
+			{
+				if (c->n >= 2 * keep)
+					trim(c, keep);
+				else
+				{
+					c->cap *= 2;
+					c->rows = repalloc(c->rows, sizeof(KeptRow) * c->cap);
+				}
+			}
+			r = &c->rows[c->n++];
+			r->id = DatumGetInt64(id);
+			ItemPointerCopy((ItemPointer) DatumGetPointer(tid), &r->tid);
+			r->contact = contact;
+			r->taken = false;
+			MemoryContextSwitchTo(old);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextSwitchTo(outer);
+		MemoryContextReset(scratch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	MemoryContextDelete(scratch);
+	SPI_finish();
+
+	hash_seq_init(&seq, kept);
+	while ((c = (KeptConn *) hash_seq_search(&seq)) != NULL)
+		trim(c, keep);
+	if (unready != NULL)
+	{
+		UnreadyConn *u;
+
+		/* a connection with nothing kept starts afresh */
+		hash_seq_init(&seq, unready);
+		while ((u = (UnreadyConn *) hash_seq_search(&seq)) != NULL)
+			if (hash_search(kept, u->name, HASH_FIND, NULL) == NULL)
+				(void) hash_search(unready, u->name, HASH_REMOVE, NULL);
+	}
+	if (nodd > 0)
+		(void) hs_outbox_move_intake(odd_tids, odd_ids, nodd, NULL);
+
+	last_seen = seen;
+	last_sweep = GetCurrentTimestamp();
+	must_sweep = false;
+}
+
+/* The connections with kept rows not yet taken (names allocated in the caller's context). */
+List *
+hs_intake_connections(void)
+{
+	HASH_SEQ_STATUS seq;
+	KeptConn   *c;
+	List	   *names = NIL;
+
+	if (kept == NULL)
+		return NIL;
+	hash_seq_init(&seq, kept);
+	while ((c = (KeptConn *) hash_seq_search(&seq)) != NULL)
+		if (c->next < c->n)
+			names = lappend(names, pstrdup(c->name));
+	return names;
+}
+
+/* Move past the taken rows at the start of c's. */
+static void
+advance(KeptConn *c)
+{
+	while (c->next < c->n && c->rows[c->next].taken)
+		c->next++;
+}
+
+/*
+ * Claim up to max_rows of conn's kept rows, in id order, at most the
+ * oldest of each contact (claim_intake()).  Those the order rules held back
+ * are moved to outbox_rows as pending.  Returns the claimed rows, as
+ * hs_outbox_claim() does.
+ */
+List *
+hs_intake_claim(const char *conn, int max_rows, HsFailedRows *failed)
+{
+	KeptConn   *c;
+	HTAB	   *chosen;
+	HASHCTL		ctl;
+	int		   *pick;
+	ItemPointerData *tids;
+	int64	   *ids;
+	int			npick = 0;
+	List	   *rows;
+	ListCell   *lc;
+	int			nrest = 0;
+	int64	   *moved = NULL;
+	int			nmoved;
+
+	if (kept == NULL || max_rows <= 0)
+		return NIL;
+	c = (KeptConn *) hash_search(kept, conn, HASH_FIND, NULL);
+	if (c == NULL)
+		return NIL;
+	advance(c);
+	if (c->next >= c->n)
+		return NIL;
+
+	/* ready to send again */
+	if (unready != NULL)
+		(void) hash_search(unready, conn, HASH_REMOVE, NULL);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(uint64);
+	ctl.hcxt = CurrentMemoryContext;
+	chosen = hash_create("hubspot_events contacts claimed", Min(max_rows, 1024), &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	pick = palloc(sizeof(int) * max_rows);
+	for (int i = c->next; i < c->n && npick < max_rows; i++)
+	{
+		bool		found;
+
+		if (c->rows[i].taken)
+			continue;
+		/* a contact's younger rows wait for its oldest, which is chosen first */
+		(void) hash_search(chosen, &c->rows[i].contact, HASH_ENTER, &found);
+		if (!found)
+			pick[npick++] = i;
+	}
+	tids = palloc(sizeof(ItemPointerData) * npick);
+	ids = palloc(sizeof(int64) * npick);
+	for (int k = 0; k < npick; k++)
+	{
+		tids[k] = c->rows[pick[k]].tid;
+		ids[k] = c->rows[pick[k]].id;
+		c->rows[pick[k]].taken = true;
+	}
+	rows = hs_outbox_claim_intake(conn, tids, ids, npick, failed);
+
+	/* the ones not claimed: held back by their contact (moved), or gone */
+	{
+		HTAB	   *claimed;
+		HASHCTL		ctl2;
+
+		memset(&ctl2, 0, sizeof(ctl2));
+		ctl2.keysize = sizeof(int64);
+		ctl2.entrysize = sizeof(int64);
+		ctl2.hcxt = CurrentMemoryContext;
+		claimed = hash_create("hubspot_events rows claimed", Max(list_length(rows), 16), &ctl2,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		foreach(lc, rows)
+			(void) hash_search(claimed, &((HsClaimedRow *) lfirst(lc))->id, HASH_ENTER, NULL);
+		for (int k = 0; k < npick; k++)
+			if (hash_search(claimed, &ids[k], HASH_FIND, NULL) == NULL)
+			{
+				tids[nrest] = tids[k];
+				ids[nrest++] = ids[k];
+			}
+	}
+	nmoved = hs_outbox_move_intake(tids, ids, nrest, &moved);
+	/*
+	 * A row neither claimed nor moved: deleted, changed or locked since the
+	 * sweep, or claimed and failed by the worker's checks.  Sweep again
+	 * before any younger row of its contact is taken.
+	 */
+	if (nmoved < nrest)
+		must_sweep = true;
+	advance(c);
+	return rows;
+}
+
+/*
+ * The worker found conn not ready to send (its pacing, a 429's pause, a
+ * hold).  Once that has lasted HS_INTAKE_STALL_MS, its kept rows move to
+ * outbox_rows as pending, in the same transaction (the claim's), and so do
+ * the rows later sweeps keep for it, until it is ready again.
+ */
+void
+hs_intake_unready(const char *conn)
+{
+	KeptConn   *c;
+	UnreadyConn *u;
+	bool		found;
+	ItemPointerData *tids;
+	int64	   *ids;
+	int			n = 0;
+
+	if (kept == NULL || strlen(conn) >= NAMEDATALEN)
+		return;
+	c = (KeptConn *) hash_search(kept, conn, HASH_FIND, NULL);
+	if (c == NULL)
+		return;
+	advance(c);
+	if (c->next >= c->n)
+		return;
+	if (unready == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = sizeof(UnreadyConn);
+		unready = hash_create("hubspot_events connections not ready", 16, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	u = (UnreadyConn *) hash_search(unready, conn, HASH_ENTER, &found);
+	if (!found)
+		u->since = GetCurrentTimestamp();
+	if (!TimestampDifferenceExceeds(u->since, GetCurrentTimestamp(), HS_INTAKE_STALL_MS))
+		return;
+
+	tids = palloc(sizeof(ItemPointerData) * (c->n - c->next));
+	ids = palloc(sizeof(int64) * (c->n - c->next));
+	for (int i = c->next; i < c->n; i++)
+		if (!c->rows[i].taken)
+		{
+			tids[n] = c->rows[i].tid;
+			ids[n++] = c->rows[i].id;
+			c->rows[i].taken = true;
+		}
+	if (hs_outbox_move_intake(tids, ids, n, NULL) < n)
+		must_sweep = true;
+	advance(c);
+}
