@@ -78,6 +78,11 @@ CREATE TABLE @extschema@.outbox_intake PARTITION OF @extschema@.outbox FOR VALUE
         autovacuum_analyze_scale_factor = 0,
         autovacuum_analyze_threshold = 10000);
 
+-- A publication of all tables replicates the partitions; with no index,
+-- the intake's rows are identified by all their columns (the worker's moves
+-- delete them there)
+ALTER TABLE @extschema@.outbox_intake REPLICA IDENTITY FULL;
+
 -- What a DBA granted on the outbox is granted on the new one (the grants
 -- stay on outbox_rows too: a role that read it still does)
 DO $upgrade$
@@ -503,3 +508,30 @@ $$;
 REVOKE ALL ON FUNCTION @extschema@.move_intake(tid[], bigint[]) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.move_intake(tid[], bigint[]) IS
 'Internal, for the worker: move the given intake rows to outbox_rows as they are';
+
+-- The worker moves all of a connection's intake rows to outbox_rows as they
+-- are, when its pacing cannot send them soon (a backlog at HubSpot's pace
+-- waits there, and the intake, which the worker's sweeps read whole, stays
+-- small for the other connections).  Returns how many moved.
+CREATE FUNCTION @extschema@.move_intake_connection(conn text)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    WITH c AS (
+        SELECT o.ctid AS tid
+          FROM ONLY @extschema@.outbox_intake o
+         WHERE o.connection = conn
+           FOR UPDATE OF o SKIP LOCKED),
+    m AS (
+        UPDATE @extschema@.outbox u
+           SET intake = false
+         WHERE u.intake
+           AND u.ctid = ANY (ARRAY(SELECT c.tid FROM c))
+        RETURNING 1)
+    SELECT count(*) FROM m
+$$;
+REVOKE ALL ON FUNCTION @extschema@.move_intake_connection(text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.move_intake_connection(text) IS
+'Internal, for the worker: move all of a connection''s intake rows to outbox_rows as they are';

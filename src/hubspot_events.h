@@ -486,11 +486,12 @@ extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *acco
 extern List *hs_outbox_claim_intake(const char *conn, const ItemPointerData *tids, const int64 *ids, int n,
 									HsFailedRows *failed);
 extern int	hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n, int64 **moved);
+extern int64 hs_outbox_move_intake_connection(const char *conn);
 
 /* ---- intake.c (the worker's rows kept from the outbox's intake) ---- */
 extern void hs_intake_sweep(void);
 extern List *hs_intake_connections(void);
-extern List *hs_intake_claim(const char *conn, int max_rows, HsFailedRows *failed);
+extern List *hs_intake_claim(const char *conn, int max_rows, double rows_per_s, HsFailedRows *failed);
 extern void hs_intake_forget(void);
 extern void hs_intake_unready(const char *conn);
 
@@ -841,6 +842,7 @@ extern void hs_pacing_shmem_init(void);
 extern int64 hs_pacing_wait_ms(HsPacer *p);
 extern void hs_pacing_note_start(HsPacer *p);
 extern int	hs_pacing_room(HsPacer *p, int max);
+extern double hs_pacing_rate_per_s(HsPacer *p);
 extern char *hs_pacing_note_answer(HsPacer *p, const HsHttpResult *res, const HsErrorBody *err,
 								   int64 retry_after_ms);
 extern TimestampTz hs_pacing_paused_until(HsPacer *p);

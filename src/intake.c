@@ -29,7 +29,10 @@
  * been ready to send for HS_INTAKE_STALL_MS (its pacing, a 429's pause, a
  * hold; hs_intake_unready): its backlog then waits in outbox_rows, at
  * HubSpot's pace, and the intake, which every sweep reads whole, stays
- * small for the other connections.  Rows of the
+ * small for the other connections.  So, at once, are all of a connection's
+ * intake rows when its kept rows are more than its pacing lets through in
+ * HS_INTAKE_BACKLOG_S (a backlog at HubSpot's pace: a drain with the
+ * worker's limiter opened keeps its rows in the intake).  Rows of the
  * intake that are not pending subscriber rows (an operator's edit) are
  * moved as they are.  A kept row the claim neither took nor could move
  * (deleted, changed or locked since the sweep) makes the next claim sweep
@@ -57,6 +60,7 @@
 #define HS_INTAKE_SMALL 20000		/* a sweep that saw no more rows is cheap: at every claim */
 #define HS_INTAKE_RESWEEP_MS 1000	/* else, at least this often */
 #define HS_INTAKE_STALL_MS 500		/* a connection not ready this long has its kept rows moved */
+#define HS_INTAKE_BACKLOG_S 2		/* kept rows its pacing cannot send this soon move */
 #define HS_INTAKE_FETCH 10000		/* rows per fetch of the sweep's cursor */
 
 typedef struct KeptRow
@@ -354,7 +358,7 @@ advance(KeptConn *c)
  * hs_outbox_claim() does.
  */
 List *
-hs_intake_claim(const char *conn, int max_rows, HsFailedRows *failed)
+hs_intake_claim(const char *conn, int max_rows, double rows_per_s, HsFailedRows *failed)
 {
 	KeptConn   *c;
 	HTAB	   *chosen;
@@ -439,6 +443,20 @@ hs_intake_claim(const char *conn, int max_rows, HsFailedRows *failed)
 	if (nmoved < nrest)
 		must_sweep = true;
 	advance(c);
+
+	/*
+	 * A backlog its pacing cannot send within HS_INTAKE_BACKLOG_S: every row
+	 * it has in the intake moves to outbox_rows now (those taken above were
+	 * older), and the next claim sweeps an intake without them.
+	 */
+	if (rows_per_s > 0 && (double) (c->n - c->next) > rows_per_s * HS_INTAKE_BACKLOG_S)
+	{
+		(void) hs_outbox_move_intake_connection(conn);
+		for (int i = c->next; i < c->n; i++)
+			c->rows[i].taken = true;
+		advance(c);
+		must_sweep = true;
+	}
 	return rows;
 }
 

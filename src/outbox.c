@@ -424,7 +424,11 @@ hs_outbox_vacuum(MemoryContext cxt)
 	stmt = makeNode(VacuumStmt);
 	stmt->is_vacuumcmd = true;
 	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
-	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(HS_SCHEMA, "outbox", -1), relid, NIL));
+	/*
+	 * By name, not by OID: VACUUM expands a partitioned table (schema 0.9.0
+	 * on) into its partitions only when it looks the name up itself.
+	 */
+	stmt->rels = list_make1(makeVacuumRelation(makeRangeVar(HS_SCHEMA, "outbox", -1), InvalidOid, NIL));
 	pstate = make_parsestate(NULL);
 	MemoryContextSwitchTo(old_cxt);
 
@@ -461,6 +465,9 @@ hs_outbox_replicated_by(void)
 						 "  FROM pg_catalog.pg_subscription_rel r"
 						 "  JOIN pg_catalog.pg_subscription s ON s.oid OPERATOR(pg_catalog.=) r.srsubid"
 						 " WHERE r.srrelid OPERATOR(pg_catalog.=) '" HS_SCHEMA ".outbox'::pg_catalog.regclass"
+						 /* from 0.9.0 on, a publication of all tables carries the partitions */
+						 "    OR r.srrelid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT i.inhrelid FROM pg_catalog.pg_inherits i"
+						 "         WHERE i.inhparent OPERATOR(pg_catalog.=) '" HS_SCHEMA ".outbox'::pg_catalog.regclass))"
 						 " ORDER BY 1 LIMIT 1", 0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pg_subscription_rel");
@@ -1011,6 +1018,30 @@ hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n, int6
 	}
 	SPI_finish();
 	return count;
+}
+
+/* Move all of conn's intake rows to outbox_rows as they are (move_intake_connection()). */
+int64
+hs_outbox_move_intake_connection(const char *conn)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	bool		isnull;
+	int64		n;
+
+	values[0] = CStringGetTextDatum(conn);
+	spi_connect();
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = keep_plan("SELECT " HS_SCHEMA ".move_intake_connection($1)", 1, types);
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not move a connection's intake rows");
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return isnull ? 0 : n;
 }
 
 /*

@@ -373,6 +373,17 @@ hs_pacing_room(HsPacer *p, int max)
 	return Min(Max(room, 0), max);
 }
 
+/* The requests per second the pacer lets start at most: its limit over its interval. */
+double
+hs_pacing_rate_per_s(HsPacer *p)
+{
+	HsWindow   *w = window_of(p);
+	double		rate = (double) effective_limit(p, w) * 1000.0 / (double) Max(effective_interval_ms(p, w), 1);
+
+	window_done(p);
+	return rate;
+}
+
 /* The time the sender is paused until (a 429), 0 when it is not. */
 TimestampTz
 hs_pacing_paused_until(HsPacer *p)
