@@ -438,10 +438,9 @@ SET enable_mergejoin = off
 AS $$
     WITH c AS (
         SELECT o.ctid AS tid
-          FROM ONLY @extschema@.outbox_intake o
-         WHERE o.ctid = ANY (tids)
-           AND o.id = ANY (ids)
-           AND o.status = 'pending'
+          FROM ROWS FROM (pg_catalog.unnest(tids), pg_catalog.unnest(ids)) AS k(tid, id)
+          JOIN ONLY @extschema@.outbox_intake o ON o.ctid = k.tid AND o.id = k.id
+         WHERE o.status = 'pending'
            AND o.kind = 'subscriber'
            AND o.connection = conn
            AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows p
@@ -492,12 +491,13 @@ LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
     WITH c AS (
         SELECT o.ctid AS tid
-          FROM ONLY @extschema@.outbox_intake o
-         WHERE o.ctid = ANY (tids)
-           AND o.id = ANY (ids)
+          FROM ROWS FROM (pg_catalog.unnest(tids), pg_catalog.unnest(ids)) AS k(tid, id)
+          JOIN ONLY @extschema@.outbox_intake o ON o.ctid = k.tid AND o.id = k.id
            FOR UPDATE OF o SKIP LOCKED)
     UPDATE @extschema@.outbox u
        SET intake = false

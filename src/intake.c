@@ -8,7 +8,8 @@
  * the application's transaction pays no index entry (docs/intake.md).
  * The worker finds them by a sweep: a sequential scan of the intake with
  * the claim's snapshot, which keeps, per connection, the ctid, id and
- * contact of its oldest rows (at least HS_INTAKE_KEEP of them).  Each turn
+ * contact of its oldest rows (at least HS_INTAKE_KEEP of them, and as many
+ * as the last sweep saw).  Each turn
  * then claims a connection's next kept rows in id order, at most the oldest
  * of each contact, by ctid (claim_intake(), a TID scan), which moves them
  * into outbox_rows already sending.
@@ -47,10 +48,13 @@
  */
 #include "hubspot_events.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "utils/snapmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -116,20 +120,6 @@ trim(KeptConn *c, int keep)
 	}
 }
 
-static uint64
-contact_hash(const char *event, const char *account, const char *key)
-{
-	StringInfoData buf;
-	uint64		h;
-
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, event, strlen(event) + 1);
-	appendBinaryStringInfo(&buf, account, strlen(account) + 1);
-	appendBinaryStringInfo(&buf, key, strlen(key));
-	h = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
-	pfree(buf.data);
-	return h;
-}
 
 /* Whether the kept rows must be read again before the next claim. */
 static bool
@@ -160,17 +150,61 @@ hs_intake_forget(void)
 		MemoryContextReset(intake_cxt);
 }
 
+/* The intake's columns a sweep reads, by name. */
+enum
+{
+	IC_ID, IC_CONNECTION, IC_EVENT_ID, IC_ACCOUNT_ID, IC_CONTACT_KEY, IC_STATUS, IC_KIND, IC_NUM
+};
+static const char *const intake_columns[IC_NUM] = {
+	"id", "connection", "external_event_id", "external_account_id", "contact_key", "status", "kind"
+};
+
+/* A text datum's bytes into buf, then a NUL (the identity's separator). */
+static void
+append_text(StringInfo buf, Datum d)
+{
+	text	   *t = DatumGetTextPP(d);
+
+	appendBinaryStringInfo(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	appendStringInfoChar(buf, '\0');
+}
+
+/* Whether a text datum equals s. */
+static bool
+text_is(Datum d, const char *s)
+{
+	text	   *t = DatumGetTextPP(d);
+	size_t		len = strlen(s);
+
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), s, len) == 0;
+}
+
+/* Note an intake row the claim cannot take, to move it to outbox_rows as it is. */
+static void
+note_odd(ItemPointer tid, int64 id, ItemPointerData **tids, int64 **ids, int *n, int *cap)
+{
+	if (*n == *cap)
+	{
+		*cap = Max(64, *cap * 2);
+		*tids = *tids ? repalloc(*tids, sizeof(ItemPointerData) * *cap) : palloc(sizeof(ItemPointerData) * *cap);
+		*ids = *ids ? repalloc(*ids, sizeof(int64) * *cap) : palloc(sizeof(int64) * *cap);
+	}
+	ItemPointerCopy(tid, &(*tids)[*n]);
+	(*ids)[(*n)++] = id;
+}
+
 /*
- * Read the intake again, when due (sweep_due), in the claim's transaction.
- * Rows that are not pending subscriber rows are moved to outbox_rows.
+ * Read the intake again, when due (sweep_due), in the claim's transaction,
+ * with its snapshot: a sequential scan of the heap (no SQL: every row of
+ * the intake is read, and only seven of its columns).  Rows that are not
+ * pending subscriber rows of a valid connection name are moved to
+ * outbox_rows as they are.
  */
 void
 hs_intake_sweep(void)
 {
-	static SPIPlanPtr plan = NULL;
 	HASHCTL		ctl;
-	Portal		portal;
-	int			keep = (int) Min(Max((int64) HS_INTAKE_KEEP, last_seen / 4), (int64) INT_MAX / 4);
+	int			keep = (int) Min(Max((int64) HS_INTAKE_KEEP, last_seen), (int64) INT_MAX / 4);
 	int64		seen = 0;
 	ItemPointerData *odd_tids = NULL;
 	int64	   *odd_ids = NULL;
@@ -178,7 +212,14 @@ hs_intake_sweep(void)
 	int			odd_cap = 0;
 	HASH_SEQ_STATUS seq;
 	KeptConn   *c;
-	MemoryContext scratch;
+	Relation	rel;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	AttrNumber	attnum[IC_NUM];
+	AttrNumber	maxatt = 0;
+	TupleDesc	desc;
+	StringInfoData key;
+	MemoryContext old;
 
 	if (!sweep_due())
 		return;
@@ -191,119 +232,103 @@ hs_intake_sweep(void)
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = sizeof(KeptConn);
 	ctl.hcxt = intake_cxt;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		plan = SPI_prepare("SELECT ctid, id, connection, external_event_id, external_account_id, contact_key,"
-						   "       status OPERATOR(pg_catalog.=) 'pending' AND kind OPERATOR(pg_catalog.=) 'subscriber'"
-						   "  FROM ONLY " HS_SCHEMA ".outbox_intake",
-						   0, NULL);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the intake's sweep: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-	}
 	kept = hash_create("hubspot_events kept intake rows", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	scratch = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events intake sweep", ALLOCSET_DEFAULT_SIZES);
-	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-	for (;;)
+
+	rel = table_open(hs_outbox_intake_relid(), AccessShareLock);
+	desc = RelationGetDescr(rel);
+	for (int k = 0; k < IC_NUM; k++)
 	{
-		MemoryContext outer = MemoryContextSwitchTo(scratch);
-
-		SPI_cursor_fetch(portal, true, HS_INTAKE_FETCH);
-		if (SPI_processed == 0)
+		attnum[k] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts; a++)
 		{
-			MemoryContextSwitchTo(outer);
-			break;
-		}
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		n_tid,
-						n_id,
-						n_conn,
-						n_ev,
-						n_acc,
-						n_key,
-						n_ok;
-			Datum		tid = SPI_getbinval(tup, desc, 1, &n_tid);
-			Datum		id = SPI_getbinval(tup, desc, 2, &n_id);
-			Datum		conn = SPI_getbinval(tup, desc, 3, &n_conn);
-			Datum		ev = SPI_getbinval(tup, desc, 4, &n_ev);
-			Datum		acc = SPI_getbinval(tup, desc, 5, &n_acc);
-			Datum		key = SPI_getbinval(tup, desc, 6, &n_key);
-			Datum		ok = SPI_getbinval(tup, desc, 7, &n_ok);
-			char	   *name = n_conn ? NULL : TextDatumGetCString(conn);
-			MemoryContext old;
-			KeptRow    *r;
-			bool		found;
-			bool		takeable;
-			uint64		contact = 0;
+			Form_pg_attribute att = TupleDescAttr(desc, a);
 
-			seen++;
-			if (n_tid)
-				continue;
-			takeable = !(n_id || n_ok || !DatumGetBool(ok) || n_ev || n_acc || n_key ||
-						 name == NULL || strlen(name) >= NAMEDATALEN);
-			if (takeable)
-				contact = contact_hash(TextDatumGetCString(ev), TextDatumGetCString(acc),
-									   TextDatumGetCString(key));
-			old = MemoryContextSwitchTo(intake_cxt);
-			if (!takeable)
-			{
-				/* not a row the claim can take: to outbox_rows, as it is */
-				if (!n_id)
-				{
-					if (nodd == odd_cap)
-					{
-						odd_cap = Max(64, odd_cap * 2);
-						odd_tids = odd_tids ? repalloc(odd_tids, sizeof(ItemPointerData) * odd_cap) :
-							palloc(sizeof(ItemPointerData) * odd_cap);
-						odd_ids = odd_ids ? repalloc(odd_ids, sizeof(int64) * odd_cap) :
-							palloc(sizeof(int64) * odd_cap);
-					}
-					ItemPointerCopy((ItemPointer) DatumGetPointer(tid), &odd_tids[nodd]);
-					odd_ids[nodd++] = DatumGetInt64(id);
-				}
-				MemoryContextSwitchTo(old);
-				continue;
-			}
-			c = (KeptConn *) hash_search(kept, name, HASH_ENTER, &found);
-			if (!found)
-			{
-				c->cap = 256;
-				c->rows = palloc(sizeof(KeptRow) * c->cap);
-				c->n = 0;
-				c->next = 0;
-				c->partial = false;
-			}
-			if (c->n == c->cap)
-			{
-				if (c->n >= 2 * keep)
-					trim(c, keep);
-				else
-				{
-					c->cap *= 2;
-					c->rows = repalloc(c->rows, sizeof(KeptRow) * c->cap);
-				}
-			}
-			r = &c->rows[c->n++];
-			r->id = DatumGetInt64(id);
-			ItemPointerCopy((ItemPointer) DatumGetPointer(tid), &r->tid);
-			r->contact = contact;
-			r->taken = false;
-			MemoryContextSwitchTo(old);
+			if (!att->attisdropped && strcmp(NameStr(att->attname), intake_columns[k]) == 0 &&
+				att->atttypid == (k == IC_ID ? INT8OID : TEXTOID))
+				attnum[k] = att->attnum;
 		}
-		SPI_freetuptable(SPI_tuptable);
-		MemoryContextSwitchTo(outer);
-		MemoryContextReset(scratch);
-		CHECK_FOR_INTERRUPTS();
+		if (attnum[k] == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the hubspot_events outbox's intake has no column \"%s\" of the shipped type",
+							intake_columns[k]),
+					 errhint("Recreate the extension, or undo the change to hubspot_events.outbox.")));
+		maxatt = Max(maxatt, attnum[k]);
 	}
-	SPI_cursor_close(portal);
-	MemoryContextDelete(scratch);
-	SPI_finish();
+
+	old = MemoryContextSwitchTo(intake_cxt);
+	initStringInfo(&key);
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull[IC_NUM];
+		Datum		v[IC_NUM];
+		bool		takeable = true;
+		text	   *name;
+		char		namebuf[NAMEDATALEN];
+		bool		found;
+		KeptRow    *r;
+
+		seen++;
+		slot_getsomeattrs(slot, maxatt);
+		for (int k = 0; k < IC_NUM; k++)
+		{
+			v[k] = slot->tts_values[attnum[k] - 1];
+			isnull[k] = slot->tts_isnull[attnum[k] - 1];
+			if (isnull[k])
+				takeable = false;
+		}
+		if (isnull[IC_ID])
+			continue;			/* cannot be moved by id either: left to the operator */
+		if (takeable)
+			takeable = text_is(v[IC_STATUS], "pending") && text_is(v[IC_KIND], "subscriber");
+		name = takeable ? DatumGetTextPP(v[IC_CONNECTION]) : NULL;
+		if (takeable && VARSIZE_ANY_EXHDR(name) >= NAMEDATALEN)
+			takeable = false;
+		if (!takeable)
+		{
+			note_odd(&slot->tts_tid, DatumGetInt64(v[IC_ID]), &odd_tids, &odd_ids, &nodd, &odd_cap);
+			continue;
+		}
+		memcpy(namebuf, VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+		namebuf[VARSIZE_ANY_EXHDR(name)] = '\0';
+		c = (KeptConn *) hash_search(kept, namebuf, HASH_ENTER, &found);
+		if (!found)
+		{
+			c->cap = 256;
+			c->rows = palloc(sizeof(KeptRow) * c->cap);
+			c->n = 0;
+			c->next = 0;
+			c->partial = false;
+		}
+		if (c->n == c->cap)
+		{
+			if (c->n >= 2 * keep)
+				trim(c, keep);
+			else
+			{
+				c->cap *= 2;
+				c->rows = repalloc(c->rows, sizeof(KeptRow) * c->cap);
+			}
+		}
+		r = &c->rows[c->n++];
+		r->id = DatumGetInt64(v[IC_ID]);
+		ItemPointerCopy(&slot->tts_tid, &r->tid);
+		resetStringInfo(&key);
+		append_text(&key, v[IC_EVENT_ID]);
+		append_text(&key, v[IC_ACCOUNT_ID]);
+		append_text(&key, v[IC_CONTACT_KEY]);
+		r->contact = hash_bytes_extended((const unsigned char *) key.data, key.len, 0);
+		r->taken = false;
+		if ((seen & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, AccessShareLock);
+	pfree(key.data);
+	MemoryContextSwitchTo(old);
 
 	hash_seq_init(&seq, kept);
 	while ((c = (KeptConn *) hash_seq_search(&seq)) != NULL)

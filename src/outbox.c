@@ -348,15 +348,35 @@ hs_outbox_available(void)
  * failure, whatever it is, makes a row go out more than max_attempts times.
  * Returns how many rows were reset; *failed how many of them failed.
  */
+#define HS_RESET_SENDING_SQL(table) \
+	"UPDATE " table " SET" \
+	"  status = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1 THEN 'failed' ELSE 'pending' END," \
+	"  error_category = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1" \
+	"                        THEN 'OUTCOME_NOT_RECORDED' ELSE error_category END," \
+	"  error_message = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1" \
+	"                       THEN 'the outcome of the last attempt could not be recorded (see the server log), and the row has used hubspot_events.max_attempts; HubSpot may have recorded it'" \
+	"                       ELSE error_message END" \
+	" WHERE status OPERATOR(pg_catalog.=) 'sending'" \
+	" RETURNING status OPERATOR(pg_catalog.=) 'failed'"
+
 uint64
 hs_outbox_reset_sending(int max_attempts, uint64 *failed)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_090 = NULL;
+	bool		in_rows = hs_schema_version() >= HS_SCHEMA_0_9_0;
 	Datum		values[1];
 	uint64		n;
 
 	spi_connect();
-	if (plan == NULL)
+	if (in_rows && plan_090 == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		/* rows in flight are in outbox_rows (the intake's odd rows are the sweeps') */
+		plan_090 = keep_plan(HS_RESET_SENDING_SQL(HS_SCHEMA ".outbox_rows"), 1, types);
+	}
+	if (!in_rows && plan == NULL)
 	{
 		Oid			types[1] = {INT4OID};
 
@@ -371,7 +391,7 @@ hs_outbox_reset_sending(int max_attempts, uint64 *failed)
 						 " RETURNING status OPERATOR(pg_catalog.=) 'failed'", 1, types);
 	}
 	values[0] = Int32GetDatum(max_attempts);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(in_rows ? plan_090 : plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not reset rows in flight");
 	n = SPI_processed;
 	*failed = 0;
@@ -732,7 +752,8 @@ check_claimed_row_safely(HeapTuple tup, TupleDesc desc, HsClaimedRow *r,
  * text[] of one text each), planned once per schema kind into plans[]:
  * plans[0] runs sql, plans[1] (schema 0.8.0 on) sql and "AND o.connection =
  * r.conn", each row's connection unnested from $3 (conns), so that each row
- * is looked up by id and connection (see HS_RECORD_SENT_SQL).  sql ends
+ * is looked up by id and connection (see HS_RECORD_SENT_SQL); plans[2]
+ * (0.9.0 on) the same as sql_rows, the statement on outbox_rows.  sql ends
  * with its WHERE, and unnests $1 and $2 as its r(id, <text>) with
  * HS_PAIRS_CONN in place of the third; what names the rows in the error.
  */
@@ -740,10 +761,11 @@ check_claimed_row_safely(HeapTuple tup, TupleDesc desc, HsClaimedRow *r,
 	"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))" \
 	"       AS r(id, " text_column ", conn)"
 static void
-update_pairs(SPIPlanPtr *plans, const char *sql, Datum *ids, Datum *texts, Datum *conns, int n,
-			 const char *what)
+update_pairs(SPIPlanPtr *plans, const char *sql, const char *sql_rows, Datum *ids, Datum *texts, Datum *conns,
+			 int n, const char *what)
 {
-	int			h = hs_schema_version() >= HS_SCHEMA_0_8_0 ? 1 : 0;
+	int			v = hs_schema_version();
+	int			h = v >= HS_SCHEMA_0_9_0 ? 2 : v >= HS_SCHEMA_0_8_0 ? 1 : 0;
 	Datum		values[3];
 
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -754,7 +776,8 @@ update_pairs(SPIPlanPtr *plans, const char *sql, Datum *ids, Datum *texts, Datum
 	{
 		Oid			types[3] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 
-		plans[h] = keep_plan(h == 1 ? psprintf("%s AND o.connection OPERATOR(pg_catalog.=) r.conn", sql) : sql,
+		plans[h] = keep_plan(h >= 1 ? psprintf("%s AND o.connection OPERATOR(pg_catalog.=) r.conn",
+											   h == 2 ? sql_rows : sql) : sql,
 							 3, types);
 	}
 	if (SPI_execute_plan(plans[h], values, NULL, false, 0) != SPI_OK_UPDATE)
@@ -770,7 +793,7 @@ update_pairs(SPIPlanPtr *plans, const char *sql, Datum *ids, Datum *texts, Datum
 void
 hs_outbox_fail_invalid(const int64 *ids, char **messages, int n, const char *conn)
 {
-	static SPIPlanPtr plans[2];
+	static SPIPlanPtr plans[3];
 	Datum	   *idd;
 	Datum	   *msgd;
 	Datum	   *connd;
@@ -787,13 +810,17 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n, const char *con
 		msgd[i] = CStringGetTextDatum(messages[i]);
 		connd[i] = c;
 	}
-	update_pairs(plans, "UPDATE " HS_SCHEMA ".outbox o"
-				 "   SET status = 'failed', error_category = 'LOCAL_VALIDATION_ERROR',"
-				 "       error_message = r.message, error_subcategory = NULL, http_status = NULL,"
-				 "       correlation_id = NULL, error_body = NULL, last_attempt_at = pg_catalog.now()"
-				 HS_PAIRS_FROM("message")
-				 " WHERE o.id OPERATOR(pg_catalog.=) r.id"
-				 "   AND o.status OPERATOR(pg_catalog.=) 'sending'", idd, msgd, connd, n, "invalid rows as failed");
+#define HS_FAIL_INVALID_SQL(table) \
+	"UPDATE " table " o" \
+	"   SET status = 'failed', error_category = 'LOCAL_VALIDATION_ERROR'," \
+	"       error_message = r.message, error_subcategory = NULL, http_status = NULL," \
+	"       correlation_id = NULL, error_body = NULL, last_attempt_at = pg_catalog.now()" \
+	HS_PAIRS_FROM("message") \
+	" WHERE o.id OPERATOR(pg_catalog.=) r.id" \
+	"   AND o.status OPERATOR(pg_catalog.=) 'sending'"
+	update_pairs(plans, HS_FAIL_INVALID_SQL(HS_SCHEMA ".outbox"), HS_FAIL_INVALID_SQL(HS_SCHEMA ".outbox_rows"),
+				 idd, msgd, connd, n, "invalid rows as failed");
+#undef HS_FAIL_INVALID_SQL
 }
 
 /*
@@ -1157,8 +1184,8 @@ hs_outbox_next_due_ms(const char *conn)
  * connection.)
  */
 #define HS_EVENT_RECENT_S 300
-#define HS_UPSERT_RECENT_SQL(conn_clause) \
-	"SELECT EXISTS (SELECT 1 FROM " HS_SCHEMA ".outbox e" \
+#define HS_UPSERT_RECENT_SQL(table, conn_clause) \
+	"SELECT EXISTS (SELECT 1 FROM " table " e" \
 	" WHERE (e.external_event_id OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) e.external_account_id)" \
 	"       OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) $2)" \
 	"   AND e.external_event_id OPERATOR(pg_catalog.=) $1" \
@@ -1173,28 +1200,38 @@ hs_outbox_event_upsert_recent(const char *event_id, const char *account_id, cons
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr plan_080 = NULL;
+	static SPIPlanPtr plan_090 = NULL;
+	bool		in_rows = hs_schema_version() >= HS_SCHEMA_0_9_0;
 	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
 	Datum		values[4];
 	bool		found = false;
 
 	spi_connect();
-	if (per_connection && plan_080 == NULL)
+	if (in_rows && plan_090 == NULL)
 	{
 		Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, TEXTOID};
 
-		plan_080 = keep_plan(HS_UPSERT_RECENT_SQL("   AND e.connection OPERATOR(pg_catalog.=) $4"), 4, types);
+		/* event rows are never in the intake */
+		plan_090 = keep_plan(HS_UPSERT_RECENT_SQL(HS_SCHEMA ".outbox_rows", "   AND e.connection OPERATOR(pg_catalog.=) $4"),
+							 4, types);
+	}
+	if (per_connection && !in_rows && plan_080 == NULL)
+	{
+		Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, TEXTOID};
+
+		plan_080 = keep_plan(HS_UPSERT_RECENT_SQL(HS_SCHEMA ".outbox", "   AND e.connection OPERATOR(pg_catalog.=) $4"), 4, types);
 	}
 	if (!per_connection && plan == NULL)
 	{
 		Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
 
-		plan = keep_plan(HS_UPSERT_RECENT_SQL(""), 3, types);
+		plan = keep_plan(HS_UPSERT_RECENT_SQL(HS_SCHEMA ".outbox", ""), 3, types);
 	}
 	values[0] = CStringGetTextDatum(event_id);
 	values[1] = CStringGetTextDatum(account_id);
 	values[2] = Int32GetDatum(HS_EVENT_RECENT_S);
 	values[3] = CStringGetTextDatum(conn ? conn : "default");
-	if (SPI_execute_plan(per_connection ? plan_080 : plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(in_rows ? plan_090 : per_connection ? plan_080 : plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the event's upsert");
 	if (SPI_processed > 0)
 	{
@@ -1235,7 +1272,7 @@ is_canonical_uuid(const char *s)
 void
 hs_outbox_record_dry_run(HsBatch **batches, int n)
 {
-	static SPIPlanPtr plans[2];
+	static SPIPlanPtr plans[3];
 	int			nrows = 0;
 	int			k = 0;
 	Datum	   *ids;
@@ -1262,13 +1299,16 @@ hs_outbox_record_dry_run(HsBatch **batches, int n)
 			conns[k] = conn;
 		}
 	}
-	update_pairs(plans, "UPDATE " HS_SCHEMA ".outbox o"
-				 "   SET status = 'sent', sent_at = pg_catalog.now(), dry_run = true,"
-				 "       dry_run_request = r.req::pg_catalog.jsonb, http_status = NULL, correlation_id = NULL,"
-				 "       error_category = NULL, error_subcategory = NULL, error_message = NULL, error_body = NULL"
-				 HS_PAIRS_FROM("req")
-				 " WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
+#define HS_DRY_RUN_SQL(table) \
+	"UPDATE " table " o" \
+	"   SET status = 'sent', sent_at = pg_catalog.now(), dry_run = true," \
+	"       dry_run_request = r.req::pg_catalog.jsonb, http_status = NULL, correlation_id = NULL," \
+	"       error_category = NULL, error_subcategory = NULL, error_message = NULL, error_body = NULL" \
+	HS_PAIRS_FROM("req") \
+	" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
+	update_pairs(plans, HS_DRY_RUN_SQL(HS_SCHEMA ".outbox"), HS_DRY_RUN_SQL(HS_SCHEMA ".outbox_rows"),
 				 ids, reqs, conns, nrows, "dry-run rows");
+#undef HS_DRY_RUN_SQL
 }
 
 /*
@@ -1318,8 +1358,8 @@ record_latency(void)
  * record of 800 rows read 65,000 buffers (92 ms) and the worker spent 79% of
  * its time there (1.2 to 1.4 CPU s per 10,000 contacts instead of 0.4).
  */
-#define HS_RECORD_SENT_SQL(conn_array, conn_column, conn_clause) \
-	"WITH u AS (UPDATE " HS_SCHEMA ".outbox o" \
+#define HS_RECORD_SENT_SQL(table, conn_array, conn_column, conn_clause) \
+	"WITH u AS (UPDATE " table " o" \
 	"   SET status = 'sent', sent_at = pg_catalog.now(), http_status = r.http_status," \
 	"       correlation_id = r.cid::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL," \
 	"       error_message = NULL, error_body = NULL" \
@@ -1336,7 +1376,9 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr plan_080 = NULL;
+	static SPIPlanPtr plan_090 = NULL;
 	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+	bool		in_rows = hs_schema_version() >= HS_SCHEMA_0_9_0;
 	int			nrows = 0;
 	int			k = 0;
 	Datum	   *ids;
@@ -1388,20 +1430,28 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 	 * attempt (from the enqueuing transaction's start to the claim), in the
 	 * histogram's buckets ($4, the upper bounds): one row per bucket.
 	 */
-	if (per_connection && plan_080 == NULL)
+	if (in_rows && plan_090 == NULL)
 	{
 		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
 
-		plan_080 = keep_plan(HS_RECORD_SENT_SQL(", pg_catalog.unnest($5)", ", conn",
+		/* every row in flight is in outbox_rows: the intake is not read */
+		plan_090 = keep_plan(HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox_rows", ", pg_catalog.unnest($5)", ", conn",
+												" AND o.connection OPERATOR(pg_catalog.=) r.conn"), 5, types);
+	}
+	if (per_connection && !in_rows && plan_080 == NULL)
+	{
+		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
+
+		plan_080 = keep_plan(HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox", ", pg_catalog.unnest($5)", ", conn",
 												" AND o.connection OPERATOR(pg_catalog.=) r.conn"), 5, types);
 	}
 	if (!per_connection && plan == NULL)
 	{
 		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
 
-		plan = keep_plan(HS_RECORD_SENT_SQL("", "", ""), 4, types);
+		plan = keep_plan(HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox", "", "", ""), 4, types);
 	}
-	if (SPI_execute_plan(per_connection ? plan_080 : plan, values, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(in_rows ? plan_090 : per_connection ? plan_080 : plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record sent rows in the outbox");
 	record_latency();
 	SPI_finish();
@@ -1411,8 +1461,8 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 /* the rows' connection, from schema 0.8.0 on: parameter $n */
 #define HS_AND_CONNECTION(n) " AND connection OPERATOR(pg_catalog.=) $" CppAsString2(n)
 
-#define HS_RECORD_SENT_ONE_SQL \
-	"UPDATE " HS_SCHEMA ".outbox" \
+#define HS_RECORD_SENT_ONE_SQL(table) \
+	"UPDATE " table \
 	"   SET status = 'sent', sent_at = pg_catalog.now(), http_status = $2," \
 	"       correlation_id = $3::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL," \
 	"       error_message = NULL, error_body = NULL" \
@@ -1423,22 +1473,30 @@ record_sent(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
 	static SPIPlanPtr sent_plan = NULL;
 	static SPIPlanPtr sent_plan_080 = NULL;
+	static SPIPlanPtr sent_plan_090 = NULL;
 	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
+	bool		in_rows = hs_schema_version() >= HS_SCHEMA_0_9_0;
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 
-	if (per_connection && sent_plan_080 == NULL)
+	if (in_rows && sent_plan_090 == NULL)
+	{
+		Oid			types[4] = {INT8ARRAYOID, INT4OID, TEXTOID, TEXTOID};
+
+		sent_plan_090 = keep_plan(HS_RECORD_SENT_ONE_SQL(HS_SCHEMA ".outbox_rows") HS_AND_CONNECTION(4), 4, types);
+	}
+	if (per_connection && !in_rows && sent_plan_080 == NULL)
 	{
 		Oid			types[4] = {INT8ARRAYOID, INT4OID, TEXTOID, TEXTOID};
 
 		/* by id and connection, as HS_RECORD_SENT_SQL */
-		sent_plan_080 = keep_plan(HS_RECORD_SENT_ONE_SQL HS_AND_CONNECTION(4), 4, types);
+		sent_plan_080 = keep_plan(HS_RECORD_SENT_ONE_SQL(HS_SCHEMA ".outbox") HS_AND_CONNECTION(4), 4, types);
 	}
 	if (!per_connection && sent_plan == NULL)
 	{
 		Oid			types[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
 
-		sent_plan = keep_plan(HS_RECORD_SENT_ONE_SQL, 3, types);
+		sent_plan = keep_plan(HS_RECORD_SENT_ONE_SQL(HS_SCHEMA ".outbox"), 3, types);
 	}
 	values[0] = PointerGetDatum(ids);
 	values[1] = Int32GetDatum(o->http_status);
@@ -1447,7 +1505,8 @@ record_sent(ArrayType *ids, const HsOutcome *o, const char *conn)
 	else
 		nulls[2] = 'n';
 	values[3] = CStringGetTextDatum(conn);
-	return SPI_execute_plan(per_connection ? sent_plan_080 : sent_plan, values, nulls, false, 0);
+	return SPI_execute_plan(in_rows ? sent_plan_090 : per_connection ? sent_plan_080 : sent_plan,
+							values, nulls, false, 0);
 }
 
 /*
@@ -1484,15 +1543,16 @@ record_sent(ArrayType *ids, const HsOutcome *o, const char *conn)
  * 0 before 0.7.0; 1 from 0.7.0 (it writes attempt_history); 2 from 0.8.0
  * (the same, and it looks each row up by id and connection, as the record
  * of sent rows does, so that no plan walks a whole index by its second
- * column: see HS_RECORD_SENT_SQL).
+ * column: see HS_RECORD_SENT_SQL); 3 from 0.9.0 (the same in outbox_rows,
+ * where every row in flight is: the intake is not read).
  */
-#define HS_ERROR_KINDS 3
+#define HS_ERROR_KINDS 4
 static int
 error_plan_kind(void)
 {
 	int			v = hs_schema_version();
 
-	return v >= HS_SCHEMA_0_8_0 ? 2 : v >= HS_SCHEMA_0_7_0 ? 1 : 0;
+	return v >= HS_SCHEMA_0_9_0 ? 3 : v >= HS_SCHEMA_0_8_0 ? 2 : v >= HS_SCHEMA_0_7_0 ? 1 : 0;
 }
 
 static void
@@ -1536,7 +1596,7 @@ run_error_update(SPIPlanPtr *plans, const char *const *sql, ArrayType *ids, cons
 				 int nextra, const Oid *extra_types, const Datum *extra, const char *conn)
 {
 	int			h = error_plan_kind();
-	int			nargs = HS_ERROR_NARGS + nextra + (h == 2 ? 1 : 0);
+	int			nargs = HS_ERROR_NARGS + nextra + (h >= 2 ? 1 : 0);
 	Datum		values[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA + 1];
 	char		nulls[HS_ERROR_NARGS + HS_ERROR_MAX_EXTRA + 1];
 
@@ -1581,6 +1641,9 @@ record_hold(ArrayType *ids, const HsOutcome *o, const char *conn)
 		HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox"
 		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
+		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(8),
+		"UPDATE " HS_SCHEMA ".outbox_rows"
+		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
 		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(8)
 	};
 
@@ -1596,6 +1659,8 @@ record_failed(ArrayType *ids, const HsOutcome *o, const char *conn)
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT
+		HS_AND_CONNECTION(8),
+		"UPDATE " HS_SCHEMA ".outbox_rows SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT
 		HS_AND_CONNECTION(8)
 	};
 
@@ -1620,6 +1685,10 @@ record_rate_limited(ArrayType *ids, const HsOutcome *o, const char *conn)
 		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
 		HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
+		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
+		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
+		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(9),
+		"UPDATE " HS_SCHEMA ".outbox_rows SET status = 'pending',"
 		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
 		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
 		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(9)
@@ -1652,6 +1721,12 @@ record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o, const cha
 		"       AS r(id, status, next_at)"
 		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
 		"UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
+		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
+		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
+		"       AS r(id, status, next_at)"
+		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
+		"   AND o.connection OPERATOR(pg_catalog.=) $10",
+		"UPDATE " HS_SCHEMA ".outbox_rows o SET status = r.status,"
 		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
 		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
 		"       AS r(id, status, next_at)"
