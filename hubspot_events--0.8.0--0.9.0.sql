@@ -134,7 +134,10 @@ COMMENT ON COLUMN @extschema@.outbox.intake IS
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_intake', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_id_seq', '');
 
--- The views read the partitioned outbox again (the rename took them along)
+-- The views read the partitioned outbox again (the rename took them along).
+-- waiting finds a row's older pending row of its contact with a window over
+-- the pending rows (one sort), not a lookup per row: the intake has no
+-- index; rows in flight and event upserts are in outbox_rows, indexed.
 CREATE OR REPLACE VIEW @extschema@.status AS
 SELECT w.pid AS worker_pid,
        CASE WHEN w.pid IS NOT NULL AND w.database <> pg_catalog.current_database()
@@ -225,7 +228,11 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
        o.error_message AS last_error_message,
        o.correlation_id AS last_correlation_id,
        o.connection
-  FROM @extschema@.outbox o
+  FROM (SELECT p.*,
+               pg_catalog.first_value(p.id) OVER (PARTITION BY p.external_event_id, p.external_account_id, p.contact_key
+                                                  ORDER BY p.id) AS first_pending
+          FROM @extschema@.outbox p
+         WHERE p.status = 'pending') o
   LEFT JOIN @extschema@.connections cn ON cn.name = o.connection
  CROSS JOIN (SELECT w.pid, w.state, w.database, w.held_reason,
                     w.rate_limited_until, w.rate_limit_reason,
@@ -234,21 +241,16 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
                LEFT JOIN @extschema@.worker_control c ON true) s
  CROSS JOIN LATERAL (
        SELECT coalesce(
-                (SELECT min(p.id) FROM @extschema@.outbox p
-                  WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
-                      = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
-                    AND p.external_event_id = o.external_event_id
-                    AND p.external_account_id = o.external_account_id
-                    AND p.contact_key = o.contact_key
-                    AND p.id < o.id
-                    AND p.status NOT IN ('sending', 'sent', 'failed')),
-                (SELECT min(f.id) FROM @extschema@.outbox f
+                CASE WHEN o.first_pending < o.id AND o.external_event_id IS NOT NULL
+                          AND o.external_account_id IS NOT NULL AND o.contact_key IS NOT NULL
+                     THEN o.first_pending END,
+                (SELECT min(f.id) FROM @extschema@.outbox_rows f
                   WHERE f.status = 'sending'
                     AND f.external_event_id = o.external_event_id
                     AND f.external_account_id = o.external_account_id
                     AND f.contact_key = o.contact_key)) AS contact_behind,
               CASE WHEN o.kind = 'subscriber' THEN coalesce(
-                (SELECT min(e.id) FROM @extschema@.outbox e
+                (SELECT min(e.id) FROM @extschema@.outbox_rows e
                   WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
                       = (o.external_event_id || ' ' || o.external_account_id || ' ' || '')
                     AND e.external_event_id = o.external_event_id
@@ -256,7 +258,7 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
                     AND e.contact_key = ''
                     AND e.kind = 'event_upsert'
                     AND e.status NOT IN ('sending', 'sent', 'failed')),
-                (SELECT min(f.id) FROM @extschema@.outbox f
+                (SELECT min(f.id) FROM @extschema@.outbox_rows f
                   WHERE f.status = 'sending'
                     AND f.kind = 'event_upsert'
                     AND f.external_event_id = o.external_event_id
@@ -282,7 +284,6 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
                 ELSE 'due'
               END AS code
      ) r
- WHERE o.status = 'pending'
  ORDER BY o.connection, o.next_attempt_at, o.id;
 
 -- The worker's claim of rows in outbox_rows (retries, rows moved there to
