@@ -491,7 +491,7 @@ extern int64 hs_outbox_move_intake_connection(const char *conn);
 /* ---- intake.c (the worker's rows kept from the outbox's intake) ---- */
 extern void hs_intake_sweep(void);
 extern List *hs_intake_connections(void);
-extern List *hs_intake_claim(const char *conn, int max_rows, double rows_per_s, HsFailedRows *failed);
+extern List *hs_intake_claim(const char *conn, int max_rows, double requests_per_s, HsFailedRows *failed);
 extern void hs_intake_forget(void);
 extern void hs_intake_unready(const char *conn);
 

@@ -31,9 +31,11 @@
  * hold; hs_intake_unready): its backlog then waits in outbox_rows, at
  * HubSpot's pace, and the intake, which every sweep reads whole, stays
  * small for the other connections.  So, at once, are all of a connection's
- * intake rows when its kept rows are more than its pacing lets through in
- * HS_INTAKE_BACKLOG_S (a backlog at HubSpot's pace: a drain with the
- * worker's limiter opened keeps its rows in the intake).  Rows of the
+ * intake rows when it is paced below HS_INTAKE_PACED_RPS requests a second
+ * and its kept rows are more than its pacing lets through in
+ * HS_INTAKE_BACKLOG_S (a backlog at HubSpot's pace; a drain with the
+ * worker's limiter opened keeps its rows in the intake, whatever its batch
+ * size).  Rows of the
  * intake that are not pending subscriber rows (an operator's edit) are
  * moved as they are.  A kept row the claim neither took nor could move
  * (deleted, changed or locked since the sweep) makes the next claim sweep
@@ -65,6 +67,8 @@
 #define HS_INTAKE_RESWEEP_MS 1000	/* else, at least this often */
 #define HS_INTAKE_STALL_MS 500		/* a connection not ready this long has its kept rows moved */
 #define HS_INTAKE_BACKLOG_S 2		/* kept rows its pacing cannot send this soon move */
+#define HS_INTAKE_PACED_RPS 200		/* a connection paced below this many requests/s (HubSpot's
+									 * limits are 10 to 25 a second): its backlog may move */
 #define HS_INTAKE_FETCH 10000		/* rows per fetch of the sweep's cursor */
 
 typedef struct KeptRow
@@ -383,8 +387,11 @@ advance(KeptConn *c)
  * hs_outbox_claim() does.
  */
 List *
-hs_intake_claim(const char *conn, int max_rows, double rows_per_s, HsFailedRows *failed)
+hs_intake_claim(const char *conn, int max_rows, double requests_per_s, HsFailedRows *failed)
 {
+	/* a connection paced below HS_INTAKE_PACED_RPS: the rows it sends a second */
+	double		rows_per_s = requests_per_s < HS_INTAKE_PACED_RPS ? requests_per_s * hs_batch_size : 0;
+
 	KeptConn   *c;
 	HTAB	   *chosen;
 	HASHCTL		ctl;

@@ -997,7 +997,7 @@ claim_for(HsConn *c, int max_rows, int64 *soonest_ms)
 	/* then the intake's rows (schema 0.9.0 on), younger than any of its contacts' rows above */
 	if (hs_schema_version() >= HS_SCHEMA_0_9_0 && list_length(rows) < n)
 		rows = list_concat(rows, hs_intake_claim(c->name, (int) n - list_length(rows),
-												 hs_pacing_rate_per_s(c->pacer) * hs_batch_size, &turn_failed));
+												 hs_pacing_rate_per_s(c->pacer), &turn_failed));
 	foreach(lc, rows)
 		((HsClaimedRow *) lfirst(lc))->conn = c;
 	if (rows == NIL)
