@@ -60,6 +60,7 @@
 #include "tcop/utility.h"
 #include "catalog/pg_type.h"
 #include "nodes/primnodes.h"
+#include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -118,6 +119,7 @@ typedef struct OutboxWriter
 	Oid			seqoid;
 	Oid			owner;			/* the outbox's owner: constraints run with its rights */
 	AttrNumber	attnum[NUM_OUTBOX_COLUMNS];
+	bool		checks_passed;	/* a row passed ExecConstraints in this transaction */
 } OutboxWriter;
 
 static OutboxWriter writer;
@@ -131,6 +133,7 @@ static Oid	shape_relid = InvalidOid;
 static Oid	shape_parent = InvalidOid;	/* the partitioned outbox, when shape_relid is the intake */
 static bool shape_direct = false;
 static AttrNumber shape_attnum[NUM_OUTBOX_COLUMNS];
+static bool shape_checks_per_row = true;	/* see constant_checks() */
 static bool callbacks_registered = false;
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
@@ -326,6 +329,51 @@ outbox_shape_is_shipped(Relation rel, AttrNumber *attnum)
 }
 
 /*
+ * Whether every CHECK constraint of the intake gives the same answer for
+ * every row the direct path writes into it in one transaction, so that
+ * ExecConstraints need run only on the transaction's first row: each reads
+ * only columns whose value is the same on all those rows (the intake takes
+ * only valid subscriber rows: status 'pending', kind 'subscriber', attempts
+ * 0, intake true, created_at and next_attempt_at the transaction's start),
+ * and calls no function that is not immutable.  The shipped ones (status,
+ * kind) are such.  A DBA's CHECK on any other column runs on every row, and
+ * so does ExecConstraints for a row with a NULL in a NOT NULL column.
+ */
+static bool
+constant_checks(Relation rel, const AttrNumber *attnum)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	static const OutboxColumn constant[] = {
+		OC_STATUS, OC_KIND, OC_ATTEMPTS, OC_INTAKE, OC_CREATED_AT, OC_NEXT_ATTEMPT_AT
+	};
+
+	if (constr == NULL)
+		return true;
+	for (int i = 0; i < constr->num_check; i++)
+	{
+		Node	   *expr = stringToNode(constr->check[i].ccbin);
+		Bitmapset  *attrs = NULL;
+		int			k = -1;
+
+		if (contain_mutable_functions(expr))
+			return false;
+		pull_varattnos(expr, 1, &attrs);
+		while ((k = bms_next_member(attrs, k)) >= 0)
+		{
+			AttrNumber	a = k + FirstLowInvalidHeapAttributeNumber;
+			bool		ok = false;
+
+			for (int c = 0; c < lengthof(constant); c++)
+				if (a != InvalidAttrNumber && a == attnum[constant[c]])
+					ok = true;
+			if (!ok)
+				return false;	/* another column, or the whole row */
+		}
+	}
+	return true;
+}
+
+/*
  * From schema 0.9.0 on the direct path writes the intake, a partition of
  * the outbox.  The rows the SPI INSERT would route there must meet the same
  * conditions on the partitioned outbox itself: no row security, no rules
@@ -342,6 +390,16 @@ parent_is_plain(Relation rel)
 	shape_parent = RelationGetRelid(parent);
 	table_close(parent, AccessShareLock);
 	return plain;
+}
+
+/* Whether a NOT NULL column is NULL in the row. */
+static bool
+null_in_not_null(TupleDesc desc, const bool *nulls)
+{
+	for (int i = 0; i < desc->natts; i++)
+		if (nulls[i] && TupleDescAttr(desc, i)->attnotnull)
+			return true;
+	return false;
 }
 
 /*
@@ -378,6 +436,9 @@ writer_open(Oid relid)
 		{
 			shape_direct = outbox_shape_is_shipped(rel, shape_attnum) &&
 				(rel->rd_rel->relispartition ? parent_is_plain(rel) : true);
+			/* only the intake takes nothing but pending subscriber rows */
+			shape_checks_per_row = !(shape_direct && rel->rd_rel->relispartition &&
+									 constant_checks(rel, shape_attnum));
 			shape_relid = relid;
 			shape_known = true;
 		}
@@ -503,9 +564,18 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id, ItemPointer tid)
 	SetUserIdAndSecContext(writer.owner, save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	/* NOT NULL and CHECK, the shipped ones and a DBA's, exactly as an INSERT checks them */
-	if (desc->constr != NULL)
+	/*
+	 * NOT NULL and CHECK, the shipped ones and a DBA's, exactly as an INSERT
+	 * checks them; in the intake, CHECKs that read only columns with the
+	 * same value on every row once per transaction (constant_checks).
+	 */
+	if (desc->constr != NULL &&
+		(shape_checks_per_row || !writer.checks_passed ||
+		 (desc->constr->has_not_null && null_in_not_null(desc, nulls))))
+	{
 		ExecConstraints(writer.rri, writer.slot, writer.estate);
+		writer.checks_passed = true;
+	}
 	table_tuple_insert(writer.rel, writer.slot, GetCurrentCommandId(true), 0, NULL);
 	if (tid != NULL)
 		ItemPointerCopy(&writer.slot->tts_tid, tid);

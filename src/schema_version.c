@@ -102,27 +102,34 @@ installed_version(const char **vtext)
 char *
 hs_schema_problem(char **hint)
 {
+	static int	min_version = 0;
+	static int	max_version = 0;
 	const char *vtext;
 	int			v = installed_version(&vtext);
 
 	*hint = NULL;
 	if (v == 0 && vtext[0] == '\0')
 		return NULL;
-	if (v >= 0 && v < version_number(HS_SCHEMA_MIN))
+	if (min_version == 0)
+	{
+		/* parsed once: the enqueue paths ask on every row */
+		min_version = version_number(HS_SCHEMA_MIN);
+		max_version = version_number(HUBSPOT_EVENTS_VERSION);
+	}
+	if (v >= min_version && v <= max_version)
+		return NULL;
+	if (v >= 0 && v < min_version)
 	{
 		*hint = psprintf("Run ALTER EXTENSION hubspot_events UPDATE in database \"%s\".",
 						 get_database_name(MyDatabaseId));
 		return psprintf("the hubspot_events library %s serves the extension's schema from version %s on, and this database has version %s",
 						HUBSPOT_EVENTS_VERSION, HS_SCHEMA_MIN, vtext);
 	}
-	if (v < 0 || v > version_number(HUBSPOT_EVENTS_VERSION))
-	{
-		*hint = psprintf("Install the hubspot_events library of version %s (and restart the server), or recreate the extension.",
-						 vtext);
-		return psprintf("the extension's schema in this database has version %s, which the hubspot_events library %s does not know",
-						vtext, HUBSPOT_EVENTS_VERSION);
-	}
-	return NULL;
+	/* not of the form a.b.c, or newer than this library */
+	*hint = psprintf("Install the hubspot_events library of version %s (and restart the server), or recreate the extension.",
+					 vtext);
+	return psprintf("the extension's schema in this database has version %s, which the hubspot_events library %s does not know",
+					vtext, HUBSPOT_EVENTS_VERSION);
 }
 
 /* The installed schema's version as a*10000 + b*100 + c (0: not installed). */

@@ -109,6 +109,7 @@
 #include "utils/rls.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(hubspot_sync_attendance);
@@ -179,6 +180,7 @@ typedef struct SyncConfig
 	Oid			relid;
 	Oid			root_relid;		/* the partitioned table at the top, or relid */
 	char	   *tgname;
+	char	   *table;			/* schema.table, as the outbox's source names it */
 	int			nargs;			/* the arguments parsed, to detect a change */
 	char	  **args;
 	MappedValue v[NUM_VALUE_KEYS];
@@ -841,6 +843,7 @@ parse_config(Relation rel, const Trigger *trigger, MemoryContext cxt)
 	cfg->relid = RelationGetRelid(rel);
 	cfg->root_relid = hs_trigger_root_relid(rel);
 	cfg->tgname = pstrdup(trigger->tgname);
+	cfg->table = table;
 	cfg->nargs = trigger->tgnargs;
 	cfg->args = palloc0(sizeof(char *) * Max(1, trigger->tgnargs));
 	for (int i = 0; i < trigger->tgnargs; i++)
@@ -893,6 +896,13 @@ config_relcache_callback(Datum arg, Oid relid)
 			entry->valid = false;
 }
 
+/* A schema renamed: every cached configuration's table name may be stale. */
+static void
+config_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	config_relcache_callback(arg, InvalidOid);
+}
+
 static bool
 same_arguments(const SyncConfig *cfg, const Trigger *trigger)
 {
@@ -928,6 +938,7 @@ get_config(Relation rel, const Trigger *trigger)
 		if (!callback_registered)
 		{
 			CacheRegisterRelcacheCallback(config_relcache_callback, (Datum) 0);
+			CacheRegisterSyscacheCallback(NAMESPACEOID, config_namespace_callback, (Datum) 0);
 			callback_registered = true;
 		}
 		config_cache_cxt = AllocSetContextCreate(CacheMemoryContext,
@@ -1359,7 +1370,7 @@ hubspot_sync_attendance(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(rel);
 
 	cfg = get_config(rel, td->tg_trigger);
-	table = hs_table_display_name(rel);
+	table = cfg->table;
 	root_relid = cfg->root_relid;
 
 	/* build every row first; the configuration is not used once SPI runs */
