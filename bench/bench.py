@@ -288,6 +288,9 @@ class Bench:
     def claim_body(self, limit, conn=None):
         """claim_due's statement as installed, with max_rows as a constant."""
         src = self.q1("SELECT prosrc FROM pg_proc WHERE oid = 'hubspot_events.claim_due(integer, text)'::regprocedure")
+        if "RETURN QUERY" in src:
+            # PL/pgSQL (0.9.0 on): the one statement it returns
+            src = src.split("RETURN QUERY", 1)[1].rsplit("END", 1)[0].strip().rstrip(";")
         return re.sub(r"\bconn\b", "'default'", re.sub(r"\bmax_rows\b", str(int(limit)), src))
 
     def claim_explain(self, label, limit=400, conn=None, force=False):
@@ -454,6 +457,13 @@ class Bench:
                 self.q("CHECKPOINT")
                 h = self.perf_start(self.conn.get_backend_pid(), "profile-write-single-" + v)
                 self.q(loop_sql.format(t="att_" + v, n=n))
+                self.perf_stop(h)
+            for v in ("sync", "bare"):
+                self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, hubspot_events.outbox")
+                self.q("CHECKPOINT")
+                h = self.perf_start(self.conn.get_backend_pid(), "profile-write-bulk-" + v)
+                for lo in range(1, n + 1, per_stmt):
+                    self.q(bulk_sql.format(t="att_" + v), (lo, min(n, lo + per_stmt - 1)))
                 self.perf_stop(h)
         check = self.q1("SELECT count(*) FROM hubspot_events.outbox")
         self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none, floor_intake, hubspot_events.outbox")

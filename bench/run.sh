@@ -61,7 +61,7 @@ fi
 # the worker serves the database "bench"; sent rows are kept (scenario 5 needs them)
 hs_start_cluster "shared_preload_libraries = 'hubspot_events'" "hubspot_events.database = 'bench'" \
     "hubspot_events.sent_retention = 0" "max_wal_size = '4GB'" "checkpoint_timeout = '30min'" \
-    "fsync = $BENCH_FSYNC"
+    "fsync = $BENCH_FSYNC" "log_autovacuum_min_duration = 0"
 
 hs_psql -d postgres -q -c "CREATE DATABASE bench" >/dev/null
 hs_psql -d bench -q -c "CREATE EXTENSION hubspot_events" >/dev/null
