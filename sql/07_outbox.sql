@@ -218,6 +218,20 @@ SELECT code, message FROM try($$SELECT hubspot_enqueue_subscriber('dba-allowed',
 SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-allowed', 'register', 2)$$);
 SELECT external_event_id, contact_key, status FROM outbox WHERE external_event_id LIKE 'dba-%' ORDER BY id;
 SELECT ev, vid FROM public.hs_dba_att ORDER BY vid;
+-- in one transaction, after a row that passed, it still runs on every row (it reads a column rows differ in)
+BEGIN;
+INSERT INTO public.hs_dba_att VALUES ('dba-allowed', 'register', 5);
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-forbidden', 'register', 6)$$);
+SELECT code, message FROM try($$SELECT hubspot_enqueue_subscriber('dba-forbidden', 'register', 'acme', '{"vid": 6}')$$);
+SELECT count(*) AS forbidden_rows FROM outbox WHERE external_event_id = 'dba-forbidden';
+ROLLBACK;
+-- a CHECK on the status, the same on every new row: the first row of a transaction and the next ones fail
+ALTER TABLE outbox ADD CONSTRAINT dba_no_pending CHECK (status <> 'pending') NOT VALID;
+BEGIN;
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-allowed', 'register', 7)$$);
+SELECT code, message FROM try($$INSERT INTO public.hs_dba_att VALUES ('dba-allowed', 'register', 8)$$);
+ROLLBACK;
+ALTER TABLE outbox DROP CONSTRAINT dba_no_pending;
 -- dropped: the same writes go in
 ALTER TABLE outbox DROP CONSTRAINT dba_no_forbidden;
 SELECT array_length(hubspot_enqueue_subscriber('dba-forbidden', 'register', 'acme', '{"vid": 1}'), 1) AS enqueued;
