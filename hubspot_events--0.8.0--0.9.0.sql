@@ -290,11 +290,14 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
 -- wait, replays, a DBA's rows) reads that partition alone; the intake's rows
 -- are claimed by the worker's own statement (src/intake.c), which keeps each
 -- contact's order across both.  In PL/pgSQL from 0.9.0 on, as claim_intake,
--- so that its plan is kept for the session, not made at every call.
-CREATE OR REPLACE FUNCTION @extschema@.claim_due(max_rows integer, conn text)
+-- so that its plan is kept for the session, not made at every call; the
+-- identities of the rows in flight read once, not twice; contact and event
+-- returned as jsonb, which the worker reads without parsing text again.
+DROP FUNCTION @extschema@.claim_due(integer, text);
+CREATE FUNCTION @extschema@.claim_due(max_rows integer, conn text)
 RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
-               external_account_id text, contact text, attempts integer,
-               kind text, event text, contact_key text)
+               external_account_id text, contact jsonb, attempts integer,
+               kind text, event jsonb, contact_key text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
@@ -307,7 +310,12 @@ AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    WITH due AS (
+    WITH inflight AS MATERIALIZED (
+        -- the identities of the connection's rows in flight, read once
+        SELECT ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                       FROM @extschema@.outbox_rows s
+                      WHERE s.status = 'sending' AND s.connection = conn) AS keys),
+    due AS (
         SELECT o.ctid AS tid
           FROM @extschema@.outbox_rows o
          WHERE o.status = 'pending'
@@ -323,9 +331,7 @@ BEGIN
                               AND p.id < o.id
                               AND p.status NOT IN ('sending', 'sent', 'failed'))
            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
-                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                           FROM @extschema@.outbox_rows s
-                                          WHERE s.status = 'sending' AND s.connection = conn)), false)
+                            = ANY ((SELECT f.keys FROM inflight f)::record[]), false)
            AND (o.kind <> 'subscriber' OR (
                 NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows e
                              WHERE (e.external_event_id || ' ' || e.external_account_id || ' ' || e.contact_key)
@@ -337,9 +343,7 @@ BEGIN
                                AND e.connection = o.connection
                                AND e.status NOT IN ('sending', 'sent', 'failed'))
                 AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
-                                 = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                                FROM @extschema@.outbox_rows s
-                                               WHERE s.status = 'sending' AND s.connection = conn)), false)))
+                                 = ANY ((SELECT f.keys FROM inflight f)::record[]), false)))
          ORDER BY o.connection, o.next_attempt_at, o.id
          LIMIT max_rows
            FOR UPDATE OF o SKIP LOCKED),
@@ -348,10 +352,13 @@ BEGIN
        SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
      WHERE u.ctid = ANY (ARRAY(SELECT due.tid FROM due))
     RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
-              u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key)
+              u.contact, u.attempts, u.kind, u.event, u.contact_key)
     SELECT * FROM m;
 END
 $$;
+REVOKE ALL ON FUNCTION @extschema@.claim_due(integer, text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.claim_due(integer, text) IS
+'Internal, for the worker: claim up to max_rows due rows of one connection and mark them sending';
 
 CREATE OR REPLACE FUNCTION @extschema@.next_claim_at(conn text)
 RETURNS timestamptz
@@ -437,8 +444,8 @@ $$;
 -- drain at batch_size 100, most of it at batch_size 1.
 CREATE FUNCTION @extschema@.claim_intake(tids tid[], ids bigint[], conn text)
 RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
-               external_account_id text, contact text, attempts integer,
-               kind text, event text, contact_key text)
+               external_account_id text, contact jsonb, attempts integer,
+               kind text, event jsonb, contact_key text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
@@ -451,7 +458,12 @@ AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    WITH c AS (
+    WITH inflight AS MATERIALIZED (
+        -- the identities of the connection's rows in flight, read once
+        SELECT ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
+                       FROM @extschema@.outbox_rows s
+                      WHERE s.status = 'sending' AND s.connection = conn) AS keys),
+    c AS (
         SELECT o.ctid AS tid
           FROM ROWS FROM (pg_catalog.unnest(tids), pg_catalog.unnest(ids)) AS k(tid, id)
           JOIN ONLY @extschema@.outbox_intake o ON o.ctid = k.tid AND o.id = k.id
@@ -476,13 +488,9 @@ BEGIN
                               AND e.connection = o.connection
                               AND e.status NOT IN ('sending', 'sent', 'failed'))
            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
-                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                           FROM @extschema@.outbox_rows s
-                                          WHERE s.status = 'sending' AND s.connection = conn)), false)
+                            = ANY ((SELECT f.keys FROM inflight f)::record[]), false)
            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
-                            = ANY (ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
-                                           FROM @extschema@.outbox_rows s
-                                          WHERE s.status = 'sending' AND s.connection = conn)), false)
+                            = ANY ((SELECT f.keys FROM inflight f)::record[]), false)
            FOR UPDATE OF o SKIP LOCKED),
     m AS (
     UPDATE @extschema@.outbox u
@@ -490,7 +498,7 @@ BEGIN
      WHERE u.intake
        AND u.ctid = ANY (ARRAY(SELECT c.tid FROM c))
     RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
-              u.contact::text, u.attempts, u.kind, u.event::text, u.contact_key)
+              u.contact, u.attempts, u.kind, u.event, u.contact_key)
     SELECT * FROM m;
 END
 $$;

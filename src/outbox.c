@@ -570,11 +570,22 @@ quote_value(const char *s)
 	return psprintf("\"%s%s\"", pnstrdup(s, cut), cut < len ? "..." : "");
 }
 
-/* A JSON column's text as jsonb (a data exception on bad JSON: the caller catches it). */
+/*
+ * A claimed row's JSON column as jsonb, NULL when it is NULL: as it is
+ * when the claim returns jsonb (schema 0.9.0 on), else parsed from its text
+ * (a data exception on bad JSON: the caller catches it).
+ */
 static Jsonb *
-row_jsonb(const char *text)
+row_jsonb(HeapTuple tup, TupleDesc desc, int col)
 {
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (isnull)
+		return NULL;
+	if (SPI_gettypeid(desc, col) == JSONBOID)
+		return DatumGetJsonbP(d);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(SPI_getvalue(tup, desc, col))));
 }
 
 /* A claimed subscriber row's state and contact (columns 3, 5 and 9), checked; NULL when good. */
@@ -582,7 +593,6 @@ static char *
 check_claimed_subscriber(HeapTuple tup, TupleDesc desc, HsClaimedRow *r, StringInfo buf)
 {
 	char	   *state = SPI_getvalue(tup, desc, 3);
-	char	   *text = SPI_getvalue(tup, desc, 5);
 	char	   *key = SPI_getvalue(tup, desc, 9);
 	HsSubscriberState st;
 	HsContact	c;
@@ -597,9 +607,9 @@ check_claimed_subscriber(HeapTuple tup, TupleDesc desc, HsClaimedRow *r, StringI
 		return psprintf("subscriber_state %s is not one of register, attend, cancel",
 						quote_value(state));
 	r->subscriber_state = (char *) hs_state_name(st);
-	if (text == NULL)
+	jb = row_jsonb(tup, desc, 5);
+	if (jb == NULL)
 		return pstrdup("contact is null");
-	jb = row_jsonb(text);
 	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
 		return pstrdup("contact must be a JSON object");
 	if (!hs_check_contact(&jb->root, 0, &c, &msg, &hint))
@@ -626,14 +636,12 @@ check_claimed_subscriber(HeapTuple tup, TupleDesc desc, HsClaimedRow *r, StringI
 static char *
 check_claimed_event(HeapTuple tup, TupleDesc desc, HsClaimedRow *r, StringInfo buf)
 {
-	char	   *text = SPI_getvalue(tup, desc, 8);
-	Jsonb	   *jb;
+	Jsonb	   *jb = row_jsonb(tup, desc, 8);
 	char	   *msg;
 	char	   *hint;
 
-	if (text == NULL)
+	if (jb == NULL)
 		return pstrdup("event is null");
-	jb = row_jsonb(text);
 	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
 		return pstrdup("event must be a JSON object");
 	if (r->kind == HS_KIND_EVENT_UPSERT
