@@ -467,7 +467,8 @@ class Bench:
                 self.perf_stop(h)
         check = self.q1("SELECT count(*) FROM hubspot_events.outbox")
         self.q("TRUNCATE att_bare, att_sync, att_hand, hand_outbox, floor_all, floor_pk, floor_none, floor_intake, hubspot_events.outbox")
-        res = {"rows": n, "bulk_rows_per_statement": per_stmt, "reps": reps, "contact_sync": ours, "contact_hand": hand, "last_outbox_rows": check}
+        res = {"rows": n, "bulk_rows_per_statement": per_stmt, "reps": reps, "contact_sync": ours, "contact_hand": hand, "last_outbox_rows": check,
+               "schema_version": self.q1("SELECT extversion FROM pg_extension WHERE extname = 'hubspot_events'")}
         for mode in ("bulk", "single"):
             med = {v: statistics.median(times[(mode, v)]) for v in ("bare", "sync", "hand")}
             cmed = {v: statistics.median(cpus[(mode, v)]) for v in ("bare", "sync", "hand")}
