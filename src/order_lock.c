@@ -28,7 +28,7 @@
  * takes the bulk key in ExclusiveLock mode, which waits for every other
  * enqueuing transaction to end and makes new ones wait until it ends: while
  * it runs, nobody else enqueues.  From then on it takes and at once releases
- * each new key's lock, which waits for a writer of that key still in
+ * each key's lock, which waits for a writer of that key still in
  * progress (another escalated transaction that kept per-key locks) without
  * keeping an entry in the lock table.
  *
@@ -96,26 +96,29 @@ escalation_threshold(void)
 	return Max(16, max_locks_per_xact / 2);
 }
 
-/* The 64-bit hash of a row's key: its class, event, account and contact. */
+/* One part of a key into its hash: the part's bytes and its terminating NUL. */
+static uint64
+hash_part(const char *part, uint64 seed)
+{
+	const char *p = part ? part : "";
+
+	/* with the NUL: no two different keys give the same bytes */
+	return hash_bytes_extended((const unsigned char *) p, strlen(p) + 1, seed);
+}
+
+/*
+ * The 64-bit hash of a row's key: its class, event, account and contact,
+ * each hashed in turn (no copy: the enqueue paths take it for every row).
+ */
 static uint64
 row_key_hash(const HsOutboxRow *row)
 {
-	StringInfoData buf;
 	bool		subscriber = row->kind == NULL || strcmp(row->kind, "subscriber") == 0;
-	uint64		h;
+	uint64		h = hash_part(subscriber ? "s" : "e", 0);
 
-	initStringInfo(&buf);
-	/* NUL-separated: no two different keys give the same bytes */
-	appendStringInfoChar(&buf, subscriber ? 's' : 'e');
-	appendBinaryStringInfo(&buf, "", 1);
-	appendStringInfoString(&buf, row->external_event_id ? row->external_event_id : "");
-	appendBinaryStringInfo(&buf, "", 1);
-	appendStringInfoString(&buf, row->external_account_id ? row->external_account_id : "");
-	appendBinaryStringInfo(&buf, "", 1);
-	appendStringInfoString(&buf, row->contact_key ? row->contact_key : "");
-	h = hash_bytes_extended((const unsigned char *) buf.data, buf.len, 0);
-	pfree(buf.data);
-	return h;
+	h = hash_part(row->external_event_id, h);
+	h = hash_part(row->external_account_id, h);
+	return hash_part(row->contact_key, h);
 }
 
 static void
@@ -185,6 +188,17 @@ hs_order_lock(const HsOutboxRow *row)
 	}
 
 	h = row_key_hash(row);
+	if (state.escalated)
+	{
+		/*
+		 * Nobody else enqueues until this transaction ends: take and release
+		 * the key's lock, to wait for a writer of it that escalated before
+		 * (one whose lock is held here already is counted and uncounted).
+		 * The set of keys taken is no longer needed.
+		 */
+		acquire(h, HS_LOCK_FIELD4_KEY, ExclusiveLock, true);
+		return;
+	}
 	(void) hash_search(state.keys, &h, HASH_FIND, &found);
 	if (found)
 		return;
