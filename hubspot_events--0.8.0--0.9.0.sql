@@ -290,9 +290,7 @@ SELECT o.id, o.kind, o.external_event_id, o.subscriber_state, o.external_account
 -- wait, replays, a DBA's rows) reads that partition alone; the intake's rows
 -- are claimed by the worker's own statement (src/intake.c), which keeps each
 -- contact's order across both.  In PL/pgSQL from 0.9.0 on, as claim_intake,
--- so that its plan is kept for the session, not made at every call (a
--- generic plan, as the SQL function's was: PL/pgSQL would otherwise plan
--- again for each call's values when it judges the generic plan dearer); the
+-- so that its plan is kept for the session, not made at every call; the
 -- identities of the rows in flight read once, not twice; contact and event
 -- returned as jsonb, which the worker reads without parsing text again.
 DROP FUNCTION @extschema@.claim_due(integer, text);
@@ -308,7 +306,6 @@ SET enable_seqscan = off
 SET enable_sort = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
-SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -457,7 +454,6 @@ SET enable_seqscan = off
 SET enable_sort = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
-SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 BEGIN
