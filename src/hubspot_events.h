@@ -485,7 +485,7 @@ extern void hs_outbox_record_dry_run(HsBatch **batches, int n);
 extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *account_id, const char *conn);
 extern List *hs_outbox_claim_intake(const char *conn, const ItemPointerData *tids, const int64 *ids, int n,
 									HsFailedRows *failed);
-extern int	hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n, int64 **moved);
+extern int	hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n);
 extern int64 hs_outbox_move_intake_connection(const char *conn);
 
 /* ---- intake.c (the worker's rows kept from the outbox's intake) ---- */

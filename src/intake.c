@@ -69,7 +69,6 @@
 #define HS_INTAKE_BACKLOG_S 2		/* kept rows its pacing cannot send this soon move */
 #define HS_INTAKE_PACED_RPS 200		/* a connection paced below this many requests/s (HubSpot's
 									 * limits are 10 to 25 a second): its backlog may move */
-#define HS_INTAKE_FETCH 10000		/* rows per fetch of the sweep's cursor */
 
 typedef struct KeptRow
 {
@@ -348,7 +347,7 @@ hs_intake_sweep(void)
 				(void) hash_search(unready, u->name, HASH_REMOVE, NULL);
 	}
 	if (nodd > 0)
-		(void) hs_outbox_move_intake(odd_tids, odd_ids, nodd, NULL);
+		(void) hs_outbox_move_intake(odd_tids, odd_ids, nodd);
 
 	last_seen = seen;
 	last_sweep = GetCurrentTimestamp();
@@ -402,7 +401,6 @@ hs_intake_claim(const char *conn, int max_rows, double requests_per_s, HsFailedR
 	List	   *rows;
 	ListCell   *lc;
 	int			nrest = 0;
-	int64	   *moved = NULL;
 	int			nmoved;
 
 	if (kept == NULL || max_rows <= 0)
@@ -466,7 +464,7 @@ hs_intake_claim(const char *conn, int max_rows, double requests_per_s, HsFailedR
 				ids[nrest++] = ids[k];
 			}
 	}
-	nmoved = hs_outbox_move_intake(tids, ids, nrest, &moved);
+	nmoved = hs_outbox_move_intake(tids, ids, nrest);
 	/*
 	 * A row neither claimed nor moved: deleted, changed or locked since the
 	 * sweep, or claimed and failed by the worker's checks.  Sweep again
@@ -540,7 +538,7 @@ hs_intake_unready(const char *conn)
 			ids[n++] = c->rows[i].id;
 			c->rows[i].taken = true;
 		}
-	if (hs_outbox_move_intake(tids, ids, n, NULL) < n)
+	if (hs_outbox_move_intake(tids, ids, n) < n)
 		must_sweep = true;
 	advance(c);
 }

@@ -1014,19 +1014,15 @@ hs_outbox_claim_intake(const char *conn, const ItemPointerData *tids, const int6
 
 /*
  * Move the n intake rows given (where they are, their ids) to outbox_rows as
- * they are (move_intake()).  Returns how many moved; their ids in *moved
- * (palloc'd in the caller's context) when moved is not NULL.
+ * they are (move_intake()).  Returns how many moved.
  */
 int
-hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n, int64 **moved)
+hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n)
 {
 	static SPIPlanPtr plan = NULL;
-	MemoryContext caller = CurrentMemoryContext;
 	Datum		values[2];
 	int			count;
 
-	if (moved)
-		*moved = NULL;
 	if (n <= 0)
 		return 0;
 	values[0] = PointerGetDatum(tid_array(tids, n));
@@ -1041,16 +1037,6 @@ hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n, int6
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not move intake rows");
 	count = (int) SPI_processed;
-	if (moved && count > 0)
-	{
-		*moved = MemoryContextAlloc(caller, sizeof(int64) * count);
-		for (int i = 0; i < count; i++)
-		{
-			bool		isnull;
-
-			(*moved)[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-	}
 	SPI_finish();
 	return count;
 }
@@ -1640,6 +1626,12 @@ static int
 record_hold(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
 	static SPIPlanPtr plans[HS_ERROR_KINDS];
+
+	/* kinds 2 and 3 (by connection): the same statement on the outbox, then on outbox_rows */
+#define HS_HOLD_SQL(table) \
+	"UPDATE " table \
+	"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET \
+	HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(8)
 	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox"
 		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)"
@@ -1647,13 +1639,10 @@ record_hold(ArrayType *ids, const HsOutcome *o, const char *conn)
 		"UPDATE " HS_SCHEMA ".outbox"
 		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
 		HS_WHERE_IN_FLIGHT,
-		"UPDATE " HS_SCHEMA ".outbox"
-		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
-		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(8),
-		"UPDATE " HS_SCHEMA ".outbox_rows"
-		"   SET status = 'pending', attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0)" HS_HISTORY_SET
-		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(8)
+		HS_HOLD_SQL(HS_SCHEMA ".outbox"),
+		HS_HOLD_SQL(HS_SCHEMA ".outbox_rows")
 	};
+#undef HS_HOLD_SQL
 
 	return run_error_update(plans, sql, ids, o, 0, NULL, NULL, conn);
 }
@@ -1663,14 +1652,16 @@ static int
 record_failed(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
 	static SPIPlanPtr plans[HS_ERROR_KINDS];
+
+#define HS_FAILED_SQL(table) \
+	"UPDATE " table " SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(8)
 	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_WHERE_IN_FLIGHT,
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT,
-		"UPDATE " HS_SCHEMA ".outbox SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT
-		HS_AND_CONNECTION(8),
-		"UPDATE " HS_SCHEMA ".outbox_rows SET status = 'failed'," HS_ERROR_SET HS_HISTORY_SET HS_WHERE_IN_FLIGHT
-		HS_AND_CONNECTION(8)
+		HS_FAILED_SQL(HS_SCHEMA ".outbox"),
+		HS_FAILED_SQL(HS_SCHEMA ".outbox_rows")
 	};
+#undef HS_FAILED_SQL
 
 	return run_error_update(plans, sql, ids, o, 0, NULL, NULL, conn);
 }
@@ -1684,6 +1675,12 @@ static int
 record_rate_limited(ArrayType *ids, const HsOutcome *o, const char *conn)
 {
 	static SPIPlanPtr plans[HS_ERROR_KINDS];
+
+#define HS_RATE_LIMITED_SQL(table) \
+	"UPDATE " table " SET status = 'pending'," \
+	"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET \
+	"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END" \
+	HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(9)
 	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
 		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
@@ -1692,15 +1689,10 @@ record_rate_limited(ArrayType *ids, const HsOutcome *o, const char *conn)
 		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
 		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
 		HS_WHERE_IN_FLIGHT,
-		"UPDATE " HS_SCHEMA ".outbox SET status = 'pending',"
-		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
-		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
-		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(9),
-		"UPDATE " HS_SCHEMA ".outbox_rows SET status = 'pending',"
-		"  attempts = GREATEST(attempts OPERATOR(pg_catalog.-) 1, 0), next_attempt_at = $8," HS_ERROR_SET
-		"  , attempt_history = CASE WHEN $2 IS NULL THEN attempt_history ELSE " HS_HISTORY_EXPR " END"
-		HS_WHERE_IN_FLIGHT HS_AND_CONNECTION(9)
+		HS_RATE_LIMITED_SQL(HS_SCHEMA ".outbox"),
+		HS_RATE_LIMITED_SQL(HS_SCHEMA ".outbox_rows")
 	};
+#undef HS_RATE_LIMITED_SQL
 	Oid			types[1] = {TIMESTAMPTZOID};
 	Datum		until = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(),
 																		Max(o->retry_after_ms, 0)));
@@ -1717,6 +1709,14 @@ static int
 record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o, const char *conn)
 {
 	static SPIPlanPtr plans[HS_ERROR_KINDS];
+
+#define HS_RETRY_SQL(table) \
+	"UPDATE " table " o SET status = r.status," \
+	"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET \
+	"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))" \
+	"       AS r(id, status, next_at)" \
+	" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'" \
+	"   AND o.connection OPERATOR(pg_catalog.=) $10"
 	static const char *const sql[HS_ERROR_KINDS] = {
 		"UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
 		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET
@@ -1728,19 +1728,10 @@ record_retry(ArrayType *ids, const HsBatch *batch, const HsOutcome *o, const cha
 		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
 		"       AS r(id, status, next_at)"
 		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'",
-		"UPDATE " HS_SCHEMA ".outbox o SET status = r.status,"
-		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
-		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
-		"       AS r(id, status, next_at)"
-		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
-		"   AND o.connection OPERATOR(pg_catalog.=) $10",
-		"UPDATE " HS_SCHEMA ".outbox_rows o SET status = r.status,"
-		"  next_attempt_at = COALESCE(r.next_at, o.next_attempt_at)," HS_ERROR_SET HS_HISTORY_SET
-		"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($8), pg_catalog.unnest($9))"
-		"       AS r(id, status, next_at)"
-		" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'"
-		"   AND o.connection OPERATOR(pg_catalog.=) $10"
+		HS_RETRY_SQL(HS_SCHEMA ".outbox"),
+		HS_RETRY_SQL(HS_SCHEMA ".outbox_rows")
 	};
+#undef HS_RETRY_SQL
 	Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID};
 	Datum		extra[2];
 	Datum	   *statuses = palloc(sizeof(Datum) * batch->n);
