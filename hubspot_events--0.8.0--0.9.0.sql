@@ -434,8 +434,12 @@ $$;
 -- contact): those of the connection still pending, with no row of their
 -- contact pending or in flight in outbox_rows and no upsert of their event
 -- pending or in flight there (claim_due's rules: an intake row is younger
--- than every row of its contact in outbox_rows), are moved there already
--- sending, the attempt counted.  Rows a session holds locked are skipped.
+-- than every row of its contact in outbox_rows), are marked sending where
+-- they are, the attempt counted, and returned with where they now are (tid).
+-- A row in flight stays in the intake, which has no index: the claim costs
+-- no index entry, and the record that follows moves the row to outbox_rows
+-- once, sent (or, for any other outcome, as it is, before it is recorded
+-- there).  Rows a session holds locked are skipped.
 -- In PL/pgSQL, not SQL: the worker calls it every turn, and PL/pgSQL keeps
 -- the statement's plan for the session, where a SQL function (before
 -- PostgreSQL 18) plans it at every call (5% of the worker's CPU in a drain
@@ -445,7 +449,7 @@ $$;
 CREATE FUNCTION @extschema@.claim_intake(tids tid[], ids bigint[], conn text)
 RETURNS TABLE (id bigint, external_event_id text, subscriber_state text,
                external_account_id text, contact jsonb, attempts integer,
-               kind text, event jsonb, contact_key text)
+               kind text, event jsonb, contact_key text, tid tid)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
@@ -493,18 +497,17 @@ BEGIN
                             = ANY ((SELECT f.keys FROM inflight f)::record[]), false)
            FOR UPDATE OF o SKIP LOCKED),
     m AS (
-    UPDATE @extschema@.outbox u
-       SET intake = false, status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
-     WHERE u.intake
-       AND u.ctid = ANY (ARRAY(SELECT c.tid FROM c))
+    UPDATE ONLY @extschema@.outbox_intake u
+       SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
+     WHERE u.ctid = ANY (ARRAY(SELECT c.tid FROM c))
     RETURNING u.id, u.external_event_id, u.subscriber_state, u.external_account_id,
-              u.contact, u.attempts, u.kind, u.event, u.contact_key)
+              u.contact, u.attempts, u.kind, u.event, u.contact_key, u.ctid)
     SELECT * FROM m;
 END
 $$;
 REVOKE ALL ON FUNCTION @extschema@.claim_intake(tid[], bigint[], text) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.claim_intake(tid[], bigint[], text) IS
-'Internal, for the worker: claim the given intake rows of one connection that the order rules let through, moving them to outbox_rows as sending';
+'Internal, for the worker: claim the given intake rows of one connection that the order rules let through, marking them sending where they are';
 
 -- The worker moves intake rows to outbox_rows as they are: rows that must
 -- wait behind a row of their contact there, a connection's backlog that
@@ -538,7 +541,9 @@ COMMENT ON FUNCTION @extschema@.move_intake(tid[], bigint[]) IS
 -- The worker moves all of a connection's intake rows to outbox_rows as they
 -- are, when its pacing cannot send them soon (a backlog at HubSpot's pace
 -- waits there, and the intake, which the worker's sweeps read whole, stays
--- small for the other connections).  Returns how many moved.
+-- small for the other connections); not the rows in flight, which the
+-- worker has just claimed and records where they are.  Returns how many
+-- moved.
 CREATE FUNCTION @extschema@.move_intake_connection(conn text)
 RETURNS bigint
 LANGUAGE sql VOLATILE
@@ -549,6 +554,7 @@ AS $$
         SELECT o.ctid AS tid
           FROM ONLY @extschema@.outbox_intake o
          WHERE o.connection = conn
+           AND o.status IS DISTINCT FROM 'sending'
            FOR UPDATE OF o SKIP LOCKED),
     m AS (
         UPDATE @extschema@.outbox u

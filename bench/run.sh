@@ -71,7 +71,7 @@ if [ "${BENCH_EXPERIMENT:-}" = intake ]; then
     # (in a database the worker does not serve: it would take the claimed rows for a crash's)
     hs_psql -d postgres -q -c "CREATE DATABASE bench_intake" >/dev/null
     hs_psql -d bench_intake -q -c "SET client_min_messages = error" -c "CREATE EXTENSION hubspot_events" >/dev/null
-    /usr/bin/python3 "$HS_SRC/bench/intake_floor.py" --pghost "$HS_PGHOST" --pgport "$HS_PGPORT" --dbname bench_intake
+    /usr/bin/python3 "$HS_SRC/bench/${BENCH_EXPERIMENT_SCRIPT:-intake_floor.py}" --pghost "$HS_PGHOST" --pgport "$HS_PGPORT" --dbname bench_intake
     exit $?
 fi
 

@@ -89,6 +89,7 @@ batch_new(const char *api_root, HsRowKind kind, bool by_email, const char *event
 	b->subscriber_state = pstrdup(state);
 	b->external_account_id = pstrdup(account);
 	b->ids = palloc(sizeof(int64) * capacity);
+	b->tids = palloc(sizeof(ItemPointerData) * capacity);
 	b->attempts = palloc(sizeof(int) * capacity);
 	b->contacts = palloc(sizeof(char *) * capacity);
 	return b;
@@ -148,6 +149,7 @@ hs_batch_group(List *rows, int batch_size)
 		b->contacts[b->n] = r->contact;
 		b->keys[b->n] = r->contact_key;
 		b->attempts[b->n] = r->attempts;
+		b->tids[b->n] = r->tid;
 		b->ids[b->n++] = r->id;
 		b->bytes += len + 1;
 		/* a cancel or complete is a call of its own */
@@ -172,6 +174,7 @@ batch_subset(const HsBatch *b, int first, int n)
 
 	s->attendance = b->attendance;
 	memcpy(s->ids, b->ids + first, sizeof(int64) * n);
+	memcpy(s->tids, b->tids + first, sizeof(ItemPointerData) * n);
 	memcpy(s->attempts, b->attempts + first, sizeof(int) * n);
 	memcpy(s->keys, b->keys + first, sizeof(char *) * n);
 	memcpy(s->contacts, b->contacts + first, sizeof(char *) * n);
@@ -196,6 +199,7 @@ hs_batch_pick(const HsBatch *b, const int *idx, int n)
 	for (int i = 0; i < n; i++)
 	{
 		s->ids[i] = b->ids[idx[i]];
+		s->tids[i] = b->tids[idx[i]];
 		s->attempts[i] = b->attempts[idx[i]];
 		s->keys[i] = b->keys[idx[i]];
 		s->contacts[i] = b->contacts[idx[i]];
@@ -243,10 +247,12 @@ hs_batch_merge(HsBatch **parts, int nparts)
 		n += parts[i]->n;
 	m->conn = nparts > 0 ? parts[0]->conn : NULL;
 	m->ids = palloc(sizeof(int64) * Max(n, 1));
+	m->tids = palloc(sizeof(ItemPointerData) * Max(n, 1));
 	m->attempts = palloc(sizeof(int) * Max(n, 1));
 	for (int i = 0; i < nparts; i++)
 	{
 		memcpy(m->ids + m->n, parts[i]->ids, sizeof(int64) * parts[i]->n);
+		memcpy(m->tids + m->n, parts[i]->tids, sizeof(ItemPointerData) * parts[i]->n);
 		memcpy(m->attempts + m->n, parts[i]->attempts, sizeof(int) * parts[i]->n);
 		m->n += parts[i]->n;
 	}

@@ -406,6 +406,8 @@ typedef struct HsClaimedRow
 	char	   *contact_key;	/* the vid as text, or the email in lower case; "" for event rows */
 	char	   *contact;		/* JSON text as sent: the contact, or the event's body ("" for none) */
 	int			attempts;		/* this one included */
+	ItemPointerData tid;		/* where it is in the intake, while in flight there
+								 * (schema 0.9.0 on); invalid for a row of outbox_rows */
 	struct HsConn *conn;		/* the connection it was claimed for */
 } HsClaimedRow;
 
@@ -424,6 +426,8 @@ typedef struct HsBatch
 	char	   *external_account_id;
 	int			n;
 	int64	   *ids;
+	ItemPointerData *tids;		/* each row's place in the intake while in flight there
+								 * (HsClaimedRow.tid); invalid for a row of outbox_rows */
 	int		   *attempts;		/* each row's attempts, the one being made included */
 	char	  **keys;			/* each row's contact_key */
 	char	  **contacts;		/* each row's JSON text (a contact, or an event's body) */
@@ -470,7 +474,7 @@ extern bool hs_batch_split_again(const struct HsRejection *rej,
 
 /* ---- outbox.c: the worker's side ---- */
 extern bool hs_outbox_available(void);
-extern uint64 hs_outbox_reset_sending(int max_attempts, uint64 *failed);
+extern uint64 hs_outbox_reset_sending(int max_attempts, bool in_intake_too, uint64 *failed);
 extern uint64 hs_outbox_purge_retention(int seconds);
 extern bool hs_outbox_vacuum(MemoryContext cxt);
 extern bool hs_outbox_paused(void);
@@ -486,6 +490,7 @@ extern bool hs_outbox_event_upsert_recent(const char *event_id, const char *acco
 extern List *hs_outbox_claim_intake(const char *conn, const ItemPointerData *tids, const int64 *ids, int n,
 									HsFailedRows *failed);
 extern int	hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n);
+extern void hs_outbox_leave_intake(HsBatch *batch);
 extern int64 hs_outbox_move_intake_connection(const char *conn);
 
 /* ---- intake.c (the worker's rows kept from the outbox's intake) ---- */

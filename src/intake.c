@@ -11,8 +11,19 @@
  * contact of its oldest rows (at least HS_INTAKE_KEEP of them, and as many
  * as the last sweep saw).  Each turn
  * then claims a connection's next kept rows in id order, at most the oldest
- * of each contact, by ctid (claim_intake(), a TID scan), which moves them
- * into outbox_rows already sending.
+ * of each contact, by ctid (claim_intake(), a TID scan), which marks them
+ * sending where they are: a row in flight stays in the intake, and its
+ * record moves it to outbox_rows (outbox.c, hs_outbox_record_sent and
+ * hs_outbox_leave_intake), so that the claim costs no index entry.
+ *
+ * Rows in flight in the intake are the worker's own, of the turn under
+ * way: the claims' checks for rows in flight read outbox_rows only, and
+ * do not need the intake's, because each connection's intake rows are
+ * claimed once a turn, at most one of each contact, after its rows of
+ * outbox_rows; and between turns nothing is in flight there (a turn that
+ * did not record all its rows makes the next claim reset them first,
+ * hs_outbox_reset_sending).  A row the sweep finds sending is not one of
+ * those: it is moved to outbox_rows as it is, where the checks see it.
  *
  * Why one contact's rows still go out in commit order: the rows kept for a
  * connection are its rows visible to the sweep's snapshot with an id up to

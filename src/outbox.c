@@ -346,7 +346,12 @@ hs_outbox_available(void)
  * could not be recorded are pending again, that attempt counted; those that
  * have used max_attempts fail instead (OUTCOME_NOT_RECORDED), so that no
  * failure, whatever it is, makes a row go out more than max_attempts times.
- * Returns how many rows were reset; *failed how many of them failed.
+ * From 0.9.0 on, rows claimed from the intake are in flight there, where
+ * only a sequential scan finds them: they are looked for when
+ * in_intake_too (the worker knows when it left some: a turn that did not
+ * record them all); they are reset where they are, and the next sweep
+ * finds them pending (or moves them failed).  Returns how many rows were
+ * reset; *failed how many of them failed.
  */
 #define HS_RESET_SENDING_SQL(table) \
 	"UPDATE " table " SET" \
@@ -360,47 +365,39 @@ hs_outbox_available(void)
 	" RETURNING status OPERATOR(pg_catalog.=) 'failed'"
 
 uint64
-hs_outbox_reset_sending(int max_attempts, uint64 *failed)
+hs_outbox_reset_sending(int max_attempts, bool in_intake_too, uint64 *failed)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr plan_090 = NULL;
+	static SPIPlanPtr plan_intake = NULL;
 	bool		in_rows = hs_schema_version() >= HS_SCHEMA_0_9_0;
+	Oid			types[1] = {INT4OID};
 	Datum		values[1];
-	uint64		n;
+	uint64		n = 0;
 
 	spi_connect();
 	if (in_rows && plan_090 == NULL)
 	{
-		Oid			types[1] = {INT4OID};
-
-		/* rows in flight are in outbox_rows (the intake's odd rows are the sweeps') */
 		plan_090 = keep_plan(HS_RESET_SENDING_SQL(HS_SCHEMA ".outbox_rows"), 1, types);
+		plan_intake = keep_plan(HS_RESET_SENDING_SQL("ONLY " HS_SCHEMA ".outbox_intake"), 1, types);
 	}
 	if (!in_rows && plan == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		plan = keep_plan("UPDATE " HS_SCHEMA ".outbox SET"
-						 "  status = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1 THEN 'failed' ELSE 'pending' END,"
-						 "  error_category = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1"
-						 "                        THEN 'OUTCOME_NOT_RECORDED' ELSE error_category END,"
-						 "  error_message = CASE WHEN attempts OPERATOR(pg_catalog.>=) $1"
-						 "                       THEN 'the outcome of the last attempt could not be recorded (see the server log), and the row has used hubspot_events.max_attempts; HubSpot may have recorded it'"
-						 "                       ELSE error_message END"
-						 " WHERE status OPERATOR(pg_catalog.=) 'sending'"
-						 " RETURNING status OPERATOR(pg_catalog.=) 'failed'", 1, types);
-	}
+		plan = keep_plan(HS_RESET_SENDING_SQL(HS_SCHEMA ".outbox"), 1, types);
 	values[0] = Int32GetDatum(max_attempts);
-	if (SPI_execute_plan(in_rows ? plan_090 : plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not reset rows in flight");
-	n = SPI_processed;
 	*failed = 0;
-	for (uint64 i = 0; i < n; i++)
+	for (int pass = 0; pass < (in_rows && in_intake_too ? 2 : 1); pass++)
 	{
-		bool		isnull;
+		if (SPI_execute_plan(pass == 1 ? plan_intake : in_rows ? plan_090 : plan,
+							 values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not reset rows in flight");
+		n += SPI_processed;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
 
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
-			(*failed)++;
+			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
+				(*failed)++;
+		}
 	}
 	SPI_finish();
 	return n;
@@ -834,11 +831,14 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n, const char *con
 /*
  * The rows a claim statement just returned (SPI_tuptable: id,
  * external_event_id, subscriber_state, external_account_id, contact,
- * attempts, kind, event, contact_key), each checked again
- * (check_claimed_row); ends the SPI connection.  The rows that do not pass
- * are marked failed (LOCAL_VALIDATION_ERROR) and added to *failed.  Returns
+ * attempts, kind, event, contact_key, and from claim_intake() the row's
+ * place in the intake, tid), each checked again (check_claimed_row); ends
+ * the SPI connection.  The rows that do not pass are marked failed
+ * (LOCAL_VALIDATION_ERROR), in outbox_rows, and added to *failed.  Returns
  * the others, oldest first, allocated in caller.
  */
+#define HS_CLAIM_TID_COLUMN 10
+
 static List *
 take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 {
@@ -846,7 +846,10 @@ take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 	List	   *rows = NIL;
 	int64	   *bad_ids = NULL;
 	char	  **bad_msgs = NULL;
+	ItemPointerData *bad_tids = NULL;
+	int64	   *bad_intake_ids = NULL;
 	int			nbad = 0;
+	int			nbad_intake = 0;
 
 	scratch = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events claimed row",
 									ALLOCSET_SMALL_SIZES);
@@ -870,6 +873,14 @@ take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 		r->id = DatumGetInt64(d);
 		d = SPI_getbinval(tup, desc, 6, &isnull);
 		r->attempts = isnull ? 0 : DatumGetInt32(d);
+		/* claim_intake()'s rows stay in the intake while in flight: where they are */
+		ItemPointerSetInvalid(&r->tid);
+		if (desc->natts >= HS_CLAIM_TID_COLUMN)
+		{
+			d = SPI_getbinval(tup, desc, HS_CLAIM_TID_COLUMN, &isnull);
+			if (!isnull)
+				ItemPointerCopy((ItemPointer) DatumGetPointer(d), &r->tid);
+		}
 		msg = check_claimed_row_safely(tup, desc, r, scratch, caller);
 		if (msg == NULL)
 			rows = lappend(rows, r);
@@ -879,6 +890,13 @@ take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 			{
 				bad_ids = palloc(sizeof(int64) * SPI_processed);
 				bad_msgs = palloc(sizeof(char *) * SPI_processed);
+				bad_tids = palloc(sizeof(ItemPointerData) * SPI_processed);
+				bad_intake_ids = palloc(sizeof(int64) * SPI_processed);
+			}
+			if (ItemPointerIsValid(&r->tid))
+			{
+				bad_tids[nbad_intake] = r->tid;
+				bad_intake_ids[nbad_intake++] = r->id;
 			}
 			bad_ids[nbad] = r->id;
 			bad_msgs[nbad++] = msg;
@@ -891,6 +909,8 @@ take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 
 	if (nbad > 0)
 	{
+		/* failed where every failed row is: in outbox_rows */
+		(void) hs_outbox_move_intake(bad_tids, bad_intake_ids, nbad_intake);
 		hs_outbox_fail_invalid(bad_ids, bad_msgs, nbad, conn);
 		hs_failed_rows_add(failed, bad_ids, nbad);
 		ereport(LOG,
@@ -981,7 +1001,8 @@ int8_array(const int64 *ids, int n)
 /*
  * Claim intake rows of a connection (schema 0.9.0 on): the n rows given by
  * where they are and their ids (intake.c keeps them), those the order rules
- * let through (claim_intake()), moved to outbox_rows as sending.  Returns
+ * let through (claim_intake()), marked sending where they are (each
+ * HsClaimedRow knows its place there, tid).  Returns
  * the claimed rows as hs_outbox_claim does, checked again, oldest first.
  */
 List *
@@ -1003,7 +1024,7 @@ hs_outbox_claim_intake(const char *conn, const ItemPointerData *tids, const int6
 		Oid			types[3] = {TIDARRAYOID, INT8ARRAYOID, TEXTOID};
 
 		plan = keep_plan("SELECT id, external_event_id, subscriber_state, external_account_id, contact, attempts,"
-						 "       kind, event, contact_key"
+						 "       kind, event, contact_key, tid"
 						 "  FROM " HS_SCHEMA ".claim_intake($1, $2, $3)",
 						 3, types);
 	}
@@ -1039,6 +1060,37 @@ hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n)
 	count = (int) SPI_processed;
 	SPI_finish();
 	return count;
+}
+
+/*
+ * A batch's rows in flight in the intake (claimed by claim_intake()) move
+ * to outbox_rows as they are, still sending, so that an outcome other than
+ * a success is recorded on them there, by id, as on every other row; the
+ * batch then knows them as rows of outbox_rows.  (A success moves them and
+ * records them in one statement: hs_outbox_record_sent.)
+ */
+void
+hs_outbox_leave_intake(HsBatch *batch)
+{
+	ItemPointerData *tids = NULL;
+	int64	   *ids = NULL;
+	int			n = 0;
+
+	if (batch->tids == NULL)
+		return;
+	for (int i = 0; i < batch->n; i++)
+		if (ItemPointerIsValid(&batch->tids[i]))
+		{
+			if (tids == NULL)
+			{
+				tids = palloc(sizeof(ItemPointerData) * batch->n);
+				ids = palloc(sizeof(int64) * batch->n);
+			}
+			tids[n] = batch->tids[i];
+			ids[n++] = batch->ids[i];
+			ItemPointerSetInvalid(&batch->tids[i]);
+		}
+	(void) hs_outbox_move_intake(tids, ids, n);
 }
 
 /* Move all of conn's intake rows to outbox_rows as they are (move_intake_connection()). */
@@ -1274,7 +1326,10 @@ hs_outbox_record_dry_run(HsBatch **batches, int n)
 	Datum	   *conns;
 
 	for (int i = 0; i < n; i++)
+	{
 		nrows += batches[i]->n;
+		hs_outbox_leave_intake(batches[i]);
+	}
 	if (nrows == 0)
 		return;
 	ids = palloc(sizeof(Datum) * nrows);
@@ -1341,49 +1396,117 @@ record_latency(void)
  * one UPDATE for a whole turn, each row with its own request's status and
  * correlation id.  batches and outcomes are parallel arrays of n.
  *
- * Each row is looked up by its id and, from 0.8.0 on, its connection, so
- * that either index that can find a row in flight goes straight to it: the
- * primary key, or outbox_sending on (connection, id).  With the id alone, a
- * planner whose statistics say no row is in flight (the outbox analyzed
- * after a drain, when its rows were sent: the usual state before the next
- * burst) probed outbox_sending for each row by its second column, a walk of
- * the whole index; until the outbox is vacuumed that index holds the old
- * version of every row claimed.  In a drain that met such statistics, each
- * record of 800 rows read 65,000 buffers (92 ms) and the worker spent 79% of
- * its time there (1.2 to 1.4 CPU s per 10,000 contacts instead of 0.4).
+ * Each row of outbox_rows is looked up by its id and, from 0.8.0 on, its
+ * connection, so that either index that can find a row in flight goes
+ * straight to it: the primary key, or outbox_sending on (connection, id).
+ * With the id alone, a planner whose statistics say no row is in flight
+ * (the outbox analyzed after a drain, when its rows were sent: the usual
+ * state before the next burst) probed outbox_sending for each row by its
+ * second column, a walk of the whole index; until the outbox is vacuumed
+ * that index holds the old version of every row claimed.  In a drain that
+ * met such statistics, each record of 800 rows read 65,000 buffers (92 ms)
+ * and the worker spent 79% of its time there (1.2 to 1.4 CPU s per 10,000
+ * contacts instead of 0.4).
+ *
+ * From 0.9.0 on, the rows claimed from the intake are still there, where
+ * the claim left them (HsBatch.tids): a second UPDATE, of the partitioned
+ * outbox, finds each by its place (a TID scan, the id and status checked
+ * again) and moves it to outbox_rows, sent, in one step: its only index
+ * entries are the ones a sent row keeps.  A row changed since the claim is
+ * no longer there and is not recorded: it stays as it is (in flight, it is
+ * sent again after the check for rows in flight).
  */
-#define HS_RECORD_SENT_SQL(table, conn_array, conn_column, conn_clause) \
+#define HS_RECORD_SENT_SQL(table, set_extra, extra_array, extra_column, extra_clause) \
 	"WITH u AS (UPDATE " table " o" \
-	"   SET status = 'sent', sent_at = pg_catalog.now(), http_status = r.http_status," \
+	"   SET " set_extra "status = 'sent', sent_at = pg_catalog.now(), http_status = r.http_status," \
 	"       correlation_id = r.cid::pg_catalog.uuid, error_category = NULL, error_subcategory = NULL," \
 	"       error_message = NULL, error_body = NULL" \
-	"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)" conn_array ")" \
-	"       AS r(id, http_status, cid" conn_column ")" \
-	" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'" conn_clause \
+	"  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)" extra_array ")" \
+	"       AS r(id, http_status, cid" extra_column ")" \
+	" WHERE o.id OPERATOR(pg_catalog.=) r.id AND o.status OPERATOR(pg_catalog.=) 'sending'" extra_clause \
 	" RETURNING CASE WHEN o.attempts OPERATOR(pg_catalog.=) 1" \
 	"   THEN pg_catalog.date_part('epoch', o.last_attempt_at OPERATOR(pg_catalog.-) o.created_at) END AS lat)" \
 	" SELECT pg_catalog.width_bucket(u.lat, $4), pg_catalog.count(*), pg_catalog.sum(u.lat)" \
 	"   FROM u WHERE u.lat IS NOT NULL GROUP BY 1"
 
-void
-hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
+/* The record of sent rows by schema: before 0.8.0, by connection (0.8.0 on), in the intake (0.9.0 on). */
+typedef enum
 {
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr plan_080 = NULL;
-	static SPIPlanPtr plan_090 = NULL;
-	bool		per_connection = hs_schema_version() >= HS_SCHEMA_0_8_0;
-	bool		in_rows = hs_schema_version() >= HS_SCHEMA_0_9_0;
-	int			nrows = 0;
-	int			k = 0;
-	Datum	   *ids;
-	Datum	   *statuses;
-	Datum	   *cids;
-	Datum	   *conns;
-	bool	   *cid_nulls;
-	int			dims[1];
+	HS_SENT_PLAN_ONE_CONNECTION,
+	HS_SENT_PLAN_BY_CONNECTION,
+	HS_SENT_PLAN_ROWS,
+	HS_SENT_PLAN_INTAKE,
+	HS_SENT_PLANS
+} HsSentPlan;
+
+static SPIPlanPtr
+record_sent_plan(HsSentPlan which)
+{
+	static SPIPlanPtr plans[HS_SENT_PLANS];
+	static const char *const sql[HS_SENT_PLANS] = {
+		HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox", "", "", "", ""),
+		HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox", "", ", pg_catalog.unnest($5)", ", conn",
+						   " AND o.connection OPERATOR(pg_catalog.=) r.conn"),
+		HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox_rows", "", ", pg_catalog.unnest($5)", ", conn",
+						   " AND o.connection OPERATOR(pg_catalog.=) r.conn"),
+		HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox", "intake = false, ", ", pg_catalog.unnest($5)", ", tid",
+						   " AND o.intake AND o.ctid OPERATOR(pg_catalog.=) r.tid")
+	};
+	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
+							which == HS_SENT_PLAN_INTAKE ? TIDARRAYOID : TEXTARRAYOID};
+
+	if (plans[which] == NULL)
+		plans[which] = keep_plan(sql[which], which == HS_SENT_PLAN_ONE_CONNECTION ? 4 : 5, types);
+	return plans[which];
+}
+
+/*
+ * One record of sent rows: the n rows at *take of the turn's (ids,
+ * statuses, correlation ids, and connections or places in the intake).
+ * With, for the metrics, the latency of the rows sent at their first
+ * attempt (from the enqueuing transaction's start to the claim), in the
+ * histogram's buckets ($4, the upper bounds): one row per bucket.
+ */
+static void
+record_sent_rows(HsSentPlan which, Datum *ids, Datum *statuses, Datum *cids, bool *cid_nulls,
+				 Datum *extra, int n)
+{
+	int			dims[1] = {n};
 	int			lbs[1] = {1};
 	Datum		values[5];
 	Datum		bounds[HS_LATENCY_BUCKETS];
+
+	if (n == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_md_array(cids, cid_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	for (int i = 0; i < HS_LATENCY_BUCKETS; i++)
+		bounds[i] = Float8GetDatum(hs_metrics_latency_bounds()[i]);
+	values[3] = PointerGetDatum(construct_array(bounds, HS_LATENCY_BUCKETS, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (which == HS_SENT_PLAN_INTAKE)
+		values[4] = PointerGetDatum(construct_array(extra, n, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT));
+	else
+		values[4] = PointerGetDatum(construct_array(extra, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_plan(record_sent_plan(which), values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not record sent rows in the outbox");
+	record_latency();
+}
+
+void
+hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
+{
+	bool		in_intake = hs_schema_version() >= HS_SCHEMA_0_9_0;
+	HsSentPlan	which = in_intake ? HS_SENT_PLAN_ROWS :
+		hs_schema_version() >= HS_SCHEMA_0_8_0 ? HS_SENT_PLAN_BY_CONNECTION : HS_SENT_PLAN_ONE_CONNECTION;
+	int			nrows = 0;
+	int			k = 0;			/* rows of outbox_rows, from the start of the arrays */
+	int			t;				/* rows in the intake, from their end */
+	Datum	   *ids;
+	Datum	   *statuses;
+	Datum	   *cids;
+	Datum	   *extra;
+	bool	   *cid_nulls;
 
 	for (int i = 0; i < n; i++)
 		nrows += batches[i]->n;
@@ -1393,61 +1516,30 @@ hs_outbox_record_sent(HsBatch **batches, const HsOutcome **outcomes, int n)
 	statuses = palloc(sizeof(Datum) * nrows);
 	cids = palloc(sizeof(Datum) * nrows);
 	cid_nulls = palloc(sizeof(bool) * nrows);
-	conns = palloc(sizeof(Datum) * nrows);
+	extra = palloc(sizeof(Datum) * nrows);
+	t = nrows;
 	for (int i = 0; i < n; i++)
 	{
 		bool		valid = is_canonical_uuid(outcomes[i]->correlation_id);
 		Datum		cid = valid ? CStringGetTextDatum(outcomes[i]->correlation_id) : (Datum) 0;
 		Datum		conn = CStringGetTextDatum(batches[i]->conn ? batches[i]->conn->name : "default");
 
-		for (int j = 0; j < batches[i]->n; j++, k++)
+		for (int j = 0; j < batches[i]->n; j++)
 		{
-			ids[k] = Int64GetDatum(batches[i]->ids[j]);
-			statuses[k] = Int32GetDatum(outcomes[i]->http_status);
-			cids[k] = cid;
-			cid_nulls[k] = !valid;
-			conns[k] = conn;
+			bool		intake_row = in_intake && batches[i]->tids && ItemPointerIsValid(&batches[i]->tids[j]);
+			int			at = intake_row ? --t : k++;
+
+			ids[at] = Int64GetDatum(batches[i]->ids[j]);
+			statuses[at] = Int32GetDatum(outcomes[i]->http_status);
+			cids[at] = cid;
+			cid_nulls[at] = !valid;
+			extra[at] = intake_row ? PointerGetDatum(&batches[i]->tids[j]) : conn;
 		}
 	}
-	dims[0] = nrows;
-	values[0] = PointerGetDatum(construct_array(ids, nrows, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(statuses, nrows, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_md_array(cids, cid_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-	for (int i = 0; i < HS_LATENCY_BUCKETS; i++)
-		bounds[i] = Float8GetDatum(hs_metrics_latency_bounds()[i]);
-	values[3] = PointerGetDatum(construct_array(bounds, HS_LATENCY_BUCKETS, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[4] = PointerGetDatum(construct_array(conns, nrows, TEXTOID, -1, false, TYPALIGN_INT));
 
 	spi_connect();
-	/*
-	 * With, for the metrics, the latency of the rows sent at their first
-	 * attempt (from the enqueuing transaction's start to the claim), in the
-	 * histogram's buckets ($4, the upper bounds): one row per bucket.
-	 */
-	if (in_rows && plan_090 == NULL)
-	{
-		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
-
-		/* every row in flight is in outbox_rows: the intake is not read */
-		plan_090 = keep_plan(HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox_rows", ", pg_catalog.unnest($5)", ", conn",
-												" AND o.connection OPERATOR(pg_catalog.=) r.conn"), 5, types);
-	}
-	if (per_connection && !in_rows && plan_080 == NULL)
-	{
-		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
-
-		plan_080 = keep_plan(HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox", ", pg_catalog.unnest($5)", ", conn",
-												" AND o.connection OPERATOR(pg_catalog.=) r.conn"), 5, types);
-	}
-	if (!per_connection && plan == NULL)
-	{
-		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
-
-		plan = keep_plan(HS_RECORD_SENT_SQL(HS_SCHEMA ".outbox", "", "", ""), 4, types);
-	}
-	if (SPI_execute_plan(in_rows ? plan_090 : per_connection ? plan_080 : plan, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not record sent rows in the outbox");
-	record_latency();
+	record_sent_rows(which, ids, statuses, cids, cid_nulls, extra, k);
+	record_sent_rows(HS_SENT_PLAN_INTAKE, ids + t, statuses + t, cids + t, cid_nulls + t, extra + t, nrows - t);
 	SPI_finish();
 }
 
@@ -1770,6 +1862,8 @@ hs_outbox_record(HsBatch *batch, const HsOutcome *o, HsFailedRows *failed)
 	int			rc;
 	const char *conn = batch->conn ? batch->conn->name : "default";
 
+	/* recorded in outbox_rows, by id */
+	hs_outbox_leave_intake(batch);
 	for (int i = 0; i < batch->n; i++)
 		idd[i] = Int64GetDatum(batch->ids[i]);
 	ids = construct_array(idd, batch->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);

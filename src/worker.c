@@ -1155,13 +1155,15 @@ outbox_usable(void)
  * Nothing is in flight between turns (one worker per cluster, one turn at a
  * time), so any row still "sending" was left by a crash, a failover, a
  * SIGTERM or an outcome that could not be recorded: it is pending again,
- * with that attempt counted.
+ * with that attempt counted.  The intake (schema 0.9.0 on), which only a
+ * sequential scan reads, is searched too when the last turn may have left
+ * rows in flight there (at the worker's start, after a turn that failed).
  */
 static void
 recover_in_flight(void)
 {
 	uint64		nfailed;
-	uint64		n = hs_outbox_reset_sending(hs_max_attempts, &nfailed);
+	uint64		n = hs_outbox_reset_sending(hs_max_attempts, !in_flight_known_clear, &nfailed);
 
 	turn_failed.count += nfailed;
 

@@ -4,7 +4,8 @@
 # commit order, across sweeps and beyond the rows one sweep keeps; a row that
 # commits after younger ids were sent is still sent; a paced connection's
 # backlog moves to outbox_rows; an operator's edit of an intake row is
-# honoured.
+# honoured; a row in flight stays in the intake and its outcome moves it to
+# outbox_rows, sent or failed, recorded once.
 use strict;
 use warnings;
 use FindBin;
@@ -122,6 +123,36 @@ is(join(',', sort(mock_vids('int-edit'))), '3', 'only the row nobody touched is 
 is(q1("SELECT tableoid::regclass || ':' || status || ':' || error_message FROM hubspot_events.outbox
         WHERE external_event_id = 'int-edit' AND contact_key = '1'"),
 	'hubspot_events.outbox_rows:failed:by hand', 'the row failed by hand is in outbox_rows, as the operator left it');
+
+# ---------------------------------------------------------------------------
+# 5. Rows in flight stay in the intake (the claim costs no index entry); the
+#    record moves them to outbox_rows: sent, or failed with HubSpot's answer
+# ---------------------------------------------------------------------------
+mock_reset();
+mock_config({ rate_limit => 1000000, rate_window_ms => 1000, delay_ms => 2000 });
+q1("SELECT hubspot_events.hubspot_enqueue_subscriber('int-flight', 'register', 'acme', " . vids(1, 3) . ")");
+ok(wait_until(sub { q1("SELECT count(*) FROM hubspot_events.outbox WHERE external_event_id = 'int-flight' AND status = 'sending'") == 3 }),
+	'the three rows are in flight');
+is(q1("SELECT string_agg(DISTINCT tableoid::regclass::text, ',') FROM hubspot_events.outbox WHERE external_event_id = 'int-flight'"),
+	'hubspot_events.outbox_intake', 'in flight, they are still in the intake');
+flush('the rows in flight are recorded');
+is(q1("SELECT string_agg(DISTINCT tableoid::regclass || ':' || status || ':' || attempts || ':' || http_status, ',')
+         FROM hubspot_events.outbox WHERE external_event_id = 'int-flight'"),
+	'hubspot_events.outbox_rows:sent:1:204', 'once sent, they are in outbox_rows, sent at the first attempt');
+is(join(',', sort(mock_vids('int-flight'))), '1,2,3', 'each reached HubSpot once');
+
+mock_reset();
+mock_config({ rate_limit => 1000000, rate_window_ms => 1000 });
+my $bad = 'mock:status=400;subcategory=MARKETING_EVENTS.INVALID_VID;tag=intake';
+q1("SELECT hubspot_events.hubspot_enqueue_subscriber('$bad', 'register', 'acme', " . vids(1, 2) . ")");
+flush('the refused rows are recorded');
+is(q1("SELECT string_agg(tableoid::regclass || ':' || status || ':' || http_status || ':' || error_subcategory, ',' ORDER BY id)
+         FROM hubspot_events.outbox WHERE external_event_id = '$bad'"),
+	'hubspot_events.outbox_rows:failed:400:MARKETING_EVENTS.INVALID_VID,hubspot_events.outbox_rows:failed:400:MARKETING_EVENTS.INVALID_VID',
+	'refused, they failed in outbox_rows, with HubSpot\'s answer');
+# the request, then each contact alone (the split that finds which contact HubSpot refuses)
+is(join(' ', map { join(',', map { $_->{vid} } @{ $_->{body}{inputs} }) } @{ mock_requests() }), '1,2 1 2',
+	'the two rows, then each alone, not retried');
 
 $node->stop;
 done_testing();
