@@ -462,7 +462,15 @@ AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    WITH inflight AS MATERIALIZED (
+    WITH busy AS MATERIALIZED (
+        -- whether the connection has any row pending or in flight in
+        -- outbox_rows, read once (two index probes): when it has none, as in
+        -- a drain of the intake alone, no row needs the order rules' lookups
+        SELECT EXISTS (SELECT 1 FROM @extschema@.outbox_rows b
+                        WHERE b.status = 'pending' AND b.connection = conn)
+            OR EXISTS (SELECT 1 FROM @extschema@.outbox_rows b
+                        WHERE b.status = 'sending' AND b.connection = conn) AS rows),
+    inflight AS MATERIALIZED (
         -- the identities of the connection's rows in flight, read once
         SELECT ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)
                        FROM @extschema@.outbox_rows s
@@ -474,7 +482,10 @@ BEGIN
          WHERE o.status = 'pending'
            AND o.kind = 'subscriber'
            AND o.connection = conn
-           AND NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows p
+           -- (OR evaluates its arms in order: a connection with nothing in
+           -- outbox_rows reads no rule's index)
+           AND (NOT (SELECT b.rows FROM busy b) OR (
+               NOT EXISTS (SELECT 1 FROM @extschema@.outbox_rows p
                             WHERE (p.external_event_id || ' ' || p.external_account_id || ' ' || p.contact_key)
                                 = (o.external_event_id || ' ' || o.external_account_id || ' ' || o.contact_key)
                               AND p.external_event_id = o.external_event_id
@@ -494,7 +505,7 @@ BEGIN
            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, o.contact_key)
                             = ANY ((SELECT f.keys FROM inflight f)::record[]), false)
            AND NOT coalesce(ROW(o.external_event_id, o.external_account_id, ''::text)
-                            = ANY ((SELECT f.keys FROM inflight f)::record[]), false)
+                            = ANY ((SELECT f.keys FROM inflight f)::record[]), false)))
            FOR UPDATE OF o SKIP LOCKED),
     m AS (
     UPDATE ONLY @extschema@.outbox_intake u

@@ -57,6 +57,9 @@ CLAIM_N = """
        SET status = 'sending', attempts = u.attempts + 1, last_attempt_at = now()
      WHERE u.ctid = ANY (ARRAY(SELECT c.tid FROM c))
     RETURNING u.ctid::text, u.id, u.contact"""
+import re
+CLAIM_N0 = re.sub(r"AND NOT EXISTS .*?FOR UPDATE", "FOR UPDATE", CLAIM_N, flags=re.S)
+CLAIM_N0 = CLAIM_N0.replace("WITH inflight AS MATERIALIZED (\n        SELECT ARRAY(SELECT ROW(s.external_event_id, s.external_account_id, s.contact_key)\n                       FROM hubspot_events.outbox_rows s\n                      WHERE s.status = 'sending' AND s.connection = 'default') AS keys),\n    c AS", "WITH c AS")
 def drain(way):
     done, spent, staged = 0, 0.0, []
     while True:
@@ -66,17 +69,17 @@ def drain(way):
         take, staged = staged[:PER_CLAIM], staged[PER_CLAIM:]
         q("BEGIN")
         if way == "P":
-            rows = q("SELECT id, contact FROM hubspot_events.claim_intake(%s::tid[], %s::bigint[], 'default')",
+            rows = q("SELECT tid::text, id, contact FROM hubspot_events.claim_intake(%s::tid[], %s::bigint[], 'default')",
                      ([t for t, _ in take], [i for _, i in take])) if take else []
             keys = [r[0] for r in rows]
         else:
             q(SETTINGS)
-            rows = q(CLAIM_N, ([t for t, _ in take], [i for _, i in take])) if take else []
+            rows = q(CLAIM_N if way == "N" else CLAIM_N0, ([t for t, _ in take], [i for _, i in take])) if take else []
             keys = [r[0] for r in rows]
         q("COMMIT")
         if keys:
             q("BEGIN")
-            q(RECORD_P if way == "P" else RECORD_N, (keys, [str(uuid.uuid4()) for _ in keys]))
+            q(RECORD_N, (keys, [str(uuid.uuid4()) for _ in keys]))
             q("COMMIT")
         spent += cpu() - c0
         if not keys:
@@ -87,7 +90,7 @@ def drain(way):
     return spent
 res = {}
 for r in range(R):
-    for way in ("P", "N"):
+    for way in ("P", "N", "N0"):
         q("TRUNCATE hubspot_events.outbox")
         q("CHECKPOINT")
         for lo in range(1, N + 1, 10000):

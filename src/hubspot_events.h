@@ -909,6 +909,8 @@ typedef struct HsConn
 	bool		reauth_pending;	/* HubSpot refused its token (401): refreshed, not yet proven */
 	char		oauth_token[HS_CONN_OAUTH_TOKEN_MAX];	/* a copy of the shared access token */
 	bool		has_pending;	/* it has pending rows (else only a session waits for its token) */
+	bool		rows_pending;	/* some of them in outbox_rows (schema 0.9.0 on; else all in
+								 * the intake, and claim_due() has nothing to claim) */
 	/* this turn */
 	const char *token_now;		/* the token its requests carry */
 	int			claimed;		/* rows claimed */

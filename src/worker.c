@@ -993,7 +993,16 @@ claim_for(HsConn *c, int max_rows, int64 *soonest_ms)
 
 	if (n <= 0)
 		return NIL;
-	rows = hs_outbox_claim((int) n, c->is_default ? NULL : c->name, &turn_failed);
+	/*
+	 * The rows of outbox_rows first; from 0.9.0 on, only when the turn's
+	 * look at the pending connections found some there (a drain of the
+	 * intake alone does not plan and run claim_due() at every turn, 4% of
+	 * the worker's CPU)
+	 */
+	if (hs_schema_version() < HS_SCHEMA_0_9_0 || c->rows_pending)
+		rows = hs_outbox_claim((int) n, c->is_default ? NULL : c->name, &turn_failed);
+	else
+		rows = NIL;
 	/* then the intake's rows (schema 0.9.0 on), younger than any of its contacts' rows above */
 	if (hs_schema_version() >= HS_SCHEMA_0_9_0 && list_length(rows) < n)
 		rows = list_concat(rows, hs_intake_claim(c->name, (int) n - list_length(rows),

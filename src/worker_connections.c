@@ -133,9 +133,11 @@ hs_conn_load_pending(List *wanted, List *intake)
 
 		/* $2: the connections with rows kept from the intake (intake.c), due now */
 		plan = SPI_prepare("SELECT coalesce(p.connection, w.name), p.next_attempt_at, c.name IS NOT NULL, c.auth, c.state,"
-						   "       c.hub_id, c.rate_limit, c.rate_limit_interval_ms, s.token_file, p.connection IS NOT NULL"
+						   "       c.hub_id, c.rate_limit, c.rate_limit_interval_ms, s.token_file, p.connection IS NOT NULL,"
+						   "       coalesce(p.in_rows, false)"
 						   "  FROM (SELECT coalesce(q.connection, i.name) AS connection,"
-						   "               CASE WHEN i.name IS NULL THEN q.next_attempt_at END AS next_attempt_at"
+						   "               CASE WHEN i.name IS NULL THEN q.next_attempt_at END AS next_attempt_at,"
+						   "               q.connection IS NOT NULL AS in_rows"
 						   "          FROM " HS_SCHEMA ".pending_connections() q"
 						   "          FULL JOIN pg_catalog.unnest($2) i(name) ON i.name OPERATOR(pg_catalog.=) q.connection) p"
 						   "  FULL JOIN pg_catalog.unnest($1) w(name) ON w.name OPERATOR(pg_catalog.=) p.connection"
@@ -164,6 +166,7 @@ hs_conn_load_pending(List *wanted, List *intake)
 			continue;			/* cannot be: the outbox's names come from the table's */
 		c = hs_conn_get(name);
 		c->has_pending = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+		c->rows_pending = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 		d = SPI_getbinval(tup, desc, 2, &isnull);
 		c->next_ms = isnull ? 0 : (int64) ((DatumGetTimestampTz(d) - now) / 1000);
 		c->exists = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
