@@ -45,8 +45,16 @@
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 
-/* the window is stretched by this much, for clock and network skew */
-#define HS_WINDOW_MARGIN_MS 50
+/*
+ * The window is stretched by a margin, for clock and network skew: 2% of
+ * the window, at least HS_WINDOW_MARGIN_MIN_MS and at most
+ * HS_WINDOW_MARGIN_MAX_MS.  On HubSpot's windows (10 s) that is 50 ms, 0.5%
+ * of the rate; a fixed 50 ms on a window of 1 s (a limit set in
+ * rate_limit_interval_ms) cost 5% of it (docs/benchmarks.md, paced delivery).
+ */
+#define HS_WINDOW_MARGIN_MIN_MS 10
+#define HS_WINDOW_MARGIN_MAX_MS 50
+#define HS_WINDOW_MARGIN_SHARE 50	/* 1/50 of the window */
 #define HS_MAX_TRACKED 4096
 /* the longest Retry-After honoured, in either form: one day */
 #define HS_RETRY_AFTER_MAX_MS INT64CONST(86400000)
@@ -290,10 +298,20 @@ effective_interval_ms(const HsPacer *p, const HsWindow *w)
 	return p->rate_interval_ms > 0 ? p->rate_interval_ms : hs_rate_limit_interval_ms;
 }
 
+/* The window with its margin, in ms. */
+static int64
+stretched_interval_ms(const HsPacer *p, const HsWindow *w)
+{
+	int64		interval = effective_interval_ms(p, w);
+
+	return interval + Min(Max(interval / HS_WINDOW_MARGIN_SHARE, HS_WINDOW_MARGIN_MIN_MS),
+						  HS_WINDOW_MARGIN_MAX_MS);
+}
+
 static void
 forget_old(const HsPacer *p, HsWindow *w, int64 now)
 {
-	int64		horizon = now - effective_interval_ms(p, w) - HS_WINDOW_MARGIN_MS;
+	int64		horizon = now - stretched_interval_ms(p, w);
 
 	while (w->nstarts > 0 && w->starts[w->first] <= horizon)
 	{
@@ -333,7 +351,7 @@ hs_pacing_wait_ms(HsPacer *p)
 	{
 		/* the (nstarts - limit + 1)-th oldest start must leave the window */
 		int			idx = (w->first + (w->nstarts - limit)) % w->cap;
-		int64		free_at = w->starts[idx] + effective_interval_ms(p, w) + HS_WINDOW_MARGIN_MS;
+		int64		free_at = w->starts[idx] + stretched_interval_ms(p, w);
 
 		wait = Max(wait, free_at - now);
 	}
