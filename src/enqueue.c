@@ -587,32 +587,32 @@ hs_outbox_insert_direct(const HsOutboxRow *row, int64 *id, ItemPointer tid)
 	return true;
 }
 
-/* The intake's OID (schema 0.9.0 on); throws when it does not exist. */
-Oid
-hs_outbox_intake_relid(void)
+/* A table of the extension's schema, by name; throws, with hint, when it does not exist. */
+static Oid
+extension_table_relid(const char *relname, const char *hint)
 {
 	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
-	Oid			rel = OidIsValid(nsp) ? get_relname_relid("outbox_intake", nsp) : InvalidOid;
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid(relname, nsp) : InvalidOid;
 
 	if (!OidIsValid(rel))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("the hubspot_events outbox's intake does not exist in this database"),
-				 errhint("Run ALTER EXTENSION hubspot_events UPDATE.")));
+				 errmsg("the table %s.%s does not exist in this database", HS_SCHEMA, relname),
+				 errhint("%s", hint)));
 	return rel;
+}
+
+/* The intake's OID (schema 0.9.0 on); throws when it does not exist. */
+Oid
+hs_outbox_intake_relid(void)
+{
+	return extension_table_relid("outbox_intake", "Run ALTER EXTENSION hubspot_events UPDATE.");
 }
 
 /* The outbox's OID; throws when the extension is not installed. */
 Oid
 hs_outbox_relid(void)
 {
-	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
-	Oid			rel = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
-
-	if (!OidIsValid(rel))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("the hubspot_events outbox does not exist in this database"),
-				 errhint("Run CREATE EXTENSION hubspot_events, or ALTER EXTENSION hubspot_events UPDATE.")));
-	return rel;
+	return extension_table_relid("outbox",
+								 "Run CREATE EXTENSION hubspot_events, or ALTER EXTENSION hubspot_events UPDATE.");
 }

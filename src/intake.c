@@ -173,14 +173,20 @@ static const char *const intake_columns[IC_NUM] = {
 	"id", "connection", "external_event_id", "external_account_id", "contact_key", "status", "kind"
 };
 
-/* A text datum's bytes into buf, then a NUL (the identity's separator). */
-static void
-append_text(StringInfo buf, Datum d)
+/*
+ * A text datum's bytes hashed on from seed (a contact's identity is hashed
+ * part by part, without copying it; two identities with the same hash only
+ * make one of their rows wait a turn).
+ */
+static uint64
+hash_text(Datum d, uint64 seed)
 {
 	text	   *t = DatumGetTextPP(d);
+	uint64		h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), seed);
 
-	appendBinaryStringInfo(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-	appendStringInfoChar(buf, '\0');
+	if ((Pointer) t != DatumGetPointer(d))
+		pfree(t);
+	return h;
 }
 
 /* Whether a text datum equals s. */
@@ -232,7 +238,6 @@ hs_intake_sweep(void)
 	AttrNumber	attnum[IC_NUM];
 	AttrNumber	maxatt = 0;
 	TupleDesc	desc;
-	StringInfoData key;
 	MemoryContext old;
 
 	if (!sweep_due())
@@ -271,7 +276,6 @@ hs_intake_sweep(void)
 	}
 
 	old = MemoryContextSwitchTo(intake_cxt);
-	initStringInfo(&key);
 	slot = table_slot_create(rel, NULL);
 	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
@@ -329,11 +333,8 @@ hs_intake_sweep(void)
 		r = &c->rows[c->n++];
 		r->id = DatumGetInt64(v[IC_ID]);
 		ItemPointerCopy(&slot->tts_tid, &r->tid);
-		resetStringInfo(&key);
-		append_text(&key, v[IC_EVENT_ID]);
-		append_text(&key, v[IC_ACCOUNT_ID]);
-		append_text(&key, v[IC_CONTACT_KEY]);
-		r->contact = hash_bytes_extended((const unsigned char *) key.data, key.len, 0);
+		r->contact = hash_text(v[IC_CONTACT_KEY],
+							   hash_text(v[IC_ACCOUNT_ID], hash_text(v[IC_EVENT_ID], 0)));
 		r->taken = false;
 		if ((seen & 4095) == 0)
 			CHECK_FOR_INTERRUPTS();
@@ -341,7 +342,6 @@ hs_intake_sweep(void)
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, AccessShareLock);
-	pfree(key.data);
 	MemoryContextSwitchTo(old);
 
 	hash_seq_init(&seq, kept);
