@@ -53,9 +53,11 @@
  * again, before any other row of its connection is taken.
  *
  * When to sweep: at every claim while the intake is small (the last sweep
- * saw at most HS_INTAKE_SMALL rows), else when a connection's kept rows
- * have run out while the intake held more, and at least every
- * HS_INTAKE_RESWEEP_MS.
+ * saw at most HS_INTAKE_SMALL rows, in at most HS_INTAKE_SMALL_PAGES pages:
+ * a sweep reads every page, and after a burst the intake's pages hold the
+ * dead versions of the rows sent, until a vacuum); else when no kept row is
+ * left to claim, when a connection's kept rows have run out while the
+ * intake held more, and at least every HS_INTAKE_RESWEEP_MS.
  *
  *-------------------------------------------------------------------------
  */
@@ -67,6 +69,7 @@
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/snapmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -74,7 +77,8 @@
 #include "utils/timestamp.h"
 
 #define HS_INTAKE_KEEP 20000		/* kept rows per connection, at least */
-#define HS_INTAKE_SMALL 20000		/* a sweep that saw no more rows is cheap: at every claim */
+#define HS_INTAKE_SMALL 20000		/* a sweep that saw no more rows ... */
+#define HS_INTAKE_SMALL_PAGES 1000	/* ... in no more pages is cheap: at every claim */
 #define HS_INTAKE_RESWEEP_MS 1000	/* else, at least this often */
 #define HS_INTAKE_STALL_MS 500		/* a connection not ready this long has its kept rows moved */
 #define HS_INTAKE_BACKLOG_S 2		/* kept rows its pacing cannot send this soon move */
@@ -111,7 +115,10 @@ static HTAB *kept = NULL;
 static bool must_sweep = true;
 static TimestampTz last_sweep = 0;
 static int64 last_seen = 0;		/* rows the last sweep saw */
+static BlockNumber last_pages = 0;	/* pages it read */
 static HTAB *unready = NULL;
+
+static void advance(KeptConn *c);
 
 static int
 kept_row_cmp(const void *a, const void *b)
@@ -143,15 +150,23 @@ sweep_due(void)
 	KeptConn   *c;
 	bool		due = false;
 
-	if (must_sweep || kept == NULL || last_seen <= HS_INTAKE_SMALL)
+	bool		any_left = false;
+
+	if (must_sweep || kept == NULL || (last_seen <= HS_INTAKE_SMALL && last_pages <= HS_INTAKE_SMALL_PAGES))
 		return true;
 	if (TimestampDifferenceExceeds(last_sweep, GetCurrentTimestamp(), HS_INTAKE_RESWEEP_MS))
 		return true;
 	hash_seq_init(&seq, kept);
 	while ((c = (KeptConn *) hash_seq_search(&seq)) != NULL)
+	{
+		advance(c);
 		if (c->partial && c->next >= c->n)
 			due = true;
-	return due;
+		if (c->next < c->n)
+			any_left = true;
+	}
+	/* nothing kept is left to claim: only a sweep can find rows committed since */
+	return due || !any_left;
 }
 
 /* Forget every kept row: the next claim sweeps (after a turn that failed). */
@@ -255,6 +270,7 @@ hs_intake_sweep(void)
 
 	rel = table_open(hs_outbox_intake_relid(), AccessShareLock);
 	desc = RelationGetDescr(rel);
+	last_pages = RelationGetNumberOfBlocks(rel);
 	for (int k = 0; k < IC_NUM; k++)
 	{
 		attnum[k] = InvalidAttrNumber;
