@@ -373,6 +373,8 @@ hs_outbox_reset_sending(int max_attempts, bool in_intake_too, uint64 *failed)
 	bool		in_rows = hs_schema_version() >= HS_SCHEMA_0_9_0;
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
+	SPIPlanPtr	run[2];
+	int			nrun = 0;
 	uint64		n = 0;
 
 	spi_connect();
@@ -383,12 +385,14 @@ hs_outbox_reset_sending(int max_attempts, bool in_intake_too, uint64 *failed)
 	}
 	if (!in_rows && plan == NULL)
 		plan = keep_plan(HS_RESET_SENDING_SQL(HS_SCHEMA ".outbox"), 1, types);
+	run[nrun++] = in_rows ? plan_090 : plan;
+	if (in_rows && in_intake_too)
+		run[nrun++] = plan_intake;
 	values[0] = Int32GetDatum(max_attempts);
 	*failed = 0;
-	for (int pass = 0; pass < (in_rows && in_intake_too ? 2 : 1); pass++)
+	for (int k = 0; k < nrun; k++)
 	{
-		if (SPI_execute_plan(pass == 1 ? plan_intake : in_rows ? plan_090 : plan,
-							 values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (SPI_execute_plan(run[k], values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not reset rows in flight");
 		n += SPI_processed;
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -839,6 +843,33 @@ hs_outbox_fail_invalid(const int64 *ids, char **messages, int n, const char *con
  */
 #define HS_CLAIM_TID_COLUMN 10
 
+/*
+ * Of n rows (their places tids[] and ids[]), those in flight in the intake
+ * (a valid place) move to outbox_rows as they are (move_intake()), and
+ * their places are made invalid: they are rows of outbox_rows from then on.
+ */
+static void
+move_in_flight(ItemPointerData *tids, const int64 *ids, int n)
+{
+	ItemPointerData *move_tids = NULL;
+	int64	   *move_ids = NULL;
+	int			nmove = 0;
+
+	for (int i = 0; i < n; i++)
+		if (ItemPointerIsValid(&tids[i]))
+		{
+			if (move_tids == NULL)
+			{
+				move_tids = palloc(sizeof(ItemPointerData) * n);
+				move_ids = palloc(sizeof(int64) * n);
+			}
+			move_tids[nmove] = tids[i];
+			move_ids[nmove++] = ids[i];
+			ItemPointerSetInvalid(&tids[i]);
+		}
+	(void) hs_outbox_move_intake(move_tids, move_ids, nmove);
+}
+
 static List *
 take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 {
@@ -847,9 +878,7 @@ take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 	int64	   *bad_ids = NULL;
 	char	  **bad_msgs = NULL;
 	ItemPointerData *bad_tids = NULL;
-	int64	   *bad_intake_ids = NULL;
 	int			nbad = 0;
-	int			nbad_intake = 0;
 
 	scratch = AllocSetContextCreate(CurrentMemoryContext, "hubspot_events claimed row",
 									ALLOCSET_SMALL_SIZES);
@@ -891,13 +920,8 @@ take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 				bad_ids = palloc(sizeof(int64) * SPI_processed);
 				bad_msgs = palloc(sizeof(char *) * SPI_processed);
 				bad_tids = palloc(sizeof(ItemPointerData) * SPI_processed);
-				bad_intake_ids = palloc(sizeof(int64) * SPI_processed);
 			}
-			if (ItemPointerIsValid(&r->tid))
-			{
-				bad_tids[nbad_intake] = r->tid;
-				bad_intake_ids[nbad_intake++] = r->id;
-			}
+			bad_tids[nbad] = r->tid;
 			bad_ids[nbad] = r->id;
 			bad_msgs[nbad++] = msg;
 		}
@@ -910,7 +934,7 @@ take_claimed_rows(MemoryContext caller, const char *conn, HsFailedRows *failed)
 	if (nbad > 0)
 	{
 		/* failed where every failed row is: in outbox_rows */
-		(void) hs_outbox_move_intake(bad_tids, bad_intake_ids, nbad_intake);
+		move_in_flight(bad_tids, bad_ids, nbad);
 		hs_outbox_fail_invalid(bad_ids, bad_msgs, nbad, conn);
 		hs_failed_rows_add(failed, bad_ids, nbad);
 		ereport(LOG,
@@ -1072,25 +1096,8 @@ hs_outbox_move_intake(const ItemPointerData *tids, const int64 *ids, int n)
 void
 hs_outbox_leave_intake(HsBatch *batch)
 {
-	ItemPointerData *tids = NULL;
-	int64	   *ids = NULL;
-	int			n = 0;
-
-	if (batch->tids == NULL)
-		return;
-	for (int i = 0; i < batch->n; i++)
-		if (ItemPointerIsValid(&batch->tids[i]))
-		{
-			if (tids == NULL)
-			{
-				tids = palloc(sizeof(ItemPointerData) * batch->n);
-				ids = palloc(sizeof(int64) * batch->n);
-			}
-			tids[n] = batch->tids[i];
-			ids[n++] = batch->ids[i];
-			ItemPointerSetInvalid(&batch->tids[i]);
-		}
-	(void) hs_outbox_move_intake(tids, ids, n);
+	if (batch->tids != NULL)
+		move_in_flight(batch->tids, batch->ids, batch->n);
 }
 
 /* Move all of conn's intake rows to outbox_rows as they are (move_intake_connection()). */
@@ -1461,8 +1468,9 @@ record_sent_plan(HsSentPlan which)
 }
 
 /*
- * One record of sent rows: the n rows at *take of the turn's (ids,
- * statuses, correlation ids, and connections or places in the intake).
+ * One record of n sent rows: their ids, statuses and correlation ids, and
+ * their connections (or, for HS_SENT_PLAN_INTAKE, their places in the
+ * intake).
  * With, for the metrics, the latency of the rows sent at their first
  * attempt (from the enqueuing transaction's start to the claim), in the
  * histogram's buckets ($4, the upper bounds): one row per bucket.
