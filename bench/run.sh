@@ -31,7 +31,9 @@
 #   BENCH_MOCK=lean      lab conditions: the mock keeps no requests, checks no bodies (default full)
 #   BENCH_VACUUM=1       lab conditions: vacuum the outbox before each drain (default: never)
 #   BENCH_EXPERIMENT=intake  only bench/intake_floor.py: the floors of an intake design
-#                        against the outbox's (issue 17's next step), nothing else
+#                        against the outbox's (issue 17's next step), nothing else;
+#                        BENCH_EXPERIMENT_SCRIPT=inflight_floor.py runs that experiment
+#                        instead (the drain's SQL with rows in flight in the intake)
 #   BENCH_S1_SQL="sql"   development: run this SQL after scenario 1's setup (a change to
 #                        try, e.g. the outbox's indexes dropped), then measure as usual
 #   HS_KEEP=1            keep the work folder (server log, mock log, raw results)
