@@ -624,7 +624,7 @@ start_requests(HsHttpRequest *reqs, int nreqs, int nslots, int *active,
 
 /* Drive the transfers in flight one slice; finish those done.  Returns how many are still active. */
 static int
-drive_transfers(int nslots, int active, const HsSendHooks *hooks)
+drive_transfers(int nslots, int active, bool all_started, const HsSendHooks *hooks)
 {
 	int			running = 0;
 	CURLMcode	mc;
@@ -665,6 +665,11 @@ drive_transfers(int nslots, int active, const HsSendHooks *hooks)
 				if (hooks->on_done)
 					hooks->on_done(req);
 			}
+	}
+	if (active > 0 && all_started && hooks->while_in_flight)
+	{
+		/* the requests are on their way: the caller's work overlaps the answers' */
+		hooks->while_in_flight();
 	}
 	if (active > 0)
 	{
@@ -731,7 +736,7 @@ hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,
 				return false;
 			continue;
 		}
-		active = drive_transfers(nslots, active, hooks);
+		active = drive_transfers(nslots, active, left == 0, hooks);
 		if (stop_requested(hooks))
 			return false;
 	}

@@ -770,6 +770,8 @@ typedef struct HsSendHooks
 	void		(*sleep_ms) (int64 ms); /* how to wait (default pg_usleep) */
 	void		(*on_start) (HsHttpRequest *req);
 	void		(*on_done) (HsHttpRequest *req);
+	/* every request started, some in flight: work to do while they are */
+	void		(*while_in_flight) (void);
 } HsSendHooks;
 
 extern bool hs_http_post_many(HsHttpRequest *reqs, int nreqs, const char *token,

@@ -248,6 +248,7 @@ typedef struct HsTurnResult
 	HsBatch    *batch;
 	HsOutcome	outcome;
 	bool		unstarted;		/* the pacing held it back: not sent at all */
+	bool		recorded;		/* a success recorded already (record_early) */
 	HsFailedRows failed;		/* its rows that ended failed, once recorded */
 } HsTurnResult;
 
@@ -383,6 +384,107 @@ sibling_rejection(const HsInFlight *flights, const HsRejection *rej, int n, cons
 }
 
 /*
+ * The wave being sent: its requests, and which of their answers are taken
+ * (turned into results) already.  The worker records a wave's first
+ * successes while its last requests are in flight (record_early).
+ */
+typedef struct HsWave
+{
+	HsHttpRequest *reqs;
+	HsInFlight *flights;
+	HsRejection *rej;
+	bool	   *taken;
+	int			n;
+	List	  **results;
+	char	  **hold_reason;
+	List	   *next;			/* the halves of split batches: the next wave */
+	bool		recorded_early; /* record_early has run for this wave */
+} HsWave;
+
+static HsWave *wave_now = NULL;
+
+static void record_early(void);
+
+/*
+ * One request's answer (its rejection read: hs_api_read_rejection), into
+ * results (or, for a rejected batch, its halves into the next wave); its
+ * body is freed.  Returns the request's result when the answer is one
+ * outcome for the whole batch, else NULL.
+ */
+static HsTurnResult *
+take_answer(HsWave *w, int i)
+{
+	HsHttpRequest *req = &w->reqs[i];
+	HsBatch    *b = w->flights[i].batch;
+	HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
+
+	w->taken[i] = true;
+	tr->batch = b;
+	if (!req->started)
+	{
+		/* the pacing held it back: pending again, no attempt used */
+		tr->outcome.kind = HS_OUTCOME_RATE_LIMITED;
+		tr->outcome.retry_after_ms = Max(hs_pacing_wait_ms(b->conn->pacer), 0);
+		tr->unstarted = true;
+		*w->results = lappend(*w->results, tr);
+		return NULL;
+	}
+	if (build_outcome(req, &w->flights[i].err, &tr->outcome) == HS_OUTCOME_SENT)
+		hs_metrics_add(HS_METRIC_CONTACTS_SENT, b->n);
+	if (b->n > 1 && w->rej[i].rejected &&
+		hs_batch_split_again(&w->rej[i], sibling_rejection(w->flights, w->rej, w->n, b)))
+	{
+		HsBatch    *h1,
+				   *h2;
+
+		/* counted, but no row records this answer: the halves' will */
+		hs_batch_split(b, &h1, &h2);
+		hs_metrics_add(HS_METRIC_SPLITS, 1);
+		w->next = lappend(lappend(w->next, h1), h2);
+		tr = NULL;
+	}
+	else if (!(tr->outcome.kind == HS_OUTCOME_SENT && b->attendance &&
+			   b->kind == HS_KIND_SUBSCRIBER &&
+			   split_attendance_errors(req, b, &tr->outcome, w->results)))
+	{
+		if (tr->outcome.kind == HS_OUTCOME_HOLD && b->conn->auth == HS_AUTH_OAUTH &&
+			tr->outcome.http_status == 401 &&
+			(is_expired_outcome(&tr->outcome) || !b->conn->reauth_pending))
+		{
+			/*
+			 * HubSpot refused an OAuth connection's access token (expired
+			 * early, revoked, the app uninstalled): the next turn refreshes
+			 * it, and the refresh tells which (an uninstall answers
+			 * invalid_grant).  A new token refused again before any request
+			 * went through holds the connection.
+			 */
+			hs_conn_token_forget(b->conn->name, b->conn->token_now);
+			b->conn->reauth_pending = true;
+		}
+		else if (tr->outcome.kind == HS_OUTCOME_HOLD)
+		{
+			char	  **why = b->conn->is_default ? w->hold_reason : &b->conn->turn_hold;
+
+			if (*why == NULL)
+				*why = psprintf("HubSpot answered HTTP %d %s: %s",
+								tr->outcome.http_status,
+								tr->outcome.error_category ? tr->outcome.error_category : "",
+								tr->outcome.error_message ? tr->outcome.error_message : "");
+		}
+		else
+		{
+			b->conn->went_through = true;
+			b->conn->reauth_pending = false;
+		}
+		*w->results = lappend(*w->results, tr);
+	}
+	else
+		tr = NULL;				/* its rows' outcomes are in results */
+	free_answer(req);
+	return tr;
+}
+
+/*
  * Send the batches, paced, and isolate the contacts HubSpot rejects: a
  * request of several contacts answered 400 VALIDATION_ERROR is split in
  * halves and both are resent in the next wave, and a rejected half is split
@@ -410,102 +512,56 @@ send_in_waves(List *batches, List **results, char **hold_reason)
 	hooks.sleep_ms = worker_sleep_ms;
 	hooks.on_start = worker_on_start;
 	hooks.on_done = worker_on_done;
+	hooks.while_in_flight = record_early;
 
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: sending");
 	while (wave != NIL)
 	{
-		int			n = list_length(wave);
-		HsHttpRequest *reqs = palloc0(sizeof(HsHttpRequest) * n);
-		HsInFlight *flights = palloc0(sizeof(HsInFlight) * n);
-		HsRejection *rej = palloc0(sizeof(HsRejection) * n);
-		List	   *next = NIL;
+		HsWave		w;
 		int			i = 0;
 		ListCell   *lc;
+		volatile bool finished = false;
 
+		memset(&w, 0, sizeof(w));
+		w.n = list_length(wave);
+		w.reqs = palloc0(sizeof(HsHttpRequest) * w.n);
+		w.flights = palloc0(sizeof(HsInFlight) * w.n);
+		w.rej = palloc0(sizeof(HsRejection) * w.n);
+		w.taken = palloc0(sizeof(bool) * w.n);
+		w.results = results;
+		w.hold_reason = hold_reason;
 		foreach(lc, wave)
 		{
 			HsBatch    *b = (HsBatch *) lfirst(lc);
 
-			flights[i].batch = b;
-			reqs[i].url = b->url;
-			reqs[i].body = b->body;
-			reqs[i].body_len = b->body_len;
-			reqs[i].token = b->conn->token_now;
-			reqs[i].arg = &flights[i];
+			w.flights[i].batch = b;
+			w.reqs[i].url = b->url;
+			w.reqs[i].body = b->body;
+			w.reqs[i].body_len = b->body_len;
+			w.reqs[i].token = b->conn->token_now;
+			w.reqs[i].arg = &w.flights[i];
 			i++;
 		}
-		if (!hs_http_post_many(reqs, n, NULL, hs_max_concurrency, &hooks))
-			return false;
-		for (i = 0; i < n; i++)
-			if (reqs[i].started)
-				hs_api_read_rejection(&reqs[i].result, &flights[i].err, flights[i].batch, &rej[i]);
-
-		for (i = 0; i < n; i++)
+		wave_now = &w;
+		PG_TRY();
 		{
-			HsBatch    *b = flights[i].batch;
-			HsTurnResult *tr = palloc0(sizeof(HsTurnResult));
-
-			tr->batch = b;
-			if (!reqs[i].started)
-			{
-				/* the pacing held it back: pending again, no attempt used */
-				tr->outcome.kind = HS_OUTCOME_RATE_LIMITED;
-				tr->outcome.retry_after_ms = Max(hs_pacing_wait_ms(b->conn->pacer), 0);
-				tr->unstarted = true;
-				*results = lappend(*results, tr);
-				continue;
-			}
-			if (build_outcome(&reqs[i], &flights[i].err, &tr->outcome) == HS_OUTCOME_SENT)
-				hs_metrics_add(HS_METRIC_CONTACTS_SENT, b->n);
-			if (b->n > 1 && rej[i].rejected &&
-				hs_batch_split_again(&rej[i], sibling_rejection(flights, rej, n, b)))
-			{
-				HsBatch    *h1,
-						   *h2;
-
-				/* counted, but no row records this answer: the halves' will */
-				hs_batch_split(b, &h1, &h2);
-				hs_metrics_add(HS_METRIC_SPLITS, 1);
-				next = lappend(lappend(next, h1), h2);
-			}
-			else if (!(tr->outcome.kind == HS_OUTCOME_SENT && b->attendance &&
-					   b->kind == HS_KIND_SUBSCRIBER &&
-					   split_attendance_errors(&reqs[i], b, &tr->outcome, results)))
-			{
-				if (tr->outcome.kind == HS_OUTCOME_HOLD && b->conn->auth == HS_AUTH_OAUTH &&
-					tr->outcome.http_status == 401 &&
-					(is_expired_outcome(&tr->outcome) || !b->conn->reauth_pending))
-				{
-					/*
-					 * HubSpot refused an OAuth connection's access token (expired
-					 * early, revoked, the app uninstalled): the next turn refreshes
-					 * it, and the refresh tells which (an uninstall answers
-					 * invalid_grant).  A new token refused again before any
-					 * request went through holds the connection.
-					 */
-					hs_conn_token_forget(b->conn->name, b->conn->token_now);
-					b->conn->reauth_pending = true;
-				}
-				else if (tr->outcome.kind == HS_OUTCOME_HOLD)
-				{
-					char	  **why = b->conn->is_default ? hold_reason : &b->conn->turn_hold;
-
-					if (*why == NULL)
-						*why = psprintf("HubSpot answered HTTP %d %s: %s",
-										tr->outcome.http_status,
-										tr->outcome.error_category ? tr->outcome.error_category : "",
-										tr->outcome.error_message ? tr->outcome.error_message : "");
-				}
-				else
-				{
-					b->conn->went_through = true;
-					b->conn->reauth_pending = false;
-				}
-				*results = lappend(*results, tr);
-			}
-			free_answer(&reqs[i]);
+			finished = hs_http_post_many(w.reqs, w.n, NULL, hs_max_concurrency, &hooks);
 		}
-		wave = next;
+		PG_FINALLY();
+		{
+			wave_now = NULL;
+		}
+		PG_END_TRY();
+		if (!finished)
+			return false;
+		/* every rejection read before any is taken: a split looks at its sibling's */
+		for (i = 0; i < w.n; i++)
+			if (!w.taken[i] && w.reqs[i].started)
+				hs_api_read_rejection(&w.reqs[i].result, &w.flights[i].err, w.flights[i].batch, &w.rej[i]);
+		for (i = 0; i < w.n; i++)
+			if (!w.taken[i])
+				take_answer(&w, i);
+		wave = w.next;
 	}
 	return true;
 }
@@ -803,6 +859,8 @@ record_outcomes(List *results)
 	{
 		HsTurnResult *tr = (HsTurnResult *) lfirst(lc);
 
+		if (tr->recorded)
+			continue;
 		if (tr->outcome.kind == HS_OUTCOME_DRY_RUN)
 			dry.batches[dry.n++] = tr->batch;
 		else if (tr->outcome.kind == HS_OUTCOME_SENT)
@@ -857,6 +915,79 @@ record_outcomes(List *results)
 		(void) record_in_subxact(record_one_step, &merged, "the requests held back by the pacing");
 		unsent = rest;
 	}
+}
+
+/*
+ * Whether an answer is one success for its whole batch: a 2xx, not from an
+ * attendance endpoint (which lists per-contact errors in a 200).
+ */
+static bool
+is_plain_success(const HsHttpRequest *req, const HsBatch *b)
+{
+	return req->done && req->result.transport_ok &&
+		req->result.http_status >= 200 && req->result.http_status < 300 &&
+		!(b->attendance && b->kind == HS_KIND_SUBSCRIBER);
+}
+
+/*
+ * While a wave's last requests are in flight (all of them started), the
+ * successes already answered are recorded in a transaction of their own,
+ * so that recording them overlaps HubSpot's answering the others instead
+ * of following it.  Once per wave, when they are at least half of its
+ * requests.  A success that cannot be recorded here is left to the record
+ * phase, which tries it again.  Never inside a transaction (the send phase
+ * runs outside one).
+ */
+static void
+record_early(void)
+{
+	HsWave	   *w = wave_now;
+	MemoryContext cxt = CurrentMemoryContext;
+	HsSentSet	set;
+	HsTurnResult **trs;
+	int			ndone = 0;
+
+	if (w == NULL || w->recorded_early || IsTransactionState())
+		return;
+	for (int i = 0; i < w->n; i++)
+		if (!w->taken[i] && is_plain_success(&w->reqs[i], w->flights[i].batch))
+			ndone++;
+	if (ndone == 0 || ndone * 2 < w->n)
+		return;
+	w->recorded_early = true;
+
+	set.batches = palloc(sizeof(HsBatch *) * ndone);
+	set.outcomes = palloc(sizeof(HsOutcome *) * ndone);
+	set.n = 0;
+	trs = palloc(sizeof(HsTurnResult *) * ndone);
+	for (int i = 0; i < w->n; i++)
+	{
+		HsTurnResult *tr;
+
+		if (w->taken[i] || !is_plain_success(&w->reqs[i], w->flights[i].batch))
+			continue;
+		hs_api_read_rejection(&w->reqs[i].result, &w->flights[i].err, w->flights[i].batch, &w->rej[i]);
+		tr = take_answer(w, i);
+		if (tr == NULL || tr->outcome.kind != HS_OUTCOME_SENT)
+			continue;
+		trs[set.n] = tr;
+		set.batches[set.n] = tr->batch;
+		set.outcomes[set.n++] = &tr->outcome;
+	}
+	if (set.n == 0)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
+	if (record_in_subxact(record_sent_step, &set, "the turn's successes"))
+		for (int k = 0; k < set.n; k++)
+			trs[k]->recorded = true;
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_activity(STATE_RUNNING, "hubspot_events: sending");
 }
 
 /* ---- the loop ---- */

@@ -103,6 +103,33 @@ is_deeply(\@seq77, [qw(register attend cancel register)], "a contact's changes r
 ok(!grep({ my @v = map { $_->{vid} } @{ $_->{body}{inputs} }; my %s; grep { $s{$_}++ } @v } @$reqs),
 	'no request holds two rows of one contact');
 
+# ---- a turn's first answers are recorded while its last request is in flight ----
+# Four requests of one turn, started together (max_concurrency 4); HubSpot
+# answers one 4 s late.  Once half of them have answered with a success,
+# those are recorded at once, in a transaction of their own, not when the
+# slow answer comes (the third fast answer may come a moment later, and
+# then waits for the turn's record).
+mock_reset();
+my $slow = 'mock:delay_ms=4000;tag=early';
+$node->safe_psql('postgres', qq{
+	BEGIN;
+	SELECT hubspot_events.hubspot_enqueue_subscriber('webinar-early' || e, 'register', 'acme', jsonb_build_object('vid', 80 + e))
+	  FROM generate_series(1, 3) e;
+	SELECT hubspot_events.hubspot_enqueue_subscriber('$slow', 'register', 'acme', '{"vid": 84}');
+	COMMIT;});
+ok(wait_until(sub { $node->safe_psql('postgres', qq{
+	SELECT count(*) FILTER (WHERE external_event_id LIKE 'webinar-early%' AND status = 'sent') >= 2
+	   AND bool_or(external_event_id = '$slow' AND status = 'sending')
+	  FROM hubspot_events.outbox WHERE external_event_id LIKE 'webinar-early%' OR external_event_id = '$slow'}) eq 't' }, 10),
+	'two or three answered requests are recorded sent while the slow one is still in flight');
+$node->safe_psql('postgres', q{SELECT hubspot_events.flush('30 s')});
+is($node->safe_psql('postgres', qq{
+	SELECT string_agg(format('%s:%s:%s:%s', external_event_id, status, attempts, http_status), ',' ORDER BY id)
+	  FROM hubspot_events.outbox WHERE external_event_id LIKE 'webinar-early%' OR external_event_id = '$slow'}),
+	"webinar-early1:sent:1:204,webinar-early2:sent:1:204,webinar-early3:sent:1:204,$slow:sent:1:204",
+	'then the fourth is recorded too; each row sent at its first attempt');
+is(join(',', sort { $a <=> $b } mock_vids()), '81,82,83,84', 'each contact reached HubSpot once');
+
 # ---- status view ----
 my $status = $node->safe_psql('postgres',
 	"SELECT worker_pid IS NOT NULL, worker_state, worker_database, paused, pending, sending, failed, successes > 0 FROM hubspot_events.status");
