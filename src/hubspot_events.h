@@ -474,6 +474,7 @@ extern bool hs_batch_split_again(const struct HsRejection *rej,
 
 /* ---- outbox.c: the worker's side ---- */
 extern bool hs_outbox_available(void);
+extern void hs_outbox_lock_first(void);
 extern uint64 hs_outbox_reset_sending(int max_attempts, bool in_intake_too, uint64 *failed);
 extern uint64 hs_outbox_purge_retention(int seconds);
 extern bool hs_outbox_vacuum(MemoryContext cxt);

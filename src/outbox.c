@@ -338,6 +338,25 @@ hs_outbox_available(void)
 }
 
 /*
+ * The worker's transactions lock the outbox first, in the mode its writes
+ * take (RowExclusiveLock), before any statement reads or writes it or a
+ * partition of it.  DDL on the outbox (CREATE TRIGGER, ALTER TABLE, ALTER
+ * EXTENSION UPDATE) locks the outbox, then its partitions; a worker that
+ * locked a partition first (outbox_rows, by a statement on it alone) and
+ * the outbox next, or read the outbox (AccessShareLock) before writing it,
+ * could deadlock with it.  Nothing when the outbox does not exist.
+ */
+void
+hs_outbox_lock_first(void)
+{
+	Oid			nsp = get_namespace_oid(HS_SCHEMA, true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
+
+	if (OidIsValid(rel))
+		LockRelationOid(rel, RowExclusiveLock);
+}
+
+/*
  * (A note for every statement below: OPERATOR(pg_catalog.x) has one fixed
  * precedence, whatever x is, so expressions that mix operators are
  * parenthesised.)

@@ -981,6 +981,7 @@ record_early(void)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
+	hs_outbox_lock_first();
 	if (record_in_subxact(record_sent_step, &set, "the turn's successes"))
 		for (int k = 0; k < set.n; k++)
 			trs[k]->recorded = true;
@@ -1343,6 +1344,7 @@ claim_phase(MemoryContext turn_cxt, List **rows, int64 *next_due_ms)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: claiming due rows");
+	hs_outbox_lock_first();
 
 	if (!outbox_usable())
 		result = HS_CLAIM_UNUSABLE;
@@ -1676,6 +1678,7 @@ record_phase(MemoryContext turn_cxt, List *results, const char *hold_reason)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "hubspot_events: recording outcomes");
+	hs_outbox_lock_first();
 	record_outcomes(results);
 	record_connection_holds(results);
 	turn_notes(results, hold_reason);

@@ -284,4 +284,41 @@ ok(wait_until(sub { r1("SELECT status FROM hubspot_events.outbox WHERE external_
 	'after a reload with a value the check accepts, the row is sent');
 $node->stop;
 
+# ---------------------------------------------------------------------------
+# 8. The worker locks the outbox before its partitions, as DDL on the outbox
+#    does (CREATE TRIGGER, ALTER TABLE): the two never deadlock.  CI once saw
+#    a worker's first turn (which resets rows in flight in outbox_rows, then
+#    purges sent rows through the outbox) deadlock with a CREATE TRIGGER.
+# ---------------------------------------------------------------------------
+mock_reset();
+$node = hs_node('lockorder', conf => [@conf]);
+sub l1 { $node->safe_psql('postgres', $_[0]) }
+my $worker_sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'hubspot_events worker'";
+ok(wait_until(sub { l1($worker_sql) ne '' }), 'the worker runs');
+my $old_worker = l1($worker_sql);
+my $ddl = $node->background_psql('postgres');
+$ddl->query_safe("SET lock_timeout = '20s'");
+$ddl->query_safe("BEGIN");
+# the DDL's first lock: the outbox itself
+$ddl->query_safe("LOCK TABLE ONLY hubspot_events.outbox IN SHARE ROW EXCLUSIVE MODE");
+# a new worker, whose first turn looks for rows in flight and purges sent rows
+l1("SELECT pg_terminate_backend($old_worker)");
+ok(wait_until(sub { l1("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                         WHERE a.backend_type = 'hubspot_events worker' AND a.pid <> $old_worker
+                           AND NOT l.granted AND l.relation = 'hubspot_events.outbox'::regclass") eq '1' }, 60),
+	'the new worker waits for the outbox');
+is(l1("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        WHERE a.backend_type = 'hubspot_events worker' AND l.granted
+          AND l.relation IN ('hubspot_events.outbox_rows'::regclass, 'hubspot_events.outbox_intake'::regclass)"),
+	'0', 'holding no lock on its partitions');
+# the DDL's next locks, on the partitions: granted, no deadlock
+my ($out, $err) = $ddl->query("LOCK TABLE hubspot_events.outbox_rows, hubspot_events.outbox_intake IN SHARE ROW EXCLUSIVE MODE");
+is($err ? $ddl->{stderr} : '', '', 'the DDL then locks the partitions: no deadlock');
+$ddl->query("COMMIT");
+$ddl->quit;
+l1("SELECT hubspot_events.hubspot_enqueue_subscriber('lock-after', 'register', 'acme', '{\"vid\": 1}')");
+is(l1("SELECT hubspot_events.flush('30 s')"), 't', 'the worker goes on once the DDL ends');
+ok(slurp_file($node->logfile) !~ /deadlock detected/, 'no deadlock in the server log');
+$node->stop;
+
 done_testing();
