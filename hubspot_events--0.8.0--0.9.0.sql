@@ -436,6 +436,19 @@ BEGIN
 END
 $$;
 
+-- Whether a row of the intake is still the one the worker's sweep saw at its
+-- place: (row_tid, row_id) is one of the pairs (tids[k], ids[k]).  Called by
+-- claim_intake() and move_intake() with the same arrays for every row of a
+-- statement, after one TID scan of the places (the pairs are hashed once per
+-- statement: src/intake_place.c).
+CREATE FUNCTION @extschema@.intake_at_place(row_tid tid, row_id bigint, tids tid[], ids bigint[])
+RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'hubspot_events_intake_at_place';
+REVOKE ALL ON FUNCTION @extschema@.intake_at_place(tid, bigint, tid[], bigint[]) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.intake_at_place(tid, bigint, tid[], bigint[]) IS
+'Internal, for the worker''s claims: whether a row of the intake is the one given with its place';
+
 -- The worker's claim of intake rows (src/intake.c keeps them, from a sweep
 -- of the intake, and gives their ctids and ids, at most the oldest of each
 -- contact): those of the connection still pending, with no row of their
@@ -483,10 +496,14 @@ BEGIN
                        FROM @extschema@.outbox_rows s
                       WHERE s.status = 'sending' AND s.connection = conn) AS keys),
     c AS (
+        -- the places in one TID scan, each row kept when it is the one given
+        -- there (a join of the places, one TID scan each, asked the kernel
+        -- for the intake's size at every place)
         SELECT o.ctid AS tid
-          FROM ROWS FROM (pg_catalog.unnest(tids), pg_catalog.unnest(ids)) AS k(tid, id)
-          JOIN ONLY @extschema@.outbox_intake o ON o.ctid = k.tid AND o.id = k.id
-         WHERE o.status = 'pending'
+          FROM ONLY @extschema@.outbox_intake o
+         WHERE o.ctid = ANY (tids)
+           AND @extschema@.intake_at_place(o.ctid, o.id, tids, ids)
+           AND o.status = 'pending'
            AND o.kind = 'subscriber'
            AND o.connection = conn
            -- (OR evaluates its arms in order: a connection with nothing in
@@ -543,8 +560,9 @@ SET enable_mergejoin = off
 AS $$
     WITH c AS (
         SELECT o.ctid AS tid
-          FROM ROWS FROM (pg_catalog.unnest(tids), pg_catalog.unnest(ids)) AS k(tid, id)
-          JOIN ONLY @extschema@.outbox_intake o ON o.ctid = k.tid AND o.id = k.id
+          FROM ONLY @extschema@.outbox_intake o
+         WHERE o.ctid = ANY (tids)
+           AND @extschema@.intake_at_place(o.ctid, o.id, tids, ids)
            FOR UPDATE OF o SKIP LOCKED)
     UPDATE @extschema@.outbox u
        SET intake = false

@@ -281,3 +281,23 @@ SELECT external_event_id, contact_key, status, attempts, created_at = now() AS c
 COMMIT;
 DELETE FROM outbox WHERE external_event_id LIKE 'dba-%';
 DROP TABLE public.hs_dba_att;
+
+-- intake_at_place(): whether an intake row is the one given with its place
+-- (the worker's claims read the places in one TID scan and keep such rows)
+SELECT hubspot_events.intake_at_place('(0,1)', 10, '{"(0,1)","(0,2)"}', '{10,20}') AS same_row,
+       hubspot_events.intake_at_place('(0,2)', 10, '{"(0,1)","(0,2)"}', '{10,20}') AS another_row,
+       hubspot_events.intake_at_place('(0,3)', 30, '{"(0,1)","(0,2)"}', '{10,20}') AS not_given,
+       hubspot_events.intake_at_place('(0,1)', 10, '{"(0,1)","(0,1)"}', '{10,11}') AS given_twice,
+       hubspot_events.intake_at_place('(0,1)', 10, '{"(0,1)",NULL}', '{10,NULL}') AS with_nulls;
+-- arrays that differ from row to row are read at each call (never a stale hash)
+SELECT v.t, v.i, hubspot_events.intake_at_place(v.t, v.i, ARRAY[v.t], ARRAY[v.a]) AS at_place
+  FROM (VALUES ('(0,1)'::tid, 1::bigint, 1::bigint), ('(0,1)', 3, 3), ('(0,1)', 4, 5)) v(t, i, a);
+-- the same arrays for every row of a statement (a parameter, as in the claims)
+PREPARE at_place(tid[], bigint[]) AS
+  SELECT v.t, hubspot_events.intake_at_place(v.t, v.i, $1, $2) AS at_place
+    FROM (VALUES ('(0,1)'::tid, 1::bigint), ('(0,2)', 2), ('(0,2)', 3), ('(0,4)', 4)) v(t, i);
+EXECUTE at_place('{"(0,1)","(0,2)","(0,4)"}', '{1,2,5}');
+EXECUTE at_place('{"(0,4)"}', '{4}');
+DEALLOCATE at_place;
+SELECT hubspot_events.intake_at_place('(0,1)', 1, '{"(0,1)"}', '{1,2}');
+SELECT hubspot_events.intake_at_place('(0,1)', 1, '{{"(0,1)"}}', '{{1}}');

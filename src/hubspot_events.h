@@ -29,6 +29,8 @@
  *	  enqueue.c     writing outbox rows by a direct heap and index insert
  *	  intake.c      the worker's rows kept from the outbox's intake: sweeps, and claims in
  *	                each contact's order
+ *	  intake_place.c intake_at_place(): whether an intake row is still the one seen at its
+ *	                place (the claims' one TID scan)
  *	  order_lock.c  per-key advisory locks before the id: commit order is id order
  *	  shared.c      shared memory: the workers' state (a slot per database), wake-up at commit
  *	  metrics.c     counters for monitoring (requests by status, latency...), in shared memory

@@ -111,6 +111,8 @@ my @functions = (
 		q{SELECT * FROM hubspot_events.claim_intake('{}', '{}', 'default')} ],
 	[ 'hubspot_events.move_intake(tid[],bigint[])', 'internal', q{SELECT * FROM hubspot_events.move_intake('{}', '{}')} ],
 	[ 'hubspot_events.move_intake_connection(text)', 'internal', q{SELECT hubspot_events.move_intake_connection('none')} ],
+	[ 'hubspot_events.intake_at_place(tid,bigint,tid[],bigint[])', 'internal',
+		q{SELECT hubspot_events.intake_at_place('(0,1)', 1, '{}', '{}')} ],
 	[ 'hubspot_events.create_connection(text,text)', 'internal',
 		q{SELECT hubspot_events.create_connection('sec', '/nonexistent')} ],
 	[ 'hubspot_events.drop_connection(text,boolean)', 'manage', q{SELECT hubspot_events.drop_connection('sec-none')} ],
