@@ -296,13 +296,16 @@ sub l1 { $node->safe_psql('postgres', $_[0]) }
 my $worker_sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'hubspot_events worker'";
 ok(wait_until(sub { l1($worker_sql) ne '' }), 'the worker runs');
 my $old_worker = l1($worker_sql);
+# a new worker, whose first turn looks for rows in flight and purges sent
+# rows; the old one stops first (a worker waiting for a lock does not see
+# SIGTERM until it has the lock), and the next starts 5 s later
+l1("SELECT pg_terminate_backend($old_worker)");
+ok(wait_until(sub { l1("SELECT count(*) FROM pg_stat_activity WHERE pid = $old_worker") eq '0' }), 'the old worker stops');
 my $ddl = $node->background_psql('postgres');
 $ddl->query_safe("SET lock_timeout = '20s'");
 $ddl->query_safe("BEGIN");
 # the DDL's first lock: the outbox itself
 $ddl->query_safe("LOCK TABLE ONLY hubspot_events.outbox IN SHARE ROW EXCLUSIVE MODE");
-# a new worker, whose first turn looks for rows in flight and purges sent rows
-l1("SELECT pg_terminate_backend($old_worker)");
 ok(wait_until(sub { l1("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
                          WHERE a.backend_type = 'hubspot_events worker' AND a.pid <> $old_worker
                            AND NOT l.granted AND l.relation = 'hubspot_events.outbox'::regclass") eq '1' }, 60),
